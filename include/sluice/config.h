@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The validated configuration: plain C structs built once from the Lua conf
+ * file and never modified afterwards. Runtime modules only ever see a
+ * `const struct sl_config *`. Lua functions in the conf (key and cost
+ * functions) cannot cross into C; the struct records that they exist and
+ * lua_rt loads `source` again in each worker's own state to call them.
+ */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sluice/netaddr.h"
+
+struct sl_client_conf {
+    uint64_t header_timeout_ms; /* whole request head must arrive within this: 408 */
+    uint64_t body_timeout_ms;   /* between two reads of the request body: 408 */
+    uint64_t idle_timeout_ms;   /* keep-alive wait for the next request: close */
+    size_t max_header_size;     /* request line + headers, bytes: 431 */
+    size_t max_uri_size;        /* request-target, bytes: 414 */
+    unsigned max_headers;       /* header field count: 431 */
+    uint64_t max_body_size;     /* bytes, 0 = unlimited: 413 */
+    unsigned max_connections;   /* per process; accept pauses at the cap */
+};
+
+struct sl_upstream_conf {
+    char *name;
+    struct sl_sockaddr *servers;
+    size_t nservers;
+    unsigned keepalive;          /* idle connections kept per worker */
+    uint64_t connect_timeout_ms;
+    uint64_t timeout_ms;         /* response head, and between reads of the body: 504 */
+    uint64_t idle_timeout_ms;    /* how long an idle pooled connection is kept */
+    unsigned max_inflight;       /* per process, split between workers */
+    unsigned queue;              /* waiting requests per process; past it 503 */
+    const char *file;            /* where it was defined, for later checks */
+    int line;
+};
+
+enum sl_key_kind {
+    SL_KEY_IP,
+    SL_KEY_HEADER,
+    SL_KEY_QUERY,
+    SL_KEY_COOKIE,
+    SL_KEY_PATH,
+    SL_KEY_METHOD,
+    SL_KEY_GLOBAL,
+    SL_KEY_FUNCTION, /* a Lua function of the request, run by lua_rt */
+};
+
+struct sl_key_part {
+    enum sl_key_kind kind;
+    char *name; /* header (lower-cased), query or cookie name; NULL otherwise */
+    size_t name_len;
+};
+
+struct sl_limit_conf {
+    char *name;
+    struct sl_key_part *parts; /* several parts: a composite key */
+    size_t nparts;
+    double rate;     /* tokens added per `per_ms` */
+    uint64_t per_ms;
+    double burst;    /* capacity; defaults to rate */
+    double cost;     /* tokens per request when cost is not a function; default 1 */
+    bool is_cost_function;
+    bool is_shadow;  /* evaluate and count, never refuse */
+    const char *file;
+    int line;
+};
+
+struct sl_route_conf {
+    char *host;    /* NULL: any host; matched case-insensitively, without port */
+    char *path;    /* prefix */
+    size_t path_len;
+    size_t upstream; /* index into sl_config.upstreams */
+    size_t *limits;  /* indexes into sl_config.limits, in the order written */
+    size_t nlimits;
+    bool has_ratelimit_headers; /* RateLimit fields on admitted responses; default true */
+    bool has_server_timing;     /* Server-Timing header; default false */
+};
+
+enum sl_store_kind { SL_STORE_LOCAL, SL_STORE_REDIS };
+enum sl_on_error { SL_ON_ERROR_ALLOW, SL_ON_ERROR_DENY, SL_ON_ERROR_LOCAL };
+
+struct sl_store_conf {
+    enum sl_store_kind kind;
+    char *url;            /* redis://[user:password@]host:port/db or unix:/path[?db=N] */
+    uint64_t timeout_ms;  /* per script call; default 20ms */
+    enum sl_on_error on_error;
+    char *prefix;         /* key namespace, default "sluice" */
+    size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
+};
+
+struct sl_config {
+    char *path;            /* the conf file, as given */
+    char *source;          /* its text, so every Lua state loads the same bytes */
+    size_t source_len;
+
+    struct sl_sockaddr *listen;
+    size_t nlisten;
+    struct sl_sockaddr admin;
+    bool has_admin;
+    unsigned workers;      /* "auto" resolved to the number of online CPUs */
+    struct sl_cidr *trusted_proxies;
+    size_t ntrusted_proxies;
+    uint64_t shutdown_timeout_ms; /* graceful drain bound, default 30s */
+
+    struct sl_client_conf client;
+    struct sl_store_conf store;
+
+    struct sl_upstream_conf *upstreams;
+    size_t nupstreams;
+    struct sl_limit_conf *limits;
+    size_t nlimits;
+    struct sl_route_conf *routes;
+    size_t nroutes;
+
+    char *access_log;      /* path, "stderr" or "off"; default "stderr" */
+    char *error_log;       /* path or "stderr"; default "stderr" */
+    char *log_level;       /* "debug" | "info" | "warn" | "error"; default "info" */
+    char *pidfile;         /* NULL: none */
+};
+
+/*
+ * Runs the conf file at `path` in a sandboxed LuaJIT state and validates it.
+ * On success returns a config owned by the caller (free with sl_config_free)
+ * and leaves *errors NULL. On failure returns NULL and sets *errors to a
+ * malloc'd string of one "file:line: message" per line, every error found.
+ */
+struct sl_config *sl_config_load(const char *path, char **errors);
+void sl_config_free(struct sl_config *cfg);
+
+/* Parses "250ms", "10s", "1m", "2h" into milliseconds; -1 on a bad string. */
+int sl_config_parse_duration(const char *text, uint64_t *ms);
+/* Parses "512", "16k", "8m", "1g" (powers of 1024) into bytes; -1 on a bad string. */
+int sl_config_parse_size(const char *text, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The diagnostic (error) log: one line per event, "time level message".
+ * sl_log_warn and sl_fatal append strerror(errno); the x variants do not.
+ * Thread-safe: each line is written with a single write(2).
+ */
+#ifndef SL_LOG_H
+#define SL_LOG_H
+
+#include <stdarg.h>
+
+enum sl_log_level { SL_LOG_DEBUG, SL_LOG_INFO, SL_LOG_WARN, SL_LOG_ERROR };
+
+/* Opens `path` ("stderr" or NULL: standard error) for appending; -1 on failure. */
+int sl_log_open(const char *path);
+/* Reopens the same path (SIGUSR1 after rotation). */
+int sl_log_reopen(void);
+void sl_log_close(void);
+void sl_log_set_level(enum sl_log_level level);
+int sl_log_parse_level(const char *name, enum sl_log_level *level);
+
+void sl_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void sl_fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Address parsing and CIDR matching. Helpers here never log: they return -1
+ * and leave the message to the caller, which knows the conf line.
+ */
+#include "sluice/netaddr.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int
+parse_port(const char *text, uint16_t *port)
+{
+    char *end;
+    unsigned long value;
+
+    if (*text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    value = strtoul(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value == 0 || value > 65535)
+        return -1;
+    *port = (uint16_t)value;
+    return 0;
+}
+
+int
+sl_sockaddr_parse(const char *text, struct sl_sockaddr *out)
+{
+    char host[48]; /* longest IPv6 text is 45 bytes */
+    const char *colon;
+    size_t host_len;
+    uint16_t port;
+
+    memset(out, 0, sizeof(*out));
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        host_len = (size_t)(close - text - 1);
+        colon = close + 1;
+        if (host_len == 0 || host_len >= sizeof(host))
+            return -1;
+        memcpy(host, text + 1, host_len);
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL)
+            return -1;
+        host_len = (size_t)(colon - text);
+        if (host_len == 0 || host_len >= sizeof(host))
+            return -1;
+        memcpy(host, text, host_len);
+    }
+    host[host_len] = '\0';
+    if (parse_port(colon + 1, &port) != 0)
+        return -1;
+
+    if (text[0] != '[') {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+        if (strcmp(host, "localhost") == 0)
+            memcpy(host, "127.0.0.1", sizeof("127.0.0.1"));
+        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return -1;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        out->len = sizeof(*sin);
+        snprintf(out->text, sizeof(out->text), "%s:%u", host, port);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -1;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        out->len = sizeof(*sin6);
+        snprintf(out->text, sizeof(out->text), "[%s]:%u", host, port);
+    }
+    return 0;
+}
+
+static void
+mask_bits(uint8_t *addr, unsigned nbytes, unsigned prefix)
+{
+    for (unsigned i = 0; i < nbytes; i++) {
+        unsigned bits = prefix > i * 8 ? prefix - i * 8 : 0;
+        if (bits >= 8)
+            continue;
+        addr[i] &= (uint8_t)(0xff00u >> bits);
+    }
+}
+
+int
+sl_cidr_parse(const char *text, struct sl_cidr *out)
+{
+    char host[64];
+    const char *slash = strchr(text, '/');
+    size_t host_len = slash ? (size_t)(slash - text) : strlen(text);
+    unsigned max_prefix;
+
+    memset(out, 0, sizeof(*out));
+    if (host_len == 0 || host_len >= sizeof(host))
+        return -1;
+    memcpy(host, text, host_len);
+    host[host_len] = '\0';
+    if (inet_pton(AF_INET, host, out->addr) == 1) {
+        out->family = AF_INET;
+        max_prefix = 32;
+    } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+        out->family = AF_INET6;
+        max_prefix = 128;
+    } else {
+        return -1;
+    }
+    out->prefix = max_prefix;
+    if (slash != NULL) {
+        char *end;
+        unsigned long prefix;
+        if (slash[1] < '0' || slash[1] > '9')
+            return -1;
+        errno = 0;
+        prefix = strtoul(slash + 1, &end, 10);
+        if (errno != 0 || *end != '\0' || prefix > max_prefix)
+            return -1;
+        out->prefix = (unsigned)prefix;
+    }
+    mask_bits(out->addr, max_prefix / 8, out->prefix);
+    return 0;
+}
+
+static bool
+match_raw(const struct sl_cidr *cidrs, size_t ncidrs, int family, const uint8_t *addr)
+{
+    for (size_t i = 0; i < ncidrs; i++) {
+        const struct sl_cidr *c = &cidrs[i];
+        unsigned full, rest;
+        if (c->family != family)
+            continue;
+        full = c->prefix / 8;
+        rest = c->prefix % 8;
+        if (memcmp(c->addr, addr, full) != 0)
+            continue;
+        if (rest != 0 && ((addr[full] & (uint8_t)(0xff00u >> rest)) != c->addr[full]))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+bool
+sl_cidr_match(const struct sl_cidr *cidrs, size_t ncidrs, const struct sockaddr *sa)
+{
+    if (ncidrs == 0)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+        return match_raw(cidrs, ncidrs, AF_INET, (const uint8_t *)&sin->sin_addr);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)sa;
+        const uint8_t *a = (const uint8_t *)&sin6->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+            return match_raw(cidrs, ncidrs, AF_INET, a + 12)
+                || match_raw(cidrs, ncidrs, AF_INET6, a);
+        return match_raw(cidrs, ncidrs, AF_INET6, a);
+    }
+    return false;
+}
+
+bool
+sl_cidr_match_text(const struct sl_cidr *cidrs, size_t ncidrs, const char *ip, size_t ip_len)
+{
+    char host[64];
+    uint8_t addr[16];
+
+    if (ip_len == 0 || ip_len >= sizeof(host))
+        return false;
+    memcpy(host, ip, ip_len);
+    host[ip_len] = '\0';
+    if (inet_pton(AF_INET, host, addr) == 1)
+        return match_raw(cidrs, ncidrs, AF_INET, addr);
+    if (inet_pton(AF_INET6, host, addr) == 1)
+        return match_raw(cidrs, ncidrs, AF_INET6, addr);
+    return false;
+}
+
+size_t
+sl_sockaddr_host(const struct sockaddr *sa, char *buf, size_t size)
+{
+    const void *addr;
+
+    if (sa->sa_family == AF_INET)
+        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    else if (sa->sa_family == AF_INET6)
+        addr = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    else
+        return 0;
+    if (inet_ntop(sa->sa_family, addr, buf, (socklen_t)size) == NULL)
+        return 0;
+    return strlen(buf);
+}
+
+static bool
+is_address(const char *ip, size_t len)
+{
+    char host[64];
+    uint8_t addr[16];
+
+    if (len == 0 || len >= sizeof(host))
+        return false;
+    memcpy(host, ip, len);
+    host[len] = '\0';
+    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+}
+
+static size_t
+copy_out(char *buf, size_t size, const char *src, size_t len)
+{
+    if (len >= size)
+        len = size - 1;
+    memcpy(buf, src, len);
+    buf[len] = '\0';
+    return len;
+}
+
+size_t
+sl_client_address(const struct sockaddr *peer, const char *xff, size_t xff_len,
+                  const struct sl_cidr *trusted, size_t ntrusted, char *buf, size_t size)
+{
+    size_t len = sl_sockaddr_host(peer, buf, size);
+    size_t end = xff_len;
+
+    if (xff == NULL || xff_len == 0 || !sl_cidr_match(trusted, ntrusted, peer))
+        return len;
+    /* Walk hops right to left: each trusted hop vouches for the one before it. */
+    while (end > 0) {
+        size_t start = end, hop_start, hop_end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        hop_start = start;
+        hop_end = end;
+        while (hop_start < hop_end && (xff[hop_start] == ' ' || xff[hop_start] == '\t'))
+            hop_start++;
+        while (hop_end > hop_start && (xff[hop_end - 1] == ' ' || xff[hop_end - 1] == '\t'))
+            hop_end--;
+        if (!is_address(xff + hop_start, hop_end - hop_start))
+            return len;
+        len = copy_out(buf, size, xff + hop_start, hop_end - hop_start);
+        if (!sl_cidr_match_text(trusted, ntrusted, xff + hop_start, hop_end - hop_start))
+            return len;
+        end = start > 0 ? start - 1 : 0;
+    }
+    return len;
+}
