@@ -44,3 +44,95 @@ const struct sl_header *sl_request_header(const struct sl_request *req, const ch
 bool sl_http_token_eq(const char *a, size_t a_len, const char *b, size_t b_len);
 
 #endif
+
+/* ---- head parsing glue (http.c) ---------------------------------------- */
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <http_parser.h>
+
+struct sl_head_span {
+    uint32_t name_off, name_len;
+    uint32_t value_off, value_len;
+};
+
+typedef void sl_http_body_cb(void *arg, const char *at, size_t len);
+
+/*
+ * Incremental parser state for one message head (request or response) and,
+ * for chunked or close-delimited bodies, the rest of the message. Spans are
+ * kept as offsets from the start of the head so the caller may move the bytes
+ * (evbuffer_pullup can reallocate) between feeds.
+ */
+struct sl_head {
+    http_parser parser;
+    const char *base;        /* bytes being fed; valid only during a feed */
+    size_t fed;              /* head bytes already given to the parser */
+    size_t head_len;         /* once complete: length of the head, final CRLF included */
+    size_t max_size;
+    unsigned max_headers;
+    uint32_t url_off, url_len;
+    uint32_t reason_off, reason_len;
+    struct sl_head_span *spans;
+    unsigned nspans, spans_cap;
+    bool is_in_value;
+    bool is_complete;        /* head parsed */
+    bool is_message_complete;
+    bool is_skip_body;       /* responses to HEAD */
+    int error_status;        /* set by callbacks: 431 too many headers */
+    sl_http_body_cb *on_body;
+    void *body_arg;
+};
+
+enum sl_head_result { SL_HEAD_MORE = 0, SL_HEAD_DONE = 1 };
+
+void sl_head_init(struct sl_head *h, enum http_parser_type type, size_t max_size,
+                  unsigned max_headers);
+void sl_head_fini(struct sl_head *h);
+/* Starts over for the next message on the same connection (keeps storage). */
+void sl_head_reset(struct sl_head *h, enum http_parser_type type);
+/*
+ * Feeds the head bytes received so far; `data` always starts at the head's
+ * first byte and `len` only grows between calls. Returns SL_HEAD_MORE,
+ * SL_HEAD_DONE (head_len set), or the HTTP status that refuses the message
+ * (400, 414, 431; 502 for a bad response head).
+ */
+int sl_head_feed(struct sl_head *h, const char *data, size_t len);
+/*
+ * Feeds body bytes (chunked or close-delimited framing, after the head);
+ * decoded data goes to h->on_body. Returns the bytes consumed, or -1 when the
+ * framing is invalid. len == 0 signals end of stream. Stops after the message.
+ */
+ssize_t sl_head_feed_body(struct sl_head *h, const char *data, size_t len);
+
+/* Fills a request from a complete head whose bytes now live at `head`. */
+int sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *headers,
+                       struct sl_request *req);
+/* Header array of a complete head; returns the count. */
+size_t sl_head_headers(const struct sl_head *h, const char *head, struct sl_header *headers);
+
+/* Checks on the raw head that the parser lets through: bare LF line ends and
+ * obs-fold. Returns 0 or 400. */
+int sl_http_check_line_ends(const char *head, size_t len);
+
+/* Reason phrase for a status code ("Unknown" when there is none). */
+const char *sl_http_reason(int status);
+
+enum sl_framing {
+    SL_FRAMING_NONE,    /* no body */
+    SL_FRAMING_LENGTH,  /* Content-Length bytes */
+    SL_FRAMING_CHUNKED,
+    SL_FRAMING_EOF,     /* responses only: until the connection closes */
+};
+
+/*
+ * Request body framing under the strict rules of RFC 9112 section 6.3: a
+ * Transfer-Encoding other than exactly one "chunked" (or next to a
+ * Content-Length, or in HTTP/1.0), several or invalid Content-Length values,
+ * are refused with 400 rather than guessed at.
+ */
+int sl_http_request_framing(const struct sl_request *req, enum sl_framing *framing,
+                            uint64_t *length);
+/* Response framing from a complete response head. */
+enum sl_framing sl_http_response_framing(const struct sl_head *h, bool is_head_request);

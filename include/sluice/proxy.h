@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The request flow of one worker thread: accept, parse, route, limit, forward,
+ * respond, log. Everything here runs on that worker's event loop; the daemon
+ * talks to it only through these calls, made on the worker's own thread.
+ */
+#ifndef SL_PROXY_H
+#define SL_PROXY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct sl_config;
+struct sl_limiter_shared;
+struct sl_metrics;
+struct sl_proxy;
+
+/* A config shared by every worker, freed when the last one lets go. */
+struct sl_shared_config {
+    atomic_uint refs;
+    struct sl_config *cfg;
+};
+
+struct sl_shared_config *sl_shared_config_new(struct sl_config *cfg);
+void sl_shared_config_ref(struct sl_shared_config *shared);
+void sl_shared_config_unref(struct sl_shared_config *shared);
+
+typedef void sl_proxy_drained_cb(void *arg);
+
+struct sl_proxy *sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
+                              struct sl_limiter_shared *limiter_shared);
+void sl_proxy_free(struct sl_proxy *proxy);
+
+/* Opens this worker's SO_REUSEPORT listeners on every `listen` address. */
+int sl_proxy_listen(struct sl_proxy *proxy, const struct sl_config *cfg, char *err,
+                    size_t err_size);
+/*
+ * Makes `shared` the config for requests that start from now on; requests in
+ * flight finish on the one they started with. Takes a reference. On failure
+ * (e.g. a key function that does not load) the old config stays, -1.
+ */
+int sl_proxy_set_config(struct sl_proxy *proxy, struct sl_shared_config *shared, char *err,
+                        size_t err_size);
+/* Stops accepting, closes idle connections, lets requests in flight finish;
+ * calls cb (on this worker's thread) once no connection is left. */
+void sl_proxy_drain(struct sl_proxy *proxy, sl_proxy_drained_cb *cb, void *arg);
+/* Closes every remaining connection now (drain timed out). */
+void sl_proxy_close_all(struct sl_proxy *proxy);
+void sl_proxy_reopen_logs(struct sl_proxy *proxy);
+/* Readiness of this worker: store usable and every route's upstream reachable.
+ * Writes what is missing into why. */
+bool sl_proxy_is_ready(struct sl_proxy *proxy, char *why, size_t why_size);
+
+#endif

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Glue between http-parser and the rest of sluice: incremental head parsing
+ * into offsets, the framing rules we add on top of the parser (RFC 9112
+ * section 6.3), and small header helpers. It does no I/O.
+ */
+#include "sluice/http.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/alloc.h"
+
+static struct sl_head *
+head_of(http_parser *p)
+{
+    return p->data;
+}
+
+static uint32_t
+offset_of(const struct sl_head *h, const char *at)
+{
+    return (uint32_t)(at - h->base);
+}
+
+static int
+on_url(http_parser *p, const char *at, size_t len)
+{
+    struct sl_head *h = head_of(p);
+
+    if (h->url_len == 0)
+        h->url_off = offset_of(h, at);
+    h->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int
+on_status(http_parser *p, const char *at, size_t len)
+{
+    struct sl_head *h = head_of(p);
+
+    if (h->reason_len == 0)
+        h->reason_off = offset_of(h, at);
+    h->reason_len += (uint32_t)len;
+    return 0;
+}
+
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct sl_head *h = head_of(p);
+    struct sl_head_span *span;
+
+    if (h->is_in_value || h->nspans == 0) {
+        if (h->nspans == h->max_headers) {
+            h->error_status = 431;
+            return -1;
+        }
+        if (h->nspans == h->spans_cap) {
+            h->spans_cap = h->spans_cap ? h->spans_cap * 2 : 16;
+            if (h->spans_cap > h->max_headers)
+                h->spans_cap = h->max_headers;
+            h->spans = sl_xrealloc(h->spans, h->spans_cap * sizeof(*h->spans));
+        }
+        span = &h->spans[h->nspans++];
+        memset(span, 0, sizeof(*span));
+        span->name_off = offset_of(h, at);
+        h->is_in_value = false;
+    }
+    h->spans[h->nspans - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct sl_head *h = head_of(p);
+    struct sl_head_span *span = &h->spans[h->nspans - 1];
+
+    if (!h->is_in_value) {
+        span->value_off = offset_of(h, at);
+        h->is_in_value = true;
+    }
+    span->value_len += (uint32_t)len;
+    return 0;
+}
+
+static int
+on_headers_complete(http_parser *p)
+{
+    struct sl_head *h = head_of(p);
+
+    h->is_complete = true;
+    /* Stop here so the caller sees exactly where the head ends. */
+    http_parser_pause(p, 1);
+    return h->is_skip_body ? 1 : 0;
+}
+
+static int
+on_body(http_parser *p, const char *at, size_t len)
+{
+    struct sl_head *h = head_of(p);
+
+    if (h->on_body != NULL)
+        h->on_body(h->body_arg, at, len);
+    return 0;
+}
+
+static int
+on_message_complete(http_parser *p)
+{
+    struct sl_head *h = head_of(p);
+
+    h->is_message_complete = true;
+    /* Pipelined bytes after this message belong to the next one. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void
+sl_head_init(struct sl_head *h, enum http_parser_type type, size_t max_size, unsigned max_headers)
+{
+    memset(h, 0, sizeof(*h));
+    h->max_size = max_size;
+    h->max_headers = max_headers;
+    sl_head_reset(h, type);
+}
+
+void
+sl_head_fini(struct sl_head *h)
+{
+    free(h->spans);
+    h->spans = NULL;
+    h->spans_cap = 0;
+}
+
+void
+sl_head_reset(struct sl_head *h, enum http_parser_type type)
+{
+    http_parser_init(&h->parser, type);
+    h->parser.data = h;
+    h->base = NULL;
+    h->fed = 0;
+    h->head_len = 0;
+    h->url_off = h->url_len = 0;
+    h->reason_off = h->reason_len = 0;
+    h->nspans = 0;
+    h->is_in_value = false;
+    h->is_complete = false;
+    h->is_message_complete = false;
+    h->is_skip_body = false;
+    h->error_status = 0;
+}
+
+static int
+status_for_errno(const struct sl_head *h)
+{
+    if (h->error_status != 0)
+        return h->error_status;
+    if (h->parser.type == HTTP_RESPONSE)
+        return 502;
+    return 400;
+}
+
+int
+sl_head_feed(struct sl_head *h, const char *data, size_t len)
+{
+    size_t limit = len < h->max_size ? len : h->max_size;
+    size_t n;
+
+    if (limit > h->fed) {
+        h->base = data;
+        n = http_parser_execute(&h->parser, &parser_settings, data + h->fed, limit - h->fed);
+        h->base = NULL;
+        if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED && h->is_complete) {
+            /*
+             * Paused inside on_headers_complete, the parser has not consumed
+             * the head's final LF yet; it takes it again when resumed.
+             */
+            h->head_len = h->fed + n + 1;
+            http_parser_pause(&h->parser, 0);
+            return SL_HEAD_DONE;
+        }
+        if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
+            return status_for_errno(h);
+        h->fed += n;
+    }
+    if (h->fed >= h->max_size) {
+        /* Still inside the request line: the target is what is too long. */
+        if (h->parser.type == HTTP_REQUEST && h->nspans == 0)
+            return 414;
+        return h->parser.type == HTTP_REQUEST ? 431 : 502;
+    }
+    return SL_HEAD_MORE;
+}
+
+ssize_t
+sl_head_feed_body(struct sl_head *h, const char *data, size_t len)
+{
+    size_t n;
+
+    if (h->is_message_complete)
+        return 0;
+    if (h->fed != SIZE_MAX) {
+        /* Give back the head's final LF the pause left unconsumed. */
+        h->fed = SIZE_MAX;
+        http_parser_execute(&h->parser, &parser_settings, "\n", 1);
+        if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED && h->is_message_complete)
+            return 0;
+        if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
+            return -1;
+    }
+    n = http_parser_execute(&h->parser, &parser_settings, data, len);
+    if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED && h->is_message_complete)
+        return (ssize_t)n;
+    if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
+        return -1;
+    if (len == 0 && !h->is_message_complete)
+        return -1;
+    return (ssize_t)n;
+}
+
+static void
+trim(const char **p, size_t *len)
+{
+    while (*len > 0 && ((*p)[0] == ' ' || (*p)[0] == '\t')) {
+        (*p)++;
+        (*len)--;
+    }
+    while (*len > 0 && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+size_t
+sl_head_headers(const struct sl_head *h, const char *head, struct sl_header *headers)
+{
+    for (unsigned i = 0; i < h->nspans; i++) {
+        const struct sl_head_span *s = &h->spans[i];
+        headers[i].name = head + s->name_off;
+        headers[i].name_len = s->name_len;
+        headers[i].value = s->value_len ? head + s->value_off : head + s->name_off + s->name_len;
+        headers[i].value_len = s->value_len;
+        trim(&headers[i].value, &headers[i].value_len);
+    }
+    return h->nspans;
+}
+
+int
+sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *headers,
+                   struct sl_request *req)
+{
+    const char *q;
+    const struct sl_header *host;
+
+    memset(req, 0, sizeof(*req));
+    req->method = http_method_str((enum http_method)h->parser.method);
+    req->method_len = strlen(req->method);
+    req->target = head + h->url_off;
+    req->target_len = h->url_len;
+    req->http_minor = h->parser.http_minor;
+    req->headers = headers;
+    req->nheaders = sl_head_headers(h, head, headers);
+    if (h->parser.http_major != 1)
+        return 505;
+    /* Only origin-form targets (RFC 9112 section 3.2.1) reach an upstream. */
+    if (req->target_len == 0 || req->target[0] != '/')
+        return 400;
+    q = memchr(req->target, '?', req->target_len);
+    req->path = req->target;
+    req->path_len = q ? (size_t)(q - req->target) : req->target_len;
+    if (q != NULL) {
+        req->query = q + 1;
+        req->query_len = req->target_len - req->path_len - 1;
+    }
+    host = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (sl_http_token_eq(headers[i].name, headers[i].name_len, "host", 4)) {
+            if (host != NULL)
+                return 400; /* RFC 9112 section 3.2: more than one Host */
+            host = &headers[i];
+        }
+    }
+    if (host == NULL) {
+        if (req->http_minor >= 1)
+            return 400;
+    } else {
+        const char *colon;
+        req->host = host->value;
+        req->host_len = host->value_len;
+        if (req->host_len > 0 && req->host[0] != '[') {
+            colon = memchr(req->host, ':', req->host_len);
+            if (colon != NULL)
+                req->host_len = (size_t)(colon - req->host);
+        }
+    }
+    return 0;
+}
+
+int
+sl_http_check_line_ends(const char *head, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (head[i] != '\n')
+            continue;
+        if (i == 0 || head[i - 1] != '\r')
+            return 400; /* bare LF: RFC 9112 section 2.2 lets us refuse */
+        if (i + 1 < len && (head[i + 1] == ' ' || head[i + 1] == '\t'))
+            return 400; /* obs-fold: section 5.2, refuse rather than unfold */
+    }
+    return 0;
+}
+
+const struct sl_header *
+sl_request_header(const struct sl_request *req, const char *name, size_t name_len)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (sl_http_token_eq(req->headers[i].name, req->headers[i].name_len, name, name_len))
+            return &req->headers[i];
+    }
+    return NULL;
+}
+
+bool
+sl_http_token_eq(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    return a_len == b_len && strncasecmp(a, b, a_len) == 0;
+}
+
+const char *
+sl_http_reason(int status)
+{
+    const char *reason;
+
+    if (status == 429)
+        return "Too Many Requests";
+    reason = http_status_str((enum http_status)status);
+    return (reason != NULL && strcmp(reason, "<unknown>") != 0) ? reason : "Unknown";
+}
+
+static int
+parse_content_length(const char *value, size_t len, uint64_t *length)
+{
+    uint64_t n = 0;
+
+    if (len == 0 || len > 18)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return -1;
+        n = n * 10 + (uint64_t)(value[i] - '0');
+    }
+    *length = n;
+    return 0;
+}
+
+int
+sl_http_request_framing(const struct sl_request *req, enum sl_framing *framing, uint64_t *length)
+{
+    const struct sl_header *cl = NULL, *te = NULL;
+
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct sl_header *hd = &req->headers[i];
+        if (sl_http_token_eq(hd->name, hd->name_len, "content-length", 14)) {
+            if (cl != NULL)
+                return 400;
+            cl = hd;
+        } else if (sl_http_token_eq(hd->name, hd->name_len, "transfer-encoding", 17)) {
+            if (te != NULL)
+                return 400;
+            te = hd;
+        }
+    }
+    *length = 0;
+    if (te != NULL) {
+        if (cl != NULL || req->http_minor == 0)
+            return 400;
+        if (!sl_http_token_eq(te->value, te->value_len, "chunked", 7))
+            return 400;
+        *framing = SL_FRAMING_CHUNKED;
+        return 0;
+    }
+    if (cl != NULL) {
+        if (parse_content_length(cl->value, cl->value_len, length) != 0)
+            return 400;
+        *framing = *length > 0 ? SL_FRAMING_LENGTH : SL_FRAMING_NONE;
+        return 0;
+    }
+    *framing = SL_FRAMING_NONE;
+    return 0;
+}
+
+enum sl_framing
+sl_http_response_framing(const struct sl_head *h, bool is_head_request)
+{
+    unsigned status = h->parser.status_code;
+
+    if (is_head_request || status / 100 == 1 || status == 204 || status == 304)
+        return SL_FRAMING_NONE;
+    if (h->parser.flags & F_CHUNKED)
+        return SL_FRAMING_CHUNKED;
+    if (h->parser.flags & F_CONTENTLENGTH)
+        return h->parser.content_length > 0 ? SL_FRAMING_LENGTH : SL_FRAMING_NONE;
+    return SL_FRAMING_EOF;
+}

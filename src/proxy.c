@@ -1,0 +1,1488 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The request flow of one worker: a connection state machine over libevent
+ * bufferevents. One request per connection is in progress at a time, so
+ * pipelined requests wait in the input buffer and are answered in order.
+ * Bodies stream in both directions with bounded buffers: reading from one
+ * side stops while the other side's output is above HIGH_WATER.
+ *
+ * Every connection end goes through conn_close(conn, reason); a connection
+ * referenced by a pending callback (limiter) is freed only when it returns.
+ */
+#include "sluice/proxy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "sluice/accesslog.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/limiter.h"
+#include "sluice/log.h"
+#include "sluice/netaddr.h"
+#include "sluice/route.h"
+#include "sluice/upstream.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+
+#define HIGH_WATER (256u * 1024u)
+#define LOW_WATER (64u * 1024u)
+#define MAX_RESPONSE_HEAD (64u * 1024u)
+#define MAX_RESPONSE_HEADERS 256u
+#define FLUSH_TIMEOUT_MS 10000u
+#define MAX_REQUEST_ID 128u
+
+/* ---- config generations ------------------------------------------------ */
+
+struct sl_shared_config *
+sl_shared_config_new(struct sl_config *cfg)
+{
+    struct sl_shared_config *shared = sl_xcalloc(1, sizeof(*shared));
+
+    atomic_init(&shared->refs, 1);
+    shared->cfg = cfg;
+    return shared;
+}
+
+void
+sl_shared_config_ref(struct sl_shared_config *shared)
+{
+    atomic_fetch_add_explicit(&shared->refs, 1, memory_order_relaxed);
+}
+
+void
+sl_shared_config_unref(struct sl_shared_config *shared)
+{
+    if (shared == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&shared->refs, 1, memory_order_acq_rel) == 1) {
+        sl_config_free(shared->cfg);
+        free(shared);
+    }
+}
+
+/* What one worker built from one config: its limiter and upstream pools. */
+struct wgen {
+    unsigned refs; /* the proxy's current pointer + each request using it */
+    struct sl_shared_config *shared;
+    const struct sl_config *cfg;
+    struct sl_limiter *limiter;
+    struct sl_upstream_pool **pools;
+};
+
+static void
+wgen_unref(struct wgen *gen)
+{
+    if (gen == NULL || --gen->refs > 0)
+        return;
+    for (size_t i = 0; i < gen->cfg->nupstreams; i++)
+        sl_upstream_pool_free(gen->pools[i]);
+    free(gen->pools);
+    sl_limiter_free(gen->limiter);
+    sl_shared_config_unref(gen->shared);
+    free(gen);
+}
+
+/* ---- types --------------------------------------------------------------- */
+
+enum conn_state {
+    C_IDLE,          /* keep-alive, waiting for a request */
+    C_HEAD,          /* reading a request head */
+    C_LIMIT,         /* waiting for the limiter */
+    C_UPSTREAM_WAIT, /* waiting for an upstream connection */
+    C_FORWARD,       /* request going up, response coming down */
+    C_FLUSH_CLOSE,   /* last bytes going out, then close */
+};
+
+struct conn {
+    struct sl_proxy *px;
+    struct conn *next, *prev;
+    struct bufferevent *bev;
+    struct event timer;
+    enum conn_state state;
+    unsigned refs;
+    bool is_dead;
+    bool is_client_read_paused; /* backpressure from the upstream side */
+    bool is_up_read_paused;     /* backpressure from the client side */
+    char peer_ip[48];
+    struct sockaddr_storage peer;
+
+    /* the request in progress */
+    struct sl_head head;
+    struct wgen *gen;
+    char *head_buf;
+    struct sl_header *headers;
+    struct sl_request req;
+    const struct sl_route_conf *route;
+    enum sl_framing framing;
+    uint64_t body_left;
+    uint64_t body_seen;
+    bool is_body_done;
+    bool is_body_too_large;
+    bool is_expect_continue;
+    bool is_head_method;
+    bool is_keepalive;
+    bool is_logged;
+    char client_ip[48];
+    char request_id[MAX_REQUEST_ID + 1];
+    size_t request_id_len;
+    char traceparent[56];
+    char *decision_headers;
+    size_t decision_headers_len, decision_headers_cap;
+    const char *limit_outcome;
+    double limiter_ms;
+
+    /* upstream side */
+    struct sl_upstream_wait wait;
+    struct sl_upconn *up;
+    struct bufferevent *up_bev;
+    struct sl_head resp;
+    enum sl_framing resp_framing;
+    uint64_t resp_left;
+    bool is_resp_started;   /* a response head went to the client */
+    bool is_resp_chunked;   /* we frame the body to the client as chunked */
+
+    /* accounting */
+    double start_wall;
+    uint64_t start_us, upstream_start_us, upstream_end_us;
+    uint64_t bytes_in, bytes_out;
+    int status;
+    const char *upstream_addr;
+};
+
+struct sl_proxy {
+    struct event_base *base;
+    unsigned index, nworkers;
+    struct sl_limiter_shared *limiter_shared;
+    struct wgen *gen;
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    bool is_accept_paused;
+    bool is_draining;
+    sl_proxy_drained_cb *drained_cb;
+    void *drained_arg;
+    struct conn *conns;
+    unsigned nconns, max_conns;
+    struct sl_accesslog *accesslog;
+    char *accesslog_path;
+    uint64_t rng[2];
+};
+
+static void conn_process(struct conn *c);
+static void conn_close(struct conn *c, const char *reason);
+static void request_finish(struct conn *c, const char *reason);
+static void respond_error(struct conn *c, int status, const char *detail, bool must_close);
+static void forward_body(struct conn *c);
+static void forward_response(struct conn *c);
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static struct timeval
+tv_from_ms(uint64_t ms)
+{
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    return tv;
+}
+
+static void
+timer_set(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = tv_from_ms(ms);
+    evtimer_add(&c->timer, &tv);
+}
+
+static uint64_t
+rng_next(struct sl_proxy *px)
+{
+    /* xorshift128+: ids only need to be unique, not secret */
+    uint64_t s1 = px->rng[0];
+    const uint64_t s0 = px->rng[1];
+    px->rng[0] = s0;
+    s1 ^= s1 << 23;
+    px->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return px->rng[1] + s0;
+}
+
+static void
+hex_random(struct sl_proxy *px, char *out, size_t ndigits)
+{
+    static const char digits[] = "0123456789abcdef";
+    uint64_t bits = 0;
+
+    for (size_t i = 0; i < ndigits; i++) {
+        if (i % 16 == 0)
+            bits = rng_next(px);
+        out[i] = digits[bits & 15];
+        bits >>= 4;
+    }
+}
+
+static bool
+is_lower_hex(const char *s, size_t n, bool may_be_zero)
+{
+    bool is_nonzero = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        if (s[i] != '0')
+            is_nonzero = true;
+    }
+    return may_be_zero || is_nonzero;
+}
+
+/* W3C Trace Context section 3.2: version-traceid-parentid-flags. */
+static bool
+is_valid_traceparent(const char *v, size_t n)
+{
+    if (n != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return false;
+    if (!is_lower_hex(v, 2, true) || (v[0] == 'f' && v[1] == 'f'))
+        return false;
+    return is_lower_hex(v + 3, 32, false) && is_lower_hex(v + 36, 16, false)
+        && is_lower_hex(v + 53, 2, true);
+}
+
+static bool
+is_valid_request_id(const char *v, size_t n)
+{
+    if (n == 0 || n > MAX_REQUEST_ID)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] <= 0x20 || v[i] >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool
+name_is(const struct sl_header *h, const char *lower, size_t len)
+{
+    return sl_http_token_eq(h->name, h->name_len, lower, len);
+}
+
+/* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
+static bool
+is_connection_token(const struct sl_header *headers, size_t n, const struct sl_header *h)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = headers[i].value, *end = v + headers[i].value_len;
+        if (!name_is(&headers[i], "connection", 10))
+            continue;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *tok_end = comma ? comma : end;
+            const char *t = v;
+            size_t tlen;
+            while (t < tok_end && (*t == ' ' || *t == '\t'))
+                t++;
+            tlen = (size_t)(tok_end - t);
+            while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t'))
+                tlen--;
+            if (sl_http_token_eq(t, tlen, h->name, h->name_len))
+                return true;
+            v = comma ? comma + 1 : end;
+        }
+    }
+    return false;
+}
+
+static bool
+is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h)
+{
+    if (name_is(h, "connection", 10) || name_is(h, "keep-alive", 10) || name_is(h, "te", 2)
+        || name_is(h, "trailer", 7) || name_is(h, "transfer-encoding", 17)
+        || name_is(h, "upgrade", 7))
+        return true;
+    if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
+        return true;
+    return is_connection_token(headers, n, h);
+}
+
+static void
+add_header(struct evbuffer *out, const struct sl_header *h)
+{
+    evbuffer_add(out, h->name, h->name_len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, h->value, h->value_len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* ---- connection lifecycle ------------------------------------------------ */
+
+static void
+conn_hold(struct conn *c)
+{
+    c->refs++;
+}
+
+static void
+conn_destroy(struct conn *c)
+{
+    struct sl_proxy *px = c->px;
+
+    sl_head_fini(&c->head);
+    sl_head_fini(&c->resp);
+    free(c->head_buf);
+    free(c->decision_headers);
+    free(c);
+    if (px->is_draining && px->nconns == 0 && px->drained_cb != NULL) {
+        sl_proxy_drained_cb *cb = px->drained_cb;
+        px->drained_cb = NULL;
+        cb(px->drained_arg);
+    }
+}
+
+static void
+conn_unhold(struct conn *c)
+{
+    if (--c->refs == 0 && c->is_dead)
+        conn_destroy(c);
+}
+
+static void
+accept_resume_if_room(struct sl_proxy *px)
+{
+    if (px->is_accept_paused && !px->is_draining && px->nconns < px->max_conns) {
+        for (size_t i = 0; i < px->nlisteners; i++)
+            evconnlistener_enable(px->listeners[i]);
+        px->is_accept_paused = false;
+    }
+}
+
+static void
+upstream_drop(struct conn *c, bool is_reusable)
+{
+    if (c->wait.is_active)
+        sl_upstream_cancel(&c->wait);
+    if (c->up != NULL) {
+        bufferevent_setcb(c->up_bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(c->up_bev, NULL, NULL);
+        sl_upstream_release(c->up, is_reusable);
+        c->up = NULL;
+        c->up_bev = NULL;
+    }
+}
+
+static void
+conn_close(struct conn *c, const char *reason)
+{
+    struct sl_proxy *px = c->px;
+
+    if (c->is_dead)
+        return;
+    if (c->gen != NULL && !c->is_logged)
+        request_finish(c, reason);
+    upstream_drop(c, false);
+    c->is_dead = true;
+    evtimer_del(&c->timer);
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (c->gen != NULL) {
+        wgen_unref(c->gen);
+        c->gen = NULL;
+    }
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        px->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    px->nconns--;
+    accept_resume_if_room(px);
+    if (c->refs == 0)
+        conn_destroy(c);
+}
+
+/* Sends what is buffered, then closes; the timer bounds a client that never reads. */
+static void
+conn_flush_close(struct conn *c)
+{
+    c->state = C_FLUSH_CLOSE;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_close(c, NULL);
+        return;
+    }
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    timer_set(c, FLUSH_TIMEOUT_MS);
+}
+
+/* ---- access log ---------------------------------------------------------- */
+
+static void
+request_finish(struct conn *c, const char *reason)
+{
+    struct sl_access_entry e;
+    uint64_t now = sl_clock_now_us();
+    const struct sl_header *rid;
+
+    c->is_logged = true;
+    if (c->px->accesslog == NULL)
+        return;
+    memset(&e, 0, sizeof(e));
+    e.time = c->start_wall;
+    e.client = c->peer_ip;
+    e.method = c->req.method;
+    e.method_len = c->req.method_len;
+    e.path = c->req.target;
+    e.path_len = c->req.target_len;
+    e.status = c->status;
+    e.bytes_in = c->bytes_in;
+    e.bytes_out = c->bytes_out;
+    e.duration_ms = (double)(now - c->start_us) / 1000.0;
+    e.upstream_ms = c->upstream_start_us
+        ? (double)((c->upstream_end_us ? c->upstream_end_us : now) - c->upstream_start_us) / 1000.0
+        : -1.0;
+    e.limiter_ms = c->limit_outcome ? c->limiter_ms : -1.0;
+    e.upstream = c->upstream_addr;
+    rid = c->request_id_len ? NULL : sl_request_header(&c->req, "x-request-id", 12);
+    if (c->request_id_len) {
+        e.request_id = c->request_id;
+        e.request_id_len = c->request_id_len;
+    } else if (rid != NULL) {
+        e.request_id = rid->value;
+        e.request_id_len = rid->value_len;
+    }
+    if (c->traceparent[0] != '\0') {
+        e.trace_id = c->traceparent + 3;
+        e.trace_id_len = 32;
+    }
+    e.limit = c->limit_outcome;
+    e.reason = reason;
+    sl_accesslog_write(c->px->accesslog, &e);
+}
+
+/* Releases the request's resources; the connection goes back to idle. */
+static void
+request_reset(struct conn *c)
+{
+    free(c->head_buf);
+    c->head_buf = NULL;
+    c->headers = NULL;
+    memset(&c->req, 0, sizeof(c->req));
+    if (c->gen != NULL) {
+        wgen_unref(c->gen);
+        c->gen = NULL;
+    }
+    c->route = NULL;
+    c->framing = SL_FRAMING_NONE;
+    c->body_left = c->body_seen = 0;
+    c->is_body_done = c->is_body_too_large = false;
+    c->is_expect_continue = c->is_head_method = false;
+    c->is_logged = false;
+    c->request_id_len = 0;
+    c->traceparent[0] = '\0';
+    c->decision_headers_len = 0;
+    c->limit_outcome = NULL;
+    c->limiter_ms = 0;
+    c->resp_framing = SL_FRAMING_NONE;
+    c->resp_left = 0;
+    c->is_resp_started = c->is_resp_chunked = false;
+    c->upstream_start_us = c->upstream_end_us = 0;
+    c->bytes_in = c->bytes_out = 0;
+    c->status = 0;
+    c->upstream_addr = NULL;
+    sl_head_reset(&c->head, HTTP_REQUEST);
+}
+
+/* The response is complete: log, then either close or wait for the next request. */
+static void
+request_done(struct conn *c, bool must_close)
+{
+    struct sl_proxy *px = c->px;
+
+    request_finish(c, NULL);
+    if (must_close || !c->is_keepalive || px->is_draining) {
+        conn_flush_close(c);
+        return;
+    }
+    request_reset(c);
+    c->state = C_IDLE;
+    timer_set(c, px->gen->cfg->client.idle_timeout_ms);
+    if (c->is_client_read_paused) {
+        c->is_client_read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        conn_process(c);
+}
+
+/* ---- local responses ----------------------------------------------------- */
+
+static void
+write_local_response(struct conn *c, int status, const char *extra_headers, size_t extra_len,
+                     const char *body, size_t body_len, bool must_close)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(out);
+
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n"
+                        "Content-Length: %zu\r\nCache-Control: no-store\r\n",
+                        status, sl_http_reason(status), body_len);
+    if (extra_len > 0)
+        evbuffer_add(out, extra_headers, extra_len);
+    if (must_close)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (c->req.http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    if (!c->is_head_method)
+        evbuffer_add(out, body, body_len);
+    c->bytes_out += evbuffer_get_length(out) - before;
+    c->status = status;
+    c->is_resp_started = true;
+}
+
+/*
+ * Answers with a problem+json body (RFC 9457). `detail` is always one of our
+ * own strings, never client input, so nothing the client sent is reflected.
+ */
+static void
+respond_error(struct conn *c, int status, const char *detail, bool must_close)
+{
+    char body[512];
+    const char *extra = "";
+    size_t extra_len = 0;
+    int n;
+
+    n = snprintf(body, sizeof(body),
+                 "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}",
+                 sl_http_reason(status), status, detail);
+    if (status == 503) {
+        extra = "Retry-After: 1\r\n";
+        extra_len = 16;
+    }
+    /* A body we did not read would be taken for the next request. */
+    if (c->framing != SL_FRAMING_NONE && !c->is_body_done)
+        must_close = true;
+    write_local_response(c, status, extra, extra_len, body, (size_t)n, must_close);
+    upstream_drop(c, false);
+    if (c->gen == NULL) {
+        /* No request was parsed (bad head): nothing to log but the close. */
+        conn_flush_close(c);
+        return;
+    }
+    request_done(c, must_close);
+}
+
+/* ---- request head -------------------------------------------------------- */
+
+static void
+set_ids(struct conn *c)
+{
+    const struct sl_header *rid = sl_request_header(&c->req, "x-request-id", 12);
+    const struct sl_header *tp = sl_request_header(&c->req, "traceparent", 11);
+
+    if (rid == NULL || !is_valid_request_id(rid->value, rid->value_len)) {
+        hex_random(c->px, c->request_id, 32);
+        c->request_id[32] = '\0';
+        c->request_id_len = 32;
+    }
+    if (tp != NULL && is_valid_traceparent(tp->value, tp->value_len)) {
+        memcpy(c->traceparent, tp->value, 55);
+    } else {
+        memcpy(c->traceparent, "00-", 3);
+        hex_random(c->px, c->traceparent + 3, 32);
+        c->traceparent[35] = '-';
+        hex_random(c->px, c->traceparent + 36, 16);
+        memcpy(c->traceparent + 52, "-01", 3);
+    }
+    c->traceparent[55] = '\0';
+}
+
+static void on_decision(void *arg, const struct sl_decision *d);
+
+/* The head is parsed and its bytes copied out of the input buffer. */
+static void
+request_begin(struct conn *c)
+{
+    const struct sl_config *cfg = c->gen->cfg;
+    const struct sl_header *h;
+    int status;
+
+    status = sl_head_to_request(&c->head, c->head_buf, c->headers, &c->req);
+    c->is_head_method = c->head.parser.method == HTTP_HEAD;
+    c->is_keepalive = http_should_keep_alive(&c->head.parser);
+    if (status != 0) {
+        respond_error(c, status, "the request is malformed", true);
+        return;
+    }
+    status = sl_http_request_framing(&c->req, &c->framing, &c->body_left);
+    if (status != 0) {
+        c->framing = SL_FRAMING_NONE;
+        respond_error(c, status, "the request framing is ambiguous or invalid", true);
+        return;
+    }
+    c->is_body_done = c->framing == SL_FRAMING_NONE;
+    if (c->head.parser.method == HTTP_CONNECT) {
+        respond_error(c, 405, "CONNECT is not supported", true);
+        return;
+    }
+    if (c->framing == SL_FRAMING_LENGTH && cfg->client.max_body_size != 0
+        && c->body_left > cfg->client.max_body_size) {
+        respond_error(c, 413, "the request body is larger than allowed", true);
+        return;
+    }
+    h = sl_request_header(&c->req, "expect", 6);
+    if (h != NULL) {
+        if (!sl_http_token_eq(h->value, h->value_len, "100-continue", 12)) {
+            respond_error(c, 417, "only 100-continue is supported", false);
+            return;
+        }
+        c->is_expect_continue = c->req.http_minor >= 1 && !c->is_body_done;
+    }
+    h = sl_request_header(&c->req, "x-forwarded-for", 15);
+    sl_client_address((const struct sockaddr *)&c->peer, h ? h->value : NULL,
+                      h ? h->value_len : 0, cfg->trusted_proxies, cfg->ntrusted_proxies,
+                      c->client_ip, sizeof(c->client_ip));
+    c->req.client_ip = c->client_ip;
+    c->req.client_ip_len = strlen(c->client_ip);
+    set_ids(c);
+
+    c->route = sl_route_match(cfg, c->req.host, c->req.host_len, c->req.path, c->req.path_len);
+    if (c->route == NULL) {
+        respond_error(c, 404, "no route matches this request", false);
+        return;
+    }
+    c->state = C_LIMIT;
+    evtimer_del(&c->timer);
+    conn_hold(c);
+    sl_limiter_check(c->gen->limiter, c->route, &c->req, on_decision, c);
+}
+
+/* Returns false when it answered (error) or needs more bytes. */
+static bool
+read_head(struct conn *c)
+{
+    struct sl_proxy *px = c->px;
+    const struct sl_client_conf *client = &px->gen->cfg->client;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t n = len < client->max_header_size ? len : client->max_header_size;
+    const char *data;
+    size_t head_len, nheaders;
+    int r;
+
+    if (c->state == C_IDLE) {
+        c->state = C_HEAD;
+        c->start_us = sl_clock_now_us();
+        c->start_wall = sl_clock_wall();
+        timer_set(c, client->header_timeout_ms);
+    }
+    data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    r = sl_head_feed(&c->head, data, n);
+    if (r == SL_HEAD_MORE)
+        return false;
+    if (r != SL_HEAD_DONE) {
+        const char *detail = r == 414   ? "the request target is too long"
+                             : r == 431 ? "the request head is too large"
+                                        : "the request is malformed";
+        respond_error(c, r, detail, true);
+        return false;
+    }
+    head_len = c->head.head_len;
+    if (sl_http_check_line_ends(data, head_len) != 0) {
+        respond_error(c, 400, "the request has bare LF line ends or folded headers", true);
+        return false;
+    }
+    nheaders = c->head.nspans;
+    c->head_buf = sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16);
+    c->headers = (struct sl_header *)(void *)(c->head_buf
+                                              + ((head_len + 15) & ~(size_t)15));
+    evbuffer_remove(in, c->head_buf, head_len);
+    c->bytes_in += head_len;
+    c->gen = px->gen;
+    c->gen->refs++;
+    request_begin(c);
+    return true;
+}
+
+static void
+conn_process(struct conn *c)
+{
+    conn_hold(c);
+    while (!c->is_dead) {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        if (c->state == C_FORWARD) {
+            if (!c->is_body_done)
+                forward_body(c);
+            break;
+        }
+        if (c->state != C_IDLE && c->state != C_HEAD)
+            break;
+        if (evbuffer_get_length(in) == 0)
+            break;
+        /* Pipelined answers we produce ourselves must not pile up unread. */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HIGH_WATER)
+            break;
+        if (!read_head(c))
+            break;
+    }
+    conn_unhold(c);
+}
+
+/* ---- limiter decision ---------------------------------------------------- */
+
+static void
+keep_decision_headers(struct conn *c, const struct sl_decision *d)
+{
+    if (d->headers_len > c->decision_headers_cap) {
+        c->decision_headers_cap = d->headers_len;
+        c->decision_headers = sl_xrealloc(c->decision_headers, c->decision_headers_cap);
+    }
+    memcpy(c->decision_headers, d->headers, d->headers_len);
+    c->decision_headers_len = d->headers_len;
+}
+
+static void on_upstream(void *arg, struct sl_upconn *up, int status);
+
+static void
+on_decision(void *arg, const struct sl_decision *d)
+{
+    struct conn *c = arg;
+    size_t upstream;
+
+    if (c->is_dead) {
+        conn_unhold(c);
+        return;
+    }
+    c->limit_outcome = d->outcome;
+    c->limiter_ms = d->limiter_ms;
+    keep_decision_headers(c, d);
+    if (d->verdict == SL_VERDICT_DENY) {
+        bool must_close = c->framing != SL_FRAMING_NONE;
+        write_local_response(c, 429, d->headers, d->headers_len, d->problem, d->problem_len,
+                             must_close);
+        request_done(c, must_close);
+        conn_unhold(c);
+        return;
+    }
+    if (d->verdict == SL_VERDICT_UNAVAILABLE) {
+        respond_error(c, 503, "the rate-limit store is unavailable", false);
+        conn_unhold(c);
+        return;
+    }
+    c->state = C_UPSTREAM_WAIT;
+    upstream = c->route->upstream;
+    sl_upstream_acquire(c->gen->pools[upstream], &c->wait, on_upstream, c);
+    conn_unhold(c);
+}
+
+/* ---- upstream: request head and body ------------------------------------- */
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void
+write_request_head(struct conn *c, struct evbuffer *out)
+{
+    const struct sl_request *req = &c->req;
+    const struct sl_header *xff = NULL;
+
+    evbuffer_add(out, req->method, req->method_len);
+    evbuffer_add(out, " ", 1);
+    evbuffer_add(out, req->target, req->target_len);
+    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct sl_header *h = &req->headers[i];
+        if (is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "content-length", 14)
+            || name_is(h, "expect", 6) || name_is(h, "x-forwarded-proto", 17))
+            continue;
+        if (name_is(h, "x-forwarded-for", 15)) {
+            xff = h; /* the last one is extended below, earlier ones pass as they are */
+            continue;
+        }
+        if ((c->request_id_len && name_is(h, "x-request-id", 12))
+            || name_is(h, "traceparent", 11))
+            continue;
+        add_header(out, h);
+    }
+    if (req->host == NULL)
+        evbuffer_add_printf(out, "Host: %s\r\n", c->upstream_addr);
+    evbuffer_add(out, "X-Forwarded-For: ", 17);
+    if (xff != NULL) {
+        evbuffer_add(out, xff->value, xff->value_len);
+        evbuffer_add(out, ", ", 2);
+    }
+    evbuffer_add(out, c->peer_ip, strlen(c->peer_ip));
+    evbuffer_add(out, "\r\nX-Forwarded-Proto: http\r\n", 27);
+    if (c->request_id_len) {
+        evbuffer_add(out, "X-Request-Id: ", 14);
+        evbuffer_add(out, c->request_id, c->request_id_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    evbuffer_add(out, "traceparent: ", 13);
+    evbuffer_add(out, c->traceparent, 55);
+    evbuffer_add(out, "\r\n", 2);
+    if (c->framing == SL_FRAMING_LENGTH)
+        evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", c->body_left);
+    else if (c->framing == SL_FRAMING_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+on_upstream(void *arg, struct sl_upconn *up, int status)
+{
+    struct conn *c = arg;
+    const struct sl_upstream_conf *ucfg;
+    struct timeval tv;
+
+    if (status != 0) {
+        const char *detail = status == 504 ? "the upstream did not accept the connection in time"
+                             : status == 503 ? "the upstream is overloaded, retry later"
+                                             : "the upstream is unreachable";
+        respond_error(c, status, detail, false);
+        return;
+    }
+    ucfg = &c->gen->cfg->upstreams[c->route->upstream];
+    c->up = up;
+    c->up_bev = sl_upconn_bev(up);
+    c->upstream_addr = sl_upconn_address(up);
+    c->upstream_start_us = sl_clock_now_us();
+    c->state = C_FORWARD;
+    sl_head_reset(&c->resp, HTTP_RESPONSE);
+    c->resp.is_skip_body = c->is_head_method;
+    tv = tv_from_ms(ucfg->timeout_ms);
+    bufferevent_setcb(c->up_bev, up_read_cb, up_write_cb, up_event_cb, c);
+    bufferevent_set_timeouts(c->up_bev, &tv, &tv);
+    bufferevent_setwatermark(c->up_bev, EV_WRITE, LOW_WATER, 0);
+    bufferevent_enable(c->up_bev, EV_READ | EV_WRITE);
+    write_request_head(c, bufferevent_get_output(c->up_bev));
+    if (c->is_expect_continue
+        && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    if (!c->is_body_done) {
+        timer_set(c, c->gen->cfg->client.body_timeout_ms);
+        forward_body(c);
+    }
+    /* The upstream may already have answered from its idle state (rare). */
+    if (!c->is_dead && c->up != NULL
+        && evbuffer_get_length(bufferevent_get_input(c->up_bev)) > 0)
+        up_read_cb(c->up_bev, c);
+}
+
+static void
+chunk_to_upstream(void *arg, const char *at, size_t len)
+{
+    struct conn *c = arg;
+    const struct sl_client_conf *client = &c->gen->cfg->client;
+    struct evbuffer *out = bufferevent_get_output(c->up_bev);
+
+    c->body_seen += len;
+    if (client->max_body_size != 0 && c->body_seen > client->max_body_size) {
+        c->is_body_too_large = true;
+        return;
+    }
+    evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add(out, at, len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+body_finished(struct conn *c)
+{
+    c->is_body_done = true;
+    evtimer_del(&c->timer);
+}
+
+/* Bytes of the chunked body: decoded by the parser, framed again by us, so the
+ * upstream only ever sees our own canonical chunking. */
+static int
+forward_chunked(struct conn *c, struct evbuffer *in)
+{
+    struct evbuffer_iovec vec[8];
+    int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
+    size_t consumed = 0;
+
+    c->head.on_body = chunk_to_upstream;
+    c->head.body_arg = c;
+    for (int i = 0; i < nvec && nvec > 0 && i < 8; i++) {
+        ssize_t n = sl_head_feed_body(&c->head, vec[i].iov_base, vec[i].iov_len);
+        if (n < 0)
+            return 400;
+        consumed += (size_t)n;
+        if (c->is_body_too_large)
+            return 413;
+        if (c->head.is_message_complete)
+            break;
+    }
+    evbuffer_drain(in, consumed);
+    c->bytes_in += consumed;
+    if (c->head.is_message_complete) {
+        evbuffer_add(bufferevent_get_output(c->up_bev), "0\r\n\r\n", 5);
+        body_finished(c);
+    }
+    return 0;
+}
+
+static void
+forward_body(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out;
+    size_t avail = evbuffer_get_length(in);
+
+    if (c->up == NULL || c->is_body_done || avail == 0)
+        return;
+    out = bufferevent_get_output(c->up_bev);
+    if (c->framing == SL_FRAMING_LENGTH) {
+        size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+        evbuffer_remove_buffer(in, out, n);
+        c->body_left -= n;
+        c->bytes_in += n;
+        if (c->body_left == 0)
+            body_finished(c);
+    } else {
+        int status = forward_chunked(c, in);
+        if (status != 0) {
+            if (c->is_resp_started) {
+                conn_close(c, status == 413 ? "request body too large" : "bad chunked body");
+                return;
+            }
+            c->is_body_done = true; /* nothing more is read: the connection closes */
+            respond_error(c, status,
+                          status == 413 ? "the request body is larger than allowed"
+                                        : "the chunked request body is malformed",
+                          true);
+            return;
+        }
+    }
+    if (!c->is_body_done) {
+        timer_set(c, c->gen->cfg->client.body_timeout_ms);
+        if (evbuffer_get_length(out) > HIGH_WATER) {
+            c->is_client_read_paused = true;
+            bufferevent_disable(c->bev, EV_READ);
+        }
+    }
+}
+
+static void
+up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    if (c->is_client_read_paused && !c->is_body_done) {
+        c->is_client_read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        forward_body(c);
+    }
+}
+
+/* ---- upstream: response -------------------------------------------------- */
+
+static void
+write_response_head(struct conn *c, const char *head, bool must_close)
+{
+    struct sl_header headers[MAX_RESPONSE_HEADERS];
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(out);
+    size_t n = sl_head_headers(&c->resp, head, headers);
+    int status = c->resp.parser.status_code;
+
+    c->status = status;
+    c->is_resp_chunked = c->resp_framing == SL_FRAMING_CHUNKED
+        || (c->resp_framing == SL_FRAMING_EOF && c->req.http_minor >= 1);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
+    for (size_t i = 0; i < n; i++) {
+        const struct sl_header *h = &headers[i];
+        if (is_hop_by_hop(headers, n, h))
+            continue;
+        if (c->is_resp_chunked && name_is(h, "content-length", 14))
+            continue;
+        add_header(out, h);
+    }
+    if (c->decision_headers_len > 0)
+        evbuffer_add(out, c->decision_headers, c->decision_headers_len);
+    if (c->is_resp_chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (must_close)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (c->req.http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    c->bytes_out += evbuffer_get_length(out) - before;
+    c->is_resp_started = true;
+}
+
+/* The response is over: give the upstream connection back, finish the request. */
+static void
+response_done(struct conn *c)
+{
+    bool is_reusable = c->is_body_done && c->resp_framing != SL_FRAMING_EOF
+        && http_should_keep_alive(&c->resp.parser)
+        && evbuffer_get_length(bufferevent_get_output(c->up_bev)) == 0;
+    bool must_close = !c->is_body_done;
+
+    c->upstream_end_us = sl_clock_now_us();
+    upstream_drop(c, is_reusable);
+    if (c->is_up_read_paused)
+        c->is_up_read_paused = false;
+    request_done(c, must_close);
+}
+
+static void
+chunk_to_client(void *arg, const char *at, size_t len)
+{
+    struct conn *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(out);
+
+    if (c->is_resp_chunked)
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add(out, at, len);
+    if (c->is_resp_chunked)
+        evbuffer_add(out, "\r\n", 2);
+    c->bytes_out += evbuffer_get_length(out) - before;
+}
+
+/* Returns 0, or -1 when the upstream's framing is broken. */
+static int
+forward_decoded(struct conn *c, struct evbuffer *in, bool is_eof)
+{
+    struct evbuffer_iovec vec[8];
+    int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
+    size_t consumed = 0;
+
+    c->resp.on_body = chunk_to_client;
+    c->resp.body_arg = c;
+    for (int i = 0; i < nvec && i < 8; i++) {
+        ssize_t n = sl_head_feed_body(&c->resp, vec[i].iov_base, vec[i].iov_len);
+        if (n < 0)
+            return -1;
+        consumed += (size_t)n;
+        if (c->resp.is_message_complete)
+            break;
+    }
+    evbuffer_drain(in, consumed);
+    if (is_eof && !c->resp.is_message_complete && sl_head_feed_body(&c->resp, NULL, 0) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+forward_response(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->up_bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (c->resp_framing == SL_FRAMING_LENGTH) {
+        size_t avail = evbuffer_get_length(in);
+        size_t n = avail < c->resp_left ? avail : (size_t)c->resp_left;
+        evbuffer_remove_buffer(in, out, n);
+        c->resp_left -= n;
+        c->bytes_out += n;
+        if (c->resp_left == 0) {
+            response_done(c);
+            return;
+        }
+    } else if (c->resp_framing == SL_FRAMING_NONE) {
+        response_done(c);
+        return;
+    } else {
+        if (forward_decoded(c, in, false) != 0) {
+            conn_close(c, "upstream sent a malformed body");
+            return;
+        }
+        if (c->resp.is_message_complete) {
+            if (c->is_resp_chunked) {
+                evbuffer_add(out, "0\r\n\r\n", 5);
+                c->bytes_out += 5;
+            }
+            response_done(c);
+            return;
+        }
+    }
+    if (evbuffer_get_length(out) > HIGH_WATER) {
+        c->is_up_read_paused = true;
+        bufferevent_disable(c->up_bev, EV_READ);
+    }
+}
+
+/* Returns false if the head is incomplete or the request ended. */
+static bool
+read_response_head(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->up_bev);
+
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        size_t n = len < MAX_RESPONSE_HEAD ? len : MAX_RESPONSE_HEAD;
+        const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        unsigned status;
+        bool must_close;
+        int r;
+
+        if (n == 0)
+            return false;
+        r = sl_head_feed(&c->resp, data, n);
+        if (r == SL_HEAD_MORE)
+            return false;
+        if (r != SL_HEAD_DONE || sl_http_check_line_ends(data, c->resp.head_len) != 0) {
+            respond_error(c, 502, "the upstream sent a malformed response", false);
+            return false;
+        }
+        status = c->resp.parser.status_code;
+        if (status / 100 == 1) {
+            /* Interim responses are ours to absorb: we never asked for an
+             * upgrade, and 100 Continue was already answered by us. */
+            if (status == 101) {
+                respond_error(c, 502, "the upstream switched protocols", false);
+                return false;
+            }
+            evbuffer_drain(in, c->resp.head_len);
+            sl_head_reset(&c->resp, HTTP_RESPONSE);
+            c->resp.is_skip_body = c->is_head_method;
+            continue;
+        }
+        c->resp_framing = sl_http_response_framing(&c->resp, c->is_head_method);
+        c->resp_left = c->resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
+        must_close = !c->is_body_done || !c->is_keepalive || c->px->is_draining
+            || (c->resp_framing == SL_FRAMING_EOF && c->req.http_minor == 0);
+        write_response_head(c, data, must_close);
+        if (must_close)
+            c->is_keepalive = false;
+        evbuffer_drain(in, c->resp.head_len);
+        return true;
+    }
+}
+
+static void
+up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    conn_hold(c);
+    if (!c->is_resp_started && !read_response_head(c)) {
+        conn_unhold(c);
+        return;
+    }
+    if (!c->is_dead && c->up != NULL)
+        forward_response(c);
+    conn_unhold(c);
+}
+
+static void
+up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    conn_hold(c);
+    if ((what & BEV_EVENT_EOF) && c->is_resp_started && c->resp_framing == SL_FRAMING_EOF) {
+        if (forward_decoded(c, bufferevent_get_input(c->up_bev), true) == 0
+            && c->resp.is_message_complete) {
+            if (c->is_resp_chunked) {
+                evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+                c->bytes_out += 5;
+            }
+            response_done(c);
+            conn_unhold(c);
+            return;
+        }
+    }
+    c->upstream_end_us = sl_clock_now_us();
+    if (!c->is_resp_started) {
+        bool is_timeout = (what & BEV_EVENT_TIMEOUT) != 0;
+        upstream_drop(c, false);
+        respond_error(c, is_timeout ? 504 : 502,
+                      is_timeout ? "the upstream did not answer in time"
+                                 : "the upstream closed the connection without answering",
+                      false);
+    } else {
+        /* Mid-body: the client must see a broken response, never a complete one. */
+        const char *reason = (what & BEV_EVENT_TIMEOUT) ? "upstream timed out mid-response"
+                                                        : "upstream closed mid-response";
+        c->status = c->status ? c->status : 502;
+        request_finish(c, reason);
+        upstream_drop(c, false);
+        conn_flush_close(c);
+    }
+    conn_unhold(c);
+}
+
+/* ---- client side callbacks ----------------------------------------------- */
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_process(arg);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    conn_hold(c);
+    if (c->state == C_FLUSH_CLOSE) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_close(c, NULL);
+    } else if (c->is_up_read_paused && c->up != NULL) {
+        c->is_up_read_paused = false;
+        bufferevent_enable(c->up_bev, EV_READ);
+        forward_response(c);
+    } else if (c->state == C_IDLE || c->state == C_HEAD) {
+        conn_process(c);
+    }
+    conn_unhold(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    const char *reason = (what & BEV_EVENT_TIMEOUT) ? "client send timeout"
+                         : (what & BEV_EVENT_EOF) ? "client closed"
+                                                  : "client connection error";
+
+    (void)bev;
+    if (c->state == C_IDLE)
+        reason = NULL;
+    conn_close(c, reason);
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    conn_hold(c);
+    switch (c->state) {
+    case C_IDLE:
+        conn_close(c, NULL);
+        break;
+    case C_HEAD:
+        respond_error(c, 408, "the request head did not arrive in time", true);
+        break;
+    case C_FORWARD:
+        if (!c->is_body_done && !c->is_resp_started) {
+            c->is_body_done = true;
+            respond_error(c, 408, "the request body did not arrive in time", true);
+        } else {
+            conn_close(c, "client body timeout");
+        }
+        break;
+    default:
+        conn_close(c, "flush timeout");
+        break;
+    }
+    conn_unhold(c);
+}
+
+static void
+accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa, int socklen,
+          void *arg)
+{
+    struct sl_proxy *px = arg;
+    const struct sl_client_conf *client = &px->gen->cfg->client;
+    struct conn *c;
+    struct timeval send_tv = tv_from_ms(client->idle_timeout_ms);
+
+    (void)listener;
+    c = sl_xcalloc(1, sizeof(*c));
+    c->px = px;
+    memcpy(&c->peer, sa, (size_t)socklen < sizeof(c->peer) ? (size_t)socklen : sizeof(c->peer));
+    if (sl_sockaddr_host(sa, c->peer_ip, sizeof(c->peer_ip)) == 0)
+        memcpy(c->peer_ip, "unknown", 8);
+    c->bev = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
+    sl_head_init(&c->resp, HTTP_RESPONSE, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS);
+    evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, client->max_header_size + LOW_WATER);
+    bufferevent_setwatermark(c->bev, EV_WRITE, LOW_WATER, 0);
+    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = C_IDLE;
+    /* A new connection gets the header timeout, not the keep-alive one. */
+    c->start_us = sl_clock_now_us();
+    c->start_wall = sl_clock_wall();
+    c->state = C_HEAD;
+    timer_set(c, client->header_timeout_ms);
+
+    c->next = px->conns;
+    if (px->conns != NULL)
+        px->conns->prev = c;
+    px->conns = c;
+    if (++px->nconns >= px->max_conns && !px->is_accept_paused) {
+        for (size_t i = 0; i < px->nlisteners; i++)
+            evconnlistener_disable(px->listeners[i]);
+        px->is_accept_paused = true;
+    }
+}
+
+/* ---- the worker's proxy -------------------------------------------------- */
+
+struct sl_proxy *
+sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
+             struct sl_limiter_shared *limiter_shared)
+{
+    struct sl_proxy *px = sl_xcalloc(1, sizeof(*px));
+
+    px->base = base;
+    px->index = index;
+    px->nworkers = nworkers ? nworkers : 1;
+    px->limiter_shared = limiter_shared;
+    if (getrandom(px->rng, sizeof(px->rng), 0) != (ssize_t)sizeof(px->rng)) {
+        px->rng[0] = sl_clock_now_us() ^ ((uint64_t)getpid() << 32);
+        px->rng[1] = (uint64_t)index * 0x9e3779b97f4a7c15ULL + 1;
+    }
+    px->rng[0] |= 1;
+    return px;
+}
+
+void
+sl_proxy_close_all(struct sl_proxy *px)
+{
+    while (px->conns != NULL)
+        conn_close(px->conns, "shutdown");
+}
+
+void
+sl_proxy_free(struct sl_proxy *px)
+{
+    if (px == NULL)
+        return;
+    px->drained_cb = NULL;
+    sl_proxy_close_all(px);
+    for (size_t i = 0; i < px->nlisteners; i++)
+        evconnlistener_free(px->listeners[i]);
+    free(px->listeners);
+    wgen_unref(px->gen);
+    sl_accesslog_free(px->accesslog);
+    free(px->accesslog_path);
+    free(px);
+}
+
+int
+sl_proxy_listen(struct sl_proxy *px, const struct sl_config *cfg, char *err, size_t err_size)
+{
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE
+        | LEV_OPT_REUSEABLE_PORT;
+
+    px->listeners = sl_xcalloc(cfg->nlisten, sizeof(*px->listeners));
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const struct sl_sockaddr *addr = &cfg->listen[i];
+        struct evconnlistener *l = evconnlistener_new_bind(
+            px->base, accept_cb, px, flags, 511, (const struct sockaddr *)&addr->ss,
+            (int)addr->len);
+        if (l == NULL) {
+            snprintf(err, err_size, "listen %s: %s", addr->text, strerror(errno));
+            return -1;
+        }
+        px->listeners[px->nlisteners++] = l;
+    }
+    return 0;
+}
+
+static bool
+same_path(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int
+sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
+                    size_t err_size)
+{
+    const struct sl_config *cfg = shared->cfg;
+    struct sl_limiter *limiter;
+    struct wgen *gen;
+
+    limiter = sl_limiter_new(cfg, px->base, px->limiter_shared, err, err_size);
+    if (limiter == NULL)
+        return -1;
+    gen = sl_xcalloc(1, sizeof(*gen));
+    gen->refs = 1;
+    sl_shared_config_ref(shared);
+    gen->shared = shared;
+    gen->cfg = cfg;
+    gen->limiter = limiter;
+    gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers);
+    wgen_unref(px->gen);
+    px->gen = gen;
+    px->max_conns = (cfg->client.max_connections + px->nworkers - 1) / px->nworkers;
+    if (px->max_conns == 0)
+        px->max_conns = 1;
+    if (px->accesslog == NULL || !same_path(px->accesslog_path, cfg->access_log)) {
+        sl_accesslog_free(px->accesslog);
+        free(px->accesslog_path);
+        px->accesslog = sl_accesslog_new(cfg->access_log ? cfg->access_log : "stderr", px->base);
+        px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
+    }
+    accept_resume_if_room(px);
+    return 0;
+}
+
+void
+sl_proxy_drain(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
+{
+    struct conn *c, *next;
+
+    px->is_draining = true;
+    px->drained_cb = cb;
+    px->drained_arg = arg;
+    for (size_t i = 0; i < px->nlisteners; i++)
+        evconnlistener_free(px->listeners[i]);
+    px->nlisteners = 0;
+    for (c = px->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == C_IDLE)
+            conn_close(c, NULL);
+    }
+    if (px->nconns == 0 && px->drained_cb != NULL) {
+        px->drained_cb = NULL;
+        cb(arg);
+    }
+}
+
+void
+sl_proxy_reopen_logs(struct sl_proxy *px)
+{
+    if (px->accesslog != NULL && sl_accesslog_reopen(px->accesslog) != 0)
+        sl_log_warn("access log \"%s\": reopen", px->accesslog_path ? px->accesslog_path : "");
+}
+
+bool
+sl_proxy_is_ready(struct sl_proxy *px, char *why, size_t why_size)
+{
+    const struct sl_config *cfg = px->gen->cfg;
+
+    if (!sl_limiter_is_ready(px->gen->limiter)) {
+        snprintf(why, why_size, "store");
+        return false;
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct sl_upstream_stats st;
+        size_t u = cfg->routes[i].upstream;
+        sl_upstream_pool_stats(px->gen->pools[u], &st);
+        if (!st.has_reachable_server) {
+            snprintf(why, why_size, "upstream %s", cfg->upstreams[u].name);
+            return false;
+        }
+    }
+    return true;
+}

@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Upstream pools. Everything here runs on one worker's event loop. A waiting
+ * request's timer does three jobs in turn: the queue wait bound, the connect
+ * timeout, and the deferred delivery that keeps callbacks from firing before
+ * sl_upstream_acquire returns.
+ */
+#include "sluice/upstream.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+
+/* A refused server is skipped for this long unless every server is down. */
+#define SERVER_DOWN_US (2u * 1000u * 1000u)
+
+enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
+
+struct server {
+    const struct sl_sockaddr *addr;
+    uint64_t down_until_us;
+};
+
+struct sl_upconn {
+    struct sl_upstream_pool *pool;
+    struct bufferevent *bev;
+    struct sl_upstream_wait *wait; /* while connecting */
+    struct sl_upconn *next, *prev; /* idle list */
+    unsigned server;
+    bool is_reused;
+};
+
+struct sl_upstream_pool {
+    struct event_base *base;
+    const struct sl_upstream_conf *conf;
+    struct server *servers;
+    unsigned nservers;
+    unsigned rr;
+    struct sl_upconn *idle;
+    unsigned nidle;
+    unsigned active, max_active;
+    struct sl_upstream_wait *queue_head, *queue_tail;
+    unsigned nqueued, max_queued;
+    uint64_t connect_failures, connect_timeouts, shed;
+};
+
+static void start(struct sl_upstream_wait *wait);
+static void connect_next(struct sl_upstream_wait *wait);
+
+static struct timeval
+tv_from_ms(uint64_t ms)
+{
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    return tv;
+}
+
+static unsigned
+share(unsigned total, unsigned nworkers)
+{
+    unsigned n = (total + nworkers - 1) / nworkers;
+    return n > 0 ? n : 1;
+}
+
+struct sl_upstream_pool *
+sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf, unsigned nworkers)
+{
+    struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
+
+    pool->base = base;
+    pool->conf = conf;
+    pool->nservers = (unsigned)conf->nservers;
+    pool->servers = sl_xcalloc(pool->nservers, sizeof(*pool->servers));
+    for (unsigned i = 0; i < pool->nservers; i++)
+        pool->servers[i].addr = &conf->servers[i];
+    pool->max_active = share(conf->max_inflight, nworkers ? nworkers : 1);
+    pool->max_queued = conf->queue ? share(conf->queue, nworkers ? nworkers : 1) : 0;
+    return pool;
+}
+
+static void
+upconn_free(struct sl_upconn *conn)
+{
+    bufferevent_free(conn->bev);
+    free(conn);
+}
+
+static void
+idle_unlink(struct sl_upconn *conn)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+
+    if (conn->prev != NULL)
+        conn->prev->next = conn->next;
+    else
+        pool->idle = conn->next;
+    if (conn->next != NULL)
+        conn->next->prev = conn->prev;
+    conn->next = conn->prev = NULL;
+    pool->nidle--;
+}
+
+void
+sl_upstream_pool_free(struct sl_upstream_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    while (pool->idle != NULL) {
+        struct sl_upconn *conn = pool->idle;
+        idle_unlink(conn);
+        upconn_free(conn);
+    }
+    free(pool->servers);
+    free(pool);
+}
+
+static void
+deliver_later(struct sl_upstream_wait *wait, struct sl_upconn *conn, int status)
+{
+    wait->connecting = conn;
+    wait->last_status = status;
+    wait->phase = PHASE_DELIVER;
+    evtimer_del(&wait->timer);
+    event_active(&wait->timer, EV_TIMEOUT, 1);
+}
+
+static void
+queue_remove(struct sl_upstream_wait *wait)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+
+    if (wait->prev != NULL)
+        wait->prev->next = wait->next;
+    else
+        pool->queue_head = wait->next;
+    if (wait->next != NULL)
+        wait->next->prev = wait->prev;
+    else
+        pool->queue_tail = wait->prev;
+    wait->next = wait->prev = NULL;
+    wait->is_queued = false;
+    pool->nqueued--;
+}
+
+/* A slot freed up: hand it to the longest-waiting request. */
+static void
+pump_queue(struct sl_upstream_pool *pool)
+{
+    while (pool->active < pool->max_active && pool->queue_head != NULL) {
+        struct sl_upstream_wait *wait = pool->queue_head;
+        queue_remove(wait);
+        evtimer_del(&wait->timer);
+        pool->active++;
+        start(wait);
+    }
+}
+
+static void
+wait_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_upstream_wait *wait = arg;
+    struct sl_upstream_pool *pool = wait->pool;
+    struct sl_upconn *conn;
+    int status;
+
+    (void)fd;
+    (void)what;
+    switch (wait->phase) {
+    case PHASE_QUEUED:
+        queue_remove(wait);
+        pool->shed++;
+        wait->is_active = false;
+        wait->cb(wait->arg, NULL, 503);
+        return;
+    case PHASE_CONNECTING:
+        conn = wait->connecting;
+        wait->connecting = NULL;
+        pool->connect_timeouts++;
+        sl_log_warnx("upstream \"%s\": connect %s: timed out", pool->conf->name,
+                     pool->servers[conn->server].addr->text);
+        pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        upconn_free(conn);
+        wait->last_status = 504;
+        connect_next(wait);
+        return;
+    case PHASE_DELIVER:
+        conn = wait->connecting;
+        status = wait->last_status;
+        wait->connecting = NULL;
+        wait->is_active = false;
+        if (conn == NULL) {
+            pool->active--;
+            pump_queue(pool);
+        }
+        wait->cb(wait->arg, conn, status);
+        return;
+    default:
+        return;
+    }
+}
+
+void
+sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
+                    sl_upstream_cb *cb, void *arg)
+{
+    memset(wait, 0, sizeof(*wait));
+    wait->pool = pool;
+    wait->cb = cb;
+    wait->arg = arg;
+    wait->is_active = true;
+    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
+    if (pool->active < pool->max_active) {
+        pool->active++;
+        start(wait);
+        return;
+    }
+    if (pool->nqueued < pool->max_queued) {
+        struct timeval tv = tv_from_ms(pool->conf->timeout_ms);
+        wait->phase = PHASE_QUEUED;
+        wait->is_queued = true;
+        wait->prev = pool->queue_tail;
+        if (pool->queue_tail != NULL)
+            pool->queue_tail->next = wait;
+        else
+            pool->queue_head = wait;
+        pool->queue_tail = wait;
+        pool->nqueued++;
+        evtimer_add(&wait->timer, &tv);
+        return;
+    }
+    pool->shed++;
+    /* Counted as active until delivery gives the slot back. */
+    pool->active++;
+    deliver_later(wait, NULL, 503);
+}
+
+void
+sl_upstream_cancel(struct sl_upstream_wait *wait)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+
+    if (!wait->is_active)
+        return;
+    wait->is_active = false;
+    evtimer_del(&wait->timer);
+    if (wait->is_queued) {
+        queue_remove(wait);
+        return;
+    }
+    if (wait->connecting != NULL) {
+        if (wait->phase == PHASE_DELIVER) {
+            /* Connected but not yet handed over: keep it if we can. */
+            sl_upstream_release(wait->connecting, true);
+            wait->connecting = NULL;
+            return;
+        }
+        upconn_free(wait->connecting);
+        wait->connecting = NULL;
+    }
+    pool->active--;
+    pump_queue(pool);
+}
+
+static void
+start(struct sl_upstream_wait *wait)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+
+    if (pool->idle != NULL) {
+        struct sl_upconn *conn = pool->idle;
+        idle_unlink(conn);
+        bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(conn->bev, NULL, NULL);
+        bufferevent_disable(conn->bev, EV_READ);
+        conn->is_reused = true;
+        deliver_later(wait, conn, 0);
+        return;
+    }
+    wait->first_server = pool->rr++;
+    wait->servers_tried = 0;
+    wait->last_status = 502;
+    connect_next(wait);
+}
+
+static void
+connect_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_upconn *conn = arg;
+    struct sl_upstream_wait *wait = conn->wait;
+    struct sl_upstream_pool *pool = conn->pool;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn->wait = NULL;
+        pool->servers[conn->server].down_until_us = 0;
+        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+        deliver_later(wait, conn, 0);
+        return;
+    }
+    pool->connect_failures++;
+    sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name,
+                 pool->servers[conn->server].addr->text,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    evtimer_del(&wait->timer);
+    wait->connecting = NULL;
+    upconn_free(conn);
+    connect_next(wait);
+}
+
+/* Next server in round-robin order: healthy ones first, then those marked down. */
+static int
+next_server(struct sl_upstream_wait *wait)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    uint64_t now = sl_clock_now_us();
+
+    while (wait->servers_tried < 2 * pool->nservers) {
+        unsigned pos = wait->servers_tried++;
+        unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
+        bool is_down = pool->servers[idx].down_until_us > now;
+        if ((pos < pool->nservers) != is_down)
+            return (int)idx;
+    }
+    return -1;
+}
+
+static void
+connect_next(struct sl_upstream_wait *wait)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    int idx;
+
+    while ((idx = next_server(wait)) >= 0) {
+        const struct sl_sockaddr *addr = pool->servers[idx].addr;
+        struct sl_upconn *conn = sl_xcalloc(1, sizeof(*conn));
+        struct timeval tv = tv_from_ms(pool->conf->connect_timeout_ms);
+
+        conn->pool = pool;
+        conn->server = (unsigned)idx;
+        conn->wait = wait;
+        conn->bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_setcb(conn->bev, NULL, NULL, connect_event_cb, conn);
+        if (bufferevent_socket_connect(conn->bev, (const struct sockaddr *)&addr->ss,
+                                       (int)addr->len)
+            != 0) {
+            pool->connect_failures++;
+            pool->servers[idx].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            upconn_free(conn);
+            continue;
+        }
+        wait->connecting = conn;
+        wait->phase = PHASE_CONNECTING;
+        evtimer_add(&wait->timer, &tv);
+        return;
+    }
+    deliver_later(wait, NULL, wait->last_status);
+}
+
+static void
+idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_upconn *conn = arg;
+
+    (void)bev;
+    (void)what;
+    /* Closed by the server, timed out, or errored while idle: just drop it. */
+    idle_unlink(conn);
+    upconn_free(conn);
+}
+
+static void
+idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    /* An idle connection has nothing to say; bytes now mean it is unusable. */
+    idle_event_cb(bev, BEV_EVENT_READING, arg);
+}
+
+void
+sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+
+    pool->active--;
+    if (is_reusable && pool->nidle < pool->conf->keepalive
+        && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0) {
+        struct timeval tv = tv_from_ms(pool->conf->idle_timeout_ms);
+        conn->next = pool->idle;
+        conn->prev = NULL;
+        if (pool->idle != NULL)
+            pool->idle->prev = conn;
+        pool->idle = conn;
+        pool->nidle++;
+        bufferevent_setcb(conn->bev, idle_read_cb, NULL, idle_event_cb, conn);
+        bufferevent_set_timeouts(conn->bev, &tv, NULL);
+        bufferevent_enable(conn->bev, EV_READ);
+    } else {
+        upconn_free(conn);
+    }
+    pump_queue(pool);
+}
+
+struct bufferevent *
+sl_upconn_bev(const struct sl_upconn *conn)
+{
+    return conn->bev;
+}
+
+const char *
+sl_upconn_address(const struct sl_upconn *conn)
+{
+    return conn->pool->servers[conn->server].addr->text;
+}
+
+bool
+sl_upconn_is_reused(const struct sl_upconn *conn)
+{
+    return conn->is_reused;
+}
+
+void
+sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_stats *out)
+{
+    uint64_t now = sl_clock_now_us();
+
+    out->idle = pool->nidle;
+    out->active = pool->active;
+    out->queued = pool->nqueued;
+    out->connect_failures = pool->connect_failures;
+    out->connect_timeouts = pool->connect_timeouts;
+    out->shed = pool->shed;
+    out->has_reachable_server = false;
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        if (pool->servers[i].down_until_us <= now)
+            out->has_reachable_server = true;
+    }
+}
