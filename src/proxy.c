@@ -571,7 +571,8 @@ respond_error(struct conn *c, int status, const char *detail, bool must_close)
     write_local_response(c, status, extra, extra_len, body, (size_t)n, must_close);
     upstream_drop(c, false);
     if (c->gen == NULL) {
-        /* No request was parsed (bad head): nothing to log but the close. */
+        /* No request was parsed (bad head): log what we know, then close. */
+        request_finish(c, detail);
         conn_flush_close(c);
         return;
     }
@@ -771,7 +772,10 @@ on_decision(void *arg, const struct sl_decision *d)
         return;
     }
     if (d->verdict == SL_VERDICT_UNAVAILABLE) {
-        respond_error(c, 503, "the rate-limit store is unavailable", false);
+        bool must_close = c->framing != SL_FRAMING_NONE;
+        write_local_response(c, 503, d->headers, d->headers_len, d->problem, d->problem_len,
+                             must_close);
+        request_done(c, must_close);
         conn_unhold(c);
         return;
     }

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Process lifecycle: runs the workers until SIGTERM/SIGINT has drained them.
+ */
+#ifndef SL_DAEMON_H
+#define SL_DAEMON_H
+
+struct sl_config;
+
+/* Takes ownership of cfg. Returns the process exit status. SIGHUP reloads
+ * conf_path; SIGUSR1 reopens the logs. */
+int sl_daemon_run(const char *conf_path, struct sl_config *cfg);
+
+#endif

@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Process lifecycle: worker threads (one event loop each), signals, reload,
+ * graceful drain, log reopening, the pidfile and the admin listener. The main
+ * thread runs its own event loop for signals and the admin listener; it
+ * reaches a worker only by posting a command and activating that worker's
+ * notify event, so every proxy call runs on the proxy's own thread.
+ */
+#include "sluice/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "sluice/config.h"
+#include "sluice/limiter.h"
+#include "sluice/log.h"
+#include "sluice/proxy.h"
+#include "util/alloc.h"
+
+enum { CMD_CONFIG = 1, CMD_DRAIN = 2, CMD_REOPEN = 4, CMD_STOP = 8 };
+
+struct worker {
+    struct daemon *d;
+    unsigned index;
+    pthread_t thread;
+    struct event_base *base;
+    struct event *notify;
+    struct sl_proxy *proxy;
+    atomic_uint commands;
+    _Atomic(struct sl_shared_config *) pending; /* next config, owned reference */
+    atomic_bool is_ready;                      /* last answer for /readyz */
+    char not_ready_why[128];
+    pthread_mutex_t why_lock;
+};
+
+struct daemon {
+    const char *conf_path;
+    struct sl_shared_config *shared;
+    struct sl_limiter_shared *limiter_shared;
+    struct event_base *base;
+    struct event *signals[4];
+    struct event *worker_done;
+    struct event *drain_timer;
+    struct evhttp *admin;
+    struct worker *workers;
+    unsigned nworkers;
+    atomic_uint nworkers_done;
+    bool is_draining;
+    uint64_t reload_failures;
+};
+
+/* ---- worker thread ------------------------------------------------------- */
+
+static void
+worker_drained(void *arg)
+{
+    struct worker *w = arg;
+
+    event_base_loopexit(w->base, NULL);
+    atomic_fetch_add(&w->d->nworkers_done, 1);
+    event_active(w->d->worker_done, EV_READ, 0);
+}
+
+static void
+worker_refresh_ready(struct worker *w)
+{
+    char why[128];
+    bool is_ready = sl_proxy_is_ready(w->proxy, why, sizeof(why));
+
+    pthread_mutex_lock(&w->why_lock);
+    memcpy(w->not_ready_why, is_ready ? "" : why, sizeof(w->not_ready_why));
+    pthread_mutex_unlock(&w->why_lock);
+    atomic_store(&w->is_ready, is_ready);
+}
+
+static void
+worker_notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    unsigned cmds = atomic_exchange(&w->commands, 0);
+
+    (void)fd;
+    (void)what;
+    if (cmds & CMD_CONFIG) {
+        struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
+        char err[256];
+        if (shared != NULL) {
+            if (sl_proxy_set_config(w->proxy, shared, err, sizeof(err)) != 0)
+                sl_log_error("worker %u: new configuration refused: %s", w->index, err);
+            sl_shared_config_unref(shared);
+        }
+    }
+    if (cmds & CMD_REOPEN)
+        sl_proxy_reopen_logs(w->proxy);
+    if (cmds & CMD_STOP) {
+        sl_proxy_close_all(w->proxy);
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    if (cmds & CMD_DRAIN)
+        sl_proxy_drain(w->proxy, worker_drained, w);
+}
+
+static void
+worker_ready_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_refresh_ready(arg);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct timeval second = { 1, 0 };
+    struct event *tick = event_new(w->base, -1, EV_PERSIST, worker_ready_tick, w);
+
+    event_add(tick, &second);
+    worker_refresh_ready(w);
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    event_free(tick);
+    return NULL;
+}
+
+static void
+post(struct worker *w, unsigned cmd)
+{
+    atomic_fetch_or(&w->commands, cmd);
+    event_active(w->notify, EV_READ, 0);
+}
+
+/* ---- admin listener ------------------------------------------------------ */
+
+static void
+admin_reply(struct evhttp_request *req, int status, const char *type, const char *body)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    evbuffer_add(out, body, strlen(body));
+    evhttp_send_reply(req, status, NULL, out);
+    evbuffer_free(out);
+}
+
+static void
+admin_healthz(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    admin_reply(req, 200, "text/plain", "ok\n");
+}
+
+static void
+admin_readyz(struct evhttp_request *req, void *arg)
+{
+    struct daemon *d = arg;
+    char body[512];
+
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        struct worker *w = &d->workers[i];
+        if (!atomic_load(&w->is_ready)) {
+            char why[128];
+            pthread_mutex_lock(&w->why_lock);
+            memcpy(why, w->not_ready_why, sizeof(why));
+            pthread_mutex_unlock(&w->why_lock);
+            snprintf(body, sizeof(body), "{\"ready\":false,\"missing\":\"%s\"}\n", why);
+            admin_reply(req, 503, "application/json", body);
+            return;
+        }
+    }
+    admin_reply(req, 200, "application/json", "{\"ready\":true}\n");
+}
+
+static void
+admin_other(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    admin_reply(req, 404, "application/problem+json",
+                "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404,"
+                "\"detail\":\"the admin listener serves /healthz, /readyz and /metrics\"}");
+}
+
+static int
+admin_start(struct daemon *d, const struct sl_config *cfg)
+{
+    char host[64];
+    const char *colon;
+    size_t host_len;
+    uint16_t port;
+
+    d->admin = evhttp_new(d->base);
+    evhttp_set_allowed_methods(d->admin, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(d->admin, "/healthz", admin_healthz, d);
+    evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
+    evhttp_set_gencb(d->admin, admin_other, d);
+    colon = strrchr(cfg->admin.text, ':');
+    host_len = (size_t)(colon - cfg->admin.text);
+    if (cfg->admin.text[0] == '[') {
+        memcpy(host, cfg->admin.text + 1, host_len - 2);
+        host[host_len - 2] = '\0';
+    } else {
+        memcpy(host, cfg->admin.text, host_len);
+        host[host_len] = '\0';
+    }
+    port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    if (evhttp_bind_socket(d->admin, host, port) != 0) {
+        sl_log_warn("admin listener %s", cfg->admin.text);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- signals ------------------------------------------------------------- */
+
+static void
+log_errors(const char *errors)
+{
+    const char *line = errors;
+
+    while (line != NULL && *line != '\0') {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        sl_log_error("%.*s", len, line);
+        line = nl ? nl + 1 : NULL;
+    }
+}
+
+static void
+reload(struct daemon *d)
+{
+    char *errors = NULL;
+    struct sl_config *cfg = sl_config_load(d->conf_path, &errors);
+    const struct sl_config *old = d->shared->cfg;
+
+    if (cfg == NULL) {
+        d->reload_failures++;
+        sl_log_error("reload of %s refused, the running configuration stays:", d->conf_path);
+        log_errors(errors);
+        free(errors);
+        return;
+    }
+    if (cfg->workers != old->workers || cfg->nlisten != old->nlisten
+        || (cfg->nlisten > 0 && strcmp(cfg->listen[0].text, old->listen[0].text) != 0))
+        sl_log_warnx("reload: listen and workers changes take effect at the next restart");
+    sl_log_set_level(SL_LOG_INFO);
+    {
+        enum sl_log_level level;
+        if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
+            sl_log_set_level(level);
+    }
+    sl_shared_config_unref(d->shared);
+    d->shared = sl_shared_config_new(cfg);
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        struct worker *w = &d->workers[i];
+        struct sl_shared_config *old_pending;
+        sl_shared_config_ref(d->shared);
+        old_pending = atomic_exchange(&w->pending, d->shared);
+        sl_shared_config_unref(old_pending);
+        post(w, CMD_CONFIG);
+    }
+    sl_log_info("configuration %s reloaded", d->conf_path);
+}
+
+static void
+drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)fd;
+    (void)what;
+    sl_log_warnx("shutdown: drain timed out, closing remaining connections");
+    for (unsigned i = 0; i < d->nworkers; i++)
+        post(&d->workers[i], CMD_STOP);
+}
+
+static void
+start_drain(struct daemon *d)
+{
+    struct timeval tv;
+    uint64_t ms = d->shared->cfg->shutdown_timeout_ms;
+
+    if (d->is_draining)
+        return;
+    d->is_draining = true;
+    sl_log_info("shutting down: draining connections (up to %llu ms)", (unsigned long long)ms);
+    if (d->admin != NULL) {
+        evhttp_free(d->admin);
+        d->admin = NULL;
+    }
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
+    evtimer_add(d->drain_timer, &tv);
+    for (unsigned i = 0; i < d->nworkers; i++)
+        post(&d->workers[i], CMD_DRAIN);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGHUP:
+        if (!d->is_draining)
+            reload(d);
+        break;
+    case SIGUSR1:
+        if (sl_log_reopen() != 0)
+            sl_log_warn("error log: reopen");
+        for (unsigned i = 0; i < d->nworkers; i++)
+            post(&d->workers[i], CMD_REOPEN);
+        break;
+    default:
+        start_drain(d);
+        break;
+    }
+}
+
+static void
+worker_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)fd;
+    (void)what;
+    /* Workers that stopped without draining (drain timeout) are joined too. */
+    if (atomic_load(&d->nworkers_done) >= d->nworkers)
+        event_base_loopexit(d->base, NULL);
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+static int
+write_pidfile(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int n;
+
+    if (fd < 0)
+        return -1;
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (write(fd, buf, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    return close(fd);
+}
+
+static int
+workers_start(struct daemon *d)
+{
+    const struct sl_config *cfg = d->shared->cfg;
+    char err[256];
+
+    d->nworkers = cfg->workers ? cfg->workers : 1;
+    d->workers = sl_xcalloc(d->nworkers, sizeof(*d->workers));
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        struct worker *w = &d->workers[i];
+        w->d = d;
+        w->index = i;
+        pthread_mutex_init(&w->why_lock, NULL);
+        w->base = event_base_new();
+        w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
+        w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared);
+        if (sl_proxy_set_config(w->proxy, d->shared, err, sizeof(err)) != 0
+            || sl_proxy_listen(w->proxy, cfg, err, sizeof(err)) != 0) {
+            sl_log_error("worker %u: %s", i, err);
+            return -1;
+        }
+    }
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        if (pthread_create(&d->workers[i].thread, NULL, worker_main, &d->workers[i]) != 0)
+            sl_fatal("pthread_create");
+    }
+    return 0;
+}
+
+static void
+workers_free(struct daemon *d, bool are_running)
+{
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        struct worker *w = &d->workers[i];
+        if (are_running)
+            pthread_join(w->thread, NULL);
+        sl_proxy_free(w->proxy);
+        sl_shared_config_unref(atomic_load(&w->pending));
+        if (w->notify != NULL)
+            event_free(w->notify);
+        if (w->base != NULL)
+            event_base_free(w->base);
+        pthread_mutex_destroy(&w->why_lock);
+    }
+    free(d->workers);
+}
+
+int
+sl_daemon_run(const char *conf_path, struct sl_config *cfg)
+{
+    static const int sigs[4] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
+    struct daemon d;
+    int status = 1;
+    enum sl_log_level level;
+
+    memset(&d, 0, sizeof(d));
+    d.conf_path = conf_path;
+    evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN);
+    if (sl_log_open(cfg->error_log) != 0) {
+        fprintf(stderr, "sluice: error log %s: %s\n", cfg->error_log, strerror(errno));
+        sl_config_free(cfg);
+        return 1;
+    }
+    if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
+        sl_log_set_level(level);
+    d.shared = sl_shared_config_new(cfg);
+    d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
+    d.base = event_base_new();
+    d.worker_done = event_new(d.base, -1, EV_PERSIST, worker_done_cb, &d);
+    for (size_t i = 0; i < 4; i++) {
+        d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
+        event_add(d.signals[i], NULL);
+    }
+    if (cfg->has_admin && admin_start(&d, cfg) != 0)
+        goto fail;
+    if (workers_start(&d) != 0) {
+        workers_free(&d, false);
+        d.workers = NULL;
+        d.nworkers = 0;
+        goto fail;
+    }
+    if (cfg->pidfile != NULL && write_pidfile(cfg->pidfile) != 0)
+        sl_log_warn("pidfile %s", cfg->pidfile);
+    sl_log_info("sluice %s started: %u workers, listening on %s", SL_VERSION, d.nworkers,
+                cfg->listen[0].text);
+    event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
+    workers_free(&d, true);
+    if (d.shared->cfg->pidfile != NULL)
+        unlink(d.shared->cfg->pidfile);
+    sl_log_info("sluice stopped");
+    status = 0;
+fail:
+    if (d.admin != NULL)
+        evhttp_free(d.admin);
+    for (size_t i = 0; i < 4; i++) {
+        if (d.signals[i] != NULL)
+            event_free(d.signals[i]);
+    }
+    if (d.drain_timer != NULL)
+        event_free(d.drain_timer);
+    event_free(d.worker_done);
+    event_base_free(d.base);
+    sl_limiter_shared_free(d.limiter_shared);
+    sl_shared_config_unref(d.shared);
+    libevent_global_shutdown();
+    return status;
+}
