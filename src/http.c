@@ -99,11 +99,133 @@ on_headers_complete(http_parser *p)
     return h->is_skip_body ? 1 : 0;
 }
 
+/* ---- chunk framing check ------------------------------------------------ */
+
+enum {
+    CK_OFF,           /* not a chunked body */
+    CK_SIZE,          /* chunk-size digits */
+    CK_SIZE_WS,       /* BWS before a chunk extension */
+    CK_EXT,           /* chunk-ext up to CR */
+    CK_SIZE_LF,
+    CK_DATA,          /* only on_body may consume these bytes */
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER_START, /* a trailer line, or the final CRLF */
+    CK_TRAILER,
+    CK_TRAILER_LF,
+    CK_END_LF,
+    CK_DONE,
+    CK_BAD,
+};
+
+static int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool
+is_ctl(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+static int
+chunk_step(struct sl_head *h, unsigned char c)
+{
+    int v;
+
+    switch (h->chunk_state) {
+    case CK_SIZE:
+        v = hex_value((char)c);
+        if (v >= 0) {
+            if (++h->chunk_digits > 15)
+                return CK_BAD;
+            h->chunk_size = h->chunk_size * 16 + (uint64_t)v;
+            return CK_SIZE;
+        }
+        if (h->chunk_digits == 0)
+            return CK_BAD;
+        if (c == ';')
+            return CK_EXT;
+        if (c == ' ' || c == '\t')
+            return CK_SIZE_WS;
+        return c == '\r' ? CK_SIZE_LF : CK_BAD;
+    case CK_SIZE_WS:
+        if (c == ' ' || c == '\t')
+            return CK_SIZE_WS;
+        return c == ';' ? CK_EXT : CK_BAD;
+    case CK_EXT:
+        if (c == '\r')
+            return CK_SIZE_LF;
+        return is_ctl(c) ? CK_BAD : CK_EXT;
+    case CK_SIZE_LF:
+        if (c != '\n')
+            return CK_BAD;
+        h->chunk_left = h->chunk_size;
+        return h->chunk_size == 0 ? CK_TRAILER_START : CK_DATA;
+    case CK_DATA_CR:
+        return c == '\r' ? CK_DATA_LF : CK_BAD;
+    case CK_DATA_LF:
+        h->chunk_size = 0;
+        h->chunk_digits = 0;
+        return c == '\n' ? CK_SIZE : CK_BAD;
+    case CK_TRAILER_START:
+        if (c == '\r')
+            return CK_END_LF;
+        return (is_ctl(c) || c == ' ' || c == '\t') ? CK_BAD : CK_TRAILER;
+    case CK_TRAILER:
+        if (c == '\r')
+            return CK_TRAILER_LF;
+        return is_ctl(c) ? CK_BAD : CK_TRAILER;
+    case CK_TRAILER_LF:
+        return c == '\n' ? CK_TRAILER_START : CK_BAD;
+    case CK_END_LF:
+        return c == '\n' ? CK_DONE : CK_BAD;
+    default:
+        return CK_BAD;
+    }
+}
+
+/* Checks the framing bytes between the last checked position and `to`. */
+static void
+chunk_check_until(struct sl_head *h, const char *to)
+{
+    if (h->chunk_state == CK_OFF || h->chunk_cursor == NULL)
+        return;
+    while (h->chunk_cursor < to && h->chunk_state != CK_BAD)
+        h->chunk_state = chunk_step(h, (unsigned char)*h->chunk_cursor++);
+    h->chunk_cursor = to;
+}
+
+static void
+chunk_check_data(struct sl_head *h, const char *at, size_t len)
+{
+    if (h->chunk_state == CK_OFF || h->chunk_cursor == NULL)
+        return;
+    chunk_check_until(h, at);
+    if (h->chunk_state != CK_DATA || len > h->chunk_left) {
+        h->chunk_state = CK_BAD;
+        return;
+    }
+    h->chunk_left -= len;
+    if (h->chunk_left == 0)
+        h->chunk_state = CK_DATA_CR;
+    h->chunk_cursor = at + len;
+}
+
 static int
 on_body(http_parser *p, const char *at, size_t len)
 {
     struct sl_head *h = head_of(p);
 
+    chunk_check_data(h, at, len);
     if (h->on_body != NULL)
         h->on_body(h->body_arg, at, len);
     return 0;
@@ -163,6 +285,10 @@ sl_head_reset(struct sl_head *h, enum http_parser_type type)
     h->is_message_complete = false;
     h->is_skip_body = false;
     h->error_status = 0;
+    h->chunk_state = CK_OFF;
+    h->chunk_cursor = NULL;
+    h->chunk_size = h->chunk_left = 0;
+    h->chunk_digits = 0;
 }
 
 static int
@@ -215,6 +341,7 @@ sl_head_feed_body(struct sl_head *h, const char *data, size_t len)
     if (h->is_message_complete)
         return 0;
     if (h->fed != SIZE_MAX) {
+        h->chunk_state = (h->parser.flags & F_CHUNKED) ? CK_SIZE : CK_OFF;
         /* Give back the head's final LF the pause left unconsumed. */
         h->fed = SIZE_MAX;
         http_parser_execute(&h->parser, &parser_settings, "\n", 1);
@@ -223,7 +350,12 @@ sl_head_feed_body(struct sl_head *h, const char *data, size_t len)
         if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
             return -1;
     }
+    h->chunk_cursor = data;
     n = http_parser_execute(&h->parser, &parser_settings, data, len);
+    chunk_check_until(h, data + n);
+    h->chunk_cursor = NULL;
+    if (h->chunk_state == CK_BAD)
+        return -1;
     if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED && h->is_message_complete)
         return (ssize_t)n;
     if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
@@ -258,6 +390,33 @@ sl_head_headers(const struct sl_head *h, const char *head, struct sl_header *hea
     return h->nspans;
 }
 
+/* RFC 9110 section 5.6.2 tchar */
+static bool
+is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+int
+sl_http_check_fields(const struct sl_header *headers, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (headers[i].name_len == 0)
+            return 400;
+        for (size_t j = 0; j < headers[i].name_len; j++) {
+            if (!is_tchar((unsigned char)headers[i].name[j]))
+                return 400;
+        }
+        for (size_t j = 0; j < headers[i].value_len; j++) {
+            if (is_ctl((unsigned char)headers[i].value[j]))
+                return 400;
+        }
+    }
+    return 0;
+}
+
 int
 sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *headers,
                    struct sl_request *req)
@@ -275,6 +434,8 @@ sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *
     req->nheaders = sl_head_headers(h, head, headers);
     if (h->parser.http_major != 1)
         return 505;
+    if (sl_http_check_fields(headers, req->nheaders) != 0)
+        return 400;
     /* Only origin-form targets (RFC 9112 section 3.2.1) reach an upstream. */
     if (req->target_len == 0 || req->target[0] != '/')
         return 400;

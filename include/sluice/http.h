@@ -83,6 +83,13 @@ struct sl_head {
     int error_status;        /* set by callbacks: 431 too many headers */
     sl_http_body_cb *on_body;
     void *body_arg;
+    /* The parser we link is built non-strict; chunk framing is re-checked
+     * byte by byte against RFC 9112 section 7.1 as it goes through. */
+    int chunk_state;
+    unsigned chunk_digits;
+    uint64_t chunk_size;
+    uint64_t chunk_left;
+    const char *chunk_cursor;
 };
 
 enum sl_head_result { SL_HEAD_MORE = 0, SL_HEAD_DONE = 1 };
@@ -115,6 +122,10 @@ size_t sl_head_headers(const struct sl_head *h, const char *head, struct sl_head
 /* Checks on the raw head that the parser lets through: bare LF line ends and
  * obs-fold. Returns 0 or 400. */
 int sl_http_check_line_ends(const char *head, size_t len);
+
+/* Field names must be tokens and values free of control bytes (RFC 9110
+ * section 5.5): 0 or 400. */
+int sl_http_check_fields(const struct sl_header *headers, size_t n);
 
 /* Reason phrase for a status code ("Unknown" when there is none). */
 const char *sl_http_reason(int status);

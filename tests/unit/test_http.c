@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Head parsing glue: statuses for bad heads, framing rules, the checks we add
+ * on top of http-parser, and chunked bodies re-read through the parser.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sluice/http.h"
+
+struct parsed {
+    struct sl_head head;
+    struct sl_header headers[64];
+    struct sl_request req;
+    int status;      /* feed result, or sl_head_to_request/framing status */
+    enum sl_framing framing;
+    uint64_t length;
+};
+
+static int
+parse(struct parsed *p, const char *text, size_t max_size)
+{
+    size_t len = strlen(text);
+    int r;
+
+    memset(p, 0, sizeof(*p));
+    sl_head_init(&p->head, HTTP_REQUEST, max_size, 64);
+    /* Feed one byte more each time, as a slow client would send it. */
+    r = SL_HEAD_MORE;
+    for (size_t n = 1; n <= len && r == SL_HEAD_MORE; n++)
+        r = sl_head_feed(&p->head, text, n);
+    if (r != SL_HEAD_DONE) {
+        p->status = r;
+        return r;
+    }
+    if (sl_http_check_line_ends(text, p->head.head_len) != 0)
+        return p->status = 400;
+    r = sl_head_to_request(&p->head, text, p->headers, &p->req);
+    if (r != 0)
+        return p->status = r;
+    return p->status = sl_http_request_framing(&p->req, &p->framing, &p->length);
+}
+
+static void
+done(struct parsed *p)
+{
+    sl_head_fini(&p->head);
+}
+
+static void
+test_simple_get(void **state)
+{
+    struct parsed p;
+    const char *text = "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.com:8080\r\n"
+                       "X-Api-Key:  k1  \r\n\r\nNEXT";
+
+    (void)state;
+    assert_int_equal(parse(&p, text, 1024), 0);
+    assert_int_equal(p.head.head_len, strlen(text) - 4);
+    assert_int_equal(p.req.method_len, 3);
+    assert_memory_equal(p.req.path, "/a/b", 4);
+    assert_int_equal(p.req.path_len, 4);
+    assert_int_equal(p.req.query_len, 7);
+    assert_memory_equal(p.req.query, "x=1&y=2", 7);
+    assert_int_equal(p.req.host_len, 11);
+    assert_memory_equal(p.req.host, "example.com", 11);
+    assert_int_equal(p.req.nheaders, 2);
+    assert_non_null(sl_request_header(&p.req, "x-api-key", 9));
+    assert_int_equal(sl_request_header(&p.req, "x-api-key", 9)->value_len, 2);
+    assert_int_equal(p.framing, SL_FRAMING_NONE);
+    done(&p);
+}
+
+static void
+test_content_length_and_chunked(void **state)
+{
+    struct parsed p;
+
+    (void)state;
+    assert_int_equal(parse(&p, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", 1024), 0);
+    assert_int_equal(p.framing, SL_FRAMING_LENGTH);
+    assert_int_equal(p.length, 12);
+    done(&p);
+    assert_int_equal(parse(&p, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           1024),
+                     0);
+    assert_int_equal(p.framing, SL_FRAMING_CHUNKED);
+    done(&p);
+}
+
+/* Every ambiguous framing of issue 2 point 3 is refused with 400. */
+static void
+test_smuggling_vectors_refused(void **state)
+{
+    static const char *const vectors[] = {
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\tfolded\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nBad Name: y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Name : y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    };
+    struct parsed p;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+        int status = parse(&p, vectors[i], 4096);
+        done(&p);
+        if (status != 400)
+            fail_msg("vector %zu: status %d, want 400: %s", i, status, vectors[i]);
+    }
+}
+
+static void
+test_limits(void **state)
+{
+    struct parsed p;
+    char big[600];
+
+    (void)state;
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "GET /", 5);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(parse(&p, big, 256), 414);
+    done(&p);
+    assert_int_equal(parse(&p, "GET / HTTP/1.1\r\nHost: a\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+                           64),
+                     431);
+    done(&p);
+    {
+        char many[4096] = "GET / HTTP/1.1\r\nHost: a\r\n";
+        for (int i = 0; i < 70; i++)
+            strcat(many, "X: 1\r\n"); /* 64 headers allowed by parse() */
+        strcat(many, "\r\n");
+        assert_int_equal(parse(&p, many, sizeof(many)), 431);
+        done(&p);
+    }
+    assert_int_equal(parse(&p, "GET / HTTP/1.0\r\n\r\n", 1024), 0);
+    assert_null(p.req.host);
+    done(&p);
+}
+
+static void
+collect(void *arg, const char *at, size_t len)
+{
+    strncat(arg, at, len);
+}
+
+static int
+feed_chunked(const char *body, char *out)
+{
+    struct parsed p;
+    ssize_t n;
+
+    assert_int_equal(parse(&p, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           1024),
+                     0);
+    p.head.on_body = collect;
+    p.head.body_arg = out;
+    n = sl_head_feed_body(&p.head, body, strlen(body));
+    if (n >= 0 && !p.head.is_message_complete)
+        n = -2;
+    done(&p);
+    return n < 0 ? (int)n : 0;
+}
+
+static void
+test_chunked_body(void **state)
+{
+    char out[256] = "";
+
+    (void)state;
+    assert_int_equal(feed_chunked("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", out), 0);
+    assert_string_equal(out, "hello world");
+    out[0] = '\0';
+    assert_int_equal(feed_chunked("5;ext=1\r\nhello\r\n0\r\n\r\n", out), 0);
+    assert_string_equal(out, "hello");
+    out[0] = '\0';
+    assert_true(feed_chunked("zz\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("-5\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("fffffffffffffffffff\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5\r\nhelloXX0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5\r\nhello\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5 \r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5;a\x01\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5\r\nhello\r\n0\r\nX: y\r\n folded\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_int_equal(feed_chunked("5 ; a=\"b\"\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\n", out), 0);
+    assert_string_equal(out, "hello");
+}
+
+static void
+test_response_framing(void **state)
+{
+    struct sl_head h;
+    const char *r1 = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+    const char *r2 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const char *r3 = "HTTP/1.1 200 OK\r\nX: y\r\n\r\n";
+    const char *r4 = "HTTP/1.1 204 No Content\r\n\r\n";
+
+    (void)state;
+    sl_head_init(&h, HTTP_RESPONSE, 4096, 64);
+    assert_int_equal(sl_head_feed(&h, r1, strlen(r1)), SL_HEAD_DONE);
+    assert_int_equal(sl_http_response_framing(&h, false), SL_FRAMING_LENGTH);
+    assert_int_equal(sl_http_response_framing(&h, true), SL_FRAMING_NONE);
+    sl_head_reset(&h, HTTP_RESPONSE);
+    assert_int_equal(sl_head_feed(&h, r2, strlen(r2)), SL_HEAD_DONE);
+    assert_int_equal(sl_http_response_framing(&h, false), SL_FRAMING_CHUNKED);
+    sl_head_reset(&h, HTTP_RESPONSE);
+    assert_int_equal(sl_head_feed(&h, r3, strlen(r3)), SL_HEAD_DONE);
+    assert_int_equal(sl_http_response_framing(&h, false), SL_FRAMING_EOF);
+    sl_head_reset(&h, HTTP_RESPONSE);
+    assert_int_equal(sl_head_feed(&h, r4, strlen(r4)), SL_HEAD_DONE);
+    assert_int_equal(sl_http_response_framing(&h, false), SL_FRAMING_NONE);
+    sl_head_fini(&h);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simple_get),
+        cmocka_unit_test(test_content_length_and_chunked),
+        cmocka_unit_test(test_smuggling_vectors_refused),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_chunked_body),
+        cmocka_unit_test(test_response_framing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
