@@ -576,3 +576,87 @@ sl_http_response_framing(const struct sl_head *h, bool is_head_request)
         return h->parser.content_length > 0 ? SL_FRAMING_LENGTH : SL_FRAMING_NONE;
     return SL_FRAMING_EOF;
 }
+
+/* ---- forwarding rules ---------------------------------------------------- */
+
+static bool
+is_lower_hex(const char *s, size_t n, bool may_be_zero)
+{
+    bool is_nonzero = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        if (s[i] != '0')
+            is_nonzero = true;
+    }
+    return may_be_zero || is_nonzero;
+}
+
+/* W3C Trace Context section 3.2: version-traceid-parentid-flags. */
+bool
+sl_http_is_valid_traceparent(const char *v, size_t n)
+{
+    if (n != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return false;
+    if (!is_lower_hex(v, 2, true) || (v[0] == 'f' && v[1] == 'f'))
+        return false;
+    return is_lower_hex(v + 3, 32, false) && is_lower_hex(v + 36, 16, false)
+        && is_lower_hex(v + 53, 2, true);
+}
+
+bool
+sl_http_is_valid_request_id(const char *v, size_t n)
+{
+    if (n == 0 || n > SL_HTTP_MAX_REQUEST_ID)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] <= 0x20 || v[i] >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool
+name_is(const struct sl_header *h, const char *lower, size_t len)
+{
+    return sl_http_token_eq(h->name, h->name_len, lower, len);
+}
+
+/* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
+static bool
+is_connection_token(const struct sl_header *headers, size_t n, const struct sl_header *h)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = headers[i].value, *end = v + headers[i].value_len;
+        if (!name_is(&headers[i], "connection", 10))
+            continue;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *tok_end = comma ? comma : end;
+            const char *t = v;
+            size_t tlen;
+            while (t < tok_end && (*t == ' ' || *t == '\t'))
+                t++;
+            tlen = (size_t)(tok_end - t);
+            while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t'))
+                tlen--;
+            if (sl_http_token_eq(t, tlen, h->name, h->name_len))
+                return true;
+            v = comma ? comma + 1 : end;
+        }
+    }
+    return false;
+}
+
+bool
+sl_http_is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h)
+{
+    if (name_is(h, "connection", 10) || name_is(h, "keep-alive", 10) || name_is(h, "te", 2)
+        || name_is(h, "trailer", 7) || name_is(h, "transfer-encoding", 17)
+        || name_is(h, "upgrade", 7))
+        return true;
+    if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
+        return true;
+    return is_connection_token(headers, n, h);
+}

@@ -41,7 +41,7 @@
 #define MAX_RESPONSE_HEAD (64u * 1024u)
 #define MAX_RESPONSE_HEADERS 256u
 #define FLUSH_TIMEOUT_MS 10000u
-#define MAX_REQUEST_ID 128u
+#define MAX_REQUEST_ID SL_HTTP_MAX_REQUEST_ID
 
 /* ---- config generations ------------------------------------------------ */
 
@@ -229,85 +229,9 @@ hex_random(struct sl_proxy *px, char *out, size_t ndigits)
 }
 
 static bool
-is_lower_hex(const char *s, size_t n, bool may_be_zero)
-{
-    bool is_nonzero = false;
-
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-        if (s[i] != '0')
-            is_nonzero = true;
-    }
-    return may_be_zero || is_nonzero;
-}
-
-/* W3C Trace Context section 3.2: version-traceid-parentid-flags. */
-static bool
-is_valid_traceparent(const char *v, size_t n)
-{
-    if (n != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-')
-        return false;
-    if (!is_lower_hex(v, 2, true) || (v[0] == 'f' && v[1] == 'f'))
-        return false;
-    return is_lower_hex(v + 3, 32, false) && is_lower_hex(v + 36, 16, false)
-        && is_lower_hex(v + 53, 2, true);
-}
-
-static bool
-is_valid_request_id(const char *v, size_t n)
-{
-    if (n == 0 || n > MAX_REQUEST_ID)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] <= 0x20 || v[i] >= 0x7f)
-            return false;
-    }
-    return true;
-}
-
-static bool
 name_is(const struct sl_header *h, const char *lower, size_t len)
 {
     return sl_http_token_eq(h->name, h->name_len, lower, len);
-}
-
-/* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
-static bool
-is_connection_token(const struct sl_header *headers, size_t n, const struct sl_header *h)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *v = headers[i].value, *end = v + headers[i].value_len;
-        if (!name_is(&headers[i], "connection", 10))
-            continue;
-        while (v < end) {
-            const char *comma = memchr(v, ',', (size_t)(end - v));
-            const char *tok_end = comma ? comma : end;
-            const char *t = v;
-            size_t tlen;
-            while (t < tok_end && (*t == ' ' || *t == '\t'))
-                t++;
-            tlen = (size_t)(tok_end - t);
-            while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t'))
-                tlen--;
-            if (sl_http_token_eq(t, tlen, h->name, h->name_len))
-                return true;
-            v = comma ? comma + 1 : end;
-        }
-    }
-    return false;
-}
-
-static bool
-is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h)
-{
-    if (name_is(h, "connection", 10) || name_is(h, "keep-alive", 10) || name_is(h, "te", 2)
-        || name_is(h, "trailer", 7) || name_is(h, "transfer-encoding", 17)
-        || name_is(h, "upgrade", 7))
-        return true;
-    if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
-        return true;
-    return is_connection_token(headers, n, h);
 }
 
 static void
@@ -587,12 +511,12 @@ set_ids(struct conn *c)
     const struct sl_header *rid = sl_request_header(&c->req, "x-request-id", 12);
     const struct sl_header *tp = sl_request_header(&c->req, "traceparent", 11);
 
-    if (rid == NULL || !is_valid_request_id(rid->value, rid->value_len)) {
+    if (rid == NULL || !sl_http_is_valid_request_id(rid->value, rid->value_len)) {
         hex_random(c->px, c->request_id, 32);
         c->request_id[32] = '\0';
         c->request_id_len = 32;
     }
-    if (tp != NULL && is_valid_traceparent(tp->value, tp->value_len)) {
+    if (tp != NULL && sl_http_is_valid_traceparent(tp->value, tp->value_len)) {
         memcpy(c->traceparent, tp->value, 55);
     } else {
         memcpy(c->traceparent, "00-", 3);
@@ -803,7 +727,7 @@ write_request_head(struct conn *c, struct evbuffer *out)
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *h = &req->headers[i];
-        if (is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "content-length", 14)
+        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "content-length", 14)
             || name_is(h, "expect", 6) || name_is(h, "x-forwarded-proto", 17))
             continue;
         if (name_is(h, "x-forwarded-for", 15)) {
@@ -1006,7 +930,7 @@ write_response_head(struct conn *c, const char *head, bool must_close)
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
     for (size_t i = 0; i < n; i++) {
         const struct sl_header *h = &headers[i];
-        if (is_hop_by_hop(headers, n, h))
+        if (sl_http_is_hop_by_hop(headers, n, h))
             continue;
         if (c->is_resp_chunked && name_is(h, "content-length", 14))
             continue;

@@ -43,7 +43,6 @@ const struct sl_header *sl_request_header(const struct sl_request *req, const ch
 /* Case-insensitive ASCII comparison of two byte strings of known length. */
 bool sl_http_token_eq(const char *a, size_t a_len, const char *b, size_t b_len);
 
-#endif
 
 /* ---- head parsing glue (http.c) ---------------------------------------- */
 
@@ -127,6 +126,18 @@ int sl_http_check_line_ends(const char *head, size_t len);
  * section 5.5): 0 or 400. */
 int sl_http_check_fields(const struct sl_header *headers, size_t n);
 
+#define SL_HTTP_MAX_REQUEST_ID 128u
+
+/* W3C Trace Context section 3.2: version-traceid-parentid-flags, lower hex,
+ * ids not all zero, version not ff. */
+bool sl_http_is_valid_traceparent(const char *value, size_t len);
+/* An X-Request-Id we pass on: 1..128 visible ASCII bytes. */
+bool sl_http_is_valid_request_id(const char *value, size_t len);
+/* Hop-by-hop (RFC 9110 section 7.6.1): Connection, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade, Proxy-*, and every field the message's
+ * Connection headers name. `h` is one of `headers`. */
+bool sl_http_is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h);
+
 /* Reason phrase for a status code ("Unknown" when there is none). */
 const char *sl_http_reason(int status);
 
@@ -147,3 +158,5 @@ int sl_http_request_framing(const struct sl_request *req, enum sl_framing *frami
                             uint64_t *length);
 /* Response framing from a complete response head. */
 enum sl_framing sl_http_response_framing(const struct sl_head *h, bool is_head_request);
+
+#endif

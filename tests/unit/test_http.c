@@ -249,6 +249,61 @@ test_response_framing(void **state)
     sl_head_fini(&h);
 }
 
+static struct sl_header
+hdr(const char *name, const char *value)
+{
+    struct sl_header h = { name, strlen(name), value, strlen(value) };
+    return h;
+}
+
+static void
+test_hop_by_hop(void **state)
+{
+    struct sl_header hs[] = {
+        hdr("Connection", "keep-alive, X-Secret ,close"),
+        hdr("Keep-Alive", "timeout=5"),
+        hdr("TE", "trailers"),
+        hdr("Trailer", "X"),
+        hdr("Transfer-Encoding", "chunked"),
+        hdr("Upgrade", "websocket"),
+        hdr("Proxy-Authorization", "x"),
+        hdr("Proxy-Connection", "keep-alive"),
+        hdr("x-secret", "1"),
+        hdr("X-Secret-Not", "1"),
+        hdr("Host", "a"),
+        hdr("Content-Type", "text/plain"),
+    };
+    size_t n = sizeof(hs) / sizeof(hs[0]);
+
+    (void)state;
+    for (size_t i = 0; i < 9; i++)
+        assert_true(sl_http_is_hop_by_hop(hs, n, &hs[i]));
+    for (size_t i = 9; i < n; i++)
+        assert_false(sl_http_is_hop_by_hop(hs, n, &hs[i]));
+}
+
+static void
+test_trace_and_request_ids(void **state)
+{
+    const char *good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    (void)state;
+    assert_true(sl_http_is_valid_traceparent(good, strlen(good)));
+    assert_false(sl_http_is_valid_traceparent(good, strlen(good) - 1));
+    assert_false(sl_http_is_valid_traceparent(
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", 55));
+    assert_false(sl_http_is_valid_traceparent(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", 55));
+    assert_false(sl_http_is_valid_traceparent(
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55));
+    assert_false(sl_http_is_valid_traceparent(
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", 55));
+    assert_true(sl_http_is_valid_request_id("abc-123", 7));
+    assert_false(sl_http_is_valid_request_id("", 0));
+    assert_false(sl_http_is_valid_request_id("a b", 3));
+    assert_false(sl_http_is_valid_request_id("a\x01", 2));
+}
+
 int
 main(void)
 {
@@ -259,6 +314,8 @@ main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_chunked_body),
         cmocka_unit_test(test_response_framing),
+        cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_trace_and_request_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
