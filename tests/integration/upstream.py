@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Copyright (c) 2026 the sluice developers
+#
+# A small real HTTP/1.1 upstream for the integration tests and the README demo.
+# One thread per connection, keep-alive, Content-Length and chunked request
+# bodies read as a stream and hashed (never held whole), and behaviours picked
+# by path so a test can make the upstream misbehave on purpose:
+#
+#   /echo, anything else   JSON: method, target, version, headers as received,
+#                          body length and sha256, the upstream's name and port
+#   /upload[?pause_ms=N]   like /echo; pauses N ms after the first MiB of body
+#   /big?bytes=N[&chunked=1][&pause_ms=M]
+#                          N pattern bytes (see pattern_sha256), streamed;
+#                          pauses M ms after the first MiB
+#   /chunked?n=N&size=S[&break=1]
+#                          chunked response of N chunks; break=1 closes before
+#                          the last chunk
+#   /status/NNN            that status; 1xx/204/304 without a body
+#   /slow?ms=N             waits N ms, then answers like /echo
+#   /hang                  reads the request, never answers
+#   /stall                 Content-Length 1000, sends 100 bytes, then hangs
+#   /close-mid-body        Content-Length 1000, sends 100 bytes, closes
+#   /close                 closes without answering
+#   /reset                 resets the connection (SO_LINGER 0) without answering
+#   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
+#
+# Every request head it receives is recorded (raw bytes included), and the
+# bytes read on every connection are counted, so a test can assert that the
+# upstream got nothing. Runnable on its own: `upstream.py --port 9000`.
+
+import argparse
+import hashlib
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+MAX_HEAD = 1 << 20
+BLOCK = bytes(i % 251 for i in range(65536))
+
+
+def pattern_chunks(n):
+    """The bytes /big sends, as successive blocks."""
+    while n > 0:
+        k = min(n, len(BLOCK))
+        yield BLOCK[:k]
+        n -= k
+
+
+def pattern_sha256(n):
+    h = hashlib.sha256()
+    for b in pattern_chunks(n):
+        h.update(b)
+    return h.hexdigest()
+
+
+class _Closed(Exception):
+    pass
+
+
+class _Reader:
+    """Buffered reads from a socket that give up when the server stops."""
+
+    def __init__(self, sock, stop, counter):
+        self.sock = sock
+        self.stop = stop
+        self.buf = b""
+        self.count = counter  # callable(nbytes)
+
+    def fill(self):
+        while not self.stop.is_set():
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0.2)
+                if not ready:
+                    continue
+                data = self.sock.recv(262144)
+            except (OSError, ValueError):
+                raise _Closed()
+            if not data:
+                raise _Closed()
+            self.count(len(data))
+            self.buf += data
+            return
+        raise _Closed()
+
+    def line(self, limit=MAX_HEAD):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                out, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return out
+            if len(self.buf) > limit:
+                raise _Closed()
+            self.fill()
+
+    def head(self):
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                out, self.buf = self.buf[:i + 4], self.buf[i + 4:]
+                return out
+            if len(self.buf) > MAX_HEAD:
+                raise _Closed()
+            self.fill()
+
+    def some(self, maxlen):
+        if not self.buf:
+            self.fill()
+        out, self.buf = self.buf[:maxlen], self.buf[maxlen:]
+        return out
+
+    def wait_eof(self):
+        """Blocks until the peer closes or the server stops; discards input."""
+        try:
+            while True:
+                self.buf = b""
+                self.fill()
+        except _Closed:
+            pass
+
+
+class Upstream:
+    """A threaded HTTP/1.1 server on 127.0.0.1; start() returns once listening."""
+
+    def __init__(self, name="up", port=0, host="127.0.0.1", record=True):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.record = record    # False: count requests but keep no records (demo)
+        self.nrequests = 0
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.requests = []      # one dict per request head received
+        self.bytes_received = 0
+        self.connections = 0
+        self.open_socks = set()
+        self.lsock = None
+        self.thread = None
+
+    # ---- lifecycle -----------------------------------------------------
+
+    def start(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, self.port))
+        s.listen(256)
+        s.settimeout(0.2)
+        self.lsock = s
+        self.port = s.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(2)
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self.open_socks)
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    @property
+    def addr(self):
+        return "%s:%d" % (self.host, self.port)
+
+    # ---- what tests look at --------------------------------------------
+
+    def snapshot(self):
+        with self.lock:
+            return (self.nrequests, self.bytes_received)
+
+    def requests_since(self, n):
+        with self.lock:
+            return list(self.requests[n:])
+
+    def wait_requests(self, n, timeout=3.0):
+        """Waits until at least n requests were recorded; returns the count."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.nrequests >= n:
+                    return self.nrequests
+            time.sleep(0.01)
+        with self.lock:
+            return self.nrequests
+
+    # ---- server --------------------------------------------------------
+
+    def _accept_loop(self):
+        while not self.stop_event.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            # reads poll with select (to notice stop); this bounds a blocked send
+            c.settimeout(60)
+            with self.lock:
+                self.connections += 1
+                cid = self.connections
+                self.open_socks.add(c)
+            threading.Thread(target=self._serve, args=(c, cid), daemon=True).start()
+
+    def _count(self, n):
+        with self.lock:
+            self.bytes_received += n
+
+    def _serve(self, sock, cid):
+        rd = _Reader(sock, self.stop_event, self._count)
+        try:
+            seq = 0
+            while not self.stop_event.is_set():
+                keep = self._one(sock, rd, cid, seq)
+                seq += 1
+                if not keep:
+                    break
+        except (_Closed, OSError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self.open_socks.discard(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _one(self, sock, rd, cid, seq):
+        raw = rd.head()
+        lines = raw[:-4].split(b"\r\n")
+        try:
+            method, target, version = lines[0].decode("latin-1").split(" ", 2)
+        except ValueError:
+            method, target, version = "?", "?", "?"
+        headers = []
+        for ln in lines[1:]:
+            name, _, value = ln.decode("latin-1").partition(":")
+            headers.append([name, value.strip(" \t")])
+        rec = {"method": method, "target": target, "version": version,
+               "headers": headers, "raw_head": raw, "conn": cid, "seq": seq,
+               "time": time.time(), "body_length": 0, "body_sha256": None,
+               "body_done": False}
+        with self.lock:
+            self.nrequests += 1
+            if self.record:
+                self.requests.append(rec)
+
+        def hget(name):
+            for n, v in headers:
+                if n.lower() == name:
+                    return v
+            return None
+
+        url = urllib.parse.urlsplit(target)
+        path = url.path
+        q = dict(urllib.parse.parse_qsl(url.query))
+        conn_hdr = (hget("connection") or "").lower()
+        keep = version == "HTTP/1.1" and "close" not in conn_hdr
+        if version == "HTTP/1.0" and "keep-alive" in conn_hdr:
+            keep = True
+
+        if (hget("expect") or "").lower() == "100-continue":
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        pause_ms = int(q.get("pause_ms", "0")) if path == "/upload" else 0
+        self._read_body(rd, rec, hget, pause_ms)
+
+        if path == "/hang":
+            rd.wait_eof()
+            return False
+        if path == "/close":
+            return False
+        if path == "/reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        if path == "/close-mid-body" or path == "/stall":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         b"Content-Length: 1000\r\n\r\n" + b"x" * 100)
+            if path == "/stall":
+                rd.wait_eof()
+            return False
+        if path == "/slow":
+            self._sleep(int(q.get("ms", "100")) / 1000.0)
+        if path == "/big":
+            return self._big(sock, method, keep, int(q.get("bytes", "0")),
+                             q.get("chunked") == "1", int(q.get("pause_ms", "0")))
+        if path == "/chunked":
+            return self._chunked(sock, method, keep, int(q.get("n", "5")),
+                                 int(q.get("size", "100")), q.get("break") == "1")
+        if path.startswith("/status/"):
+            try:
+                status = int(path[len("/status/"):])
+            except ValueError:
+                status = 400
+            if status < 200 or status in (204, 304):
+                self._send(sock, status, [], None, method, keep)
+            else:
+                body = json.dumps({"status": status, "upstream": self.name}).encode()
+                self._send(sock, status, [("Content-Type", "application/json")], body,
+                           method, keep)
+            return keep
+        if path == "/hop":
+            extra = [("Connection", "X-Up-Hop"), ("X-Up-Hop", "1"),
+                     ("Keep-Alive", "timeout=5, max=100"), ("Trailer", "X-Trailer"),
+                     ("Upgrade", "h2c"), ("Proxy-Authenticate", "Basic realm=x"),
+                     ("Proxy-Connection", "keep-alive"), ("TE", "trailers"),
+                     ("X-Keep", "yes"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+            self._send(sock, 200, extra, b"hop\n", method, keep)
+            return keep
+
+        doc = {"upstream": self.name, "port": self.port, "method": method,
+               "target": target, "path": path, "version": version,
+               "headers": headers, "body_length": rec["body_length"],
+               "body_sha256": rec["body_sha256"], "conn": cid, "seq": seq}
+        body = json.dumps(doc).encode()
+        self._send(sock, 200, [("Content-Type", "application/json")], body, method, keep)
+        return keep
+
+    def _sleep(self, seconds):
+        deadline = time.monotonic() + min(seconds, 60)
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            time.sleep(min(0.02, max(0, deadline - time.monotonic())))
+
+    def _read_body(self, rd, rec, hget, pause_ms):
+        h = hashlib.sha256()
+        total = 0
+        paused = pause_ms <= 0
+        te = (hget("transfer-encoding") or "").lower()
+        cl = hget("content-length")
+        if "chunked" in te:
+            while True:
+                size_line = rd.line(4096).strip()
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    while rd.line(65536) not in (b"\r\n", b"\n"):
+                        pass
+                    break
+                left = size
+                while left > 0:
+                    b = rd.some(min(left, 262144))
+                    h.update(b)
+                    total += len(b)
+                    left -= len(b)
+                    rec["body_length"] = total
+                    if not paused and total >= (1 << 20):
+                        paused = True
+                        self._sleep(pause_ms / 1000.0)
+                rd.line(16)
+        elif cl is not None:
+            left = int(cl)
+            while left > 0:
+                b = rd.some(min(left, 262144))
+                h.update(b)
+                total += len(b)
+                left -= len(b)
+                rec["body_length"] = total
+                if not paused and total >= (1 << 20):
+                    paused = True
+                    self._sleep(pause_ms / 1000.0)
+        rec["body_length"] = total
+        rec["body_sha256"] = h.hexdigest()
+        rec["body_done"] = True
+
+    def _send(self, sock, status, headers, body, method, keep):
+        reasons = {100: "Continue", 200: "OK", 204: "No Content", 304: "Not Modified",
+                   400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
+                   502: "Bad Gateway", 503: "Service Unavailable"}
+        out = ["HTTP/1.1 %d %s" % (status, reasons.get(status, "Status"))]
+        out += ["%s: %s" % kv for kv in headers]
+        if body is not None:
+            out.append("Content-Length: %d" % len(body))
+        if not keep:
+            out.append("Connection: close")
+        data = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+        if body is not None and method != "HEAD":
+            data += body
+        sock.sendall(data)
+
+    def _big(self, sock, method, keep, n, chunked, pause_ms):
+        head = ["HTTP/1.1 200 OK", "Content-Type: application/octet-stream"]
+        head.append("Transfer-Encoding: chunked" if chunked else "Content-Length: %d" % n)
+        if not keep:
+            head.append("Connection: close")
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        if method == "HEAD":
+            return keep
+        sent = 0
+        paused = pause_ms <= 0
+        for b in pattern_chunks(n):
+            if self.stop_event.is_set():
+                return False
+            if chunked:
+                sock.sendall(b"%x\r\n" % len(b) + b + b"\r\n")
+            else:
+                sock.sendall(b)
+            sent += len(b)
+            if not paused and sent >= (1 << 20):
+                paused = True
+                self._sleep(pause_ms / 1000.0)
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+        return keep
+
+    def _chunked(self, sock, method, keep, n, size, brk):
+        head = ["HTTP/1.1 200 OK", "Content-Type: text/plain", "Transfer-Encoding: chunked"]
+        if not keep:
+            head.append("Connection: close")
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        if method == "HEAD":
+            return keep
+        for i in range(n):
+            chunk = bytes([0x61 + i % 26]) * size
+            sock.sendall(b"%x\r\n" % size + chunk + b"\r\n")
+        if brk:
+            return False
+        sock.sendall(b"0\r\n\r\n")
+        return keep
+
+
+def main():
+    ap = argparse.ArgumentParser(description="sluice demo and test upstream")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9000)
+    ap.add_argument("--name", default="demo")
+    args = ap.parse_args()
+    up = Upstream(args.name, args.port, args.host, record=False).start()
+    print("upstream %s listening on %s" % (up.name, up.addr), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    while not done.wait(1.0):
+        pass
+    up.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
