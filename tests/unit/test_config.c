@@ -1,0 +1,889 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Unit tests for the config loader: good files walked into structs with
+ * their defaults, one bad fixture per kind of error with the exact
+ * "file:line: message", the sandbox, and the duration and size parsers.
+ * Fixtures live in tests/unit/conf/; they are found through SL_SOURCE_DIR.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+
+#ifndef SL_SOURCE_DIR
+#define SL_SOURCE_DIR "."
+#endif
+
+static char *
+source_path(const char *rel)
+{
+    const char *top = getenv("SL_SOURCE_DIR");
+    size_t n;
+    char *path;
+
+    if (top == NULL || *top == '\0')
+        top = SL_SOURCE_DIR;
+    n = strlen(top) + 1 + strlen(rel) + 1;
+    path = malloc(n);
+    assert_non_null(path);
+    snprintf(path, n, "%s/%s", top, rel);
+    return path;
+}
+
+static char *
+fixture(const char *name)
+{
+    char rel[256];
+    snprintf(rel, sizeof(rel), "tests/unit/conf/%s", name);
+    return source_path(rel);
+}
+
+static struct sl_config *
+load_ok(const char *path)
+{
+    char *errors = (char *)"unset";
+    struct sl_config *cfg = sl_config_load(path, &errors);
+
+    if (cfg == NULL)
+        fail_msg("%s should load, got:\n%s", path, errors ? errors : "(no errors)");
+    assert_null(errors);
+    return cfg;
+}
+
+static struct sl_config *
+load_fixture(const char *name)
+{
+    char *path = fixture(name);
+    struct sl_config *cfg = load_ok(path);
+    free(path);
+    return cfg;
+}
+
+static size_t
+count_lines(const char *s)
+{
+    size_t n = 1;
+    for (; *s != '\0'; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* True when some line of `errors` is "<path>:<line>: ..." and contains `phrase`. */
+static bool
+has_error(const char *errors, const char *path, int line, const char *phrase)
+{
+    char prefix[PATH_MAX + 32];
+    const char *p = errors;
+
+    snprintf(prefix, sizeof(prefix), "%s:%d: ", path, line);
+    while (p != NULL && *p != '\0') {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len >= strlen(prefix) && strncmp(p, prefix, strlen(prefix)) == 0) {
+            char *copy = strndup(p, len);
+            bool found = strstr(copy, phrase) != NULL;
+            free(copy);
+            if (found)
+                return true;
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    return false;
+}
+
+/* Loads `path`, which must fail with exactly `nerrors` errors, one of them the given one. */
+static void
+expect_errors(const char *path, size_t nerrors, int line, const char *phrase)
+{
+    char *errors = NULL;
+    struct sl_config *cfg = sl_config_load(path, &errors);
+
+    if (cfg != NULL) {
+        sl_config_free(cfg);
+        fail_msg("%s should not load", path);
+    }
+    assert_non_null(errors);
+    if (!has_error(errors, path, line, phrase))
+        fail_msg("%s: expected line %d with \"%s\", got:\n%s", path, line, phrase, errors);
+    if (nerrors != 0 && count_lines(errors) != nerrors)
+        fail_msg("%s: expected %zu errors, got:\n%s", path, nerrors, errors);
+    free(errors);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+test_full(void **state)
+{
+    struct sl_config *cfg = load_fixture("full.conf");
+    const struct sl_limit_conf *l;
+    const struct sl_route_conf *r;
+    (void)state;
+
+    assert_non_null(strstr(cfg->path, "tests/unit/conf/full.conf"));
+    assert_int_equal(cfg->nlisten, 2);
+    assert_string_equal(cfg->listen[0].text, "127.0.0.1:8080");
+    assert_string_equal(cfg->listen[1].text, "[::1]:8081");
+    assert_true(cfg->has_admin);
+    assert_string_equal(cfg->admin.text, "127.0.0.1:9911");
+    assert_int_equal(cfg->workers, 4);
+    assert_int_equal(cfg->ntrusted_proxies, 3);
+    assert_int_equal(cfg->trusted_proxies[0].prefix, 8);
+    assert_int_equal(cfg->trusted_proxies[1].prefix, 32);
+    assert_int_equal(cfg->trusted_proxies[2].prefix, 8);
+    assert_int_equal(cfg->shutdown_timeout_ms, 90000);
+    assert_string_equal(cfg->access_log, "/var/log/sluice/access.log");
+    assert_string_equal(cfg->error_log, "/var/log/sluice/error.log");
+    assert_string_equal(cfg->log_level, "debug");
+    assert_string_equal(cfg->pidfile, "/run/sluice.pid");
+
+    assert_int_equal(cfg->client.header_timeout_ms, 5000);
+    assert_int_equal(cfg->client.body_timeout_ms, 15000);
+    assert_int_equal(cfg->client.idle_timeout_ms, 120000);
+    assert_int_equal(cfg->client.max_header_size, 32768);
+    assert_int_equal(cfg->client.max_uri_size, 4096);
+    assert_int_equal(cfg->client.max_headers, 50);
+    assert_int_equal(cfg->client.max_body_size, 10 << 20);
+    assert_int_equal(cfg->client.max_connections, 500);
+
+    assert_int_equal(cfg->store.kind, SL_STORE_REDIS);
+    assert_string_equal(cfg->store.url, "redis://user:secret@10.1.2.3:6380/2");
+    assert_int_equal(cfg->store.timeout_ms, 50);
+    assert_int_equal(cfg->store.on_error, SL_ON_ERROR_DENY);
+    assert_string_equal(cfg->store.prefix, "edge:prod");
+    assert_int_equal(cfg->store.max_keys, 1000);
+
+    /* upstreams sorted by name */
+    assert_int_equal(cfg->nupstreams, 2);
+    assert_string_equal(cfg->upstreams[0].name, "api");
+    assert_string_equal(cfg->upstreams[1].name, "web");
+    assert_int_equal(cfg->upstreams[0].nservers, 2);
+    assert_string_equal(cfg->upstreams[0].servers[1].text, "127.0.0.1:9001");
+    assert_int_equal(cfg->upstreams[0].keepalive, 8);
+    assert_int_equal(cfg->upstreams[0].connect_timeout_ms, 250);
+    assert_int_equal(cfg->upstreams[0].timeout_ms, 10000);
+    assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 30000);
+    assert_int_equal(cfg->upstreams[0].max_inflight, 100);
+    assert_int_equal(cfg->upstreams[0].queue, 0);
+    assert_int_equal(cfg->upstreams[0].line, 34);
+    assert_int_equal(cfg->upstreams[1].line, 33);
+    assert_ptr_equal(cfg->upstreams[0].file, cfg->path);
+
+    /* limits sorted by name: combo everyone per_ip per_key tenant */
+    assert_int_equal(cfg->nlimits, 5);
+    assert_string_equal(cfg->limits[0].name, "combo");
+    assert_string_equal(cfg->limits[1].name, "everyone");
+    assert_string_equal(cfg->limits[2].name, "per_ip");
+    assert_string_equal(cfg->limits[3].name, "per_key");
+    assert_string_equal(cfg->limits[4].name, "tenant");
+
+    l = &cfg->limits[0];
+    assert_int_equal(l->nparts, 5);
+    assert_int_equal(l->parts[0].kind, SL_KEY_IP);
+    assert_null(l->parts[0].name);
+    assert_int_equal(l->parts[1].kind, SL_KEY_METHOD);
+    assert_int_equal(l->parts[2].kind, SL_KEY_PATH);
+    assert_int_equal(l->parts[3].kind, SL_KEY_QUERY);
+    assert_string_equal(l->parts[3].name, "token");
+    assert_int_equal(l->parts[3].name_len, 5);
+    assert_int_equal(l->parts[4].kind, SL_KEY_COOKIE);
+    assert_string_equal(l->parts[4].name, "session");
+    assert_true(l->rate == 5 && l->burst == 5 && l->cost == 1);
+    assert_int_equal(l->per_ms, 1000);
+    assert_int_equal(l->line, 48);
+
+    l = &cfg->limits[1];
+    assert_int_equal(l->parts[0].kind, SL_KEY_GLOBAL);
+    assert_int_equal(l->per_ms, 3600000);
+    assert_true(l->burst == 5000);
+
+    l = &cfg->limits[3];
+    assert_int_equal(l->nparts, 1);
+    assert_int_equal(l->parts[0].kind, SL_KEY_HEADER);
+    assert_string_equal(l->parts[0].name, "x-api-key"); /* lower-cased */
+    assert_int_equal(l->parts[0].name_len, 9);
+    assert_true(l->rate == 6000 && l->burst == 6000 && l->cost == 2);
+    assert_int_equal(l->per_ms, 60000);
+    assert_true(l->is_shadow);
+    assert_false(l->is_cost_function);
+
+    l = &cfg->limits[4];
+    assert_int_equal(l->nparts, 1);
+    assert_int_equal(l->parts[0].kind, SL_KEY_FUNCTION);
+    assert_true(l->is_cost_function);
+    assert_false(l->is_shadow);
+    assert_int_equal(l->line, 50);
+
+    /* routes in written order, indexes into the sorted arrays */
+    assert_int_equal(cfg->nroutes, 3);
+    r = &cfg->routes[0];
+    assert_string_equal(r->host, "api.example.com");
+    assert_string_equal(r->path, "/v1/");
+    assert_int_equal(r->path_len, 4);
+    assert_int_equal(r->upstream, 0);
+    assert_int_equal(r->nlimits, 2);
+    assert_int_equal(r->limits[0], 3); /* per_key, as written */
+    assert_int_equal(r->limits[1], 2); /* per_ip */
+    assert_false(r->has_ratelimit_headers);
+    assert_true(r->has_server_timing);
+    r = &cfg->routes[1];
+    assert_null(r->host);
+    assert_int_equal(r->nlimits, 1);
+    assert_int_equal(r->limits[0], 4);
+    assert_true(r->has_ratelimit_headers);
+    assert_false(r->has_server_timing);
+    r = &cfg->routes[2];
+    assert_string_equal(r->path, "/");
+    assert_int_equal(r->upstream, 1);
+    assert_int_equal(r->nlimits, 3);
+    assert_int_equal(r->limits[0], 2);
+    assert_int_equal(r->limits[1], 0);
+    assert_int_equal(r->limits[2], 1);
+
+    sl_config_free(cfg);
+}
+
+static void
+test_minimal_defaults(void **state)
+{
+    struct sl_config *cfg = load_fixture("minimal.conf");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    (void)state;
+
+    assert_int_equal(cfg->nlisten, 1);
+    assert_true(cfg->has_admin);
+    assert_string_equal(cfg->admin.text, "127.0.0.1:9901");
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->ntrusted_proxies, 0);
+    assert_int_equal(cfg->shutdown_timeout_ms, 30000);
+    assert_string_equal(cfg->access_log, "stderr");
+    assert_string_equal(cfg->error_log, "stderr");
+    assert_string_equal(cfg->log_level, "info");
+    assert_null(cfg->pidfile);
+
+    assert_int_equal(cfg->client.header_timeout_ms, 10000);
+    assert_int_equal(cfg->client.body_timeout_ms, 30000);
+    assert_int_equal(cfg->client.idle_timeout_ms, 60000);
+    assert_int_equal(cfg->client.max_header_size, 16384);
+    assert_int_equal(cfg->client.max_uri_size, 8192);
+    assert_int_equal(cfg->client.max_headers, 100);
+    assert_int_equal(cfg->client.max_body_size, 0);
+    assert_int_equal(cfg->client.max_connections, 10000);
+
+    assert_int_equal(cfg->store.kind, SL_STORE_LOCAL);
+    assert_null(cfg->store.url);
+    assert_int_equal(cfg->store.timeout_ms, 20);
+    assert_int_equal(cfg->store.on_error, SL_ON_ERROR_ALLOW);
+    assert_string_equal(cfg->store.prefix, "sluice");
+    assert_int_equal(cfg->store.max_keys, 2000000);
+
+    assert_int_equal(cfg->nupstreams, 1);
+    assert_int_equal(cfg->upstreams[0].keepalive, 64);
+    assert_int_equal(cfg->upstreams[0].connect_timeout_ms, 1000);
+    assert_int_equal(cfg->upstreams[0].timeout_ms, 30000);
+    assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 60000);
+    assert_int_equal(cfg->upstreams[0].max_inflight, 1024);
+    assert_int_equal(cfg->upstreams[0].queue, 4096);
+
+    assert_int_equal(cfg->nlimits, 1);
+    assert_true(cfg->limits[0].rate == 10);
+    assert_true(cfg->limits[0].burst == 10); /* burst defaults to rate */
+    assert_true(cfg->limits[0].cost == 1);
+    assert_int_equal(cfg->limits[0].per_ms, 1000);
+    assert_false(cfg->limits[0].is_shadow);
+    assert_false(cfg->limits[0].is_cost_function);
+
+    assert_int_equal(cfg->nroutes, 1);
+    assert_null(cfg->routes[0].host);
+    assert_true(cfg->routes[0].has_ratelimit_headers);
+    assert_false(cfg->routes[0].has_server_timing);
+    sl_config_free(cfg);
+}
+
+static void
+test_program(void **state)
+{
+    struct sl_config *cfg = load_fixture("program.conf");
+    (void)state;
+
+    assert_false(cfg->has_admin);
+    assert_int_equal(cfg->upstreams[0].nservers, 3);
+    assert_string_equal(cfg->upstreams[0].servers[2].text, "127.0.0.1:9002");
+    assert_int_equal(cfg->nroutes, 4);
+    assert_string_equal(cfg->routes[0].path, "/a/");
+    assert_string_equal(cfg->routes[3].path, "/");
+    assert_string_equal(cfg->limits[0].name, "big");
+    assert_true(cfg->limits[0].burst == 200);
+    assert_int_equal(cfg->routes[3].limits[0], 0);
+    sl_config_free(cfg);
+}
+
+/* The text is kept byte for byte, so lua_rt loads exactly what was checked. */
+static void
+test_source_kept(void **state)
+{
+    char *path = fixture("full.conf");
+    struct sl_config *cfg = load_ok(path);
+    FILE *f = fopen(path, "rb");
+    char buf[8192];
+    size_t n;
+    (void)state;
+
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_int_equal(cfg->source_len, n);
+    assert_memory_equal(cfg->source, buf, n);
+    assert_int_equal(cfg->source[n], '\0');
+    assert_string_equal(cfg->path, path);
+    sl_config_free(cfg);
+    free(path);
+}
+
+static void
+test_shipped_confs(void **state)
+{
+    char *path = source_path("conf/sluice.conf");
+    struct sl_config *cfg = load_ok(path);
+    (void)state;
+
+    assert_string_equal(cfg->listen[0].text, "127.0.0.1:8080");
+    assert_string_equal(cfg->admin.text, "127.0.0.1:9901");
+    assert_int_equal(cfg->store.kind, SL_STORE_LOCAL);
+    assert_int_equal(cfg->nroutes, 1);
+    assert_string_equal(cfg->routes[0].path, "/");
+    assert_string_equal(cfg->upstreams[cfg->routes[0].upstream].name, "demo");
+    assert_string_equal(cfg->upstreams[0].servers[0].text, "127.0.0.1:9000");
+    assert_int_equal(cfg->routes[0].nlimits, 1);
+    /* small enough that 20 quick requests see 429s */
+    assert_true(cfg->limits[cfg->routes[0].limits[0]].burst < 20);
+    sl_config_free(cfg);
+    free(path);
+
+    path = source_path("conf/redis.conf");
+    cfg = load_ok(path);
+    assert_int_equal(cfg->store.kind, SL_STORE_REDIS);
+    assert_string_equal(cfg->store.url, "redis://127.0.0.1:6379/0");
+    assert_int_equal(cfg->store.on_error, SL_ON_ERROR_LOCAL);
+    assert_true(cfg->nroutes >= 2);
+    {
+        bool has_function = false;
+        for (size_t i = 0; i < cfg->nlimits; i++)
+            has_function = has_function || cfg->limits[i].parts[0].kind == SL_KEY_FUNCTION;
+        assert_true(has_function);
+    }
+    sl_config_free(cfg);
+    free(path);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One fixture per kind of error                                            */
+/* ------------------------------------------------------------------------ */
+
+struct bad_case {
+    const char *file;
+    size_t nerrors; /* 0: don't check */
+    int line;
+    const char *phrase;
+};
+
+static const struct bad_case bad_cases[] = {
+    { "bad_syntax.conf", 1, 5, "'}' expected (to close '{' at line 3) near '{'" },
+    { "bad_runtime.conf", 1, 3, "attempt to index local 'ports' (a nil value)" },
+    { "bad_error_call.conf", 1, 5, "refusing to load on purpose" },
+    { "bad_loop.conf", 1, 5, "conf still running after 10 million Lua instructions" },
+    { "bad_pcall_loop.conf", 1, 4, "conf still running after" },
+    { "bad_memory.conf", 1, 2, "conf uses more than 64 MiB of memory" },
+    { "bad_sandbox.conf", 1, 4, "undefined variable \"os\"" },
+    { "bad_undefined.conf", 1, 4, "undefined variable \"tennant_key\"" },
+    { "bad_unknown_top.conf", 1, 4, "unknown key \"tiemout\"" },
+    { "bad_unknown_key.conf", 1, 5, "unknown key \"tiemout\" in upstream \"api\"" },
+    { "bad_unknown_keys.conf", 4, 2, "unknown key \"max_body\" in client" },
+    { "bad_unknown_keys.conf", 4, 5, "unknown key \"ttl\" in store" },
+    { "bad_unknown_keys.conf", 4, 10, "unknown key \"brust\" in limit \"per_ip\"" },
+    { "bad_unknown_keys.conf", 4, 14, "unknown key \"ratelimit_header\" in route 1" },
+    { "bad_type.conf", 1, 4, "limit \"api\": rate: expected a number, got string \"5\"" },
+    { "bad_duration.conf", 1, 7,
+      "limit \"api\": per \"10x\": bad duration (use ms, s, m, h)" },
+    { "bad_size.conf", 1, 3, "client: max_header_size \"16q\": bad size" },
+    { "bad_range.conf", 1, 2, "client: max_headers 0: must be between 1 and 10000" },
+    { "bad_uri_size.conf", 1, 4, "client: max_uri_size 8k is larger than max_header_size 4k" },
+    { "bad_address.conf", 1, 3, "listen[2] \"localhost:http\": bad address" },
+    { "bad_server.conf", 1, 4, "upstream \"api\": servers[2] \"10.0.0.1:99999\": bad address" },
+    { "bad_cidr.conf", 1, 2, "trusted_proxies[2] \"10.0.0.0/33\": bad address or CIDR" },
+    { "bad_rate.conf", 1, 4, "limit \"per_ip\": rate 0: must be more than 0" },
+    { "bad_burst.conf", 1, 4, "limit \"per_ip\": burst 0.5: must be at least 1" },
+    { "bad_burst_default.conf", 1, 4, "limit \"slow\": rate 0.5: burst defaults to rate" },
+    { "bad_cost.conf", 1, 4, "limit \"per_ip\": cost 0: must be more than 0" },
+    { "bad_cost_burst.conf", 1, 5, "limit \"upload\": cost 20 is more than burst 10" },
+    { "bad_selector.conf", 1, 4,
+      "limit \"per_key\": key \"hdr:X-API-Key\": unknown key selector" },
+    { "bad_composite.conf", 1, 5, "key[2]: a key function cannot be part of a composite key" },
+    { "bad_no_key.conf", 1, 4, "limit \"nokey\": no key" },
+    { "bad_route_upstream.conf", 1, 5, "route 2: upstream \"api2\": no such upstream" },
+    { "bad_route_limit.conf", 1, 6, "route 1: limits[2] \"per_ipp\": no such limit" },
+    { "bad_route_no_path.conf", 1, 5, "route 2: no path" },
+    { "bad_route_path.conf", 1, 4, "route 1: path \"v1/\": must start with /" },
+    { "bad_route_dup.conf", 1, 7, "route 4: path \"/v1/\" on host \"a.example\": same host "
+                                  "and path as route 1" },
+    { "bad_no_routes.conf", 1, 3, "no routes" },
+    { "bad_no_listen.conf", 1, 1, "no listen address" },
+    { "bad_redis_no_url.conf", 1, 3, "store: kind \"redis\" needs a url" },
+    { "bad_redis_url.conf", 1, 3, "store: url \"redis:/127.0.0.1:6379\": bad url" },
+    { "bad_on_error.conf", 1, 2, "store: on_error \"retry\": unknown policy" },
+    { "bad_no_servers.conf", 1, 3, "upstream \"api\": no servers" },
+    { "bad_unused_upstream.conf", 1, 4, "upstream \"old\" is not used by any route" },
+    { "bad_workers.conf", 1, 2, "workers \"many\": use \"auto\" or a whole number from 1 to 256" },
+    { "bad_admin.conf", 1, 2, "admin: expected \"host:port\" or false, got boolean true" },
+    { "bad_admin_same.conf", 1, 1, "listen \"127.0.0.1:9901\": same address as the default admin" },
+    { "bad_log_level.conf", 1, 2, "log_level \"verbose\": unknown log level" },
+    { "bad_list.conf", 1, 5, "routes: unexpected key \"default\"" },
+    /* every error of a file is reported, in line order */
+    { "bad_many.conf", 6, 2, "listen \"127.0.0.1:80800\": bad address" },
+    { "bad_many.conf", 6, 3, "workers 0" },
+    { "bad_many.conf", 6, 5, "upstream \"api\": timeout \"30\": bad duration" },
+    { "bad_many.conf", 6, 8, "limit \"a\": rate -1: must be more than 0" },
+    { "bad_many.conf", 6, 9, "limit \"b\": per \"1 s\": bad duration" },
+    { "bad_many.conf", 6, 12, "route 1: limits[3] \"c\": no such limit" },
+};
+
+static void
+test_bad_fixture(void **state)
+{
+    const struct bad_case *c = *state;
+    char *path = fixture(c->file);
+
+    expect_errors(path, c->nerrors, c->line, c->phrase);
+    free(path);
+}
+
+static void
+test_errors_in_line_order(void **state)
+{
+    char *path = fixture("bad_many.conf");
+    char *errors = NULL;
+    int last = 0;
+    (void)state;
+
+    assert_null(sl_config_load(path, &errors));
+    assert_non_null(errors);
+    for (const char *p = errors; p != NULL; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        int line;
+        assert_int_equal(strncmp(p, path, strlen(path)), 0);
+        line = (int)strtol(p + strlen(path) + 1, NULL, 10);
+        assert_true(line >= last);
+        last = line;
+    }
+    assert_int_equal(errors[strlen(errors) - 1] != '\n', 1);
+    free(errors);
+    free(path);
+}
+
+static void
+test_missing_file(void **state)
+{
+    char *errors = NULL;
+    (void)state;
+
+    assert_null(sl_config_load("/nonexistent/sluice.conf", &errors));
+    assert_string_equal(errors, "/nonexistent/sluice.conf: cannot open: No such file or directory");
+    free(errors);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inline confs written to a scratch directory                              */
+/* ------------------------------------------------------------------------ */
+
+static char scratch[PATH_MAX];
+
+static int
+make_scratch(void **state)
+{
+    /* a long directory name: LuaJIT abbreviates chunk names past 60 bytes,
+     * and our messages must still carry the full path */
+    (void)state;
+    snprintf(scratch, sizeof(scratch), "/tmp/sluice-test-config-XXXXXX");
+    if (mkdtemp(scratch) == NULL)
+        return -1;
+    strncat(scratch, "/a-rather-long-directory-name-to-exceed-sixty-bytes",
+            sizeof(scratch) - strlen(scratch) - 1);
+    return mkdir(scratch, 0700);
+}
+
+static int
+remove_scratch(void **state)
+{
+    char path[PATH_MAX + 16];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    unlink(path);
+    rmdir(scratch);
+    *strrchr(scratch, '/') = '\0';
+    rmdir(scratch);
+    return 0;
+}
+
+static const char base_conf[] = "listen = \"127.0.0.1:8080\"\n"
+                                "upstreams = { api = { servers = { \"127.0.0.1:9000\" } } }\n"
+                                "routes = { { path = \"/\", upstream = \"api\" } }\n";
+
+/* Writes base_conf followed by `extra` and loads it; returns the errors or NULL. */
+static char *
+load_inline(const char *extra, struct sl_config **out)
+{
+    char path[PATH_MAX + 16];
+    char *errors = NULL;
+    struct sl_config *cfg;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(base_conf, f);
+    fputs(extra, f);
+    fclose(f);
+    cfg = sl_config_load(path, &errors);
+    if (out != NULL)
+        *out = cfg;
+    else
+        sl_config_free(cfg);
+    return errors;
+}
+
+static void
+test_sandbox(void **state)
+{
+    static const char *const forbidden[] = {
+        "io", "os", "require", "package", "debug", "dofile", "loadfile", "load", "loadstring",
+        "print", "getmetatable", "setmetatable", "rawget", "rawset", "setfenv", "getfenv",
+        "_G", "coroutine", "collectgarbage", "module", "jit", "ffi", "newproxy", "xpcall",
+    };
+    static const char *const allowed[] = {
+        "string.format(\"%d\", 1)", "table.concat({\"a\"}, \",\")", "math.floor(1.5)",
+        "pairs({})", "ipairs({})", "type(1)", "tostring(1)", "tonumber(\"1\")",
+        "pcall(error, \"x\")", "select(\"#\", 1, 2)", "next({})", "unpack({1})", "assert(true)",
+        "(\"x\"):rep(3)",
+    };
+    char path[PATH_MAX + 16];
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
+        char line[128], phrase[64];
+        char *errors;
+        snprintf(line, sizeof(line), "local x = %s\n", forbidden[i]);
+        snprintf(phrase, sizeof(phrase), "undefined variable \"%s\"", forbidden[i]);
+        errors = load_inline(line, NULL);
+        assert_non_null(errors);
+        if (!has_error(errors, path, 4, phrase))
+            fail_msg("%s: got %s", forbidden[i], errors);
+        free(errors);
+    }
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+        char line[128];
+        char *errors;
+        snprintf(line, sizeof(line), "local x = %s\n", allowed[i]);
+        errors = load_inline(line, NULL);
+        if (errors != NULL)
+            fail_msg("%s: got %s", allowed[i], errors);
+    }
+}
+
+static void
+test_no_bytecode(void **state)
+{
+    char path[PATH_MAX + 16];
+    char *errors = NULL;
+    FILE *f;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs("\033LJ\002junk", f);
+    fclose(f);
+    assert_null(sl_config_load(path, &errors));
+    assert_non_null(errors);
+    assert_int_equal(strncmp(errors, path, strlen(path)), 0);
+    free(errors);
+}
+
+static void
+test_long_path(void **state)
+{
+    char path[PATH_MAX + 16];
+    char *errors;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    assert_true(strlen(path) > 60);
+    errors = load_inline("error(\"late\")\n", NULL);
+    assert_true(has_error(errors, path, 4, "late"));
+    free(errors);
+    errors = load_inline("x = {\n", NULL);
+    assert_true(has_error(errors, path, 5, "unexpected symbol near '<eof>'"));
+    free(errors);
+}
+
+/* Lines are found through table constructors, strings and comments. */
+static void
+test_nested_lines(void **state)
+{
+    char path[PATH_MAX + 16];
+    char *errors;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    errors = load_inline("-- limits = { x = { rate = 1 } }\n"                  /* 4 */
+                         "--[[ limits = {\n ]]\n"                              /* 5 6 */
+                         "limits = {\n"                                        /* 7 */
+                         "  [\"a\"] = { key = function(r) local a, b = 1, 2\n" /* 8 */
+                         "      return \"}, rate = 0\" end,\n"                 /* 9 */
+                         "    rate = 1, per = [[\n"                            /* 10 */
+                         "1x]] },\n"                                           /* 11 */
+                         "  b = { key = { \"ip\",\n"                           /* 12 */
+                         "                \"header:\" }, rate = 1 },\n"        /* 13 */
+                         "}\n",
+                         NULL);
+    assert_non_null(errors);
+    if (!has_error(errors, path, 10, "limit \"a\": per \"1x\": bad duration")
+        || !has_error(errors, path, 13, "limit \"b\": key[2] \"header:\": missing name"))
+        fail_msg("got:\n%s", errors);
+    free(errors);
+
+    /* a later `routes[2] = ...` is not in a constructor: the top statement is blamed */
+    errors = load_inline("routes[2] = { path = \"/x\", upstream = \"api\", bogus = 1 }\n", NULL);
+    assert_true(has_error(errors, path, 3, "unknown key \"bogus\" in route 2"));
+    free(errors);
+
+    /* the last assignment of a top-level key is the one that counts */
+    errors = load_inline("workers = 2\nworkers = 0\n", NULL);
+    assert_true(has_error(errors, path, 5, "workers 0"));
+    free(errors);
+
+    /* conditional assignments and multi-line statements */
+    errors = load_inline("if true then\n  log_level =\n    \"loud\"\nend\n", NULL);
+    assert_true(has_error(errors, path, 5, "log_level \"loud\""));
+    free(errors);
+}
+
+static void
+test_values(void **state)
+{
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    errors = load_inline("workers = 3\nadmin = \"[::1]:9901\"\nclient = { max_body_size = 1048576,"
+                         " max_header_size = \"1M\" }\nstore = { kind = \"redis\","
+                         " url = \"unix:/run/redis.sock?db=3\" }\nshutdown_timeout = \"0s\"\n",
+                         &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->workers, 3);
+    assert_string_equal(cfg->admin.text, "[::1]:9901");
+    assert_int_equal(cfg->client.max_body_size, 1048576);
+    assert_int_equal(cfg->client.max_header_size, 1048576);
+    assert_string_equal(cfg->store.url, "unix:/run/redis.sock?db=3");
+    assert_int_equal(cfg->shutdown_timeout_ms, 0);
+    sl_config_free(cfg);
+
+    errors = load_inline("access_log = \"off\"\ntrusted_proxies = \"::1\"\n", &cfg);
+    assert_null(errors);
+    assert_string_equal(cfg->access_log, "off");
+    assert_int_equal(cfg->ntrusted_proxies, 1);
+    sl_config_free(cfg);
+
+    errors = load_inline("error_log = \"off\"\n", NULL);
+    assert_true(strstr(errors, "error log cannot be turned off") != NULL);
+    free(errors);
+    errors = load_inline("workers = 1.5\n", NULL);
+    assert_true(strstr(errors, "workers 1.5: use \"auto\"") != NULL);
+    free(errors);
+    errors = load_inline("client = { max_body_size = -1 }\n", NULL);
+    assert_true(strstr(errors, "max_body_size -1: must be a whole number of bytes") != NULL);
+    free(errors);
+    errors = load_inline("client = { header_timeout = 10 }\n", NULL);
+    assert_true(strstr(errors, "header_timeout: expected a duration such as \"10s\", got number 10")
+                != NULL);
+    free(errors);
+    errors = load_inline("client = \"big\"\n", NULL);
+    assert_true(strstr(errors, "client: expected a table") != NULL);
+    free(errors);
+    errors = load_inline("limits = { { key = \"ip\", rate = 1 } }\n", NULL);
+    assert_true(strstr(errors, "entry [1] has no name") != NULL);
+    free(errors);
+    errors = load_inline("limits = { [\"bad name\"] = { key = \"ip\", rate = 1 } }\n", NULL);
+    assert_true(strstr(errors, "limit name \"bad name\"") != NULL);
+    free(errors);
+    errors = load_inline("limits = { a = { key = { \"ip\", \"ip\" }, rate = 1 } }\n", NULL);
+    assert_true(strstr(errors, "key[2] \"ip\": listed twice in the key") != NULL);
+    free(errors);
+    errors = load_inline("limits = { a = { key = { \"ip\", \"global\" }, rate = 1 } }\n", NULL);
+    assert_true(strstr(errors, "global cannot be combined") != NULL);
+    free(errors);
+    errors = load_inline("routes[2] = { path = \"/x\", host = \"a.example:80\",\n"
+                         "              upstream = \"api\" }\n",
+                         NULL);
+    assert_true(strstr(errors, "host \"a.example:80\": write the host without a port") != NULL);
+    free(errors);
+    /* a misspelt upstream is one error, not also "api is not used" */
+    errors = load_inline("routes = { { path = \"/\", upstream = \"apii\" } }\n", NULL);
+    assert_int_equal(count_lines(errors), 1);
+    assert_true(strstr(errors, "upstream \"apii\": no such upstream") != NULL);
+    free(errors);
+    errors = load_inline("store = { kind = \"redis\", url = \"redis://h:0\" }\n", NULL);
+    assert_true(strstr(errors, "bad url") != NULL);
+    free(errors);
+}
+
+static void
+test_redis_urls(void **state)
+{
+    static const char *const good[] = {
+        "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", "redis://redis.internal:6380/15",
+        "redis://user:pass@127.0.0.1:6379/1", "redis://:pass@127.0.0.1:6379",
+        "redis://[::1]:6379", "unix:/run/redis.sock", "unix:/tmp/r.sock?db=2",
+    };
+    static const char *const bad[] = {
+        "redis://127.0.0.1", "redis://127.0.0.1:", "redis://:6379", "redis://h:65536",
+        "redis://h:6379/x", "redis://h:6379/", "redis://pass@h:6379", "http://h:6379",
+        "unix:", "unix:relative.sock", "unix:/r.sock?db=x", "redis://[::1:6379", "",
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char line[256];
+        char *errors;
+        snprintf(line, sizeof(line), "store = { kind = \"redis\", url = \"%s\" }\n", good[i]);
+        errors = load_inline(line, NULL);
+        if (errors != NULL)
+            fail_msg("%s: %s", good[i], errors);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char line[256];
+        char *errors;
+        snprintf(line, sizeof(line), "store = { kind = \"redis\", url = \"%s\" }\n", bad[i]);
+        errors = load_inline(line, NULL);
+        if (errors == NULL)
+            fail_msg("%s should be refused", bad[i]);
+        free(errors);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parsers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void
+test_parse_duration(void **state)
+{
+    static const struct {
+        const char *text;
+        int rc;
+        uint64_t ms;
+    } cases[] = {
+        { "250ms", 0, 250 }, { "10s", 0, 10000 }, { "1m", 0, 60000 }, { "2h", 0, 7200000 },
+        { "0s", 0, 0 }, { "0ms", 0, 0 }, { "1m30s", 0, 90000 }, { "1h0m5s250ms", 0, 3605250 },
+        { "20ms", 0, 20 }, { "8760h", 0, 31536000000ull },
+        { "", -1, 0 }, { "10", -1, 0 }, { "s", -1, 0 }, { "10x", -1, 0 }, { "10 s", -1, 0 },
+        { " 10s", -1, 0 }, { "10s ", -1, 0 }, { "-1s", -1, 0 }, { "+1s", -1, 0 },
+        { "1.5s", -1, 0 }, { "10S", -1, 0 }, { "1d", -1, 0 }, { "1s1m", -1, 0 },
+        { "1s1s", -1, 0 }, { "10ms5", -1, 0 }, { "99999999999999999999ms", -1, 0 },
+        { "18446744073709551615h", -1, 0 }, { "18446744073709551615ms", 0, UINT64_MAX },
+        { "18446744073709551616ms", -1, 0 },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t ms = 12345;
+        int rc = sl_config_parse_duration(cases[i].text, &ms);
+        if (rc != cases[i].rc)
+            fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+        if (rc == 0 && ms != cases[i].ms)
+            fail_msg("\"%s\": %llu ms, want %llu", cases[i].text, (unsigned long long)ms,
+                     (unsigned long long)cases[i].ms);
+    }
+}
+
+static void
+test_parse_size(void **state)
+{
+    static const struct {
+        const char *text;
+        int rc;
+        uint64_t bytes;
+    } cases[] = {
+        { "0", 0, 0 }, { "512", 0, 512 }, { "16k", 0, 16384 }, { "16K", 0, 16384 },
+        { "8m", 0, 8u << 20 }, { "8M", 0, 8u << 20 }, { "1g", 0, 1u << 30 },
+        { "1G", 0, 1u << 30 }, { "18446744073709551615", 0, UINT64_MAX },
+        { "17179869183g", 0, 17179869183ull << 30 },
+        { "", -1, 0 }, { "k", -1, 0 }, { "16q", -1, 0 }, { "16kb", -1, 0 }, { "1.5k", -1, 0 },
+        { "-1", -1, 0 }, { " 1", -1, 0 }, { "1 ", -1, 0 }, { "18446744073709551616", -1, 0 },
+        { "17179869184g", -1, 0 }, { "1t", -1, 0 },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t bytes = 12345;
+        int rc = sl_config_parse_size(cases[i].text, &bytes);
+        if (rc != cases[i].rc)
+            fail_msg("\"%s\": rc %d, want %d", cases[i].text, rc, cases[i].rc);
+        if (rc == 0 && bytes != cases[i].bytes)
+            fail_msg("\"%s\": %llu bytes, want %llu", cases[i].text, (unsigned long long)bytes,
+                     (unsigned long long)cases[i].bytes);
+    }
+}
+
+static void
+test_free_null(void **state)
+{
+    (void)state;
+    sl_config_free(NULL);
+}
+
+int
+main(void)
+{
+    struct CMUnitTest tests[sizeof(bad_cases) / sizeof(bad_cases[0]) + 32];
+    size_t n = 0;
+    static const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_program),
+        cmocka_unit_test(test_source_kept),
+        cmocka_unit_test(test_shipped_confs),
+        cmocka_unit_test(test_errors_in_line_order),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_no_bytecode),
+        cmocka_unit_test(test_long_path),
+        cmocka_unit_test(test_nested_lines),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_redis_urls),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_free_null),
+    };
+
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        tests[n++] = fixed[i];
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        struct CMUnitTest t = cmocka_unit_test_prestate(test_bad_fixture, NULL);
+        t.name = bad_cases[i].file;
+        t.initial_state = (void *)(uintptr_t)&bad_cases[i];
+        tests[n++] = t;
+    }
+    return _cmocka_run_group_tests("config", tests, n, make_scratch, remove_scratch);
+}
