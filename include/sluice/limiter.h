@@ -5,17 +5,20 @@
  * and cost, one atomic check against the configured store, and the response
  * header lines that describe the outcome. One limiter per worker thread and
  * config generation; it is only ever used from that worker's event loop.
+ * docs/rate-limiting.md describes the keys, headers and failure policies.
  */
 #ifndef SL_LIMITER_H
 #define SL_LIMITER_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct sl_config;
 struct sl_route_conf;
 struct sl_request;
+struct sl_store;
 struct sl_limiter;
 struct sl_limiter_shared;
 
@@ -29,41 +32,109 @@ struct sl_decision {
     enum sl_verdict verdict;
     unsigned retry_after_s; /* DENY and UNAVAILABLE: >= 1 */
     /* Complete header lines ("Name: value\r\n" ...) to add to the response,
-     * whatever the verdict; may be empty. */
+     * whatever the verdict; may be empty. Retry-After is among them for DENY
+     * and UNAVAILABLE. Content-Type is not: the body below is always
+     * application/problem+json. */
     const char *headers;
     size_t headers_len;
-    /* DENY: the RFC 9457 problem+json body naming the violated policies. */
+    /* DENY and UNAVAILABLE: the RFC 9457 problem+json body (for DENY it names
+     * the violated policies); NULL for ALLOW. */
     const char *problem;
     size_t problem_len;
     double limiter_ms; /* time spent deciding, store round trip included */
     const char *outcome; /* short word for the access log: "admitted", "limited",
-                            "shadow_limited", "store_error", "none" */
+                            "shadow_limited", "store_error", "none"; a static
+                            string, so it may be kept after the callback */
 };
 
-/* Valid until the callback returns. Called exactly once per sl_limiter_check,
- * possibly before sl_limiter_check returns (embedded store). */
+/* The decision is valid until the callback returns (outcome excepted).
+ * Called exactly once per sl_limiter_check, possibly before sl_limiter_check
+ * returns (embedded store). The callback may start new checks; it must not
+ * free the limiter. */
 typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
 
-/* Process-wide state every worker's limiter shares (the embedded store's
- * table). Lives for the life of the process, across reloads, so buckets survive
- * a reload. Thread-safe. */
-struct sl_limiter_shared *sl_limiter_shared_new(void);
+/* Process-wide state every worker's limiter shares: the embedded store's
+ * table (bounded to max_keys live buckets) and the store up/down state that
+ * transition log lines are written from. Lives for the life of the process,
+ * across reloads, so buckets survive a reload. Thread-safe. */
+struct sl_limiter_shared *sl_limiter_shared_new(size_t max_keys);
 void sl_limiter_shared_free(struct sl_limiter_shared *shared);
 
 /*
  * A worker's limiter for one config generation. `cfg` must outlive it. Redis
- * connections it opens run on `base`. Returns NULL and fills err on failure
+ * connections it opens run on `base`. Builds the store cfg->store names (and
+ * the embedded fallback for on_error = "local") and a Lua runtime when a
+ * limit has a key or cost function. Returns NULL and fills err on failure
  * (e.g. a key function that does not load).
  */
 struct sl_limiter *sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
                                   struct sl_limiter_shared *shared, char *err, size_t err_size);
+/*
+ * The same with the stores given (the seam unit tests use): `store` is the
+ * primary, `fallback` (may be NULL) is checked when the primary fails and
+ * cfg->store.on_error is SL_ON_ERROR_LOCAL. The limiter owns both from here
+ * on, also when it returns NULL.
+ */
+struct sl_limiter *sl_limiter_new_with_stores(const struct sl_config *cfg,
+                                              struct sl_store *store,
+                                              struct sl_store *fallback,
+                                              struct sl_limiter_shared *shared, char *err,
+                                              size_t err_size);
 /* Pending checks complete (as store errors) before this returns. */
 void sl_limiter_free(struct sl_limiter *limiter);
 
+/* `route` must belong to the limiter's config; `req` need only stay valid
+ * until this returns. */
 void sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
                       const struct sl_request *req, sl_limiter_cb *cb, void *arg);
 
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);
+
+/* ---- counters, for the metrics module ---------------------------------- */
+
+/* What happened to one limit in one request. */
+enum sl_limit_outcome {
+    SL_LIMIT_ADMITTED,       /* its bucket had the tokens (even if another limit refused) */
+    SL_LIMIT_LIMITED,        /* its bucket refused the request */
+    SL_LIMIT_SHADOW_LIMITED, /* a shadow limit whose bucket would have refused */
+    SL_LIMIT_SKIPPED,        /* its key was absent: the limit did not apply */
+    SL_LIMIT_STORE_ERROR,    /* the store failed on a check it was part of */
+    SL_LIMIT_NOUTCOMES
+};
+
+struct sl_limit_counters {
+    uint64_t outcomes[SL_LIMIT_NOUTCOMES];
+    uint64_t function_errors; /* key or cost function failures (also counted as skipped,
+                                 or, for cost, checked with cost 1) */
+};
+
+/* What happened to one request: the words of sl_decision.outcome. */
+enum sl_limiter_outcome {
+    SL_OUTCOME_ADMITTED,
+    SL_OUTCOME_LIMITED,
+    SL_OUTCOME_SHADOW_LIMITED,
+    SL_OUTCOME_STORE_ERROR,
+    SL_OUTCOME_NONE,
+    SL_OUTCOME_COUNT
+};
+
+struct sl_limiter_stats {
+    uint64_t decisions[SL_OUTCOME_COUNT];
+    uint64_t store_failures;  /* store calls that failed: timeout, connection, error reply */
+    uint64_t fallback_checks; /* checks the embedded store answered for on_error = "local" */
+    uint64_t store_down;      /* transitions of this limiter's store from up to failing */
+};
+
+const char *sl_limit_outcome_name(enum sl_limit_outcome outcome);
+const char *sl_limiter_outcome_name(enum sl_limiter_outcome outcome);
+
+/*
+ * Copies the limiter's counters. Safe from any thread (the worker writes
+ * them with relaxed atomic stores). `limits` may be NULL, else it has room
+ * for cfg->nlimits entries, indexed like cfg->limits.
+ */
+void sl_limiter_read_stats(const struct sl_limiter *limiter, struct sl_limiter_stats *stats,
+                           struct sl_limit_counters *limits);
 
 #endif

@@ -182,8 +182,13 @@ sl_cidr_match_text(const struct sl_cidr *cidrs, size_t ncidrs, const char *ip, s
     host[ip_len] = '\0';
     if (inet_pton(AF_INET, host, addr) == 1)
         return match_raw(cidrs, ncidrs, AF_INET, addr);
-    if (inet_pton(AF_INET6, host, addr) == 1)
+    if (inet_pton(AF_INET6, host, addr) == 1) {
+        /* as sl_cidr_match does for a peer: ::ffff:10.0.0.1 is in 10.0.0.0/8 */
+        if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)addr))
+            return match_raw(cidrs, ncidrs, AF_INET, addr + 12)
+                || match_raw(cidrs, ncidrs, AF_INET6, addr);
         return match_raw(cidrs, ncidrs, AF_INET6, addr);
+    }
     return false;
 }
 
@@ -226,6 +231,33 @@ copy_out(char *buf, size_t size, const char *src, size_t len)
     return len;
 }
 
+/*
+ * Rewrites the address in buf in one canonical text form, an IPv4-mapped
+ * IPv6 address as plain IPv4: the text is a rate-limit key, and one client
+ * must get one key whether it came in on an IPv4 or a dual-stack listener,
+ * or through a proxy that writes IPv6 addresses another way.
+ */
+static size_t
+canonical(char *buf, size_t len, size_t size)
+{
+    char host[64];
+    struct in6_addr addr6;
+
+    if (len == 0 || len >= sizeof(host))
+        return len;
+    memcpy(host, buf, len);
+    host[len] = '\0';
+    if (inet_pton(AF_INET6, host, &addr6) != 1)
+        return len; /* IPv4 text that inet_pton accepts is already canonical */
+    if (IN6_IS_ADDR_V4MAPPED(&addr6)) {
+        if (inet_ntop(AF_INET, &addr6.s6_addr[12], buf, (socklen_t)size) == NULL)
+            return copy_out(buf, size, host, len);
+    } else if (inet_ntop(AF_INET6, &addr6, buf, (socklen_t)size) == NULL) {
+        return copy_out(buf, size, host, len);
+    }
+    return strlen(buf);
+}
+
 size_t
 sl_client_address(const struct sockaddr *peer, const char *xff, size_t xff_len,
                   const struct sl_cidr *trusted, size_t ntrusted, char *buf, size_t size)
@@ -234,7 +266,7 @@ sl_client_address(const struct sockaddr *peer, const char *xff, size_t xff_len,
     size_t end = xff_len;
 
     if (xff == NULL || xff_len == 0 || !sl_cidr_match(trusted, ntrusted, peer))
-        return len;
+        return canonical(buf, len, size);
     /* Walk hops right to left: each trusted hop vouches for the one before it. */
     while (end > 0) {
         size_t start = end, hop_start, hop_end;
@@ -247,11 +279,11 @@ sl_client_address(const struct sockaddr *peer, const char *xff, size_t xff_len,
         while (hop_end > hop_start && (xff[hop_end - 1] == ' ' || xff[hop_end - 1] == '\t'))
             hop_end--;
         if (!is_address(xff + hop_start, hop_end - hop_start))
-            return len;
+            return canonical(buf, len, size);
         len = copy_out(buf, size, xff + hop_start, hop_end - hop_start);
         if (!sl_cidr_match_text(trusted, ntrusted, xff + hop_start, hop_end - hop_start))
-            return len;
+            return canonical(buf, len, size);
         end = start > 0 ? start - 1 : 0;
     }
-    return len;
+    return canonical(buf, len, size);
 }

@@ -1,0 +1,1200 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Rate-limit policy. For each request: build the key of every limit of the
+ * route from the request (absent key: the limit does not apply), check all
+ * enforced buckets in one store call (all or nothing), then the shadow ones
+ * in a second call when the first admitted, and turn the store's answer into
+ * a verdict, the RateLimit header fields and a problem+json body.
+ *
+ * The store decides; this file never counts tokens. Store failures follow
+ * cfg->store.on_error. Checks come from a per-limiter free list with their
+ * buffers sized at creation, so the request path does not allocate once the
+ * list has grown to the worker's concurrency.
+ */
+#include "sluice/limiter.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reqfield.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/log.h"
+#include "sluice/lua_rt.h"
+#include "sluice/store.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+
+/* Escaped key values longer than this are replaced by '#' and their SHA-256. */
+#define VALUE_MAX 128
+#define FUNCTION_LOG_INTERVAL_US (10u * 1000000u)
+
+typedef _Atomic uint64_t counter_t;
+
+/* ---- SHA-256 (FIPS 180-4), for long key values -------------------------- */
+
+struct sha256 {
+    uint32_t h[8];
+    uint64_t bytes;
+    uint8_t block[64];
+    size_t fill;
+};
+
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2,
+};
+
+static uint32_t
+ror32(uint32_t x, unsigned n)
+{
+    return (x >> n) | (x << (32 - n));
+}
+
+static void
+sha256_block(struct sha256 *s, const uint8_t *p)
+{
+    uint32_t w[64], a, b, c, d, e, f, g, h;
+
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+             | (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
+    e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g))
+                    + sha256_k[i] + w[i];
+        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g, g = f, f = e, e = d + t1;
+        d = c, c = b, b = a, a = t1 + t2;
+    }
+    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d;
+    s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
+}
+
+static void
+sha256_init(struct sha256 *s)
+{
+    static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+    memcpy(s->h, iv, sizeof(iv));
+    s->bytes = 0;
+    s->fill = 0;
+}
+
+static void
+sha256_update(struct sha256 *s, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    s->bytes += len;
+    while (len > 0) {
+        size_t n = 64 - s->fill < len ? 64 - s->fill : len;
+        memcpy(s->block + s->fill, p, n);
+        s->fill += n;
+        p += n;
+        len -= n;
+        if (s->fill == 64) {
+            sha256_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+static void
+sha256_final(struct sha256 *s, uint8_t out[32])
+{
+    uint64_t bits = s->bytes * 8;
+    uint8_t pad = 0x80, zero = 0, len_be[8];
+
+    sha256_update(s, &pad, 1);
+    while (s->fill != 56)
+        sha256_update(s, &zero, 1);
+    for (int i = 0; i < 8; i++)
+        len_be[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha256_update(s, len_be, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(s->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)s->h[i];
+    }
+}
+
+/* ---- key values ---------------------------------------------------------- */
+
+/*
+ * A key value is written into a fixed slot of VALUE_MAX bytes. Past that the
+ * value is hashed instead: what was written so far and everything after it
+ * goes into SHA-256, and the slot ends up holding "#" and 64 hex digits.
+ * '#' is always escaped in plain values, so a hashed value never equals a
+ * plain one.
+ */
+struct sink {
+    char *buf;
+    size_t len;
+    bool is_hashing;
+    struct sha256 sha;
+};
+
+static void
+sink_put(struct sink *s, const char *p, size_t n)
+{
+    if (!s->is_hashing) {
+        if (s->len + n <= VALUE_MAX) {
+            memcpy(s->buf + s->len, p, n);
+            s->len += n;
+            return;
+        }
+        sha256_init(&s->sha);
+        sha256_update(&s->sha, s->buf, s->len);
+        s->is_hashing = true;
+    }
+    sha256_update(&s->sha, p, n);
+}
+
+static void
+sink_finish(struct sink *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t digest[32];
+
+    if (!s->is_hashing)
+        return;
+    sha256_final(&s->sha, digest);
+    s->buf[0] = '#';
+    for (int i = 0; i < 32; i++) {
+        s->buf[1 + 2 * i] = hex[digest[i] >> 4];
+        s->buf[2 + 2 * i] = hex[digest[i] & 15];
+    }
+    s->len = 65;
+}
+
+/*
+ * ':' separates prefix, limit name and the parts of a composite value, '%'
+ * starts an escape, '#' marks a hashed value; '{' and '}' would let a client
+ * pick the Redis Cluster hash slot of its keys. Blanks, controls and
+ * non-ASCII bytes are escaped so keys read cleanly in redis-cli.
+ */
+static bool
+needs_escape(unsigned char c)
+{
+    return c <= 0x20 || c >= 0x7f || c == '%' || c == ':' || c == '#' || c == '{' || c == '}';
+}
+
+static void
+escape_into(struct sink *s, const char *p, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        char esc[3];
+        if (!needs_escape(c))
+            continue;
+        sink_put(s, p + run, i - run);
+        esc[0] = '%';
+        esc[1] = hex[c >> 4];
+        esc[2] = hex[c & 15];
+        sink_put(s, esc, 3);
+        run = i + 1;
+    }
+    sink_put(s, p + run, len - run);
+}
+
+/* ---- the limiter --------------------------------------------------------- */
+
+struct limit_info {
+    char *key_prefix; /* "<prefix>:<escaped limit name>:" */
+    size_t key_prefix_len;
+    char *sf_name;    /* the name as a structured-field String, quotes included */
+    size_t sf_name_len;
+    char *json_name;  /* the name as a JSON string, quotes included */
+    size_t json_name_len;
+    char *policy;     /* RateLimit-Policy item: "name";q=Q;w=W */
+    size_t policy_len;
+    uint64_t function_log_us; /* when a function error of this limit was last logged */
+    uint64_t function_log_skipped;
+    counter_t outcomes[SL_LIMIT_NOUTCOMES];
+    counter_t function_errors;
+};
+
+struct check {
+    struct check *next_free;
+    struct sl_limiter *limiter;
+    const struct sl_route_conf *route;
+    sl_limiter_cb *cb;
+    void *arg;
+    uint64_t start_us;
+    struct sl_store *store;     /* where this check's buckets go */
+    bool is_fallback;           /* store is the embedded fallback */
+    size_t n;                   /* applicable limits: enforced ones, then shadow ones */
+    size_t nenforced;
+    size_t *limits;             /* [n] index into cfg->limits */
+    struct sl_store_bucket *buckets;
+    struct sl_store_result *results; /* enforced results, kept for the headers */
+    bool *is_refused;
+    bool is_shadow_refused;
+    char *keys;                 /* n slots of limiter->key_max bytes */
+    char *out;                  /* headers, then the problem body */
+    size_t out_len;
+    struct sl_decision decision;
+};
+
+struct sl_limiter_shared {
+    struct sl_store_local_table *table;
+    atomic_uint nworkers_down; /* limiters whose store is failing */
+};
+
+struct sl_limiter {
+    const struct sl_config *cfg;
+    struct sl_limiter_shared *shared;
+    struct sl_store *store;
+    struct sl_store *fallback;
+    struct sl_lua_rt *rt;
+    struct limit_info *info;   /* [cfg->nlimits] */
+    size_t max_limits;         /* most limits any route lists */
+    size_t key_max;            /* longest full key */
+    size_t out_cap;
+    struct check *free_checks;
+    size_t npending;
+    bool is_down;              /* the primary store's last call failed */
+    bool is_freeing;
+    counter_t decisions[SL_OUTCOME_COUNT];
+    counter_t store_failures;
+    counter_t fallback_checks;
+    counter_t store_down;
+};
+
+static const char *const limit_outcome_names[SL_LIMIT_NOUTCOMES] = {
+    "admitted", "limited", "shadow_limited", "skipped", "store_error",
+};
+
+static const char *const outcome_names[SL_OUTCOME_COUNT] = {
+    "admitted", "limited", "shadow_limited", "store_error", "none",
+};
+
+const char *
+sl_limit_outcome_name(enum sl_limit_outcome outcome)
+{
+    return outcome < SL_LIMIT_NOUTCOMES ? limit_outcome_names[outcome] : "unknown";
+}
+
+const char *
+sl_limiter_outcome_name(enum sl_limiter_outcome outcome)
+{
+    return outcome < SL_OUTCOME_COUNT ? outcome_names[outcome] : "unknown";
+}
+
+/* Only the owning worker writes a counter, so a relaxed load and store is an
+ * increment; readers on other threads see a value that is merely late. */
+static void
+bump(counter_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void
+count_limit(struct sl_limiter *limiter, size_t limit, enum sl_limit_outcome outcome)
+{
+    bump(&limiter->info[limit].outcomes[outcome]);
+}
+
+/* ---- bounded output ------------------------------------------------------ */
+
+static void
+out_put(struct check *c, const char *p, size_t n)
+{
+    /* out_cap is computed from the longest names at creation */
+    assert(c->out_len + n <= c->limiter->out_cap);
+    if (c->out_len + n > c->limiter->out_cap)
+        n = c->limiter->out_cap - c->out_len;
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+static void
+out_str(struct check *c, const char *s)
+{
+    out_put(c, s, strlen(s));
+}
+
+static void
+out_fmt(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+out_fmt(struct check *c, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        out_put(c, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* ---- per-limit texts, built once ------------------------------------------ */
+
+/* Appends to a malloc'd string; used at creation only. */
+struct text {
+    char *s;
+    size_t len, cap;
+};
+
+static void
+text_put(struct text *t, const char *p, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        t->cap = (t->len + n + 1) * 2;
+        t->s = sl_xrealloc(t->s, t->cap);
+    }
+    memcpy(t->s + t->len, p, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+}
+
+static void
+text_fmt(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+text_fmt(struct text *t, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        text_put(t, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* RFC 8941 section 3.3.3: printable ASCII, '"' and '\' escaped. Other bytes
+ * cannot appear in an sf-string; they are percent-encoded. */
+static void
+text_sf_string(struct text *t, const char *s)
+{
+    text_put(t, "\"", 1);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            text_put(t, "\\", 1);
+            text_put(t, s, 1);
+        } else if (c < 0x20 || c > 0x7e) {
+            text_fmt(t, "%%%02X", c);
+        } else {
+            text_put(t, s, 1);
+        }
+    }
+    text_put(t, "\"", 1);
+}
+
+static void
+text_json_string(struct text *t, const char *s)
+{
+    text_put(t, "\"", 1);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            text_put(t, "\\", 1);
+            text_put(t, s, 1);
+        } else if (c < 0x20) {
+            text_fmt(t, "\\u%04x", c);
+        } else {
+            text_put(t, s, 1);
+        }
+    }
+    text_put(t, "\"", 1);
+}
+
+/*
+ * The draft's quota q is over a window of w whole seconds. A limit of `rate`
+ * tokens per `per` becomes q = rate and w = per when per is whole seconds;
+ * otherwise w is rounded up and q scaled to it (10 per 100ms: q=100;w=1),
+ * and w grows until q is at least 1 (1 per 3600s stays q=1;w=3600).
+ * The burst is not part of the policy: it only shows in r.
+ */
+static void
+policy_quota(const struct sl_limit_conf *limit, uint64_t *q, uint64_t *w)
+{
+    double per_s = (double)limit->per_ms / 1000.0;
+    double window = ceil(per_s);
+
+    if (window < 1)
+        window = 1;
+    if (floor(limit->rate * window / per_s + 1e-9) < 1 && limit->rate > 0)
+        window = ceil(per_s / limit->rate - 1e-9);
+    *w = (uint64_t)window;
+    *q = (uint64_t)floor(limit->rate * window / per_s + 1e-9);
+}
+
+static void
+build_info(struct sl_limiter *limiter, size_t i)
+{
+    const struct sl_limit_conf *limit = &limiter->cfg->limits[i];
+    const char *prefix = limiter->cfg->store.prefix != NULL ? limiter->cfg->store.prefix
+                                                            : "sluice";
+    struct limit_info *info = &limiter->info[i];
+    struct text t = { 0 };
+    char slot[VALUE_MAX];
+    struct sink s = { .buf = slot };
+    uint64_t q, w;
+
+    text_put(&t, prefix, strlen(prefix));
+    text_put(&t, ":", 1);
+    /* names are escaped like values: "a" + "b:c" and "a:b" + "c" differ */
+    escape_into(&s, limit->name, strlen(limit->name));
+    sink_finish(&s);
+    text_put(&t, slot, s.len);
+    text_put(&t, ":", 1);
+    info->key_prefix = t.s;
+    info->key_prefix_len = t.len;
+
+    t = (struct text){ 0 };
+    text_sf_string(&t, limit->name);
+    info->sf_name = t.s;
+    info->sf_name_len = t.len;
+
+    t = (struct text){ 0 };
+    text_json_string(&t, limit->name);
+    info->json_name = t.s;
+    info->json_name_len = t.len;
+
+    t = (struct text){ 0 };
+    policy_quota(limit, &q, &w);
+    text_put(&t, info->sf_name, info->sf_name_len);
+    text_fmt(&t, ";q=%llu;w=%llu", (unsigned long long)q, (unsigned long long)w);
+    info->policy = t.s;
+    info->policy_len = t.len;
+}
+
+static bool
+limit_uses_lua(const struct sl_limit_conf *limit)
+{
+    if (limit->is_cost_function)
+        return true;
+    for (size_t j = 0; j < limit->nparts; j++) {
+        if (limit->parts[j].kind == SL_KEY_FUNCTION)
+            return true;
+    }
+    return false;
+}
+
+/* ---- shared ------------------------------------------------------------- */
+
+struct sl_limiter_shared *
+sl_limiter_shared_new(size_t max_keys)
+{
+    struct sl_limiter_shared *shared = sl_xcalloc(1, sizeof(*shared));
+
+    shared->table = sl_store_local_table_new(max_keys);
+    atomic_init(&shared->nworkers_down, 0);
+    return shared;
+}
+
+void
+sl_limiter_shared_free(struct sl_limiter_shared *shared)
+{
+    if (shared == NULL)
+        return;
+    sl_store_local_table_free(shared->table);
+    free(shared);
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+struct sl_limiter *
+sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
+               struct sl_limiter_shared *shared, char *err, size_t err_size)
+{
+    struct sl_store *store, *fallback = NULL;
+
+    if (cfg->store.kind == SL_STORE_REDIS) {
+        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        if (store == NULL)
+            return NULL;
+        if (cfg->store.on_error == SL_ON_ERROR_LOCAL)
+            fallback = sl_store_local_new(shared->table);
+    } else {
+        store = sl_store_local_new(shared->table);
+    }
+    return sl_limiter_new_with_stores(cfg, store, fallback, shared, err, err_size);
+}
+
+struct sl_limiter *
+sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
+                           struct sl_store *fallback, struct sl_limiter_shared *shared,
+                           char *err, size_t err_size)
+{
+    struct sl_limiter *limiter = sl_xcalloc(1, sizeof(*limiter));
+    size_t longest_prefix = 0, longest_texts = 0;
+    bool uses_lua = false;
+
+    limiter->cfg = cfg;
+    limiter->shared = shared;
+    limiter->store = store;
+    limiter->fallback = fallback;
+    limiter->info = sl_xcalloc(cfg->nlimits + 1, sizeof(*limiter->info));
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        struct limit_info *info = &limiter->info[i];
+        size_t texts;
+        build_info(limiter, i);
+        if (info->key_prefix_len > longest_prefix)
+            longest_prefix = info->key_prefix_len;
+        texts = info->policy_len + info->sf_name_len + info->json_name_len;
+        if (texts > longest_texts)
+            longest_texts = texts;
+        uses_lua = uses_lua || limit_uses_lua(&cfg->limits[i]);
+    }
+    for (size_t r = 0; r < cfg->nroutes; r++) {
+        if (cfg->routes[r].nlimits > limiter->max_limits)
+            limiter->max_limits = cfg->routes[r].nlimits;
+    }
+    limiter->key_max = longest_prefix + VALUE_MAX;
+    /* Retry-After, two field names and a problem body of fixed text, then per
+     * limit its policy item, its RateLimit item (name + two 20-digit numbers)
+     * and its name in violated-policies, each with separators. */
+    limiter->out_cap = 512 + limiter->max_limits * (longest_texts + 64);
+
+    if (uses_lua) {
+        limiter->rt = sl_lua_rt_new(cfg, err, err_size);
+        if (limiter->rt == NULL) {
+            sl_limiter_free(limiter);
+            return NULL;
+        }
+    }
+    return limiter;
+}
+
+static void
+free_check(struct check *c)
+{
+    free(c->limits);
+    free(c->buckets);
+    free(c->results);
+    free(c->is_refused);
+    free(c->keys);
+    free(c->out);
+    free(c);
+}
+
+void
+sl_limiter_free(struct sl_limiter *limiter)
+{
+    if (limiter == NULL)
+        return;
+    /* Freeing a store completes its pending calls: their checks finish (on
+     * the fallback, or as store errors) and return to the free list. */
+    limiter->is_freeing = true;
+    sl_store_free(limiter->store);
+    sl_store_free(limiter->fallback);
+    assert(limiter->npending == 0);
+    while (limiter->free_checks != NULL) {
+        struct check *c = limiter->free_checks;
+        limiter->free_checks = c->next_free;
+        free_check(c);
+    }
+    if (limiter->is_down && limiter->shared != NULL)
+        atomic_fetch_sub(&limiter->shared->nworkers_down, 1);
+    sl_lua_rt_free(limiter->rt);
+    for (size_t i = 0; i < limiter->cfg->nlimits; i++) {
+        free(limiter->info[i].key_prefix);
+        free(limiter->info[i].sf_name);
+        free(limiter->info[i].json_name);
+        free(limiter->info[i].policy);
+    }
+    free(limiter->info);
+    free(limiter);
+}
+
+bool
+sl_limiter_is_ready(const struct sl_limiter *limiter)
+{
+    return limiter->cfg->store.on_error != SL_ON_ERROR_DENY
+        || limiter->store->ops->is_up(limiter->store);
+}
+
+void
+sl_limiter_read_stats(const struct sl_limiter *limiter, struct sl_limiter_stats *stats,
+                      struct sl_limit_counters *limits)
+{
+    for (size_t i = 0; i < SL_OUTCOME_COUNT; i++)
+        stats->decisions[i] = atomic_load_explicit(&limiter->decisions[i], memory_order_relaxed);
+    stats->store_failures = atomic_load_explicit(&limiter->store_failures, memory_order_relaxed);
+    stats->fallback_checks = atomic_load_explicit(&limiter->fallback_checks,
+                                                  memory_order_relaxed);
+    stats->store_down = atomic_load_explicit(&limiter->store_down, memory_order_relaxed);
+    if (limits == NULL)
+        return;
+    for (size_t i = 0; i < limiter->cfg->nlimits; i++) {
+        const struct limit_info *info = &limiter->info[i];
+        for (size_t o = 0; o < SL_LIMIT_NOUTCOMES; o++)
+            limits[i].outcomes[o] = atomic_load_explicit(&info->outcomes[o],
+                                                         memory_order_relaxed);
+        limits[i].function_errors = atomic_load_explicit(&info->function_errors,
+                                                         memory_order_relaxed);
+    }
+}
+
+/* ---- the check pool ------------------------------------------------------ */
+
+static struct check *
+get_check(struct sl_limiter *limiter)
+{
+    struct check *c = limiter->free_checks;
+    size_t n = limiter->max_limits > 0 ? limiter->max_limits : 1;
+
+    if (c != NULL) {
+        limiter->free_checks = c->next_free;
+    } else {
+        c = sl_xcalloc(1, sizeof(*c));
+        c->limiter = limiter;
+        c->limits = sl_xcalloc(n, sizeof(*c->limits));
+        c->buckets = sl_xcalloc(n, sizeof(*c->buckets));
+        c->results = sl_xcalloc(n, sizeof(*c->results));
+        c->is_refused = sl_xcalloc(n, sizeof(*c->is_refused));
+        c->keys = sl_xmalloc(n * limiter->key_max);
+        c->out = sl_xmalloc(limiter->out_cap);
+    }
+    c->next_free = NULL;
+    c->n = 0;
+    c->nenforced = 0;
+    c->out_len = 0;
+    c->is_fallback = false;
+    c->is_shadow_refused = false;
+    memset(&c->decision, 0, sizeof(c->decision));
+    limiter->npending++;
+    return c;
+}
+
+static void
+finish(struct check *c, enum sl_limiter_outcome outcome)
+{
+    struct sl_limiter *limiter = c->limiter;
+
+    c->decision.outcome = outcome_names[outcome];
+    c->decision.limiter_ms = (double)(sl_clock_now_us() - c->start_us) / 1000.0;
+    if (c->decision.headers == NULL)
+        c->decision.headers = c->out;
+    bump(&limiter->decisions[outcome]);
+    c->cb(c->arg, &c->decision);
+    /* Back to the free list only now: the decision's strings live in c until
+     * the callback returns, and a check started from the callback takes
+     * another one. */
+    c->next_free = limiter->free_checks;
+    limiter->free_checks = c;
+    limiter->npending--;
+}
+
+/* ---- keys ---------------------------------------------------------------- */
+
+static void
+log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
+{
+    struct limit_info *info = &limiter->info[limit];
+    uint64_t now = sl_clock_now_us();
+
+    bump(&info->function_errors);
+    /* a line per interval, limit and worker: a broken function fails on every request */
+    if (info->function_log_us != 0 && now - info->function_log_us < FUNCTION_LOG_INTERVAL_US) {
+        info->function_log_skipped++;
+        return;
+    }
+    sl_log_warnx("limit \"%s\": %s function: %s (%llu errors since the last report not "
+                 "logged)", limiter->cfg->limits[limit].name, what,
+                 sl_lua_rt_error(limiter->rt), (unsigned long long)info->function_log_skipped);
+    info->function_log_us = now != 0 ? now : 1;
+    info->function_log_skipped = 0;
+}
+
+/* The raw value of one key part; false when the request lacks it. */
+static bool
+part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_request *req,
+           const char **value, size_t *len)
+{
+    const struct sl_key_part *part = &limiter->cfg->limits[limit].parts[j];
+    const struct sl_header *h;
+
+    switch (part->kind) {
+    case SL_KEY_IP:
+        *value = req->client_ip;
+        *len = req->client_ip_len;
+        return req->client_ip != NULL && req->client_ip_len > 0;
+    case SL_KEY_HEADER:
+        h = sl_request_header(req, part->name, part->name_len);
+        if (h == NULL)
+            return false;
+        *value = h->value;
+        *len = h->value_len;
+        return true;
+    case SL_KEY_QUERY:
+        return sl_reqfield_query(req, part->name, part->name_len, value, len);
+    case SL_KEY_COOKIE:
+        return sl_reqfield_cookie(req, part->name, part->name_len, value, len);
+    case SL_KEY_PATH:
+        *value = req->path;
+        *len = req->path_len;
+        return req->path != NULL;
+    case SL_KEY_METHOD:
+        *value = req->method;
+        *len = req->method_len;
+        return req->method != NULL;
+    case SL_KEY_GLOBAL:
+        *value = "";
+        *len = 0;
+        return true;
+    case SL_KEY_FUNCTION:
+        if (limiter->rt == NULL)
+            return false;
+        switch (sl_lua_rt_key(limiter->rt, limit, j, req, value, len)) {
+        case SL_LUA_VALUE:
+            return true;
+        case SL_LUA_ABSENT:
+            return false;
+        case SL_LUA_ERROR:
+            log_function_error(limiter, limit, "key");
+            return false;
+        }
+        return false;
+    }
+    return false;
+}
+
+/* Writes the full key of `limit` into `key`; returns its length, 0 when the
+ * limit does not apply to the request. */
+static size_t
+build_key(struct sl_limiter *limiter, size_t limit, const struct sl_request *req, char *key)
+{
+    const struct limit_info *info = &limiter->info[limit];
+    const struct sl_limit_conf *conf = &limiter->cfg->limits[limit];
+    struct sink s = { .buf = key + info->key_prefix_len };
+
+    memcpy(key, info->key_prefix, info->key_prefix_len);
+    for (size_t j = 0; j < conf->nparts; j++) {
+        const char *value;
+        size_t len;
+        if (!part_value(limiter, limit, j, req, &value, &len))
+            return 0;
+        if (j > 0)
+            sink_put(&s, ":", 1);
+        /* escape now: a function's value is only valid until the next call */
+        escape_into(&s, value, len);
+    }
+    sink_finish(&s);
+    return info->key_prefix_len + s.len;
+}
+
+static double
+limit_cost(struct sl_limiter *limiter, size_t limit, const struct sl_request *req)
+{
+    const struct sl_limit_conf *conf = &limiter->cfg->limits[limit];
+    double cost;
+
+    if (!conf->is_cost_function || limiter->rt == NULL)
+        return conf->cost > 0 ? conf->cost : 1;
+    switch (sl_lua_rt_cost(limiter->rt, limit, req, &cost)) {
+    case SL_LUA_VALUE:
+        return cost;
+    case SL_LUA_ABSENT:
+        return 1;
+    case SL_LUA_ERROR:
+        /* Still charge: a request that breaks the cost function must not
+         * get through unlimited. */
+        log_function_error(limiter, limit, "cost");
+        return 1;
+    }
+    return 1;
+}
+
+static void
+collect(struct check *c, const struct sl_request *req, bool want_shadow)
+{
+    struct sl_limiter *limiter = c->limiter;
+    const struct sl_config *cfg = limiter->cfg;
+
+    for (size_t k = 0; k < c->route->nlimits && c->n < limiter->max_limits; k++) {
+        size_t limit = c->route->limits[k];
+        const struct sl_limit_conf *conf = &cfg->limits[limit];
+        char *key = c->keys + c->n * limiter->key_max;
+        struct sl_store_bucket *b = &c->buckets[c->n];
+        size_t key_len;
+
+        if (conf->is_shadow != want_shadow)
+            continue;
+        key_len = build_key(limiter, limit, req, key);
+        if (key_len == 0) {
+            count_limit(limiter, limit, SL_LIMIT_SKIPPED);
+            continue;
+        }
+        b->key = key;
+        b->key_len = key_len;
+        b->rate = conf->rate;
+        b->per_ms = conf->per_ms;
+        b->burst = conf->burst;
+        b->cost = limit_cost(limiter, limit, req);
+        c->limits[c->n] = limit;
+        c->is_refused[c->n] = false;
+        c->n++;
+    }
+}
+
+/* ---- decisions ---------------------------------------------------------- */
+
+static unsigned
+ceil_seconds(uint64_t ms)
+{
+    uint64_t s = ms / 1000 + (ms % 1000 != 0);
+    return s > 0xffffffffu ? 0xffffffffu : (unsigned)s;
+}
+
+/*
+ * The wait the client is told about. A request costing more than the burst
+ * can never pass (SL_STORE_RETRY_NEVER); it is told to wait until the bucket
+ * is full again, the longest wait that means anything, rather than for ever.
+ */
+static uint64_t
+retry_ms(const struct sl_store_result *res)
+{
+    return res->retry_ms == SL_STORE_RETRY_NEVER ? res->reset_ms : res->retry_ms;
+}
+
+/* r and t of one RateLimit item (see docs/rate-limiting.md). */
+static void
+service_limit(const struct sl_store_result *res, unsigned cap_s, uint64_t *r, uint64_t *t)
+{
+    double remaining = res->remaining > 0 ? floor(res->remaining + 1e-9) : 0;
+
+    *r = remaining < 1e18 ? (uint64_t)remaining : (uint64_t)1e18;
+    /* When another request of this cost cannot pass yet, t is the wait for
+     * it; otherwise the time until the bucket is full again. */
+    if (res->retry_ms > 0)
+        *t = ceil_seconds(retry_ms(res)) > 1 ? ceil_seconds(retry_ms(res)) : 1;
+    else
+        *t = ceil_seconds(res->reset_ms);
+    if (cap_s > 0 && *t > cap_s)
+        *t = cap_s;
+}
+
+static void
+ratelimit_fields(struct check *c, unsigned cap_s)
+{
+    struct sl_limiter *limiter = c->limiter;
+
+    if (c->nenforced == 0)
+        return;
+    out_str(c, "RateLimit-Policy: ");
+    for (size_t i = 0; i < c->nenforced; i++) {
+        const struct limit_info *info = &limiter->info[c->limits[i]];
+        if (i > 0)
+            out_put(c, ", ", 2);
+        out_put(c, info->policy, info->policy_len);
+    }
+    out_str(c, "\r\nRateLimit: ");
+    for (size_t i = 0; i < c->nenforced; i++) {
+        const struct limit_info *info = &limiter->info[c->limits[i]];
+        uint64_t r, t;
+        service_limit(&c->results[i], cap_s, &r, &t);
+        if (i > 0)
+            out_put(c, ", ", 2);
+        out_put(c, info->sf_name, info->sf_name_len);
+        out_fmt(c, ";r=%llu;t=%llu", (unsigned long long)r, (unsigned long long)t);
+    }
+    out_str(c, "\r\n");
+}
+
+static void
+decide_admit(struct check *c)
+{
+    struct sl_limiter *limiter = c->limiter;
+
+    for (size_t i = 0; i < c->nenforced; i++)
+        count_limit(limiter, c->limits[i], SL_LIMIT_ADMITTED);
+    c->decision.verdict = SL_VERDICT_ALLOW;
+    if (c->route->has_ratelimit_headers)
+        ratelimit_fields(c, 0);
+    c->decision.headers = c->out;
+    c->decision.headers_len = c->out_len;
+    finish(c, c->is_shadow_refused ? SL_OUTCOME_SHADOW_LIMITED : SL_OUTCOME_ADMITTED);
+}
+
+static void
+decide_deny(struct check *c)
+{
+    struct sl_limiter *limiter = c->limiter;
+    unsigned retry_s = 1;
+    size_t nrefused = 0;
+    bool is_first = true;
+
+    for (size_t i = 0; i < c->nenforced; i++) {
+        if (c->results[i].retry_ms > 0) {
+            unsigned s = ceil_seconds(retry_ms(&c->results[i]));
+            c->is_refused[i] = true;
+            nrefused++;
+            if (s > retry_s)
+                retry_s = s;
+        }
+    }
+    /* A refusal without a bucket short of tokens is the store's bug; still
+     * name every limit rather than none. */
+    for (size_t i = 0; i < c->nenforced; i++) {
+        if (nrefused == 0)
+            c->is_refused[i] = true;
+        count_limit(limiter, c->limits[i],
+                    c->is_refused[i] ? SL_LIMIT_LIMITED : SL_LIMIT_ADMITTED);
+    }
+    c->decision.verdict = SL_VERDICT_DENY;
+    c->decision.retry_after_s = retry_s;
+    out_fmt(c, "Retry-After: %u\r\n", retry_s);
+    /* draft-ietf-httpapi-ratelimit-headers-11 section 6: Retry-After should
+     * not point before the end of any effective window, so t is capped. */
+    ratelimit_fields(c, retry_s);
+    c->decision.headers = c->out;
+    c->decision.headers_len = c->out_len;
+
+    c->decision.problem = c->out + c->out_len;
+    out_str(c, "{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\","
+               "\"title\":\"Too Many Requests\",\"status\":429,");
+    out_fmt(c, "\"detail\":\"rate limit exceeded; retry after %u second%s\",", retry_s,
+            retry_s == 1 ? "" : "s");
+    out_str(c, "\"violated-policies\":[");
+    for (size_t i = 0; i < c->nenforced; i++) {
+        const struct limit_info *info = &limiter->info[c->limits[i]];
+        if (!c->is_refused[i])
+            continue;
+        if (!is_first)
+            out_put(c, ",", 1);
+        out_put(c, info->json_name, info->json_name_len);
+        is_first = false;
+    }
+    out_str(c, "]}");
+    c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
+    finish(c, SL_OUTCOME_LIMITED);
+}
+
+static void
+decide_store_error(struct check *c)
+{
+    struct sl_limiter *limiter = c->limiter;
+
+    for (size_t i = 0; i < c->n; i++)
+        count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+    if (limiter->cfg->store.on_error != SL_ON_ERROR_DENY) {
+        /* allow, and local when even the embedded store failed */
+        c->decision.verdict = SL_VERDICT_ALLOW;
+        finish(c, SL_OUTCOME_STORE_ERROR);
+        return;
+    }
+    c->decision.verdict = SL_VERDICT_UNAVAILABLE;
+    c->decision.retry_after_s = 1;
+    out_str(c, "Retry-After: 1\r\n");
+    c->decision.headers = c->out;
+    c->decision.headers_len = c->out_len;
+    c->decision.problem = c->out + c->out_len;
+    out_str(c, "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
+               "\"detail\":\"the rate-limit store is unavailable; retry after 1 second\"}");
+    c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
+    finish(c, SL_OUTCOME_STORE_ERROR);
+}
+
+/* ---- store up/down ----------------------------------------------------------- */
+
+static const char *
+status_text(enum sl_store_status status)
+{
+    switch (status) {
+    case SL_STORE_OK:
+        return "ok";
+    case SL_STORE_TIMEOUT:
+        return "no reply within the timeout";
+    case SL_STORE_CONNECTION:
+        return "not connected";
+    case SL_STORE_REPLY:
+        return "error reply";
+    }
+    return "failed";
+}
+
+static const char *
+policy_text(const struct sl_limiter *limiter)
+{
+    switch (limiter->cfg->store.on_error) {
+    case SL_ON_ERROR_ALLOW:
+        return "on_error=allow: admitting requests unchecked";
+    case SL_ON_ERROR_DENY:
+        return "on_error=deny: refusing requests with 503";
+    case SL_ON_ERROR_LOCAL:
+        return limiter->fallback != NULL
+                   ? "on_error=local: checking against the embedded store, per process"
+                   : "on_error=local without an embedded store: admitting requests unchecked";
+    }
+    return "";
+}
+
+/* Log lines mark the first worker to see the store fail and the last to see
+ * it answer again, so an outage is two lines whatever the worker count. */
+static void
+store_failed(struct sl_limiter *limiter, enum sl_store_status status)
+{
+    bump(&limiter->store_failures);
+    if (limiter->is_down || limiter->is_freeing)
+        return;
+    limiter->is_down = true;
+    bump(&limiter->store_down);
+    if (atomic_fetch_add(&limiter->shared->nworkers_down, 1) == 0)
+        sl_log_warnx("store %s: %s; %s until it answers again", limiter->store->ops->name,
+                     status_text(status), policy_text(limiter));
+}
+
+static void
+store_answered(struct sl_limiter *limiter)
+{
+    if (!limiter->is_down)
+        return;
+    limiter->is_down = false;
+    if (atomic_fetch_sub(&limiter->shared->nworkers_down, 1) == 1)
+        sl_log_info("store %s: answering again, limits are checked through it again",
+                    limiter->store->ops->name);
+}
+
+/* ---- the check ----------------------------------------------------------- */
+
+static void on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
+                        const struct sl_store_result *results, size_t nresults);
+
+static void
+on_shadow(void *arg, enum sl_store_status status, bool is_admitted,
+          const struct sl_store_result *results, size_t nresults)
+{
+    struct check *c = arg;
+    struct sl_limiter *limiter = c->limiter;
+    size_t nshadow = c->n - c->nenforced;
+
+    if (status != SL_STORE_OK || nresults != nshadow) {
+        if (!c->is_fallback)
+            store_failed(limiter, status == SL_STORE_OK ? SL_STORE_REPLY : status);
+        for (size_t i = c->nenforced; i < c->n; i++)
+            count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+    } else {
+        if (!c->is_fallback)
+            store_answered(limiter);
+        for (size_t i = 0; i < nshadow; i++) {
+            bool is_refused = !is_admitted && results[i].retry_ms > 0;
+            count_limit(limiter, c->limits[c->nenforced + i],
+                        is_refused ? SL_LIMIT_SHADOW_LIMITED : SL_LIMIT_ADMITTED);
+            c->is_shadow_refused = c->is_shadow_refused || is_refused;
+        }
+    }
+    decide_admit(c);
+}
+
+/* Shadow limits are checked after the enforced ones admitted, in a call of
+ * their own: their refusal must not make the real check fail, and a request
+ * the real limits refuse takes nothing from them, as if they were real. */
+static void
+check_shadow(struct check *c)
+{
+    if (c->n > c->nenforced && !c->limiter->is_freeing)
+        sl_store_check(c->store, c->buckets + c->nenforced, c->n - c->nenforced, on_shadow, c);
+    else
+        decide_admit(c);
+}
+
+static void
+on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
+            const struct sl_store_result *results, size_t nresults)
+{
+    struct check *c = arg;
+    struct sl_limiter *limiter = c->limiter;
+
+    if (status == SL_STORE_OK && nresults != c->nenforced)
+        status = SL_STORE_REPLY;
+    if (status != SL_STORE_OK) {
+        if (c->is_fallback) {
+            decide_store_error(c);
+            return;
+        }
+        store_failed(limiter, status);
+        if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
+            c->store = limiter->fallback;
+            c->is_fallback = true;
+            bump(&limiter->fallback_checks);
+            sl_store_check(c->store, c->buckets, c->nenforced, on_enforced, c);
+            return;
+        }
+        decide_store_error(c);
+        return;
+    }
+    if (!c->is_fallback)
+        store_answered(limiter);
+    memcpy(c->results, results, nresults * sizeof(*results));
+    if (!is_admitted)
+        decide_deny(c);
+    else
+        check_shadow(c);
+}
+
+void
+sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
+                 const struct sl_request *req, sl_limiter_cb *cb, void *arg)
+{
+    struct check *c = get_check(limiter);
+
+    c->route = route;
+    c->cb = cb;
+    c->arg = arg;
+    c->start_us = sl_clock_now_us();
+    collect(c, req, false);
+    c->nenforced = c->n;
+    collect(c, req, true);
+    if (c->n == 0) {
+        c->decision.verdict = SL_VERDICT_ALLOW;
+        finish(c, SL_OUTCOME_NONE);
+        return;
+    }
+
+    c->store = limiter->store;
+    /* While the store is known to be down and not reconnected, do not wait
+     * for it to fail again: go straight to the policy. */
+    if (limiter->is_down && !limiter->store->ops->is_up(limiter->store)) {
+        bump(&limiter->store_failures);
+        if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
+            c->store = limiter->fallback;
+            c->is_fallback = true;
+            bump(&limiter->fallback_checks);
+        } else {
+            decide_store_error(c);
+            return;
+        }
+    }
+    /* From here on c may be finished and reused before the store returns:
+     * touch nothing after handing it over. */
+    if (c->nenforced > 0)
+        sl_store_check(c->store, c->buckets, c->nenforced, on_enforced, c);
+    else
+        check_shadow(c);
+}

@@ -1,0 +1,648 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The Lua side of sluice at run time. sl_lua_sandbox_new builds the state the
+ * conf runs in; sl_lua_rt_new runs the conf again in a worker's own state
+ * (a lua_State is not thread-safe) and keeps references to the key and cost
+ * functions it defines, which sl_lua_rt_key and sl_lua_rt_cost then call
+ * with a read-only request object `r`.
+ *
+ * Budgets: the allocator refuses to grow a state past SL_LUA_MEMORY_MAX, and
+ * a count hook raises an error once a call has run its instructions. LuaJIT
+ * does not run hooks inside compiled traces, so the JIT is switched off in
+ * these states; key functions are a few lines, the interpreter is plenty.
+ */
+#include "sluice/lua_rt.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+
+#include "reqfield.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/log.h"
+#include "util/alloc.h"
+
+#define ERROR_MAX 1024
+
+/* The allocator's user data: the memory account of one state. */
+struct sandbox {
+    size_t used;
+    size_t max;
+};
+
+struct sl_lua_rt {
+    const struct sl_config *cfg;
+    lua_State *L;
+    int **key_refs;  /* [limit][part]: registry refs, LUA_NOREF for other parts */
+    int *cost_refs;  /* [limit] */
+    int traceback_ref;
+    int request_ref; /* the `r` table handed to every call */
+    const struct sl_request *req; /* the request of the call in progress, else NULL */
+    uint64_t errors;
+    char error[ERROR_MAX];
+};
+
+/* ---- sandbox ------------------------------------------------------------ */
+
+static void *
+sandbox_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
+{
+    struct sandbox *sb = ud;
+
+    if (ptr == NULL)
+        old_size = 0;
+    if (new_size == 0) {
+        sb->used -= old_size;
+        free(ptr);
+        return NULL;
+    }
+    /* Refusing makes LuaJIT raise "not enough memory" in the running call;
+     * shrinking is always granted. */
+    if (new_size > old_size && sb->used - old_size + new_size > sb->max)
+        return NULL;
+    ptr = realloc(ptr, new_size);
+    if (ptr != NULL)
+        sb->used = sb->used - old_size + new_size;
+    return ptr;
+}
+
+static int
+on_panic(lua_State *L)
+{
+    sl_fatalx("lua: unprotected error: %s", lua_tostring(L, -1));
+}
+
+static void
+budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    /* From now on every instruction fails, so a pcall inside the function
+     * cannot swallow the error and keep looping. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget exceeded");
+}
+
+static void
+arm_budget(lua_State *L, unsigned instructions)
+{
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, (int)instructions);
+}
+
+static void
+open_lib(lua_State *L, lua_CFunction open, const char *name)
+{
+    lua_pushcfunction(L, open);
+    lua_pushstring(L, name);
+    lua_call(L, 1, 0);
+}
+
+/* The globals config.c gives the conf (its sandbox_globals[]): a conf that
+ * passes `sluice -t` must see the same world here, and key functions get no
+ * more than the conf did. */
+static const char *const sandbox_globals[] = {
+    "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber",
+    "error", "assert", "pcall", "select", "next", "unpack",
+};
+
+struct lua_State *
+sl_lua_sandbox_new(void)
+{
+    struct sandbox *sb = sl_xcalloc(1, sizeof(*sb));
+    lua_State *L;
+
+    sb->max = SL_LUA_MEMORY_MAX;
+    L = lua_newstate(sandbox_alloc, sb);
+    if (L == NULL) {
+        free(sb);
+        return NULL;
+    }
+    lua_atpanic(L, on_panic);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+
+    open_lib(L, luaopen_base, "");
+    open_lib(L, luaopen_string, LUA_STRLIBNAME);
+    open_lib(L, luaopen_table, LUA_TABLIBNAME);
+    open_lib(L, luaopen_math, LUA_MATHLIBNAME);
+    /* string.dump reads out bytecode; nothing may load it, but nothing needs it */
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    /* Hide the string metatable from anything that could reach it: rewriting
+     * it would change every string operation of the state. */
+    lua_pushliteral(L, "");
+    if (lua_getmetatable(L, -1)) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
+    /* A fresh globals table with the allowed names only: everything loaded
+     * later (the conf, and its functions) sees this one. */
+    lua_newtable(L);
+    for (size_t i = 0; i < sizeof(sandbox_globals) / sizeof(sandbox_globals[0]); i++) {
+        lua_getglobal(L, sandbox_globals[i]);
+        lua_setfield(L, -2, sandbox_globals[i]);
+    }
+    lua_replace(L, LUA_GLOBALSINDEX);
+    return L;
+}
+
+void
+sl_lua_sandbox_close(struct lua_State *L)
+{
+    void *sb;
+
+    if (L == NULL)
+        return;
+    lua_getallocf(L, &sb);
+    lua_close(L);
+    free(sb);
+}
+
+static void
+copy_error(char *err, size_t err_size, const char *msg)
+{
+    if (err_size > 0)
+        snprintf(err, err_size, "%s", msg != NULL ? msg : "unknown error");
+}
+
+int
+sl_lua_sandbox_run(struct lua_State *L, const char *source, size_t len, const char *path,
+                   char *err, size_t err_size)
+{
+    size_t path_len = strlen(path);
+    char *chunkname = sl_xmalloc(path_len + 2);
+    int status;
+
+    chunkname[0] = '@';
+    memcpy(chunkname + 1, path, path_len + 1);
+    /* Bytecode can break out of any sandbox: only source text is run. */
+    if (len > 0 && source[0] == '\033') {
+        snprintf(err, err_size, "%s: binary chunks are not accepted", path);
+        free(chunkname);
+        return -1;
+    }
+    status = luaL_loadbufferx(L, source, len, chunkname, "t");
+    free(chunkname);
+    if (status != 0) {
+        copy_error(err, err_size, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    arm_budget(L, SL_LUA_CONF_INSTRUCTIONS);
+    status = lua_pcall(L, 0, 0, 0);
+    lua_sethook(L, NULL, 0, 0);
+    if (status != 0) {
+        copy_error(err, err_size, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the request object ------------------------------------------------- */
+
+static void
+push_text(lua_State *L, const char *s, size_t len)
+{
+    if (s == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushlstring(L, s, len);
+}
+
+static const struct sl_request *
+current_request(lua_State *L)
+{
+    const struct sl_lua_rt *rt = lua_touserdata(L, lua_upvalueindex(1));
+    return rt->req;
+}
+
+static int
+request_index(lua_State *L)
+{
+    const struct sl_request *req = current_request(L);
+    const char *key;
+    size_t len;
+
+    if (req == NULL || lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    key = lua_tolstring(L, 2, &len);
+    if (len == 6 && memcmp(key, "method", 6) == 0)
+        push_text(L, req->method, req->method_len);
+    else if (len == 4 && memcmp(key, "path", 4) == 0)
+        push_text(L, req->path, req->path_len);
+    else if (len == 5 && memcmp(key, "query", 5) == 0)
+        push_text(L, req->query, req->query_len);
+    else if (len == 4 && memcmp(key, "host", 4) == 0)
+        push_text(L, req->host, req->host_len);
+    else if (len == 2 && memcmp(key, "ip", 2) == 0)
+        push_text(L, req->client_ip_len > 0 ? req->client_ip : NULL, req->client_ip_len);
+    else if (len == 6 && memcmp(key, "target", 6) == 0)
+        push_text(L, req->target, req->target_len);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int
+header_index(lua_State *L)
+{
+    const struct sl_request *req = current_request(L);
+    const struct sl_header *h;
+    const char *name;
+    size_t len;
+
+    if (req == NULL || lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    name = lua_tolstring(L, 2, &len);
+    h = sl_request_header(req, name, len);
+    if (h == NULL && len < 256 && memchr(name, '_', len) != NULL) {
+        /* r.header.x_api_key reads X-Api-Key: '-' is not valid in a Lua name */
+        char dashed[256];
+        for (size_t i = 0; i < len; i++)
+            dashed[i] = name[i] == '_' ? '-' : name[i];
+        h = sl_request_header(req, dashed, len);
+    }
+    if (h == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushlstring(L, h->value, h->value_len);
+    return 1;
+}
+
+static int
+field_index(lua_State *L, bool (*lookup)(const struct sl_request *, const char *, size_t,
+                                         const char **, size_t *))
+{
+    const struct sl_request *req = current_request(L);
+    const char *name, *value;
+    size_t len, value_len;
+
+    if (req == NULL || lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    name = lua_tolstring(L, 2, &len);
+    if (lookup(req, name, len, &value, &value_len))
+        lua_pushlstring(L, value, value_len);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int
+cookie_index(lua_State *L)
+{
+    return field_index(L, sl_reqfield_cookie);
+}
+
+static int
+arg_index(lua_State *L)
+{
+    return field_index(L, sl_reqfield_query);
+}
+
+static int
+read_only(lua_State *L)
+{
+    return luaL_error(L, "the request object is read-only");
+}
+
+/* Pushes an empty table whose reads go to `index` (with rt as upvalue). */
+static void
+push_proxy(lua_State *L, struct sl_lua_rt *rt, lua_CFunction index)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, read_only);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+}
+
+static void
+make_request_object(struct sl_lua_rt *rt)
+{
+    lua_State *L = rt->L;
+
+    push_proxy(L, rt, request_index);
+    /* the sub-tables are raw fields of r, read without the metamethod (and
+     * set past its read-only __newindex) */
+    lua_pushliteral(L, "header");
+    push_proxy(L, rt, header_index);
+    lua_rawset(L, -3);
+    lua_pushliteral(L, "cookie");
+    push_proxy(L, rt, cookie_index);
+    lua_rawset(L, -3);
+    lua_pushliteral(L, "arg");
+    push_proxy(L, rt, arg_index);
+    lua_rawset(L, -3);
+    rt->request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* ---- loading the functions ---------------------------------------------- */
+
+static int
+traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Pushes the conf's table for limit `name`: limits[name], or the entry of a
+ * list of limits whose .name is `name`. Returns false (nothing pushed) when
+ * there is none. Expects the limits table on top of the stack. */
+static bool
+push_limit_table(lua_State *L, const char *name)
+{
+    lua_getfield(L, -1, name);
+    if (lua_istable(L, -1))
+        return true;
+    lua_pop(L, 1);
+    for (int i = 1;; i++) {
+        lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            return false;
+        }
+        lua_getfield(L, -1, "name");
+        if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), name) == 0) {
+            lua_pop(L, 1);
+            return true;
+        }
+        lua_pop(L, 2);
+    }
+}
+
+/* With the limit's table on top: refs for its functions. 0 or -1 + err. */
+static int
+ref_functions(struct sl_lua_rt *rt, size_t i, char *err, size_t err_size)
+{
+    lua_State *L = rt->L;
+    const struct sl_limit_conf *limit = &rt->cfg->limits[i];
+    bool is_single = false;
+
+    lua_getfield(L, -1, "key");
+    if (lua_isfunction(L, -1))
+        is_single = true;
+    for (size_t j = 0; j < limit->nparts; j++) {
+        if (limit->parts[j].kind != SL_KEY_FUNCTION)
+            continue;
+        if (is_single && j == 0) {
+            lua_pushvalue(L, -1);
+        } else if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, (int)j + 1);
+        } else {
+            lua_pushnil(L);
+        }
+        if (!lua_isfunction(L, -1)) {
+            snprintf(err, err_size, "%s: limit \"%s\": key part %zu is not a function in the "
+                     "conf as run by the worker", rt->cfg->path, limit->name, j + 1);
+            lua_pop(L, 2);
+            return -1;
+        }
+        rt->key_refs[i][j] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pop(L, 1);
+    if (limit->is_cost_function) {
+        lua_getfield(L, -1, "cost");
+        if (!lua_isfunction(L, -1)) {
+            snprintf(err, err_size, "%s: limit \"%s\": cost is not a function in the conf as "
+                     "run by the worker", rt->cfg->path, limit->name);
+            lua_pop(L, 1);
+            return -1;
+        }
+        rt->cost_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
+}
+
+static bool
+needs_lua(const struct sl_limit_conf *limit)
+{
+    if (limit->is_cost_function)
+        return true;
+    for (size_t j = 0; j < limit->nparts; j++) {
+        if (limit->parts[j].kind == SL_KEY_FUNCTION)
+            return true;
+    }
+    return false;
+}
+
+struct sl_lua_rt *
+sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
+{
+    struct sl_lua_rt *rt = sl_xcalloc(1, sizeof(*rt));
+
+    rt->cfg = cfg;
+    rt->key_refs = sl_xcalloc(cfg->nlimits + 1, sizeof(*rt->key_refs));
+    rt->cost_refs = sl_xcalloc(cfg->nlimits + 1, sizeof(*rt->cost_refs));
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        rt->key_refs[i] = sl_xcalloc(cfg->limits[i].nparts + 1, sizeof(int));
+        for (size_t j = 0; j < cfg->limits[i].nparts; j++)
+            rt->key_refs[i][j] = LUA_NOREF;
+        rt->cost_refs[i] = LUA_NOREF;
+    }
+    rt->L = sl_lua_sandbox_new();
+    if (rt->L == NULL) {
+        snprintf(err, err_size, "lua: cannot create a state");
+        goto fail;
+    }
+    if (sl_lua_sandbox_run(rt->L, cfg->source != NULL ? cfg->source : "", cfg->source_len,
+                           cfg->path != NULL ? cfg->path : "?", err, err_size) != 0)
+        goto fail;
+
+    lua_getglobal(rt->L, "limits");
+    if (!lua_istable(rt->L, -1)) {
+        snprintf(err, err_size, "%s: no limits table in the conf as run by the worker",
+                 cfg->path);
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        if (!needs_lua(&cfg->limits[i]))
+            continue;
+        if (!push_limit_table(rt->L, cfg->limits[i].name)) {
+            snprintf(err, err_size, "%s: limit \"%s\" not found in the conf as run by the "
+                     "worker", cfg->path, cfg->limits[i].name);
+            goto fail;
+        }
+        if (ref_functions(rt, i, err, err_size) != 0)
+            goto fail;
+        lua_pop(rt->L, 1);
+    }
+    lua_settop(rt->L, 0);
+
+    lua_pushcfunction(rt->L, traceback);
+    rt->traceback_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
+    make_request_object(rt);
+    return rt;
+
+fail:
+    sl_lua_rt_free(rt);
+    return NULL;
+}
+
+void
+sl_lua_rt_free(struct sl_lua_rt *rt)
+{
+    if (rt == NULL)
+        return;
+    sl_lua_sandbox_close(rt->L);
+    for (size_t i = 0; i < rt->cfg->nlimits; i++)
+        free(rt->key_refs[i]);
+    free(rt->key_refs);
+    free(rt->cost_refs);
+    free(rt);
+}
+
+/* ---- calls -------------------------------------------------------------- */
+
+/* Keeps the message on one line: the diagnostic log is one line per event. */
+static void
+set_error(struct sl_lua_rt *rt, const char *msg)
+{
+    size_t n = 0;
+
+    if (msg == NULL)
+        msg = "unknown error";
+    for (const char *p = msg; *p != '\0' && n + 1 < sizeof(rt->error); p++) {
+        if (*p == '\t')
+            continue;
+        rt->error[n++] = *p == '\n' ? ' ' : *p;
+    }
+    rt->error[n] = '\0';
+    rt->errors++;
+}
+
+/* Calls function `ref` with r; leaves its single result on the stack at 2. */
+static int
+call(struct sl_lua_rt *rt, int ref, const struct sl_request *req)
+{
+    lua_State *L = rt->L;
+    int status;
+
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->request_ref);
+    rt->req = req;
+    arm_budget(L, SL_LUA_CALL_INSTRUCTIONS);
+    status = lua_pcall(L, 1, 1, 1);
+    lua_sethook(L, NULL, 0, 0);
+    rt->req = NULL;
+    if (status != 0) {
+        set_error(rt, status == LUA_ERRMEM ? "not enough memory (lua memory budget)"
+                                           : lua_tostring(L, -1));
+        lua_settop(L, 0);
+        /* give the garbage of a failed call back before the next one */
+        if (status == LUA_ERRMEM)
+            lua_gc(L, LUA_GCCOLLECT, 0);
+        return -1;
+    }
+    return 0;
+}
+
+enum sl_lua_result
+sl_lua_rt_key(struct sl_lua_rt *rt, size_t limit, size_t part, const struct sl_request *req,
+              const char **value, size_t *value_len)
+{
+    lua_State *L = rt->L;
+    int ref = rt->key_refs[limit][part];
+
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+        set_error(rt, "no key function for this limit part");
+        return SL_LUA_ERROR;
+    }
+    if (call(rt, ref, req) != 0)
+        return SL_LUA_ERROR;
+    switch (lua_type(L, -1)) {
+    case LUA_TNIL:
+        return SL_LUA_ABSENT;
+    case LUA_TBOOLEAN:
+        if (!lua_toboolean(L, -1))
+            return SL_LUA_ABSENT;
+        break;
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+        /* converts a number in its stack slot, which keeps the string alive */
+        *value = lua_tolstring(L, -1, value_len);
+        return SL_LUA_VALUE;
+    default:
+        break;
+    }
+    {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "key function returned a %s (want a string or nil)",
+                 luaL_typename(L, -1));
+        set_error(rt, msg);
+    }
+    return SL_LUA_ERROR;
+}
+
+enum sl_lua_result
+sl_lua_rt_cost(struct sl_lua_rt *rt, size_t limit, const struct sl_request *req, double *cost)
+{
+    lua_State *L = rt->L;
+    int ref = rt->cost_refs[limit];
+    char msg[128];
+    double n;
+
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+        set_error(rt, "no cost function for this limit");
+        return SL_LUA_ERROR;
+    }
+    if (call(rt, ref, req) != 0)
+        return SL_LUA_ERROR;
+    if (lua_isnil(L, -1))
+        return SL_LUA_ABSENT;
+    if (lua_type(L, -1) != LUA_TNUMBER) {
+        snprintf(msg, sizeof(msg), "cost function returned a %s (want a number > 0)",
+                 luaL_typename(L, -1));
+        set_error(rt, msg);
+        return SL_LUA_ERROR;
+    }
+    n = lua_tonumber(L, -1);
+    if (!isfinite(n) || n <= 0) {
+        snprintf(msg, sizeof(msg), "cost function returned %g (want a number > 0)", n);
+        set_error(rt, msg);
+        return SL_LUA_ERROR;
+    }
+    *cost = n;
+    return SL_LUA_VALUE;
+}
+
+const char *
+sl_lua_rt_error(const struct sl_lua_rt *rt)
+{
+    return rt->error;
+}
+
+uint64_t
+sl_lua_rt_errors(const struct sl_lua_rt *rt)
+{
+    return rt->errors;
+}
