@@ -34,9 +34,13 @@ struct sl_access_entry {
     size_t trace_id_len;
     const char *limit;       /* limiter outcome word, or NULL */
     const char *reason;      /* why the connection or request ended, or NULL */
+    const char *route;       /* name of the matched route, NULL when none matched */
 };
 
-/* path: a file (opened O_APPEND), "stderr", or "off" (returns a writer that drops). */
+/* path: a file (opened O_APPEND), "stderr", or "off" (returns a writer that drops).
+ * NULL with errno set when the file cannot be opened. `base` (may be NULL) runs
+ * the 1 s flush timer; the writer is only used on the thread running it.
+ * Field names, absent values and length caps: docs/logging.md. */
 struct sl_accesslog *sl_accesslog_new(const char *path, struct event_base *base);
 void sl_accesslog_free(struct sl_accesslog *log);
 void sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *entry);
