@@ -105,7 +105,14 @@ enum {
     CK_OFF,           /* not a chunked body */
     CK_SIZE,          /* chunk-size digits */
     CK_SIZE_WS,       /* BWS before a chunk extension */
-    CK_EXT,           /* chunk-ext up to CR */
+    CK_EXT_NAME_START, /* after ';': BWS, then a token */
+    CK_EXT_NAME,
+    CK_EXT_NAME_WS,   /* BWS after a name: '=', ';' or CR */
+    CK_EXT_VAL_START, /* after '=': BWS, then a token or a quoted-string */
+    CK_EXT_TOKEN,
+    CK_EXT_QUOTED,
+    CK_EXT_QUOTED_ESC,
+    CK_EXT_AFTER,     /* BWS after a value: ';' or CR */
     CK_SIZE_LF,
     CK_DATA,          /* only on_body may consume these bytes */
     CK_DATA_CR,
@@ -136,6 +143,65 @@ is_ctl(unsigned char c)
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
+static bool is_tchar(unsigned char c);
+
+static bool
+is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ),
+ * RFC 9112 section 7.1.1. */
+static int
+chunk_ext_step(int state, unsigned char c)
+{
+    switch (state) {
+    case CK_EXT_NAME_START:
+        if (is_ws(c))
+            return CK_EXT_NAME_START;
+        return is_tchar(c) ? CK_EXT_NAME : CK_BAD;
+    case CK_EXT_NAME:
+        if (is_tchar(c))
+            return CK_EXT_NAME;
+        /* fall through */
+    case CK_EXT_NAME_WS:
+        if (is_ws(c))
+            return CK_EXT_NAME_WS;
+        if (c == '=')
+            return CK_EXT_VAL_START;
+        if (c == ';')
+            return CK_EXT_NAME_START;
+        return c == '\r' ? CK_SIZE_LF : CK_BAD;
+    case CK_EXT_VAL_START:
+        if (is_ws(c))
+            return CK_EXT_VAL_START;
+        if (c == '"')
+            return CK_EXT_QUOTED;
+        return is_tchar(c) ? CK_EXT_TOKEN : CK_BAD;
+    case CK_EXT_TOKEN:
+        if (is_tchar(c))
+            return CK_EXT_TOKEN;
+        /* fall through */
+    case CK_EXT_AFTER:
+        if (is_ws(c))
+            return CK_EXT_AFTER;
+        if (c == ';')
+            return CK_EXT_NAME_START;
+        return c == '\r' ? CK_SIZE_LF : CK_BAD;
+    case CK_EXT_QUOTED:
+        if (c == '"')
+            return CK_EXT_AFTER;
+        if (c == '\\')
+            return CK_EXT_QUOTED_ESC;
+        return is_ctl(c) ? CK_BAD : CK_EXT_QUOTED;
+    case CK_EXT_QUOTED_ESC:
+        return is_ctl(c) ? CK_BAD : CK_EXT_QUOTED;
+    default:
+        return CK_BAD;
+    }
+}
+
 static int
 chunk_step(struct sl_head *h, unsigned char c)
 {
@@ -153,18 +219,23 @@ chunk_step(struct sl_head *h, unsigned char c)
         if (h->chunk_digits == 0)
             return CK_BAD;
         if (c == ';')
-            return CK_EXT;
-        if (c == ' ' || c == '\t')
+            return CK_EXT_NAME_START;
+        if (is_ws(c))
             return CK_SIZE_WS;
         return c == '\r' ? CK_SIZE_LF : CK_BAD;
     case CK_SIZE_WS:
-        if (c == ' ' || c == '\t')
+        if (is_ws(c))
             return CK_SIZE_WS;
-        return c == ';' ? CK_EXT : CK_BAD;
-    case CK_EXT:
-        if (c == '\r')
-            return CK_SIZE_LF;
-        return is_ctl(c) ? CK_BAD : CK_EXT;
+        return c == ';' ? CK_EXT_NAME_START : CK_BAD;
+    case CK_EXT_NAME_START:
+    case CK_EXT_NAME:
+    case CK_EXT_NAME_WS:
+    case CK_EXT_VAL_START:
+    case CK_EXT_TOKEN:
+    case CK_EXT_QUOTED:
+    case CK_EXT_QUOTED_ESC:
+    case CK_EXT_AFTER:
+        return chunk_ext_step(h->chunk_state, c);
     case CK_SIZE_LF:
         if (c != '\n')
             return CK_BAD;
@@ -311,6 +382,8 @@ sl_head_feed(struct sl_head *h, const char *data, size_t len)
         h->base = data;
         n = http_parser_execute(&h->parser, &parser_settings, data + h->fed, limit - h->fed);
         h->base = NULL;
+        if (h->max_uri_size != 0 && h->url_len > h->max_uri_size)
+            return 414;
         if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED && h->is_complete) {
             /*
              * Paused inside on_headers_complete, the parser has not consumed
@@ -324,6 +397,8 @@ sl_head_feed(struct sl_head *h, const char *data, size_t len)
             return status_for_errno(h);
         h->fed += n;
     }
+    if (h->max_uri_size != 0 && h->url_len > h->max_uri_size)
+        return 414;
     if (h->fed >= h->max_size) {
         /* Still inside the request line: the target is what is too long. */
         if (h->parser.type == HTTP_REQUEST && h->nspans == 0)

@@ -135,6 +135,8 @@ struct conn {
     bool is_keepalive;
     bool is_logged;
     char client_ip[48];
+    char xff[1024];
+    size_t xff_len;
     char request_id[MAX_REQUEST_ID + 1];
     size_t request_id_len;
     char traceparent[56];
@@ -407,6 +409,7 @@ request_reset(struct conn *c)
     c->is_expect_continue = c->is_head_method = false;
     c->is_logged = false;
     c->request_id_len = 0;
+    c->xff_len = 0;
     c->traceparent[0] = '\0';
     c->decision_headers_len = 0;
     c->limit_outcome = NULL;
@@ -528,6 +531,37 @@ set_ids(struct conn *c)
     c->traceparent[55] = '\0';
 }
 
+/*
+ * All X-Forwarded-For fields joined in order (RFC 9110 section 5.3) into
+ * c->xff, filled from the right: a list longer than the buffer keeps its
+ * right-most 1 KiB, the hops that matter for choosing the client address.
+ */
+static size_t
+collect_xff(struct conn *c)
+{
+    size_t end = sizeof(c->xff);
+    size_t len;
+
+    for (size_t i = c->req.nheaders; i-- > 0 && end > 0;) {
+        const struct sl_header *h = &c->req.headers[i];
+        size_t n;
+        if (!sl_http_token_eq(h->name, h->name_len, "x-forwarded-for", 15) || h->value_len == 0)
+            continue;
+        if (end < sizeof(c->xff)) {
+            if (end < 2)
+                break;
+            end -= 2;
+            memcpy(c->xff + end, ", ", 2);
+        }
+        n = h->value_len < end ? h->value_len : end;
+        end -= n;
+        memcpy(c->xff + end, h->value + h->value_len - n, n);
+    }
+    len = sizeof(c->xff) - end;
+    memmove(c->xff, c->xff + end, len);
+    return len;
+}
+
 static void on_decision(void *arg, const struct sl_decision *d);
 
 /* The head is parsed and its bytes copied out of the input buffer. */
@@ -536,6 +570,7 @@ request_begin(struct conn *c)
 {
     const struct sl_config *cfg = c->gen->cfg;
     const struct sl_header *h;
+    size_t xff_len;
     int status;
 
     status = sl_head_to_request(&c->head, c->head_buf, c->headers, &c->req);
@@ -569,10 +604,10 @@ request_begin(struct conn *c)
         }
         c->is_expect_continue = c->req.http_minor >= 1 && !c->is_body_done;
     }
-    h = sl_request_header(&c->req, "x-forwarded-for", 15);
-    sl_client_address((const struct sockaddr *)&c->peer, h ? h->value : NULL,
-                      h ? h->value_len : 0, cfg->trusted_proxies, cfg->ntrusted_proxies,
-                      c->client_ip, sizeof(c->client_ip));
+    xff_len = c->xff_len = collect_xff(c);
+    sl_client_address((const struct sockaddr *)&c->peer, xff_len ? c->xff : NULL, xff_len,
+                      cfg->trusted_proxies, cfg->ntrusted_proxies, c->client_ip,
+                      sizeof(c->client_ip));
     c->req.client_ip = c->client_ip;
     c->req.client_ip_len = strlen(c->client_ip);
     set_ids(c);
@@ -719,7 +754,6 @@ static void
 write_request_head(struct conn *c, struct evbuffer *out)
 {
     const struct sl_request *req = &c->req;
-    const struct sl_header *xff = NULL;
 
     evbuffer_add(out, req->method, req->method_len);
     evbuffer_add(out, " ", 1);
@@ -730,10 +764,8 @@ write_request_head(struct conn *c, struct evbuffer *out)
         if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "content-length", 14)
             || name_is(h, "expect", 6) || name_is(h, "x-forwarded-proto", 17))
             continue;
-        if (name_is(h, "x-forwarded-for", 15)) {
-            xff = h; /* the last one is extended below, earlier ones pass as they are */
-            continue;
-        }
+        if (name_is(h, "x-forwarded-for", 15))
+            continue; /* all of them are joined into one field below */
         if ((c->request_id_len && name_is(h, "x-request-id", 12))
             || name_is(h, "traceparent", 11))
             continue;
@@ -742,8 +774,8 @@ write_request_head(struct conn *c, struct evbuffer *out)
     if (req->host == NULL)
         evbuffer_add_printf(out, "Host: %s\r\n", c->upstream_addr);
     evbuffer_add(out, "X-Forwarded-For: ", 17);
-    if (xff != NULL) {
-        evbuffer_add(out, xff->value, xff->value_len);
+    if (c->xff_len > 0) {
+        evbuffer_add(out, c->xff, c->xff_len);
         evbuffer_add(out, ", ", 2);
     }
     evbuffer_add(out, c->peer_ip, strlen(c->peer_ip));
@@ -1235,6 +1267,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
         memcpy(c->peer_ip, "unknown", 8);
     c->bev = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
     sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
+    c->head.max_uri_size = client->max_uri_size;
     sl_head_init(&c->resp, HTTP_RESPONSE, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS);
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);

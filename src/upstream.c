@@ -31,6 +31,7 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 struct server {
     const struct sl_sockaddr *addr;
     uint64_t down_until_us;
+    struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
 };
 
 struct sl_upconn {
@@ -48,7 +49,6 @@ struct sl_upstream_pool {
     struct server *servers;
     unsigned nservers;
     unsigned rr;
-    struct sl_upconn *idle;
     unsigned nidle;
     unsigned active, max_active;
     struct sl_upstream_wait *queue_head, *queue_tail;
@@ -104,7 +104,7 @@ idle_unlink(struct sl_upconn *conn)
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
     else
-        pool->idle = conn->next;
+        pool->servers[conn->server].idle = conn->next;
     if (conn->next != NULL)
         conn->next->prev = conn->prev;
     conn->next = conn->prev = NULL;
@@ -116,10 +116,12 @@ sl_upstream_pool_free(struct sl_upstream_pool *pool)
 {
     if (pool == NULL)
         return;
-    while (pool->idle != NULL) {
-        struct sl_upconn *conn = pool->idle;
-        idle_unlink(conn);
-        upconn_free(conn);
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        while (pool->servers[i].idle != NULL) {
+            struct sl_upconn *conn = pool->servers[i].idle;
+            idle_unlink(conn);
+            upconn_free(conn);
+        }
     }
     free(pool->servers);
     free(pool);
@@ -272,13 +274,20 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
     pump_queue(pool);
 }
 
+/*
+ * Round-robin picks the server first and only then looks for a kept-alive
+ * connection to it (as nginx's keepalive module does), so keep-alive never
+ * pins all traffic to the server that answered first.
+ */
 static void
 start(struct sl_upstream_wait *wait)
 {
     struct sl_upstream_pool *pool = wait->pool;
+    unsigned first = pool->rr++;
+    struct server *srv = &pool->servers[first % pool->nservers];
 
-    if (pool->idle != NULL) {
-        struct sl_upconn *conn = pool->idle;
+    if (srv->idle != NULL && srv->down_until_us <= sl_clock_now_us()) {
+        struct sl_upconn *conn = srv->idle;
         idle_unlink(conn);
         bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
         bufferevent_set_timeouts(conn->bev, NULL, NULL);
@@ -287,7 +296,7 @@ start(struct sl_upstream_wait *wait)
         deliver_later(wait, conn, 0);
         return;
     }
-    wait->first_server = pool->rr++;
+    wait->first_server = first;
     wait->servers_tried = 0;
     wait->last_status = 502;
     connect_next(wait);
@@ -398,11 +407,12 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
     if (is_reusable && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0) {
         struct timeval tv = tv_from_ms(pool->conf->idle_timeout_ms);
-        conn->next = pool->idle;
+        struct server *srv = &pool->servers[conn->server];
+        conn->next = srv->idle;
         conn->prev = NULL;
-        if (pool->idle != NULL)
-            pool->idle->prev = conn;
-        pool->idle = conn;
+        if (srv->idle != NULL)
+            srv->idle->prev = conn;
+        srv->idle = conn;
         pool->nidle++;
         bufferevent_setcb(conn->bev, idle_read_cb, NULL, idle_event_cb, conn);
         bufferevent_set_timeouts(conn->bev, &tv, NULL);

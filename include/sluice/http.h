@@ -70,6 +70,7 @@ struct sl_head {
     size_t fed;              /* head bytes already given to the parser */
     size_t head_len;         /* once complete: length of the head, final CRLF included */
     size_t max_size;
+    size_t max_uri_size;     /* requests: 414 past it; 0 = only max_size */
     unsigned max_headers;
     uint32_t url_off, url_len;
     uint32_t reason_off, reason_len;

@@ -160,6 +160,11 @@ test_limits(void **state)
         assert_int_equal(parse(&p, many, sizeof(many)), 431);
         done(&p);
     }
+    memset(&p, 0, sizeof(p));
+    sl_head_init(&p.head, HTTP_REQUEST, 1024, 64);
+    p.head.max_uri_size = 8;
+    assert_int_equal(sl_head_feed(&p.head, "GET /123456789 HTTP/1.1\r\n", 25), 414);
+    done(&p);
     assert_int_equal(parse(&p, "GET / HTTP/1.0\r\n\r\n", 1024), 0);
     assert_null(p.req.host);
     done(&p);
@@ -218,6 +223,16 @@ test_chunked_body(void **state)
     assert_true(feed_chunked("5;a\x01\r\nhello\r\n0\r\n\r\n", out) < 0);
     out[0] = '\0';
     assert_true(feed_chunked("5\r\nhello\r\n0\r\nX: y\r\n folded\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5;a=\"b\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5;=x\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5;a=\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_true(feed_chunked("5;a b\r\nhello\r\n0\r\n\r\n", out) < 0);
+    out[0] = '\0';
+    assert_int_equal(feed_chunked("5;a=b;c;d=\"e\\\"f\"\r\nhello\r\n0\r\n\r\n", out), 0);
     out[0] = '\0';
     assert_int_equal(feed_chunked("5 ; a=\"b\"\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\n", out), 0);
     assert_string_equal(out, "hello");
