@@ -124,6 +124,10 @@ struct sl_config {
     char *error_log;       /* path or "stderr"; default "stderr" */
     char *log_level;       /* "debug" | "info" | "warn" | "error"; default "info" */
     char *pidfile;         /* NULL: none */
+
+    uint64_t slow_request_ms;   /* 0: off; slower requests log their phase breakdown */
+    double *metrics_buckets;    /* histogram bounds in seconds; NULL: the defaults */
+    size_t nmetrics_buckets;
 };
 
 /*
