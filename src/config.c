@@ -31,6 +31,7 @@
 #include <luajit.h>
 #include <lualib.h>
 
+#include "sluice/metrics.h"
 #include "util/alloc.h"
 
 #define CONF_MAX_FILE_SIZE (4u << 20)   /* a conf bigger than this is a mistake */
@@ -907,6 +908,7 @@ static const char *const sandbox_globals[] = {
 static const char *const top_level_keys[] = {
     "listen", "admin", "workers", "trusted_proxies", "shutdown_timeout", "client", "store",
     "upstreams", "limits", "routes", "access_log", "error_log", "log_level", "pidfile",
+    "slow_request", "metrics",
 };
 
 static struct vm *
@@ -2584,6 +2586,108 @@ set_routes(struct loader *ld, void *obj, int idx)
 }
 
 /* ------------------------------------------------------------------------ */
+/* slow_request and metrics                                                 */
+/* ------------------------------------------------------------------------ */
+
+static const struct opt slow_request_opt = {
+    "slow_request", OPT_DURATION, "0s", 0, MS_HOUR, offsetof(struct sl_config, slow_request_ms),
+    NULL,
+};
+
+/*
+ * A duration up to 1h, or 0 (off). Durations refuse bare numbers so that
+ * "30" cannot mean 30 ms where 30 s was meant; zero is zero in any unit, so
+ * "0" and 0 are accepted here.
+ */
+static bool
+set_slow_request(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+    int type = lua_type(ld->L, idx);
+
+    if ((type == LUA_TSTRING && strcmp(lua_tostring(ld->L, idx), "0") == 0)
+        || (type == LUA_TNUMBER && lua_tonumber(ld->L, idx) == 0)) {
+        cfg->slow_request_ms = 0;
+        return true;
+    }
+    return set_option(ld, &slow_request_opt, cfg, idx);
+}
+
+/*
+ * Histogram bounds in seconds, Prometheus-style numbers (not durations: the
+ * exposition's `le` labels are seconds too). The acceptable set is the
+ * metrics module's, so a conf that passes here cannot fail in
+ * sl_metrics_new. Its check stops at the first bad bound without saying
+ * which; checking growing prefixes finds it, to blame that entry's line.
+ */
+static bool
+set_metrics_buckets(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+    char lbuf[96], err[160];
+    double *bounds;
+    size_t n;
+    bool ok = true;
+
+    if (!need_table(ld, idx, "a list of numbers in seconds, e.g. { 0.001, 0.01, 0.1, 1 }"))
+        return false;
+    n = list_len(ld, idx);
+    if (n == 0 || n > SL_METRICS_MAX_BUCKETS) {
+        double none = 0;
+        (void)sl_metrics_check_buckets(&none, n, err, sizeof(err));
+        fail(ld, "%s: %s", label(ld, lbuf, sizeof(lbuf)), err);
+        return false;
+    }
+    bounds = sl_xcalloc(n, sizeof(*bounds));
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(ld->L, idx, (int)i + 1);
+        push_index(ld, (long)i + 1);
+        if (lua_type(ld->L, -1) != LUA_TNUMBER) {
+            fail_type(ld, -1, "a number of seconds");
+            ok = false;
+        } else {
+            bounds[i] = lua_tonumber(ld->L, -1);
+        }
+        pop_key(ld);
+        lua_pop(ld->L, 1);
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        if (sl_metrics_check_buckets(bounds, i + 1, err, sizeof(err)) == 0)
+            continue;
+        /* one error: every later bound may only look wrong next to this one */
+        push_index(ld, (long)i + 1);
+        fail(ld, "%s: %s", label(ld, lbuf, sizeof(lbuf)), err);
+        pop_key(ld);
+        ok = false;
+    }
+    if (!ok) {
+        free(bounds);
+        return false;
+    }
+    free(cfg->metrics_buckets);
+    cfg->metrics_buckets = bounds;
+    cfg->nmetrics_buckets = n;
+    return true;
+}
+
+static const struct opt metrics_opts[] = {
+    { "buckets", OPT_CUSTOM, NULL, 0, 0, 0, set_metrics_buckets },
+};
+
+static bool
+set_metrics(struct loader *ld, void *obj, int idx)
+{
+    struct walk w;
+
+    if (!need_table(ld, idx, "a table { buckets = { ... } }"))
+        return false;
+    ld->ctx = "metrics";
+    w = walk_record(ld, idx, metrics_opts, NOPTS(metrics_opts), obj);
+    ld->ctx = NULL;
+    return w.bad == 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Loading                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -2604,6 +2708,8 @@ static const struct opt top_opts[] = {
     { "error_log", OPT_CUSTOM, NULL, 0, 0, 0, set_error_log },
     { "log_level", OPT_CUSTOM, NULL, 0, 0, 0, set_log_level },
     { "pidfile", OPT_STRING, NULL, 0, 0, offsetof(struct sl_config, pidfile), NULL },
+    { "slow_request", OPT_CUSTOM, NULL, 0, 0, 0, set_slow_request },
+    { "metrics", OPT_CUSTOM, NULL, 0, 0, 0, set_metrics },
 };
 
 static void
@@ -2817,5 +2923,6 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->error_log);
     free(cfg->log_level);
     free(cfg->pidfile);
+    free(cfg->metrics_buckets);
     free(cfg);
 }

@@ -252,6 +252,13 @@ test_full(void **state)
     assert_int_equal(r->limits[1], 0);
     assert_int_equal(r->limits[2], 1);
 
+    assert_int_equal(cfg->slow_request_ms, 750);
+    assert_int_equal(cfg->nmetrics_buckets, 7);
+    assert_non_null(cfg->metrics_buckets);
+    assert_true(cfg->metrics_buckets[0] == 0.0005);
+    assert_true(cfg->metrics_buckets[2] == 0.01);
+    assert_true(cfg->metrics_buckets[6] == 60);
+
     sl_config_free(cfg);
 }
 
@@ -309,6 +316,10 @@ test_minimal_defaults(void **state)
     assert_null(cfg->routes[0].host);
     assert_true(cfg->routes[0].has_ratelimit_headers);
     assert_false(cfg->routes[0].has_server_timing);
+
+    assert_int_equal(cfg->slow_request_ms, 0);
+    assert_null(cfg->metrics_buckets);
+    assert_int_equal(cfg->nmetrics_buckets, 0);
     sl_config_free(cfg);
 }
 
@@ -450,6 +461,12 @@ static const struct bad_case bad_cases[] = {
     { "bad_admin_same.conf", 1, 1, "listen \"127.0.0.1:9901\": same address as the default admin" },
     { "bad_log_level.conf", 1, 2, "log_level \"verbose\": unknown log level" },
     { "bad_list.conf", 1, 5, "routes: unexpected key \"default\"" },
+    { "bad_slow_request.conf", 1, 4, "slow_request \"500\": bad duration (use ms, s, m, h)" },
+    { "bad_buckets_order.conf", 1, 8,
+      "metrics: buckets[4]: histogram bucket 0.0005: bounds must increase" },
+    { "bad_buckets_type.conf", 1, 5,
+      "metrics: buckets[2]: expected a number of seconds, got string \"250us\"" },
+    { "bad_metrics_key.conf", 1, 5, "unknown key \"bucket\" in metrics" },
     /* every error of a file is reported, in line order */
     { "bad_many.conf", 6, 2, "listen \"127.0.0.1:80800\": bad address" },
     { "bad_many.conf", 6, 3, "workers 0" },
@@ -749,6 +766,161 @@ test_values(void **state)
 }
 
 static void
+test_slow_request(void **state)
+{
+    static const struct {
+        const char *text;
+        uint64_t ms;
+    } good[] = {
+        { "\"0\"", 0 }, { "0", 0 }, { "\"0s\"", 0 }, { "\"0ms\"", 0 }, { "\"1ms\"", 1 },
+        { "\"500ms\"", 500 }, { "\"2s\"", 2000 }, { "\"1m30s\"", 90000 }, { "\"1h\"", 3600000 },
+    };
+    static const struct {
+        const char *text;
+        const char *phrase;
+    } bad[] = {
+        { "\"1h1ms\"", "slow_request \"1h1ms\": must be between 0s and 1h" },
+        { "\"2h\"", "slow_request \"2h\": must be between 0s and 1h" },
+        { "500", "slow_request: expected a duration such as \"10s\", got number 500" },
+        { "\"500\"", "slow_request \"500\": bad duration" },
+        { "\"off\"", "slow_request \"off\": bad duration" },
+        { "\"\"", "slow_request \"\": bad duration" },
+        { "true", "slow_request: expected a duration such as \"10s\", got boolean true" },
+        { "{}", "slow_request: expected a duration such as \"10s\", got a table" },
+    };
+    char path[PATH_MAX + 16];
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char line[128];
+        struct sl_config *cfg;
+        char *errors;
+        snprintf(line, sizeof(line), "slow_request = %s\n", good[i].text);
+        errors = load_inline(line, &cfg);
+        if (errors != NULL)
+            fail_msg("%s: got %s", good[i].text, errors);
+        assert_int_equal(cfg->slow_request_ms, good[i].ms);
+        sl_config_free(cfg);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char line[128];
+        char *errors;
+        snprintf(line, sizeof(line), "slow_request = %s\n", bad[i].text);
+        errors = load_inline(line, NULL);
+        if (errors == NULL)
+            fail_msg("%s should be refused", bad[i].text);
+        if (count_lines(errors) != 1 || !has_error(errors, path, 4, bad[i].phrase))
+            fail_msg("%s: expected \"%s\" at line 4, got:\n%s", bad[i].text, bad[i].phrase,
+                     errors);
+        free(errors);
+    }
+}
+
+static void
+test_metrics_buckets(void **state)
+{
+    static const struct {
+        const char *text;
+        int line;
+        const char *phrase;
+    } bad[] = {
+        { "metrics = { buckets = {} }\n", 4, "metrics: buckets: histogram buckets: need 1 to 64" },
+        { "metrics = { buckets = 0.5 }\n", 4,
+          "metrics: buckets: expected a list of numbers in seconds" },
+        { "metrics = \"on\"\n", 4, "metrics: expected a table { buckets = { ... } }" },
+        { "metrics = { 0.1 }\n", 4, "metrics: unexpected list entry [1]" },
+        { "metrics = { buckets = { 0.1, 0.1 } }\n", 4,
+          "metrics: buckets[2]: histogram bucket 0.1: bounds must increase" },
+        { "metrics = { buckets = { 0.001, 0.0010004 } }\n", 4,
+          "buckets[2]: histogram bucket 0.0010004: bounds must increase (by 1us at least)" },
+        { "metrics = { buckets = { 0, 1 } }\n", 4,
+          "metrics: buckets[1]: histogram bucket 0: must be between 1us and 1 day" },
+        { "metrics = { buckets = { -1 } }\n", 4, "buckets[1]: histogram bucket -1: must be" },
+        { "metrics = { buckets = { 0.0000001 } }\n", 4, "histogram bucket 1e-07: must be" },
+        { "metrics = { buckets = { 1, 86401 } }\n", 4,
+          "buckets[2]: histogram bucket 86401: must be between 1us and 1 day" },
+        { "metrics = { buckets = { 1, math.huge } }\n", 4, "buckets[2]: histogram bucket inf" },
+        { "metrics = { buckets = { 1, 0/0 } }\n", 4, "buckets[2]: histogram bucket" },
+        { "metrics = { buckets = { 0.1, true } }\n", 4,
+          "buckets[2]: expected a number of seconds, got boolean true" },
+        { "metrics = { buckets = { 0.1, { 1 } } }\n", 4,
+          "buckets[2]: expected a number of seconds, got a table" },
+        { "metrics = { buckets = { 0.1, per = 1 } }\n", 4, "unexpected key \"per\"" },
+        { "metrics = { buckets = { [1] = 0.1, [3] = 1 } }\n", 4, "must be a list" },
+        /* the line of the bad entry, not of the statement */
+        { "metrics = {\n  buckets = {\n    1,\n    2,\n    1.5,\n  },\n}\n", 8,
+          "buckets[3]: histogram bucket 1.5: bounds must increase" },
+        { "metrics = {\n  buckets = { 1 },\n  bukets = { 2 },\n}\n", 6,
+          "unknown key \"bukets\" in metrics" },
+    };
+    char path[PATH_MAX + 16], conf[2048];
+    struct sl_config *cfg;
+    char *errors;
+    size_t o;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+
+    /* empty table: the defaults */
+    errors = load_inline("metrics = {}\n", &cfg);
+    assert_null(errors);
+    assert_null(cfg->metrics_buckets);
+    assert_int_equal(cfg->nmetrics_buckets, 0);
+    sl_config_free(cfg);
+
+    errors = load_inline("metrics = { buckets = { 0.0001, 0.00025, 1, 2.5, 86400 } }\n", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->nmetrics_buckets, 5);
+    assert_true(cfg->metrics_buckets[0] == 0.0001);
+    assert_true(cfg->metrics_buckets[1] == 0.00025);
+    assert_true(cfg->metrics_buckets[4] == 86400);
+    sl_config_free(cfg);
+
+    /* one bound, and a list built by code */
+    errors = load_inline("metrics = { buckets = { 0.000001 } }\n", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->nmetrics_buckets, 1);
+    sl_config_free(cfg);
+    errors = load_inline("local b = {}\nfor i = 1, 64 do b[i] = i / 1000 end\n"
+                         "metrics = { buckets = b }\n",
+                         &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->nmetrics_buckets, 64);
+    assert_true(cfg->metrics_buckets[63] == 0.064);
+    sl_config_free(cfg);
+
+    /* one too many */
+    errors = load_inline("local b = {}\nfor i = 1, 65 do b[i] = i / 1000 end\n"
+                         "metrics = { buckets = b }\n",
+                         NULL);
+    if (count_lines(errors) != 1
+        || !has_error(errors, path, 6, "metrics: buckets: histogram buckets: need 1 to 64 "
+                                       "bounds, got 65"))
+        fail_msg("got:\n%s", errors);
+    free(errors);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].text, NULL);
+        if (errors == NULL)
+            fail_msg("%s should be refused", bad[i].text);
+        if (count_lines(errors) != 1 || !has_error(errors, path, bad[i].line, bad[i].phrase))
+            fail_msg("%s: expected \"%s\" at line %d, got:\n%s", bad[i].text, bad[i].phrase,
+                     bad[i].line, errors);
+        free(errors);
+    }
+
+    /* both bad: every error is reported */
+    o = (size_t)snprintf(conf, sizeof(conf), "slow_request = \"3h\"\n");
+    snprintf(conf + o, sizeof(conf) - o, "metrics = { buckets = { 2, 1 } }\n");
+    errors = load_inline(conf, NULL);
+    if (count_lines(errors) != 2 || !has_error(errors, path, 4, "slow_request \"3h\"")
+        || !has_error(errors, path, 5, "buckets[2]: histogram bucket 1: bounds must increase"))
+        fail_msg("got:\n%s", errors);
+    free(errors);
+}
+
+static void
 test_redis_urls(void **state)
 {
     static const char *const good[] = {
@@ -871,6 +1043,8 @@ main(void)
         cmocka_unit_test(test_long_path),
         cmocka_unit_test(test_nested_lines),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_slow_request),
+        cmocka_unit_test(test_metrics_buckets),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
