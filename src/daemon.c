@@ -27,8 +27,10 @@
 #include "sluice/config.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/proxy.h"
 #include "util/alloc.h"
+#include "util/clock.h"
 
 enum { CMD_CONFIG = 1, CMD_DRAIN = 2, CMD_REOPEN = 4, CMD_STOP = 8 };
 
@@ -55,6 +57,7 @@ struct daemon {
     struct event *worker_done;
     struct event *drain_timer;
     struct evhttp *admin;
+    struct sl_metrics *metrics;
     struct worker *workers;
     unsigned nworkers;
     atomic_uint nworkers_done;
@@ -185,6 +188,29 @@ admin_readyz(struct evhttp_request *req, void *arg)
 }
 
 static void
+free_rendered(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)(uintptr_t)data);
+}
+
+static void
+admin_metrics(struct evhttp_request *req, void *arg)
+{
+    struct daemon *d = arg;
+    size_t len;
+    char *text = sl_metrics_render(d->metrics, &len);
+    struct evbuffer *out = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      SL_METRICS_CONTENT_TYPE);
+    evbuffer_add_reference(out, text, len, free_rendered, NULL);
+    evhttp_send_reply(req, 200, NULL, out);
+    evbuffer_free(out);
+}
+
+static void
 admin_other(struct evhttp_request *req, void *arg)
 {
     (void)arg;
@@ -205,6 +231,7 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     evhttp_set_allowed_methods(d->admin, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(d->admin, "/healthz", admin_healthz, d);
     evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
+    evhttp_set_cb(d->admin, "/metrics", admin_metrics, d);
     evhttp_set_gencb(d->admin, admin_other, d);
     colon = strrchr(cfg->admin.text, ':');
     host_len = (size_t)(colon - cfg->admin.text);
@@ -242,9 +269,11 @@ static void
 reload(struct daemon *d)
 {
     char *errors = NULL;
+    uint64_t start_us = sl_clock_now_us();
     struct sl_config *cfg = sl_config_load(d->conf_path, &errors);
     const struct sl_config *old = d->shared->cfg;
 
+    sl_metrics_config_loaded(d->metrics, true, cfg != NULL, sl_clock_now_us() - start_us);
     if (cfg == NULL) {
         d->reload_failures++;
         sl_log_error("reload of %s refused, the running configuration stays:", d->conf_path);
@@ -377,7 +406,7 @@ workers_start(struct daemon *d)
         pthread_mutex_init(&w->why_lock, NULL);
         w->base = event_base_new();
         w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
-        w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared);
+        w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared, d->metrics);
         if (sl_proxy_set_config(w->proxy, d->shared, err, sizeof(err)) != 0
             || sl_proxy_listen(w->proxy, cfg, err, sizeof(err)) != 0) {
             sl_log_error("worker %u: %s", i, err);
@@ -410,7 +439,7 @@ workers_free(struct daemon *d, bool are_running)
 }
 
 int
-sl_daemon_run(const char *conf_path, struct sl_config *cfg)
+sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
 {
     static const int sigs[4] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
     struct daemon d;
@@ -428,6 +457,18 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg)
     }
     if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
         sl_log_set_level(level);
+    {
+        char err[256];
+        unsigned nworkers = cfg->workers ? cfg->workers : 1;
+        d.metrics = sl_metrics_new(nworkers, cfg->metrics_buckets, cfg->nmetrics_buckets, err,
+                                   sizeof(err));
+        if (d.metrics == NULL) {
+            sl_log_error("metrics: %s", err);
+            sl_config_free(cfg);
+            return 1;
+        }
+        sl_metrics_config_loaded(d.metrics, false, true, load_us);
+    }
     d.shared = sl_shared_config_new(cfg);
     d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
     d.base = event_base_new();
@@ -467,6 +508,7 @@ fail:
     event_base_free(d.base);
     sl_limiter_shared_free(d.limiter_shared);
     sl_shared_config_unref(d.shared);
+    sl_metrics_free(d.metrics);
     libevent_global_shutdown();
     return status;
 }

@@ -27,6 +27,7 @@
 #include "sluice/http.h"
 #include "sluice/log.h"
 #include "sluice/lua_rt.h"
+#include "sluice/metrics.h"
 #include "sluice/store.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -246,6 +247,7 @@ struct check {
     sl_limiter_cb *cb;
     void *arg;
     uint64_t start_us;
+    uint64_t call_start_us;     /* the store call in progress */
     struct sl_store *store;     /* where this check's buckets go */
     bool is_fallback;           /* store is the embedded fallback */
     size_t n;                   /* applicable limits: enforced ones, then shadow ones */
@@ -284,6 +286,9 @@ struct sl_limiter {
     counter_t store_failures;
     counter_t fallback_checks;
     counter_t store_down;
+    struct sl_metrics_worker *metrics; /* NULL: not reported */
+    const unsigned *limit_slots;       /* metrics slot of each cfg->limits[i] */
+    uint64_t seen_reconnects, seen_noscripts;
 };
 
 static const char *const limit_outcome_names[SL_LIMIT_NOUTCOMES] = {
@@ -318,7 +323,60 @@ bump(counter_t *c)
 static void
 count_limit(struct sl_limiter *limiter, size_t limit, enum sl_limit_outcome outcome)
 {
+    static const enum sl_metrics_limit_result results[SL_LIMIT_NOUTCOMES] = {
+        SL_METRICS_ADMITTED, SL_METRICS_LIMITED, SL_METRICS_SHADOW_LIMITED,
+        SL_METRICS_SKIPPED, SL_METRICS_STORE_ERROR,
+    };
+
     bump(&limiter->info[limit].outcomes[outcome]);
+    if (limiter->metrics != NULL)
+        sl_metrics_limit(limiter->metrics, limiter->limit_slots[limit], results[outcome]);
+}
+
+void
+sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *metrics,
+                       const unsigned *limit_slots)
+{
+    limiter->metrics = metrics;
+    limiter->limit_slots = limit_slots;
+    sl_metrics_store_state(metrics, limiter->cfg->store.kind == SL_STORE_REDIS
+                                        ? SL_METRICS_STATE_REDIS
+                                        : SL_METRICS_STATE_LOCAL);
+}
+
+/* A store call returned: its latency, its error kind, and what the store
+ * counted meanwhile (reconnects, NOSCRIPT reloads). */
+static void
+count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_store_status status)
+{
+    struct sl_store_stats stats;
+    bool is_redis = !c->is_fallback && limiter->cfg->store.kind == SL_STORE_REDIS;
+
+    if (limiter->metrics == NULL)
+        return;
+    sl_metrics_store_call(limiter->metrics,
+                          is_redis ? SL_METRICS_BACKEND_REDIS : SL_METRICS_BACKEND_LOCAL,
+                          sl_clock_now_us() - c->call_start_us);
+    if (status == SL_STORE_TIMEOUT)
+        sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_TIMEOUT);
+    else if (status == SL_STORE_CONNECTION)
+        sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_CONNECTION);
+    else if (status == SL_STORE_REPLY)
+        sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_REPLY);
+    if (!is_redis)
+        return;
+    sl_store_get_stats(limiter->store, &stats);
+    for (; limiter->seen_reconnects < stats.reconnects; limiter->seen_reconnects++)
+        sl_metrics_store_reconnect(limiter->metrics);
+    for (; limiter->seen_noscripts < stats.noscript_reloads; limiter->seen_noscripts++)
+        sl_metrics_store_noscript(limiter->metrics);
+}
+
+static void
+store_call(struct check *c, struct sl_store_bucket *buckets, size_t n, sl_store_cb *cb)
+{
+    c->call_start_us = sl_clock_now_us();
+    sl_store_check(c->store, buckets, n, cb, c);
 }
 
 /* ---- bounded output ------------------------------------------------------ */
@@ -720,6 +778,8 @@ log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
     uint64_t now = sl_clock_now_us();
 
     bump(&info->function_errors);
+    if (limiter->metrics != NULL)
+        sl_metrics_limit_key_error(limiter->metrics, limiter->limit_slots[limit]);
     /* a line per interval, limit and worker: a broken function fails on every request */
     if (info->function_log_us != 0 && now - info->function_log_us < FUNCTION_LOG_INTERVAL_US) {
         info->function_log_skipped++;
@@ -1065,6 +1125,10 @@ store_failed(struct sl_limiter *limiter, enum sl_store_status status)
         return;
     limiter->is_down = true;
     bump(&limiter->store_down);
+    if (limiter->metrics != NULL)
+        sl_metrics_store_state(limiter->metrics, limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL
+                                                     ? SL_METRICS_STATE_LOCAL_FALLBACK
+                                                     : SL_METRICS_STATE_FAILING);
     if (atomic_fetch_add(&limiter->shared->nworkers_down, 1) == 0)
         sl_log_warnx("store %s: %s; %s until it answers again", limiter->store->ops->name,
                      status_text(status), policy_text(limiter));
@@ -1076,6 +1140,8 @@ store_answered(struct sl_limiter *limiter)
     if (!limiter->is_down)
         return;
     limiter->is_down = false;
+    if (limiter->metrics != NULL)
+        sl_metrics_store_state(limiter->metrics, SL_METRICS_STATE_REDIS);
     if (atomic_fetch_sub(&limiter->shared->nworkers_down, 1) == 1)
         sl_log_info("store %s: answering again, limits are checked through it again",
                     limiter->store->ops->name);
@@ -1094,6 +1160,7 @@ on_shadow(void *arg, enum sl_store_status status, bool is_admitted,
     struct sl_limiter *limiter = c->limiter;
     size_t nshadow = c->n - c->nenforced;
 
+    count_store_call(limiter, c, status);
     if (status != SL_STORE_OK || nresults != nshadow) {
         if (!c->is_fallback)
             store_failed(limiter, status == SL_STORE_OK ? SL_STORE_REPLY : status);
@@ -1119,7 +1186,7 @@ static void
 check_shadow(struct check *c)
 {
     if (c->n > c->nenforced && !c->limiter->is_freeing)
-        sl_store_check(c->store, c->buckets + c->nenforced, c->n - c->nenforced, on_shadow, c);
+        store_call(c, c->buckets + c->nenforced, c->n - c->nenforced, on_shadow);
     else
         decide_admit(c);
 }
@@ -1133,6 +1200,7 @@ on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
 
     if (status == SL_STORE_OK && nresults != c->nenforced)
         status = SL_STORE_REPLY;
+    count_store_call(limiter, c, status);
     if (status != SL_STORE_OK) {
         if (c->is_fallback) {
             decide_store_error(c);
@@ -1143,7 +1211,7 @@ on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
             c->store = limiter->fallback;
             c->is_fallback = true;
             bump(&limiter->fallback_checks);
-            sl_store_check(c->store, c->buckets, c->nenforced, on_enforced, c);
+            store_call(c, c->buckets, c->nenforced, on_enforced);
             return;
         }
         decide_store_error(c);
@@ -1194,7 +1262,7 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     /* From here on c may be finished and reused before the store returns:
      * touch nothing after handing it over. */
     if (c->nenforced > 0)
-        sl_store_check(c->store, c->buckets, c->nenforced, on_enforced, c);
+        store_call(c, c->buckets, c->nenforced, on_enforced);
     else
         check_shadow(c);
 }

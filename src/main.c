@@ -11,6 +11,7 @@
 
 #include "sluice/config.h"
 #include "sluice/daemon.h"
+#include "util/clock.h"
 
 #define DEFAULT_CONF "conf/sluice.conf"
 
@@ -38,6 +39,7 @@ main(int argc, char **argv)
     int is_check_only = 0;
     char *errors = NULL;
     struct sl_config *cfg;
+    uint64_t load_start_us;
     int ch;
 
     while ((ch = getopt(argc, argv, "c:thv")) != -1) {
@@ -63,6 +65,7 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    load_start_us = sl_clock_now_us();
     cfg = sl_config_load(conf_path, &errors);
     if (cfg == NULL) {
         fputs(errors ? errors : "configuration failed\n", stderr);
@@ -76,5 +79,5 @@ main(int argc, char **argv)
         sl_config_free(cfg);
         return 0;
     }
-    return sl_daemon_run(conf_path, cfg);
+    return sl_daemon_run(conf_path, cfg, sl_clock_now_us() - load_start_us);
 }

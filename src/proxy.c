@@ -30,6 +30,7 @@
 #include "sluice/http.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/netaddr.h"
 #include "sluice/route.h"
 #include "sluice/upstream.h"
@@ -79,6 +80,10 @@ struct wgen {
     const struct sl_config *cfg;
     struct sl_limiter *limiter;
     struct sl_upstream_pool **pools;
+    char **route_names;        /* metrics label and access-log name: [host]path */
+    unsigned *route_slots;     /* metrics slots, by conf index */
+    unsigned *limit_slots;
+    unsigned *upstream_slots;
 };
 
 static void
@@ -86,6 +91,12 @@ wgen_unref(struct wgen *gen)
 {
     if (gen == NULL || --gen->refs > 0)
         return;
+    for (size_t i = 0; i < gen->cfg->nroutes; i++)
+        free(gen->route_names[i]);
+    free(gen->route_names);
+    free(gen->route_slots);
+    free(gen->limit_slots);
+    free(gen->upstream_slots);
     for (size_t i = 0; i < gen->cfg->nupstreams; i++)
         sl_upstream_pool_free(gen->pools[i]);
     free(gen->pools);
@@ -134,6 +145,7 @@ struct conn {
     bool is_head_method;
     bool is_keepalive;
     bool is_logged;
+    bool is_counted;        /* sl_metrics_request_start was called */
     char client_ip[48];
     char xff[1024];
     size_t xff_len;
@@ -155,9 +167,10 @@ struct conn {
     bool is_resp_started;   /* a response head went to the client */
     bool is_resp_chunked;   /* we frame the body to the client as chunked */
 
-    /* accounting */
+    /* accounting: phase boundaries for Server-Timing and slow_request */
     double start_wall;
-    uint64_t start_us, upstream_start_us, upstream_end_us;
+    uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
+        upstream_end_us;
     uint64_t bytes_in, bytes_out;
     int status;
     const char *upstream_addr;
@@ -178,6 +191,8 @@ struct sl_proxy {
     unsigned nconns, max_conns;
     struct sl_accesslog *accesslog;
     char *accesslog_path;
+    struct sl_metrics *metrics;
+    struct sl_metrics_worker *mw;
     uint64_t rng[2];
 };
 
@@ -326,6 +341,7 @@ conn_close(struct conn *c, const char *reason)
     if (c->next != NULL)
         c->next->prev = c->prev;
     px->nconns--;
+    sl_metrics_client_close(px->mw);
     accept_resume_if_room(px);
     if (c->refs == 0)
         conn_destroy(c);
@@ -347,6 +363,48 @@ conn_flush_close(struct conn *c)
 
 /* ---- access log ---------------------------------------------------------- */
 
+static double
+span_ms(uint64_t from_us, uint64_t to_us)
+{
+    return from_us && to_us >= from_us ? (double)(to_us - from_us) / 1000.0 : 0.0;
+}
+
+/* One warn line per request slower than slow_request, with where the time went. */
+static void
+log_slow(struct conn *c, uint64_t now)
+{
+    uint64_t limit_ms = c->px->gen->cfg->slow_request_ms;
+    uint64_t head_end = c->head_done_us ? c->head_done_us : now;
+    uint64_t up_end = c->upstream_end_us ? c->upstream_end_us : now;
+
+    if (limit_ms == 0 || now - c->start_us < limit_ms * 1000)
+        return;
+    sl_log_warnx("slow request (trace %.32s): %.1f ms total: head %.1f ms, limiter %.1f ms, "
+                 "upstream wait %.1f ms, upstream first byte %.1f ms, response %.1f ms, "
+                 "status %d",
+                 c->traceparent[0] ? c->traceparent + 3 : "-", span_ms(c->start_us, now),
+                 span_ms(c->start_us, head_end), span_ms(c->head_done_us, c->decided_us),
+                 span_ms(c->decided_us, c->upstream_start_us),
+                 span_ms(c->upstream_start_us, c->first_byte_us),
+                 span_ms(c->first_byte_us ? c->first_byte_us : c->upstream_start_us, up_end),
+                 c->status);
+}
+
+static void
+count_request(struct conn *c, uint64_t now)
+{
+    struct wgen *gen = c->gen;
+    unsigned route_slot = SL_METRICS_ROUTE_NONE;
+
+    if (!c->is_counted)
+        sl_metrics_request_start(c->px->mw);
+    c->is_counted = false;
+    if (gen != NULL && c->route != NULL)
+        route_slot = gen->route_slots[c->route - gen->cfg->routes];
+    sl_metrics_request(c->px->mw, route_slot, sl_metrics_method(c->req.method, c->req.method_len),
+                       c->status, c->bytes_in, c->bytes_out, now - c->start_us);
+}
+
 static void
 request_finish(struct conn *c, const char *reason)
 {
@@ -355,6 +413,8 @@ request_finish(struct conn *c, const char *reason)
     const struct sl_header *rid;
 
     c->is_logged = true;
+    count_request(c, now);
+    log_slow(c, now);
     if (c->px->accesslog == NULL)
         return;
     memset(&e, 0, sizeof(e));
@@ -387,6 +447,8 @@ request_finish(struct conn *c, const char *reason)
     }
     e.limit = c->limit_outcome;
     e.reason = reason;
+    if (c->gen != NULL && c->route != NULL)
+        e.route = c->gen->route_names[c->route - c->gen->cfg->routes];
     sl_accesslog_write(c->px->accesslog, &e);
 }
 
@@ -417,6 +479,7 @@ request_reset(struct conn *c)
     c->resp_framing = SL_FRAMING_NONE;
     c->resp_left = 0;
     c->is_resp_started = c->is_resp_chunked = false;
+    c->head_done_us = c->decided_us = c->first_byte_us = 0;
     c->upstream_start_us = c->upstream_end_us = 0;
     c->bytes_in = c->bytes_out = 0;
     c->status = 0;
@@ -666,6 +729,9 @@ read_head(struct conn *c)
     c->bytes_in += head_len;
     c->gen = px->gen;
     c->gen->refs++;
+    c->head_done_us = sl_clock_now_us();
+    c->is_counted = true;
+    sl_metrics_request_start(px->mw);
     request_begin(c);
     return true;
 }
@@ -709,6 +775,26 @@ keep_decision_headers(struct conn *c, const struct sl_decision *d)
 
 static void on_upstream(void *arg, struct sl_upconn *up, int status);
 
+/*
+ * Server-Timing (W3C): the limiter's share now; the upstream's is added to the
+ * response head when it arrives. Kept with the decision headers so local
+ * answers (429, 503) carry it too.
+ */
+static void
+add_server_timing(struct conn *c)
+{
+    char text[64];
+    int n = snprintf(text, sizeof(text), "Server-Timing: limiter;dur=%.3f\r\n", c->limiter_ms);
+    size_t need = c->decision_headers_len + (size_t)n;
+
+    if (need > c->decision_headers_cap) {
+        c->decision_headers_cap = need;
+        c->decision_headers = sl_xrealloc(c->decision_headers, need);
+    }
+    memcpy(c->decision_headers + c->decision_headers_len, text, (size_t)n);
+    c->decision_headers_len = need;
+}
+
 static void
 on_decision(void *arg, const struct sl_decision *d)
 {
@@ -721,19 +807,24 @@ on_decision(void *arg, const struct sl_decision *d)
     }
     c->limit_outcome = d->outcome;
     c->limiter_ms = d->limiter_ms;
+    c->decided_us = sl_clock_now_us();
+    sl_metrics_limiter(c->px->mw, c->gen->route_slots[c->route - c->gen->cfg->routes],
+                       (uint64_t)(d->limiter_ms * 1000.0));
     keep_decision_headers(c, d);
+    if (c->route->has_server_timing)
+        add_server_timing(c);
     if (d->verdict == SL_VERDICT_DENY) {
         bool must_close = c->framing != SL_FRAMING_NONE;
-        write_local_response(c, 429, d->headers, d->headers_len, d->problem, d->problem_len,
-                             must_close);
+        write_local_response(c, 429, c->decision_headers, c->decision_headers_len, d->problem,
+                             d->problem_len, must_close);
         request_done(c, must_close);
         conn_unhold(c);
         return;
     }
     if (d->verdict == SL_VERDICT_UNAVAILABLE) {
         bool must_close = c->framing != SL_FRAMING_NONE;
-        write_local_response(c, 503, d->headers, d->headers_len, d->problem, d->problem_len,
-                             must_close);
+        write_local_response(c, 503, c->decision_headers, c->decision_headers_len, d->problem,
+                             d->problem_len, must_close);
         request_done(c, must_close);
         conn_unhold(c);
         return;
@@ -970,6 +1061,9 @@ write_response_head(struct conn *c, const char *head, bool must_close)
     }
     if (c->decision_headers_len > 0)
         evbuffer_add(out, c->decision_headers, c->decision_headers_len);
+    if (c->route->has_server_timing)
+        evbuffer_add_printf(out, "Server-Timing: upstream;dur=%.3f\r\n",
+                            span_ms(c->upstream_start_us, c->first_byte_us));
     if (c->is_resp_chunked)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (must_close)
@@ -1111,6 +1205,10 @@ read_response_head(struct conn *c)
             c->resp.is_skip_body = c->is_head_method;
             continue;
         }
+        c->first_byte_us = sl_clock_now_us();
+        sl_metrics_upstream_response(c->px->mw,
+                                     c->gen->upstream_slots[c->route->upstream], (int)status,
+                                     c->first_byte_us - c->upstream_start_us);
         c->resp_framing = sl_http_response_framing(&c->resp, c->is_head_method);
         c->resp_left = c->resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
         must_close = !c->is_body_done || !c->is_keepalive || c->px->is_draining
@@ -1159,6 +1257,9 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
         }
     }
     c->upstream_end_us = sl_clock_now_us();
+    sl_metrics_upstream_error(c->px->mw, c->gen->upstream_slots[c->route->upstream],
+                              (what & BEV_EVENT_TIMEOUT) ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
+                                                         : SL_METRICS_UPSTREAM_BROKEN);
     if (!c->is_resp_started) {
         bool is_timeout = (what & BEV_EVENT_TIMEOUT) != 0;
         upstream_drop(c, false);
@@ -1286,6 +1387,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     if (px->conns != NULL)
         px->conns->prev = c;
     px->conns = c;
+    sl_metrics_client_open(px->mw);
     if (++px->nconns >= px->max_conns && !px->is_accept_paused) {
         for (size_t i = 0; i < px->nlisteners; i++)
             evconnlistener_disable(px->listeners[i]);
@@ -1297,10 +1399,12 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 
 struct sl_proxy *
 sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
-             struct sl_limiter_shared *limiter_shared)
+             struct sl_limiter_shared *limiter_shared, struct sl_metrics *metrics)
 {
     struct sl_proxy *px = sl_xcalloc(1, sizeof(*px));
 
+    px->metrics = metrics;
+    px->mw = metrics ? sl_metrics_worker(metrics, index) : NULL;
     px->base = base;
     px->index = index;
     px->nworkers = nworkers ? nworkers : 1;
@@ -1363,6 +1467,33 @@ same_path(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* Label values come from the conf only: route [host]path, limit and upstream names. */
+static void
+register_names(struct sl_proxy *px, struct wgen *gen)
+{
+    const struct sl_config *cfg = gen->cfg;
+
+    gen->route_names = sl_xcalloc(cfg->nroutes + 1, sizeof(*gen->route_names));
+    gen->route_slots = sl_xcalloc(cfg->nroutes + 1, sizeof(*gen->route_slots));
+    gen->limit_slots = sl_xcalloc(cfg->nlimits + 1, sizeof(*gen->limit_slots));
+    gen->upstream_slots = sl_xcalloc(cfg->nupstreams + 1, sizeof(*gen->upstream_slots));
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct sl_route_conf *r = &cfg->routes[i];
+        size_t host_len = r->host ? strlen(r->host) : 0;
+        char *name = sl_xmalloc(host_len + r->path_len + 1);
+        memcpy(name, r->host ? r->host : "", host_len);
+        memcpy(name + host_len, r->path, r->path_len + 1);
+        gen->route_names[i] = name;
+        if (px->metrics != NULL)
+            gen->route_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_ROUTE, name);
+    }
+    for (size_t i = 0; px->metrics != NULL && i < cfg->nlimits; i++)
+        gen->limit_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_LIMIT, cfg->limits[i].name);
+    for (size_t i = 0; px->metrics != NULL && i < cfg->nupstreams; i++)
+        gen->upstream_slots[i] =
+            sl_metrics_slot(px->metrics, SL_METRICS_UPSTREAM, cfg->upstreams[i].name);
+}
+
 int
 sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
                     size_t err_size)
@@ -1380,9 +1511,12 @@ sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *
     gen->shared = shared;
     gen->cfg = cfg;
     gen->limiter = limiter;
+    register_names(px, gen);
+    sl_limiter_set_metrics(limiter, px->mw, gen->limit_slots);
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
-        gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers);
+        gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
+                                             gen->upstream_slots[i]);
     wgen_unref(px->gen);
     px->gen = gen;
     px->max_conns = (cfg->client.max_connections + px->nworkers - 1) / px->nworkers;
@@ -1392,6 +1526,8 @@ sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *
         sl_accesslog_free(px->accesslog);
         free(px->accesslog_path);
         px->accesslog = sl_accesslog_new(cfg->access_log ? cfg->access_log : "stderr", px->base);
+        if (px->accesslog == NULL)
+            sl_log_warn("access log \"%s\"", cfg->access_log);
         px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
     }
     accept_resume_if_room(px);

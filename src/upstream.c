@@ -20,6 +20,7 @@
 
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 
@@ -54,7 +55,29 @@ struct sl_upstream_pool {
     struct sl_upstream_wait *queue_head, *queue_tail;
     unsigned nqueued, max_queued;
     uint64_t connect_failures, connect_timeouts, shed;
+    struct sl_metrics_worker *metrics;
+    unsigned slot;
 };
+
+static void
+gauge(struct sl_upstream_pool *pool, enum sl_metrics_upstream_gauge which, int delta)
+{
+    sl_metrics_upstream_gauge(pool->metrics, pool->slot, which, delta);
+}
+
+static void
+active_add(struct sl_upstream_pool *pool, int delta)
+{
+    pool->active = (unsigned)((int)pool->active + delta);
+    gauge(pool, SL_METRICS_UPSTREAM_ACTIVE, delta);
+}
+
+static void
+count_shed(struct sl_upstream_pool *pool)
+{
+    pool->shed++;
+    sl_metrics_shed(pool->metrics, pool->slot);
+}
 
 static void start(struct sl_upstream_wait *wait);
 static void connect_next(struct sl_upstream_wait *wait);
@@ -74,10 +97,13 @@ share(unsigned total, unsigned nworkers)
 }
 
 struct sl_upstream_pool *
-sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf, unsigned nworkers)
+sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf, unsigned nworkers,
+                     struct sl_metrics_worker *metrics, unsigned slot)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
+    pool->metrics = metrics;
+    pool->slot = slot;
     pool->base = base;
     pool->conf = conf;
     pool->nservers = (unsigned)conf->nservers;
@@ -109,6 +135,7 @@ idle_unlink(struct sl_upconn *conn)
         conn->next->prev = conn->prev;
     conn->next = conn->prev = NULL;
     pool->nidle--;
+    gauge(pool, SL_METRICS_UPSTREAM_IDLE, -1);
 }
 
 void
@@ -153,6 +180,7 @@ queue_remove(struct sl_upstream_wait *wait)
     wait->next = wait->prev = NULL;
     wait->is_queued = false;
     pool->nqueued--;
+    gauge(pool, SL_METRICS_UPSTREAM_QUEUED, -1);
 }
 
 /* A slot freed up: hand it to the longest-waiting request. */
@@ -163,7 +191,7 @@ pump_queue(struct sl_upstream_pool *pool)
         struct sl_upstream_wait *wait = pool->queue_head;
         queue_remove(wait);
         evtimer_del(&wait->timer);
-        pool->active++;
+        active_add(pool, 1);
         start(wait);
     }
 }
@@ -181,7 +209,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     switch (wait->phase) {
     case PHASE_QUEUED:
         queue_remove(wait);
-        pool->shed++;
+        count_shed(pool);
         wait->is_active = false;
         wait->cb(wait->arg, NULL, 503);
         return;
@@ -189,6 +217,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn = wait->connecting;
         wait->connecting = NULL;
         pool->connect_timeouts++;
+        sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         sl_log_warnx("upstream \"%s\": connect %s: timed out", pool->conf->name,
                      pool->servers[conn->server].addr->text);
         pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
@@ -202,7 +231,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         wait->connecting = NULL;
         wait->is_active = false;
         if (conn == NULL) {
-            pool->active--;
+            active_add(pool, -1);
             pump_queue(pool);
         }
         wait->cb(wait->arg, conn, status);
@@ -223,7 +252,7 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
     wait->is_active = true;
     evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
     if (pool->active < pool->max_active) {
-        pool->active++;
+        active_add(pool, 1);
         start(wait);
         return;
     }
@@ -238,12 +267,13 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
             pool->queue_head = wait;
         pool->queue_tail = wait;
         pool->nqueued++;
+        gauge(pool, SL_METRICS_UPSTREAM_QUEUED, 1);
         evtimer_add(&wait->timer, &tv);
         return;
     }
-    pool->shed++;
+    count_shed(pool);
     /* Counted as active until delivery gives the slot back. */
-    pool->active++;
+    active_add(pool, 1);
     deliver_later(wait, NULL, 503);
 }
 
@@ -270,7 +300,7 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
         upconn_free(wait->connecting);
         wait->connecting = NULL;
     }
-    pool->active--;
+    active_add(pool, -1);
     pump_queue(pool);
 }
 
@@ -320,6 +350,7 @@ connect_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     pool->connect_failures++;
+    sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name,
                  pool->servers[conn->server].addr->text,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -367,6 +398,7 @@ connect_next(struct sl_upstream_wait *wait)
                                        (int)addr->len)
             != 0) {
             pool->connect_failures++;
+    sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
             pool->servers[idx].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
             upconn_free(conn);
             continue;
@@ -403,7 +435,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
 {
     struct sl_upstream_pool *pool = conn->pool;
 
-    pool->active--;
+    active_add(pool, -1);
     if (is_reusable && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0) {
         struct timeval tv = tv_from_ms(pool->conf->idle_timeout_ms);
@@ -414,6 +446,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
             srv->idle->prev = conn;
         srv->idle = conn;
         pool->nidle++;
+        gauge(pool, SL_METRICS_UPSTREAM_IDLE, 1);
         bufferevent_setcb(conn->bev, idle_read_cb, NULL, idle_event_cb, conn);
         bufferevent_set_timeouts(conn->bev, &tv, NULL);
         bufferevent_enable(conn->bev, EV_READ);

@@ -6,10 +6,12 @@
 #ifndef SL_DAEMON_H
 #define SL_DAEMON_H
 
+#include <stdint.h>
+
 struct sl_config;
 
-/* Takes ownership of cfg. Returns the process exit status. SIGHUP reloads
- * conf_path; SIGUSR1 reopens the logs. */
-int sl_daemon_run(const char *conf_path, struct sl_config *cfg);
+/* Takes ownership of cfg (loaded in load_us microseconds). Returns the
+ * process exit status. SIGHUP reloads conf_path; SIGUSR1 reopens the logs. */
+int sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us);
 
 #endif

@@ -85,6 +85,14 @@ void sl_limiter_free(struct sl_limiter *limiter);
 
 /* `route` must belong to the limiter's config; `req` need only stay valid
  * until this returns. */
+/* Reports each limit's outcome, key-function errors, store call latency and
+ * errors, reconnects, NOSCRIPT reloads and the store state to a worker's
+ * metrics. limit_slots[i] is the metrics slot of cfg->limits[i]; both must
+ * outlive the limiter. */
+struct sl_metrics_worker;
+void sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *metrics,
+                            const unsigned *limit_slots);
+
 void sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
                       const struct sl_request *req, sl_limiter_cb *cb, void *arg);
 

@@ -30,8 +30,10 @@ void sl_shared_config_unref(struct sl_shared_config *shared);
 
 typedef void sl_proxy_drained_cb(void *arg);
 
+/* metrics may be NULL; worker `index` of it is this proxy's. */
 struct sl_proxy *sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
-                              struct sl_limiter_shared *limiter_shared);
+                              struct sl_limiter_shared *limiter_shared,
+                              struct sl_metrics *metrics);
 void sl_proxy_free(struct sl_proxy *proxy);
 
 /* Opens this worker's SO_REUSEPORT listeners on every `listen` address. */

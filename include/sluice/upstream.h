@@ -40,9 +40,13 @@ struct sl_upstream_wait {
     bool is_active; /* between acquire and the callback */
 };
 
+struct sl_metrics_worker;
+
+/* Counts into `metrics` (may be NULL) under upstream slot `slot`. */
 struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base,
                                               const struct sl_upstream_conf *conf,
-                                              unsigned nworkers);
+                                              unsigned nworkers,
+                                              struct sl_metrics_worker *metrics, unsigned slot);
 /* Closes idle connections. Every acquired connection must have been released. */
 void sl_upstream_pool_free(struct sl_upstream_pool *pool);
 
