@@ -124,6 +124,7 @@ struct conn {
     enum conn_state state;
     unsigned refs;
     bool is_dead;
+    bool is_processing;         /* conn_process is on the stack: it will look again */
     bool is_client_read_paused; /* backpressure from the upstream side */
     bool is_up_read_paused;     /* backpressure from the client side */
     char peer_ip[48];
@@ -505,7 +506,9 @@ request_done(struct conn *c, bool must_close)
         c->is_client_read_paused = false;
         bufferevent_enable(c->bev, EV_READ);
     }
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    /* Answered from inside conn_process (a local answer to a pipelined
+     * request): its loop takes the next request, without recursing. */
+    if (!c->is_processing && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_process(c);
 }
 
@@ -739,7 +742,10 @@ read_head(struct conn *c)
 static void
 conn_process(struct conn *c)
 {
+    bool was_processing = c->is_processing;
+
     conn_hold(c);
+    c->is_processing = true;
     while (!c->is_dead) {
         struct evbuffer *in = bufferevent_get_input(c->bev);
         if (c->state == C_FORWARD) {
@@ -757,6 +763,7 @@ conn_process(struct conn *c)
         if (!read_head(c))
             break;
     }
+    c->is_processing = was_processing;
     conn_unhold(c);
 }
 
