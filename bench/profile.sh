@@ -77,6 +77,13 @@ else
 fi
 what="store=$STORE, $([ "$REJECT" = 1 ] && echo "every request refused (429)" || echo "every request admitted (200)")"
 
+# the reference: nginx + limit_req (or its 429 path), run as one process
+tmpl=$HERE/conf/nginx-limit.conf
+[ "$REJECT" = 1 ] && tmpl=$HERE/conf/nginx-reject.conf
+NPORT=$($PY freeport 1)
+mkdir -p "$RUN_DIR/nginx-tmp"
+render "$tmpl" "$RUN_DIR/nginx.conf" DIR="$RUN_DIR" NAME=nginx PORT="$NPORT" UPORT="$UPORT"
+
 perf_ok=0
 if [ "$TOOL" != callgrind ] && perf record -q -e cpu-clock -o "$RUN_DIR/perf.test" -- true >/dev/null 2>&1; then
     perf_ok=1
@@ -110,12 +117,6 @@ if [ "$TOOL" != perf ]; then
     "$SLUICE_BIN" -t -c "$RUN_DIR/prof.conf" >/dev/null || die "sluice -t rejected the conf"
     callgrind_run sluice "$PORT_prof" "$SLUICE_BIN" -c "$RUN_DIR/prof.conf"
     if [ "$REFERENCE" = 1 ]; then
-        # the same requests through nginx + limit_req (or its 429 path), one process
-        tmpl=$HERE/conf/nginx-limit.conf
-        [ "$REJECT" = 1 ] && tmpl=$HERE/conf/nginx-reject.conf
-        NPORT=$($PY freeport 1)
-        mkdir -p "$RUN_DIR/nginx-tmp"
-        render "$tmpl" "$RUN_DIR/nginx.conf" DIR="$RUN_DIR" NAME=nginx PORT="$NPORT" UPORT="$UPORT"
         log "callgrind: nginx reference, same requests"
         callgrind_run nginx "$NPORT" "$NGINX" -p "$RUN_DIR" -e "$RUN_DIR/nginx.err" \
             -c "$RUN_DIR/nginx.conf" -g "master_process off;"
@@ -127,24 +128,38 @@ fi
 
 # ---------------------------------------------------------------- strace
 
-if [ "$TOOL" != perf ] && command -v strace >/dev/null 2>&1; then
-    log "strace: system calls per request, $N requests"
-    start sluice_st "$PROXY_CPU" "$SLUICE_BIN" -c "$RUN_DIR/prof.conf"
-    wait_up sluice_st "$PORT_prof" || die "sluice did not start"
-    [ "$REJECT" = 1 ] && $PY probe "$PORT_prof" >/dev/null
-    $PY count --port "$PORT_prof" --n "$WARM" --connections "${CONNECTIONS:-8}" >/dev/null
-    strace -c -f -q -o "$OUT_DIR/strace.txt" -p "$PID_sluice_st" &
+# strace_run NAME PORT CMD...: system calls per request over N requests
+strace_run() {
+    local name=$1 port=$2 pid_var="PID_$1" st_pid
+    shift 2
+    start "$name" "$PROXY_CPU" "$@"
+    wait_up "$name" "$port" || die "$name did not start"
+    [ "$REJECT" = 1 ] && $PY probe "$port" >/dev/null
+    $PY count --port "$port" --n "$WARM" --connections "${CONNECTIONS:-8}" >/dev/null
+    strace -c -f -q -o "$OUT_DIR/$name-strace.txt" -p "${!pid_var}" &
     st_pid=$!
     PIDS+=("$st_pid")
     sleep 1
-    $PY count --port "$PORT_prof" --n "$N" --connections "${CONNECTIONS:-8}" >/dev/null
+    $PY count --port "$port" --n "$N" --connections "${CONNECTIONS:-8}" >/dev/null
     sleep 0.5
     kill -INT "$st_pid" 2>/dev/null || true
     wait "$st_pid" 2>/dev/null || true
-    stop sluice_st
-    echo "== strace: system calls per request (sluice, $N requests over ${CONNECTIONS:-8} connections)"
+    stop "$name"
     awk -v n="$N" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
-        printf "%10.2f  %s\n", $4 / n, $NF }' "$OUT_DIR/strace.txt" | sort -rn | head -n 15
+        printf "%10.2f  %s\n", $4 / n, $NF; t += $4 }
+        END { printf "%10.2f  (all system calls)\n", t / n }' "$OUT_DIR/$name-strace.txt" \
+        | sort -rn | awk 'n++ < 15'
+}
+
+if [ "$TOOL" != perf ] && command -v strace >/dev/null 2>&1; then
+    log "strace: system calls per request, $N requests over ${CONNECTIONS:-8} connections"
+    echo "== strace: system calls per request, sluice"
+    strace_run sluice_st "$PORT_prof" "$SLUICE_BIN" -c "$RUN_DIR/prof.conf"
+    if [ "$REFERENCE" = 1 ]; then
+        echo "== strace: system calls per request, nginx reference (worker process)"
+        strace_run nginx_st "$NPORT" "$NGINX" -p "$RUN_DIR" -e "$RUN_DIR/nginx.err" \
+            -c "$RUN_DIR/nginx.conf" -g "master_process off;"
+    fi
     echo
 fi
 
@@ -164,15 +179,18 @@ if [ "$TOOL" != callgrind ]; then
         perf record -q -e cpu-clock -F 1999 -g -p "$PID_sluice_perf" -o "$OUT_DIR/perf.data" \
             -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || log "perf record failed"
         wait "$wrk_pid" || true
-        grep -E 'Requests/sec|Non-2xx' "$RUN_DIR/perf-wrk.txt" || true
+        awk '/Requests\/sec|Non-2xx/' "$RUN_DIR/perf-wrk.txt"
         stop sluice_perf
         if [ -s "$OUT_DIR/perf.data" ]; then
-            echo "== perf: self time by shared object"
-            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort dso \
-                --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 20
+            # awk reads all its input (no SIGPIPE under pipefail) and keeps the top lines
+            echo "== perf: self time by shared object (kernel included)"
+            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort dso -g none \
+                --percent-limit 0.5 2>/dev/null | awk '!/^#/ && NF && n++ < 15'
             echo "== perf: self time by symbol (top $TOP)"
-            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort symbol \
-                -g none --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n "$TOP"
+            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort dso,symbol -g none \
+                --percent-limit 0.3 2>/dev/null \
+                | awk -v top="$TOP" '!/^#/ && NF && n++ < top { print $1, $2, $3, $4 }'
+            echo
         fi
     else
         log "perf: cpu-clock sampling is not available here; skipped"

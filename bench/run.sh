@@ -23,6 +23,12 @@
 #                        last CPU, wrk + upstream + Redis the others
 #   SLUICE_BIN           use this binary instead of building bench/build/sluice
 #   REQUIRE_SLUICE=1     fail if sluice cannot be built or started
+#   NOISE_MAX, NOISE_RETRIES, RETRY_BUDGET
+#                        a round during which other processes used more than
+#                        NOISE_MAX % of a CPU (25) is run again, up to
+#                        NOISE_RETRIES times (2), within RETRY_BUDGET seconds
+#                        for the whole run (120, QUICK 30); the quietest
+#                        attempt is kept
 #   MEMORY=0             skip the memory runs
 #   KEYS, IDLE_CONNS     sizes of the memory runs (1000000, 10000)
 #   RECLAIM=0/1          second local-store run checking that expired keys'
@@ -38,9 +44,13 @@ PY="python3 $HERE/lib/bench.py"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; RECLAIM=${RECLAIM:-0}; WARMUP=${WARMUP:-1}
+    RETRY_BUDGET=${RETRY_BUDGET:-30}
 else
     ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; RECLAIM=${RECLAIM:-1}
+    RETRY_BUDGET=${RETRY_BUDGET:-120}
 fi
+NOISE_MAX=${NOISE_MAX:-25}
+NOISE_RETRIES=${NOISE_RETRIES:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 PIN=${PIN:-1}
@@ -170,17 +180,18 @@ done
 
 # ---------------------------------------------------------------- rounds
 
-# round NAME N OUT DURATION
+# round NAME N OUT DURATION [RETRY_BUDGET]
 round() {
     local name=$1 n=$2 out=$3 dur=$4 port_var="PORT_$1" pid_var="PID_$1"
     $PY round --config "$name" --round "$n" --port "${!port_var}" --pid "${!pid_var}" \
         --redis-pid "$PID_redis" --upstream-pid "$PID_upstream" --duration "$dur" --connections "$CONNECTIONS" \
-        --threads "$THREADS" --cpu "$LOAD_CPU" --script "$HERE/lib/wrk-stats.lua" --out "$out"
+        --threads "$THREADS" --cpu "$LOAD_CPU" --script "$HERE/lib/wrk-stats.lua" --out "$out" \
+        --noise-max "$NOISE_MAX" --retries "$NOISE_RETRIES" --retry-budget "${5:-$RETRY_BUDGET}"
 }
 
 log "warm-up: ${WARMUP} s each"
 for name in "${active[@]}"; do
-    round "$name" 0 "$RUN_DIR/warmup.jsonl" "$WARMUP" >/dev/null
+    round "$name" 0 "$RUN_DIR/warmup.jsonl" "$WARMUP" 0 >/dev/null
 done
 
 log "${ROUNDS} interleaved rounds of ${DURATION} s over: ${active[*]}"
@@ -251,6 +262,7 @@ fi
 
 MODE=full
 [ "$QUICK" = 1 ] && MODE=quick
+export B_NOISE_MAX=$NOISE_MAX
 export B_DATE B_CPU B_NPROC B_KERNEL B_SLUICE B_MODE B_ROUNDS B_DURATION B_WRK B_CONNS \
     B_THREADS B_PINNING B_VERSIONS B_COMMAND B_CONFIGS B_NOTES
 B_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -278,7 +290,7 @@ json.dump({
     "rounds": int(e["B_ROUNDS"]), "duration": int(e["B_DURATION"]), "wrk": e["B_WRK"],
     "connections": int(e["B_CONNS"]), "threads": int(e["B_THREADS"]),
     "pinning": e["B_PINNING"], "versions": e["B_VERSIONS"], "command": e["B_COMMAND"],
-    "configs": e["B_CONFIGS"].split(),
+    "configs": e["B_CONFIGS"].split(), "noise_max": float(e["B_NOISE_MAX"]),
     "notes": [n for n in e["B_NOTES"].split("\n") if n],
 }, open(sys.argv[1], "w"), indent=1)
 EOF
