@@ -310,9 +310,12 @@ class Response:
 class Conn:
     """A client connection with a read buffer (so pipelined responses parse)."""
 
-    def __init__(self, addr, timeout=5.0):
+    def __init__(self, addr, timeout=5.0, source=None):
+        """source: a local address to connect from (e.g. "127.0.0.2"), so a
+        test can be a different client on loopback."""
         host, port = addr if isinstance(addr, tuple) else split_addr(addr)
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
@@ -502,9 +505,9 @@ def request_bytes(method, target, headers=(), body=None, version="HTTP/1.1", hos
     return data
 
 
-def request(addr, method, target, headers=(), body=None, timeout=5.0, host="test"):
+def request(addr, method, target, headers=(), body=None, timeout=5.0, host="test", source=None):
     """One request on a fresh connection; returns the Response."""
-    with Conn(addr, timeout) as c:
+    with Conn(addr, timeout, source) as c:
         c.send(request_bytes(method, target, headers, body, host=host))
         return c.read_response(method, timeout)
 
@@ -554,9 +557,13 @@ def admin_get(addr, path, timeout=2.0):
 class Redis:
     """redis-server on a free port in a temp dir; a tiny RESP client for tests."""
 
-    def __init__(self, env, name="redis"):
+    def __init__(self, env, name="redis", extra_args=(), password=None):
+        """extra_args go to redis-server (e.g. ("--unixsocket", path));
+        password: requirepass, also used by cmd()."""
         self.env = env
         self.name = name
+        self.extra_args = list(extra_args)
+        self.password = password
         self.port = free_port()
         self.dir = env.path(name)
         os.makedirs(self.dir, exist_ok=True)
@@ -578,6 +585,9 @@ class Redis:
                 "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
         if _redis_major(exe) >= 7:
             args += ["--enable-debug-command", "yes"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         ok = wait_until(lambda: self.proc.poll() is not None or self._ping(), timeout, 0.02)
         if self.proc.poll() is not None or not ok:
@@ -614,10 +624,17 @@ class Redis:
         self.stop()
         return self.start()
 
-    def cmd(self, *args, timeout=5.0):
+    def cmd(self, *args, timeout=5.0, db=0):
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            if self.password:
+                s.sendall(resp_encode(("AUTH", self.password)))
+                resp_read(f)
+            if db:
+                s.sendall(resp_encode(("SELECT", db)))
+                resp_read(f)
             s.sendall(resp_encode(args))
-            return resp_read(s.makefile("rb"))
+            return resp_read(f)
 
 
 class RedisError(Exception):
