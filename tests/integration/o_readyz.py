@@ -108,6 +108,11 @@ def upstream_part(env, s, dead):
     # One refusing and one live server: the request goes through, still ready.
     sts = [h.request(s.addr, "GET", "/half/x").status for _ in range(4)]
     t.eq(sts, [200] * 4, "half: requests pass (the refusing server is skipped)")
+    _, samples = o.scrape_until(s.admin, lambda sm: (o.value(
+        sm, "sluice_upstream_errors_total", upstream="half", kind="connect_error") or 0) >= 1)
+    t.ok((o.value(samples, "sluice_upstream_errors_total", upstream="half",
+                  kind="connect_error") or 0) >= 1,
+         "half: the refusing server was tried (connect_error counted)")
     deadline = time.monotonic() + 1.5
     seen = set()
     while time.monotonic() < deadline:
