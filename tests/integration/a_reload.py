@@ -8,7 +8,7 @@
 # file:line in the error log and the old conf keeps serving.
 # Client: raw keep-alive connections. Upstreams: "a" and "b" (/echo names the
 # one that answered, /slow). Daemon: one route "/" to a, then to b, then a
-# broken conf.
+# broken conf. Reloads are counted in /metrics.
 
 import time
 
@@ -97,10 +97,20 @@ def main(env):
     t.eq(who(s.addr, keep), "b", "and still served")
     t.ok(s.healthy(), "/healthz still 200 after the bad reload")
 
+    m = h.scrape(s.admin)
+    t.eq((h.metric(m, "sluice_config_reloads_total", result="success"),
+          h.metric(m, "sluice_config_reloads_total", result="failure"),
+          h.metric(m, "sluice_config_last_reload_successful")), (1, 1, 0),
+         "/metrics: reloads success 1, failure 1, last reload unsuccessful")
+
     # a second good reload still works after a refused one
     s.reload(CONF % ("a", "b"))
     t.ok(h.wait_until(lambda: who(s.addr) == "a", 5, 0.05),
          "a good reload after a refused one takes effect")
+    m = h.scrape(s.admin)
+    t.eq((h.metric(m, "sluice_config_reloads_total", result="success"),
+          h.metric(m, "sluice_config_last_reload_successful")), (2, 1),
+         "/metrics: reloads success 2, last reload successful")
 
     keep.close()
     inflight.close()

@@ -12,7 +12,7 @@
 # Client: raw connections. Upstreams: "a", "b" (/echo, /hang, /stall,
 # /close-mid-body, /chunked?break=1, /reset, /close, /status/NNN) and a dead
 # port. Daemon: routes /down (dead port), /rr (a+b), /skip (a, dead, b), /skip0
-# (the same without upstream keep-alive), /.
+# (the same without upstream keep-alive), /. Errors are counted in /metrics.
 
 import time
 
@@ -145,6 +145,11 @@ def main(env):
         t.eq(da + db, 9, "%s: every request reached exactly one live upstream once" % pool)
         t.ok(da >= 2 and db >= 2, "%s: both live servers used (a %d, b %d)" % (pool, da, db))
 
+    m = h.scrape(s.admin)
+    for up_name, kind in (("down", "connect_error"), ("app", "response_timeout"),
+                          ("app", "broken"), ("skip0", "connect_error")):
+        t.ok(h.metric(m, "sluice_upstream_errors_total", upstream=up_name, kind=kind) >= 1,
+             "/metrics: upstream_errors_total{upstream=%s,kind=%s} counted" % (up_name, kind))
     t.ok(s.alive(), "daemon alive after the upstream failures")
     s.stop()
 

@@ -916,3 +916,30 @@ class Load:
                 if (since is None or ts >= since) and (until is None or ts < until):
                     out[res] = out.get(res, 0) + 1
         return out
+
+
+# ---------------------------------------------------------------------------
+# /metrics, read back (obs_util.py has the strict parser the o_ scenarios use)
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(admin, timeout=2.0):
+    """Samples of GET /metrics as [(name, {labels}, value)]; [] if unreachable."""
+    r = admin_get(admin, "/metrics", timeout)
+    if r is None or r[0] != 200:
+        return []
+    out = []
+    for ln in r[1].decode("utf-8", "replace").splitlines():
+        m = _SAMPLE_RE.match(ln)
+        if ln.startswith("#") or not m:
+            continue
+        out.append((m.group(1), dict(_LABEL_RE.findall(m.group(3) or "")), float(m.group(4))))
+    return out
+
+
+def metric(samples, name, **labels):
+    """Sum of the samples named `name` whose labels include `labels`."""
+    return sum(v for n, ls, v in samples
+               if n == name and all(ls.get(k) == w for k, w in labels.items()))
