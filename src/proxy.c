@@ -147,6 +147,7 @@ struct conn {
     bool is_keepalive;
     bool is_logged;
     bool is_counted;        /* sl_metrics_request_start was called */
+    bool is_limit_checked;  /* some limit applied: limiter_ms means something */
     char client_ip[48];
     char xff[1024];
     size_t xff_len;
@@ -432,7 +433,7 @@ request_finish(struct conn *c, const char *reason)
     e.upstream_ms = c->upstream_start_us
         ? (double)((c->upstream_end_us ? c->upstream_end_us : now) - c->upstream_start_us) / 1000.0
         : -1.0;
-    e.limiter_ms = c->limit_outcome ? c->limiter_ms : -1.0;
+    e.limiter_ms = c->is_limit_checked ? c->limiter_ms : -1.0;
     e.upstream = c->upstream_addr;
     rid = c->request_id_len ? NULL : sl_request_header(&c->req, "x-request-id", 12);
     if (c->request_id_len) {
@@ -476,6 +477,7 @@ request_reset(struct conn *c)
     c->traceparent[0] = '\0';
     c->decision_headers_len = 0;
     c->limit_outcome = NULL;
+    c->is_limit_checked = false;
     c->limiter_ms = 0;
     c->resp_framing = SL_FRAMING_NONE;
     c->resp_left = 0;
@@ -814,11 +816,13 @@ on_decision(void *arg, const struct sl_decision *d)
     }
     c->limit_outcome = d->outcome;
     c->limiter_ms = d->limiter_ms;
+    /* "none": no limit applied to this request, so no limiter time to report */
+    c->is_limit_checked = strcmp(d->outcome, "none") != 0;
     c->decided_us = sl_clock_now_us();
     sl_metrics_limiter(c->px->mw, c->gen->route_slots[c->route - c->gen->cfg->routes],
                        (uint64_t)(d->limiter_ms * 1000.0));
     keep_decision_headers(c, d);
-    if (c->route->has_server_timing)
+    if (c->route->has_server_timing && c->is_limit_checked)
         add_server_timing(c);
     if (d->verdict == SL_VERDICT_DENY) {
         bool must_close = c->framing != SL_FRAMING_NONE;
