@@ -27,7 +27,7 @@
 #                        a round during which other processes used more than
 #                        NOISE_MAX % of a CPU (25) is run again, up to
 #                        NOISE_RETRIES times (2), within RETRY_BUDGET seconds
-#                        for the whole run (120, QUICK 30); the quietest
+#                        for the whole run (60, QUICK 30); the quietest
 #                        attempt is kept
 #   MEMORY=0             skip the memory runs
 #   KEYS, IDLE_CONNS     sizes of the memory runs (1000000, 10000)
@@ -46,8 +46,8 @@ if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; RECLAIM=${RECLAIM:-0}; WARMUP=${WARMUP:-1}
     RETRY_BUDGET=${RETRY_BUDGET:-30}
 else
-    ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; RECLAIM=${RECLAIM:-1}
-    RETRY_BUDGET=${RETRY_BUDGET:-120}
+    ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-8}; RECLAIM=${RECLAIM:-1}
+    RETRY_BUDGET=${RETRY_BUDGET:-60}
 fi
 NOISE_MAX=${NOISE_MAX:-25}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
@@ -145,7 +145,7 @@ if [ "$HAVE_SLUICE" = 1 ]; then
             NOTES+=("$name did not start")
             [ "$REQUIRE_SLUICE" = 1 ] && die "$name did not start"
             stop "$name"
-            CONFIGS=${CONFIGS//$name/}
+            CONFIGS=$(printf '%s\n' $CONFIGS | grep -vx "$name" | tr '\n' ' ')
         fi
     done
 fi

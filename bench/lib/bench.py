@@ -296,7 +296,11 @@ def cmd_idle_conns(a):
     req = b"GET / HTTP/1.1\r\nHost: bench\r\nX-Key: idle\r\n\r\n"
     t0 = time.monotonic()
     batch = 250
+    overall = t0 + a.max_seconds
     for start in range(0, a.n, batch):
+        if time.monotonic() > overall:
+            failed += a.n - start
+            break
         pending = {}
         for _ in range(min(batch, a.n - start)):
             s = socket.socket()
@@ -305,7 +309,7 @@ def cmd_idle_conns(a):
             pending[s] = b""
             sel.register(s, selectors.EVENT_WRITE)
         sent = set()
-        deadline = time.monotonic() + 10
+        deadline = min(time.monotonic() + 10, overall)
         while pending and time.monotonic() < deadline:
             for key, ev in sel.select(timeout=1):
                 s = key.fileobj
@@ -828,22 +832,54 @@ def build_report(run_dir, machine):
 
 HEADER = """# Benchmarks
 
-Produced by `bench/run.sh` (see the top of that script for the knobs): on
-loopback, a fixed nginx upstream answers a ~100-byte JSON 200; sluice (redis
-store, local store, reject path) and the references (nginx proxy_pass +
-limit_req, nginx's 429 path, HAProxy with a stick table) each run with one
-worker; wrk drives them in interleaved rounds; the memory runs measure RSS with
-10,000 idle keep-alive connections and with 1,000,000 keys in the local store.
-The targets come from issue 5. Absolute numbers do not transfer between
-machines; the ratios are taken within one run.
+Produced by `bench/run.sh` (`QUICK=1` for a 2-3 minute run; the knobs are at
+the top of the script). The targets come from issue 5. Absolute numbers do not
+transfer between machines, and this one is shared and noisy: the ratios are
+taken within one run, between configurations measured back to back.
+
+What runs, all on loopback, each proxy with one worker and no access log:
+
+- **upstream**: nginx, 1 worker, `return 200` with a 95-byte JSON body,
+  unlimited keep-alive. Every proxy forwards to it.
+- **nginx proxy_pass + limit_req**: 1 worker, keep-alive pool of 64 to the
+  upstream (HTTP/1.1), `limit_req` keyed on `$binary_remote_addr` with
+  rate 100000000r/s and a burst of as much with `nodelay`: it never refuses
+  but looks up and updates its shared-memory node on every request.
+  `error_log` at `crit`, so that refusals (logged at `error`) are not written.
+- **nginx, reject path**: the same with `rate=1r/m`, no burst and
+  `limit_req_status 429`: the first request passes, every later one gets
+  nginx's built-in 429 page.
+- **HAProxy + stick table**: `nbthread 1`, `stick-table type ip ... store
+  http_req_rate(10s)`, `http-request track-sc0 src`, deny with 429 above a
+  rate that is never reached, `http-reuse always`.
+- **sluice, redis / local store**: `workers = 1`, `access_log = "off"`, one
+  limit keyed on `ip` with rate = burst = 100000000 per 1s, so every request
+  is decided (by Redis, or in process) and admitted. The redis store has
+  `timeout = "20ms"`, `on_error = "allow"`.
+- **sluice, reject path**: the same with rate 1 per 1h, burst 1: after the
+  first request, every request is refused with 429.
+- **load**: wrk, 1 thread, 64 connections, fixed-duration rounds, the
+  configurations interleaved (A B C ... A B C ...). By default the proxy under
+  test is pinned to the last CPU and wrk, the upstream and redis-server to the
+  others. CPU per request comes from utime+stime in /proc/PID/stat (all
+  threads; for nginx master and worker) before and after each round.
+- **memory**: (1) sluice (redis store) with 10,000 client connections, each
+  having sent one request and then left idle: VmRSS. (2) sluice, local store,
+  a limit keyed on `header:X-Key` (1 per 1h, burst 1), wrk sending 1,000,000
+  requests with a new key each: VmRSS with the 1,000,000 buckets held.
+  (3) full runs only: the same with a refill of a few seconds, 1,000,000 keys,
+  a pause until they would all be full again, 1,000,000 new keys: VmRSS
+  shows whether expired buckets' memory is reused.
 
 """
 
 PROFILE = """## Profile
 
 Per-phase breakdown (parse, route, limiter, store, upstream, response): to be
-filled in from `bench/profile.sh` (callgrind instruction counts per request,
-and perf samples where the machine allows).
+filled in from `bench/profile.sh`, which gives callgrind instructions per
+request (repeatable on a noisy machine), system calls per request (strace)
+and perf cpu-clock samples including the kernel, with nginx + limit_req
+measured the same way as a yardstick.
 
 """
 
@@ -926,6 +962,7 @@ def main():
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--max-seconds", type=float, default=60)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_idle_conns)
 
