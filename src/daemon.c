@@ -84,7 +84,7 @@ worker_refresh_ready(struct worker *w)
     bool is_ready = sl_proxy_is_ready(w->proxy, why, sizeof(why));
 
     pthread_mutex_lock(&w->why_lock);
-    memcpy(w->not_ready_why, is_ready ? "" : why, sizeof(w->not_ready_why));
+    snprintf(w->not_ready_why, sizeof(w->not_ready_why), "%s", is_ready ? "" : why);
     pthread_mutex_unlock(&w->why_lock);
     atomic_store(&w->is_ready, is_ready);
 }

@@ -778,7 +778,8 @@ keep_decision_headers(struct conn *c, const struct sl_decision *d)
         c->decision_headers_cap = d->headers_len;
         c->decision_headers = sl_xrealloc(c->decision_headers, c->decision_headers_cap);
     }
-    memcpy(c->decision_headers, d->headers, d->headers_len);
+    if (d->headers_len > 0)
+        memcpy(c->decision_headers, d->headers, d->headers_len);
     c->decision_headers_len = d->headers_len;
 }
 
