@@ -182,11 +182,13 @@ done
 
 # round NAME N OUT DURATION [RETRY_BUDGET]
 round() {
-    local name=$1 n=$2 out=$3 dur=$4 port_var="PORT_$1" pid_var="PID_$1"
+    local name=$1 n=$2 out=$3 dur=$4 port_var="PORT_$1" pid_var="PID_$1" retries=$NOISE_RETRIES
+    # the baseline leaves the proxy CPU idle for others to use: that is no noise
+    [ "$name" = direct ] && retries=0
     $PY round --config "$name" --round "$n" --port "${!port_var}" --pid "${!pid_var}" \
         --redis-pid "$PID_redis" --upstream-pid "$PID_upstream" --duration "$dur" --connections "$CONNECTIONS" \
         --threads "$THREADS" --cpu "$LOAD_CPU" --script "$HERE/lib/wrk-stats.lua" --out "$out" \
-        --noise-max "$NOISE_MAX" --retries "$NOISE_RETRIES" --retry-budget "${5:-$RETRY_BUDGET}"
+        --noise-max "$NOISE_MAX" --retries "$retries" --retry-budget "${5:-$RETRY_BUDGET}"
 }
 
 log "warm-up: ${WARMUP} s each"
@@ -199,6 +201,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for name in "${active[@]}"; do
         round "$name" "$r" "$RESULTS" "$DURATION"
     done
+done
+
+for name in "${active[@]}"; do
+    case $name in
+        sluice_*)
+            aport_var="APORT_$name"
+            $PY scrape --config "$name" --port "${!aport_var}" --out "$RUN_DIR/metrics.jsonl" ;;
+    esac
 done
 
 # the throughput instances are done: free the CPU and memory for the memory runs
@@ -304,5 +314,5 @@ else
 fi
 # raw results of the last run (not committed)
 mkdir -p "$HERE/results"
-cp "$RESULTS" "$MEM" "$RUN_DIR/machine.json" "$HERE/results/" 2>/dev/null || true
+cp "$RESULTS" "$MEM" "$RUN_DIR/machine.json" "$RUN_DIR/metrics.jsonl" "$HERE/results/" 2>/dev/null || true
 log "done"

@@ -587,6 +587,48 @@ def cmd_cgsum(a):
          "counters were zeroed make this approximate)" % a.top, incl, a.top, True)
 
 
+_SCRAPE = ("sluice_ratelimit_decisions_total", "sluice_store_errors_total",
+           "sluice_store_call_duration_seconds_count", "sluice_http_requests_total",
+           "sluice_store_noscript_reloads_total")
+
+
+def cmd_scrape(a):
+    """Keep a few of sluice's counters (admin /metrics) for the report."""
+    try:
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=3)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+    except OSError as e:
+        print("  scrape of %s failed: %s" % (a.config, e))
+        return
+    counters = {}
+    for line in data.decode("latin-1").split("\r\n\r\n", 1)[-1].splitlines():
+        if line.startswith(_SCRAPE):
+            name, _, value = line.rpartition(" ")
+            try:
+                counters[name] = float(value)
+            except ValueError:
+                pass
+    with open(a.out, "a") as f:
+        f.write(json.dumps({"config": a.config, "counters": counters}) + "\n")
+
+
+def _counter_sum(c, prefix, **labels):
+    total = 0.0
+    for k, v in c.items():
+        if not k.startswith(prefix):
+            continue
+        if all('%s="%s"' % kv in k for kv in labels.items()):
+            total += v
+    return total
+
+
 def cmd_ticks(a):
     print(cpu_ticks(a.pid))
 
@@ -800,6 +842,25 @@ def build_report(run_dir, machine):
                 name, detail, m["rss_before_kib"] / 1024, m["rss_kib"] / 1024))
         L.append("")
 
+    scraped = _load(os.path.join(run_dir, "metrics.jsonl"))
+    if scraped:
+        L.append("### sluice's own counters over the whole run (warm-up, probes and rounds)")
+        L.append("")
+        L.append("| configuration | admitted | limited | store_error | store errors "
+                 "(timeout / connection / reply) | NOSCRIPT reloads |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for m in scraped:
+            c = m["counters"]
+            L.append("| %s | %.0f | %.0f | %.0f | %.0f / %.0f / %.0f | %.0f |" % (
+                LABELS.get(m["config"], m["config"]),
+                _counter_sum(c, "sluice_ratelimit_decisions_total", result="admitted"),
+                _counter_sum(c, "sluice_ratelimit_decisions_total", result="limited"),
+                _counter_sum(c, "sluice_ratelimit_decisions_total", result="store_error"),
+                _counter_sum(c, "sluice_store_errors_total", kind="timeout"),
+                _counter_sum(c, "sluice_store_errors_total", kind="connection"),
+                _counter_sum(c, "sluice_store_errors_total", kind="reply"),
+                _counter_sum(c, "sluice_store_noscript_reloads_total")))
+        L.append("")
     noisy = [r for r in rounds if r.get("ok") and r.get("foreign_cpu_pct", 0) > machine.get(
         "noise_max", 25)]
     L.append("Noise: %d round(s) were run again because other processes took more than "
@@ -855,7 +916,8 @@ What runs, all on loopback, each proxy with one worker and no access log:
 - **sluice, redis / local store**: `workers = 1`, `access_log = "off"`, one
   limit keyed on `ip` with rate = burst = 100000000 per 1s, so every request
   is decided (by Redis, or in process) and admitted. The redis store has
-  `timeout = "20ms"`, `on_error = "allow"`.
+  `timeout = "20ms"`, `on_error = "allow"` and a key prefix of its own per
+  configuration (they share one redis-server, not their buckets).
 - **sluice, reject path**: the same with rate 1 per 1h, burst 1: after the
   first request, every request is refused with 429.
 - **load**: wrk, 1 thread, 64 connections, fixed-duration rounds, the
@@ -994,6 +1056,12 @@ def main():
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--expect", default="")
     p.set_defaults(fn=cmd_cgsum)
+
+    p = sub.add_parser("scrape")
+    p.add_argument("--config", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_scrape)
 
     p = sub.add_parser("ticks")
     p.add_argument("pid", type=int)

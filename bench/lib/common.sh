@@ -133,11 +133,14 @@ build_sluice() {
     SLUICE_DESC="$SLUICE_BIN, commit $rev${dirty:+ (with uncommitted changes in src/include/lua)}"
 }
 
-# sluice_conf NAME STORE KEY RATE PER BURST: write RUN_DIR/NAME.conf
+# sluice_conf NAME STORE KEY RATE PER BURST: write RUN_DIR/NAME.conf; @NAME@
+# in STORE becomes NAME (each instance gets its own Redis key prefix: sharing
+# one would make the configurations share, and refill, each other's buckets)
 sluice_conf() {
-    local name=$1 store=$2 key=$3 rate=$4 per=$5 burst=$6 port aport
+    local name=$1 store=${2//@NAME@/$1} key=$3 rate=$4 per=$5 burst=$6 port aport
     read -r port aport <<<"$($PY freeport 2)"
     printf -v "PORT_$name" '%s' "$port"
+    printf -v "APORT_$name" '%s' "$aport"
     render "$HERE/conf/sluice.conf.in" "$RUN_DIR/$name.conf" PORT="$port" APORT="$aport" \
         UPORT="$UPORT" STORE="$store" KEY="$key" RATE="$rate" PER="$per" BURST="$burst"
 }
@@ -171,7 +174,7 @@ start_redis() {
     start redis "$1" redis-server --bind 127.0.0.1 --port "$RPORT" --save "" \
         --appendonly no --protected-mode no --dir "$RUN_DIR" --loglevel warning
     wait_up redis "$RPORT" || die "redis-server did not start"
-    REDIS_STORE="{ kind = \"redis\", url = \"redis://127.0.0.1:$RPORT/0\", timeout = \"20ms\", on_error = \"allow\" }"
+    REDIS_STORE="{ kind = \"redis\", url = \"redis://127.0.0.1:$RPORT/0\", timeout = \"20ms\", on_error = \"allow\", prefix = \"@NAME@\" }"
 }
 
 LOCAL_STORE='{ kind = "local" }'
