@@ -4,8 +4,10 @@
  * Process lifecycle: worker threads (one event loop each), signals, reload,
  * graceful drain, log reopening, the pidfile and the admin listener. The main
  * thread runs its own event loop for signals and the admin listener; it
- * reaches a worker only by posting a command and activating that worker's
- * notify event, so every proxy call runs on the proxy's own thread.
+ * reaches a worker only by posting a command and writing to that worker's
+ * eventfd, so every proxy call runs on the proxy's own thread. No event_base
+ * is ever touched from another thread, which lets libevent run without locks
+ * (evthread is not enabled): the request path takes no mutex.
  */
 #include "sluice/daemon.h"
 
@@ -17,12 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/thread.h>
 
 #include "sluice/config.h"
 #include "sluice/limiter.h"
@@ -40,6 +42,7 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     struct event *notify;
+    int notify_fd;             /* eventfd: the main thread's knock */
     struct sl_proxy *proxy;
     atomic_uint commands;
     _Atomic(struct sl_shared_config *) pending; /* next config, owned reference */
@@ -55,6 +58,7 @@ struct daemon {
     struct event_base *base;
     struct event *signals[4];
     struct event *worker_done;
+    int worker_done_fd;        /* eventfd: a worker finished draining */
     struct event *drain_timer;
     struct evhttp *admin;
     struct sl_metrics *metrics;
@@ -68,13 +72,29 @@ struct daemon {
 /* ---- worker thread ------------------------------------------------------- */
 
 static void
+knock(int fd)
+{
+    uint64_t one = 1;
+
+    (void)!write(fd, &one, sizeof(one));
+}
+
+static void
+drain_knocks(int fd)
+{
+    uint64_t n;
+
+    (void)!read(fd, &n, sizeof(n));
+}
+
+static void
 worker_drained(void *arg)
 {
     struct worker *w = arg;
 
     event_base_loopexit(w->base, NULL);
     atomic_fetch_add(&w->d->nworkers_done, 1);
-    event_active(w->d->worker_done, EV_READ, 0);
+    knock(w->d->worker_done_fd);
 }
 
 static void
@@ -93,10 +113,11 @@ static void
 worker_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    unsigned cmds = atomic_exchange(&w->commands, 0);
+    unsigned cmds;
 
-    (void)fd;
     (void)what;
+    drain_knocks(fd);
+    cmds = atomic_exchange(&w->commands, 0);
     if (cmds & CMD_CONFIG) {
         struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
         char err[256];
@@ -143,7 +164,7 @@ static void
 post(struct worker *w, unsigned cmd)
 {
     atomic_fetch_or(&w->commands, cmd);
-    event_active(w->notify, EV_READ, 0);
+    knock(w->notify_fd);
 }
 
 /* ---- admin listener ------------------------------------------------------ */
@@ -365,8 +386,8 @@ worker_done_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
 
-    (void)fd;
     (void)what;
+    drain_knocks(fd);
     /* Workers that stopped without draining (drain timeout) are joined too. */
     if (atomic_load(&d->nworkers_done) >= d->nworkers)
         event_base_loopexit(d->base, NULL);
@@ -405,7 +426,11 @@ workers_start(struct daemon *d)
         w->index = i;
         pthread_mutex_init(&w->why_lock, NULL);
         w->base = event_base_new();
-        w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
+        w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->notify_fd < 0)
+            sl_fatal("eventfd");
+        w->notify = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, worker_notify_cb, w);
+        event_add(w->notify, NULL);
         w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared, d->metrics);
         if (sl_proxy_set_config(w->proxy, d->shared, err, sizeof(err)) != 0
             || sl_proxy_listen(w->proxy, cfg, err, sizeof(err)) != 0) {
@@ -429,8 +454,10 @@ workers_free(struct daemon *d, bool are_running)
             pthread_join(w->thread, NULL);
         sl_proxy_free(w->proxy);
         sl_shared_config_unref(atomic_load(&w->pending));
-        if (w->notify != NULL)
+        if (w->notify != NULL) {
             event_free(w->notify);
+            close(w->notify_fd);
+        }
         if (w->base != NULL)
             event_base_free(w->base);
         pthread_mutex_destroy(&w->why_lock);
@@ -448,7 +475,6 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
 
     memset(&d, 0, sizeof(d));
     d.conf_path = conf_path;
-    evthread_use_pthreads();
     signal(SIGPIPE, SIG_IGN);
     if (sl_log_open(cfg->error_log) != 0) {
         fprintf(stderr, "sluice: error log %s: %s\n", cfg->error_log, strerror(errno));
@@ -472,7 +498,11 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.shared = sl_shared_config_new(cfg);
     d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
     d.base = event_base_new();
-    d.worker_done = event_new(d.base, -1, EV_PERSIST, worker_done_cb, &d);
+    d.worker_done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d.worker_done_fd < 0)
+        sl_fatal("eventfd");
+    d.worker_done = event_new(d.base, d.worker_done_fd, EV_READ | EV_PERSIST, worker_done_cb, &d);
+    event_add(d.worker_done, NULL);
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
@@ -505,6 +535,7 @@ fail:
     if (d.drain_timer != NULL)
         event_free(d.drain_timer);
     event_free(d.worker_done);
+    close(d.worker_done_fd);
     event_base_free(d.base);
     sl_limiter_shared_free(d.limiter_shared);
     sl_shared_config_unref(d.shared);
