@@ -16,6 +16,10 @@
 #                  SLUICE_ADMIN (default port+1) and SLUICE_PID (for signals)
 #                  complete it. Scenarios needing several daemons cannot attach.
 #   SL_KEEP_TMP=1  keep the temp dir (its path is printed)
+#   SL_VALGRIND=1  run the daemon under valgrind (memcheck, full leak check);
+#                  a stop then also fails on any valgrind error or definite or
+#                  indirect leak. Waits on the daemon and the scenario's time
+#                  limit are stretched. Not with a sanitized binary.
 #
 # Every wait here is bounded in time; nothing loops forever.
 
@@ -40,6 +44,16 @@ import upstream as _upstream  # noqa: E402
 
 Upstream = _upstream.Upstream
 pattern_sha256 = _upstream.pattern_sha256
+
+VALGRIND = os.environ.get("SL_VALGRIND", "") not in ("", "0")
+# Leaks of these kinds count as errors, so exit code 99 covers them too.
+VALGRIND_ARGS = ("--error-exitcode=99", "--leak-check=full",
+                 "--errors-for-leak-kinds=definite,indirect",
+                 "--show-leak-kinds=definite,indirect")
+VALGRIND_EXIT = 99
+# How much longer the daemon's start, stop and the whole scenario may take
+# under valgrind (the JIT, the guest's threads serialised).
+SLOW = 6 if VALGRIND else 1
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
                    "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
@@ -131,8 +145,10 @@ class Env:
 def run(fn, time_limit=150):
     """Runs scenario fn(env); prints the summary and exits with its status."""
     name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    time_limit *= SLOW
     env = Env(name, time_limit)
-    print("# %s (tmp %s)" % (name, env.tmp), flush=True)
+    print("# %s (tmp %s)%s" % (name, env.tmp, " under valgrind" if VALGRIND else ""),
+          flush=True)
 
     def on_alarm(signum, frame):
         raise ScenarioTimeout("scenario exceeded %ds" % time_limit)
@@ -712,6 +728,8 @@ class Sluice:
             self.port = free_port()
             self.admin_port = free_port()
         self.stopped = False
+        self.starts = 0
+        self.valgrind_log = None
         self.write_conf(conf)
         env.at_exit(self._cleanup)
 
@@ -757,23 +775,45 @@ class Sluice:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.update(self.extra_env)
         self.stderr_file = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([sluice_bin(), "-c", self.conf_path],
-                                     stdin=subprocess.DEVNULL, stdout=self.stderr_file,
+        argv = [sluice_bin(), "-c", self.conf_path]
+        self.starts += 1
+        self.stopped = False
+        if VALGRIND:
+            argv = self._valgrind_argv() + argv
+            timeout *= SLOW
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
                                      stderr=self.stderr_file, env=env)
         ok = wait_until(lambda: self.proc.poll() is not None or self.healthy(), timeout, 0.02)
         if self.proc.poll() is not None or not ok:
-            if self.proc.poll() is None:
+            was_running = self.proc.poll() is None
+            if was_running:
                 self.proc.kill()
                 self.proc.wait(5)
             self.stopped = True
             self.stderr_file.close()
             self.check_sanitizers()
+            self.check_valgrind(self.proc.returncode, killed=was_running)
             raise RuntimeError("%s did not become healthy on %s (exit %r); stderr:\n%s" % (
                 self.name, self.admin, self.proc.poll(), self.stderr_text()[-3000:]))
         return self
 
+    def _valgrind_argv(self):
+        exe = shutil.which("valgrind")
+        if not exe:
+            raise RuntimeError("SL_VALGRIND is set but valgrind is not installed")
+        if binary_is_sanitized(sluice_bin()):
+            raise RuntimeError("SL_VALGRIND is set but %s is built with sanitizers; valgrind "
+                               "needs a plain build" % sluice_bin())
+        # one log per start: a restarted daemon must not hide the first run's report
+        self.valgrind_log = os.path.join(self.dir, "valgrind-%d.log" % self.starts)
+        supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "valgrind.supp")
+        args = [exe, "--log-file=%s" % self.valgrind_log] + list(VALGRIND_ARGS)
+        if os.path.exists(supp):
+            args.append("--suppressions=%s" % supp)
+        return args
+
     def healthy(self):
-        r = admin_get(self.admin, "/healthz", timeout=0.5)
+        r = admin_get(self.admin, "/healthz", timeout=0.5 * SLOW)
         return r is not None and r[0] == 200
 
     def alive(self):
@@ -808,13 +848,15 @@ class Sluice:
             return None
 
     def stop(self, timeout=10.0, expect_code=0, check=True):
-        """SIGTERM, wait up to timeout, SIGKILL; checks exit status and sanitizers.
-        Returns the exit code (negative: killed by that signal)."""
+        """SIGTERM, wait up to timeout, SIGKILL; checks exit status and sanitizers
+        (and valgrind's report under SL_VALGRIND). Returns the exit code
+        (negative: killed by that signal)."""
         if self.stopped:
             return self.proc.returncode if self.proc else None
         self.stopped = True
         if not self.proc:
             return None
+        timeout *= SLOW
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         killed = False
@@ -837,9 +879,55 @@ class Sluice:
         if not killed:
             t.ok(code is not None and code >= 0, "%s did not die on a signal" % self.name,
                  "exit %r; stderr tail:\n%s" % (code, self.stderr_text()[-2000:]))
-            if expect_code is not None:
+            if expect_code is not None and not (VALGRIND and code == VALGRIND_EXIT):
                 t.eq(code, expect_code, "%s exit code" % self.name)
         self.check_sanitizers()
+        self.check_valgrind(code, killed)
+
+    def valgrind_text(self):
+        if not self.valgrind_log:
+            return ""
+        try:
+            with open(self.valgrind_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def check_valgrind(self, code, killed=False):
+        """Under SL_VALGRIND: exit code 99 (valgrind found errors, leaks of the
+        kinds counted included) or any error or definite/indirect leak in the
+        log fails. A daemon that had to be killed leaves no report to read."""
+        if not VALGRIND or not self.valgrind_log:
+            return
+        t = self.t
+        text = self.valgrind_text()
+        if killed or code is None or code < 0:
+            t.ok(False, "%s: valgrind report" % self.name,
+                 "the daemon was killed (exit %r), so valgrind wrote no report; log:\n%s"
+                 % (code, text[-3000:]))
+            return
+        problems = []
+        if code == VALGRIND_EXIT:
+            problems.append("exit code %d (valgrind errors)" % VALGRIND_EXIT)
+        m = re.search(r"ERROR SUMMARY: ([\d,]+) errors", text)
+        if not m:
+            problems.append("no ERROR SUMMARY in the log (valgrind did not finish)")
+        elif int(m.group(1).replace(",", "")) > 0:
+            problems.append("ERROR SUMMARY: %s errors" % m.group(1))
+        for kind in ("definitely", "indirectly"):
+            m = re.search(r"%s lost: ([\d,]+) bytes" % kind, text)
+            if m and int(m.group(1).replace(",", "")) > 0:
+                problems.append("%s lost: %s bytes" % (kind, m.group(1)))
+        if re.search(r"^==\d+== (Invalid|Conditional jump|Use of uninitialised|Syscall param|"
+                     r"Mismatched free|Source and destination overlap)", text, re.M):
+            problems.append("memcheck error reports in the log")
+        if not t.ok(not problems, "%s: no valgrind errors or definite/indirect leaks"
+                    % self.name, "%s; log %s" % ("; ".join(problems), self.valgrind_log)):
+            # the reports themselves, past valgrind's banner
+            lines = text.splitlines()
+            start = next((i + 1 for i, ln in enumerate(lines) if "Parent PID:" in ln), 0)
+            for ln in lines[start:start + 300]:
+                t.note(ln)
 
     def check_sanitizers(self):
         text = self.stderr_text()
