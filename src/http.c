@@ -93,6 +93,25 @@ on_headers_complete(http_parser *p)
 {
     struct sl_head *h = head_of(p);
 
+    /* status-code = 3DIGIT (RFC 9112 section 4); the parser takes 1 to 3 */
+    if (p->type == HTTP_RESPONSE && p->status_code < 100) {
+        h->error_status = 502;
+        return -1;
+    }
+    /*
+     * We trim HTAB around field values, the parser does not: it reads
+     * "chunked<HTAB>" as some other coding, and only fails the request once
+     * the body starts, after the head went upstream. Refuse it here.
+     */
+    if (p->type == HTTP_REQUEST && !(p->flags & F_CHUNKED)) {
+        for (unsigned i = 0; i < h->nspans; i++) {
+            if (sl_http_token_eq(h->base + h->spans[i].name_off, h->spans[i].name_len,
+                                 "transfer-encoding", 17)) {
+                h->error_status = 400;
+                return -1;
+            }
+        }
+    }
     h->is_complete = true;
     /* Stop here so the caller sees exactly where the head ends. */
     http_parser_pause(p, 1);
@@ -372,6 +391,28 @@ status_for_errno(const struct sl_head *h)
     return 400;
 }
 
+/* RFC 9110 section 5.5, RFC 9112 section 5.1: names are tokens (no
+ * whitespace before the colon), values free of control bytes. The
+ * non-strict parser lets spaces into names and DEL into the start of a
+ * value; requests are checked in sl_head_to_request, response fields go to
+ * the client as they are. */
+static bool
+are_fields_valid(const struct sl_head *h, const char *head)
+{
+    for (unsigned i = 0; i < h->nspans; i++) {
+        const struct sl_head_span *s = &h->spans[i];
+        for (uint32_t j = 0; j < s->name_len; j++) {
+            if (!is_tchar((unsigned char)head[s->name_off + j]))
+                return false;
+        }
+        for (uint32_t j = 0; j < s->value_len; j++) {
+            if (is_ctl((unsigned char)head[s->value_off + j]))
+                return false;
+        }
+    }
+    return true;
+}
+
 int
 sl_head_feed(struct sl_head *h, const char *data, size_t len)
 {
@@ -391,6 +432,8 @@ sl_head_feed(struct sl_head *h, const char *data, size_t len)
              */
             h->head_len = h->fed + n + 1;
             http_parser_pause(&h->parser, 0);
+            if (h->parser.type == HTTP_RESPONSE && !are_fields_valid(h, data))
+                return 502;
             return SL_HEAD_DONE;
         }
         if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
@@ -427,7 +470,9 @@ sl_head_feed_body(struct sl_head *h, const char *data, size_t len)
     }
     h->chunk_cursor = data;
     n = http_parser_execute(&h->parser, &parser_settings, data, len);
-    chunk_check_until(h, data + n);
+    /* at end of stream data is NULL, and the parser may return 1 on error */
+    if (len > 0)
+        chunk_check_until(h, data + n);
     h->chunk_cursor = NULL;
     if (h->chunk_state == CK_BAD)
         return -1;
@@ -514,6 +559,11 @@ sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *
     /* Only origin-form targets (RFC 9112 section 3.2.1) reach an upstream. */
     if (req->target_len == 0 || req->target[0] != '/')
         return 400;
+    /* the non-strict parser lets HTAB and FF into a target; we forward it */
+    for (size_t i = 0; i < req->target_len; i++) {
+        if ((unsigned char)req->target[i] <= 0x20 || req->target[i] == 0x7f)
+            return 400;
+    }
     q = memchr(req->target, '?', req->target_len);
     req->path = req->target;
     req->path_len = q ? (size_t)(q - req->target) : req->target_len;
@@ -549,6 +599,10 @@ int
 sl_http_check_line_ends(const char *head, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
+        /* bare CR: section 2.2; the parser takes "\r" + any byte as the
+         * head's last line end, and skips a lone CR before the request line */
+        if (head[i] == '\r' && (i + 1 == len || head[i + 1] != '\n'))
+            return 400;
         if (head[i] != '\n')
             continue;
         if (i == 0 || head[i - 1] != '\r')
