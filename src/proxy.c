@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The request flow of one worker: a connection state machine over libevent
- * bufferevents. One request per connection is in progress at a time, so
+ * The request flow of one worker: a connection state machine over
+ * edge-triggered streams (src/util/stream.c). One request per connection is
+ * in progress at a time, so
  * pipelined requests wait in the input buffer and are answered in order.
  * Bodies stream in both directions with bounded buffers: reading from one
  * side stops while the other side's output is above HIGH_WATER.
@@ -13,6 +14,8 @@
 #include "sluice/proxy.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -36,6 +38,7 @@
 #include "sluice/upstream.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/stream.h"
 
 #define HIGH_WATER (256u * 1024u)
 #define LOW_WATER (64u * 1024u)
@@ -119,7 +122,7 @@ enum conn_state {
 struct conn {
     struct sl_proxy *px;
     struct conn *next, *prev;
-    struct bufferevent *bev;
+    struct sl_stream cs;        /* the client socket */
     struct event timer;
     enum conn_state state;
     unsigned refs;
@@ -162,7 +165,8 @@ struct conn {
     /* upstream side */
     struct sl_upstream_wait wait;
     struct sl_upconn *up;
-    struct bufferevent *up_bev;
+    struct sl_stream *us;       /* the upstream socket, while c->up is held */
+    struct event up_timer;      /* upstream response timeout, between reads */
     struct sl_head resp;
     enum sl_framing resp_framing;
     uint64_t resp_left;
@@ -310,11 +314,10 @@ upstream_drop(struct conn *c, bool is_reusable)
     if (c->wait.is_active)
         sl_upstream_cancel(&c->wait);
     if (c->up != NULL) {
-        bufferevent_setcb(c->up_bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(c->up_bev, NULL, NULL);
+        evtimer_del(&c->up_timer);
         sl_upstream_release(c->up, is_reusable);
         c->up = NULL;
-        c->up_bev = NULL;
+        c->us = NULL;
     }
 }
 
@@ -330,8 +333,7 @@ conn_close(struct conn *c, const char *reason)
     upstream_drop(c, false);
     c->is_dead = true;
     evtimer_del(&c->timer);
-    bufferevent_free(c->bev);
-    c->bev = NULL;
+    sl_stream_fini(&c->cs);
     if (c->gen != NULL) {
         wgen_unref(c->gen);
         c->gen = NULL;
@@ -354,12 +356,12 @@ static void
 conn_flush_close(struct conn *c)
 {
     c->state = C_FLUSH_CLOSE;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    sl_stream_set_reading(&c->cs, false);
+    sl_stream_flush(&c->cs);
+    if (evbuffer_get_length(c->cs.out) == 0) {
         conn_close(c, NULL);
         return;
     }
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     timer_set(c, FLUSH_TIMEOUT_MS);
 }
 
@@ -496,6 +498,7 @@ request_done(struct conn *c, bool must_close)
 {
     struct sl_proxy *px = c->px;
 
+    sl_stream_flush(&c->cs);
     request_finish(c, NULL);
     if (must_close || !c->is_keepalive || px->is_draining) {
         conn_flush_close(c);
@@ -506,11 +509,11 @@ request_done(struct conn *c, bool must_close)
     timer_set(c, px->gen->cfg->client.idle_timeout_ms);
     if (c->is_client_read_paused) {
         c->is_client_read_paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        sl_stream_set_reading(&c->cs, true);
     }
     /* Answered from inside conn_process (a local answer to a pipelined
      * request): its loop takes the next request, without recursing. */
-    if (!c->is_processing && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (!c->is_processing && evbuffer_get_length(c->cs.in) > 0)
         conn_process(c);
 }
 
@@ -520,7 +523,7 @@ static void
 write_local_response(struct conn *c, int status, const char *extra_headers, size_t extra_len,
                      const char *body, size_t body_len, bool must_close)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
 
     evbuffer_add_printf(out,
@@ -539,6 +542,7 @@ write_local_response(struct conn *c, int status, const char *extra_headers, size
     c->bytes_out += evbuffer_get_length(out) - before;
     c->status = status;
     c->is_resp_started = true;
+    sl_stream_flush(&c->cs);
 }
 
 /*
@@ -697,7 +701,7 @@ read_head(struct conn *c)
 {
     struct sl_proxy *px = c->px;
     const struct sl_client_conf *client = &px->gen->cfg->client;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->cs.in;
     size_t len = evbuffer_get_length(in);
     size_t n = len < client->max_header_size ? len : client->max_header_size;
     const char *data;
@@ -749,7 +753,7 @@ conn_process(struct conn *c)
     conn_hold(c);
     c->is_processing = true;
     while (!c->is_dead) {
-        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer *in = c->cs.in;
         if (c->state == C_FORWARD) {
             if (!c->is_body_done)
                 forward_body(c);
@@ -760,11 +764,14 @@ conn_process(struct conn *c)
         if (evbuffer_get_length(in) == 0)
             break;
         /* Pipelined answers we produce ourselves must not pile up unread. */
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HIGH_WATER)
+        if (evbuffer_get_length(c->cs.out) > HIGH_WATER)
             break;
         if (!read_head(c))
             break;
     }
+    /* Input was consumed: let the stream read what the kernel still holds. */
+    if (!c->is_dead)
+        sl_stream_rearm(&c->cs);
     c->is_processing = was_processing;
     conn_unhold(c);
 }
@@ -849,9 +856,16 @@ on_decision(void *arg, const struct sl_decision *d)
 
 /* ---- upstream: request head and body ------------------------------------- */
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_stream_cb(struct sl_stream *s, int what, void *arg);
+static void up_read(struct conn *c);
+static void up_failed(struct conn *c, bool is_timeout);
+
+static void
+up_timer_set(struct conn *c)
+{
+    struct timeval tv = tv_from_ms(c->gen->cfg->upstreams[c->route->upstream].timeout_ms);
+    evtimer_add(&c->up_timer, &tv);
+}
 
 static void
 write_request_head(struct conn *c, struct evbuffer *out)
@@ -902,9 +916,6 @@ static void
 on_upstream(void *arg, struct sl_upconn *up, int status)
 {
     struct conn *c = arg;
-    const struct sl_upstream_conf *ucfg;
-    struct timeval tv;
-
     if (status != 0) {
         const char *detail = status == 504 ? "the upstream did not accept the connection in time"
                              : status == 503 ? "the upstream is overloaded, retry later"
@@ -912,32 +923,30 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
         respond_error(c, status, detail, false);
         return;
     }
-    ucfg = &c->gen->cfg->upstreams[c->route->upstream];
+    conn_hold(c);
     c->up = up;
-    c->up_bev = sl_upconn_bev(up);
+    c->us = sl_upconn_stream(up);
     c->upstream_addr = sl_upconn_address(up);
     c->upstream_start_us = sl_clock_now_us();
     c->state = C_FORWARD;
     sl_head_reset(&c->resp, HTTP_RESPONSE);
     c->resp.is_skip_body = c->is_head_method;
-    tv = tv_from_ms(ucfg->timeout_ms);
-    bufferevent_setcb(c->up_bev, up_read_cb, up_write_cb, up_event_cb, c);
-    bufferevent_set_timeouts(c->up_bev, &tv, &tv);
-    bufferevent_setwatermark(c->up_bev, EV_WRITE, LOW_WATER, 0);
-    bufferevent_enable(c->up_bev, EV_READ | EV_WRITE);
-    write_request_head(c, bufferevent_get_output(c->up_bev));
-    if (c->is_expect_continue
-        && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    sl_stream_setcb(c->us, up_stream_cb, c);
+    c->us->in_max = HIGH_WATER;
+    sl_stream_set_reading(c->us, true);
+    up_timer_set(c);
+    write_request_head(c, c->us->out);
+    if (c->is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
+        evbuffer_add(c->cs.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        sl_stream_flush(&c->cs);
     }
     if (!c->is_body_done) {
         timer_set(c, c->gen->cfg->client.body_timeout_ms);
         forward_body(c);
     }
-    /* The upstream may already have answered from its idle state (rare). */
-    if (!c->is_dead && c->up != NULL
-        && evbuffer_get_length(bufferevent_get_input(c->up_bev)) > 0)
-        up_read_cb(c->up_bev, c);
+    if (!c->is_dead && c->up != NULL)
+        sl_stream_flush(c->us);
+    conn_unhold(c);
 }
 
 static void
@@ -945,7 +954,7 @@ chunk_to_upstream(void *arg, const char *at, size_t len)
 {
     struct conn *c = arg;
     const struct sl_client_conf *client = &c->gen->cfg->client;
-    struct evbuffer *out = bufferevent_get_output(c->up_bev);
+    struct evbuffer *out = c->us->out;
 
     c->body_seen += len;
     if (client->max_body_size != 0 && c->body_seen > client->max_body_size) {
@@ -964,31 +973,52 @@ body_finished(struct conn *c)
     evtimer_del(&c->timer);
 }
 
+/*
+ * Feeds everything `in` holds to the parser (chunked or close-delimited body)
+ * and drains what it took; on_body has copied the data by then. Stops at the
+ * end of the message. 0, or -1 when the framing is invalid.
+ */
+static int
+feed_parser(struct sl_head *h, struct evbuffer *in, size_t *consumed)
+{
+    while (!h->is_message_complete && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec[8];
+        int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
+        size_t taken = 0;
+
+        for (int i = 0; i < nvec && i < 8 && !h->is_message_complete; i++) {
+            ssize_t n;
+            if (vec[i].iov_len == 0)
+                continue; /* an empty chain; length 0 would mean end of stream */
+            n = sl_head_feed_body(h, vec[i].iov_base, vec[i].iov_len);
+            if (n < 0)
+                return -1;
+            taken += (size_t)n;
+        }
+        evbuffer_drain(in, taken);
+        *consumed += taken;
+        if (taken == 0)
+            break;
+    }
+    return 0;
+}
+
 /* Bytes of the chunked body: decoded by the parser, framed again by us, so the
  * upstream only ever sees our own canonical chunking. */
 static int
 forward_chunked(struct conn *c, struct evbuffer *in)
 {
-    struct evbuffer_iovec vec[8];
-    int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
     size_t consumed = 0;
 
     c->head.on_body = chunk_to_upstream;
     c->head.body_arg = c;
-    for (int i = 0; i < nvec && nvec > 0 && i < 8; i++) {
-        ssize_t n = sl_head_feed_body(&c->head, vec[i].iov_base, vec[i].iov_len);
-        if (n < 0)
-            return 400;
-        consumed += (size_t)n;
-        if (c->is_body_too_large)
-            return 413;
-        if (c->head.is_message_complete)
-            break;
-    }
-    evbuffer_drain(in, consumed);
+    if (feed_parser(&c->head, in, &consumed) != 0)
+        return c->is_body_too_large ? 413 : 400;
+    if (c->is_body_too_large)
+        return 413;
     c->bytes_in += consumed;
     if (c->head.is_message_complete) {
-        evbuffer_add(bufferevent_get_output(c->up_bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->us->out, "0\r\n\r\n", 5);
         body_finished(c);
     }
     return 0;
@@ -997,13 +1027,13 @@ forward_chunked(struct conn *c, struct evbuffer *in)
 static void
 forward_body(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->cs.in;
     struct evbuffer *out;
     size_t avail = evbuffer_get_length(in);
 
     if (c->up == NULL || c->is_body_done || avail == 0)
         return;
-    out = bufferevent_get_output(c->up_bev);
+    out = c->us->out;
     if (c->framing == SL_FRAMING_LENGTH) {
         size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
         evbuffer_remove_buffer(in, out, n);
@@ -1026,24 +1056,26 @@ forward_body(struct conn *c)
             return;
         }
     }
+    sl_stream_flush(c->us);
+    sl_stream_rearm(&c->cs);
     if (!c->is_body_done) {
         timer_set(c, c->gen->cfg->client.body_timeout_ms);
         if (evbuffer_get_length(out) > HIGH_WATER) {
             c->is_client_read_paused = true;
-            bufferevent_disable(c->bev, EV_READ);
+            sl_stream_set_reading(&c->cs, false);
         }
     }
 }
 
+/* Request bytes went out to the upstream: take more of the body if we paused. */
 static void
-up_write_cb(struct bufferevent *bev, void *arg)
+up_written(struct conn *c)
 {
-    struct conn *c = arg;
-
-    (void)bev;
-    if (c->is_client_read_paused && !c->is_body_done) {
+    up_timer_set(c);
+    if (c->is_client_read_paused && !c->is_body_done
+        && evbuffer_get_length(c->us->out) <= LOW_WATER) {
         c->is_client_read_paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        sl_stream_set_reading(&c->cs, true);
         forward_body(c);
     }
 }
@@ -1054,7 +1086,7 @@ static void
 write_response_head(struct conn *c, const char *head, bool must_close)
 {
     struct sl_header headers[MAX_RESPONSE_HEADERS];
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
     size_t n = sl_head_headers(&c->resp, head, headers);
     int status = c->resp.parser.status_code;
@@ -1093,13 +1125,12 @@ response_done(struct conn *c)
 {
     bool is_reusable = c->is_body_done && c->resp_framing != SL_FRAMING_EOF
         && http_should_keep_alive(&c->resp.parser)
-        && evbuffer_get_length(bufferevent_get_output(c->up_bev)) == 0;
+        && evbuffer_get_length(c->us->out) == 0;
     bool must_close = !c->is_body_done;
 
     c->upstream_end_us = sl_clock_now_us();
     upstream_drop(c, is_reusable);
-    if (c->is_up_read_paused)
-        c->is_up_read_paused = false;
+    c->is_up_read_paused = false;
     request_done(c, must_close);
 }
 
@@ -1107,7 +1138,7 @@ static void
 chunk_to_client(void *arg, const char *at, size_t len)
 {
     struct conn *c = arg;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
 
     if (c->is_resp_chunked)
@@ -1122,21 +1153,12 @@ chunk_to_client(void *arg, const char *at, size_t len)
 static int
 forward_decoded(struct conn *c, struct evbuffer *in, bool is_eof)
 {
-    struct evbuffer_iovec vec[8];
-    int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
     size_t consumed = 0;
 
     c->resp.on_body = chunk_to_client;
     c->resp.body_arg = c;
-    for (int i = 0; i < nvec && i < 8; i++) {
-        ssize_t n = sl_head_feed_body(&c->resp, vec[i].iov_base, vec[i].iov_len);
-        if (n < 0)
-            return -1;
-        consumed += (size_t)n;
-        if (c->resp.is_message_complete)
-            break;
-    }
-    evbuffer_drain(in, consumed);
+    if (feed_parser(&c->resp, in, &consumed) != 0)
+        return -1;
     if (is_eof && !c->resp.is_message_complete && sl_head_feed_body(&c->resp, NULL, 0) < 0)
         return -1;
     return 0;
@@ -1145,8 +1167,8 @@ forward_decoded(struct conn *c, struct evbuffer *in, bool is_eof)
 static void
 forward_response(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->up_bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *in = c->us->in;
+    struct evbuffer *out = c->cs.out;
 
     if (c->resp_framing == SL_FRAMING_LENGTH) {
         size_t avail = evbuffer_get_length(in);
@@ -1175,9 +1197,15 @@ forward_response(struct conn *c)
             return;
         }
     }
+    sl_stream_flush(&c->cs);
+    sl_stream_rearm(c->us);
     if (evbuffer_get_length(out) > HIGH_WATER) {
+        /* The client reads slower than the upstream sends: stop reading the
+         * upstream; the client must make progress within idle_timeout. */
         c->is_up_read_paused = true;
-        bufferevent_disable(c->up_bev, EV_READ);
+        sl_stream_set_reading(c->us, false);
+        evtimer_del(&c->up_timer);
+        timer_set(c, c->gen->cfg->client.idle_timeout_ms);
     }
 }
 
@@ -1185,7 +1213,7 @@ forward_response(struct conn *c)
 static bool
 read_response_head(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->up_bev);
+    struct evbuffer *in = c->us->in;
 
     for (;;) {
         size_t len = evbuffer_get_length(in);
@@ -1234,46 +1262,34 @@ read_response_head(struct conn *c)
 }
 
 static void
-up_read_cb(struct bufferevent *bev, void *arg)
+up_read(struct conn *c)
 {
-    struct conn *c = arg;
-
-    (void)bev;
-    conn_hold(c);
-    if (!c->is_resp_started && !read_response_head(c)) {
-        conn_unhold(c);
+    up_timer_set(c);
+    if (!c->is_resp_started && !read_response_head(c))
         return;
-    }
     if (!c->is_dead && c->up != NULL)
         forward_response(c);
-    conn_unhold(c);
 }
 
+/* The upstream closed, failed, or timed out (is_timeout). */
 static void
-up_event_cb(struct bufferevent *bev, short what, void *arg)
+up_failed(struct conn *c, bool is_timeout)
 {
-    struct conn *c = arg;
-
-    (void)bev;
-    conn_hold(c);
-    if ((what & BEV_EVENT_EOF) && c->is_resp_started && c->resp_framing == SL_FRAMING_EOF) {
-        if (forward_decoded(c, bufferevent_get_input(c->up_bev), true) == 0
-            && c->resp.is_message_complete) {
+    if (!is_timeout && c->is_resp_started && c->resp_framing == SL_FRAMING_EOF) {
+        if (forward_decoded(c, c->us->in, true) == 0 && c->resp.is_message_complete) {
             if (c->is_resp_chunked) {
-                evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+                evbuffer_add(c->cs.out, "0\r\n\r\n", 5);
                 c->bytes_out += 5;
             }
             response_done(c);
-            conn_unhold(c);
             return;
         }
     }
     c->upstream_end_us = sl_clock_now_us();
     sl_metrics_upstream_error(c->px->mw, c->gen->upstream_slots[c->route->upstream],
-                              (what & BEV_EVENT_TIMEOUT) ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
-                                                         : SL_METRICS_UPSTREAM_BROKEN);
+                              is_timeout ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
+                                         : SL_METRICS_UPSTREAM_BROKEN);
     if (!c->is_resp_started) {
-        bool is_timeout = (what & BEV_EVENT_TIMEOUT) != 0;
         upstream_drop(c, false);
         respond_error(c, is_timeout ? 504 : 502,
                       is_timeout ? "the upstream did not answer in time"
@@ -1281,56 +1297,90 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
                       false);
     } else {
         /* Mid-body: the client must see a broken response, never a complete one. */
-        const char *reason = (what & BEV_EVENT_TIMEOUT) ? "upstream timed out mid-response"
-                                                        : "upstream closed mid-response";
+        const char *reason = is_timeout ? "upstream timed out mid-response"
+                                        : "upstream closed mid-response";
         c->status = c->status ? c->status : 502;
         request_finish(c, reason);
         upstream_drop(c, false);
         conn_flush_close(c);
     }
+}
+
+static void
+up_stream_cb(struct sl_stream *s, int what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)s;
+    conn_hold(c);
+    if ((what & SL_STREAM_WRITTEN) && c->up != NULL)
+        up_written(c);
+    if ((what & SL_STREAM_READ) && !c->is_dead && c->up != NULL)
+        up_read(c);
+    if ((what & (SL_STREAM_EOF | SL_STREAM_ERROR)) && !c->is_dead && c->up != NULL)
+        up_failed(c, false);
+    conn_unhold(c);
+}
+
+static void
+up_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    conn_hold(c);
+    if (c->up != NULL)
+        up_failed(c, true);
     conn_unhold(c);
 }
 
 /* ---- client side callbacks ----------------------------------------------- */
 
+/* Response bytes went out to the client. */
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+client_written(struct conn *c)
 {
-    (void)bev;
-    conn_process(arg);
-}
+    size_t pending = evbuffer_get_length(c->cs.out);
 
-static void
-conn_write_cb(struct bufferevent *bev, void *arg)
-{
-    struct conn *c = arg;
-
-    conn_hold(c);
     if (c->state == C_FLUSH_CLOSE) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (pending == 0)
             conn_close(c, NULL);
     } else if (c->is_up_read_paused && c->up != NULL) {
-        c->is_up_read_paused = false;
-        bufferevent_enable(c->up_bev, EV_READ);
-        forward_response(c);
-    } else if (c->state == C_IDLE || c->state == C_HEAD) {
+        if (pending <= LOW_WATER) {
+            c->is_up_read_paused = false;
+            evtimer_del(&c->timer);
+            up_timer_set(c);
+            sl_stream_set_reading(c->us, true);
+            if (evbuffer_get_length(c->us->in) > 0)
+                forward_response(c);
+        } else {
+            timer_set(c, c->gen->cfg->client.idle_timeout_ms);
+        }
+    } else if ((c->state == C_IDLE || c->state == C_HEAD) && pending <= LOW_WATER) {
         conn_process(c);
     }
-    conn_unhold(c);
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_stream_cb(struct sl_stream *s, int what, void *arg)
 {
     struct conn *c = arg;
-    const char *reason = (what & BEV_EVENT_TIMEOUT) ? "client send timeout"
-                         : (what & BEV_EVENT_EOF) ? "client closed"
-                                                  : "client connection error";
 
-    (void)bev;
-    if (c->state == C_IDLE)
-        reason = NULL;
-    conn_close(c, reason);
+    (void)s;
+    conn_hold(c);
+    if (what & SL_STREAM_ERROR) {
+        conn_close(c, c->state == C_IDLE ? NULL : "client connection error");
+    } else {
+        if (what & SL_STREAM_WRITTEN)
+            client_written(c);
+        if ((what & SL_STREAM_READ) && !c->is_dead)
+            conn_process(c);
+        if ((what & SL_STREAM_EOF) && !c->is_dead)
+            conn_close(c, c->state == C_IDLE || c->state == C_FLUSH_CLOSE ? NULL
+                                                                          : "client closed");
+    }
+    conn_unhold(c);
 }
 
 static void
@@ -1353,7 +1403,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             c->is_body_done = true;
             respond_error(c, 408, "the request body did not arrive in time", true);
         } else {
-            conn_close(c, "client body timeout");
+            conn_close(c, c->is_up_read_paused ? "client send timeout" : "client body timeout");
         }
         break;
     default:
@@ -1370,7 +1420,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     struct sl_proxy *px = arg;
     const struct sl_client_conf *client = &px->gen->cfg->client;
     struct conn *c;
-    struct timeval send_tv = tv_from_ms(client->idle_timeout_ms);
+    int one = 1;
 
     (void)listener;
     c = sl_xcalloc(1, sizeof(*c));
@@ -1378,17 +1428,13 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     memcpy(&c->peer, sa, (size_t)socklen < sizeof(c->peer) ? (size_t)socklen : sizeof(c->peer));
     if (sl_sockaddr_host(sa, c->peer_ip, sizeof(c->peer_ip)) == 0)
         memcpy(c->peer_ip, "unknown", 8);
-    c->bev = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sl_stream_init(&c->cs, px->base, fd, client->max_header_size + LOW_WATER, conn_stream_cb, c);
     sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
     c->head.max_uri_size = client->max_uri_size;
     sl_head_init(&c->resp, HTTP_RESPONSE, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS);
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, client->max_header_size + LOW_WATER);
-    bufferevent_setwatermark(c->bev, EV_WRITE, LOW_WATER, 0);
-    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->state = C_IDLE;
+    evtimer_assign(&c->up_timer, px->base, up_timer_cb, c);
     /* A new connection gets the header timeout, not the keep-alive one. */
     c->start_us = sl_clock_now_us();
     c->start_wall = sl_clock_wall();

@@ -15,7 +15,6 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "sluice/config.h"
@@ -23,6 +22,7 @@
 #include "sluice/metrics.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/stream.h"
 
 /* A refused server is skipped for this long unless every server is down. */
 #define SERVER_DOWN_US (2u * 1000u * 1000u)
@@ -37,11 +37,13 @@ struct server {
 
 struct sl_upconn {
     struct sl_upstream_pool *pool;
-    struct bufferevent *bev;
+    struct sl_stream stream;
+    struct event idle_timer;
     struct sl_upstream_wait *wait; /* while connecting */
     struct sl_upconn *next, *prev; /* idle list */
     unsigned server;
     bool is_reused;
+    bool is_broken; /* closed or talked while parked between idle and handover */
 };
 
 struct sl_upstream_pool {
@@ -81,6 +83,8 @@ count_shed(struct sl_upstream_pool *pool)
 
 static void start(struct sl_upstream_wait *wait);
 static void connect_next(struct sl_upstream_wait *wait);
+static void parked_cb(struct sl_stream *stream, int what, void *arg);
+static void idle_drop(struct sl_upconn *conn);
 
 static struct timeval
 tv_from_ms(uint64_t ms)
@@ -118,7 +122,8 @@ sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *con
 static void
 upconn_free(struct sl_upconn *conn)
 {
-    bufferevent_free(conn->bev);
+    event_del(&conn->idle_timer);
+    sl_stream_fini(&conn->stream);
     free(conn);
 }
 
@@ -229,6 +234,16 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn = wait->connecting;
         status = wait->last_status;
         wait->connecting = NULL;
+        if (conn != NULL && conn->is_broken) {
+            /* The kept-alive connection died while parked; nothing was sent
+             * on it, so a fresh one is no second attempt at the request. */
+            upconn_free(conn);
+            wait->first_server = pool->rr++;
+            wait->servers_tried = 0;
+            wait->last_status = 502;
+            connect_next(wait);
+            return;
+        }
         wait->is_active = false;
         if (conn == NULL) {
             active_add(pool, -1);
@@ -319,9 +334,8 @@ start(struct sl_upstream_wait *wait)
     if (srv->idle != NULL && srv->down_until_us <= sl_clock_now_us()) {
         struct sl_upconn *conn = srv->idle;
         idle_unlink(conn);
-        bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(conn->bev, NULL, NULL);
-        bufferevent_disable(conn->bev, EV_READ);
+        event_del(&conn->idle_timer);
+        sl_stream_setcb(&conn->stream, parked_cb, conn);
         conn->is_reused = true;
         deliver_later(wait, conn, 0);
         return;
@@ -333,27 +347,35 @@ start(struct sl_upstream_wait *wait)
 }
 
 static void
-connect_event_cb(struct bufferevent *bev, short what, void *arg)
+parked_cb(struct sl_stream *stream, int what, void *arg)
+{
+    struct sl_upconn *conn = arg;
+
+    (void)stream;
+    if (what & (SL_STREAM_READ | SL_STREAM_EOF | SL_STREAM_ERROR))
+        conn->is_broken = true;
+}
+
+static void
+connect_event_cb(struct sl_stream *stream, int what, void *arg)
 {
     struct sl_upconn *conn = arg;
     struct sl_upstream_wait *wait = conn->wait;
     struct sl_upstream_pool *pool = conn->pool;
 
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & SL_STREAM_CONNECTED) {
         int one = 1;
-        evutil_socket_t fd = bufferevent_getfd(bev);
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
         pool->servers[conn->server].down_until_us = 0;
-        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+        sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
     }
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name,
-                 pool->servers[conn->server].addr->text,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                 pool->servers[conn->server].addr->text, strerror(stream->error));
     pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
@@ -362,6 +384,14 @@ connect_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* Next server in round-robin order: healthy ones first, then those marked down. */
+static void
+idle_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    idle_drop(arg);
+}
+
 static int
 next_server(struct sl_upstream_wait *wait)
 {
@@ -392,15 +422,16 @@ connect_next(struct sl_upstream_wait *wait)
         conn->pool = pool;
         conn->server = (unsigned)idx;
         conn->wait = wait;
-        conn->bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
-        bufferevent_setcb(conn->bev, NULL, NULL, connect_event_cb, conn);
-        if (bufferevent_socket_connect(conn->bev, (const struct sockaddr *)&addr->ss,
-                                       (int)addr->len)
+        evtimer_assign(&conn->idle_timer, pool->base, idle_timer_cb, conn);
+        if (sl_stream_connect(&conn->stream, pool->base, (const struct sockaddr *)&addr->ss,
+                              addr->len, connect_event_cb, conn)
             != 0) {
+            sl_log_warn("upstream \"%s\": connect %s", pool->conf->name, addr->text);
+            event_del(&conn->idle_timer);
+            free(conn);
             pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
             pool->servers[idx].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
-            upconn_free(conn);
             continue;
         }
         wait->connecting = conn;
@@ -412,22 +443,20 @@ connect_next(struct sl_upstream_wait *wait)
 }
 
 static void
-idle_event_cb(struct bufferevent *bev, short what, void *arg)
+idle_drop(struct sl_upconn *conn)
 {
-    struct sl_upconn *conn = arg;
-
-    (void)bev;
-    (void)what;
-    /* Closed by the server, timed out, or errored while idle: just drop it. */
     idle_unlink(conn);
     upconn_free(conn);
 }
 
 static void
-idle_read_cb(struct bufferevent *bev, void *arg)
+idle_event_cb(struct sl_stream *stream, int what, void *arg)
 {
-    /* An idle connection has nothing to say; bytes now mean it is unusable. */
-    idle_event_cb(bev, BEV_EVENT_READING, arg);
+    (void)stream;
+    /* Closed by the server or errored while idle; bytes from an idle
+     * connection mean it is unusable too. */
+    if (what & (SL_STREAM_READ | SL_STREAM_EOF | SL_STREAM_ERROR))
+        idle_drop(arg);
 }
 
 void
@@ -437,7 +466,8 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
 
     active_add(pool, -1);
     if (is_reusable && pool->nidle < pool->conf->keepalive
-        && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0) {
+        && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
+        && !conn->stream.is_eof) {
         struct timeval tv = tv_from_ms(pool->conf->idle_timeout_ms);
         struct server *srv = &pool->servers[conn->server];
         conn->next = srv->idle;
@@ -447,19 +477,19 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
         srv->idle = conn;
         pool->nidle++;
         gauge(pool, SL_METRICS_UPSTREAM_IDLE, 1);
-        bufferevent_setcb(conn->bev, idle_read_cb, NULL, idle_event_cb, conn);
-        bufferevent_set_timeouts(conn->bev, &tv, NULL);
-        bufferevent_enable(conn->bev, EV_READ);
+        sl_stream_setcb(&conn->stream, idle_event_cb, conn);
+        sl_stream_set_reading(&conn->stream, true);
+        evtimer_add(&conn->idle_timer, &tv);
     } else {
         upconn_free(conn);
     }
     pump_queue(pool);
 }
 
-struct bufferevent *
-sl_upconn_bev(const struct sl_upconn *conn)
+struct sl_stream *
+sl_upconn_stream(struct sl_upconn *conn)
 {
-    return conn->bev;
+    return &conn->stream;
 }
 
 const char *

@@ -13,7 +13,7 @@
 
 #include <event2/event_struct.h>
 
-struct bufferevent;
+struct sl_stream;
 struct event_base;
 struct sl_upstream_conf;
 struct sl_upstream_pool;
@@ -62,7 +62,8 @@ void sl_upstream_cancel(struct sl_upstream_wait *wait);
 /* Returns a connection. Reusable ones go to the idle cache (bounded by keepalive). */
 void sl_upstream_release(struct sl_upconn *conn, bool is_reusable);
 
-struct bufferevent *sl_upconn_bev(const struct sl_upconn *conn);
+/* The connection's socket; its callback is the caller's until release. */
+struct sl_stream *sl_upconn_stream(struct sl_upconn *conn);
 const char *sl_upconn_address(const struct sl_upconn *conn);
 /* Whether the connection came from the idle cache (already used before). */
 bool sl_upconn_is_reused(const struct sl_upconn *conn);
