@@ -31,6 +31,7 @@
 #                        attempt is kept
 #   MEMORY=0             skip the memory runs
 #   KEYS, IDLE_CONNS     sizes of the memory runs (1000000, 10000)
+#   RECLAIM_KEYS         keys per batch of the reclaim run (300000)
 #   RECLAIM=0/1          second local-store run checking that expired keys'
 #                        memory is reused (default 1, 0 with QUICK)
 #   DOC=path, WRITE_DOC=0   where to write the report, or don't
@@ -58,6 +59,7 @@ MEMORY=${MEMORY:-1}
 KEYS=${KEYS:-1000000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RECLAIM_PER=${RECLAIM_PER:-5}
+RECLAIM_KEYS=${RECLAIM_KEYS:-300000}
 WARMUP=${WARMUP:-2}
 DOC=${DOC:-$ROOT/docs/benchmarks.md}
 WRITE_DOC=${WRITE_DOC:-1}
@@ -81,6 +83,7 @@ NPROC=$(nproc)
 if [ "$PIN" = 1 ] && [ "$NPROC" -ge 2 ]; then
     PROXY_CPU=$((NPROC - 1))
     LOAD_CPU="0-$((NPROC - 2))"
+    [ "$NPROC" = 2 ] && LOAD_CPU=0
     PINNING="proxy under test on CPU $PROXY_CPU; wrk, upstream and redis-server on CPU $LOAD_CPU"
 else
     PROXY_CPU="0-$((NPROC - 1))"
@@ -250,16 +253,16 @@ if [ "$MEMORY" = 1 ]; then
         stop sluice_mem_keys
 
         if [ "$RECLAIM" = 1 ]; then
-            log "memory: reclaim: $KEYS keys that refill in ${RECLAIM_PER} s, wait, $KEYS more"
+            log "memory: reclaim: $RECLAIM_KEYS keys that refill in ${RECLAIM_PER} s, wait, $RECLAIM_KEYS more"
             sluice_conf sluice_mem_reclaim "$LOCAL_STORE" "header:X-Key" 1 "${RECLAIM_PER}s" 1
             if start_sluice sluice_mem_reclaim; then
                 $PY keys --config sluice_mem_reclaim --phase first --port "$PORT_sluice_mem_reclaim" \
-                    --pid "$PID_sluice_mem_reclaim" --n "$KEYS" --prefix first --cpu "$LOAD_CPU" \
+                    --pid "$PID_sluice_mem_reclaim" --n "$RECLAIM_KEYS" --prefix first --cpu "$LOAD_CPU" \
                     --connections "$CONNECTIONS" --max-seconds 150 \
                     --script "$HERE/lib/wrk-keys.lua" --out "$MEM" || true
                 sleep $((RECLAIM_PER + 2))
                 $PY keys --config sluice_mem_reclaim --phase "second, after ${RECLAIM_PER}s+2s" \
-                    --port "$PORT_sluice_mem_reclaim" --pid "$PID_sluice_mem_reclaim" --n "$KEYS" \
+                    --port "$PORT_sluice_mem_reclaim" --pid "$PID_sluice_mem_reclaim" --n "$RECLAIM_KEYS" \
                     --prefix second --cpu "$LOAD_CPU" --connections "$CONNECTIONS" \
                     --max-seconds 150 --script "$HERE/lib/wrk-keys.lua" --out "$MEM" || true
             fi
@@ -271,7 +274,7 @@ fi
 # ---------------------------------------------------------------- report
 
 MODE=full
-[ "$QUICK" = 1 ] && MODE=quick
+if [ "$QUICK" = 1 ]; then MODE=quick; fi
 export B_NOISE_MAX=$NOISE_MAX
 export B_DATE B_CPU B_NPROC B_KERNEL B_SLUICE B_MODE B_ROUNDS B_DURATION B_WRK B_CONNS \
     B_THREADS B_PINNING B_VERSIONS B_COMMAND B_CONFIGS B_NOTES
@@ -288,7 +291,8 @@ B_CONNS=$CONNECTIONS
 B_THREADS=$THREADS
 B_PINNING=$PINNING
 B_VERSIONS="$({ "$NGINX" -v 2>&1 || true; } | sed 's/.*version: //'), $({ "$HAPROXY" -v || true; } | awk 'NR == 1 {print "HAProxy " $3}'), redis $({ redis-server --version || true; } | sed 's/.* v=\([^ ]*\).*/\1/')"
-B_COMMAND="$( [ "$QUICK" = 1 ] && printf 'QUICK=1 ')bench/run.sh"
+B_COMMAND="bench/run.sh"
+if [ "$QUICK" = 1 ]; then B_COMMAND="QUICK=1 bench/run.sh"; fi
 B_CONFIGS=$ALL_CONFIGS
 B_NOTES=$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")
 python3 - "$RUN_DIR/machine.json" <<'EOF'

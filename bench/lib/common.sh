@@ -129,7 +129,7 @@ build_sluice() {
     [ -x "$SLUICE_BIN" ] || die "SLUICE_BIN=$SLUICE_BIN is not executable"
     HAVE_SLUICE=1
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    dirty=$(git -C "$ROOT" status --porcelain -- src include lua 2>/dev/null | head -c1)
+    dirty=$(git -C "$ROOT" status --porcelain -- src include lua 2>/dev/null | awk 'NR == 1 { print "x" }' || true)
     SLUICE_DESC="$SLUICE_BIN, commit $rev${dirty:+ (with uncommitted changes in src/include/lua)}"
 }
 
