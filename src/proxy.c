@@ -257,13 +257,83 @@ name_is(const struct sl_header *h, const char *lower, size_t len)
     return sl_http_token_eq(h->name, h->name_len, lower, len);
 }
 
+/*
+ * A message head is assembled on the stack and handed to the evbuffer in one
+ * piece: one copy and, usually, no allocation per head.
+ */
+struct head_builder {
+    struct evbuffer *out;
+    size_t len;
+    char buf[4096];
+};
+
 static void
-add_header(struct evbuffer *out, const struct sl_header *h)
+hb_add(struct head_builder *b, const void *p, size_t n)
 {
-    evbuffer_add(out, h->name, h->name_len);
-    evbuffer_add(out, ": ", 2);
-    evbuffer_add(out, h->value, h->value_len);
-    evbuffer_add(out, "\r\n", 2);
+    if (n > sizeof(b->buf) - b->len) {
+        evbuffer_add(b->out, b->buf, b->len);
+        b->len = 0;
+        if (n > sizeof(b->buf)) {
+            evbuffer_add(b->out, p, n);
+            return;
+        }
+    }
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+}
+
+#define HB_LIT(b, lit) hb_add((b), (lit), sizeof(lit) - 1)
+
+static void
+hb_str(struct head_builder *b, const char *s)
+{
+    hb_add(b, s, strlen(s));
+}
+
+static void
+hb_u64(struct head_builder *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    hb_add(b, tmp + i, sizeof(tmp) - i);
+}
+
+static void
+hb_finish(struct head_builder *b)
+{
+    evbuffer_add(b->out, b->buf, b->len);
+    b->len = 0;
+}
+
+static void
+hb_header(struct head_builder *b, const struct sl_header *h)
+{
+    hb_add(b, h->name, h->name_len);
+    HB_LIT(b, ": ");
+    hb_add(b, h->value, h->value_len);
+    HB_LIT(b, "\r\n");
+}
+
+/* "<hex>\r\n": a chunk-size line, RFC 9112 section 7.1 */
+static void
+add_chunk_size(struct evbuffer *out, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    tmp[--i] = '\n';
+    tmp[--i] = '\r';
+    do {
+        tmp[--i] = digits[len & 15];
+        len >>= 4;
+    } while (len != 0);
+    evbuffer_add(out, tmp + i, sizeof(tmp) - i);
 }
 
 /* ---- connection lifecycle ------------------------------------------------ */
@@ -525,20 +595,26 @@ write_local_response(struct conn *c, int status, const char *extra_headers, size
 {
     struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
+    struct head_builder b;
 
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n"
-                        "Content-Length: %zu\r\nCache-Control: no-store\r\n",
-                        status, sl_http_reason(status), body_len);
-    if (extra_len > 0)
-        evbuffer_add(out, extra_headers, extra_len);
+    b.out = out;
+    b.len = 0;
+    HB_LIT(&b, "HTTP/1.1 ");
+    hb_u64(&b, (uint64_t)status);
+    HB_LIT(&b, " ");
+    hb_str(&b, sl_http_reason(status));
+    HB_LIT(&b, "\r\nContent-Type: application/problem+json\r\nContent-Length: ");
+    hb_u64(&b, body_len);
+    HB_LIT(&b, "\r\nCache-Control: no-store\r\n");
+    hb_add(&b, extra_headers, extra_len);
     if (must_close)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        HB_LIT(&b, "Connection: close\r\n");
     else if (c->req.http_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&b, "Connection: keep-alive\r\n");
+    HB_LIT(&b, "\r\n");
     if (!c->is_head_method)
-        evbuffer_add(out, body, body_len);
+        hb_add(&b, body, body_len);
+    hb_finish(&b);
     c->bytes_out += evbuffer_get_length(out) - before;
     c->status = status;
     c->is_resp_started = true;
@@ -871,45 +947,56 @@ static void
 write_request_head(struct conn *c, struct evbuffer *out)
 {
     const struct sl_request *req = &c->req;
+    struct head_builder b;
 
-    evbuffer_add(out, req->method, req->method_len);
-    evbuffer_add(out, " ", 1);
-    evbuffer_add(out, req->target, req->target_len);
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    b.out = out;
+    b.len = 0;
+    hb_add(&b, req->method, req->method_len);
+    HB_LIT(&b, " ");
+    hb_add(&b, req->target, req->target_len);
+    HB_LIT(&b, " HTTP/1.1\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *h = &req->headers[i];
-        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "content-length", 14)
-            || name_is(h, "expect", 6) || name_is(h, "x-forwarded-proto", 17))
+        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h)
+            || name_is(h, "content-length", 14) || name_is(h, "expect", 6)
+            || name_is(h, "x-forwarded-proto", 17))
             continue;
         if (name_is(h, "x-forwarded-for", 15))
             continue; /* all of them are joined into one field below */
         if ((c->request_id_len && name_is(h, "x-request-id", 12))
             || name_is(h, "traceparent", 11))
             continue;
-        add_header(out, h);
+        hb_header(&b, h);
     }
-    if (req->host == NULL)
-        evbuffer_add_printf(out, "Host: %s\r\n", c->upstream_addr);
-    evbuffer_add(out, "X-Forwarded-For: ", 17);
+    if (req->host == NULL) {
+        HB_LIT(&b, "Host: ");
+        hb_str(&b, c->upstream_addr);
+        HB_LIT(&b, "\r\n");
+    }
+    HB_LIT(&b, "X-Forwarded-For: ");
     if (c->xff_len > 0) {
-        evbuffer_add(out, c->xff, c->xff_len);
-        evbuffer_add(out, ", ", 2);
+        hb_add(&b, c->xff, c->xff_len);
+        HB_LIT(&b, ", ");
     }
-    evbuffer_add(out, c->peer_ip, strlen(c->peer_ip));
-    evbuffer_add(out, "\r\nX-Forwarded-Proto: http\r\n", 27);
+    hb_str(&b, c->peer_ip);
+    HB_LIT(&b, "\r\nX-Forwarded-Proto: http\r\n");
     if (c->request_id_len) {
-        evbuffer_add(out, "X-Request-Id: ", 14);
-        evbuffer_add(out, c->request_id, c->request_id_len);
-        evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&b, "X-Request-Id: ");
+        hb_add(&b, c->request_id, c->request_id_len);
+        HB_LIT(&b, "\r\n");
     }
-    evbuffer_add(out, "traceparent: ", 13);
-    evbuffer_add(out, c->traceparent, 55);
-    evbuffer_add(out, "\r\n", 2);
-    if (c->framing == SL_FRAMING_LENGTH)
-        evbuffer_add_printf(out, "Content-Length: %" PRIu64 "\r\n", c->body_left);
-    else if (c->framing == SL_FRAMING_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add(out, "\r\n", 2);
+    HB_LIT(&b, "traceparent: ");
+    hb_add(&b, c->traceparent, 55);
+    HB_LIT(&b, "\r\n");
+    if (c->framing == SL_FRAMING_LENGTH) {
+        HB_LIT(&b, "Content-Length: ");
+        hb_u64(&b, c->body_left);
+        HB_LIT(&b, "\r\n");
+    } else if (c->framing == SL_FRAMING_CHUNKED) {
+        HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
+    }
+    HB_LIT(&b, "\r\n");
+    hb_finish(&b);
 }
 
 static void
@@ -961,7 +1048,7 @@ chunk_to_upstream(void *arg, const char *at, size_t len)
         c->is_body_too_large = true;
         return;
     }
-    evbuffer_add_printf(out, "%zx\r\n", len);
+    add_chunk_size(out, len);
     evbuffer_add(out, at, len);
     evbuffer_add(out, "\r\n", 2);
 }
@@ -1086,6 +1173,7 @@ static void
 write_response_head(struct conn *c, const char *head, bool must_close)
 {
     struct sl_header headers[MAX_RESPONSE_HEADERS];
+    struct head_builder b;
     struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
     size_t n = sl_head_headers(&c->resp, head, headers);
@@ -1094,27 +1182,36 @@ write_response_head(struct conn *c, const char *head, bool must_close)
     c->status = status;
     c->is_resp_chunked = c->resp_framing == SL_FRAMING_CHUNKED
         || (c->resp_framing == SL_FRAMING_EOF && c->req.http_minor >= 1);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
+    b.out = out;
+    b.len = 0;
+    HB_LIT(&b, "HTTP/1.1 ");
+    hb_u64(&b, (uint64_t)status);
+    HB_LIT(&b, " ");
+    hb_str(&b, sl_http_reason(status));
+    HB_LIT(&b, "\r\n");
     for (size_t i = 0; i < n; i++) {
         const struct sl_header *h = &headers[i];
         if (sl_http_is_hop_by_hop(headers, n, h))
             continue;
         if (c->is_resp_chunked && name_is(h, "content-length", 14))
             continue;
-        add_header(out, h);
+        hb_header(&b, h);
     }
-    if (c->decision_headers_len > 0)
-        evbuffer_add(out, c->decision_headers, c->decision_headers_len);
-    if (c->route->has_server_timing)
-        evbuffer_add_printf(out, "Server-Timing: upstream;dur=%.3f\r\n",
-                            span_ms(c->upstream_start_us, c->first_byte_us));
+    hb_add(&b, c->decision_headers, c->decision_headers_len);
+    if (c->route->has_server_timing) {
+        char timing[64];
+        int len = snprintf(timing, sizeof(timing), "Server-Timing: upstream;dur=%.3f\r\n",
+                           span_ms(c->upstream_start_us, c->first_byte_us));
+        hb_add(&b, timing, (size_t)len);
+    }
     if (c->is_resp_chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (must_close)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        HB_LIT(&b, "Connection: close\r\n");
     else if (c->req.http_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&b, "Connection: keep-alive\r\n");
+    HB_LIT(&b, "\r\n");
+    hb_finish(&b);
     c->bytes_out += evbuffer_get_length(out) - before;
     c->is_resp_started = true;
 }
@@ -1142,7 +1239,7 @@ chunk_to_client(void *arg, const char *at, size_t len)
     size_t before = evbuffer_get_length(out);
 
     if (c->is_resp_chunked)
-        evbuffer_add_printf(out, "%zx\r\n", len);
+        add_chunk_size(out, len);
     evbuffer_add(out, at, len);
     if (c->is_resp_chunked)
         evbuffer_add(out, "\r\n", 2);
