@@ -777,7 +777,7 @@ is_connection_token(const struct sl_header *headers, size_t n, const struct sl_h
 {
     for (size_t i = 0; i < n; i++) {
         const char *v = headers[i].value, *end = v + headers[i].value_len;
-        if (!name_is(&headers[i], "connection", 10))
+        if (headers[i].name_len != 10 || !name_is(&headers[i], "connection", 10))
             continue;
         while (v < end) {
             const char *comma = memchr(v, ',', (size_t)(end - v));
@@ -800,11 +800,31 @@ is_connection_token(const struct sl_header *headers, size_t n, const struct sl_h
 bool
 sl_http_is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h)
 {
-    if (name_is(h, "connection", 10) || name_is(h, "keep-alive", 10) || name_is(h, "te", 2)
-        || name_is(h, "trailer", 7) || name_is(h, "transfer-encoding", 17)
-        || name_is(h, "upgrade", 7))
-        return true;
-    if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
-        return true;
+    /* First letter first: this runs for every header, both ways. */
+    switch (h->name_len > 0 ? h->name[0] | 0x20 : 0) {
+    case 'c':
+        if (name_is(h, "connection", 10))
+            return true;
+        break;
+    case 'k':
+        if (name_is(h, "keep-alive", 10))
+            return true;
+        break;
+    case 't':
+        if (name_is(h, "te", 2) || name_is(h, "trailer", 7)
+            || name_is(h, "transfer-encoding", 17))
+            return true;
+        break;
+    case 'u':
+        if (name_is(h, "upgrade", 7))
+            return true;
+        break;
+    case 'p':
+        if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
+            return true;
+        break;
+    default:
+        break;
+    }
     return is_connection_token(headers, n, h);
 }

@@ -398,6 +398,20 @@ out_str(struct check *c, const char *s)
     out_put(c, s, strlen(s));
 }
 
+/* Decimal without printf: these fields go on every admitted response. */
+static void
+out_u64(struct check *c, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out_put(c, tmp + i, sizeof(tmp) - i);
+}
+
 static void
 out_fmt(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -982,7 +996,10 @@ ratelimit_fields(struct check *c, unsigned cap_s)
         if (i > 0)
             out_put(c, ", ", 2);
         out_put(c, info->sf_name, info->sf_name_len);
-        out_fmt(c, ";r=%llu;t=%llu", (unsigned long long)r, (unsigned long long)t);
+        out_str(c, ";r=");
+        out_u64(c, r);
+        out_str(c, ";t=");
+        out_u64(c, t);
     }
     out_str(c, "\r\n");
 }

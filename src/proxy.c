@@ -130,7 +130,8 @@ struct conn {
     bool is_processing;         /* conn_process is on the stack: it will look again */
     bool is_client_read_paused; /* backpressure from the upstream side */
     bool is_up_read_paused;     /* backpressure from the client side */
-    char peer_ip[48];
+    char peer_ip[48];           /* canonical text, as sl_client_address gives it */
+    size_t peer_ip_len;
     struct sockaddr_storage peer;
 
     /* the request in progress */
@@ -200,6 +201,11 @@ struct sl_proxy {
     struct sl_metrics *metrics;
     struct sl_metrics_worker *mw;
     uint64_t rng[2];
+    struct {
+        uint64_t ms;
+        const struct timeval *tv;
+    } common[16];
+    size_t ncommon;
 };
 
 static void conn_process(struct conn *c);
@@ -218,11 +224,47 @@ tv_from_ms(uint64_t ms)
     return tv;
 }
 
+/*
+ * Connection timers take a few fixed durations, so they go through libevent's
+ * common timeouts: a queue per duration instead of the heap, O(1) to re-arm.
+ */
+static const struct timeval *
+common_timeout(struct sl_proxy *px, uint64_t ms)
+{
+    for (size_t i = 0; i < px->ncommon; i++) {
+        if (px->common[i].ms == ms)
+            return px->common[i].tv;
+    }
+    if (px->ncommon < sizeof(px->common) / sizeof(px->common[0])) {
+        struct timeval tv = tv_from_ms(ms);
+        const struct timeval *common = event_base_init_common_timeout(px->base, &tv);
+        if (common != NULL) {
+            px->common[px->ncommon].ms = ms;
+            px->common[px->ncommon].tv = common;
+            px->ncommon++;
+            return common;
+        }
+    }
+    return NULL;
+}
+
+static void
+timer_add(struct sl_proxy *px, struct event *ev, uint64_t ms)
+{
+    const struct timeval *common = common_timeout(px, ms);
+    struct timeval tv;
+
+    if (common == NULL) {
+        tv = tv_from_ms(ms);
+        common = &tv;
+    }
+    evtimer_add(ev, common);
+}
+
 static void
 timer_set(struct conn *c, uint64_t ms)
 {
-    struct timeval tv = tv_from_ms(ms);
-    evtimer_add(&c->timer, &tv);
+    timer_add(c->px, &c->timer, ms);
 }
 
 static uint64_t
@@ -237,17 +279,19 @@ rng_next(struct sl_proxy *px)
     return px->rng[1] + s0;
 }
 
+/* ndigits must be even: two digits per random byte. */
 static void
 hex_random(struct sl_proxy *px, char *out, size_t ndigits)
 {
     static const char digits[] = "0123456789abcdef";
     uint64_t bits = 0;
 
-    for (size_t i = 0; i < ndigits; i++) {
+    for (size_t i = 0; i < ndigits; i += 2) {
         if (i % 16 == 0)
             bits = rng_next(px);
         out[i] = digits[bits & 15];
-        bits >>= 4;
+        out[i + 1] = digits[(bits >> 4) & 15];
+        bits >>= 8;
     }
 }
 
@@ -753,11 +797,16 @@ request_begin(struct conn *c)
         c->is_expect_continue = c->req.http_minor >= 1 && !c->is_body_done;
     }
     xff_len = c->xff_len = collect_xff(c);
-    sl_client_address((const struct sockaddr *)&c->peer, xff_len ? c->xff : NULL, xff_len,
-                      cfg->trusted_proxies, cfg->ntrusted_proxies, c->client_ip,
-                      sizeof(c->client_ip));
-    c->req.client_ip = c->client_ip;
-    c->req.client_ip_len = strlen(c->client_ip);
+    if (xff_len > 0 && sl_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies,
+                                      (const struct sockaddr *)&c->peer)) {
+        c->req.client_ip_len = sl_client_address(
+            (const struct sockaddr *)&c->peer, c->xff, xff_len, cfg->trusted_proxies,
+            cfg->ntrusted_proxies, c->client_ip, sizeof(c->client_ip));
+        c->req.client_ip = c->client_ip;
+    } else {
+        c->req.client_ip = c->peer_ip;
+        c->req.client_ip_len = c->peer_ip_len;
+    }
     set_ids(c);
 
     c->route = sl_route_match(cfg, c->req.host, c->req.host_len, c->req.path, c->req.path_len);
@@ -939,8 +988,7 @@ static void up_failed(struct conn *c, bool is_timeout);
 static void
 up_timer_set(struct conn *c)
 {
-    struct timeval tv = tv_from_ms(c->gen->cfg->upstreams[c->route->upstream].timeout_ms);
-    evtimer_add(&c->up_timer, &tv);
+    timer_add(c->px, &c->up_timer, c->gen->cfg->upstreams[c->route->upstream].timeout_ms);
 }
 
 static void
@@ -1158,7 +1206,6 @@ forward_body(struct conn *c)
 static void
 up_written(struct conn *c)
 {
-    up_timer_set(c);
     if (c->is_client_read_paused && !c->is_body_done
         && evbuffer_get_length(c->us->out) <= LOW_WATER) {
         c->is_client_read_paused = false;
@@ -1523,8 +1570,9 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     c = sl_xcalloc(1, sizeof(*c));
     c->px = px;
     memcpy(&c->peer, sa, (size_t)socklen < sizeof(c->peer) ? (size_t)socklen : sizeof(c->peer));
-    if (sl_sockaddr_host(sa, c->peer_ip, sizeof(c->peer_ip)) == 0)
-        memcpy(c->peer_ip, "unknown", 8);
+    c->peer_ip_len = sl_client_address(sa, NULL, 0, NULL, 0, c->peer_ip, sizeof(c->peer_ip));
+    if (c->peer_ip_len == 0)
+        c->peer_ip_len = (size_t)snprintf(c->peer_ip, sizeof(c->peer_ip), "unknown");
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sl_stream_init(&c->cs, px->base, fd, client->max_header_size + LOW_WATER, conn_stream_cb, c);
     sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
