@@ -1005,6 +1005,12 @@ write_request_head(struct conn *c, struct evbuffer *out)
     HB_LIT(&b, " HTTP/1.1\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *h = &req->headers[i];
+        /* Host is end-to-end whatever Connection names (RFC 9112 section 3.2):
+         * "Connection: host" must not strip it on the way up. */
+        if (name_is(h, "host", 4)) {
+            hb_header(&b, h);
+            continue;
+        }
         if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h)
             || name_is(h, "content-length", 14) || name_is(h, "expect", 6)
             || name_is(h, "x-forwarded-proto", 17))
