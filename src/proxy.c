@@ -315,7 +315,8 @@ static void
 hb_add(struct head_builder *b, const void *p, size_t n)
 {
     if (n > sizeof(b->buf) - b->len) {
-        evbuffer_add(b->out, b->buf, b->len);
+        if (b->len > 0)
+            evbuffer_add(b->out, b->buf, b->len);
         b->len = 0;
         if (n > sizeof(b->buf)) {
             evbuffer_add(b->out, p, n);

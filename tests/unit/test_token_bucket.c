@@ -115,7 +115,7 @@ lua_checks(struct env *e, const struct sl_store_bucket *const *checks, const siz
     for (size_t c = 0; c < nchecks; c++) {
         PUSH_NUM(ns[c]);
         for (size_t i = 0; i < ns[c]; i++) {
-            struct sl_tb_params pr;
+            struct sl_tb_params pr = { 0 };
 
             assert_int_equal(sl_tb_params_from_bucket(&pr, &checks[c][i]), 0);
             keys[nkeys] = checks[c][i].key;
@@ -296,7 +296,7 @@ test_steps_lua(void **state)
 static void
 test_params(void **state)
 {
-    struct sl_tb_params pr;
+    struct sl_tb_params pr = { 0 };
     struct env *e = *state;
     struct sl_store_bucket bad = bucket("x", 0.0001, 1000, 1, 1);
     struct outcome o;
@@ -503,11 +503,11 @@ run_bound(struct env *e, bool is_lua, double rate, uint64_t per_ms, double burst
 {
     char key[96];
     struct sl_store_bucket b;
-    struct sl_tb_params pr;
+    struct sl_tb_params pr = { 0 };
     uint64_t *at = malloc(attempts * sizeof(*at));
     int64_t *sum = malloc((attempts + 1) * sizeof(*sum));
     size_t n = 0;
-    int64_t rate_m, burst_m;
+    int64_t rate_m = 0, burst_m = 0;
     uint64_t start = e->now;
 
     snprintf(key, sizeof(key), "bound:%s:%g/%llu:%g:%g", is_lua ? "lua" : "c", rate,
