@@ -279,18 +279,27 @@ rng_next(struct sl_proxy *px)
     return px->rng[1] + s0;
 }
 
+/* "00" .. "ff": two digits per random byte, no loop over nibbles */
+static const char hex_pairs[] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 /* ndigits must be even: two digits per random byte. */
 static void
 hex_random(struct sl_proxy *px, char *out, size_t ndigits)
 {
-    static const char digits[] = "0123456789abcdef";
     uint64_t bits = 0;
 
     for (size_t i = 0; i < ndigits; i += 2) {
         if (i % 16 == 0)
             bits = rng_next(px);
-        out[i] = digits[bits & 15];
-        out[i + 1] = digits[(bits >> 4) & 15];
+        memcpy(out + i, hex_pairs + 2 * (bits & 0xff), 2);
         bits >>= 8;
     }
 }
@@ -832,18 +841,24 @@ read_head(struct conn *c)
     size_t n = len < client->max_header_size ? len : client->max_header_size;
     const char *data;
     size_t head_len, nheaders;
+    bool is_first_bytes = false;
     int r;
 
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
         c->start_us = sl_clock_now_us();
         c->start_wall = sl_clock_wall();
-        timer_set(c, client->header_timeout_ms);
+        is_first_bytes = true;
     }
     data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
     r = sl_head_feed(&c->head, data, n);
-    if (r == SL_HEAD_MORE)
+    if (r == SL_HEAD_MORE) {
+        /* Armed only for heads that did not come whole in one read: the
+         * common case never touches the timer wheel for it. */
+        if (is_first_bytes)
+            timer_set(c, client->header_timeout_ms);
         return false;
+    }
     if (r != SL_HEAD_DONE) {
         const char *detail = r == 414   ? "the request target is too long"
                              : r == 431 ? "the request head is too large"
@@ -1415,11 +1430,13 @@ read_response_head(struct conn *c)
 static void
 up_read(struct conn *c)
 {
-    up_timer_set(c);
-    if (!c->is_resp_started && !read_response_head(c))
-        return;
-    if (!c->is_dead && c->up != NULL)
-        forward_response(c);
+    if (c->is_resp_started || read_response_head(c)) {
+        if (!c->is_dead && c->up != NULL)
+            forward_response(c);
+    }
+    /* Still waiting for more of the response: the timeout starts over. */
+    if (!c->is_dead && c->up != NULL && !c->is_up_read_paused)
+        up_timer_set(c);
 }
 
 /* The upstream closed, failed, or timed out (is_timeout). */
