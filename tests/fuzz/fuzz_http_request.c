@@ -102,9 +102,9 @@ name_is(const struct sl_header *h, const char *lower)
 }
 
 /*
- * The head as proxy.c's write_request_head() sends it upstream (its own
- * headers left out), read back through a fresh sl_head: the upstream must
- * see the request we acted on.
+ * The head as proxy.c's write_request_head() sends it upstream (the fields
+ * it adds of its own left out), read back through a fresh sl_head: the
+ * upstream must see the request we acted on.
  */
 static void
 check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t length)
@@ -116,6 +116,9 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
     struct sl_head h;
     enum sl_framing framing_again;
     uint64_t length_again;
+    const struct sl_header *rid = sl_request_header(req, "x-request-id", 12);
+    bool is_new_request_id = rid == NULL || !sl_http_is_valid_request_id(rid->value,
+                                                                         rid->value_len);
     size_t nkept = 0, extra = 0;
     char num[64];
     char *copy;
@@ -126,21 +129,15 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
     sl_fuzz_buf_add(&out, " HTTP/1.1\r\n", 11);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *hd = &req->headers[i];
-        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, hd)
-            || name_is(hd, "content-length") || name_is(hd, "expect")
-            || name_is(hd, "x-forwarded-proto") || name_is(hd, "x-forwarded-for")
-            || name_is(hd, "x-request-id") || name_is(hd, "traceparent")) {
-            /*
-             * Known, reported: "Connection: host" makes Host hop-by-hop, and
-             * write_request_head() adds a Host only when the client sent
-             * none, so the upstream gets no Host while we routed on it
-             * (regression/fuzz_http_request/connection_names_host). Until
-             * that is decided, the rest of the check cannot hold.
-             */
-            if (name_is(hd, "host"))
-                goto out;
+        /* Host goes up whatever Connection names (proxy.c since 71e832d:
+         * regression/fuzz_http_request/connection_names_host) */
+        if (!name_is(hd, "host")
+            && (sl_http_is_hop_by_hop(req->headers, req->nheaders, hd)
+                || name_is(hd, "content-length") || name_is(hd, "expect")
+                || name_is(hd, "x-forwarded-proto") || name_is(hd, "x-forwarded-for")
+                || (is_new_request_id && name_is(hd, "x-request-id"))
+                || name_is(hd, "traceparent")))
             continue;
-        }
         kept[nkept++] = hd;
         sl_fuzz_buf_add(&out, hd->name, hd->name_len);
         sl_fuzz_buf_add(&out, ": ", 2);
@@ -188,7 +185,6 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
     free(headers);
     free(copy);
     sl_head_fini(&h);
-out:
     free(kept);
     sl_fuzz_buf_free(&out);
 }
