@@ -248,6 +248,7 @@ struct check {
     void *arg;
     uint64_t start_us;
     uint64_t call_start_us;     /* the store call in progress */
+    uint64_t hash;              /* of the enforced keys and costs (deny cache) */
     struct sl_store *store;     /* where this check's buckets go */
     bool is_fallback;           /* store is the embedded fallback */
     size_t n;                   /* applicable limits: enforced ones, then shadow ones */
@@ -289,6 +290,29 @@ struct sl_limiter {
     struct sl_metrics_worker *metrics; /* NULL: not reported */
     const unsigned *limit_slots;       /* metrics slot of each cfg->limits[i] */
     uint64_t seen_reconnects, seen_noscripts;
+    struct deny_entry *deny_cache;     /* redis store only; NULL otherwise */
+    counter_t deny_cache_hits;
+};
+
+/*
+ * The deny cache (redis store): a check Redis refused stays refused at least
+ * until the refusing bucket with the longest wait has tokens again, since
+ * tokens only come back with time and other instances can only take more.
+ * Repeating it from the cache therefore never admits more than Redis would:
+ * the fleet-wide bound holds, and a hammering client costs Redis nothing
+ * until its retry time. Entries are keyed by a 64-bit hash of the check's
+ * keys and costs; the wait is counted from when the check was sent, so the
+ * entry expires no later than Redis's own answer would change.
+ */
+#define DENY_CACHE_SIZE 2048u /* per worker, power of two */
+#define DENY_CACHE_MAX_BUCKETS 4u
+
+struct deny_entry {
+    uint64_t hash;
+    uint64_t base_us;  /* when the refused check was sent */
+    uint64_t until_us; /* refused for sure until then */
+    size_t n;
+    struct sl_store_result results[DENY_CACHE_MAX_BUCKETS];
 };
 
 static const char *const limit_outcome_names[SL_LIMIT_NOUTCOMES] = {
@@ -632,6 +656,8 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
     limiter->store = store;
     limiter->fallback = fallback;
     limiter->info = sl_xcalloc(cfg->nlimits + 1, sizeof(*limiter->info));
+    if (cfg->store.kind == SL_STORE_REDIS)
+        limiter->deny_cache = sl_xcalloc(DENY_CACHE_SIZE, sizeof(*limiter->deny_cache));
     for (size_t i = 0; i < cfg->nlimits; i++) {
         struct limit_info *info = &limiter->info[i];
         size_t texts;
@@ -701,6 +727,7 @@ sl_limiter_free(struct sl_limiter *limiter)
         free(limiter->info[i].policy);
     }
     free(limiter->info);
+    free(limiter->deny_cache);
     free(limiter);
 }
 
@@ -1168,6 +1195,8 @@ store_answered(struct sl_limiter *limiter)
 
 static void on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
                         const struct sl_store_result *results, size_t nresults);
+static void deny_cache_put(struct sl_limiter *limiter, const struct check *c,
+                           const struct sl_store_result *results);
 
 static void
 on_shadow(void *arg, enum sl_store_status status, bool is_admitted,
@@ -1237,10 +1266,80 @@ on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
     if (!c->is_fallback)
         store_answered(limiter);
     memcpy(c->results, results, nresults * sizeof(*results));
-    if (!is_admitted)
+    if (!is_admitted) {
+        deny_cache_put(limiter, c, results);
         decide_deny(c);
-    else
+    } else {
         check_shadow(c);
+    }
+}
+
+static uint64_t
+check_hash(const struct check *c)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+
+    for (size_t i = 0; i < c->nenforced; i++) {
+        const unsigned char *k = (const unsigned char *)c->buckets[i].key;
+        unsigned char cost[sizeof(double)];
+        for (size_t j = 0; j < c->buckets[i].key_len; j++)
+            h = (h ^ k[j]) * 0x100000001b3ULL;
+        memcpy(cost, &c->buckets[i].cost, sizeof(cost));
+        for (size_t j = 0; j < sizeof(cost); j++)
+            h = (h ^ cost[j]) * 0x100000001b3ULL;
+        h = (h ^ 0xff) * 0x100000001b3ULL; /* bucket separator */
+    }
+    return h | 1; /* 0 marks an empty entry */
+}
+
+static void
+deny_cache_put(struct sl_limiter *limiter, const struct check *c,
+               const struct sl_store_result *results)
+{
+    struct deny_entry *e;
+    uint64_t longest = 0;
+
+    if (limiter->deny_cache == NULL || c->is_fallback || c->nenforced > DENY_CACHE_MAX_BUCKETS)
+        return;
+    for (size_t i = 0; i < c->nenforced; i++) {
+        if (results[i].retry_ms == SL_STORE_RETRY_NEVER)
+            return;
+        if (results[i].retry_ms > longest)
+            longest = results[i].retry_ms;
+    }
+    if (longest == 0)
+        return;
+    e = &limiter->deny_cache[c->hash & (DENY_CACHE_SIZE - 1)];
+    e->hash = c->hash;
+    e->base_us = c->start_us;
+    e->until_us = c->start_us + longest * 1000;
+    e->n = c->nenforced;
+    memcpy(e->results, results, c->nenforced * sizeof(*results));
+}
+
+/* True when the check is known refused: c->results holds the answer, aged. */
+static bool
+deny_cache_get(struct sl_limiter *limiter, struct check *c)
+{
+    const struct deny_entry *e;
+    uint64_t elapsed_ms;
+
+    if (limiter->deny_cache == NULL || c->nenforced > DENY_CACHE_MAX_BUCKETS)
+        return false;
+    c->hash = check_hash(c);
+    e = &limiter->deny_cache[c->hash & (DENY_CACHE_SIZE - 1)];
+    if (e->hash != c->hash || e->n != c->nenforced || c->start_us >= e->until_us)
+        return false;
+    elapsed_ms = (c->start_us - e->base_us) / 1000;
+    for (size_t i = 0; i < e->n; i++) {
+        c->results[i] = e->results[i];
+        c->results[i].retry_ms = e->results[i].retry_ms > elapsed_ms
+                                     ? e->results[i].retry_ms - elapsed_ms : 0;
+        c->results[i].reset_ms = e->results[i].reset_ms > elapsed_ms
+                                     ? e->results[i].reset_ms - elapsed_ms : 0;
+    }
+    bump(&limiter->deny_cache_hits);
+    return true;
 }
 
 void
@@ -1262,6 +1361,10 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
         return;
     }
 
+    if (deny_cache_get(limiter, c)) {
+        decide_deny(c);
+        return;
+    }
     c->store = limiter->store;
     /* While the store is known to be down and not reconnected, do not wait
      * for it to fail again: go straight to the policy. */

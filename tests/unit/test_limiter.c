@@ -1036,6 +1036,68 @@ test_lua_missing_function(void **state)
     free_parts(f);
 }
 
+/* ---- deny cache (redis store) -------------------------------------------------- */
+
+static void
+test_deny_cache(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result res[1] = { { .remaining = 0, .retry_ms = 2500, .reset_ms = 9000 } };
+    size_t calls;
+
+    f->cfg.store.kind = SL_STORE_REDIS;
+    add_limit(f, "per_ip", "ip", 1, 1000, 1);
+    start(f);
+    fake_store_script(f->store, false, res, 1);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    assert_int_equal(f->retry_after_s, 3);
+    calls = f->store->ncalls;
+
+    /* the same client again, 1 s later: refused without asking the store */
+    f->now_us += 1000000;
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    assert_int_equal(f->retry_after_s, 2);
+    assert_int_equal(f->store->ncalls, calls);
+    assert_non_null(strstr(f->out_headers, "RateLimit: \"per_ip\";r=0;t=2\r\n"));
+    assert_non_null(strstr(f->problem, "\"violated-policies\":[\"per_ip\"]"));
+
+    /* another client is not affected */
+    f->req.client_ip = "10.0.0.2";
+    f->req.client_ip_len = 8;
+    check(f);
+    assert_int_equal(f->store->ncalls, calls + 1);
+    f->req.client_ip = "10.0.0.1";
+
+    /* the cache is per key and cost: a request of another cost asks the store */
+    f->limits[0].cost = 2;
+    check(f);
+    assert_int_equal(f->store->ncalls, calls + 2);
+    f->limits[0].cost = 1;
+
+    /* once the wait is over the store decides again */
+    f->now_us += 1600000;
+    check(f);
+    assert_int_equal(f->store->ncalls, calls + 3);
+    free_parts(f);
+}
+
+static void
+test_deny_cache_off_for_local(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result res[1] = { { .remaining = 0, .retry_ms = 2500, .reset_ms = 9000 } };
+
+    add_limit(f, "per_ip", "ip", 1, 1000, 1);
+    start(f);
+    fake_store_script(f->store, false, res, 1);
+    check(f);
+    check(f);
+    assert_int_equal(f->store->ncalls, 2);
+    free_parts(f);
+}
+
 int
 main(void)
 {
@@ -1071,6 +1133,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reentrant_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lua_keys_and_costs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lua_missing_function, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deny_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deny_cache_off_for_local, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
