@@ -34,6 +34,7 @@
 
 #include "sluice/log.h"
 #include "util/alloc.h"
+#include "util/text.h"
 #include "util/clock.h"
 
 #define BUFFER_SIZE (64 * 1024)
@@ -244,42 +245,6 @@ sl_accesslog_reopen(struct sl_accesslog *log)
 
 /* ==== one line ============================================================================ */
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing past U+10FFFF), 0 when the bytes there are not one. */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    unsigned lo = 0x80, hi = 0xBF;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        len = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-        len = 3;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-        len = 4;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    if (s[0] == 0xE0)
-        lo = 0xA0;
-    else if (s[0] == 0xED)
-        hi = 0x9F;
-    else if (s[0] == 0xF0)
-        lo = 0x90;
-    else if (s[0] == 0xF4)
-        hi = 0x8F;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return len;
-}
-
 /*
  * Copies at most `max` of the `len` bytes at s into the scratch area as valid
  * UTF-8 and returns the NUL-terminated copy; NULL when s is NULL. When s is
@@ -312,7 +277,7 @@ clean(struct sl_accesslog *log, const char *s, size_t len, size_t max)
             i += n;
             continue;
         }
-        n = utf8_len(in + i, len - i);
+        n = sl_utf8_len(in + i, len - i);
         if (n == 0 || in[i] == '\0') {
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;

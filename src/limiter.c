@@ -31,6 +31,7 @@
 #include "sluice/store.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/text.h"
 
 /* Escaped key values longer than this are replaced by '#' and their SHA-256. */
 #define VALUE_MAX 128
@@ -426,14 +427,9 @@ out_str(struct check *c, const char *s)
 static void
 out_u64(struct check *c, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
+    char digits[SL_U64_DEC_MAX];
 
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    out_put(c, tmp + i, sizeof(tmp) - i);
+    out_put(c, digits, sl_u64_dec(v, digits));
 }
 
 static void

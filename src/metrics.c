@@ -30,6 +30,7 @@
 
 #include "sluice/log.h"
 #include "util/alloc.h"
+#include "util/text.h"
 #include "util/clock.h"
 
 #ifndef SL_VERSION
@@ -175,42 +176,6 @@ status_class(int status)
     return CLASS_OTHER;
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing past U+10FFFF), 0 when the bytes there are not one. */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    unsigned lo = 0x80, hi = 0xBF;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        len = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-        len = 3;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-        len = 4;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    if (s[0] == 0xE0)
-        lo = 0xA0;
-    else if (s[0] == 0xED)
-        hi = 0x9F;
-    else if (s[0] == 0xF0)
-        lo = 0x90;
-    else if (s[0] == 0xF4)
-        hi = 0x8F;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return len;
-}
-
 /* A label value as the text format wants it: valid UTF-8, with backslash,
  * double quote and line feed escaped (exposition format 0.0.4), and cut to
  * MAX_LABEL_BYTES of the name so a scrape line stays short. */
@@ -229,7 +194,7 @@ escape_label(const char *name)
     }
     out = sl_xmalloc(n * 3 + 1);
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_len(s + i, n - i);
+        size_t len = sl_utf8_len(s + i, n - i);
 
         if (len == 0) {
             memcpy(out + o, "\xEF\xBF\xBD", 3);

@@ -39,6 +39,7 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/stream.h"
+#include "util/text.h"
 
 #define HIGH_WATER (256u * 1024u)
 #define LOW_WATER (64u * 1024u)
@@ -347,14 +348,9 @@ hb_str(struct head_builder *b, const char *s)
 static void
 hb_u64(struct head_builder *b, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
+    char digits[SL_U64_DEC_MAX];
 
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    hb_add(b, tmp + i, sizeof(tmp) - i);
+    hb_add(b, digits, sl_u64_dec(v, digits));
 }
 
 static void
