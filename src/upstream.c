@@ -240,6 +240,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
             upconn_free(conn);
             wait->first_server = pool->rr++;
             wait->servers_tried = 0;
+            wait->skipped_down = 0;
             wait->last_status = 502;
             connect_next(wait);
             return;
@@ -342,6 +343,7 @@ start(struct sl_upstream_wait *wait)
     }
     wait->first_server = first;
     wait->servers_tried = 0;
+    wait->skipped_down = 0;
     wait->last_status = 502;
     connect_next(wait);
 }
@@ -383,7 +385,6 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     connect_next(wait);
 }
 
-/* Next server in round-robin order: healthy ones first, then those marked down. */
 static void
 idle_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -392,6 +393,12 @@ idle_timer_cb(evutil_socket_t fd, short what, void *arg)
     idle_drop(arg);
 }
 
+/*
+ * Next server in round-robin order: first those not marked down, then those
+ * that were marked down when this request skipped them. Each server is tried
+ * at most once per request (a failure marks it down, which must not earn it
+ * a second attempt in the second pass).
+ */
 static int
 next_server(struct sl_upstream_wait *wait)
 {
@@ -401,9 +408,14 @@ next_server(struct sl_upstream_wait *wait)
     while (wait->servers_tried < 2 * pool->nservers) {
         unsigned pos = wait->servers_tried++;
         unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
-        bool is_down = pool->servers[idx].down_until_us > now;
-        if ((pos < pool->nservers) != is_down)
+        uint64_t bit = idx < 64 ? (uint64_t)1 << idx : 0;
+        if (pos < pool->nservers) {
+            if (pool->servers[idx].down_until_us <= now)
+                return (int)idx;
+            wait->skipped_down |= bit;
+        } else if (wait->skipped_down & bit) {
             return (int)idx;
+        }
     }
     return -1;
 }

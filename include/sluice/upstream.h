@@ -34,6 +34,7 @@ struct sl_upstream_wait {
     struct event timer;
     unsigned servers_tried;
     unsigned first_server;
+    uint64_t skipped_down;  /* servers (first 64) passed over as down */
     int last_status;
     int phase;      /* what the timer means now: queued, connecting, delivering */
     bool is_queued;
