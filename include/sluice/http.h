@@ -119,7 +119,7 @@ int sl_head_to_request(const struct sl_head *h, const char *head, struct sl_head
 /* Header array of a complete head; returns the count. */
 size_t sl_head_headers(const struct sl_head *h, const char *head, struct sl_header *headers);
 
-/* Checks on the raw head that the parser lets through: bare LF line ends and
+/* Checks on the raw head that the parser lets through: bare LF, bare CR and
  * obs-fold. Returns 0 or 400. */
 int sl_http_check_line_ends(const char *head, size_t len);
 

@@ -123,6 +123,11 @@ test_smuggling_vectors_refused(void **state)
         "GET / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         "GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        /* found by fuzzing (tests/fuzz/regression) */
+        "GET / HTTP/1.1\r\nHost: a\r\nX: y\rZ\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n\rGET /admin HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n",
+        "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
     };
     struct parsed p;
 
@@ -261,6 +266,14 @@ test_response_framing(void **state)
     sl_head_reset(&h, HTTP_RESPONSE);
     assert_int_equal(sl_head_feed(&h, r4, strlen(r4)), SL_HEAD_DONE);
     assert_int_equal(sl_http_response_framing(&h, false), SL_FRAMING_NONE);
+    /* bad responses are the upstream's fault: 502 (found by fuzzing) */
+    sl_head_reset(&h, HTTP_RESPONSE);
+    assert_int_equal(sl_head_feed(&h, "HTTP/1.1 99 X\r\n\r\n", 17), 502);
+    sl_head_reset(&h, HTTP_RESPONSE);
+    {
+        const char *r5 = "HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n";
+        assert_int_equal(sl_head_feed(&h, r5, strlen(r5)), 502);
+    }
     sl_head_fini(&h);
 }
 
