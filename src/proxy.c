@@ -324,6 +324,8 @@ struct head_builder {
 static void
 hb_add(struct head_builder *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return; /* p may be NULL then (no decision headers) */
     if (n > sizeof(b->buf) - b->len) {
         if (b->len > 0)
             evbuffer_add(b->out, b->buf, b->len);
