@@ -54,6 +54,7 @@
 #include "store_int.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/text.h"
 
 #define BATCH_CHECKS 128            /* checks per script call */
 #define BATCH_BYTES (256u << 10)    /* key bytes per script call */
@@ -180,9 +181,7 @@ struct redis_store {
 
     struct param_cache params[PARAM_CACHE];
     unsigned param_next;
-    const char **argv;
-    size_t *argv_lens;
-    size_t argv_cap;
+    struct buf cmd;          /* the EVALSHA being sent, RESP-encoded by us */
     struct sl_store_result *results;
     size_t results_cap;
 
@@ -201,6 +200,27 @@ bump(atomic_uint_fast64_t *c, uint64_t n)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
+}
+
+static void buf_append(struct buf *b, const void *data, size_t len);
+
+/* "<type><n>\r\n": an array or bulk-string header (RESP). */
+static void
+resp_count(struct buf *out, char type, size_t n)
+{
+    char digits[SL_U64_DEC_MAX];
+
+    buf_append(out, &type, 1);
+    buf_append(out, digits, sl_u64_dec(n, digits));
+    buf_append(out, "\r\n", 2);
+}
+
+static void
+resp_arg(struct buf *out, const char *arg, size_t len)
+{
+    resp_count(out, '$', len);
+    buf_append(out, arg, len);
+    buf_append(out, "\r\n", 2);
 }
 
 static void
@@ -614,8 +634,7 @@ destroy(struct redis_store *rs)
     event_free(rs->flush_ev);
     url_fini(&rs->url);
     free(rs->name);
-    free(rs->argv);
-    free(rs->argv_lens);
+    free(rs->cmd.data);
     free(rs->results);
     free(rs);
 }
@@ -917,39 +936,32 @@ out:
 static int
 send_batch(struct redis_store *rs, struct batch *b)
 {
-    size_t argc = 4 + b->nkeys + b->nargs, k = 0;
+    size_t argc = 4 + b->nkeys + b->nargs;
     char numkeys[21], nchecks[21];
     const char *key, *arg;
     struct timeval tv;
 
-    if (argc > rs->argv_cap) {
-        rs->argv_cap = argc * 2;
-        rs->argv = sl_xrealloc(rs->argv, rs->argv_cap * sizeof(*rs->argv));
-        rs->argv_lens = sl_xrealloc(rs->argv_lens, rs->argv_cap * sizeof(*rs->argv_lens));
-    }
-    rs->argv[k] = "EVALSHA";
-    rs->argv_lens[k++] = 7;
-    rs->argv[k] = rs->sha;
-    rs->argv_lens[k++] = 40;
-    rs->argv_lens[k] = fmt_i64(numkeys, (int64_t)b->nkeys);
-    rs->argv[k++] = numkeys;
+    /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
+     * runs sdscatfmt per argument, a visible share of each decision. */
+    rs->cmd.len = 0;
+    resp_count(&rs->cmd, '*', argc);
+    resp_arg(&rs->cmd, "EVALSHA", 7);
+    resp_arg(&rs->cmd, rs->sha, 40);
+    resp_arg(&rs->cmd, numkeys, fmt_i64(numkeys, (int64_t)b->nkeys));
     key = b->keys.data;
     for (size_t i = 0; i < b->nkeys; i++) {
-        rs->argv[k] = key;
-        rs->argv_lens[k++] = b->key_lens[i];
+        resp_arg(&rs->cmd, key, b->key_lens[i]);
         key += b->key_lens[i];
     }
-    rs->argv_lens[k] = fmt_i64(nchecks, (int64_t)b->nchecks);
-    rs->argv[k++] = nchecks;
+    resp_arg(&rs->cmd, nchecks, fmt_i64(nchecks, (int64_t)b->nchecks));
     arg = b->args.data;
     for (size_t i = 0; i < b->nargs; i++) {
         size_t len = strlen(arg);
 
-        rs->argv[k] = arg;
-        rs->argv_lens[k++] = len;
+        resp_arg(&rs->cmd, arg, len);
         arg += len + 1;
     }
-    if (redisAsyncCommandArgv(rs->ac, on_eval_reply, b, (int)argc, rs->argv, rs->argv_lens)
+    if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
         != REDIS_OK)
         return -1;
     rs->nowned++;
