@@ -45,9 +45,9 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "sluice/config.h"
 #include "sluice/log.h"
@@ -200,6 +200,140 @@ bump(atomic_uint_fast64_t *c, uint64_t n)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
+}
+
+/* ---- event loop adapter -------------------------------------------------- */
+
+/*
+ * hiredis's own libevent adapter re-registers its events with the kernel for
+ * every command (a one-shot read event, a write event added and deleted):
+ * two epoll_ctl per round trip. This one keeps a persistent read event for
+ * the connection's life and writes from a deferred callback in the same loop
+ * pass; a real write event is registered only while the socket is full or
+ * the connect is pending.
+ */
+struct redis_events {
+    redisAsyncContext *ac;
+    struct event rev;  /* persistent, level-triggered */
+    struct event wev;  /* only while a write could not finish, or connecting */
+    struct event kick; /* "write now", without asking the kernel */
+    bool is_reading;
+    bool is_wev_added;
+    bool is_writing;   /* inside redisAsyncHandleWrite */
+    bool *freed;       /* set when cleanup runs inside our own write call */
+};
+
+static void
+events_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_events *e = arg;
+    bool freed = false;
+
+    (void)fd;
+    (void)what;
+    e->is_writing = true;
+    e->freed = &freed;
+    redisAsyncHandleWrite(e->ac);
+    if (freed)
+        return; /* the context and e went away in there */
+    e->is_writing = false;
+    e->freed = NULL;
+}
+
+static void
+events_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_events *e = arg;
+
+    (void)fd;
+    (void)what;
+    redisAsyncHandleRead(e->ac);
+}
+
+static void
+events_add_read(void *privdata)
+{
+    struct redis_events *e = privdata;
+
+    if (!e->is_reading) {
+        event_add(&e->rev, NULL);
+        e->is_reading = true;
+    }
+}
+
+static void
+events_del_read(void *privdata)
+{
+    struct redis_events *e = privdata;
+
+    if (e->is_reading) {
+        event_del(&e->rev);
+        e->is_reading = false;
+    }
+}
+
+static void
+events_add_write(void *privdata)
+{
+    struct redis_events *e = privdata;
+
+    /* A write that stopped short, or a connect in progress: wait for the
+     * kernel to say writable. Otherwise just write later in this pass. */
+    if (e->is_writing || !(e->ac->c.flags & REDIS_CONNECTED)) {
+        if (!e->is_wev_added) {
+            event_add(&e->wev, NULL);
+            e->is_wev_added = true;
+        }
+        return;
+    }
+    event_active(&e->kick, EV_WRITE, 0);
+}
+
+static void
+events_del_write(void *privdata)
+{
+    struct redis_events *e = privdata;
+
+    if (e->is_wev_added) {
+        event_del(&e->wev);
+        e->is_wev_added = false;
+    }
+}
+
+static void
+events_cleanup(void *privdata)
+{
+    struct redis_events *e = privdata;
+
+    event_del(&e->rev);
+    event_del(&e->wev);
+    event_del(&e->kick);
+    if (e->freed != NULL)
+        *e->freed = true;
+    free(e);
+}
+
+static int
+attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct redis_events *e;
+
+    if (ac->ev.data != NULL)
+        return REDIS_ERR;
+    e = sl_xcalloc(1, sizeof(*e));
+    e->ac = ac;
+    event_assign(&e->rev, base, ac->c.fd, EV_READ | EV_PERSIST, events_read, e);
+    event_assign(&e->wev, base, ac->c.fd, EV_WRITE | EV_PERSIST, events_write, e);
+    event_assign(&e->kick, base, -1, 0, events_write, e);
+    ac->ev.addRead = events_add_read;
+    ac->ev.delRead = events_del_read;
+    ac->ev.addWrite = events_add_write;
+    ac->ev.delWrite = events_del_write;
+    ac->ev.cleanup = events_cleanup;
+    ac->ev.data = e;
+    events_add_read(e);
+    events_add_write(e);
+    return REDIS_OK;
 }
 
 static void buf_append(struct buf *b, const void *data, size_t len);
@@ -1112,7 +1246,7 @@ connect_now(struct redis_store *rs)
         return;
     }
     ac->data = rs;
-    if (redisLibeventAttach(ac, rs->evbase) != REDIS_OK)
+    if (attach(ac, rs->evbase) != REDIS_OK)
         sl_fatalx("redis %s: cannot attach to the event loop", rs->name);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
