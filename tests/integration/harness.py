@@ -180,14 +180,24 @@ def run(fn, time_limit=150):
 # ---------------------------------------------------------------------------
 # small utilities
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    """A port free on 127.0.0.1 right now (bind to 0, read it, release it)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port free on 127.0.0.1 right now (bind to 0, read it, release it).
+    Never the same port twice in one scenario: the kernel may hand a just
+    released port out again, and two listeners of one test must differ."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def wait_until(pred, timeout, interval=0.02):
