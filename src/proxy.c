@@ -1025,8 +1025,14 @@ write_request_head(struct conn *c, struct evbuffer *out)
             hb_header(&b, h);
             continue;
         }
-        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h)
-            || name_is(h, "content-length", 14) || name_is(h, "expect", 6)
+        if (name_is(h, "content-length", 14)) {
+            /* A zero length (no body framing for us) stays explicit: some
+             * upstreams answer 411 to a POST without one. */
+            if (c->framing == SL_FRAMING_NONE)
+                HB_LIT(&b, "Content-Length: 0\r\n");
+            continue;
+        }
+        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "expect", 6)
             || name_is(h, "x-forwarded-proto", 17))
             continue;
         if (name_is(h, "x-forwarded-for", 15))
