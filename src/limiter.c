@@ -432,6 +432,17 @@ out_u64(struct check *c, uint64_t v)
     out_put(c, digits, sl_u64_dec(v, digits));
 }
 
+/* printf into a bounded scratch buffer; returns the length kept. */
+static size_t
+vfmt(char *tmp, size_t size, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(tmp, size, fmt, ap);
+
+    if (n <= 0)
+        return 0;
+    return (size_t)n < size ? (size_t)n : size - 1;
+}
+
 static void
 out_fmt(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -440,13 +451,12 @@ out_fmt(struct check *c, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
-    int n;
+    size_t n;
 
     va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    n = vfmt(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n > 0)
-        out_put(c, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    out_put(c, tmp, n);
 }
 
 /* ---- per-limit texts, built once ------------------------------------------ */
@@ -477,13 +487,12 @@ text_fmt(struct text *t, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
-    int n;
+    size_t n;
 
     va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    n = vfmt(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n > 0)
-        text_put(t, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    text_put(t, tmp, n);
 }
 
 /* RFC 8941 section 3.3.3: printable ASCII, '"' and '\' escaped. Other bytes
