@@ -332,7 +332,7 @@ start(struct sl_upstream_wait *wait)
     unsigned first = pool->rr++;
     struct server *srv = &pool->servers[first % pool->nservers];
 
-    if (srv->idle != NULL && srv->down_until_us <= sl_clock_now_us()) {
+    if (srv->idle != NULL && srv->down_until_us <= sl_clock_cached_us()) {
         struct sl_upconn *conn = srv->idle;
         idle_unlink(conn);
         event_del(&conn->idle_timer);
@@ -403,7 +403,7 @@ static int
 next_server(struct sl_upstream_wait *wait)
 {
     struct sl_upstream_pool *pool = wait->pool;
-    uint64_t now = sl_clock_now_us();
+    uint64_t now = sl_clock_cached_us();
 
     while (wait->servers_tried < 2 * pool->nservers) {
         unsigned pos = wait->servers_tried++;

@@ -15,6 +15,8 @@
 
 #include <event2/buffer.h>
 
+#include "util/clock.h"
+
 #define READ_CHUNK 16384
 
 static void stream_event_cb(evutil_socket_t fd, short events, void *arg);
@@ -225,12 +227,10 @@ finish_connect(struct sl_stream *s)
 }
 
 static void
-stream_event_cb(evutil_socket_t fd, short events, void *arg)
+dispatch(struct sl_stream *s, short events)
 {
-    struct sl_stream *s = arg;
     int what = 0;
 
-    (void)fd;
     if (s->is_error_pending) {
         s->is_error_pending = false;
         s->cb(s, SL_STREAM_ERROR, s->arg);
@@ -261,4 +261,16 @@ stream_event_cb(evutil_socket_t fd, short events, void *arg)
     }
     if (what != 0)
         s->cb(s, what, s->arg);
+}
+
+/* Everything the event leads to (parsing, the limiter, the answer) takes
+ * its timestamps from one clock read. */
+static void
+stream_event_cb(evutil_socket_t fd, short events, void *arg)
+{
+    uint64_t saved = sl_clock_enter();
+
+    (void)fd;
+    dispatch(arg, events);
+    sl_clock_leave(saved);
 }
