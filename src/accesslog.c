@@ -431,6 +431,12 @@ field_ms(struct fields *f, struct sl_accesslog *log, const char *key, double ms)
     field_raw(f, log, key, us / 1000, us % 1000, true);
 }
 
+bool
+sl_accesslog_is_on(const struct sl_accesslog *log)
+{
+    return log != NULL && !log->is_off;
+}
+
 void
 sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *e)
 {

@@ -381,7 +381,7 @@ count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_stor
         return;
     sl_metrics_store_call(limiter->metrics,
                           is_redis ? SL_METRICS_BACKEND_REDIS : SL_METRICS_BACKEND_LOCAL,
-                          sl_clock_now_us() - c->call_start_us);
+                          sl_clock_cached_us() - c->call_start_us);
     if (status == SL_STORE_TIMEOUT)
         sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_TIMEOUT);
     else if (status == SL_STORE_CONNECTION)
@@ -400,7 +400,7 @@ count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_stor
 static void
 store_call(struct check *c, struct sl_store_bucket *buckets, size_t n, sl_store_cb *cb)
 {
-    c->call_start_us = sl_clock_now_us();
+    c->call_start_us = sl_clock_cached_us();
     sl_store_check(c->store, buckets, n, cb, c);
 }
 
@@ -417,11 +417,8 @@ out_put(struct check *c, const char *p, size_t n)
     c->out_len += n;
 }
 
-static void
-out_str(struct check *c, const char *s)
-{
-    out_put(c, s, strlen(s));
-}
+/* a string literal: its length is known at compile time */
+#define OUT_LIT(c, lit) out_put((c), "" lit, sizeof(lit) - 1)
 
 /* Decimal without printf: these fields go on every admitted response. */
 static void
@@ -441,22 +438,6 @@ vfmt(char *tmp, size_t size, const char *fmt, va_list ap)
     if (n <= 0)
         return 0;
     return (size_t)n < size ? (size_t)n : size - 1;
-}
-
-static void
-out_fmt(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-out_fmt(struct check *c, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    size_t n;
-
-    va_start(ap, fmt);
-    n = vfmt(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    out_put(c, tmp, n);
 }
 
 /* ---- per-limit texts, built once ------------------------------------------ */
@@ -802,7 +783,7 @@ finish(struct check *c, enum sl_limiter_outcome outcome)
     struct sl_limiter *limiter = c->limiter;
 
     c->decision.outcome = outcome_names[outcome];
-    c->decision.limiter_ms = (double)(sl_clock_now_us() - c->start_us) / 1000.0;
+    c->decision.limiter_ms = (double)(sl_clock_cached_us() - c->start_us) / 1000.0;
     if (c->decision.headers == NULL)
         c->decision.headers = c->out;
     bump(&limiter->decisions[outcome]);
@@ -1013,14 +994,14 @@ ratelimit_fields(struct check *c, unsigned cap_s)
 
     if (c->nenforced == 0)
         return;
-    out_str(c, "RateLimit-Policy: ");
+    OUT_LIT(c, "RateLimit-Policy: ");
     for (size_t i = 0; i < c->nenforced; i++) {
         const struct limit_info *info = &limiter->info[c->limits[i]];
         if (i > 0)
             out_put(c, ", ", 2);
         out_put(c, info->policy, info->policy_len);
     }
-    out_str(c, "\r\nRateLimit: ");
+    OUT_LIT(c, "\r\nRateLimit: ");
     for (size_t i = 0; i < c->nenforced; i++) {
         const struct limit_info *info = &limiter->info[c->limits[i]];
         uint64_t r, t;
@@ -1028,12 +1009,12 @@ ratelimit_fields(struct check *c, unsigned cap_s)
         if (i > 0)
             out_put(c, ", ", 2);
         out_put(c, info->sf_name, info->sf_name_len);
-        out_str(c, ";r=");
+        OUT_LIT(c, ";r=");
         out_u64(c, r);
-        out_str(c, ";t=");
+        OUT_LIT(c, ";t=");
         out_u64(c, t);
     }
-    out_str(c, "\r\n");
+    OUT_LIT(c, "\r\n");
 }
 
 static void
@@ -1078,7 +1059,9 @@ decide_deny(struct check *c)
     }
     c->decision.verdict = SL_VERDICT_DENY;
     c->decision.retry_after_s = retry_s;
-    out_fmt(c, "Retry-After: %u\r\n", retry_s);
+    OUT_LIT(c, "Retry-After: ");
+    out_u64(c, retry_s);
+    OUT_LIT(c, "\r\n");
     /* draft-ietf-httpapi-ratelimit-headers-11 section 6: Retry-After should
      * not point before the end of any effective window, so t is capped. */
     ratelimit_fields(c, retry_s);
@@ -1086,11 +1069,15 @@ decide_deny(struct check *c)
     c->decision.headers_len = c->out_len;
 
     c->decision.problem = c->out + c->out_len;
-    out_str(c, "{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\","
+    OUT_LIT(c, "{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\","
                "\"title\":\"Too Many Requests\",\"status\":429,");
-    out_fmt(c, "\"detail\":\"rate limit exceeded; retry after %u second%s\",", retry_s,
-            retry_s == 1 ? "" : "s");
-    out_str(c, "\"violated-policies\":[");
+    OUT_LIT(c, "\"detail\":\"rate limit exceeded; retry after ");
+    out_u64(c, retry_s);
+    if (retry_s == 1)
+        OUT_LIT(c, " second\",");
+    else
+        OUT_LIT(c, " seconds\",");
+    OUT_LIT(c, "\"violated-policies\":[");
     for (size_t i = 0; i < c->nenforced; i++) {
         const struct limit_info *info = &limiter->info[c->limits[i]];
         if (!c->is_refused[i])
@@ -1100,7 +1087,7 @@ decide_deny(struct check *c)
         out_put(c, info->json_name, info->json_name_len);
         is_first = false;
     }
-    out_str(c, "]}");
+    OUT_LIT(c, "]}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
     finish(c, SL_OUTCOME_LIMITED);
 }
@@ -1120,11 +1107,11 @@ decide_store_error(struct check *c)
     }
     c->decision.verdict = SL_VERDICT_UNAVAILABLE;
     c->decision.retry_after_s = 1;
-    out_str(c, "Retry-After: 1\r\n");
+    OUT_LIT(c, "Retry-After: 1\r\n");
     c->decision.headers = c->out;
     c->decision.headers_len = c->out_len;
     c->decision.problem = c->out + c->out_len;
-    out_str(c, "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
+    OUT_LIT(c, "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
                "\"detail\":\"the rate-limit store is unavailable; retry after 1 second\"}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
     finish(c, SL_OUTCOME_STORE_ERROR);
@@ -1356,7 +1343,7 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     c->route = route;
     c->cb = cb;
     c->arg = arg;
-    c->start_us = sl_clock_now_us();
+    c->start_us = sl_clock_cached_us();
     collect(c, req, false);
     c->nenforced = c->n;
     collect(c, req, true);

@@ -176,7 +176,6 @@ struct conn {
     bool is_resp_chunked;   /* we frame the body to the client as chunked */
 
     /* accounting: phase boundaries for Server-Timing and slow_request */
-    double start_wall;
     uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
         upstream_end_us;
     uint64_t bytes_in, bytes_out;
@@ -495,6 +494,34 @@ span_ms(uint64_t from_us, uint64_t to_us)
     return from_us && to_us >= from_us ? (double)(to_us - from_us) / 1000.0 : 0.0;
 }
 
+/* On first use, not per request: a request answered here (a 429) with the
+ * access log off never needs them. */
+static void
+ensure_ids(struct conn *c)
+{
+    const struct sl_header *rid, *tp;
+
+    if (c->traceparent[0] != '\0' || c->req.method == NULL)
+        return; /* made already, or no request was parsed (a bad head) */
+    rid = sl_request_header(&c->req, "x-request-id", 12);
+    tp = sl_request_header(&c->req, "traceparent", 11);
+    if (rid == NULL || !sl_http_is_valid_request_id(rid->value, rid->value_len)) {
+        hex_random(c->px, c->request_id, 32);
+        c->request_id[32] = '\0';
+        c->request_id_len = 32;
+    }
+    if (tp != NULL && sl_http_is_valid_traceparent(tp->value, tp->value_len)) {
+        memcpy(c->traceparent, tp->value, 55);
+    } else {
+        memcpy(c->traceparent, "00-", 3);
+        hex_random(c->px, c->traceparent + 3, 32);
+        c->traceparent[35] = '-';
+        hex_random(c->px, c->traceparent + 36, 16);
+        memcpy(c->traceparent + 52, "-01", 3);
+    }
+    c->traceparent[55] = '\0';
+}
+
 /* One warn line per request slower than slow_request, with where the time went. */
 static void
 log_slow(struct conn *c, uint64_t now)
@@ -505,6 +532,7 @@ log_slow(struct conn *c, uint64_t now)
 
     if (limit_ms == 0 || now - c->start_us < limit_ms * 1000)
         return;
+    ensure_ids(c);
     sl_log_warnx("slow request (trace %.32s): %.1f ms total: head %.1f ms, limiter %.1f ms, "
                  "upstream wait %.1f ms, upstream first byte %.1f ms, response %.1f ms, "
                  "status %d",
@@ -535,16 +563,17 @@ static void
 request_finish(struct conn *c, const char *reason)
 {
     struct sl_access_entry e;
-    uint64_t now = sl_clock_now_us();
+    uint64_t now = sl_clock_cached_us();
     const struct sl_header *rid;
 
     c->is_logged = true;
     count_request(c, now);
     log_slow(c, now);
-    if (c->px->accesslog == NULL)
+    if (!sl_accesslog_is_on(c->px->accesslog))
         return;
+    ensure_ids(c);
     memset(&e, 0, sizeof(e));
-    e.time = c->start_wall;
+    e.time = sl_clock_wall_at(c->start_us);
     e.client = c->peer_ip;
     e.method = c->req.method;
     e.method_len = c->req.method_len;
@@ -708,29 +737,6 @@ respond_error(struct conn *c, int status, const char *detail, bool must_close)
 
 /* ---- request head -------------------------------------------------------- */
 
-static void
-set_ids(struct conn *c)
-{
-    const struct sl_header *rid = sl_request_header(&c->req, "x-request-id", 12);
-    const struct sl_header *tp = sl_request_header(&c->req, "traceparent", 11);
-
-    if (rid == NULL || !sl_http_is_valid_request_id(rid->value, rid->value_len)) {
-        hex_random(c->px, c->request_id, 32);
-        c->request_id[32] = '\0';
-        c->request_id_len = 32;
-    }
-    if (tp != NULL && sl_http_is_valid_traceparent(tp->value, tp->value_len)) {
-        memcpy(c->traceparent, tp->value, 55);
-    } else {
-        memcpy(c->traceparent, "00-", 3);
-        hex_random(c->px, c->traceparent + 3, 32);
-        c->traceparent[35] = '-';
-        hex_random(c->px, c->traceparent + 36, 16);
-        memcpy(c->traceparent + 52, "-01", 3);
-    }
-    c->traceparent[55] = '\0';
-}
-
 /*
  * All X-Forwarded-For fields joined in order (RFC 9110 section 5.3) into
  * c->xff, filled from the right: a list longer than the buffer keeps its
@@ -815,7 +821,6 @@ request_begin(struct conn *c)
         c->req.client_ip = c->peer_ip;
         c->req.client_ip_len = c->peer_ip_len;
     }
-    set_ids(c);
 
     c->route = sl_route_match(cfg, c->req.host, c->req.host_len, c->req.path, c->req.path_len);
     if (c->route == NULL) {
@@ -844,8 +849,7 @@ read_head(struct conn *c)
 
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
-        c->start_us = sl_clock_now_us();
-        c->start_wall = sl_clock_wall();
+        c->start_us = sl_clock_cached_us();
         is_first_bytes = true;
     }
     data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
@@ -877,7 +881,7 @@ read_head(struct conn *c)
     c->bytes_in += head_len;
     c->gen = px->gen;
     c->gen->refs++;
-    c->head_done_us = sl_clock_now_us();
+    c->head_done_us = sl_clock_cached_us();
     c->is_counted = true;
     sl_metrics_request_start(px->mw);
     request_begin(c);
@@ -965,7 +969,7 @@ on_decision(void *arg, const struct sl_decision *d)
     c->limiter_ms = d->limiter_ms;
     /* "none": no limit applied to this request, so no limiter time to report */
     c->is_limit_checked = strcmp(d->outcome, "none") != 0;
-    c->decided_us = sl_clock_now_us();
+    c->decided_us = sl_clock_cached_us();
     sl_metrics_limiter(c->px->mw, c->gen->route_slots[c->route - c->gen->cfg->routes],
                        (uint64_t)(d->limiter_ms * 1000.0));
     keep_decision_headers(c, d);
@@ -1011,6 +1015,7 @@ write_request_head(struct conn *c, struct evbuffer *out)
     const struct sl_request *req = &c->req;
     struct head_builder b;
 
+    ensure_ids(c);
     b.out = out;
     b.len = 0;
     hb_add(&b, req->method, req->method_len);
@@ -1088,7 +1093,7 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     c->up = up;
     c->us = sl_upconn_stream(up);
     c->upstream_addr = sl_upconn_address(up);
-    c->upstream_start_us = sl_clock_now_us();
+    c->upstream_start_us = sl_clock_cached_us();
     c->state = C_FORWARD;
     sl_head_reset(&c->resp, HTTP_RESPONSE);
     c->resp.is_skip_body = c->is_head_method;
@@ -1298,7 +1303,7 @@ response_done(struct conn *c)
         && evbuffer_get_length(c->us->out) == 0;
     bool must_close = !c->is_body_done;
 
-    c->upstream_end_us = sl_clock_now_us();
+    c->upstream_end_us = sl_clock_cached_us();
     upstream_drop(c, is_reusable);
     c->is_up_read_paused = false;
     request_done(c, must_close);
@@ -1415,7 +1420,7 @@ read_response_head(struct conn *c)
             c->resp.is_skip_body = c->is_head_method;
             continue;
         }
-        c->first_byte_us = sl_clock_now_us();
+        c->first_byte_us = sl_clock_cached_us();
         sl_metrics_upstream_response(c->px->mw,
                                      c->gen->upstream_slots[c->route->upstream], (int)status,
                                      c->first_byte_us - c->upstream_start_us);
@@ -1457,7 +1462,7 @@ up_failed(struct conn *c, bool is_timeout)
             return;
         }
     }
-    c->upstream_end_us = sl_clock_now_us();
+    c->upstream_end_us = sl_clock_cached_us();
     sl_metrics_upstream_error(c->px->mw, c->gen->upstream_slots[c->route->upstream],
                               is_timeout ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
                                          : SL_METRICS_UPSTREAM_BROKEN);
@@ -1609,8 +1614,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     evtimer_assign(&c->up_timer, px->base, up_timer_cb, c);
     /* A new connection gets the header timeout, not the keep-alive one. */
-    c->start_us = sl_clock_now_us();
-    c->start_wall = sl_clock_wall();
+    c->start_us = sl_clock_cached_us();
     c->state = C_HEAD;
     timer_set(c, client->header_timeout_ms);
 

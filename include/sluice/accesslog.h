@@ -8,6 +8,7 @@
 #ifndef SL_ACCESSLOG_H
 #define SL_ACCESSLOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,8 @@ struct sl_access_entry {
 struct sl_accesslog *sl_accesslog_new(const char *path, struct event_base *base);
 void sl_accesslog_free(struct sl_accesslog *log);
 void sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *entry);
+/* False for "off" (and NULL): callers skip building entries nobody writes. */
+bool sl_accesslog_is_on(const struct sl_accesslog *log);
 /* Called on the owning worker's thread after SIGUSR1: flush, close, open again. */
 int sl_accesslog_reopen(struct sl_accesslog *log);
 

@@ -4,16 +4,29 @@
 
 #include <string.h>
 
+/* two digits per division: these numbers go on every response */
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 size_t
 sl_u64_dec(uint64_t v, char out[SL_U64_DEC_MAX])
 {
     char tmp[SL_U64_DEC_MAX];
     size_t i = sizeof(tmp);
 
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
+    while (v >= 100) {
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * v, 2);
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
     memcpy(out, tmp + i, sizeof(tmp) - i);
     return sizeof(tmp) - i;
 }

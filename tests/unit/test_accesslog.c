@@ -208,6 +208,7 @@ roundtrip(const char *name, const struct sl_access_entry *entries, size_t n, cJS
     char *text;
 
     assert_non_null(log);
+    assert_true(sl_accesslog_is_on(log));
     for (size_t i = 0; i < n; i++)
         sl_accesslog_write(log, &entries[i]);
     sl_accesslog_free(log);
@@ -565,6 +566,8 @@ test_stderr_and_off(void **state)
 
     log = sl_accesslog_new("off", NULL);
     assert_non_null(log);
+    assert_false(sl_accesslog_is_on(log));
+    assert_false(sl_accesslog_is_on(NULL));
     sl_accesslog_write(log, &e);
     assert_int_equal(sl_accesslog_reopen(log), 0);
     sl_accesslog_free(log);

@@ -2,9 +2,9 @@
 /* Copyright (c) 2026 the sluice developers */
 /*
  * proxy statics, reached by including the source: collect_xff (every
- * X-Forwarded-For field joined, the right-most 1 KiB kept), set_ids (a valid
- * X-Request-Id or traceparent kept, a missing or invalid one replaced by a
- * valid generated one) and write_request_head (the head sent upstream:
+ * X-Forwarded-For field joined, the right-most 1 KiB kept), ensure_ids (a
+ * valid X-Request-Id or traceparent kept, a missing or invalid one replaced
+ * by a valid generated one, on first use only and then stable) and write_request_head (the head sent upstream:
  * hop-by-hop fields and Expect dropped, X-Forwarded-For appended to,
  * X-Forwarded-Proto set, body framing re-stated, Host kept). Each test
  * parses a literal request with sl_head_* into a connection built by hand,
@@ -28,8 +28,8 @@ static struct sl_proxy px;
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* A connection holding the parsed request `raw`, with XFF and ids set as
- * request_begin sets them. */
+/* A connection holding the parsed request `raw`, with XFF set as
+ * request_begin sets it; ids come on first use, as in the proxy. */
 static struct conn *
 parsed(const char *raw)
 {
@@ -48,7 +48,6 @@ parsed(const char *raw)
     memcpy(c->peer_ip, PEER_IP, sizeof(PEER_IP));
     c->upstream_addr = UPSTREAM_ADDR;
     c->xff_len = collect_xff(c);
-    set_ids(c);
     return c;
 }
 
@@ -239,7 +238,7 @@ test_xff_keeps_rightmost_kib(void **state)
     }
 }
 
-/* ---- set_ids ------------------------------------------------------------------------- */
+/* ---- ensure_ids --------------------------------------------------------------------- */
 
 static void
 test_ids_kept_when_valid(void **state)
@@ -250,10 +249,10 @@ test_ids_kept_when_valid(void **state)
     char *head;
 
     (void)state;
+    head = upstream_head(c);
     /* a valid id is passed on as sent, not copied */
     assert_int_equal(c->request_id_len, 0);
     assert_string_equal(c->traceparent, TRACEPARENT);
-    head = upstream_head(c);
     expect_field(head, "X-Request-Id", "req-42/abc");
     expect_field(head, "traceparent", TRACEPARENT);
     free(head);
@@ -263,8 +262,13 @@ test_ids_kept_when_valid(void **state)
 static void
 check_generated(struct conn *c, const char *sent_id, const char *sent_tp)
 {
+    char first_id[sizeof(c->request_id)], first_tp[sizeof(c->traceparent)];
     char *head;
 
+    /* none before the request goes anywhere (a 429 never needs them) */
+    assert_int_equal(c->request_id_len, 0);
+    assert_int_equal(c->traceparent[0], '\0');
+    head = upstream_head(c);
     assert_int_equal(c->request_id_len, 32);
     assert_int_equal(strlen(c->request_id), 32);
     assert_true(is_hex(c->request_id, 32));
@@ -273,14 +277,20 @@ check_generated(struct conn *c, const char *sent_id, const char *sent_tp)
     assert_true(sl_http_is_valid_traceparent(c->traceparent, 55));
     assert_memory_equal(c->traceparent, "00-", 3);
     assert_memory_equal(c->traceparent + 52, "-01", 3);
-
-    head = upstream_head(c);
     expect_field(head, "X-Request-Id", c->request_id);
     expect_field(head, "traceparent", c->traceparent);
     if (sent_id != NULL)
         assert_null(strstr(head, sent_id));
     if (sent_tp != NULL)
         assert_null(strstr(head, sent_tp));
+    free(head);
+    /* made once: the access log sees the ids that went upstream */
+    memcpy(first_id, c->request_id, sizeof(first_id));
+    memcpy(first_tp, c->traceparent, sizeof(first_tp));
+    head = upstream_head(c);
+    assert_string_equal(c->request_id, first_id);
+    assert_string_equal(c->traceparent, first_tp);
+    expect_field(head, "traceparent", first_tp);
     free(head);
 }
 

@@ -4,7 +4,9 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -21,6 +23,25 @@ test_u64_dec(void **state)
     assert_memory_equal(out, "0", 1);
     assert_int_equal(sl_u64_dec(429, out), 3);
     assert_memory_equal(out, "429", 3);
+    assert_int_equal(sl_u64_dec(9, out), 1);
+    assert_memory_equal(out, "9", 1);
+    assert_int_equal(sl_u64_dec(10, out), 2);
+    assert_memory_equal(out, "10", 2);
+    assert_int_equal(sl_u64_dec(99, out), 2);
+    assert_memory_equal(out, "99", 2);
+    assert_int_equal(sl_u64_dec(100, out), 3);
+    assert_memory_equal(out, "100", 3);
+    assert_int_equal(sl_u64_dec(1000, out), 4);
+    assert_memory_equal(out, "1000", 4);
+    assert_int_equal(sl_u64_dec(100000000, out), 9);
+    assert_memory_equal(out, "100000000", 9);
+    /* every value up to 10^6 against printf */
+    for (uint64_t v = 0; v < 1000000; v++) {
+        char want[24];
+        size_t n = (size_t)snprintf(want, sizeof(want), "%" PRIu64, v);
+        assert_int_equal(sl_u64_dec(v, out), n);
+        assert_memory_equal(out, want, n);
+    }
     assert_int_equal(sl_u64_dec(UINT64_MAX, out), 20);
     assert_memory_equal(out, "18446744073709551615", 20);
 }
