@@ -66,6 +66,7 @@
 #define CONNECT_TIMEOUT_MIN_MS 1000 /* a connection attempt gets at least this long */
 #define PARAM_CACHE 8
 #define KEEP_BUF_BYTES (64u << 10)  /* larger batch buffers are freed after use */
+#define REPLY_POOL_MAX 4096         /* spare reply elements kept (4 per check in a batch) */
 
 /* ---- the script, embedded at build time ------------------------------------------ */
 
@@ -128,12 +129,24 @@ struct batch {
     struct pending *checks;
     size_t nchecks;
     size_t checks_cap;
-    struct buf keys;         /* key bytes back to back */
-    size_t *key_lens;
+    /* Both already RESP bulk strings: sending copies each in one piece. */
+    struct buf keys;         /* the KEYS */
     size_t nkeys;
-    size_t key_lens_cap;
-    struct buf args;         /* the ARGV after the check count, NUL-separated */
+    struct buf args;         /* the ARGV after the check count */
     size_t nargs;
+};
+
+/* A reply element and the pool it goes back to: hiredis's freeObject is
+ * handed the element only. */
+struct reply_node {
+    struct reply_pool *pool;
+    struct reply_node *next_free;
+    redisReply reply;
+};
+
+struct reply_pool {
+    struct reply_node *free;
+    size_t nfree;
 };
 
 struct param_cache {
@@ -141,7 +154,7 @@ struct param_cache {
     uint64_t per_ms;
     bool is_valid;
     size_t len;
-    char text[5 * 21];       /* "q\0p\0tu\0b\0c\0" */
+    char resp[5 * 28];       /* q p tu burst cost, each "$<n>\r\n<digits>\r\n" */
 };
 
 struct redis_store {
@@ -184,6 +197,7 @@ struct redis_store {
     struct buf cmd;          /* the EVALSHA being sent, RESP-encoded by us */
     struct sl_store_result *results;
     size_t results_cap;
+    struct reply_pool replies;
 
     atomic_uint_fast64_t checks, calls, errors_timeout, errors_connection, errors_reply;
     atomic_uint_fast64_t connects, reconnects, noscript_reloads;
@@ -244,10 +258,13 @@ static void
 events_read(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_events *e = arg;
+    /* the replies' callbacks finish many requests: one clock read for all */
+    uint64_t saved = sl_clock_enter();
 
     (void)fd;
     (void)what;
     redisAsyncHandleRead(e->ac);
+    sl_clock_leave(saved);
 }
 
 static void
@@ -680,7 +697,6 @@ batch_destroy(struct batch *b)
     event_free(b->timer);
     free(b->checks);
     free(b->keys.data);
-    free(b->key_lens);
     free(b->args.data);
     free(b);
 }
@@ -751,6 +767,117 @@ fail_all(struct redis_store *rs, enum sl_store_status status)
     }
 }
 
+/* ---- reply elements --------------------------------------------------------------- */
+
+/*
+ * hiredis builds each reply element with calloc and frees them one by one:
+ * four allocations per check. These object functions take elements from a
+ * free list of the store's instead. hiredis hands freeObject the top reply
+ * only, once its callback has returned (or a half-read one when the
+ * connection goes), and the elements go back with it.
+ */
+static redisReply *
+reply_new(const redisReadTask *task, int type)
+{
+    struct reply_pool *pool = task->privdata;
+    struct reply_node *node = pool->free;
+
+    if (node != NULL) {
+        pool->free = node->next_free;
+        pool->nfree--;
+    } else {
+        node = sl_xmalloc(sizeof(*node));
+        node->pool = pool;
+    }
+    node->reply = (redisReply){ .type = type };
+    if (task->parent != NULL) {
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = &node->reply;
+    }
+    return &node->reply;
+}
+
+static void *
+reply_string(const redisReadTask *task, char *str, size_t len)
+{
+    redisReply *r = reply_new(task, task->type);
+
+    r->str = sl_xmalloc(len + 1);
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    return r;
+}
+
+static void *
+reply_array(const redisReadTask *task, int elements)
+{
+    redisReply *r = reply_new(task, REDIS_REPLY_ARRAY);
+
+    if (elements > 0)
+        r->element = sl_xcalloc((size_t)elements, sizeof(*r->element));
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    return r;
+}
+
+static void *
+reply_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = reply_new(task, REDIS_REPLY_INTEGER);
+
+    r->integer = value;
+    return r;
+}
+
+static void *
+reply_nil(const redisReadTask *task)
+{
+    return reply_new(task, REDIS_REPLY_NIL);
+}
+
+static void
+reply_free(void *obj)
+{
+    redisReply *r = obj;
+    struct reply_node *node;
+
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        /* a half-read array has NULL slots */
+        for (size_t i = 0; i < r->elements; i++)
+            reply_free(r->element[i]);
+        free(r->element);
+    } else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS
+               || r->type == REDIS_REPLY_ERROR) {
+        free(r->str);
+    }
+    node = (struct reply_node *)(void *)((char *)r - offsetof(struct reply_node, reply));
+    if (node->pool->nfree >= REPLY_POOL_MAX) {
+        free(node);
+        return;
+    }
+    node->next_free = node->pool->free;
+    node->pool->free = node;
+    node->pool->nfree++;
+}
+
+static redisReplyObjectFunctions reply_functions = {
+    reply_string, reply_array, reply_integer, reply_nil, reply_free,
+};
+
+static void
+reply_pool_drain(struct reply_pool *pool)
+{
+    struct reply_node *node;
+
+    while ((node = pool->free) != NULL) {
+        pool->free = node->next_free;
+        free(node);
+    }
+    pool->nfree = 0;
+}
+
 /* ---- lifetime -------------------------------------------------------------------- */
 
 static void
@@ -770,6 +897,7 @@ destroy(struct redis_store *rs)
     free(rs->name);
     free(rs->cmd.data);
     free(rs->results);
+    reply_pool_drain(&rs->replies);
     free(rs);
 }
 
@@ -1072,7 +1200,6 @@ send_batch(struct redis_store *rs, struct batch *b)
 {
     size_t argc = 4 + b->nkeys + b->nargs;
     char numkeys[21], nchecks[21];
-    const char *key, *arg;
     struct timeval tv;
 
     /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
@@ -1082,19 +1209,9 @@ send_batch(struct redis_store *rs, struct batch *b)
     resp_arg(&rs->cmd, "EVALSHA", 7);
     resp_arg(&rs->cmd, rs->sha, 40);
     resp_arg(&rs->cmd, numkeys, fmt_i64(numkeys, (int64_t)b->nkeys));
-    key = b->keys.data;
-    for (size_t i = 0; i < b->nkeys; i++) {
-        resp_arg(&rs->cmd, key, b->key_lens[i]);
-        key += b->key_lens[i];
-    }
+    buf_append(&rs->cmd, b->keys.data, b->keys.len);
     resp_arg(&rs->cmd, nchecks, fmt_i64(nchecks, (int64_t)b->nchecks));
-    arg = b->args.data;
-    for (size_t i = 0; i < b->nargs; i++) {
-        size_t len = strlen(arg);
-
-        resp_arg(&rs->cmd, arg, len);
-        arg += len + 1;
-    }
+    buf_append(&rs->cmd, b->args.data, b->args.len);
     if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
         != REDIS_OK)
         return -1;
@@ -1246,6 +1363,9 @@ connect_now(struct redis_store *rs)
         return;
     }
     ac->data = rs;
+    /* nothing was read yet: no element was made by the default functions */
+    ac->c.reader->fn = &reply_functions;
+    ac->c.reader->privdata = &rs->replies;
     if (attach(ac, rs->evbase) != REDIS_OK)
         sl_fatalx("redis %s: cannot attach to the event loop", rs->name);
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -1297,10 +1417,25 @@ fail_now(struct redis_store *rs, sl_store_cb *cb, void *arg, enum sl_store_statu
     cb(arg, status, false, NULL, 0);
 }
 
-/* The script's numbers for a bucket, as text, from a small cache: a worker
- * sees the same few limits over and over. NULL when invalid. */
+/* "$<n>\r\n<digits of v>\r\n" at p; returns the end. */
+static char *
+resp_i64(char *p, int64_t v)
+{
+    char digits[21];
+    size_t n = fmt_i64(digits, v);
+
+    *p++ = '$';
+    p += fmt_i64(p, (int64_t)n);
+    memcpy(p, "\r\n", 2);
+    memcpy(p + 2, digits, n);
+    memcpy(p + 2 + n, "\r\n", 2);
+    return p + 4 + n;
+}
+
+/* The script's numbers for a bucket, RESP-encoded, from a small cache: a
+ * worker sees the same few limits over and over. NULL when invalid. */
 static const struct param_cache *
-params_text(struct redis_store *rs, const struct sl_store_bucket *b)
+params_resp(struct redis_store *rs, const struct sl_store_bucket *b)
 {
     struct param_cache *pc;
     struct sl_tb_params pr;
@@ -1318,13 +1453,13 @@ params_text(struct redis_store *rs, const struct sl_store_bucket *b)
     if (sl_tb_params_from_bucket(&pr, b) == -1)
         return NULL;
     pc->is_valid = true;
-    p = pc->text;
-    p += fmt_i64(p, pr.q) + 1;
-    p += fmt_i64(p, pr.p) + 1;
-    p += fmt_i64(p, pr.tu) + 1;
-    p += fmt_i64(p, pr.burst) + 1;
-    p += fmt_i64(p, pr.cost) + 1;
-    pc->len = (size_t)(p - pc->text);
+    p = pc->resp;
+    p = resp_i64(p, pr.q);
+    p = resp_i64(p, pr.p);
+    p = resp_i64(p, pr.tu);
+    p = resp_i64(p, pr.burst);
+    p = resp_i64(p, pr.cost);
+    pc->len = (size_t)(p - pc->resp);
     return pc;
 }
 
@@ -1333,7 +1468,7 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
             sl_store_cb *cb, void *arg)
 {
     struct redis_store *rs = (struct redis_store *)store;
-    size_t key_bytes = 0;
+    size_t key_bytes = 0, keys_before;
     struct batch *b;
     char count[21];
 
@@ -1350,7 +1485,7 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        if (params_text(rs, &buckets[i]) == NULL) {
+        if (params_resp(rs, &buckets[i]) == NULL) {
             fail_now(rs, cb, arg, SL_STORE_REPLY);
             goto out;
         }
@@ -1364,30 +1499,26 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
             rs->queue_head = b;
         rs->queue_tail = b;
     }
-    buf_append(&b->args, count, fmt_i64(count, (int64_t)n) + 1);
+    resp_arg(&b->args, count, fmt_i64(count, (int64_t)n));
     b->nargs++;
     for (size_t i = 0; i < n; i++) {
         /* valid: checked above (the cache hands back the same text) */
-        const struct param_cache *pc = params_text(rs, &buckets[i]);
+        const struct param_cache *pc = params_resp(rs, &buckets[i]);
 
-        buf_append(&b->args, pc->text, pc->len);
+        buf_append(&b->args, pc->resp, pc->len);
         b->nargs += 5;
     }
-    if (b->nkeys + n > b->key_lens_cap) {
-        b->key_lens_cap = (b->nkeys + n) * 2;
-        b->key_lens = sl_xrealloc(b->key_lens, b->key_lens_cap * sizeof(*b->key_lens));
-    }
-    for (size_t i = 0; i < n; i++) {
-        buf_append(&b->keys, buckets[i].key, buckets[i].key_len);
-        b->key_lens[b->nkeys++] = buckets[i].key_len;
-    }
+    keys_before = b->keys.len;
+    for (size_t i = 0; i < n; i++)
+        resp_arg(&b->keys, buckets[i].key, buckets[i].key_len);
+    b->nkeys += n;
     if (b->nchecks == b->checks_cap) {
         b->checks_cap = b->checks_cap == 0 ? 16 : b->checks_cap * 2;
         b->checks = sl_xrealloc(b->checks, b->checks_cap * sizeof(*b->checks));
     }
     b->checks[b->nchecks++] = (struct pending){ .cb = cb, .arg = arg, .nbuckets = n };
     rs->nqueued++;
-    rs->queued_bytes += key_bytes;
+    rs->queued_bytes += b->keys.len - keys_before; /* what batch release takes off */
     /* send at the end of this loop pass, so the pass's other checks join */
     if (get_state(rs) == CONN_UP && !rs->is_flush_scheduled
         && (rs->ninflight == 0 || batch_is_full(rs->queue_head))) {

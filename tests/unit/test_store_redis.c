@@ -99,28 +99,96 @@ test_parse_url(void **state)
 /* ---- the script's arguments and its reply ---------------------------------------- */
 
 static void
-test_params_text(void **state)
+test_params_resp(void **state)
 {
+    static const char want[] = "$1\r\n1\r\n$3\r\n100\r\n$1\r\n1\r\n$5\r\n20000\r\n$4\r\n1500\r\n";
     struct redis_store rs = { 0 };
     struct sl_store_bucket b = { .key = "k", .key_len = 1, .rate = 10, .per_ms = 1000,
                                  .burst = 20, .cost = 1.5 };
     const struct param_cache *pc;
 
     (void)state;
-    pc = params_text(&rs, &b);
+    pc = params_resp(&rs, &b);
     assert_non_null(pc);
-    /* q p tu b c, each NUL-terminated */
-    assert_int_equal(pc->len, sizeof("1\0" "100\0" "1\0" "20000\0" "1500") );
-    assert_memory_equal(pc->text, "1\0" "100\0" "1\0" "20000\0" "1500\0", pc->len);
-    assert_ptr_equal(params_text(&rs, &b), pc); /* cached */
+    /* q p tu b c, each a RESP bulk string */
+    assert_int_equal(pc->len, sizeof(want) - 1);
+    assert_memory_equal(pc->resp, want, pc->len);
+    assert_ptr_equal(params_resp(&rs, &b), pc); /* cached */
     b.per_ms = 0;
-    assert_null(params_text(&rs, &b));
-    assert_null(params_text(&rs, &b)); /* cached as invalid */
+    assert_null(params_resp(&rs, &b));
+    assert_null(params_resp(&rs, &b)); /* cached as invalid */
     b.per_ms = 1000;
     for (int i = 0; i < 20; i++) {
         b.rate = i + 1;
-        assert_non_null(params_text(&rs, &b)); /* evicts round robin */
+        assert_non_null(params_resp(&rs, &b)); /* evicts round robin */
     }
+}
+
+/* Feeds RESP text to a reader using the pooled object functions. */
+static redisReader *
+pooled_reader(struct reply_pool *pool)
+{
+    redisReader *r = redisReaderCreateWithFunctions(&reply_functions);
+
+    assert_non_null(r);
+    r->privdata = pool;
+    return r;
+}
+
+static void
+test_reply_pool(void **state)
+{
+    static const char batch[] = "*4\r\n:1\r\n:-5\r\n:0\r\n:1500\r\n";
+    struct reply_pool pool = { 0 };
+    redisReader *r = pooled_reader(&pool);
+    redisReply *reply;
+    void *obj;
+
+    (void)state;
+    /* an array of integers, as the script answers */
+    assert_int_equal(redisReaderFeed(r, batch, sizeof(batch) - 1), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(r, &obj), REDIS_OK);
+    reply = obj;
+    assert_non_null(reply);
+    assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(reply->elements, 4);
+    assert_int_equal(reply->element[0]->integer, 1);
+    assert_int_equal(reply->element[1]->integer, -5);
+    assert_int_equal(reply->element[3]->integer, 1500);
+    reply_free(reply);
+    assert_int_equal(pool.nfree, 5); /* the array and its four elements */
+
+    /* the next reply reuses them: nothing new is allocated */
+    assert_int_equal(redisReaderFeed(r, batch, sizeof(batch) - 1), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(r, &obj), REDIS_OK);
+    assert_int_equal(pool.nfree, 0);
+    reply_free(obj);
+    assert_int_equal(pool.nfree, 5);
+
+    /* strings, errors, nil and nested arrays */
+    static const char mixed[] = "*3\r\n$3\r\nabc\r\n$-1\r\n*1\r\n-NOSCRIPT x\r\n";
+    assert_int_equal(redisReaderFeed(r, mixed, sizeof(mixed) - 1), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(r, &obj), REDIS_OK);
+    reply = obj;
+    assert_int_equal(reply->elements, 3);
+    assert_int_equal(reply->element[0]->type, REDIS_REPLY_STRING);
+    assert_string_equal(reply->element[0]->str, "abc");
+    assert_int_equal(reply->element[0]->len, 3);
+    assert_int_equal(reply->element[1]->type, REDIS_REPLY_NIL);
+    assert_int_equal(reply->element[2]->element[0]->type, REDIS_REPLY_ERROR);
+    assert_string_equal(reply->element[2]->element[0]->str, "NOSCRIPT x");
+    reply_free(reply);
+    assert_int_equal(pool.nfree, 5);
+
+    /* a reply cut off when the connection goes is freed by the reader */
+    assert_int_equal(redisReaderFeed(r, "*3\r\n:1\r\n", 8), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(r, &obj), REDIS_OK);
+    assert_null(obj);
+    redisReaderFree(r);
+    assert_int_equal(pool.nfree, 5);
+    reply_pool_drain(&pool);
+    assert_int_equal(pool.nfree, 0);
+    assert_null(pool.free);
 }
 
 static int nanswers;
@@ -575,7 +643,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_url),
-        cmocka_unit_test(test_params_text),
+        cmocka_unit_test(test_params_resp),
+        cmocka_unit_test(test_reply_pool),
         cmocka_unit_test(test_reply_parsing),
         cmocka_unit_test_setup_teardown(test_handshake_and_batching, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_admission, setup, teardown),
