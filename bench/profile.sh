@@ -9,8 +9,9 @@
 #    are zeroed, exactly N keep-alive requests are sent, the counters dumped.
 #    Instruction counts do not depend on the machine's noise, so the
 #    instructions per request and the top functions are repeatable;
-#  - perf (if `perf record -e cpu-clock` works here): sluice runs natively
-#    under wrk for PERF_SECONDS while perf samples it.
+#  - perf (if `perf record -e cpu-clock` works here): sluice (and with
+#    REFERENCE=1 nginx) runs natively under wrk for PERF_SECONDS while perf
+#    samples it, kernel included; nstat counts the TCP segments meanwhile.
 #
 #   bench/profile.sh                      # redis store, admitted requests
 #   STORE=local bench/profile.sh
@@ -19,7 +20,7 @@
 #  - strace -c: system calls per request over the same N requests.
 #
 # With REFERENCE=1 (default) nginx + limit_req (or its 429 path) gets the
-# same callgrind treatment, as a yardstick in instructions per request.
+# same treatment, as a yardstick.
 #
 # Knobs: STORE=redis|local, REJECT=0|1, N (20000), WARM (2000), CONNECTIONS
 # (8 for the callgrind/strace client, 64 for perf's wrk),
@@ -165,32 +166,55 @@ fi
 
 # ---------------------------------------------------------------- perf
 
+# perf_run NAME PORT PID_TO_SAMPLE_VAR CMD...: wrk for PERF_SECONDS against
+# CMD while perf samples the process; self time by object and by symbol
+perf_run() {
+    local name=$1 port=$2 pid_var="PID_$1" wrk_pid
+    shift 2
+    start "$name" "$PROXY_CPU" "$@"
+    wait_up "$name" "$port" || die "$name did not start"
+    [ "$REJECT" = 1 ] && $PY probe "$port" >/dev/null
+    taskset -c "$LOAD_CPU" wrk -t1 -c"${CONNECTIONS:-64}" -d$((PERF_SECONDS + 2))s \
+        "http://127.0.0.1:$port/" >"$RUN_DIR/$name-wrk.txt" 2>&1 &
+    wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    sleep 1
+    nstat -n >/dev/null 2>&1 || true
+    perf record -q -e cpu-clock -F 1999 -g -p "${!pid_var}" -o "$OUT_DIR/$name.perf.data" \
+        -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || log "perf record failed"
+    nstat 2>/dev/null >"$RUN_DIR/$name-nstat.txt" || true
+    wait "$wrk_pid" || true
+    awk '/Requests\/sec|Non-2xx/' "$RUN_DIR/$name-wrk.txt"
+    # every TCP segment on the machine in the window (wrk, proxy, upstream,
+    # Redis): 4 per proxied request is the floor (request and response, each
+    # over two connections, ACKs riding on data)
+    awk -v secs="$PERF_SECONDS" '
+        FNR == NR && /Requests\/sec/ { rps = $2 }
+        FNR != NR && $1 == "TcpOutSegs" { segs = $2 }
+        END { if (rps > 0 && segs > 0)
+                  printf "TCP segments per request (all processes): %.2f\n", segs / secs / rps }
+    ' "$RUN_DIR/$name-wrk.txt" "$RUN_DIR/$name-nstat.txt"
+    stop "$name"
+    [ -s "$OUT_DIR/$name.perf.data" ] || return 0
+    # awk reads all its input (no SIGPIPE under pipefail) and keeps the top lines
+    echo "== perf ($name): self time by shared object (kernel included)"
+    perf report -i "$OUT_DIR/$name.perf.data" --stdio --no-children --sort dso -g none \
+        --percent-limit 0.5 2>/dev/null | awk '!/^#/ && NF && n++ < 15'
+    echo "== perf ($name): self time by symbol (top $TOP)"
+    perf report -i "$OUT_DIR/$name.perf.data" --stdio --no-children --sort dso,symbol -g none \
+        --percent-limit 0.3 2>/dev/null \
+        | awk -v top="$TOP" '!/^#/ && NF && n++ < top { print $1, $2, $3, $4 }'
+    echo
+}
+
 if [ "$TOOL" != callgrind ]; then
     if [ "$perf_ok" = 1 ]; then
         log "perf: $what; wrk for $PERF_SECONDS s, cpu-clock samples"
-        start sluice_perf "$PROXY_CPU" "$SLUICE_BIN" -c "$RUN_DIR/prof.conf"
-        wait_up sluice_perf "$PORT_prof" || die "sluice did not start"
-        [ "$REJECT" = 1 ] && $PY probe "$PORT_prof" >/dev/null
-        taskset -c "$LOAD_CPU" wrk -t1 -c"${CONNECTIONS:-64}" -d$((PERF_SECONDS + 2))s \
-            "http://127.0.0.1:$PORT_prof/" >"$RUN_DIR/perf-wrk.txt" 2>&1 &
-        wrk_pid=$!
-        PIDS+=("$wrk_pid")
-        sleep 1
-        perf record -q -e cpu-clock -F 1999 -g -p "$PID_sluice_perf" -o "$OUT_DIR/perf.data" \
-            -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || log "perf record failed"
-        wait "$wrk_pid" || true
-        awk '/Requests\/sec|Non-2xx/' "$RUN_DIR/perf-wrk.txt"
-        stop sluice_perf
-        if [ -s "$OUT_DIR/perf.data" ]; then
-            # awk reads all its input (no SIGPIPE under pipefail) and keeps the top lines
-            echo "== perf: self time by shared object (kernel included)"
-            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort dso -g none \
-                --percent-limit 0.5 2>/dev/null | awk '!/^#/ && NF && n++ < 15'
-            echo "== perf: self time by symbol (top $TOP)"
-            perf report -i "$OUT_DIR/perf.data" --stdio --no-children --sort dso,symbol -g none \
-                --percent-limit 0.3 2>/dev/null \
-                | awk -v top="$TOP" '!/^#/ && NF && n++ < top { print $1, $2, $3, $4 }'
-            echo
+        perf_run sluice_perf "$PORT_prof" "$SLUICE_BIN" -c "$RUN_DIR/prof.conf"
+        if [ "$REFERENCE" = 1 ]; then
+            log "perf: nginx reference, same load"
+            perf_run nginx_perf "$NPORT" "$NGINX" -p "$RUN_DIR" -e "$RUN_DIR/nginx.err" \
+                -c "$RUN_DIR/nginx.conf" -g "master_process off;"
         fi
     else
         log "perf: cpu-clock sampling is not available here; skipped"

@@ -21,6 +21,7 @@
 #   CONFIGS              space-separated subset of the configurations below
 #   PIN=0                do not pin: by default the proxy under test gets the
 #                        last CPU, wrk + upstream + Redis the others
+#   REDIS_CPU            CPUs for redis-server (default: with wrk and the upstream)
 #   SLUICE_BIN           use this binary instead of building bench/build/sluice
 #   REQUIRE_SLUICE=1     fail if sluice cannot be built or started
 #   NOISE_MAX, NOISE_RETRIES, RETRY_BUDGET
@@ -115,7 +116,7 @@ start_upstream "$LOAD_CPU"
 PORT_direct=$UPORT
 PID_direct=$PID_upstream
 
-start_redis "$LOAD_CPU"
+start_redis "${REDIS_CPU:-$LOAD_CPU}"
 
 for name in nginx_limit nginx_reject; do
     want "$name" || continue

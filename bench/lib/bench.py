@@ -55,16 +55,43 @@ def proc_tree(pid):
     return out
 
 
-def cpu_ticks(pid):
-    """utime+stime in clock ticks of pid and its descendants, all threads."""
-    total = 0
+def cpu_split(pid):
+    """(utime, stime) in clock ticks of pid and its descendants, all threads."""
+    user = system = 0
     for p in proc_tree(pid):
         try:
             f = _stat_fields(p)
         except OSError:
             continue
         # after the comm: state=0 ppid=1 ... utime=11 stime=12 (fields 14, 15)
-        total += int(f[11]) + int(f[12])
+        user += int(f[11])
+        system += int(f[12])
+    return user, system
+
+
+def cpu_ticks(pid):
+    """utime+stime in clock ticks of pid and its descendants, all threads."""
+    return sum(cpu_split(pid))
+
+
+def sleeps(pid):
+    """Voluntary context switches of pid and its descendants, all threads: how
+    often the process went to sleep waiting for something (each costs a
+    wake-up later)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            tids = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open("/proc/%d/task/%s/status" % (p, t)) as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
     return total
 
 
@@ -189,7 +216,9 @@ def _one_round(a):
     if a.cpu is not None:
         wrk = ["taskset", "-c", a.cpu] + wrk
     mine = [x for x in {a.redis_pid, a.upstream_pid} if x and x != a.pid]
-    p0 = cpu_ticks(a.pid)
+    pu0, ps0 = cpu_split(a.pid)
+    p0 = pu0 + ps0
+    z0 = sleeps(a.pid)
     r0 = cpu_ticks(a.redis_pid) if a.redis_pid else 0
     o0 = sum(cpu_ticks(x) for x in mine)
     s0, st0 = _cpu_stat()
@@ -199,7 +228,9 @@ def _one_round(a):
     wall = time.monotonic() - t0
     c1 = os.times()
     s1, st1 = _cpu_stat()
-    p1 = cpu_ticks(a.pid)
+    pu1, ps1 = cpu_split(a.pid)
+    p1 = pu1 + ps1
+    z1 = sleeps(a.pid)
     r1 = cpu_ticks(a.redis_pid) if a.redis_pid else 0
     o1 = sum(cpu_ticks(x) for x in mine)
     # CPU that none of ours used (other processes on the machine, plus steal):
@@ -219,6 +250,8 @@ def _one_round(a):
             "proxy_ticks": p1 - p0,
             "redis_ticks": r1 - r0,
             "proxy_us_per_req": (p1 - p0) * tick_us / n,
+            "proxy_kernel_share": (ps1 - ps0) / (p1 - p0) if p1 > p0 else None,
+            "proxy_sleeps_per_req": (z1 - z0) / n,
             "redis_us_per_req": (r1 - r0) * tick_us / n,
             "non2xx_share": st["err_status"] / n,
             "foreign_cpu_pct": 100.0 * foreign / CLK_TCK / wall,
@@ -231,9 +264,10 @@ def _one_round(a):
 def _print_round(rec, note=""):
     if rec["ok"]:
         print("  %-20s round %d: %8.0f req/s  p50 %6.0f us  p99 %6.0f us  proxy %6.1f us/req"
-              "  redis %5.1f us/req  non-2xx %5.1f%%  other CPU %3.0f%%%s"
+              " (sleeps %4.2f/req)  redis %5.1f us/req  non-2xx %5.1f%%  other CPU %3.0f%%%s"
               % (rec["config"], rec["round"], rec["rps"], rec["p50_us"], rec["p99_us"],
-                 rec["proxy_us_per_req"], rec["redis_us_per_req"], 100 * rec["non2xx_share"],
+                 rec["proxy_us_per_req"], rec.get("proxy_sleeps_per_req") or 0,
+                 rec["redis_us_per_req"], 100 * rec["non2xx_share"],
                  rec["foreign_cpu_pct"], note), flush=True)
     else:
         print("  %-20s round %d: FAILED %s" % (rec["config"], rec["round"], rec.get("error", "")),
@@ -707,6 +741,8 @@ def build_report(run_dir, machine):
             "p50": _med([r["p50_us"] for r in rs]),
             "p99": _med([r["p99_us"] for r in rs]),
             "cpu": _med([r["proxy_us_per_req"] for r in rs]),
+            "kernel": _med([r.get("proxy_kernel_share") for r in rs]),
+            "sleeps": _med([r.get("proxy_sleeps_per_req") for r in rs]),
             "redis": _med([r["redis_us_per_req"] for r in rs]),
             "non2xx": _med([r["non2xx_share"] for r in rs]),
             "foreign": _med([r.get("foreign_cpu_pct") for r in rs]),
@@ -732,21 +768,26 @@ def build_report(run_dir, machine):
              "(all threads, nginx master+worker) from /proc/PID/stat, before and after "
              "each wrk round, divided by the requests wrk completed; Redis the same for "
              "redis-server. Resolution is one clock tick (%d µs) per round. "
+             "\"in kernel\" is the stime share of the proxy's CPU. \"sleeps/req\" is "
+             "the proxy's voluntary context switches per request: each is a wait in "
+             "epoll_wait for lack of work, paid for again at the wake-up. "
              "\"other CPU\" is the CPU that none of the bench's processes used during "
              "the round (other processes on the machine, and steal), in percent of one "
              "CPU: a noise indicator." % (1e6 / CLK_TCK))
     L.append("")
-    L.append("| configuration | req/s | p50 µs | p99 µs | proxy CPU µs/req | Redis CPU µs/req "
-             "| non-2xx | socket errors | other CPU | rounds |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    L.append("| configuration | req/s | p50 µs | p99 µs | proxy CPU µs/req | in kernel "
+             "| sleeps/req | Redis CPU µs/req | non-2xx | socket errors | other CPU | rounds |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in order:
         s = summary[c]
         if s is None:
-            L.append("| %s | not run | | | | | | | | |" % LABELS.get(c, c))
+            L.append("| %s | not run | | | | | | | | | | |" % LABELS.get(c, c))
             continue
-        L.append("| %s | %.0f | %.0f | %.0f | %s | %s | %.1f%% | %d | %s | %d |" % (
+        L.append("| %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %.1f%% | %d | %s | %d |" % (
             LABELS.get(c, c), s["rps"], s["p50"], s["p99"],
             _fmt(s["cpu"], "%.1f"),
+            _fmt(None if s["kernel"] is None else 100 * s["kernel"], "%.0f%%"),
+            _fmt(s["sleeps"], "%.2f"),
             _fmt(s["redis"], "%.2f"), 100 * s["non2xx"], s["errors"],
             _fmt(s["foreign"], "%.0f%%"), s["n"]))
     L.append("")
