@@ -5,6 +5,10 @@
  * once, so every readable edge is read until the kernel has no more (a short
  * read means drained) or the input is full, and a write that stops short
  * waits for the next writable edge.
+ *
+ * A short read does not show a close queued behind the data: data and FIN
+ * that arrive together make one edge, and no other comes. EV_CLOSED
+ * (EPOLLRDHUP) says the FIN is there; reading then goes on to the end.
  */
 #include "util/stream.h"
 
@@ -25,8 +29,8 @@ static void stream_event_cb(evutil_socket_t fd, short events, void *arg);
 static void
 register_event(struct sl_stream *s, struct event_base *base)
 {
-    event_assign(&s->ev, base, s->fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, stream_event_cb,
-                 s);
+    event_assign(&s->ev, base, s->fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET,
+                 stream_event_cb, s);
     event_add(&s->ev, NULL);
 }
 
@@ -46,6 +50,7 @@ sl_stream_init(struct sl_stream *s, struct event_base *base, evutil_socket_t fd,
     s->is_write_ready = true;
     s->is_connecting = false;
     s->is_eof = false;
+    s->is_peer_closed = false;
     s->is_error_pending = false;
     evutil_make_socket_nonblocking(fd);
     register_event(s, base);
@@ -173,7 +178,7 @@ do_read(struct sl_stream *s)
         }
         evbuffer_commit_space(s->in, vec, nvec);
         what |= SL_STREAM_READ;
-        if ((size_t)n < want)
+        if ((size_t)n < want && !s->is_peer_closed)
             s->is_read_ready = false; /* a short read on a stream socket: drained */
     }
     return what;
@@ -266,7 +271,9 @@ dispatch(struct sl_stream *s, short events)
             return;
         }
     }
-    if (events & EV_READ) {
+    if (events & EV_CLOSED)
+        s->is_peer_closed = true;
+    if (events & (EV_READ | EV_CLOSED)) {
         if (!s->is_eof)
             s->is_read_ready = true;
         if (s->is_reading)

@@ -48,6 +48,7 @@ struct sl_stream {
     bool is_write_ready;
     bool is_connecting;
     bool is_eof;
+    bool is_peer_closed; /* the kernel said the peer closed (EPOLLRDHUP): read to the end */
     bool is_error_pending; /* a failed flush, reported on the next dispatch */
 };
 

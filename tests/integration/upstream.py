@@ -24,6 +24,9 @@
 #   /close                 closes without answering
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
+#   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
+#                          body ends where the connection does), sent with
+#                          the close right behind it
 #
 # Every request head it receives is recorded (raw bytes included), and the
 # bytes read on every connection are counted, so a test can assert that the
@@ -43,6 +46,7 @@ import urllib.parse
 
 MAX_HEAD = 1 << 20
 BLOCK = bytes(i % 251 for i in range(65536))
+EOF_BODY = b"a body framed by the end of the connection"
 
 
 def pattern_chunks(n):
@@ -292,6 +296,10 @@ class Upstream:
                          b"Content-Length: 1000\r\n\r\n" + b"x" * 100)
             if path == "/stall":
                 rd.wait_eof()
+            return False
+        if path == "/eof":
+            self._sleep(int(q.get("delay_ms", "0")) / 1000.0)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + EOF_BODY)
             return False
         if path == "/slow":
             self._sleep(int(q.get("ms", "100")) / 1000.0)
