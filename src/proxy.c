@@ -1010,6 +1010,8 @@ up_timer_set(struct conn *c)
     timer_add(c->px, &c->up_timer, c->gen->cfg->upstreams[c->route->upstream].timeout_ms);
 }
 
+static void up_timer_for_body(struct conn *c);
+
 static void
 write_request_head(struct conn *c, struct evbuffer *out)
 {
@@ -1111,8 +1113,11 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
         timer_set(c, c->gen->cfg->client.body_timeout_ms);
         forward_body(c);
     }
-    if (!c->is_dead && c->up != NULL)
+    if (!c->is_dead && c->up != NULL) {
         sl_stream_flush(c->us);
+        if (!c->is_body_done)
+            up_timer_for_body(c);
+    }
     conn_unhold(c);
 }
 
@@ -1133,11 +1138,31 @@ chunk_to_upstream(void *arg, const char *at, size_t len)
     evbuffer_add(out, "\r\n", 2);
 }
 
+/*
+ * While the body streams, the upstream timeout runs only while the upstream
+ * owes progress: bytes it was handed and has not taken (nginx's
+ * proxy_send_timeout). Waiting for the client is body_timeout's business.
+ */
+static void
+up_timer_for_body(struct conn *c)
+{
+    if (c->is_resp_started)
+        return; /* the response's own reads keep the timer */
+    if (evbuffer_get_length(c->us->out) > 0)
+        up_timer_set(c);
+    else
+        evtimer_del(&c->up_timer);
+}
+
+/* The wait for the response counts from the request's last byte, as nginx's
+ * proxy_read_timeout: a slow upload is the client's body_timeout's business. */
 static void
 body_finished(struct conn *c)
 {
     c->is_body_done = true;
     evtimer_del(&c->timer);
+    if (c->up != NULL && !c->is_resp_started)
+        up_timer_set(c);
 }
 
 /*
@@ -1226,6 +1251,7 @@ forward_body(struct conn *c)
     sl_stream_flush(c->us);
     sl_stream_rearm(&c->cs);
     if (!c->is_body_done) {
+        up_timer_for_body(c);
         timer_set(c, c->gen->cfg->client.body_timeout_ms);
         if (evbuffer_get_length(out) > HIGH_WATER) {
             c->is_client_read_paused = true;
@@ -1238,6 +1264,8 @@ forward_body(struct conn *c)
 static void
 up_written(struct conn *c)
 {
+    if (!c->is_body_done)
+        up_timer_for_body(c);
     if (c->is_client_read_paused && !c->is_body_done
         && evbuffer_get_length(c->us->out) <= LOW_WATER) {
         c->is_client_read_paused = false;
