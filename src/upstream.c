@@ -8,6 +8,7 @@
  */
 #include "sluice/upstream.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -26,12 +27,15 @@
 
 /* A refused server is skipped for this long unless every server is down. */
 #define SERVER_DOWN_US (2u * 1000u * 1000u)
+#define FAILURE_LOG_INTERVAL_US (1000u * 1000u) /* per server and worker */
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 
 struct server {
     const struct sl_sockaddr *addr;
     uint64_t down_until_us;
+    uint64_t failure_logged_us;   /* when the last connect failure was logged */
+    uint64_t failures_not_logged; /* since then */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
 };
 
@@ -201,6 +205,32 @@ pump_queue(struct sl_upstream_pool *pool)
     }
 }
 
+/*
+ * At most one line per server, worker and second: a dead upstream under load
+ * fails every request, and a line each would flood the log (the failures are
+ * all counted in sluice_upstream_errors_total).
+ */
+static void
+log_connect_failure(struct sl_upstream_pool *pool, unsigned idx, const char *why)
+{
+    struct server *srv = &pool->servers[idx];
+    uint64_t now = sl_clock_cached_us();
+
+    if (srv->failure_logged_us != 0 && now - srv->failure_logged_us < FAILURE_LOG_INTERVAL_US) {
+        srv->failures_not_logged++;
+        return;
+    }
+    if (srv->failures_not_logged > 0)
+        sl_log_warnx("upstream \"%s\": connect %s: %s (and %llu more failures in the last "
+                     "%.1f s, not logged)", pool->conf->name, srv->addr->text, why,
+                     (unsigned long long)srv->failures_not_logged,
+                     (double)(now - srv->failure_logged_us) / 1e6);
+    else
+        sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name, srv->addr->text, why);
+    srv->failure_logged_us = now != 0 ? now : 1;
+    srv->failures_not_logged = 0;
+}
+
 static void
 wait_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -223,8 +253,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         wait->connecting = NULL;
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
-        sl_log_warnx("upstream \"%s\": connect %s: timed out", pool->conf->name,
-                     pool->servers[conn->server].addr->text);
+        log_connect_failure(pool, conn->server, "timed out");
         pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
         upconn_free(conn);
         wait->last_status = 504;
@@ -376,8 +405,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     }
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
-    sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name,
-                 pool->servers[conn->server].addr->text, strerror(stream->error));
+    log_connect_failure(pool, conn->server, strerror(stream->error));
     pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
@@ -438,11 +466,12 @@ connect_next(struct sl_upstream_wait *wait)
         if (sl_stream_connect(&conn->stream, pool->base, (const struct sockaddr *)&addr->ss,
                               addr->len, connect_event_cb, conn)
             != 0) {
-            sl_log_warn("upstream \"%s\": connect %s", pool->conf->name, addr->text);
+            log_connect_failure(pool, (unsigned)idx, strerror(errno));
             event_del(&conn->idle_timer);
             free(conn);
             pool->connect_failures++;
-    sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
+            sl_metrics_upstream_error(pool->metrics, pool->slot,
+                                      SL_METRICS_UPSTREAM_CONNECT_ERROR);
             pool->servers[idx].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
             continue;
         }

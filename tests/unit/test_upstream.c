@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <netinet/in.h>
@@ -418,6 +419,60 @@ test_all_refused(void **state)
     assert_true(stats().has_reachable_server);
 }
 
+/* Lines in the log file that contain `needle`. */
+static int
+count_lines(const char *path, const char *needle)
+{
+    char line[1024];
+    int n = 0;
+    FILE *fp = fopen(path, "r");
+
+    assert_non_null(fp);
+    while (fgets(line, sizeof(line), fp) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(fp);
+    return n;
+}
+
+/* A dead server under load: one line a second, with the count of the rest. */
+static void
+test_failure_log_rate_limited(void **state)
+{
+    uint64_t now = sl_clock_now_us();
+    static struct sl_upstream_wait w;
+    static struct got g;
+    char path[] = "/tmp/sl-test-upstream-log.XXXXXX";
+    int fd = mkstemp(path);
+
+    (void)state;
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_log_open(path), 0);
+    sl_log_set_level(SL_LOG_WARN);
+    sl_clock_set_fake(&now);
+    add_server(SRV_REFUSE);
+    pool_new();
+
+    for (int i = 0; i < 20; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_status(&g, 502);
+    }
+    assert_int_equal(stats().connect_failures, 20);
+    assert_int_equal(count_lines(path, "connect "), 1);
+
+    now += 1500u * 1000u; /* a second later: one more line, with the count */
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    assert_int_equal(count_lines(path, "connect "), 2);
+    assert_int_equal(count_lines(path, "(and 19 more failures in the last 1.5 s, not logged)"), 1);
+
+    sl_clock_set_fake(NULL);
+    sl_log_set_level(SL_LOG_ERROR);
+    sl_log_open("stderr");
+    unlink(path);
+}
+
 static void
 test_connect_timeout(void **state)
 {
@@ -777,6 +832,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_server_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_log_rate_limited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_reuse, setup, teardown),
