@@ -14,11 +14,17 @@
  * Redis does the fixed part of a call (EVALSHA lookup, TIME, reply) once per
  * batch instead of once per request.
  *
- * Failures, all through conn_down(): a call not answered within timeout_ms
- * drops the connection and fails every pending check with SL_STORE_TIMEOUT
- * (h2o lib/common/redis.c does the same); a lost or refused connection fails
- * them with SL_STORE_CONNECTION, and so are new checks while it is down
- * (fail fast, nothing queues). Reconnection is automatic: at once after
+ * Failures. A call not answered within timeout_ms fails its own checks with
+ * SL_STORE_TIMEOUT and becomes an orphan: the connection stays, and the late
+ * reply is dropped when it comes. Dropping the connection on every late call
+ * (as h2o does) turns a Redis that is slow under load into a reconnection
+ * storm from every worker, each reconnect adding a handshake and a SCRIPT
+ * LOAD to the overloaded server. A connection that owes more than
+ * ORPHANS_MAX late replies, or answers nothing for STALL_MIN_MS (at least ten
+ * timeouts) while it owes one, is dropped through conn_down(), the one way
+ * down: a lost or refused connection fails every pending check with
+ * SL_STORE_CONNECTION, and so are new checks while it is down (fail fast,
+ * nothing queues). Reconnection is automatic: at once after
  * losing a working connection, then after 100 ms doubling to 5 s. Every
  * connection is set up with AUTH, SELECT and SCRIPT LOAD pipelined before
  * anything else; checks made while it connects wait at most timeout_ms.
@@ -67,6 +73,8 @@
 #define PARAM_CACHE 8
 #define KEEP_BUF_BYTES (64u << 10)  /* larger batch buffers are freed after use */
 #define REPLY_POOL_MAX 4096         /* spare reply elements kept (4 per check in a batch) */
+#define ORPHANS_MAX 8               /* late replies owed before the connection is dropped */
+#define STALL_MIN_MS 1000           /* silence, while owing a late reply, before it is */
 
 /* ---- the script, embedded at build time ------------------------------------------ */
 
@@ -126,6 +134,7 @@ struct batch {
     struct event *timer;
     enum batch_state state;
     bool is_retried;         /* NOSCRIPT retry done */
+    bool is_orphan;          /* timed out: its checks are answered, its reply is dropped */
     struct pending *checks;
     size_t nchecks;
     size_t checks_cap;
@@ -176,6 +185,8 @@ struct redis_store {
     bool is_logged_reply_error;
     uint64_t backoff_ms;
     struct event *reconnect_timer;
+    struct event *stall_timer; /* runs while late replies are owed */
+    unsigned norphans;         /* late replies the current connection owes */
     struct event *connect_timer;
     struct event *queue_timer;
     struct event *flush_ev;
@@ -653,6 +664,7 @@ fail:
 /* ---- batches --------------------------------------------------------------------- */
 
 static void on_batch_timeout(evutil_socket_t fd, short what, void *arg);
+static void orphan_answered(struct redis_store *rs);
 
 static struct batch *
 batch_get(struct redis_store *rs)
@@ -671,6 +683,7 @@ batch_get(struct redis_store *rs)
     b->next = NULL;
     b->state = BATCH_QUEUED;
     b->is_retried = false;
+    b->is_orphan = false;
     b->nchecks = b->nkeys = b->nargs = 0;
     b->keys.len = b->args.len = 0;
     return b;
@@ -890,6 +903,7 @@ destroy(struct redis_store *rs)
         batch_destroy(b);
     }
     event_free(rs->reconnect_timer);
+    event_free(rs->stall_timer);
     event_free(rs->connect_timer);
     event_free(rs->queue_timer);
     event_free(rs->flush_ev);
@@ -947,6 +961,9 @@ conn_down(struct redis_store *rs, bool free_ac, enum sl_store_status status, con
     rs->is_accepting = false;
     evtimer_del(rs->connect_timer);
     evtimer_del(rs->queue_timer);
+    /* the orphans' callbacks come with a NULL reply as the context goes */
+    rs->norphans = 0;
+    evtimer_del(rs->stall_timer);
     if (ac != NULL)
         ac->data = NULL;
     if (!rs->is_freeing && !rs->is_logged_down) {
@@ -1138,7 +1155,9 @@ on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
     enter(rs);
     rs->nowned--;
     if (b->state == BATCH_DONE) {
-        /* answered already, by conn_down */
+        /* answered already: it timed out, or conn_down failed it */
+        if (b->is_orphan && ac == rs->ac && reply != NULL)
+            orphan_answered(rs);
         batch_release(rs, b);
         goto out;
     }
@@ -1265,17 +1284,68 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 
 /* ---- timers ---------------------------------------------------------------------- */
 
+static uint64_t
+stall_ms(const struct redis_store *rs)
+{
+    return rs->timeout_ms * 10 > STALL_MIN_MS ? rs->timeout_ms * 10 : STALL_MIN_MS;
+}
+
+static void
+stall_timer_restart(struct redis_store *rs)
+{
+    struct timeval tv = tv_ms(stall_ms(rs));
+
+    evtimer_add(rs->stall_timer, &tv);
+}
+
+/* A late reply came: the connection is slow, not dead. */
+static void
+orphan_answered(struct redis_store *rs)
+{
+    if (rs->norphans > 0 && --rs->norphans > 0)
+        stall_timer_restart(rs);
+    else
+        evtimer_del(rs->stall_timer);
+}
+
 static void
 on_batch_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct batch *b = arg;
     struct redis_store *rs = b->rs;
-    char why[64];
+    char why[96];
 
     (void)fd;
     (void)what;
     enter(rs);
-    snprintf(why, sizeof(why), "no reply within %llu ms", (unsigned long long)rs->timeout_ms);
+    if (b->state != BATCH_SENT)
+        goto out;
+    inflight_remove(rs, b);
+    b->is_orphan = true;
+    if (++rs->norphans == 1)
+        stall_timer_restart(rs);
+    batch_fail(rs, b, SL_STORE_TIMEOUT);
+    if (rs->norphans > ORPHANS_MAX) {
+        snprintf(why, sizeof(why), "%u calls not answered within %llu ms", rs->norphans,
+                 (unsigned long long)rs->timeout_ms);
+        conn_down(rs, true, SL_STORE_TIMEOUT, why);
+    } else {
+        flush(rs); /* the next call goes out behind the late one */
+    }
+out:
+    leave(rs);
+}
+
+static void
+on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_store *rs = arg;
+    char why[96];
+
+    (void)fd;
+    (void)what;
+    enter(rs);
+    snprintf(why, sizeof(why), "no reply for %llu ms", (unsigned long long)stall_ms(rs));
     conn_down(rs, true, SL_STORE_TIMEOUT, why);
     leave(rs);
 }
@@ -1599,11 +1669,12 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
     rs->reconnect_timer = evtimer_new(base, on_reconnect, rs);
+    rs->stall_timer = evtimer_new(base, on_stall, rs);
     rs->connect_timer = evtimer_new(base, on_connect_timeout, rs);
     rs->queue_timer = evtimer_new(base, on_queue_timeout, rs);
     rs->flush_ev = event_new(base, -1, 0, on_flush, rs);
-    if (rs->reconnect_timer == NULL || rs->connect_timer == NULL || rs->queue_timer == NULL
-        || rs->flush_ev == NULL)
+    if (rs->reconnect_timer == NULL || rs->stall_timer == NULL || rs->connect_timer == NULL
+        || rs->queue_timer == NULL || rs->flush_ev == NULL)
         sl_fatalx("redis store: cannot create events");
     set_state(rs, CONN_DOWN);
     enter(rs);

@@ -437,35 +437,78 @@ test_noscript(void **state)
     assert_string_equal(e->fr.trace, "LOAD EVALSHA LOAD EVALSHA");
 }
 
+/* A late call fails its own checks with SL_STORE_TIMEOUT and the connection
+ * stays; its reply, when it comes, is dropped. */
 static void
-test_timeout_then_recovery(void **state)
+test_late_call_keeps_connection(void **state)
 {
     struct env *e = *state;
-    struct sl_store_bucket b = bk("t:t", 100);
-    int count = 0, late = 0;
+    struct sl_store_bucket b = bk("t:l", 100);
+    int count = 0, late = 0, after = 0;
     uint64_t t0;
 
     e->conf.timeout_ms = 20;
     e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
     assert_true(run_until(e, NULL, 0, 1000));
-    e->fr.is_silent = true;
+    e->fr.is_holding = true;
     t0 = sl_clock_now_us();
     for (int i = 0; i < 5; i++)
         sl_store_check(e->store, &b, 1, record, &count);
     event_base_loop(e->base, EVLOOP_NONBLOCK); /* sent; the next ones queue behind */
     for (int i = 0; i < 5; i++)
         sl_store_check(e->store, &b, 1, record, &late);
-    assert_true(run_until(e, &count, 5, 1000));
-    /* every pending check, sent or queued, fails through the one path */
+    assert_true(run_until(e, &late, 5, 1000));
+    /* the first call timed out, then the queued one went out and did too */
     assert_int_equal(count, 5);
     assert_int_equal(late, 5);
     assert_int_equal(last_status, SL_STORE_TIMEOUT);
-    assert_true(sl_clock_now_us() - t0 >= 20000);
+    assert_true(sl_clock_now_us() - t0 >= 40000);
     assert_true(sl_clock_now_us() - t0 < 500000);
     assert_int_equal(stats(e).errors_timeout, 10);
-    assert_false(e->store->ops->is_up(e->store));
-    /* the connection was dropped and is made again at once; while it hangs,
-     * checks wait at most the timeout too */
+    assert_true(e->store->ops->is_up(e->store));
+
+    /* the late replies arrive: dropped, nobody is answered twice */
+    fake_redis_release(&e->fr);
+    run_for(e, 50);
+    assert_int_equal(count, 5);
+    assert_int_equal(late, 5);
+    assert_int_equal(e->fr.nchecks, 10); /* Redis did run them */
+    sl_store_check(e->store, &b, 1, record, &after);
+    assert_true(run_until(e, &after, 1, 1000));
+    assert_int_equal(last_status, SL_STORE_OK);
+    assert_int_equal(stats(e).connects, 1); /* the same connection all along */
+    assert_int_equal(stats(e).reconnects, 0);
+    assert_int_equal(e->fr.naccepts, 1);
+}
+
+/* A Redis that answers nothing: dropped after more than ORPHANS_MAX late
+ * calls, or after the stall time, whichever comes first; then recovery. */
+static void
+test_silent_redis_dropped_then_recovery(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:t", 100);
+    int count = 0;
+
+    e->conf.timeout_ms = 20;
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    e->fr.is_silent = true;
+    /* one call at a time, each timing out: the connection owes them all */
+    for (int i = 0; i < ORPHANS_MAX; i++) {
+        int one = 0;
+        sl_store_check(e->store, &b, 1, record, &one);
+        assert_true(run_until(e, &one, 1, 1000));
+        assert_int_equal(last_status, SL_STORE_TIMEOUT);
+        assert_true(e->store->ops->is_up(e->store));
+    }
+    sl_store_check(e->store, &b, 1, record, &count);
+    assert_true(run_until(e, &count, 1, 1000));
+    assert_int_equal(last_status, SL_STORE_TIMEOUT);
+    assert_false(e->store->ops->is_up(e->store)); /* one late reply too many */
+
+    /* reconnected at once; while the new connection hangs, checks wait at
+     * most the timeout, then it too is dropped after the stall time */
     count = 0;
     run_for(e, 5);
     sl_store_check(e->store, &b, 1, record, &count);
@@ -473,12 +516,36 @@ test_timeout_then_recovery(void **state)
     assert_true(last_status == SL_STORE_TIMEOUT || last_status == SL_STORE_CONNECTION);
     e->fr.is_silent = false;
     e->fr.trace[0] = '\0';
-    assert_true(run_until(e, NULL, 0, 3000));
+    assert_true(run_until(e, NULL, 0, 5000));
     count = 0;
     sl_store_check(e->store, &b, 1, record, &count);
     assert_true(run_until(e, &count, 1, 1000));
     assert_int_equal(last_status, SL_STORE_OK);
     assert_true(stats(e).reconnects >= 1);
+}
+
+/* Late replies trickling in keep a slow connection; silence does not. */
+static void
+test_stall_drops_connection(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:s", 100);
+    int count = 0;
+    uint64_t t0;
+
+    e->conf.timeout_ms = 20;
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    e->fr.is_silent = true;
+    sl_store_check(e->store, &b, 1, record, &count);
+    assert_true(run_until(e, &count, 1, 1000));
+    assert_int_equal(last_status, SL_STORE_TIMEOUT);
+    t0 = sl_clock_now_us();
+    /* nothing more is asked, nothing answers: dropped after STALL_MIN_MS */
+    while (e->store->ops->is_up(e->store) && sl_clock_now_us() - t0 < 3000000)
+        run_for(e, 50);
+    assert_false(e->store->ops->is_up(e->store));
+    assert_true(sl_clock_now_us() - t0 >= (STALL_MIN_MS - 100) * 1000ULL);
 }
 
 static void
@@ -649,7 +716,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_handshake_and_batching, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_admission, setup, teardown),
         cmocka_unit_test_setup_teardown(test_noscript, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_then_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_call_keeps_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_redis_dropped_then_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stall_drops_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_password, setup, teardown),

@@ -37,6 +37,7 @@ struct fake_conn {
     struct fake_redis *fr;
     struct bufferevent *bev;
     struct fake_conn *next;
+    struct evbuffer *held;    /* replies kept back while the fake is holding */
     bool is_authed;
     long db;
 };
@@ -53,6 +54,7 @@ struct fake_redis {
     /* knobs */
     bool has_script;          /* false: EVALSHA gets NOSCRIPT */
     bool is_silent;           /* read commands, answer none */
+    bool is_holding;          /* run commands, keep the replies until released */
     const char *user;         /* AUTH needs these when password is set */
     const char *password;
     const char *eval_error;   /* answer EVALSHA with this error line */
@@ -87,6 +89,8 @@ fake_conn_free(struct fake_conn *c)
         }
     }
     bufferevent_free(c->bev);
+    if (c->held != NULL)
+        evbuffer_free(c->held);
     free(c);
 }
 
@@ -246,7 +250,13 @@ fake_on_read(struct bufferevent *bev, void *arg)
         if (!c->fr->is_silent)
             fake_command(c, out, argc, argv, lens);
         evbuffer_drain(in, used);
-        bufferevent_write_buffer(bev, out);
+        if (c->fr->is_holding) {
+            if (c->held == NULL)
+                c->held = evbuffer_new();
+            evbuffer_add_buffer(c->held, out);
+        } else {
+            bufferevent_write_buffer(bev, out);
+        }
         evbuffer_free(out);
     }
 }
@@ -296,6 +306,17 @@ fake_redis_listen(struct fake_redis *fr)
 }
 
 /* Closes every connection (clients see EOF). */
+/* Stops holding and sends every reply kept back, in order: late replies. */
+static inline void
+fake_redis_release(struct fake_redis *fr)
+{
+    fr->is_holding = false;
+    for (struct fake_conn *c = fr->conns; c != NULL; c = c->next) {
+        if (c->held != NULL)
+            bufferevent_write_buffer(c->bev, c->held);
+    }
+}
+
 static inline void
 fake_redis_drop_all(struct fake_redis *fr)
 {
