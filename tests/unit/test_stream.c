@@ -58,6 +58,16 @@ tcp_pair(int *ours, int *peer)
     close(l);
 }
 
+/* The peer writes `data` and closes; returns when both sit in our receive
+ * queue, before any stream looks at the socket. */
+static void
+peer_says_and_closes(int peer, const void *data, size_t len)
+{
+    assert_int_equal(write(peer, data, len), (ssize_t)len);
+    close(peer);
+    usleep(20000);
+}
+
 /* Runs the loop until `want` was reported or 200 passes without it. */
 static void
 loop_until(struct event_base *base, struct seen *seen, int want)
@@ -104,9 +114,7 @@ test_close_behind_data_is_seen(void **state)
 
     (void)state;
     tcp_pair(&ours, &peer);
-    assert_int_equal(write(peer, "last words", 10), 10);
-    close(peer);
-    usleep(20000); /* both are in our receive queue before the stream looks */
+    peer_says_and_closes(peer, "last words", 10);
     sl_stream_init(&s, base, ours, 0, record, &seen);
     loop_until(base, &seen, SL_STREAM_READ | SL_STREAM_EOF);
     assert_int_equal(seen.what & (SL_STREAM_READ | SL_STREAM_EOF),
@@ -129,9 +137,7 @@ test_close_seen_after_resume(void **state)
     tcp_pair(&ours, &peer);
     sl_stream_init(&s, base, ours, 0, record, &seen);
     sl_stream_set_reading(&s, false);
-    assert_int_equal(write(peer, "later", 5), 5);
-    close(peer);
-    usleep(20000);
+    peer_says_and_closes(peer, "later", 5);
     loop_until(base, &seen, SL_STREAM_EOF); /* nothing is read while off */
     assert_int_equal(seen.what & (SL_STREAM_READ | SL_STREAM_EOF), 0);
     sl_stream_set_reading(&s, true);
@@ -156,9 +162,7 @@ test_input_limit_then_close(void **state)
     (void)state;
     memset(data, 'x', sizeof(data));
     tcp_pair(&ours, &peer);
-    assert_int_equal(write(peer, data, sizeof(data)), (ssize_t)sizeof(data));
-    close(peer);
-    usleep(20000);
+    peer_says_and_closes(peer, data, sizeof(data));
     sl_stream_init(&s, base, ours, 100, record, &seen);
     loop_until(base, &seen, SL_STREAM_READ);
     assert_int_equal(evbuffer_get_length(s.in), 100);
