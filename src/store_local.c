@@ -37,6 +37,7 @@
 #include "store_int.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/siphash.h"
 
 #define SHARDS_MAX 64
 #define SHARD_MIN_KEYS 64  /* fewer shards for small tables, so each holds this many */
@@ -86,48 +87,6 @@ struct state {
     int64_t rem;
     uint64_t stamp;
 };
-
-/* ---- SipHash-2-4 (Aumasson, Bernstein), 64-bit output ---------------------------- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                   \
-    do {                                                                           \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                  \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                     \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                     \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                  \
-    } while (0)
-
-static uint64_t
-siphash(uint64_t k0, uint64_t k1, const unsigned char *in, size_t len)
-{
-    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
-    uint64_t b = (uint64_t)len << 56, m;
-    const unsigned char *end = in + (len & ~(size_t)7);
-
-    for (; in != end; in += 8) {
-        m = 0;
-        for (int i = 7; i >= 0; i--)
-            m = (m << 8) | in[i];
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (int i = (int)(len & 7) - 1; i >= 0; i--)
-        b |= (uint64_t)in[i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* ---- the algorithm: a port of lua/token_bucket.lua ------------------------------- */
 
@@ -530,8 +489,7 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
             cb(arg, SL_STORE_REPLY, false, NULL, 0);
             return;
         }
-        s.hash[i] = siphash(t->k0, t->k1, (const unsigned char *)buckets[i].key,
-                            buckets[i].key_len);
+        s.hash[i] = sl_siphash24(t->k0, t->k1, buckets[i].key, buckets[i].key_len);
         if (s.hash[i] == 0)
             s.hash[i] = 1;
         s.first[i] = i;
