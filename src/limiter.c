@@ -36,6 +36,9 @@
 /* Escaped key values longer than this are replaced by '#' and their SHA-256. */
 #define VALUE_MAX 128
 #define FUNCTION_LOG_INTERVAL_US (10u * 1000000u)
+/* An outage ends with the first answer this long after the last failure: a
+ * store that fails every other call is one outage, not a line per flip. */
+#define RECOVERY_US (1000u * 1000u)
 
 typedef _Atomic uint64_t counter_t;
 
@@ -282,7 +285,8 @@ struct sl_limiter {
     size_t out_cap;
     struct check *free_checks;
     size_t npending;
-    bool is_down;              /* the primary store's last call failed */
+    bool is_down;              /* the primary store failed within RECOVERY_US of its last answer */
+    uint64_t last_failure_us;  /* of the primary store */
     bool is_freeing;
     counter_t decisions[SL_OUTCOME_COUNT];
     counter_t store_failures;
@@ -1157,6 +1161,7 @@ static void
 store_failed(struct sl_limiter *limiter, enum sl_store_status status)
 {
     bump(&limiter->store_failures);
+    limiter->last_failure_us = sl_clock_cached_us();
     if (limiter->is_down || limiter->is_freeing)
         return;
     limiter->is_down = true;
@@ -1173,7 +1178,7 @@ store_failed(struct sl_limiter *limiter, enum sl_store_status status)
 static void
 store_answered(struct sl_limiter *limiter)
 {
-    if (!limiter->is_down)
+    if (!limiter->is_down || sl_clock_cached_us() - limiter->last_failure_us < RECOVERY_US)
         return;
     limiter->is_down = false;
     if (limiter->metrics != NULL)

@@ -27,6 +27,7 @@
 #include "fakes/fake_store.c"
 
 #define MAX_LIMITS 8
+#define RECOVERY_US 1000000u /* limiter.c: an outage ends after this long without a failure */
 
 struct fixture {
     struct sl_config cfg;
@@ -758,9 +759,12 @@ test_on_error_allow(void **state)
 
     f->store->fail = SL_STORE_OK;
     check(f);
+    assert_int_equal(count_log_lines(f, "answering again"), 0); /* within RECOVERY_US */
+    f->now_us += RECOVERY_US;
+    check(f);
+    assert_int_equal(count_log_lines(f, "store fake: answering again"), 1);
     check(f);
     assert_string_equal(f->outcome, "limited");
-    assert_int_equal(count_log_lines(f, "store fake: answering again"), 1);
     sl_limiter_read_stats(f->limiter, &stats, counters);
     assert_int_equal(stats.store_failures, 5);
     assert_int_equal(stats.store_down, 1);
@@ -797,6 +801,7 @@ test_on_error_deny(void **state)
 
     f->store->is_up = true;
     f->store->fail = SL_STORE_OK;
+    f->now_us += RECOVERY_US;
     check(f);
     assert_int_equal(f->verdict, SL_VERDICT_ALLOW);
     assert_true(sl_limiter_is_ready(f->limiter));
@@ -837,6 +842,7 @@ test_on_error_local(void **state)
 
     f->store->is_up = true;
     f->store->fail = SL_STORE_OK;
+    f->now_us += RECOVERY_US;
     check(f);
     assert_int_equal(f->store->ncalls, 2);
     assert_int_equal(f->fallback->ncalls, 3);
@@ -866,12 +872,41 @@ test_transitions_logged_once_across_workers(void **state)
     check(f);
     assert_int_equal(count_log_lines(f, "no reply within the timeout"), 1);
     f->store->fail = SL_STORE_OK;
+    f->now_us += RECOVERY_US;
     check(f);
     assert_int_equal(count_log_lines(f, "answering again"), 0); /* the other is still down */
     other->fail = SL_STORE_OK;
     sl_limiter_check(second, &f->route, &f->req, on_decision, f);
     assert_int_equal(count_log_lines(f, "answering again"), 1);
     sl_limiter_free(second);
+    free_parts(f);
+}
+
+/* A store failing every other call (slow, not down) is one outage: one line
+ * when it starts, one when it has answered for RECOVERY_US without failing. */
+static void
+test_flapping_store_is_one_outage(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_limiter_stats stats;
+
+    add_limit(f, "per_ip", "ip", 100, 1000, 100);
+    start(f);
+    for (int i = 0; i < 20; i++) {
+        f->store->fail = i % 2 == 0 ? SL_STORE_TIMEOUT : SL_STORE_OK;
+        check(f);
+        f->now_us += 20000;
+    }
+    assert_int_equal(count_log_lines(f, "no reply within the timeout"), 1);
+    assert_int_equal(count_log_lines(f, "answering again"), 0);
+    sl_limiter_read_stats(f->limiter, &stats, NULL);
+    assert_int_equal(stats.store_down, 1);
+    assert_int_equal(stats.store_failures, 10);
+
+    f->store->fail = SL_STORE_OK;
+    f->now_us += RECOVERY_US;
+    check(f);
+    assert_int_equal(count_log_lines(f, "answering again"), 1);
     free_parts(f);
 }
 
@@ -1128,6 +1163,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_on_error_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transitions_logged_once_across_workers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_flapping_store_is_one_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_callback_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_completes_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reentrant_check, setup, teardown),
