@@ -46,6 +46,7 @@
 #define MAX_RESPONSE_HEAD (64u * 1024u)
 #define MAX_RESPONSE_HEADERS 256u
 #define COPY_BODY_MAX 4096u /* bodies up to this are copied in behind the head */
+#define CLIENT_PROBE_MS 1000u /* while waiting for a response head: is the client still there? */
 #define FLUSH_TIMEOUT_MS 10000u
 #define MAX_REQUEST_ID SL_HTTP_MAX_REQUEST_ID
 
@@ -177,6 +178,7 @@ struct conn {
     bool is_resp_chunked;   /* we frame the body to the client as chunked */
 
     /* accounting: phase boundaries for Server-Timing and slow_request */
+    uint64_t up_deadline_us; /* when the upstream timeout runs out */
     uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
         upstream_end_us;
     uint64_t bytes_in, bytes_out;
@@ -1004,10 +1006,40 @@ static void up_stream_cb(struct sl_stream *s, int what, void *arg);
 static void up_read(struct conn *c);
 static void up_failed(struct conn *c, bool is_timeout);
 
+/*
+ * Until the response head comes, the upstream timer also wakes every
+ * CLIENT_PROBE_MS to look at the client (client_gone): a reset that arrived
+ * with the request makes no event of its own (libevent 2.1 reports
+ * EPOLLERR/EPOLLHUP as plain readiness, and the request's read consumed the
+ * edge), and the request would otherwise hold its upstream connection until
+ * the upstream timeout.
+ */
+static void
+up_timer_arm(struct conn *c, uint64_t ms)
+{
+    if (!c->is_resp_started && ms > CLIENT_PROBE_MS)
+        ms = CLIENT_PROBE_MS;
+    timer_add(c->px, &c->up_timer, ms);
+}
+
 static void
 up_timer_set(struct conn *c)
 {
-    timer_add(c->px, &c->up_timer, c->gen->cfg->upstreams[c->route->upstream].timeout_ms);
+    uint64_t ms = c->gen->cfg->upstreams[c->route->upstream].timeout_ms;
+
+    c->up_deadline_us = sl_clock_cached_us() + ms * 1000;
+    up_timer_arm(c, ms);
+}
+
+/* The client reset or closed its connection (or it failed): a peek costs one
+ * system call, made only for requests waiting longer than CLIENT_PROBE_MS. */
+static bool
+client_gone(const struct conn *c)
+{
+    char byte;
+    ssize_t n = recv(c->cs.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static void up_timer_for_body(struct conn *c);
@@ -1554,8 +1586,16 @@ up_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_hold(c);
-    if (c->up != NULL)
-        up_failed(c, true);
+    if (c->up != NULL) {
+        uint64_t now = sl_clock_now_us();
+
+        if (now >= c->up_deadline_us)
+            up_failed(c, true);
+        else if (client_gone(c))
+            conn_close(c, "client closed");
+        else
+            up_timer_arm(c, (c->up_deadline_us - now + 999) / 1000);
+    }
     conn_unhold(c);
 }
 

@@ -3,7 +3,7 @@
 # Copyright (c) 2026 the sluice developers
 #
 # A close that arrives together with the last data is seen at once, on both
-# sides. Sockets are edge-triggered, and data with the FIN right behind it
+# sides, and a client's reset that arrives with its request within a second. Sockets are edge-triggered, and data with the FIN right behind it
 # make one readable edge: a short read must not be taken for "drained" when
 # the peer has closed (found by a chaos run: close-delimited responses
 # stalled for the whole upstream timeout, and a request followed at once by
@@ -16,6 +16,7 @@
 import os
 import signal
 import socket
+import struct
 import time
 
 import harness as h
@@ -99,6 +100,27 @@ def main(env):
     t.ok(ok, "clients that closed right after their request: connections dropped at once, "
              "upstream connections freed (not after the %ds upstream timeout)"
          % UPSTREAM_TIMEOUT_S, "client, upstream active = %s" % (gauges(s),))
+
+    # a reset instead of a close, arriving with the request: no event of its
+    # own reaches sluice; the wait for the response head looks at the client
+    # every second, so the upstream connection is freed long before its timeout
+    socks = []
+    os.kill(s.pid, signal.SIGSTOP)
+    try:
+        for _ in range(4):
+            sk = socket.create_connection(h.split_addr(s.addr), timeout=2)
+            sk.sendall(h.request_bytes("GET", "/hang"))
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            socks.append(sk)
+        for sk in socks:
+            sk.close()
+        time.sleep(0.2)
+    finally:
+        os.kill(s.pid, signal.SIGCONT)
+    ok = h.wait_until(lambda: gauges(s) == (0, 0), timeout=UPSTREAM_TIMEOUT_S / 2)
+    t.ok(ok, "clients that reset right after their request: upstream connections freed "
+             "within seconds (not after the %ds upstream timeout)" % UPSTREAM_TIMEOUT_S,
+         "client, upstream active = %s" % (gauges(s),))
 
     # and sluice still serves
     r = h.request(s.addr, "GET", "/echo")
