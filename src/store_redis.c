@@ -153,9 +153,13 @@ struct reply_node {
     redisReply reply;
 };
 
+/* Outlives the store when it must: a store freed from inside a reply's
+ * callback is destroyed before hiredis hands that reply back. */
 struct reply_pool {
     struct reply_node *free;
     size_t nfree;
+    size_t nlive;       /* elements hiredis holds */
+    bool is_detached;   /* the store is gone: the last element back frees it */
 };
 
 struct param_cache {
@@ -208,7 +212,7 @@ struct redis_store {
     struct buf cmd;          /* the EVALSHA being sent, RESP-encoded by us */
     struct sl_store_result *results;
     size_t results_cap;
-    struct reply_pool replies;
+    struct reply_pool *replies;
 
     atomic_uint_fast64_t checks, calls, errors_timeout, errors_connection, errors_reply;
     atomic_uint_fast64_t connects, reconnects, noscript_reloads;
@@ -802,6 +806,7 @@ reply_new(const redisReadTask *task, int type)
         node = sl_xmalloc(sizeof(*node));
         node->pool = pool;
     }
+    pool->nlive++;
     node->reply = (redisReply){ .type = type };
     if (task->parent != NULL) {
         redisReply *parent = task->parent->obj;
@@ -853,6 +858,7 @@ reply_free(void *obj)
 {
     redisReply *r = obj;
     struct reply_node *node;
+    struct reply_pool *pool;
 
     if (r == NULL)
         return;
@@ -866,13 +872,21 @@ reply_free(void *obj)
         free(r->str);
     }
     node = (struct reply_node *)(void *)((char *)r - offsetof(struct reply_node, reply));
-    if (node->pool->nfree >= REPLY_POOL_MAX) {
+    pool = node->pool;
+    pool->nlive--;
+    if (pool->is_detached) {
+        free(node);
+        if (pool->nlive == 0)
+            free(pool);
+        return;
+    }
+    if (pool->nfree >= REPLY_POOL_MAX) {
         free(node);
         return;
     }
-    node->next_free = node->pool->free;
-    node->pool->free = node;
-    node->pool->nfree++;
+    node->next_free = pool->free;
+    pool->free = node;
+    pool->nfree++;
 }
 
 static redisReplyObjectFunctions reply_functions = {
@@ -889,6 +903,20 @@ reply_pool_drain(struct reply_pool *pool)
         free(node);
     }
     pool->nfree = 0;
+}
+
+/* The store's end: the pool goes now, or with the last element hiredis
+ * still holds. */
+static void
+reply_pool_release(struct reply_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    reply_pool_drain(pool);
+    if (pool->nlive == 0)
+        free(pool);
+    else
+        pool->is_detached = true;
 }
 
 /* ---- lifetime -------------------------------------------------------------------- */
@@ -911,7 +939,7 @@ destroy(struct redis_store *rs)
     free(rs->name);
     free(rs->cmd.data);
     free(rs->results);
-    reply_pool_drain(&rs->replies);
+    reply_pool_release(rs->replies);
     free(rs);
 }
 
@@ -1435,7 +1463,7 @@ connect_now(struct redis_store *rs)
     ac->data = rs;
     /* nothing was read yet: no element was made by the default functions */
     ac->c.reader->fn = &reply_functions;
-    ac->c.reader->privdata = &rs->replies;
+    ac->c.reader->privdata = rs->replies;
     if (attach(ac, rs->evbase) != REDIS_OK)
         sl_fatalx("redis %s: cannot attach to the event loop", rs->name);
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -1668,6 +1696,7 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     else
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
+    rs->replies = sl_xcalloc(1, sizeof(*rs->replies));
     rs->reconnect_timer = evtimer_new(base, on_reconnect, rs);
     rs->stall_timer = evtimer_new(base, on_stall, rs);
     rs->connect_timer = evtimer_new(base, on_connect_timeout, rs);

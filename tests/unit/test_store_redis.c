@@ -139,7 +139,7 @@ static void
 test_reply_pool(void **state)
 {
     static const char batch[] = "*4\r\n:1\r\n:-5\r\n:0\r\n:1500\r\n";
-    struct reply_pool pool = { 0 };
+    struct reply_pool pool = { 0 }; /* on the stack: drained, never released */
     redisReader *r = pooled_reader(&pool);
     redisReply *reply;
     void *obj;
@@ -189,6 +189,28 @@ test_reply_pool(void **state)
     reply_pool_drain(&pool);
     assert_int_equal(pool.nfree, 0);
     assert_null(pool.free);
+    assert_int_equal(pool.nlive, 0);
+}
+
+/* The store goes while hiredis still holds a reply (freed from inside its
+ * callback): the pool outlives it until the reply comes back. ASan and
+ * valgrind see any access to freed memory or a leak. */
+static void
+test_reply_pool_outlives_store(void **state)
+{
+    static const char batch[] = "*2\r\n:1\r\n:2\r\n";
+    struct reply_pool *pool = sl_xcalloc(1, sizeof(*pool));
+    redisReader *r = pooled_reader(pool);
+    void *obj;
+
+    (void)state;
+    assert_int_equal(redisReaderFeed(r, batch, sizeof(batch) - 1), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(r, &obj), REDIS_OK);
+    assert_int_equal(pool->nlive, 3);
+    reply_pool_release(pool); /* the store is destroyed: the pool stays, detached */
+    reply_free(obj);          /* hiredis gives the reply back: the pool goes too */
+    redisReaderFree(r);
+    reply_pool_release(NULL);
 }
 
 static int nanswers;
@@ -670,6 +692,26 @@ test_free_inside_callback(void **state)
     assert_int_equal(freed_answers, 301);
 }
 
+/* The only check out, and the store freed in its callback: the store is
+ * destroyed before hiredis gives that reply back to the reply pool. */
+static void
+test_free_inside_only_callback(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:o", 100);
+    int only = 0;
+
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    free_me = e->store;
+    freed_answers = 0;
+    sl_store_check(e->store, &b, 1, free_in_callback, &only);
+    e->store = NULL;
+    assert_true(run_until(e, &freed_answers, 1, 2000));
+    run_for(e, 10);
+    assert_int_equal(only, 1);
+}
+
 static void
 test_free_pending_and_down(void **state)
 {
@@ -712,6 +754,7 @@ main(void)
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_params_resp),
         cmocka_unit_test(test_reply_pool),
+        cmocka_unit_test(test_reply_pool_outlives_store),
         cmocka_unit_test(test_reply_parsing),
         cmocka_unit_test_setup_teardown(test_handshake_and_batching, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_admission, setup, teardown),
@@ -723,6 +766,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_error_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_only_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending_and_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_url, setup, teardown),
     };
