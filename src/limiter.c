@@ -279,12 +279,15 @@ struct sl_limiter {
     struct sl_store *store;
     struct sl_store *fallback;
     struct sl_lua_rt *rt;
-    struct limit_info *info;   /* [cfg->nlimits] */
+    struct limit_info *info;   /* [ninfo] */
+    size_t ninfo;              /* cfg->nlimits, kept: a deferred free outlives cfg */
     size_t max_limits;         /* most limits any route lists */
     size_t key_max;            /* longest full key */
     size_t out_cap;
     struct check *free_checks;
     size_t npending;
+    unsigned ncallbacks;       /* decisions being handed out (finish) */
+    bool is_free_deferred;     /* sl_limiter_free came from inside one */
     bool is_down;              /* the primary store failed within RECOVERY_US of its last answer */
     uint64_t last_failure_us;  /* of the primary store */
     bool is_freeing;
@@ -646,6 +649,7 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
     limiter->store = store;
     limiter->fallback = fallback;
     limiter->info = sl_xcalloc(cfg->nlimits + 1, sizeof(*limiter->info));
+    limiter->ninfo = cfg->nlimits;
     if (cfg->store.kind == SL_STORE_REDIS)
         limiter->deny_cache = sl_xcalloc(DENY_CACHE_SIZE, sizeof(*limiter->deny_cache));
     for (size_t i = 0; i < cfg->nlimits; i++) {
@@ -691,11 +695,27 @@ free_check(struct check *c)
     free(c);
 }
 
+static void limiter_destroy(struct sl_limiter *limiter);
+
+/* From inside a decision's callback (the request that held the last
+ * reference to an old generation ends there), the limiter goes when the
+ * callback returns: finish() still has the check to put back. The config
+ * may be gone by then: destroying it reads nothing from cfg. */
 void
 sl_limiter_free(struct sl_limiter *limiter)
 {
     if (limiter == NULL)
         return;
+    if (limiter->ncallbacks > 0) {
+        limiter->is_free_deferred = true;
+        return;
+    }
+    limiter_destroy(limiter);
+}
+
+static void
+limiter_destroy(struct sl_limiter *limiter)
+{
     /* Freeing a store completes its pending calls: their checks finish (on
      * the fallback, or as store errors) and return to the free list. */
     limiter->is_freeing = true;
@@ -710,7 +730,7 @@ sl_limiter_free(struct sl_limiter *limiter)
     if (limiter->is_down && limiter->shared != NULL)
         atomic_fetch_sub(&limiter->shared->nworkers_down, 1);
     sl_lua_rt_free(limiter->rt);
-    for (size_t i = 0; i < limiter->cfg->nlimits; i++) {
+    for (size_t i = 0; i < limiter->ninfo; i++) {
         free(limiter->info[i].key_prefix);
         free(limiter->info[i].sf_name);
         free(limiter->info[i].json_name);
@@ -791,13 +811,17 @@ finish(struct check *c, enum sl_limiter_outcome outcome)
     if (c->decision.headers == NULL)
         c->decision.headers = c->out;
     bump(&limiter->decisions[outcome]);
+    limiter->ncallbacks++;
     c->cb(c->arg, &c->decision);
+    limiter->ncallbacks--;
     /* Back to the free list only now: the decision's strings live in c until
      * the callback returns, and a check started from the callback takes
      * another one. */
     c->next_free = limiter->free_checks;
     limiter->free_checks = c;
     limiter->npending--;
+    if (limiter->is_free_deferred && limiter->ncallbacks == 0)
+        limiter_destroy(limiter); /* the callers of finish() touch nothing after it */
 }
 
 /* ---- keys ---------------------------------------------------------------- */

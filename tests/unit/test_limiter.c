@@ -910,6 +910,38 @@ test_flapping_store_is_one_outage(void **state)
     free_parts(f);
 }
 
+/* The request holding the last reference to an old generation frees the
+ * limiter from inside its own decision (proxy: request_done -> wgen_unref):
+ * the free waits until the callback returns. ASan sees any use after free. */
+static void
+free_in_decision(void *arg, const struct sl_decision *d)
+{
+    struct fixture *f = arg;
+
+    on_decision(f, d);
+    sl_limiter_free(f->limiter);
+    /* the decision's strings stay valid until the callback returns */
+    assert_non_null(d->outcome);
+    f->limiter = NULL;
+}
+
+static void
+test_free_inside_decision(void **state)
+{
+    struct fixture *f = *state;
+
+    add_limit(f, "per_ip", "ip", 1, 1000, 1);
+    start(f);
+    check(f);
+    sl_limiter_check(f->limiter, &f->route, &f->req, free_in_decision, f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    assert_null(f->limiter);
+    /* the stores went with the limiter: teardown must not free them again */
+    f->store = NULL;
+    f->fallback = NULL;
+    free_parts(f);
+}
+
 /* ---- async stores and lifetime ------------------------------------------------- */
 
 static void
@@ -1164,6 +1196,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_transitions_logged_once_across_workers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_flapping_store_is_one_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_decision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_callback_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_completes_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reentrant_check, setup, teardown),
