@@ -192,7 +192,10 @@ write_some(struct sl_stream *s)
     struct evbuffer_iovec vec;
     ssize_t n;
 
-    if (evbuffer_peek(s->out, -1, NULL, &vec, 1) != 1)
+    /* peek fills one extent and reports 1 even when more chains follow: the
+     * output is one piece only if that extent holds all of it */
+    if (evbuffer_peek(s->out, -1, NULL, &vec, 1) < 1
+        || vec.iov_len != evbuffer_get_length(s->out))
         return evbuffer_write(s->out, s->fd);
     n = send(s->fd, vec.iov_base, vec.iov_len, MSG_NOSIGNAL);
     if (n > 0)
