@@ -1015,20 +1015,14 @@ static void up_failed(struct conn *c, bool is_timeout);
  * the upstream timeout.
  */
 static void
-up_timer_arm(struct conn *c, uint64_t ms)
-{
-    if (!c->is_resp_started && ms > CLIENT_PROBE_MS)
-        ms = CLIENT_PROBE_MS;
-    timer_add(c->px, &c->up_timer, ms);
-}
-
-static void
 up_timer_set(struct conn *c)
 {
     uint64_t ms = c->gen->cfg->upstreams[c->route->upstream].timeout_ms;
 
     c->up_deadline_us = sl_clock_cached_us() + ms * 1000;
-    up_timer_arm(c, ms);
+    if (!c->is_resp_started && ms > CLIENT_PROBE_MS)
+        ms = CLIENT_PROBE_MS;
+    timer_add(c->px, &c->up_timer, ms);
 }
 
 /* The client reset or closed its connection (or it failed): a peek costs one
@@ -1588,13 +1582,19 @@ up_timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_hold(c);
     if (c->up != NULL) {
         uint64_t now = sl_clock_now_us();
+        uint64_t left_ms = now < c->up_deadline_us ? (c->up_deadline_us - now + 999) / 1000 : 0;
 
-        if (now >= c->up_deadline_us)
+        if (left_ms == 0) {
             up_failed(c, true);
-        else if (client_gone(c))
+        } else if (client_gone(c)) {
             conn_close(c, "client closed");
-        else
-            up_timer_arm(c, (c->up_deadline_us - now + 999) / 1000);
+        } else if (!c->is_resp_started && left_ms > CLIENT_PROBE_MS) {
+            timer_add(c->px, &c->up_timer, CLIENT_PROBE_MS);
+        } else {
+            /* an odd remainder: a plain timer, not a common-timeout queue of its own */
+            struct timeval tv = tv_from_ms(left_ms);
+            evtimer_add(&c->up_timer, &tv);
+        }
     }
     conn_unhold(c);
 }
