@@ -238,8 +238,7 @@ struct limit_info {
     size_t json_name_len;
     char *policy;     /* RateLimit-Policy item: "name";q=Q;w=W */
     size_t policy_len;
-    uint64_t function_log_us; /* when a function error of this limit was last logged */
-    uint64_t function_log_skipped;
+    struct sl_log_gate function_log; /* a broken function fails on every request */
     counter_t outcomes[SL_LIMIT_NOUTCOMES];
     counter_t function_errors;
 };
@@ -830,21 +829,18 @@ static void
 log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
 {
     struct limit_info *info = &limiter->info[limit];
-    uint64_t now = sl_clock_now_us();
+    uint64_t held;
 
     bump(&info->function_errors);
     if (limiter->metrics != NULL)
         sl_metrics_limit_key_error(limiter->metrics, limiter->limit_slots[limit]);
-    /* a line per interval, limit and worker: a broken function fails on every request */
-    if (info->function_log_us != 0 && now - info->function_log_us < FUNCTION_LOG_INTERVAL_US) {
-        info->function_log_skipped++;
+    /* a line per interval, limit and worker */
+    if (!sl_log_gate_pass(&info->function_log, sl_clock_now_us(), FUNCTION_LOG_INTERVAL_US,
+                          &held))
         return;
-    }
     sl_log_warnx("limit \"%s\": %s function: %s (%llu errors since the last report not "
                  "logged)", limiter->cfg->limits[limit].name, what,
-                 sl_lua_rt_error(limiter->rt), (unsigned long long)info->function_log_skipped);
-    info->function_log_us = now != 0 ? now : 1;
-    info->function_log_skipped = 0;
+                 sl_lua_rt_error(limiter->rt), (unsigned long long)held);
 }
 
 /* The raw value of one key part; false when the request lacks it. */

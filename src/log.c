@@ -165,3 +165,17 @@ sl_fatalx(const char *fmt, ...)
     va_end(ap);
     abort();
 }
+
+bool
+sl_log_gate_pass(struct sl_log_gate *gate, uint64_t now_us, uint64_t interval_us,
+                 uint64_t *held)
+{
+    if (gate->last_us != 0 && now_us - gate->last_us < interval_us) {
+        gate->held++;
+        return false;
+    }
+    *held = gate->held;
+    gate->held = 0;
+    gate->last_us = now_us != 0 ? now_us : 1;
+    return true;
+}

@@ -34,8 +34,7 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 struct server {
     const struct sl_sockaddr *addr;
     uint64_t down_until_us;
-    uint64_t failure_logged_us;   /* when the last connect failure was logged */
-    uint64_t failures_not_logged; /* since then */
+    struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
 };
 
@@ -214,21 +213,16 @@ static void
 log_connect_failure(struct sl_upstream_pool *pool, unsigned idx, const char *why)
 {
     struct server *srv = &pool->servers[idx];
-    uint64_t now = sl_clock_cached_us();
+    uint64_t now = sl_clock_cached_us(), since = srv->failure_log.last_us, held;
 
-    if (srv->failure_logged_us != 0 && now - srv->failure_logged_us < FAILURE_LOG_INTERVAL_US) {
-        srv->failures_not_logged++;
+    if (!sl_log_gate_pass(&srv->failure_log, now, FAILURE_LOG_INTERVAL_US, &held))
         return;
-    }
-    if (srv->failures_not_logged > 0)
+    if (held > 0)
         sl_log_warnx("upstream \"%s\": connect %s: %s (and %llu more failures in the last "
                      "%.1f s, not logged)", pool->conf->name, srv->addr->text, why,
-                     (unsigned long long)srv->failures_not_logged,
-                     (double)(now - srv->failure_logged_us) / 1e6);
+                     (unsigned long long)held, (double)(now - since) / 1e6);
     else
         sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name, srv->addr->text, why);
-    srv->failure_logged_us = now != 0 ? now : 1;
-    srv->failures_not_logged = 0;
 }
 
 static void

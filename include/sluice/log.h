@@ -9,6 +9,8 @@
 #define SL_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 enum sl_log_level { SL_LOG_DEBUG, SL_LOG_INFO, SL_LOG_WARN, SL_LOG_ERROR };
 
@@ -27,5 +29,17 @@ void sl_log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sl_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sl_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void sl_fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* At most one line per interval for an event that can recur on every
+ * request; the occurrences in between are counted. Zero-initialised. */
+struct sl_log_gate {
+    uint64_t last_us; /* when a line last went through; 0: never */
+    uint64_t held;    /* occurrences not logged since */
+};
+
+/* True when a line may be written at now_us; *held is then how many were
+ * not logged since the last one (and the count starts again). */
+bool sl_log_gate_pass(struct sl_log_gate *gate, uint64_t now_us, uint64_t interval_us,
+                      uint64_t *held);
 
 #endif

@@ -459,6 +459,27 @@ test_fatal(void **state)
     free(text);
 }
 
+/* One line per interval; the occurrences in between are counted and handed
+ * to the next line. */
+static void
+test_gate(void **state)
+{
+    struct sl_log_gate gate = { 0 };
+    uint64_t held = 99;
+
+    (void)state;
+    assert_true(sl_log_gate_pass(&gate, 0, 1000, &held)); /* a clock at 0 still counts */
+    assert_int_equal(held, 0);
+    for (int i = 0; i < 5; i++)
+        assert_false(sl_log_gate_pass(&gate, 500, 1000, &held));
+    assert_false(sl_log_gate_pass(&gate, 999, 1000, &held));
+    assert_true(sl_log_gate_pass(&gate, 1001, 1000, &held));
+    assert_int_equal(held, 6);
+    assert_false(sl_log_gate_pass(&gate, 1500, 1000, &held));
+    assert_true(sl_log_gate_pass(&gate, 5000, 1000, &held));
+    assert_int_equal(held, 1);
+}
+
 int
 main(void)
 {
@@ -473,6 +494,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_stderr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_whole_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fatal, setup, teardown),
+        cmocka_unit_test(test_gate),
     };
     int status;
 
