@@ -34,14 +34,7 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 
-enum {
-    CMD_PREPARE = 1, /* build the generation of w->pending, answer through prepared_fd */
-    CMD_COMMIT = 2,  /* switch to the prepared generation */
-    CMD_ABORT = 4,   /* free it */
-    CMD_DRAIN = 8,
-    CMD_REOPEN = 16,
-    CMD_STOP = 32,
-};
+enum { CMD_CONFIG = 1, CMD_DRAIN = 2, CMD_REOPEN = 4, CMD_STOP = 8 };
 
 struct worker {
     struct daemon *d;
@@ -52,9 +45,7 @@ struct worker {
     int notify_fd;             /* eventfd: the main thread's knock */
     struct sl_proxy *proxy;
     atomic_uint commands;
-    _Atomic(struct sl_shared_config *) pending; /* config to prepare, owned reference */
-    bool is_prepared;          /* this worker's answer to the last CMD_PREPARE */
-    char prepare_error[256];   /* why not; both written before nprepared counts it */
+    _Atomic(struct sl_shared_config *) pending; /* next config, owned reference */
     atomic_bool is_ready;                      /* last answer for /readyz */
     char not_ready_why[128];
     pthread_mutex_t why_lock;
@@ -75,14 +66,7 @@ struct daemon {
     unsigned nworkers;
     atomic_uint nworkers_done;
     bool is_draining;
-    /* A reload in progress: the config every worker is preparing. */
-    struct sl_shared_config *reloading;
-    uint64_t reload_start_us;
-    bool is_reload_queued;     /* a SIGHUP came during it: load the file again after */
-    struct event *prepared;
-    int prepared_fd;           /* eventfd: a worker answered CMD_PREPARE */
-    atomic_uint nprepared;
-    int fault_prepare_worker;  /* test hook, see docs/operations.md; -1: none */
+    uint64_t reload_failures;
 };
 
 /* ---- worker thread ------------------------------------------------------- */
@@ -125,30 +109,6 @@ worker_refresh_ready(struct worker *w)
     atomic_store(&w->is_ready, is_ready);
 }
 
-/* Builds this worker's part of the next generation and tells the main thread. */
-static void
-worker_prepare(struct worker *w)
-{
-    struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
-
-    w->is_prepared = false;
-    if (shared == NULL) {
-        snprintf(w->prepare_error, sizeof(w->prepare_error), "no configuration to prepare");
-    } else if (sl_proxy_prepare(w->proxy, shared, w->prepare_error, sizeof(w->prepare_error))
-               == 0) {
-        w->is_prepared = true;
-        if ((int)w->index == w->d->fault_prepare_worker) {
-            sl_proxy_abort(w->proxy);
-            w->is_prepared = false;
-            snprintf(w->prepare_error, sizeof(w->prepare_error),
-                     "failure injected by SLUICE_FAULT_PREPARE_WORKER");
-        }
-    }
-    sl_shared_config_unref(shared);
-    atomic_fetch_add(&w->d->nprepared, 1);
-    knock(w->d->prepared_fd);
-}
-
 static void
 worker_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -158,13 +118,15 @@ worker_notify_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     drain_knocks(fd);
     cmds = atomic_exchange(&w->commands, 0);
-    /* A commit or abort always ends the round before a prepare that came with it. */
-    if (cmds & CMD_COMMIT)
-        sl_proxy_commit(w->proxy);
-    if (cmds & CMD_ABORT)
-        sl_proxy_abort(w->proxy);
-    if (cmds & CMD_PREPARE)
-        worker_prepare(w);
+    if (cmds & CMD_CONFIG) {
+        struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
+        char err[256];
+        if (shared != NULL) {
+            if (sl_proxy_set_config(w->proxy, shared, err, sizeof(err)) != 0)
+                sl_log_error("worker %u: new configuration refused: %s", w->index, err);
+            sl_shared_config_unref(shared);
+        }
+    }
     if (cmds & CMD_REOPEN)
         sl_proxy_reopen_logs(w->proxy);
     if (cmds & CMD_STOP) {
@@ -325,36 +287,16 @@ log_errors(const char *errors)
 }
 
 static void
-apply_log_level(const struct sl_config *cfg)
-{
-    enum sl_log_level level = SL_LOG_INFO;
-
-    if (cfg->log_level != NULL)
-        (void)sl_log_parse_level(cfg->log_level, &level);
-    sl_log_set_level(level);
-}
-
-/*
- * SIGHUP: load the file, then have every worker build its part of the new
- * generation (worker_prepare). Nothing switches until all of them have
- * answered (reload_finish), so a failure anywhere leaves every worker on the
- * old generation.
- */
-static void
-reload_start(struct daemon *d)
+reload(struct daemon *d)
 {
     char *errors = NULL;
-    struct sl_config *cfg;
+    uint64_t start_us = sl_clock_now_us();
+    struct sl_config *cfg = sl_config_load(d->conf_path, &errors);
     const struct sl_config *old = d->shared->cfg;
 
-    if (d->reloading != NULL) {
-        d->is_reload_queued = true;
-        return;
-    }
-    d->reload_start_us = sl_clock_now_us();
-    cfg = sl_config_load(d->conf_path, &errors);
+    sl_metrics_config_loaded(d->metrics, true, cfg != NULL, sl_clock_now_us() - start_us);
     if (cfg == NULL) {
-        sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
+        d->reload_failures++;
         sl_log_error("reload of %s refused, the running configuration stays:", d->conf_path);
         log_errors(errors);
         free(errors);
@@ -363,63 +305,23 @@ reload_start(struct daemon *d)
     if (cfg->workers != old->workers || cfg->nlisten != old->nlisten
         || (cfg->nlisten > 0 && strcmp(cfg->listen[0].text, old->listen[0].text) != 0))
         sl_log_warnx("reload: listen and workers changes take effect at the next restart");
-    d->reloading = sl_shared_config_new(cfg);
-    atomic_store(&d->nprepared, 0);
+    sl_log_set_level(SL_LOG_INFO);
+    {
+        enum sl_log_level level;
+        if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
+            sl_log_set_level(level);
+    }
+    sl_shared_config_unref(d->shared);
+    d->shared = sl_shared_config_new(cfg);
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];
-        sl_shared_config_ref(d->reloading);
-        sl_shared_config_unref(atomic_exchange(&w->pending, d->reloading));
-        post(w, CMD_PREPARE);
+        struct sl_shared_config *old_pending;
+        sl_shared_config_ref(d->shared);
+        old_pending = atomic_exchange(&w->pending, d->shared);
+        sl_shared_config_unref(old_pending);
+        post(w, CMD_CONFIG);
     }
-}
-
-/* The first worker that could not prepare, or NULL when every one could. */
-static const struct worker *
-first_unprepared(const struct daemon *d)
-{
-    for (unsigned i = 0; i < d->nworkers; i++) {
-        if (!d->workers[i].is_prepared)
-            return &d->workers[i];
-    }
-    return NULL;
-}
-
-static void
-reload_finish(struct daemon *d)
-{
-    const struct worker *failed = first_unprepared(d);
-    bool is_ok = failed == NULL && !d->is_draining;
-
-    for (unsigned i = 0; i < d->nworkers; i++)
-        post(&d->workers[i], is_ok ? CMD_COMMIT : CMD_ABORT);
-    sl_metrics_config_loaded(d->metrics, true, is_ok, sl_clock_now_us() - d->reload_start_us);
-    if (is_ok) {
-        sl_shared_config_unref(d->shared);
-        d->shared = d->reloading;
-        apply_log_level(d->shared->cfg);
-        sl_log_info("configuration %s reloaded", d->conf_path);
-    } else {
-        sl_shared_config_unref(d->reloading);
-        if (failed != NULL)
-            sl_log_error("reload of %s refused, the running configuration stays: worker %u: %s",
-                         d->conf_path, failed->index, failed->prepare_error);
-    }
-    d->reloading = NULL;
-    if (d->is_reload_queued && !d->is_draining) {
-        d->is_reload_queued = false;
-        reload_start(d);
-    }
-}
-
-static void
-worker_prepared_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct daemon *d = arg;
-
-    (void)what;
-    drain_knocks(fd);
-    if (d->reloading != NULL && atomic_load(&d->nprepared) >= d->nworkers)
-        reload_finish(d);
+    sl_log_info("configuration %s reloaded", d->conf_path);
 }
 
 static void
@@ -465,7 +367,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     switch (sig) {
     case SIGHUP:
         if (!d->is_draining)
-            reload_start(d);
+            reload(d);
         break;
     case SIGUSR1:
         if (sl_log_reopen() != 0)
@@ -492,26 +394,6 @@ worker_done_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- run ----------------------------------------------------------------- */
-
-/* Test hook: SLUICE_FAULT_PREPARE_WORKER=N makes worker N fail every reload
- * preparation, to prove that one worker's failure refuses the reload whole. */
-static int
-fault_prepare_worker(void)
-{
-    const char *v = getenv("SLUICE_FAULT_PREPARE_WORKER");
-    char *end;
-    long n;
-
-    if (v == NULL || *v == '\0')
-        return -1;
-    n = strtol(v, &end, 10);
-    if (*end != '\0' || n < 0 || n > 4096) {
-        sl_log_warnx("SLUICE_FAULT_PREPARE_WORKER=\"%s\": not a worker index, ignored", v);
-        return -1;
-    }
-    sl_log_warnx("test hook: worker %ld will fail every reload", n);
-    return (int)n;
-}
 
 static int
 write_pidfile(const char *path)
@@ -621,12 +503,6 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
         sl_fatal("eventfd");
     d.worker_done = event_new(d.base, d.worker_done_fd, EV_READ | EV_PERSIST, worker_done_cb, &d);
     event_add(d.worker_done, NULL);
-    d.prepared_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (d.prepared_fd < 0)
-        sl_fatal("eventfd");
-    d.prepared = event_new(d.base, d.prepared_fd, EV_READ | EV_PERSIST, worker_prepared_cb, &d);
-    event_add(d.prepared, NULL);
-    d.fault_prepare_worker = fault_prepare_worker();
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
@@ -660,9 +536,6 @@ fail:
         event_free(d.drain_timer);
     event_free(d.worker_done);
     close(d.worker_done_fd);
-    event_free(d.prepared);
-    close(d.prepared_fd);
-    sl_shared_config_unref(d.reloading);
     event_base_free(d.base);
     sl_limiter_shared_free(d.limiter_shared);
     sl_shared_config_unref(d.shared);

@@ -191,8 +191,6 @@ struct sl_proxy {
     unsigned index, nworkers;
     struct sl_limiter_shared *limiter_shared;
     struct wgen *gen;
-    struct wgen *prepared;             /* built by sl_proxy_prepare, not yet in use */
-    struct sl_accesslog *prepared_log; /* its access log (may be the running one) */
     struct evconnlistener **listeners;
     size_t nlisteners;
     bool is_accept_paused;
@@ -1758,7 +1756,6 @@ sl_proxy_free(struct sl_proxy *px)
     for (size_t i = 0; i < px->nlisteners; i++)
         evconnlistener_free(px->listeners[i]);
     free(px->listeners);
-    sl_proxy_abort(px);
     wgen_unref(px->gen);
     sl_accesslog_free(px->accesslog);
     free(px->accesslog_path);
@@ -1819,43 +1816,17 @@ register_names(struct sl_proxy *px, struct wgen *gen)
             sl_metrics_slot(px->metrics, SL_METRICS_UPSTREAM, cfg->upstreams[i].name);
 }
 
-/*
- * The access log of a generation: the running one when the path is the same
- * (so a reload does not reopen it), else a new one. NULL with err filled when
- * the new path cannot be opened.
- */
-static struct sl_accesslog *
-prepare_accesslog(struct sl_proxy *px, const struct sl_config *cfg, char *err, size_t err_size)
-{
-    struct sl_accesslog *log;
-
-    if (px->accesslog != NULL && same_path(px->accesslog_path, cfg->access_log))
-        return px->accesslog;
-    log = sl_accesslog_new(cfg->access_log ? cfg->access_log : "stderr", px->base);
-    if (log == NULL)
-        snprintf(err, err_size, "access log \"%s\": %s", cfg->access_log, strerror(errno));
-    return log;
-}
-
 int
-sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
-                 size_t err_size)
+sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
+                    size_t err_size)
 {
     const struct sl_config *cfg = shared->cfg;
     struct sl_limiter *limiter;
-    struct sl_accesslog *log;
     struct wgen *gen;
 
-    sl_proxy_abort(px);
-    log = prepare_accesslog(px, cfg, err, err_size);
-    if (log == NULL)
-        return -1;
     limiter = sl_limiter_new(cfg, px->base, px->limiter_shared, err, err_size);
-    if (limiter == NULL) {
-        if (log != px->accesslog)
-            sl_accesslog_free(log);
+    if (limiter == NULL)
         return -1;
-    }
     gen = sl_xcalloc(1, sizeof(*gen));
     gen->refs = 1;
     sl_shared_config_ref(shared);
@@ -1868,52 +1839,20 @@ sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
                                              gen->upstream_slots[i]);
-    px->prepared = gen;
-    px->prepared_log = log;
-    return 0;
-}
-
-void
-sl_proxy_commit(struct sl_proxy *px)
-{
-    const struct sl_config *cfg;
-
-    if (px->prepared == NULL)
-        return;
     wgen_unref(px->gen);
-    px->gen = px->prepared;
-    px->prepared = NULL;
-    cfg = px->gen->cfg;
-    if (px->prepared_log != px->accesslog) {
-        sl_accesslog_free(px->accesslog);
-        free(px->accesslog_path);
-        px->accesslog = px->prepared_log;
-        px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
-    }
-    px->prepared_log = NULL;
+    px->gen = gen;
     px->max_conns = (cfg->client.max_connections + px->nworkers - 1) / px->nworkers;
     if (px->max_conns == 0)
         px->max_conns = 1;
+    if (px->accesslog == NULL || !same_path(px->accesslog_path, cfg->access_log)) {
+        sl_accesslog_free(px->accesslog);
+        free(px->accesslog_path);
+        px->accesslog = sl_accesslog_new(cfg->access_log ? cfg->access_log : "stderr", px->base);
+        if (px->accesslog == NULL)
+            sl_log_warn("access log \"%s\"", cfg->access_log);
+        px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
+    }
     accept_resume_if_room(px);
-}
-
-void
-sl_proxy_abort(struct sl_proxy *px)
-{
-    if (px->prepared_log != px->accesslog)
-        sl_accesslog_free(px->prepared_log);
-    px->prepared_log = NULL;
-    wgen_unref(px->prepared);
-    px->prepared = NULL;
-}
-
-int
-sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
-                    size_t err_size)
-{
-    if (sl_proxy_prepare(px, shared, err, err_size) != 0)
-        return -1;
-    sl_proxy_commit(px);
     return 0;
 }
 

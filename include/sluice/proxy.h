@@ -40,27 +40,14 @@ void sl_proxy_free(struct sl_proxy *proxy);
 int sl_proxy_listen(struct sl_proxy *proxy, const struct sl_config *cfg, char *err,
                     size_t err_size);
 /*
- * A reload is a two-step change, so that every worker switches or none does
- * (docs/operations.md): sl_proxy_prepare builds everything this worker needs
- * for `shared` (limiter with its store connection and Lua runtime, upstream
- * pools, the access log when its path changed) without using it; then the
- * daemon calls either sl_proxy_commit, which makes it the config for requests
- * that start from now on (requests in flight finish on the one they started
- * with), or sl_proxy_abort, which frees it. Preparing again aborts the
- * previous preparation. prepare takes its own reference on `shared`; on
- * failure it returns -1 with the reason in err and nothing is kept. commit
- * and abort are no-ops when nothing is prepared. sl_proxy_free aborts too.
+ * Makes `shared` the config for requests that start from now on; requests in
+ * flight finish on the one they started with. Takes a reference. On failure
+ * (e.g. a key function that does not load) the old config stays, -1.
  */
-int sl_proxy_prepare(struct sl_proxy *proxy, struct sl_shared_config *shared, char *err,
-                     size_t err_size);
-void sl_proxy_commit(struct sl_proxy *proxy);
-void sl_proxy_abort(struct sl_proxy *proxy);
-/* prepare + commit: the first config of a worker, before its thread runs. */
 int sl_proxy_set_config(struct sl_proxy *proxy, struct sl_shared_config *shared, char *err,
                         size_t err_size);
 /* Stops accepting, closes idle connections, lets requests in flight finish;
- * calls cb (on this worker's thread) once no connection is left, which may be
- * before sl_proxy_drain returns. */
+ * calls cb (on this worker's thread) once no connection is left. */
 void sl_proxy_drain(struct sl_proxy *proxy, sl_proxy_drained_cb *cb, void *arg);
 /* Closes every remaining connection now (drain timed out). */
 void sl_proxy_close_all(struct sl_proxy *proxy);
