@@ -95,15 +95,15 @@ struct daemon {
 
     /* reload in progress (main thread only, but nanswers) */
     struct event *answer;
-    int answer_fd;             /* eventfd: a worker answered PREPARE, COMMIT or ABORT */
-    atomic_uint nanswers;      /* answers to the command of the current phase */
+    int answer_fd;        /* eventfd: a worker answered PREPARE, COMMIT or ABORT */
+    atomic_uint nanswers; /* answers to the command of the current phase */
     enum reload_phase phase;
     struct sl_shared_config *next; /* the config being prepared */
-    bool is_reload_queued;     /* SIGHUP during a reload: one more follows it */
+    bool is_reload_queued;         /* SIGHUP during a reload: one more follows it */
     bool is_reload_ok;
     char reload_why[320];
     uint64_t reload_start_us;
-    int fault_worker;          /* SLUICE_FAULT_PREPARE_WORKER (a test hook), -1: none */
+    int fault_worker; /* SLUICE_FAULT_PREPARE_WORKER (a test hook), -1: none */
 };
 
 /* ---- worker thread ------------------------------------------------------- */
@@ -636,6 +636,20 @@ workers_free(struct daemon *d, bool are_running)
     free(d->workers);
 }
 
+/* An eventfd the workers knock on, watched by the main loop; cb gets d. */
+static struct event *
+knock_event_new(struct daemon *d, int *fd, event_callback_fn cb)
+{
+    struct event *ev;
+
+    *fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (*fd < 0)
+        sl_fatal("eventfd");
+    ev = event_new(d->base, *fd, EV_READ | EV_PERSIST, cb, d);
+    event_add(ev, NULL);
+    return ev;
+}
+
 /*
  * Test hook: SLUICE_FAULT_PREPARE_WORKER=<index> makes that worker's every
  * reload prepare fail, to show that one worker failing refuses the reload
@@ -693,16 +707,8 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.shared = sl_shared_config_new(cfg);
     d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
     d.base = event_base_new();
-    d.worker_done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (d.worker_done_fd < 0)
-        sl_fatal("eventfd");
-    d.worker_done = event_new(d.base, d.worker_done_fd, EV_READ | EV_PERSIST, worker_done_cb, &d);
-    event_add(d.worker_done, NULL);
-    d.answer_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (d.answer_fd < 0)
-        sl_fatal("eventfd");
-    d.answer = event_new(d.base, d.answer_fd, EV_READ | EV_PERSIST, answer_cb, &d);
-    event_add(d.answer, NULL);
+    d.worker_done = knock_event_new(&d, &d.worker_done_fd, worker_done_cb);
+    d.answer = knock_event_new(&d, &d.answer_fd, answer_cb);
     d.fault_worker = fault_worker_from_env();
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);

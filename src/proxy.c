@@ -1842,8 +1842,7 @@ prepare_accesslog(struct sl_proxy *px, const struct sl_config *cfg, struct sl_pr
 }
 
 struct sl_proxy_gen *
-sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
-                 size_t err_size)
+sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err, size_t err_size)
 {
     const struct sl_config *cfg = shared->cfg;
     struct sl_proxy_gen *pg;

@@ -179,7 +179,8 @@ def all_workers_fail_then_good(env, a, b):
     s.write_conf(conf("a"))
     for _ in range(5):
         s.signal(signal.SIGHUP)
-    t.ok(h.wait_until(lambda: who(s.addr) == "a", 5, 0.05), "a burst of SIGHUPs ends on the last conf")
+    t.ok(h.wait_until(lambda: who(s.addr) == "a", 5, 0.05),
+         "a burst of SIGHUPs ends on the last conf")
     time.sleep(0.3)
     t.eq(fresh(s), {"a": FRESH}, "every fresh connection reaches a after the burst")
     ok, failed, last = reloads(s)

@@ -113,10 +113,10 @@ test_prepare_does_not_switch_commit_does(void **state)
 
     gen = sl_proxy_prepare(f->px, next, err, sizeof(err));
     assert_non_null(gen);
-    assert_int_equal(refs(next), 2);      /* held by the prepared generation */
+    assert_int_equal(refs(next), 2);       /* held by the prepared generation */
     assert_int_equal(refs(f->running), 2); /* still the running one */
     sl_proxy_commit(f->px, gen);
-    assert_int_equal(refs(next), 2);      /* now running */
+    assert_int_equal(refs(next), 2);       /* now running */
     assert_int_equal(refs(f->running), 1); /* let go */
     sl_shared_config_unref(f->running);
     f->running = next;
@@ -152,7 +152,7 @@ test_unopenable_access_log_fails_prepare(void **state)
     assert_null(sl_proxy_prepare(f->px, next, err, sizeof(err)));
     snprintf(want, sizeof(want), "access log \"%s\": %s", path, strerror(ENOENT));
     assert_string_equal(err, want);
-    assert_int_equal(refs(next), 1);       /* nothing of it is kept */
+    assert_int_equal(refs(next), 1); /* nothing of it is kept */
     assert_int_equal(refs(f->running), 2);
     assert_int_equal(sl_proxy_set_config(f->px, next, err, sizeof(err)), -1);
     assert_int_equal(refs(f->running), 2);
@@ -183,14 +183,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_prepare_does_not_switch_commit_does, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_abort_keeps_the_running_generation, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_unopenable_access_log_fails_prepare, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_new_access_log_is_opened_at_prepare, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_does_not_switch_commit_does, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_keeps_the_running_generation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unopenable_access_log_fails_prepare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_access_log_is_opened_at_prepare, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
