@@ -467,7 +467,7 @@ reload_end(struct daemon *d)
         sl_metrics_config_loaded(d->metrics, true, true, us);
         sl_log_info("configuration %s reloaded", d->conf_path);
     } else if (d->reload_why[0] == '\0') {
-        sl_log_info("reload of %s abandoned: shutting down", d->conf_path);
+        /* abandoned for the drain: start_drain said so */
     } else {
         sl_metrics_config_loaded(d->metrics, true, false, us);
         sl_log_error("reload of %s refused, the running configuration stays: %s", d->conf_path,
@@ -516,6 +516,11 @@ start_drain(struct daemon *d)
         return;
     d->is_draining = true;
     sl_log_info("shutting down: draining connections (up to %llu ms)", (unsigned long long)ms);
+    /* Every worker answers PREPARE before it drains (commands are handled in
+     * order); reload_decide then aborts. Workers gone by then free their
+     * prepared generation in workers_free. */
+    if (d->phase == RELOAD_PREPARING)
+        sl_log_info("reload of %s abandoned: shutting down", d->conf_path);
     if (d->admin != NULL) {
         evhttp_free(d->admin);
         d->admin = NULL;
@@ -536,7 +541,9 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     switch (sig) {
     case SIGHUP:
-        if (!d->is_draining)
+        if (d->is_draining)
+            sl_log_info("reload of %s ignored: shutting down", d->conf_path);
+        else
             reload_begin(d);
         break;
     case SIGUSR1:
