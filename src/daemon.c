@@ -8,6 +8,14 @@
  * eventfd, so every proxy call runs on the proxy's own thread. No event_base
  * is ever touched from another thread, which lets libevent run without locks
  * (evthread is not enabled): the request path takes no mutex.
+ *
+ * A reload is all or nothing, in two phases. The main thread loads the conf,
+ * then posts PREPARE to every worker; each builds its generation on its own
+ * thread (sl_proxy_prepare) and answers through answer_fd. Once every worker
+ * has answered, the main thread posts COMMIT if all of them succeeded, else
+ * ABORT, and once every worker has done that it logs and counts the outcome.
+ * Until then no worker has switched, so a failure anywhere leaves every
+ * worker on the old generation.
  */
 #include "sluice/daemon.h"
 
@@ -34,7 +42,20 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 
-enum { CMD_CONFIG = 1, CMD_DRAIN = 2, CMD_REOPEN = 4, CMD_STOP = 8 };
+enum {
+    CMD_PREPARE = 1,
+    CMD_COMMIT = 2,
+    CMD_ABORT = 4,
+    CMD_DRAIN = 8,
+    CMD_REOPEN = 16,
+    CMD_STOP = 32,
+};
+
+enum reload_phase {
+    RELOAD_IDLE,
+    RELOAD_PREPARING, /* PREPARE posted; waiting for every worker's answer */
+    RELOAD_FINISHING, /* COMMIT or ABORT posted; waiting for every worker to have done it */
+};
 
 struct worker {
     struct daemon *d;
@@ -45,7 +66,12 @@ struct worker {
     int notify_fd;             /* eventfd: the main thread's knock */
     struct sl_proxy *proxy;
     atomic_uint commands;
-    _Atomic(struct sl_shared_config *) pending; /* next config, owned reference */
+    _Atomic(struct sl_shared_config *) pending; /* config to prepare, owned reference */
+    struct sl_proxy_gen *prepared; /* worker thread only (main thread once it is joined) */
+    /* The answer to PREPARE: written by the worker before it bumps
+     * d->nanswers, read by the main thread after it saw every answer. */
+    bool is_prepare_ok;
+    char prepare_err[256];
     atomic_bool is_ready;                      /* last answer for /readyz */
     char not_ready_why[128];
     pthread_mutex_t why_lock;
@@ -66,7 +92,18 @@ struct daemon {
     unsigned nworkers;
     atomic_uint nworkers_done;
     bool is_draining;
-    uint64_t reload_failures;
+
+    /* reload in progress (main thread only, but nanswers) */
+    struct event *answer;
+    int answer_fd;        /* eventfd: a worker answered PREPARE, COMMIT or ABORT */
+    atomic_uint nanswers; /* answers to the command of the current phase */
+    enum reload_phase phase;
+    struct sl_shared_config *next; /* the config being prepared */
+    bool is_reload_queued;         /* SIGHUP during a reload: one more follows it */
+    bool is_reload_ok;
+    char reload_why[320];
+    uint64_t reload_start_us;
+    int fault_worker; /* SLUICE_FAULT_PREPARE_WORKER (a test hook), -1: none */
 };
 
 /* ---- worker thread ------------------------------------------------------- */
@@ -109,6 +146,32 @@ worker_refresh_ready(struct worker *w)
     atomic_store(&w->is_ready, is_ready);
 }
 
+/* The counter is bumped after the answer is written (seq_cst: a release). */
+static void
+worker_answer(struct worker *w)
+{
+    atomic_fetch_add(&w->d->nanswers, 1);
+    knock(w->d->answer_fd);
+}
+
+static void
+worker_prepare(struct worker *w)
+{
+    struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
+    char err[sizeof(w->prepare_err)] = "no configuration to prepare";
+
+    sl_proxy_abort(w->proxy, w->prepared);
+    w->prepared = NULL;
+    if (shared != NULL && (int)w->index == w->d->fault_worker)
+        snprintf(err, sizeof(err), "fault injected (SLUICE_FAULT_PREPARE_WORKER=%u)", w->index);
+    else if (shared != NULL)
+        w->prepared = sl_proxy_prepare(w->proxy, shared, err, sizeof(err));
+    sl_shared_config_unref(shared);
+    w->is_prepare_ok = w->prepared != NULL;
+    snprintf(w->prepare_err, sizeof(w->prepare_err), "%s", w->is_prepare_ok ? "" : err);
+    worker_answer(w);
+}
+
 static void
 worker_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -118,15 +181,21 @@ worker_notify_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     drain_knocks(fd);
     cmds = atomic_exchange(&w->commands, 0);
-    if (cmds & CMD_CONFIG) {
-        struct sl_shared_config *shared = atomic_exchange(&w->pending, NULL);
-        char err[256];
-        if (shared != NULL) {
-            if (sl_proxy_set_config(w->proxy, shared, err, sizeof(err)) != 0)
-                sl_log_error("worker %u: new configuration refused: %s", w->index, err);
-            sl_shared_config_unref(shared);
-        }
+    /* COMMIT or ABORT ends the previous reload: it goes before a PREPARE
+     * that the next one may already have posted. */
+    if (cmds & CMD_COMMIT) {
+        if (w->prepared != NULL)
+            sl_proxy_commit(w->proxy, w->prepared);
+        w->prepared = NULL;
+        worker_answer(w);
     }
+    if (cmds & CMD_ABORT) {
+        sl_proxy_abort(w->proxy, w->prepared);
+        w->prepared = NULL;
+        worker_answer(w);
+    }
+    if (cmds & CMD_PREPARE)
+        worker_prepare(w);
     if (cmds & CMD_REOPEN)
         sl_proxy_reopen_logs(w->proxy);
     if (cmds & CMD_STOP) {
@@ -287,41 +356,142 @@ log_errors(const char *errors)
 }
 
 static void
-reload(struct daemon *d)
+warn_restart_only(const struct sl_config *old, const struct sl_config *cfg)
+{
+    bool is_listen_changed = cfg->nlisten != old->nlisten;
+    bool is_admin_changed = cfg->has_admin != old->has_admin
+        || (cfg->has_admin && strcmp(cfg->admin.text, old->admin.text) != 0);
+
+    for (size_t i = 0; !is_listen_changed && i < cfg->nlisten; i++)
+        is_listen_changed = strcmp(cfg->listen[i].text, old->listen[i].text) != 0;
+    if (cfg->workers != old->workers || is_listen_changed || is_admin_changed)
+        sl_log_warnx("reload: listen, admin and workers changes take effect at the next restart");
+}
+
+static void
+apply_log_level(const struct sl_config *cfg)
+{
+    enum sl_log_level level;
+
+    sl_log_set_level(SL_LOG_INFO);
+    if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
+        sl_log_set_level(level);
+}
+
+static void
+post_all(struct daemon *d, unsigned cmd)
+{
+    for (unsigned i = 0; i < d->nworkers; i++)
+        post(&d->workers[i], cmd);
+}
+
+/*
+ * Phase 1 (main thread): load the conf, then ask every worker to build its
+ * generation. A SIGHUP while a reload is in progress is coalesced: however
+ * many arrive, one more reload follows the current one and reads the file
+ * as it is then.
+ */
+static void
+reload_begin(struct daemon *d)
 {
     char *errors = NULL;
-    uint64_t start_us = sl_clock_now_us();
-    struct sl_config *cfg = sl_config_load(d->conf_path, &errors);
-    const struct sl_config *old = d->shared->cfg;
+    struct sl_config *cfg;
 
-    sl_metrics_config_loaded(d->metrics, true, cfg != NULL, sl_clock_now_us() - start_us);
+    if (d->phase != RELOAD_IDLE) {
+        if (!d->is_reload_queued)
+            sl_log_info("reload of %s requested during a reload: it follows that one",
+                        d->conf_path);
+        d->is_reload_queued = true;
+        return;
+    }
+    d->reload_start_us = sl_clock_now_us();
+    cfg = sl_config_load(d->conf_path, &errors);
     if (cfg == NULL) {
-        d->reload_failures++;
+        sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
         sl_log_error("reload of %s refused, the running configuration stays:", d->conf_path);
         log_errors(errors);
         free(errors);
         return;
     }
-    if (cfg->workers != old->workers || cfg->nlisten != old->nlisten
-        || (cfg->nlisten > 0 && strcmp(cfg->listen[0].text, old->listen[0].text) != 0))
-        sl_log_warnx("reload: listen and workers changes take effect at the next restart");
-    sl_log_set_level(SL_LOG_INFO);
-    {
-        enum sl_log_level level;
-        if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
-            sl_log_set_level(level);
-    }
-    sl_shared_config_unref(d->shared);
-    d->shared = sl_shared_config_new(cfg);
+    d->next = sl_shared_config_new(cfg);
+    d->phase = RELOAD_PREPARING;
+    atomic_store(&d->nanswers, 0);
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];
-        struct sl_shared_config *old_pending;
-        sl_shared_config_ref(d->shared);
-        old_pending = atomic_exchange(&w->pending, d->shared);
-        sl_shared_config_unref(old_pending);
-        post(w, CMD_CONFIG);
+        sl_shared_config_ref(d->next);
+        sl_shared_config_unref(atomic_exchange(&w->pending, d->next));
+        post(w, CMD_PREPARE);
     }
-    sl_log_info("configuration %s reloaded", d->conf_path);
+}
+
+/* Phase 2 (main thread, every worker has answered PREPARE): all or nothing. */
+static void
+reload_decide(struct daemon *d)
+{
+    unsigned nfailed = 0;
+
+    d->reload_why[0] = '\0';
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        struct worker *w = &d->workers[i];
+        if (!w->is_prepare_ok && nfailed++ == 0)
+            snprintf(d->reload_why, sizeof(d->reload_why), "worker %u: %s", i, w->prepare_err);
+    }
+    if (nfailed > 1) {
+        size_t len = strlen(d->reload_why);
+        snprintf(d->reload_why + len, sizeof(d->reload_why) - len, " (%u of %u workers failed)",
+                 nfailed, d->nworkers);
+    }
+    d->is_reload_ok = nfailed == 0 && !d->is_draining;
+    d->phase = RELOAD_FINISHING;
+    atomic_store(&d->nanswers, 0);
+    if (d->is_reload_ok) {
+        warn_restart_only(d->shared->cfg, d->next->cfg);
+        apply_log_level(d->next->cfg);
+        sl_shared_config_unref(d->shared);
+        d->shared = d->next;
+    } else {
+        sl_shared_config_unref(d->next);
+    }
+    d->next = NULL;
+    post_all(d, d->is_reload_ok ? CMD_COMMIT : CMD_ABORT);
+}
+
+/* Phase 3 (main thread, every worker has committed or aborted): report. */
+static void
+reload_end(struct daemon *d)
+{
+    uint64_t us = sl_clock_now_us() - d->reload_start_us;
+
+    d->phase = RELOAD_IDLE;
+    if (d->is_reload_ok) {
+        sl_metrics_config_loaded(d->metrics, true, true, us);
+        sl_log_info("configuration %s reloaded", d->conf_path);
+    } else if (d->reload_why[0] == '\0') {
+        /* abandoned for the drain: start_drain said so */
+    } else {
+        sl_metrics_config_loaded(d->metrics, true, false, us);
+        sl_log_error("reload of %s refused, the running configuration stays: %s", d->conf_path,
+                     d->reload_why);
+    }
+    if (d->is_reload_queued && !d->is_draining) {
+        d->is_reload_queued = false;
+        reload_begin(d);
+    }
+}
+
+static void
+answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)what;
+    drain_knocks(fd);
+    if (atomic_load(&d->nanswers) < d->nworkers)
+        return;
+    if (d->phase == RELOAD_PREPARING)
+        reload_decide(d);
+    else if (d->phase == RELOAD_FINISHING)
+        reload_end(d);
 }
 
 static void
@@ -346,6 +516,11 @@ start_drain(struct daemon *d)
         return;
     d->is_draining = true;
     sl_log_info("shutting down: draining connections (up to %llu ms)", (unsigned long long)ms);
+    /* Every worker answers PREPARE before it drains (commands are handled in
+     * order); reload_decide then aborts. Workers gone by then free their
+     * prepared generation in workers_free. */
+    if (d->phase == RELOAD_PREPARING)
+        sl_log_info("reload of %s abandoned: shutting down", d->conf_path);
     if (d->admin != NULL) {
         evhttp_free(d->admin);
         d->admin = NULL;
@@ -366,8 +541,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     switch (sig) {
     case SIGHUP:
-        if (!d->is_draining)
-            reload(d);
+        if (d->is_draining)
+            sl_log_info("reload of %s ignored: shutting down", d->conf_path);
+        else
+            reload_begin(d);
         break;
     case SIGUSR1:
         if (sl_log_reopen() != 0)
@@ -452,6 +629,7 @@ workers_free(struct daemon *d, bool are_running)
         struct worker *w = &d->workers[i];
         if (are_running)
             pthread_join(w->thread, NULL);
+        sl_proxy_abort(w->proxy, w->prepared);
         sl_proxy_free(w->proxy);
         sl_shared_config_unref(atomic_load(&w->pending));
         if (w->notify != NULL) {
@@ -463,6 +641,44 @@ workers_free(struct daemon *d, bool are_running)
         pthread_mutex_destroy(&w->why_lock);
     }
     free(d->workers);
+}
+
+/* An eventfd the workers knock on, watched by the main loop; cb gets d. */
+static struct event *
+knock_event_new(struct daemon *d, int *fd, event_callback_fn cb)
+{
+    struct event *ev;
+
+    *fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (*fd < 0)
+        sl_fatal("eventfd");
+    ev = event_new(d->base, *fd, EV_READ | EV_PERSIST, cb, d);
+    event_add(ev, NULL);
+    return ev;
+}
+
+/*
+ * Test hook: SLUICE_FAULT_PREPARE_WORKER=<index> makes that worker's every
+ * reload prepare fail, to show that one worker failing refuses the reload
+ * for all. Read once here; the request path never looks at it.
+ */
+static int
+fault_worker_from_env(void)
+{
+    const char *v = getenv("SLUICE_FAULT_PREPARE_WORKER");
+    char *end;
+    unsigned long n;
+
+    if (v == NULL || *v == '\0')
+        return -1;
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n > 4096) {
+        sl_log_warnx("SLUICE_FAULT_PREPARE_WORKER \"%s\": not a worker index, ignored", v);
+        return -1;
+    }
+    sl_log_warnx("test hook: reloads fail in worker %lu (SLUICE_FAULT_PREPARE_WORKER)", n);
+    return (int)n;
 }
 
 int
@@ -498,11 +714,9 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.shared = sl_shared_config_new(cfg);
     d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
     d.base = event_base_new();
-    d.worker_done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (d.worker_done_fd < 0)
-        sl_fatal("eventfd");
-    d.worker_done = event_new(d.base, d.worker_done_fd, EV_READ | EV_PERSIST, worker_done_cb, &d);
-    event_add(d.worker_done, NULL);
+    d.worker_done = knock_event_new(&d, &d.worker_done_fd, worker_done_cb);
+    d.answer = knock_event_new(&d, &d.answer_fd, answer_cb);
+    d.fault_worker = fault_worker_from_env();
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
@@ -536,6 +750,9 @@ fail:
         event_free(d.drain_timer);
     event_free(d.worker_done);
     close(d.worker_done_fd);
+    event_free(d.answer);
+    close(d.answer_fd);
+    sl_shared_config_unref(d.next);
     event_base_free(d.base);
     sl_limiter_shared_free(d.limiter_shared);
     sl_shared_config_unref(d.shared);

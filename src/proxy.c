@@ -1816,17 +1816,42 @@ register_names(struct sl_proxy *px, struct wgen *gen)
             sl_metrics_slot(px->metrics, SL_METRICS_UPSTREAM, cfg->upstreams[i].name);
 }
 
-int
-sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
-                    size_t err_size)
+/* What sl_proxy_prepare built and sl_proxy_commit installs. */
+struct sl_proxy_gen {
+    struct wgen *gen;
+    struct sl_accesslog *accesslog; /* the new writer when the path changed, else NULL */
+    bool is_new_accesslog;
+};
+
+/* Opens the access log of `cfg` unless the proxy already writes to that path. */
+static int
+prepare_accesslog(struct sl_proxy *px, const struct sl_config *cfg, struct sl_proxy_gen *pg,
+                  char *err, size_t err_size)
+{
+    const char *path = cfg->access_log ? cfg->access_log : "stderr";
+
+    if (px->accesslog != NULL && same_path(px->accesslog_path, cfg->access_log))
+        return 0;
+    pg->accesslog = sl_accesslog_new(path, px->base);
+    if (pg->accesslog == NULL) {
+        snprintf(err, err_size, "access log \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    pg->is_new_accesslog = true;
+    return 0;
+}
+
+struct sl_proxy_gen *
+sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err, size_t err_size)
 {
     const struct sl_config *cfg = shared->cfg;
+    struct sl_proxy_gen *pg;
     struct sl_limiter *limiter;
     struct wgen *gen;
 
     limiter = sl_limiter_new(cfg, px->base, px->limiter_shared, err, err_size);
     if (limiter == NULL)
-        return -1;
+        return NULL;
     gen = sl_xcalloc(1, sizeof(*gen));
     gen->refs = 1;
     sl_shared_config_ref(shared);
@@ -1839,20 +1864,56 @@ sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
                                              gen->upstream_slots[i]);
+    pg = sl_xcalloc(1, sizeof(*pg));
+    pg->gen = gen;
+    if (prepare_accesslog(px, cfg, pg, err, err_size) != 0) {
+        sl_proxy_abort(px, pg);
+        return NULL;
+    }
+    return pg;
+}
+
+void
+sl_proxy_commit(struct sl_proxy *px, struct sl_proxy_gen *pg)
+{
+    const struct sl_config *cfg = pg->gen->cfg;
+
+    /* Requests in flight hold their own reference: they finish on the old one. */
     wgen_unref(px->gen);
-    px->gen = gen;
+    px->gen = pg->gen;
     px->max_conns = (cfg->client.max_connections + px->nworkers - 1) / px->nworkers;
     if (px->max_conns == 0)
         px->max_conns = 1;
-    if (px->accesslog == NULL || !same_path(px->accesslog_path, cfg->access_log)) {
+    if (pg->is_new_accesslog) {
         sl_accesslog_free(px->accesslog);
         free(px->accesslog_path);
-        px->accesslog = sl_accesslog_new(cfg->access_log ? cfg->access_log : "stderr", px->base);
-        if (px->accesslog == NULL)
-            sl_log_warn("access log \"%s\"", cfg->access_log);
+        px->accesslog = pg->accesslog;
         px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
     }
+    free(pg);
     accept_resume_if_room(px);
+}
+
+void
+sl_proxy_abort(struct sl_proxy *px, struct sl_proxy_gen *pg)
+{
+    (void)px;
+    if (pg == NULL)
+        return;
+    sl_accesslog_free(pg->accesslog);
+    wgen_unref(pg->gen);
+    free(pg);
+}
+
+int
+sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *err,
+                    size_t err_size)
+{
+    struct sl_proxy_gen *pg = sl_proxy_prepare(px, shared, err, err_size);
+
+    if (pg == NULL)
+        return -1;
+    sl_proxy_commit(px, pg);
     return 0;
 }
 

@@ -17,6 +17,7 @@ struct sl_config;
 struct sl_limiter_shared;
 struct sl_metrics;
 struct sl_proxy;
+struct sl_proxy_gen;
 
 /* A config shared by every worker, freed when the last one lets go. */
 struct sl_shared_config {
@@ -40,10 +41,33 @@ void sl_proxy_free(struct sl_proxy *proxy);
 int sl_proxy_listen(struct sl_proxy *proxy, const struct sl_config *cfg, char *err,
                     size_t err_size);
 /*
- * Makes `shared` the config for requests that start from now on; requests in
- * flight finish on the one they started with. Takes a reference. On failure
- * (e.g. a key function that does not load) the old config stays, -1.
+ * A reload in two phases, so that every worker has built the new config
+ * before any of them switches (the daemon's all-or-nothing reload):
+ *
+ * sl_proxy_prepare builds what this worker needs to run `shared`: the
+ * limiter (its Lua runtime and store connection), the upstream pools and,
+ * when the access log path changed, the new access log writer. Requests keep
+ * running on the current config meanwhile. Returns the prepared generation,
+ * owned by the caller, who hands it exactly once to sl_proxy_commit or
+ * sl_proxy_abort; or NULL with a message in err (e.g. "access log
+ * \"/x/a.log\": No such file or directory", or a key function's
+ * file:line error) and nothing changed. Takes its own reference to `shared`.
+ * At most one prepared generation per proxy at a time.
+ *
+ * sl_proxy_commit makes the prepared generation the config for requests
+ * that start from now on and frees `gen`; requests in flight finish on the
+ * one they started with. It cannot fail. sl_proxy_abort frees `gen` without
+ * touching the running config (NULL is a no-op).
+ *
+ * All three run on the proxy's own thread, synchronously, or on any thread
+ * once that thread's loop no longer runs (sl_proxy_abort at shutdown).
  */
+struct sl_proxy_gen *sl_proxy_prepare(struct sl_proxy *proxy, struct sl_shared_config *shared,
+                                      char *err, size_t err_size);
+void sl_proxy_commit(struct sl_proxy *proxy, struct sl_proxy_gen *gen);
+void sl_proxy_abort(struct sl_proxy *proxy, struct sl_proxy_gen *gen);
+/* Prepare and commit in one step (startup): 0, or -1 with err filled and the
+ * current config kept. */
 int sl_proxy_set_config(struct sl_proxy *proxy, struct sl_shared_config *shared, char *err,
                         size_t err_size);
 /* Stops accepting, closes idle connections, lets requests in flight finish;
