@@ -62,32 +62,41 @@ sl_buf_append(struct sl_buf *b, const void *data, size_t len)
 }
 
 int
-sl_buf_printf(struct sl_buf *b, const char *fmt, ...)
+sl_buf_vprintf(struct sl_buf *b, const char *fmt, va_list ap)
 {
-    va_list ap;
+    va_list again;
     int n;
 
     /* a first try into the room there is, then once more with enough */
     if (reserve(b, 0) == -1)
         return -1;
-    va_start(ap, fmt);
+    va_copy(again, ap);
     n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->data[b->len] = '\0';
-        return -1;
+    if (n >= 0 && (size_t)n >= b->cap - b->len) {
+        if (reserve(b, (size_t)n) == -1)
+            n = -1;
+        else
+            vsnprintf(b->data + b->len, b->cap - b->len, fmt, again);
     }
-    if ((size_t)n >= b->cap - b->len) {
-        if (reserve(b, (size_t)n) == -1) {
-            b->data[b->len] = '\0';
-            return -1;
-        }
-        va_start(ap, fmt);
-        vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
+    va_end(again);
+    if (n < 0) {
+        b->data[b->len] = '\0'; /* a cut first try wrote past it */
+        return -1;
     }
     b->len += (size_t)n;
     return 0;
+}
+
+int
+sl_buf_printf(struct sl_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = sl_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 void

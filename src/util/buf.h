@@ -14,6 +14,7 @@
 #ifndef SL_UTIL_BUF_H
 #define SL_UTIL_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 struct sl_buf {
@@ -32,6 +33,8 @@ void sl_buf_fini(struct sl_buf *b);
 int sl_buf_append(struct sl_buf *b, const void *data, size_t len);
 /* The same for printf output. */
 int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sl_buf_vprintf(struct sl_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Forgets the bytes from len on (len <= b->len); the memory stays. */
 void sl_buf_truncate(struct sl_buf *b, size_t len);
