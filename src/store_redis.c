@@ -59,8 +59,11 @@
 #include "sluice/log.h"
 #include "store_int.h"
 #include "util/alloc.h"
+#include "util/buf.h"
 #include "util/clock.h"
+#include "util/hex.h"
 #include "util/text.h"
+#include "util/timeval.h"
 
 #define BATCH_CHECKS 128            /* checks per script call */
 #define BATCH_BYTES (256u << 10)    /* key bytes per script call */
@@ -72,6 +75,12 @@
 #define CONNECT_TIMEOUT_MIN_MS 1000 /* a connection attempt gets at least this long */
 #define PARAM_CACHE 8
 #define KEEP_BUF_BYTES (64u << 10)  /* larger batch buffers are freed after use */
+/* A batch's KEYS or ARGV, RESP-encoded. A batch takes checks while its keys
+ * are under BATCH_BYTES and one check's keys are under QUEUE_BYTES, so only
+ * a check of some hundred thousand buckets could pass it: such a check is
+ * refused like one finding the queue full. */
+#define BATCH_BUF_MAX (32u << 20)
+#define CMD_BUF_MAX (2 * BATCH_BUF_MAX + 256) /* the EVALSHA: both and its head */
 #define REPLY_POOL_MAX 4096         /* spare reply elements kept (4 per check in a batch) */
 #define ORPHANS_MAX 8               /* late replies owed before the connection is dropped */
 #define STALL_MIN_MS 1000           /* silence, while owing a late reply, before it is */
@@ -116,12 +125,6 @@ struct pending {
     size_t nbuckets;
 };
 
-struct buf {
-    char *data;
-    size_t len;
-    size_t cap;
-};
-
 enum batch_state {
     BATCH_QUEUED,   /* filling or waiting to be sent */
     BATCH_SENT,     /* hiredis owes us its callback */
@@ -139,9 +142,9 @@ struct batch {
     size_t nchecks;
     size_t checks_cap;
     /* Both already RESP bulk strings: sending copies each in one piece. */
-    struct buf keys;         /* the KEYS */
+    struct sl_buf keys;      /* the KEYS */
     size_t nkeys;
-    struct buf args;         /* the ARGV after the check count */
+    struct sl_buf args;      /* the ARGV after the check count */
     size_t nargs;
 };
 
@@ -209,7 +212,7 @@ struct redis_store {
 
     struct param_cache params[PARAM_CACHE];
     unsigned param_next;
-    struct buf cmd;          /* the EVALSHA being sent, RESP-encoded by us */
+    struct sl_buf cmd;       /* the EVALSHA being sent, RESP-encoded by us */
     struct sl_store_result *results;
     size_t results_cap;
     struct reply_pool *replies;
@@ -368,38 +371,25 @@ attach(redisAsyncContext *ac, struct event_base *base)
     return REDIS_OK;
 }
 
-static void buf_append(struct buf *b, const void *data, size_t len);
-
-/* "<type><n>\r\n": an array or bulk-string header (RESP). */
-static void
-resp_count(struct buf *out, char type, size_t n)
+/* "<type><n>\r\n": an array or bulk-string header (RESP). 0, or -1 when
+ * out is at its maximum (then part of it may have been written). */
+static int
+resp_count(struct sl_buf *out, char type, size_t n)
 {
-    char digits[SL_U64_DEC_MAX];
+    char head[1 + SL_U64_DEC_MAX + 2];
+    size_t len = sl_u64_dec(n, head + 1);
 
-    buf_append(out, &type, 1);
-    buf_append(out, digits, sl_u64_dec(n, digits));
-    buf_append(out, "\r\n", 2);
+    head[0] = type;
+    memcpy(head + 1 + len, "\r\n", 2);
+    return sl_buf_append(out, head, len + 3);
 }
 
-static void
-resp_arg(struct buf *out, const char *arg, size_t len)
+static int
+resp_arg(struct sl_buf *out, const char *arg, size_t len)
 {
-    resp_count(out, '$', len);
-    buf_append(out, arg, len);
-    buf_append(out, "\r\n", 2);
-}
-
-static void
-buf_append(struct buf *b, const void *data, size_t len)
-{
-    if (b->len + len > b->cap) {
-        b->cap = b->cap == 0 ? 1024 : b->cap;
-        while (b->len + len > b->cap)
-            b->cap *= 2;
-        b->data = sl_xrealloc(b->data, b->cap);
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
+    if (resp_count(out, '$', len) == -1 || sl_buf_append(out, arg, len) == -1)
+        return -1;
+    return sl_buf_append(out, "\r\n", 2);
 }
 
 /* Decimal text of v plus a NUL; returns the length without the NUL. */
@@ -423,13 +413,6 @@ fmt_i64(char *out, int64_t v)
     return len;
 }
 
-static struct timeval
-tv_ms(uint64_t ms)
-{
-    return (struct timeval){ .tv_sec = (time_t)(ms / 1000),
-                             .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-}
-
 static void
 set_state(struct redis_store *rs, enum conn_state state)
 {
@@ -443,18 +426,6 @@ get_state(const struct redis_store *rs)
 }
 
 /* ---- URL ------------------------------------------------------------------------- */
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
 static char *
@@ -470,7 +441,8 @@ pct_decode(const char *s, size_t len)
             out[n++] = s[i];
             continue;
         }
-        if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0
+        if (i + 2 >= len || (hi = sl_hex_value(s[i + 1])) < 0
+            || (lo = sl_hex_value(s[i + 2])) < 0
             || (hi | lo) == 0) {
             free(out);
             return NULL;
@@ -680,6 +652,8 @@ batch_get(struct redis_store *rs)
     } else {
         b = sl_xcalloc(1, sizeof(*b));
         b->rs = rs;
+        sl_buf_init(&b->keys, BATCH_BUF_MAX);
+        sl_buf_init(&b->args, BATCH_BUF_MAX);
         b->timer = evtimer_new(rs->evbase, on_batch_timeout, b);
         if (b->timer == NULL)
             sl_fatalx("redis store: cannot create a timer");
@@ -689,21 +663,14 @@ batch_get(struct redis_store *rs)
     b->is_retried = false;
     b->is_orphan = false;
     b->nchecks = b->nkeys = b->nargs = 0;
-    b->keys.len = b->args.len = 0;
     return b;
 }
 
 static void
 batch_release(struct redis_store *rs, struct batch *b)
 {
-    if (b->keys.cap > KEEP_BUF_BYTES) {
-        free(b->keys.data);
-        b->keys = (struct buf){ 0 };
-    }
-    if (b->args.cap > KEEP_BUF_BYTES) {
-        free(b->args.data);
-        b->args = (struct buf){ 0 };
-    }
+    sl_buf_reset(&b->keys, KEEP_BUF_BYTES);
+    sl_buf_reset(&b->args, KEEP_BUF_BYTES);
     b->next = rs->free_batches;
     rs->free_batches = b;
 }
@@ -713,8 +680,8 @@ batch_destroy(struct batch *b)
 {
     event_free(b->timer);
     free(b->checks);
-    free(b->keys.data);
-    free(b->args.data);
+    sl_buf_fini(&b->keys);
+    sl_buf_fini(&b->args);
     free(b);
 }
 
@@ -937,7 +904,7 @@ destroy(struct redis_store *rs)
     event_free(rs->flush_ev);
     url_fini(&rs->url);
     free(rs->name);
-    free(rs->cmd.data);
+    sl_buf_fini(&rs->cmd);
     free(rs->results);
     reply_pool_release(rs->replies);
     free(rs);
@@ -963,7 +930,7 @@ leave(struct redis_store *rs)
 static void
 schedule_reconnect(struct redis_store *rs, uint64_t delay_ms)
 {
-    struct timeval tv = tv_ms(delay_ms);
+    struct timeval tv = sl_timeval_from_ms(delay_ms);
 
     if (!rs->is_freeing)
         evtimer_add(rs->reconnect_timer, &tv);
@@ -1251,14 +1218,15 @@ send_batch(struct redis_store *rs, struct batch *b)
 
     /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
      * runs sdscatfmt per argument, a visible share of each decision. */
-    rs->cmd.len = 0;
-    resp_count(&rs->cmd, '*', argc);
-    resp_arg(&rs->cmd, "EVALSHA", 7);
-    resp_arg(&rs->cmd, rs->sha, 40);
-    resp_arg(&rs->cmd, numkeys, fmt_i64(numkeys, (int64_t)b->nkeys));
-    buf_append(&rs->cmd, b->keys.data, b->keys.len);
-    resp_arg(&rs->cmd, nchecks, fmt_i64(nchecks, (int64_t)b->nchecks));
-    buf_append(&rs->cmd, b->args.data, b->args.len);
+    sl_buf_truncate(&rs->cmd, 0);
+    /* cannot pass CMD_BUF_MAX (keys and args are within theirs); checked anyway */
+    if (resp_count(&rs->cmd, '*', argc) == -1 || resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+        || resp_arg(&rs->cmd, rs->sha, 40) == -1
+        || resp_arg(&rs->cmd, numkeys, fmt_i64(numkeys, (int64_t)b->nkeys)) == -1
+        || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
+        || resp_arg(&rs->cmd, nchecks, fmt_i64(nchecks, (int64_t)b->nchecks)) == -1
+        || sl_buf_append(&rs->cmd, b->args.data, b->args.len) == -1)
+        return -1;
     if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
         != REDIS_OK)
         return -1;
@@ -1269,7 +1237,7 @@ send_batch(struct redis_store *rs, struct batch *b)
     rs->ninflight++;
     bump(&rs->calls, 1);
     if (rs->timeout_ms > 0) {
-        tv = tv_ms(rs->timeout_ms);
+        tv = sl_timeval_from_ms(rs->timeout_ms);
         evtimer_add(b->timer, &tv);
     }
     return 0;
@@ -1321,7 +1289,7 @@ stall_ms(const struct redis_store *rs)
 static void
 stall_timer_restart(struct redis_store *rs)
 {
-    struct timeval tv = tv_ms(stall_ms(rs));
+    struct timeval tv = sl_timeval_from_ms(stall_ms(rs));
 
     evtimer_add(rs->stall_timer, &tv);
 }
@@ -1498,10 +1466,10 @@ connect_now(struct redis_store *rs)
 
         command(rs, on_script_loaded, 3, argv, lens);
     }
-    tv = tv_ms(rs->timeout_ms > CONNECT_TIMEOUT_MIN_MS ? rs->timeout_ms : CONNECT_TIMEOUT_MIN_MS);
+    tv = sl_timeval_from_ms(rs->timeout_ms > CONNECT_TIMEOUT_MIN_MS ? rs->timeout_ms : CONNECT_TIMEOUT_MIN_MS);
     evtimer_add(rs->connect_timer, &tv);
     if (rs->timeout_ms > 0) {
-        tv = tv_ms(rs->timeout_ms);
+        tv = sl_timeval_from_ms(rs->timeout_ms);
         evtimer_add(rs->queue_timer, &tv);
     }
 }
@@ -1561,6 +1529,34 @@ params_resp(struct redis_store *rs, const struct sl_store_bucket *b)
     return pc;
 }
 
+/* Appends one check's ARGV and KEYS to b: 0, or -1 (b as it was) when they
+ * would pass BATCH_BUF_MAX. The buckets' parameters are valid. */
+static int
+batch_add(struct redis_store *rs, struct batch *b, const struct sl_store_bucket *buckets,
+          size_t n)
+{
+    size_t args_before = b->args.len, keys_before = b->keys.len;
+    char count[21];
+    int rc = resp_arg(&b->args, count, fmt_i64(count, (int64_t)n));
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        /* the cache hands back the text redis_check validated */
+        const struct param_cache *pc = params_resp(rs, &buckets[i]);
+
+        rc = sl_buf_append(&b->args, pc->resp, pc->len);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = resp_arg(&b->keys, buckets[i].key, buckets[i].key_len);
+    if (rc == -1) {
+        sl_buf_truncate(&b->args, args_before);
+        sl_buf_truncate(&b->keys, keys_before);
+        return -1;
+    }
+    b->nargs += 1 + 5 * n;
+    b->nkeys += n;
+    return 0;
+}
+
 static void
 redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
             sl_store_cb *cb, void *arg)
@@ -1568,7 +1564,7 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     struct redis_store *rs = (struct redis_store *)store;
     size_t key_bytes = 0, keys_before;
     struct batch *b;
-    char count[21];
+    bool is_new;
 
     enter(rs);
     if (rs->is_freeing || get_state(rs) == CONN_DOWN
@@ -1589,27 +1585,23 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         }
     }
     b = rs->queue_tail;
-    if (b == NULL || batch_is_full(b)) {
+    is_new = b == NULL || batch_is_full(b);
+    if (is_new)
         b = batch_get(rs);
+    keys_before = b->keys.len;
+    if (batch_add(rs, b, buckets, n) == -1) {
+        if (is_new)
+            batch_release(rs, b);
+        fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+        goto out;
+    }
+    if (is_new) {
         if (rs->queue_tail != NULL)
             rs->queue_tail->next = b;
         else
             rs->queue_head = b;
         rs->queue_tail = b;
     }
-    resp_arg(&b->args, count, fmt_i64(count, (int64_t)n));
-    b->nargs++;
-    for (size_t i = 0; i < n; i++) {
-        /* valid: checked above (the cache hands back the same text) */
-        const struct param_cache *pc = params_resp(rs, &buckets[i]);
-
-        buf_append(&b->args, pc->resp, pc->len);
-        b->nargs += 5;
-    }
-    keys_before = b->keys.len;
-    for (size_t i = 0; i < n; i++)
-        resp_arg(&b->keys, buckets[i].key, buckets[i].key_len);
-    b->nkeys += n;
     if (b->nchecks == b->checks_cap) {
         b->checks_cap = b->checks_cap == 0 ? 16 : b->checks_cap * 2;
         b->checks = sl_xrealloc(b->checks, b->checks_cap * sizeof(*b->checks));
@@ -1697,6 +1689,7 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
     rs->replies = sl_xcalloc(1, sizeof(*rs->replies));
+    sl_buf_init(&rs->cmd, CMD_BUF_MAX);
     rs->reconnect_timer = evtimer_new(base, on_reconnect, rs);
     rs->stall_timer = evtimer_new(base, on_stall, rs);
     rs->connect_timer = evtimer_new(base, on_connect_timeout, rs);
