@@ -97,6 +97,7 @@ enum {
     S_STORE_ERRORS,
     S_RECONNECTS = S_STORE_ERRORS + NSTORE_ERRORS,
     S_NOSCRIPT,
+    S_LOCAL_EVICTIONS,
     S_STATE, /* state + 1; 0: never set */
     S_HIST,
 };
@@ -511,6 +512,13 @@ sl_metrics_store_noscript(struct sl_metrics_worker *w)
 }
 
 void
+sl_metrics_local_store_evictions(struct sl_metrics_worker *w, uint64_t n)
+{
+    if (w != NULL)
+        bump(&w->scalars[S_LOCAL_EVICTIONS], n);
+}
+
+void
 sl_metrics_store_state(struct sl_metrics_worker *w, enum sl_metrics_store_state state)
 {
     if (w != NULL && (unsigned)state < NSTATES)
@@ -818,6 +826,11 @@ render_store(struct out *o, struct sl_metrics *m)
     head(o, "sluice_store_noscript_reloads_total", "counter",
          "Times redis answered NOSCRIPT and the script was loaded again.");
     emit(o, "sluice_store_noscript_reloads_total %" PRIu64 "\n", sum_scalar(m, S_NOSCRIPT));
+    head(o, "sluice_local_store_evictions_total", "counter",
+         "Live buckets the embedded store dropped before they were full, to stay within "
+         "max_keys.");
+    emit(o, "sluice_local_store_evictions_total %" PRIu64 "\n",
+         sum_scalar(m, S_LOCAL_EVICTIONS));
 
     for (unsigned i = 0; i < m->nworkers; i++) {
         uint64_t s = peek(&m->workers[i]->scalars[S_STATE]);

@@ -79,6 +79,7 @@ struct local_store {
     struct sl_store_local_table *table;
     atomic_uint_fast64_t checks;
     atomic_uint_fast64_t errors_reply;
+    atomic_uint_fast64_t evictions; /* this handle's share of the table's */
 };
 
 /* one bucket's state while a check runs; tokens -1: absent, i.e. full */
@@ -244,8 +245,9 @@ resize(struct sl_store_local_table *t, struct shard *sh, size_t nslots, uint64_t
 }
 
 /* Frees one slot of a shard at its bound: a full-again bucket if the cursor
- * finds one, else the live bucket nearest to full among those it saw. */
-static void
+ * finds one, else the live bucket nearest to full among those it saw.
+ * Returns true in the second case: a live bucket was evicted. */
+static bool
 make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
 {
     size_t victim = SIZE_MAX;
@@ -259,7 +261,7 @@ make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
         if (sh->slots[i].full_at_us <= now) {
             delete_at(sh, i);
             relaxed_inc(&t->reclaimed);
-            return;
+            return false;
         }
         if (sh->slots[i].full_at_us < soonest) {
             soonest = sh->slots[i].full_at_us;
@@ -275,13 +277,16 @@ make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
     }
     delete_at(sh, victim);
     atomic_fetch_add_explicit(&t->evictions, 1, memory_order_relaxed);
+    return true;
 }
 
-static void
+/* Returns whether a live bucket was evicted to make room. */
+static bool
 store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
             const struct state *st, uint64_t full_at, uint64_t now)
 {
     struct entry *slot = find(sh, hash);
+    bool is_evicted = false;
     size_t i;
 
     if (slot == NULL) {
@@ -297,7 +302,7 @@ store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
     }
     if (slot == NULL) {
         if (sh->count >= sh->max_count)
-            make_room(t, sh, now);
+            is_evicted = make_room(t, sh, now);
         else if ((sh->count + 1) * 4 > (sh->mask + 1) * 3 && sh->mask + 1 < sh->max_slots)
             resize(t, sh, (sh->mask + 1) * 2, now);
         for (i = home(sh, hash); sh->slots[i].hash != 0; i = (i + 1) & sh->mask)
@@ -307,6 +312,7 @@ store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
     }
     *slot = (struct entry){ .hash = hash, .stamp_us = st->stamp, .full_at_us = full_at,
                             .tokens = st->tokens, .rem = st->rem };
+    return is_evicted;
 }
 
 static struct shard *
@@ -544,7 +550,7 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     struct scratch s = { params, hash, first, st, undo, full_at, shards, results };
     void *heap = n > SMALL_CHECK ? scratch_alloc(&s, n) : NULL;
     size_t nshards;
-    uint64_t now;
+    uint64_t now, nevicted = 0;
     bool is_admitted;
 
     if (prepare(t, &s, buckets, n, &nshards) == -1) {
@@ -563,7 +569,8 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     if (is_admitted) {
         for (size_t i = 0; i < n; i++) {
             if (s.first[i] == i)
-                store_state(t, shard_of(t, s.hash[i]), s.hash[i], &s.st[i], s.full_at[i], now);
+                nevicted += store_state(t, shard_of(t, s.hash[i]), s.hash[i], &s.st[i],
+                                        s.full_at[i], now);
         }
     }
     for (size_t k = 0; k < nshards; k++) {
@@ -573,6 +580,8 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         pthread_mutex_unlock(&sh->lock);
     }
     atomic_fetch_add_explicit(&ls->checks, 1, memory_order_relaxed);
+    if (nevicted > 0)
+        atomic_fetch_add_explicit(&ls->evictions, nevicted, memory_order_relaxed);
     cb(arg, SL_STORE_OK, is_admitted, s.results, n);
     free(heap);
 }
@@ -591,6 +600,7 @@ local_stats(const struct sl_store *store, struct sl_store_stats *stats)
 
     stats->checks = atomic_load_explicit(&ls->checks, memory_order_relaxed);
     stats->errors_reply = atomic_load_explicit(&ls->errors_reply, memory_order_relaxed);
+    stats->evictions = atomic_load_explicit(&ls->evictions, memory_order_relaxed);
 }
 
 static void
