@@ -42,7 +42,15 @@
  * store that fails every other call is one outage, not a line per flip. */
 #define RECOVERY_US (1000u * 1000u)
 
-typedef _Atomic uint64_t counter_t;
+/* What happened to one request: the words of sl_decision.outcome. */
+enum outcome {
+    OUTCOME_ADMITTED,
+    OUTCOME_LIMITED,
+    OUTCOME_SHADOW_LIMITED,
+    OUTCOME_STORE_ERROR,
+    OUTCOME_NONE,
+    OUTCOME_COUNT
+};
 
 /* ---- key values ---------------------------------------------------------- */
 
@@ -138,8 +146,6 @@ struct limit_info {
     char *policy;     /* RateLimit-Policy item: "name";q=Q;w=W */
     size_t policy_len;
     struct sl_log_gate function_log; /* a broken function fails on every request */
-    counter_t outcomes[SL_LIMIT_NOUTCOMES];
-    counter_t function_errors;
 };
 
 struct check {
@@ -189,15 +195,11 @@ struct sl_limiter {
     bool is_down;              /* the primary store failed within RECOVERY_US of its last answer */
     uint64_t last_failure_us;  /* of the primary store */
     bool is_freeing;
-    counter_t decisions[SL_OUTCOME_COUNT];
-    counter_t store_failures;
-    counter_t fallback_checks;
-    counter_t store_down;
     struct sl_metrics_worker *metrics; /* NULL: not reported */
     const unsigned *limit_slots;       /* metrics slot of each cfg->limits[i] */
     uint64_t seen_reconnects, seen_noscripts;
+    uint64_t seen_evictions;           /* of the one embedded store, primary or fallback */
     struct deny_entry *deny_cache;     /* redis store only; NULL otherwise */
-    counter_t deny_cache_hits;
 };
 
 /*
@@ -221,46 +223,15 @@ struct deny_entry {
     struct sl_store_result results[DENY_CACHE_MAX_BUCKETS];
 };
 
-static const char *const limit_outcome_names[SL_LIMIT_NOUTCOMES] = {
-    "admitted", "limited", "shadow_limited", "skipped", "store_error",
-};
-
-static const char *const outcome_names[SL_OUTCOME_COUNT] = {
+static const char *const outcome_names[OUTCOME_COUNT] = {
     "admitted", "limited", "shadow_limited", "store_error", "none",
 };
 
-const char *
-sl_limit_outcome_name(enum sl_limit_outcome outcome)
-{
-    return outcome < SL_LIMIT_NOUTCOMES ? limit_outcome_names[outcome] : "unknown";
-}
-
-const char *
-sl_limiter_outcome_name(enum sl_limiter_outcome outcome)
-{
-    return outcome < SL_OUTCOME_COUNT ? outcome_names[outcome] : "unknown";
-}
-
-/* Only the owning worker writes a counter, so a relaxed load and store is an
- * increment; readers on other threads see a value that is merely late. */
 static void
-bump(counter_t *c)
+count_limit(struct sl_limiter *limiter, size_t limit, enum sl_metrics_limit_result result)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
-static void
-count_limit(struct sl_limiter *limiter, size_t limit, enum sl_limit_outcome outcome)
-{
-    static const enum sl_metrics_limit_result results[SL_LIMIT_NOUTCOMES] = {
-        SL_METRICS_ADMITTED, SL_METRICS_LIMITED, SL_METRICS_SHADOW_LIMITED,
-        SL_METRICS_SKIPPED, SL_METRICS_STORE_ERROR,
-    };
-
-    bump(&limiter->info[limit].outcomes[outcome]);
     if (limiter->metrics != NULL)
-        sl_metrics_limit(limiter->metrics, limiter->limit_slots[limit], results[outcome]);
+        sl_metrics_limit(limiter->metrics, limiter->limit_slots[limit], result);
 }
 
 void
@@ -275,7 +246,7 @@ sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *met
 }
 
 /* A store call returned: its latency, its error kind, and what the store
- * counted meanwhile (reconnects, NOSCRIPT reloads). */
+ * counted meanwhile (reconnects, NOSCRIPT reloads, evictions). */
 static void
 count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_store_status status)
 {
@@ -293,9 +264,15 @@ count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_stor
         sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_CONNECTION);
     else if (status == SL_STORE_REPLY)
         sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_REPLY);
-    if (!is_redis)
+    sl_store_get_stats(c->store, &stats);
+    if (!is_redis) {
+        if (stats.evictions > limiter->seen_evictions) {
+            sl_metrics_local_store_evictions(limiter->metrics,
+                                             stats.evictions - limiter->seen_evictions);
+            limiter->seen_evictions = stats.evictions;
+        }
         return;
-    sl_store_get_stats(limiter->store, &stats);
+    }
     for (; limiter->seen_reconnects < stats.reconnects; limiter->seen_reconnects++)
         sl_metrics_store_reconnect(limiter->metrics);
     for (; limiter->seen_noscripts < stats.noscript_reloads; limiter->seen_noscripts++)
@@ -672,28 +649,6 @@ sl_limiter_is_ready(const struct sl_limiter *limiter)
         || limiter->store->ops->is_up(limiter->store);
 }
 
-void
-sl_limiter_read_stats(const struct sl_limiter *limiter, struct sl_limiter_stats *stats,
-                      struct sl_limit_counters *limits)
-{
-    for (size_t i = 0; i < SL_OUTCOME_COUNT; i++)
-        stats->decisions[i] = atomic_load_explicit(&limiter->decisions[i], memory_order_relaxed);
-    stats->store_failures = atomic_load_explicit(&limiter->store_failures, memory_order_relaxed);
-    stats->fallback_checks = atomic_load_explicit(&limiter->fallback_checks,
-                                                  memory_order_relaxed);
-    stats->store_down = atomic_load_explicit(&limiter->store_down, memory_order_relaxed);
-    if (limits == NULL)
-        return;
-    for (size_t i = 0; i < limiter->cfg->nlimits; i++) {
-        const struct limit_info *info = &limiter->info[i];
-        for (size_t o = 0; o < SL_LIMIT_NOUTCOMES; o++)
-            limits[i].outcomes[o] = atomic_load_explicit(&info->outcomes[o],
-                                                         memory_order_relaxed);
-        limits[i].function_errors = atomic_load_explicit(&info->function_errors,
-                                                         memory_order_relaxed);
-    }
-}
-
 /* ---- the check pool ------------------------------------------------------ */
 
 static struct check *
@@ -726,7 +681,7 @@ get_check(struct sl_limiter *limiter)
 }
 
 static void
-finish(struct check *c, enum sl_limiter_outcome outcome)
+finish(struct check *c, enum outcome outcome)
 {
     struct sl_limiter *limiter = c->limiter;
 
@@ -734,7 +689,6 @@ finish(struct check *c, enum sl_limiter_outcome outcome)
     c->decision.limiter_ms = (double)(sl_clock_cached_us() - c->start_us) / 1000.0;
     if (c->decision.headers == NULL)
         c->decision.headers = c->out;
-    bump(&limiter->decisions[outcome]);
     limiter->ncallbacks++;
     c->cb(c->arg, &c->decision);
     limiter->ncallbacks--;
@@ -756,7 +710,6 @@ log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
     struct limit_info *info = &limiter->info[limit];
     uint64_t held;
 
-    bump(&info->function_errors);
     if (limiter->metrics != NULL)
         sl_metrics_limit_key_error(limiter->metrics, limiter->limit_slots[limit]);
     /* a line per interval, limit and worker */
@@ -884,7 +837,7 @@ collect(struct check *c, const struct sl_request *req, bool want_shadow)
             continue;
         key_len = build_key(limiter, limit, req, key);
         if (key_len == 0) {
-            count_limit(limiter, limit, SL_LIMIT_SKIPPED);
+            count_limit(limiter, limit, SL_METRICS_SKIPPED);
             continue;
         }
         b->key = key;
@@ -972,13 +925,13 @@ decide_admit(struct check *c)
     struct sl_limiter *limiter = c->limiter;
 
     for (size_t i = 0; i < c->nenforced; i++)
-        count_limit(limiter, c->limits[i], SL_LIMIT_ADMITTED);
+        count_limit(limiter, c->limits[i], SL_METRICS_ADMITTED);
     c->decision.verdict = SL_VERDICT_ALLOW;
     if (c->route->has_ratelimit_headers)
         ratelimit_fields(c, 0);
     c->decision.headers = c->out;
     c->decision.headers_len = c->out_len;
-    finish(c, c->is_shadow_refused ? SL_OUTCOME_SHADOW_LIMITED : SL_OUTCOME_ADMITTED);
+    finish(c, c->is_shadow_refused ? OUTCOME_SHADOW_LIMITED : OUTCOME_ADMITTED);
 }
 
 static void
@@ -1004,7 +957,7 @@ decide_deny(struct check *c)
         if (nrefused == 0)
             c->is_refused[i] = true;
         count_limit(limiter, c->limits[i],
-                    c->is_refused[i] ? SL_LIMIT_LIMITED : SL_LIMIT_ADMITTED);
+                    c->is_refused[i] ? SL_METRICS_LIMITED : SL_METRICS_ADMITTED);
     }
     c->decision.verdict = SL_VERDICT_DENY;
     c->decision.retry_after_s = retry_s;
@@ -1038,7 +991,7 @@ decide_deny(struct check *c)
     }
     OUT_LIT(c, "]}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
-    finish(c, SL_OUTCOME_LIMITED);
+    finish(c, OUTCOME_LIMITED);
 }
 
 static void
@@ -1047,11 +1000,11 @@ decide_store_error(struct check *c)
     struct sl_limiter *limiter = c->limiter;
 
     for (size_t i = 0; i < c->n; i++)
-        count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+        count_limit(limiter, c->limits[i], SL_METRICS_STORE_ERROR);
     if (limiter->cfg->store.on_error != SL_ON_ERROR_DENY) {
         /* allow, and local when even the embedded store failed */
         c->decision.verdict = SL_VERDICT_ALLOW;
-        finish(c, SL_OUTCOME_STORE_ERROR);
+        finish(c, OUTCOME_STORE_ERROR);
         return;
     }
     c->decision.verdict = SL_VERDICT_UNAVAILABLE;
@@ -1063,7 +1016,7 @@ decide_store_error(struct check *c)
     OUT_LIT(c, "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
                "\"detail\":\"the rate-limit store is unavailable; retry after 1 second\"}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
-    finish(c, SL_OUTCOME_STORE_ERROR);
+    finish(c, OUTCOME_STORE_ERROR);
 }
 
 /* ---- store up/down ----------------------------------------------------------- */
@@ -1105,12 +1058,10 @@ policy_text(const struct sl_limiter *limiter)
 static void
 store_failed(struct sl_limiter *limiter, enum sl_store_status status)
 {
-    bump(&limiter->store_failures);
     limiter->last_failure_us = sl_clock_cached_us();
     if (limiter->is_down || limiter->is_freeing)
         return;
     limiter->is_down = true;
-    bump(&limiter->store_down);
     if (limiter->metrics != NULL)
         sl_metrics_store_state(limiter->metrics, limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL
                                                      ? SL_METRICS_STATE_LOCAL_FALLBACK
@@ -1153,14 +1104,14 @@ on_shadow(void *arg, enum sl_store_status status, bool is_admitted,
         if (!c->is_fallback)
             store_failed(limiter, status == SL_STORE_OK ? SL_STORE_REPLY : status);
         for (size_t i = c->nenforced; i < c->n; i++)
-            count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+            count_limit(limiter, c->limits[i], SL_METRICS_STORE_ERROR);
     } else {
         if (!c->is_fallback)
             store_answered(limiter);
         for (size_t i = 0; i < nshadow; i++) {
             bool is_refused = !is_admitted && results[i].retry_ms > 0;
             count_limit(limiter, c->limits[c->nenforced + i],
-                        is_refused ? SL_LIMIT_SHADOW_LIMITED : SL_LIMIT_ADMITTED);
+                        is_refused ? SL_METRICS_SHADOW_LIMITED : SL_METRICS_ADMITTED);
             c->is_shadow_refused = c->is_shadow_refused || is_refused;
         }
     }
@@ -1198,7 +1149,6 @@ on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
         if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
             c->store = limiter->fallback;
             c->is_fallback = true;
-            bump(&limiter->fallback_checks);
             store_call(c, c->buckets, c->nenforced, on_enforced);
             return;
         }
@@ -1280,7 +1230,6 @@ deny_cache_get(struct sl_limiter *limiter, struct check *c)
         c->results[i].reset_ms = e->results[i].reset_ms > elapsed_ms
                                      ? e->results[i].reset_ms - elapsed_ms : 0;
     }
-    bump(&limiter->deny_cache_hits);
     return true;
 }
 
@@ -1299,7 +1248,7 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     collect(c, req, true);
     if (c->n == 0) {
         c->decision.verdict = SL_VERDICT_ALLOW;
-        finish(c, SL_OUTCOME_NONE);
+        finish(c, OUTCOME_NONE);
         return;
     }
 
@@ -1311,11 +1260,9 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     /* While the store is known to be down and not reconnected, do not wait
      * for it to fail again: go straight to the policy. */
     if (limiter->is_down && !limiter->store->ops->is_up(limiter->store)) {
-        bump(&limiter->store_failures);
         if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
             c->store = limiter->fallback;
             c->is_fallback = true;
-            bump(&limiter->fallback_checks);
         } else {
             decide_store_error(c);
             return;
