@@ -53,9 +53,10 @@ struct sl_decision {
  * limiter is freed while the check waits (on_error decides those). It may
  * run before sl_limiter_check returns: when no limit applies, when the
  * embedded store or the deny cache decides, or when the redis store fails
- * fast; otherwise it runs later, from the worker's event loop. The decision is valid until the callback
- * returns (outcome excepted). The callback may start new checks, and may
- * free the limiter: it then goes when the callback returns.
+ * fast; otherwise it runs later, from the worker's event loop. The
+ * decision is valid until the callback returns (outcome excepted). The
+ * callback may start new checks, and may free the limiter: it then goes
+ * when the callback returns.
  */
 typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
 
