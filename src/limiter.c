@@ -30,7 +30,9 @@
 #include "sluice/metrics.h"
 #include "sluice/store.h"
 #include "util/alloc.h"
+#include "util/buf.h"
 #include "util/clock.h"
+#include "util/sha256.h"
 #include "util/text.h"
 
 /* Escaped key values longer than this are replaced by '#' and their SHA-256. */
@@ -40,110 +42,15 @@
  * store that fails every other call is one outage, not a line per flip. */
 #define RECOVERY_US (1000u * 1000u)
 
-typedef _Atomic uint64_t counter_t;
-
-/* ---- SHA-256 (FIPS 180-4), for long key values -------------------------- */
-
-struct sha256 {
-    uint32_t h[8];
-    uint64_t bytes;
-    uint8_t block[64];
-    size_t fill;
+/* What happened to one request: the words of sl_decision.outcome. */
+enum outcome {
+    OUTCOME_ADMITTED,
+    OUTCOME_LIMITED,
+    OUTCOME_SHADOW_LIMITED,
+    OUTCOME_STORE_ERROR,
+    OUTCOME_NONE,
+    OUTCOME_COUNT
 };
-
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2,
-};
-
-static uint32_t
-ror32(uint32_t x, unsigned n)
-{
-    return (x >> n) | (x << (32 - n));
-}
-
-static void
-sha256_block(struct sha256 *s, const uint8_t *p)
-{
-    uint32_t w[64], a, b, c, d, e, f, g, h;
-
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
-             | (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
-    e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g))
-                    + sha256_k[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g, g = f, f = e, e = d + t1;
-        d = c, c = b, b = a, a = t1 + t2;
-    }
-    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d;
-    s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
-}
-
-static void
-sha256_init(struct sha256 *s)
-{
-    static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
-    memcpy(s->h, iv, sizeof(iv));
-    s->bytes = 0;
-    s->fill = 0;
-}
-
-static void
-sha256_update(struct sha256 *s, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-
-    s->bytes += len;
-    while (len > 0) {
-        size_t n = 64 - s->fill < len ? 64 - s->fill : len;
-        memcpy(s->block + s->fill, p, n);
-        s->fill += n;
-        p += n;
-        len -= n;
-        if (s->fill == 64) {
-            sha256_block(s, s->block);
-            s->fill = 0;
-        }
-    }
-}
-
-static void
-sha256_final(struct sha256 *s, uint8_t out[32])
-{
-    uint64_t bits = s->bytes * 8;
-    uint8_t pad = 0x80, zero = 0, len_be[8];
-
-    sha256_update(s, &pad, 1);
-    while (s->fill != 56)
-        sha256_update(s, &zero, 1);
-    for (int i = 0; i < 8; i++)
-        len_be[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(s, len_be, 8);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(s->h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)s->h[i];
-    }
-}
 
 /* ---- key values ---------------------------------------------------------- */
 
@@ -158,7 +65,7 @@ struct sink {
     char *buf;
     size_t len;
     bool is_hashing;
-    struct sha256 sha;
+    struct sl_sha256 sha;
 };
 
 static void
@@ -170,22 +77,22 @@ sink_put(struct sink *s, const char *p, size_t n)
             s->len += n;
             return;
         }
-        sha256_init(&s->sha);
-        sha256_update(&s->sha, s->buf, s->len);
+        sl_sha256_init(&s->sha);
+        sl_sha256_update(&s->sha, s->buf, s->len);
         s->is_hashing = true;
     }
-    sha256_update(&s->sha, p, n);
+    sl_sha256_update(&s->sha, p, n);
 }
 
 static void
 sink_finish(struct sink *s)
 {
     static const char hex[] = "0123456789abcdef";
-    uint8_t digest[32];
+    uint8_t digest[SL_SHA256_LEN];
 
     if (!s->is_hashing)
         return;
-    sha256_final(&s->sha, digest);
+    sl_sha256_final(&s->sha, digest);
     s->buf[0] = '#';
     for (int i = 0; i < 32; i++) {
         s->buf[1 + 2 * i] = hex[digest[i] >> 4];
@@ -239,8 +146,6 @@ struct limit_info {
     char *policy;     /* RateLimit-Policy item: "name";q=Q;w=W */
     size_t policy_len;
     struct sl_log_gate function_log; /* a broken function fails on every request */
-    counter_t outcomes[SL_LIMIT_NOUTCOMES];
-    counter_t function_errors;
 };
 
 struct check {
@@ -290,15 +195,11 @@ struct sl_limiter {
     bool is_down;              /* the primary store failed within RECOVERY_US of its last answer */
     uint64_t last_failure_us;  /* of the primary store */
     bool is_freeing;
-    counter_t decisions[SL_OUTCOME_COUNT];
-    counter_t store_failures;
-    counter_t fallback_checks;
-    counter_t store_down;
     struct sl_metrics_worker *metrics; /* NULL: not reported */
     const unsigned *limit_slots;       /* metrics slot of each cfg->limits[i] */
     uint64_t seen_reconnects, seen_noscripts;
+    uint64_t seen_evictions;           /* of the one embedded store, primary or fallback */
     struct deny_entry *deny_cache;     /* redis store only; NULL otherwise */
-    counter_t deny_cache_hits;
 };
 
 /*
@@ -322,46 +223,15 @@ struct deny_entry {
     struct sl_store_result results[DENY_CACHE_MAX_BUCKETS];
 };
 
-static const char *const limit_outcome_names[SL_LIMIT_NOUTCOMES] = {
-    "admitted", "limited", "shadow_limited", "skipped", "store_error",
-};
-
-static const char *const outcome_names[SL_OUTCOME_COUNT] = {
+static const char *const outcome_names[OUTCOME_COUNT] = {
     "admitted", "limited", "shadow_limited", "store_error", "none",
 };
 
-const char *
-sl_limit_outcome_name(enum sl_limit_outcome outcome)
-{
-    return outcome < SL_LIMIT_NOUTCOMES ? limit_outcome_names[outcome] : "unknown";
-}
-
-const char *
-sl_limiter_outcome_name(enum sl_limiter_outcome outcome)
-{
-    return outcome < SL_OUTCOME_COUNT ? outcome_names[outcome] : "unknown";
-}
-
-/* Only the owning worker writes a counter, so a relaxed load and store is an
- * increment; readers on other threads see a value that is merely late. */
 static void
-bump(counter_t *c)
+count_limit(struct sl_limiter *limiter, size_t limit, enum sl_metrics_limit_result result)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
-static void
-count_limit(struct sl_limiter *limiter, size_t limit, enum sl_limit_outcome outcome)
-{
-    static const enum sl_metrics_limit_result results[SL_LIMIT_NOUTCOMES] = {
-        SL_METRICS_ADMITTED, SL_METRICS_LIMITED, SL_METRICS_SHADOW_LIMITED,
-        SL_METRICS_SKIPPED, SL_METRICS_STORE_ERROR,
-    };
-
-    bump(&limiter->info[limit].outcomes[outcome]);
     if (limiter->metrics != NULL)
-        sl_metrics_limit(limiter->metrics, limiter->limit_slots[limit], results[outcome]);
+        sl_metrics_limit(limiter->metrics, limiter->limit_slots[limit], result);
 }
 
 void
@@ -376,7 +246,7 @@ sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *met
 }
 
 /* A store call returned: its latency, its error kind, and what the store
- * counted meanwhile (reconnects, NOSCRIPT reloads). */
+ * counted meanwhile (reconnects, NOSCRIPT reloads, evictions). */
 static void
 count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_store_status status)
 {
@@ -394,9 +264,15 @@ count_store_call(struct sl_limiter *limiter, const struct check *c, enum sl_stor
         sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_CONNECTION);
     else if (status == SL_STORE_REPLY)
         sl_metrics_store_error(limiter->metrics, SL_METRICS_STORE_REPLY);
-    if (!is_redis)
+    sl_store_get_stats(c->store, &stats);
+    if (!is_redis) {
+        if (stats.evictions > limiter->seen_evictions) {
+            sl_metrics_local_store_evictions(limiter->metrics,
+                                             stats.evictions - limiter->seen_evictions);
+            limiter->seen_evictions = stats.evictions;
+        }
         return;
-    sl_store_get_stats(limiter->store, &stats);
+    }
     for (; limiter->seen_reconnects < stats.reconnects; limiter->seen_reconnects++)
         sl_metrics_store_reconnect(limiter->metrics);
     for (; limiter->seen_noscripts < stats.noscript_reloads; limiter->seen_noscripts++)
@@ -448,22 +324,42 @@ vfmt(char *tmp, size_t size, const char *fmt, va_list ap)
 
 /* ---- per-limit texts, built once ------------------------------------------ */
 
-/* Appends to a malloc'd string; used at creation only. */
+/*
+ * A per-limit text (key prefix, quoted names, policy item), built at
+ * creation only. Names are at most CONF_MAX_NAME bytes and the prefix 64, so
+ * even escaped three times over each text is far below TEXT_MAX; a limiter
+ * made from an unchecked conf refuses a name that would pass it.
+ */
+#define TEXT_MAX 4096
+
 struct text {
-    char *s;
-    size_t len, cap;
+    struct sl_buf buf;
+    bool is_too_long;
 };
+
+static void
+text_init(struct text *t)
+{
+    sl_buf_init(&t->buf, TEXT_MAX);
+    t->is_too_long = false;
+}
 
 static void
 text_put(struct text *t, const char *p, size_t n)
 {
-    if (t->len + n + 1 > t->cap) {
-        t->cap = (t->len + n + 1) * 2;
-        t->s = sl_xrealloc(t->s, t->cap);
+    if (sl_buf_append(&t->buf, p, n) == -1)
+        t->is_too_long = true;
+}
+
+/* The text as a string for the limiter to keep, or NULL when it is too long. */
+static char *
+text_take(struct text *t, size_t *len)
+{
+    if (t->is_too_long) {
+        sl_buf_fini(&t->buf);
+        return NULL;
     }
-    memcpy(t->s + t->len, p, n);
-    t->len += n;
-    t->s[t->len] = '\0';
+    return sl_buf_take(&t->buf, len);
 }
 
 static void
@@ -541,18 +437,20 @@ policy_quota(const struct sl_limit_conf *limit, uint64_t *q, uint64_t *w)
     *q = (uint64_t)floor(limit->rate * window / per_s + 1e-9);
 }
 
-static void
+/* The texts of cfg->limits[i]; -1 when one would pass TEXT_MAX. */
+static int
 build_info(struct sl_limiter *limiter, size_t i)
 {
     const struct sl_limit_conf *limit = &limiter->cfg->limits[i];
     const char *prefix = limiter->cfg->store.prefix != NULL ? limiter->cfg->store.prefix
                                                             : "sluice";
     struct limit_info *info = &limiter->info[i];
-    struct text t = { 0 };
+    struct text t;
     char slot[VALUE_MAX];
     struct sink s = { .buf = slot };
     uint64_t q, w;
 
+    text_init(&t);
     text_put(&t, prefix, strlen(prefix));
     text_put(&t, ":", 1);
     /* names are escaped like values: "a" + "b:c" and "a:b" + "c" differ */
@@ -560,25 +458,24 @@ build_info(struct sl_limiter *limiter, size_t i)
     sink_finish(&s);
     text_put(&t, slot, s.len);
     text_put(&t, ":", 1);
-    info->key_prefix = t.s;
-    info->key_prefix_len = t.len;
+    info->key_prefix = text_take(&t, &info->key_prefix_len);
 
-    t = (struct text){ 0 };
+    text_init(&t);
     text_sf_string(&t, limit->name);
-    info->sf_name = t.s;
-    info->sf_name_len = t.len;
+    info->sf_name = text_take(&t, &info->sf_name_len);
 
-    t = (struct text){ 0 };
+    text_init(&t);
     text_json_string(&t, limit->name);
-    info->json_name = t.s;
-    info->json_name_len = t.len;
+    info->json_name = text_take(&t, &info->json_name_len);
+    if (info->key_prefix == NULL || info->sf_name == NULL || info->json_name == NULL)
+        return -1;
 
-    t = (struct text){ 0 };
+    text_init(&t);
     policy_quota(limit, &q, &w);
     text_put(&t, info->sf_name, info->sf_name_len);
     text_fmt(&t, ";q=%llu;w=%llu", (unsigned long long)q, (unsigned long long)w);
-    info->policy = t.s;
-    info->policy_len = t.len;
+    info->policy = text_take(&t, &info->policy_len);
+    return info->policy != NULL ? 0 : -1;
 }
 
 static bool
@@ -654,7 +551,12 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
     for (size_t i = 0; i < cfg->nlimits; i++) {
         struct limit_info *info = &limiter->info[i];
         size_t texts;
-        build_info(limiter, i);
+
+        if (build_info(limiter, i) == -1) {
+            snprintf(err, err_size, "limit \"%.64s\": name too long", cfg->limits[i].name);
+            sl_limiter_free(limiter);
+            return NULL;
+        }
         if (info->key_prefix_len > longest_prefix)
             longest_prefix = info->key_prefix_len;
         texts = info->policy_len + info->sf_name_len + info->json_name_len;
@@ -747,28 +649,6 @@ sl_limiter_is_ready(const struct sl_limiter *limiter)
         || limiter->store->ops->is_up(limiter->store);
 }
 
-void
-sl_limiter_read_stats(const struct sl_limiter *limiter, struct sl_limiter_stats *stats,
-                      struct sl_limit_counters *limits)
-{
-    for (size_t i = 0; i < SL_OUTCOME_COUNT; i++)
-        stats->decisions[i] = atomic_load_explicit(&limiter->decisions[i], memory_order_relaxed);
-    stats->store_failures = atomic_load_explicit(&limiter->store_failures, memory_order_relaxed);
-    stats->fallback_checks = atomic_load_explicit(&limiter->fallback_checks,
-                                                  memory_order_relaxed);
-    stats->store_down = atomic_load_explicit(&limiter->store_down, memory_order_relaxed);
-    if (limits == NULL)
-        return;
-    for (size_t i = 0; i < limiter->cfg->nlimits; i++) {
-        const struct limit_info *info = &limiter->info[i];
-        for (size_t o = 0; o < SL_LIMIT_NOUTCOMES; o++)
-            limits[i].outcomes[o] = atomic_load_explicit(&info->outcomes[o],
-                                                         memory_order_relaxed);
-        limits[i].function_errors = atomic_load_explicit(&info->function_errors,
-                                                         memory_order_relaxed);
-    }
-}
-
 /* ---- the check pool ------------------------------------------------------ */
 
 static struct check *
@@ -801,7 +681,7 @@ get_check(struct sl_limiter *limiter)
 }
 
 static void
-finish(struct check *c, enum sl_limiter_outcome outcome)
+finish(struct check *c, enum outcome outcome)
 {
     struct sl_limiter *limiter = c->limiter;
 
@@ -809,7 +689,6 @@ finish(struct check *c, enum sl_limiter_outcome outcome)
     c->decision.limiter_ms = (double)(sl_clock_cached_us() - c->start_us) / 1000.0;
     if (c->decision.headers == NULL)
         c->decision.headers = c->out;
-    bump(&limiter->decisions[outcome]);
     limiter->ncallbacks++;
     c->cb(c->arg, &c->decision);
     limiter->ncallbacks--;
@@ -831,7 +710,6 @@ log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
     struct limit_info *info = &limiter->info[limit];
     uint64_t held;
 
-    bump(&info->function_errors);
     if (limiter->metrics != NULL)
         sl_metrics_limit_key_error(limiter->metrics, limiter->limit_slots[limit]);
     /* a line per interval, limit and worker */
@@ -959,7 +837,7 @@ collect(struct check *c, const struct sl_request *req, bool want_shadow)
             continue;
         key_len = build_key(limiter, limit, req, key);
         if (key_len == 0) {
-            count_limit(limiter, limit, SL_LIMIT_SKIPPED);
+            count_limit(limiter, limit, SL_METRICS_SKIPPED);
             continue;
         }
         b->key = key;
@@ -1047,13 +925,13 @@ decide_admit(struct check *c)
     struct sl_limiter *limiter = c->limiter;
 
     for (size_t i = 0; i < c->nenforced; i++)
-        count_limit(limiter, c->limits[i], SL_LIMIT_ADMITTED);
+        count_limit(limiter, c->limits[i], SL_METRICS_ADMITTED);
     c->decision.verdict = SL_VERDICT_ALLOW;
     if (c->route->has_ratelimit_headers)
         ratelimit_fields(c, 0);
     c->decision.headers = c->out;
     c->decision.headers_len = c->out_len;
-    finish(c, c->is_shadow_refused ? SL_OUTCOME_SHADOW_LIMITED : SL_OUTCOME_ADMITTED);
+    finish(c, c->is_shadow_refused ? OUTCOME_SHADOW_LIMITED : OUTCOME_ADMITTED);
 }
 
 static void
@@ -1079,7 +957,7 @@ decide_deny(struct check *c)
         if (nrefused == 0)
             c->is_refused[i] = true;
         count_limit(limiter, c->limits[i],
-                    c->is_refused[i] ? SL_LIMIT_LIMITED : SL_LIMIT_ADMITTED);
+                    c->is_refused[i] ? SL_METRICS_LIMITED : SL_METRICS_ADMITTED);
     }
     c->decision.verdict = SL_VERDICT_DENY;
     c->decision.retry_after_s = retry_s;
@@ -1113,7 +991,7 @@ decide_deny(struct check *c)
     }
     OUT_LIT(c, "]}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
-    finish(c, SL_OUTCOME_LIMITED);
+    finish(c, OUTCOME_LIMITED);
 }
 
 static void
@@ -1122,11 +1000,11 @@ decide_store_error(struct check *c)
     struct sl_limiter *limiter = c->limiter;
 
     for (size_t i = 0; i < c->n; i++)
-        count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+        count_limit(limiter, c->limits[i], SL_METRICS_STORE_ERROR);
     if (limiter->cfg->store.on_error != SL_ON_ERROR_DENY) {
         /* allow, and local when even the embedded store failed */
         c->decision.verdict = SL_VERDICT_ALLOW;
-        finish(c, SL_OUTCOME_STORE_ERROR);
+        finish(c, OUTCOME_STORE_ERROR);
         return;
     }
     c->decision.verdict = SL_VERDICT_UNAVAILABLE;
@@ -1138,7 +1016,7 @@ decide_store_error(struct check *c)
     OUT_LIT(c, "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
                "\"detail\":\"the rate-limit store is unavailable; retry after 1 second\"}");
     c->decision.problem_len = (size_t)(c->out + c->out_len - c->decision.problem);
-    finish(c, SL_OUTCOME_STORE_ERROR);
+    finish(c, OUTCOME_STORE_ERROR);
 }
 
 /* ---- store up/down ----------------------------------------------------------- */
@@ -1180,12 +1058,10 @@ policy_text(const struct sl_limiter *limiter)
 static void
 store_failed(struct sl_limiter *limiter, enum sl_store_status status)
 {
-    bump(&limiter->store_failures);
     limiter->last_failure_us = sl_clock_cached_us();
     if (limiter->is_down || limiter->is_freeing)
         return;
     limiter->is_down = true;
-    bump(&limiter->store_down);
     if (limiter->metrics != NULL)
         sl_metrics_store_state(limiter->metrics, limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL
                                                      ? SL_METRICS_STATE_LOCAL_FALLBACK
@@ -1228,14 +1104,14 @@ on_shadow(void *arg, enum sl_store_status status, bool is_admitted,
         if (!c->is_fallback)
             store_failed(limiter, status == SL_STORE_OK ? SL_STORE_REPLY : status);
         for (size_t i = c->nenforced; i < c->n; i++)
-            count_limit(limiter, c->limits[i], SL_LIMIT_STORE_ERROR);
+            count_limit(limiter, c->limits[i], SL_METRICS_STORE_ERROR);
     } else {
         if (!c->is_fallback)
             store_answered(limiter);
         for (size_t i = 0; i < nshadow; i++) {
             bool is_refused = !is_admitted && results[i].retry_ms > 0;
             count_limit(limiter, c->limits[c->nenforced + i],
-                        is_refused ? SL_LIMIT_SHADOW_LIMITED : SL_LIMIT_ADMITTED);
+                        is_refused ? SL_METRICS_SHADOW_LIMITED : SL_METRICS_ADMITTED);
             c->is_shadow_refused = c->is_shadow_refused || is_refused;
         }
     }
@@ -1273,7 +1149,6 @@ on_enforced(void *arg, enum sl_store_status status, bool is_admitted,
         if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
             c->store = limiter->fallback;
             c->is_fallback = true;
-            bump(&limiter->fallback_checks);
             store_call(c, c->buckets, c->nenforced, on_enforced);
             return;
         }
@@ -1355,7 +1230,6 @@ deny_cache_get(struct sl_limiter *limiter, struct check *c)
         c->results[i].reset_ms = e->results[i].reset_ms > elapsed_ms
                                      ? e->results[i].reset_ms - elapsed_ms : 0;
     }
-    bump(&limiter->deny_cache_hits);
     return true;
 }
 
@@ -1374,7 +1248,7 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     collect(c, req, true);
     if (c->n == 0) {
         c->decision.verdict = SL_VERDICT_ALLOW;
-        finish(c, SL_OUTCOME_NONE);
+        finish(c, OUTCOME_NONE);
         return;
     }
 
@@ -1386,11 +1260,9 @@ sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
     /* While the store is known to be down and not reconnected, do not wait
      * for it to fail again: go straight to the policy. */
     if (limiter->is_down && !limiter->store->ops->is_up(limiter->store)) {
-        bump(&limiter->store_failures);
         if (limiter->fallback != NULL && limiter->cfg->store.on_error == SL_ON_ERROR_LOCAL) {
             c->store = limiter->fallback;
             c->is_fallback = true;
-            bump(&limiter->fallback_checks);
         } else {
             decide_store_error(c);
             return;

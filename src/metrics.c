@@ -30,8 +30,9 @@
 
 #include "sluice/log.h"
 #include "util/alloc.h"
-#include "util/text.h"
+#include "util/buf.h"
 #include "util/clock.h"
+#include "util/text.h"
 
 #ifndef SL_VERSION
 #define SL_VERSION "unknown"
@@ -96,6 +97,7 @@ enum {
     S_STORE_ERRORS,
     S_RECONNECTS = S_STORE_ERRORS + NSTORE_ERRORS,
     S_NOSCRIPT,
+    S_LOCAL_EVICTIONS,
     S_STATE, /* state + 1; 0: never set */
     S_HIST,
 };
@@ -510,6 +512,13 @@ sl_metrics_store_noscript(struct sl_metrics_worker *w)
 }
 
 void
+sl_metrics_local_store_evictions(struct sl_metrics_worker *w, uint64_t n)
+{
+    if (w != NULL)
+        bump(&w->scalars[S_LOCAL_EVICTIONS], n);
+}
+
+void
 sl_metrics_store_state(struct sl_metrics_worker *w, enum sl_metrics_store_state state)
 {
     if (w != NULL && (unsigned)state < NSTATES)
@@ -600,9 +609,18 @@ sl_metrics_set_process_start(struct sl_metrics *m, double epoch_s)
 
 /* ==== rendering ============================================================================= */
 
+/*
+ * The scrape text, in a buffer bounded by RENDER_MAX. Names are capped at
+ * SL_METRICS_MAX_NAMES per kind and a line stays under 1 KiB (labels under
+ * 3 * MAX_LABEL_BYTES), which makes about 280 series lines per name and
+ * under 300 MiB in the very worst case; real confs are kilobytes. Were a
+ * scrape to pass it anyway, the series that do not fit are left out (every
+ * line kept is whole) rather than the process growing without end.
+ */
+#define RENDER_MAX (512u << 20)
+
 struct out {
-    char *p;
-    size_t len, cap;
+    struct sl_buf buf;
 };
 
 static void
@@ -612,22 +630,10 @@ static void
 emit(struct out *o, const char *fmt, ...)
 {
     va_list ap;
-    int n;
 
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        /* The output is bounded by SL_METRICS_MAX_NAMES; doubling is enough. */
-        o->cap = o->cap * 2 + (size_t)n;
-        o->p = sl_xrealloc(o->p, o->cap);
-    }
+    va_start(ap, fmt);
+    sl_buf_vprintf(&o->buf, fmt, ap); /* past RENDER_MAX: the line is left out */
+    va_end(ap);
 }
 
 static void
@@ -820,6 +826,11 @@ render_store(struct out *o, struct sl_metrics *m)
     head(o, "sluice_store_noscript_reloads_total", "counter",
          "Times redis answered NOSCRIPT and the script was loaded again.");
     emit(o, "sluice_store_noscript_reloads_total %" PRIu64 "\n", sum_scalar(m, S_NOSCRIPT));
+    head(o, "sluice_local_store_evictions_total", "counter",
+         "Live buckets the embedded store dropped before they were full, to stay within "
+         "max_keys.");
+    emit(o, "sluice_local_store_evictions_total %" PRIu64 "\n",
+         sum_scalar(m, S_LOCAL_EVICTIONS));
 
     for (unsigned i = 0; i < m->nworkers; i++) {
         uint64_t s = peek(&m->workers[i]->scalars[S_STATE]);
@@ -889,9 +900,9 @@ render_upstreams(struct out *o, struct sl_metrics *m)
 char *
 sl_metrics_render(struct sl_metrics *m, size_t *len)
 {
-    struct out o = { .p = sl_xmalloc(16384), .len = 0, .cap = 16384 };
+    struct out o;
 
-    o.p[0] = '\0';
+    sl_buf_init(&o.buf, RENDER_MAX);
     pthread_mutex_lock(&m->lock);
     render_process(&o, m);
     render_http(&o, m);
@@ -899,7 +910,5 @@ sl_metrics_render(struct sl_metrics *m, size_t *len)
     render_store(&o, m);
     render_upstreams(&o, m);
     pthread_mutex_unlock(&m->lock);
-    if (len != NULL)
-        *len = o.len;
-    return o.p;
+    return sl_buf_take(&o.buf, len);
 }

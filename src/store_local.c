@@ -79,6 +79,7 @@ struct local_store {
     struct sl_store_local_table *table;
     atomic_uint_fast64_t checks;
     atomic_uint_fast64_t errors_reply;
+    atomic_uint_fast64_t evictions; /* this handle's share of the table's */
 };
 
 /* one bucket's state while a check runs; tokens -1: absent, i.e. full */
@@ -244,8 +245,9 @@ resize(struct sl_store_local_table *t, struct shard *sh, size_t nslots, uint64_t
 }
 
 /* Frees one slot of a shard at its bound: a full-again bucket if the cursor
- * finds one, else the live bucket nearest to full among those it saw. */
-static void
+ * finds one, else the live bucket nearest to full among those it saw.
+ * Returns true in the second case: a live bucket was evicted. */
+static bool
 make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
 {
     size_t victim = SIZE_MAX;
@@ -259,7 +261,7 @@ make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
         if (sh->slots[i].full_at_us <= now) {
             delete_at(sh, i);
             relaxed_inc(&t->reclaimed);
-            return;
+            return false;
         }
         if (sh->slots[i].full_at_us < soonest) {
             soonest = sh->slots[i].full_at_us;
@@ -275,13 +277,16 @@ make_room(struct sl_store_local_table *t, struct shard *sh, uint64_t now)
     }
     delete_at(sh, victim);
     atomic_fetch_add_explicit(&t->evictions, 1, memory_order_relaxed);
+    return true;
 }
 
-static void
+/* Returns whether a live bucket was evicted to make room. */
+static bool
 store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
             const struct state *st, uint64_t full_at, uint64_t now)
 {
     struct entry *slot = find(sh, hash);
+    bool is_evicted = false;
     size_t i;
 
     if (slot == NULL) {
@@ -297,7 +302,7 @@ store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
     }
     if (slot == NULL) {
         if (sh->count >= sh->max_count)
-            make_room(t, sh, now);
+            is_evicted = make_room(t, sh, now);
         else if ((sh->count + 1) * 4 > (sh->mask + 1) * 3 && sh->mask + 1 < sh->max_slots)
             resize(t, sh, (sh->mask + 1) * 2, now);
         for (i = home(sh, hash); sh->slots[i].hash != 0; i = (i + 1) & sh->mask)
@@ -307,6 +312,7 @@ store_state(struct sl_store_local_table *t, struct shard *sh, uint64_t hash,
     }
     *slot = (struct entry){ .hash = hash, .stamp_us = st->stamp, .full_at_us = full_at,
                             .tokens = st->tokens, .rem = st->rem };
+    return is_evicted;
 }
 
 static struct shard *
@@ -448,6 +454,88 @@ run_check(struct scratch *s, size_t n, uint64_t now)
     return is_admitted;
 }
 
+/* Points s at one allocation for a check of n buckets, too many for the
+ * stack arrays; returns it for the caller to free. */
+static void *
+scratch_alloc(struct scratch *s, size_t n)
+{
+    size_t each = sizeof(*s->params) + sizeof(*s->hash) + sizeof(*s->first) + sizeof(*s->st)
+                  + sizeof(*s->undo) + sizeof(*s->full_at) + sizeof(*s->shards)
+                  + sizeof(*s->results);
+    char *heap = sl_xmalloc(each * n), *p = heap;
+
+    /* largest alignment first */
+    s->params = (void *)p, p += n * sizeof(*s->params);
+    s->hash = (void *)p, p += n * sizeof(*s->hash);
+    s->first = (void *)p, p += n * sizeof(*s->first);
+    s->st = (void *)p, p += n * sizeof(*s->st);
+    s->undo = (void *)p, p += n * sizeof(*s->undo);
+    s->full_at = (void *)p, p += n * sizeof(*s->full_at);
+    s->shards = (void *)p, p += n * sizeof(*s->shards);
+    s->results = (void *)p;
+    return heap;
+}
+
+/*
+ * Fills the scratch from the buckets, without locking anything: parameters,
+ * key hashes, the first bucket of each distinct key, and the ascending set
+ * of shards to lock (its size in *nshards). -1 when a bucket's numbers are
+ * not representable.
+ */
+static int
+prepare(struct sl_store_local_table *t, struct scratch *s, const struct sl_store_bucket *buckets,
+        size_t n, size_t *nshards)
+{
+    *nshards = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t si, k = *nshards;
+        bool is_new = true;
+
+        if (sl_tb_params_from_bucket(&s->params[i], &buckets[i]) == -1)
+            return -1;
+        s->hash[i] = sl_siphash24(t->k0, t->k1, buckets[i].key, buckets[i].key_len);
+        if (s->hash[i] == 0)
+            s->hash[i] = 1;
+        s->first[i] = i;
+        for (size_t j = 0; j < i; j++) {
+            if (s->hash[j] == s->hash[i]) {
+                s->first[i] = s->first[j];
+                break;
+            }
+        }
+        /* insertion into the sorted set of shards to lock */
+        si = (size_t)(shard_of(t, s->hash[i]) - t->shards);
+        for (size_t j = 0; j < *nshards; j++)
+            is_new = is_new && s->shards[j] != si;
+        if (is_new) {
+            while (k > 0 && s->shards[k - 1] > si) {
+                s->shards[k] = s->shards[k - 1];
+                k--;
+            }
+            s->shards[k] = si;
+            (*nshards)++;
+        }
+    }
+    return 0;
+}
+
+/* The state of each distinct key as of now (shards locked). */
+static void
+load_states(struct sl_store_local_table *t, struct scratch *s, size_t n, uint64_t now)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct entry *e;
+
+        if (s->first[i] != i)
+            continue;
+        e = find(shard_of(t, s->hash[i]), s->hash[i]);
+        if (e == NULL || e->full_at_us <= now)
+            s->st[i] = (struct state){ .tokens = -1 };
+        else
+            s->st[i] = (struct state){ .tokens = e->tokens, .rem = e->rem, .stamp = e->stamp_us };
+    }
+}
+
 static void
 local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
             sl_store_cb *cb, void *arg)
@@ -460,81 +548,29 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     struct state st[SMALL_CHECK], undo[SMALL_CHECK];
     struct sl_store_result results[SMALL_CHECK];
     struct scratch s = { params, hash, first, st, undo, full_at, shards, results };
-    void *heap = NULL;
-    size_t nshards = 0;
-    uint64_t now;
+    void *heap = n > SMALL_CHECK ? scratch_alloc(&s, n) : NULL;
+    size_t nshards;
+    uint64_t now, nevicted = 0;
     bool is_admitted;
 
-    if (n > SMALL_CHECK) {
-        size_t each = sizeof(*s.params) + sizeof(*s.hash) + sizeof(*s.first) + sizeof(*s.st)
-                      + sizeof(*s.undo) + sizeof(*s.full_at) + sizeof(*s.shards)
-                      + sizeof(*s.results);
-        char *p = heap = sl_xmalloc(each * n);
-
-        /* largest alignment first */
-        s.params = (void *)p, p += n * sizeof(*s.params);
-        s.hash = (void *)p, p += n * sizeof(*s.hash);
-        s.first = (void *)p, p += n * sizeof(*s.first);
-        s.st = (void *)p, p += n * sizeof(*s.st);
-        s.undo = (void *)p, p += n * sizeof(*s.undo);
-        s.full_at = (void *)p, p += n * sizeof(*s.full_at);
-        s.shards = (void *)p, p += n * sizeof(*s.shards);
-        s.results = (void *)p;
+    if (prepare(t, &s, buckets, n, &nshards) == -1) {
+        free(heap);
+        atomic_fetch_add_explicit(&ls->checks, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ls->errors_reply, 1, memory_order_relaxed);
+        cb(arg, SL_STORE_REPLY, false, NULL, 0);
+        return;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (sl_tb_params_from_bucket(&s.params[i], &buckets[i]) == -1) {
-            free(heap);
-            atomic_fetch_add_explicit(&ls->checks, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&ls->errors_reply, 1, memory_order_relaxed);
-            cb(arg, SL_STORE_REPLY, false, NULL, 0);
-            return;
-        }
-        s.hash[i] = sl_siphash24(t->k0, t->k1, buckets[i].key, buckets[i].key_len);
-        if (s.hash[i] == 0)
-            s.hash[i] = 1;
-        s.first[i] = i;
-        for (size_t j = 0; j < i; j++) {
-            if (s.hash[j] == s.hash[i]) {
-                s.first[i] = s.first[j];
-                break;
-            }
-        }
-        /* insertion into the sorted set of shards to lock */
-        size_t si = (size_t)(shard_of(t, s.hash[i]) - t->shards), k = nshards;
-        bool is_new = true;
-
-        for (size_t j = 0; j < nshards; j++)
-            is_new = is_new && s.shards[j] != si;
-        if (is_new) {
-            while (k > 0 && s.shards[k - 1] > si) {
-                s.shards[k] = s.shards[k - 1];
-                k--;
-            }
-            s.shards[k] = si;
-            nshards++;
-        }
-    }
-
     for (size_t k = 0; k < nshards; k++)
         pthread_mutex_lock(&t->shards[s.shards[k]].lock);
     /* read the clock under the locks, so a later writer never stamps earlier */
     now = sl_clock_now_us();
-    for (size_t i = 0; i < n; i++) {
-        const struct entry *e;
-
-        if (s.first[i] != i)
-            continue;
-        e = find(shard_of(t, s.hash[i]), s.hash[i]);
-        if (e == NULL || e->full_at_us <= now)
-            s.st[i] = (struct state){ .tokens = -1 };
-        else
-            s.st[i] = (struct state){ .tokens = e->tokens, .rem = e->rem, .stamp = e->stamp_us };
-    }
+    load_states(t, &s, n, now);
     is_admitted = run_check(&s, n, now);
     if (is_admitted) {
         for (size_t i = 0; i < n; i++) {
             if (s.first[i] == i)
-                store_state(t, shard_of(t, s.hash[i]), s.hash[i], &s.st[i], s.full_at[i], now);
+                nevicted += store_state(t, shard_of(t, s.hash[i]), s.hash[i], &s.st[i],
+                                        s.full_at[i], now);
         }
     }
     for (size_t k = 0; k < nshards; k++) {
@@ -544,6 +580,8 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         pthread_mutex_unlock(&sh->lock);
     }
     atomic_fetch_add_explicit(&ls->checks, 1, memory_order_relaxed);
+    if (nevicted > 0)
+        atomic_fetch_add_explicit(&ls->evictions, nevicted, memory_order_relaxed);
     cb(arg, SL_STORE_OK, is_admitted, s.results, n);
     free(heap);
 }
@@ -562,6 +600,7 @@ local_stats(const struct sl_store *store, struct sl_store_stats *stats)
 
     stats->checks = atomic_load_explicit(&ls->checks, memory_order_relaxed);
     stats->errors_reply = atomic_load_explicit(&ls->errors_reply, memory_order_relaxed);
+    stats->evictions = atomic_load_explicit(&ls->evictions, memory_order_relaxed);
 }
 
 static void

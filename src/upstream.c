@@ -24,6 +24,7 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/stream.h"
+#include "util/timeval.h"
 
 /* A refused server is skipped for this long unless every server is down. */
 #define SERVER_DOWN_US (2u * 1000u * 1000u)
@@ -88,13 +89,6 @@ static void start(struct sl_upstream_wait *wait);
 static void connect_next(struct sl_upstream_wait *wait);
 static void parked_cb(struct sl_stream *stream, int what, void *arg);
 static void idle_drop(struct sl_upconn *conn);
-
-static struct timeval
-tv_from_ms(uint64_t ms)
-{
-    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-    return tv;
-}
 
 static unsigned
 share(unsigned total, unsigned nworkers)
@@ -296,7 +290,7 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
         return;
     }
     if (pool->nqueued < pool->max_queued) {
-        struct timeval tv = tv_from_ms(pool->conf->timeout_ms);
+        struct timeval tv = sl_timeval_from_ms(pool->conf->timeout_ms);
         wait->phase = PHASE_QUEUED;
         wait->is_queued = true;
         wait->prev = pool->queue_tail;
@@ -451,7 +445,7 @@ connect_next(struct sl_upstream_wait *wait)
     while ((idx = next_server(wait)) >= 0) {
         const struct sl_sockaddr *addr = pool->servers[idx].addr;
         struct sl_upconn *conn = sl_xcalloc(1, sizeof(*conn));
-        struct timeval tv = tv_from_ms(pool->conf->connect_timeout_ms);
+        struct timeval tv = sl_timeval_from_ms(pool->conf->connect_timeout_ms);
 
         conn->pool = pool;
         conn->server = (unsigned)idx;
@@ -503,7 +497,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
     if (is_reusable && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
-        struct timeval tv = tv_from_ms(pool->conf->idle_timeout_ms);
+        struct timeval tv = sl_timeval_from_ms(pool->conf->idle_timeout_ms);
         struct server *srv = &pool->servers[conn->server];
         conn->next = srv->idle;
         conn->prev = NULL;

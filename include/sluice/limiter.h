@@ -21,6 +21,7 @@ struct sl_request;
 struct sl_store;
 struct sl_limiter;
 struct sl_limiter_shared;
+struct sl_metrics_worker;
 
 enum sl_verdict {
     SL_VERDICT_ALLOW,       /* forward it (also: shadow-only refusals, fail-open) */
@@ -47,10 +48,16 @@ struct sl_decision {
                             string, so it may be kept after the callback */
 };
 
-/* The decision is valid until the callback returns (outcome excepted).
- * Called exactly once per sl_limiter_check, possibly before sl_limiter_check
- * returns (embedded store). The callback may start new checks; it must not
- * free the limiter. */
+/*
+ * Called exactly once per sl_limiter_check, also when the store fails or the
+ * limiter is freed while the check waits (on_error decides those). It may
+ * run before sl_limiter_check returns: when no limit applies, when the
+ * embedded store or the deny cache decides, or when the redis store fails
+ * fast; otherwise it runs later, from the worker's event loop. The
+ * decision is valid until the callback returns (outcome excepted). The
+ * callback may start new checks, and may free the limiter: it then goes
+ * when the callback returns.
+ */
 typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
 
 /* Process-wide state every worker's limiter shares: the embedded store's
@@ -80,69 +87,24 @@ struct sl_limiter *sl_limiter_new_with_stores(const struct sl_config *cfg,
                                               struct sl_store *fallback,
                                               struct sl_limiter_shared *shared, char *err,
                                               size_t err_size);
-/* Pending checks complete (as store errors) before this returns. */
+/* Pending checks complete (as store errors) before this returns. From inside
+ * a decision's callback, the limiter goes when that callback returns. NULL
+ * is a no-op. */
 void sl_limiter_free(struct sl_limiter *limiter);
 
-/* `route` must belong to the limiter's config; `req` need only stay valid
- * until this returns. */
 /* Reports each limit's outcome, key-function errors, store call latency and
- * errors, reconnects, NOSCRIPT reloads and the store state to a worker's
- * metrics. limit_slots[i] is the metrics slot of cfg->limits[i]; both must
- * outlive the limiter. */
-struct sl_metrics_worker;
+ * errors, reconnects, NOSCRIPT reloads, embedded-store evictions and the
+ * store state to a worker's metrics. limit_slots[i] is the metrics slot of
+ * cfg->limits[i]; both must outlive the limiter. */
 void sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *metrics,
                             const unsigned *limit_slots);
 
+/* `route` must belong to the limiter's config; `req` need only stay valid
+ * until this returns. See sl_limiter_cb for when cb runs. */
 void sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
                       const struct sl_request *req, sl_limiter_cb *cb, void *arg);
 
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);
-
-/* ---- counters, for the metrics module ---------------------------------- */
-
-/* What happened to one limit in one request. */
-enum sl_limit_outcome {
-    SL_LIMIT_ADMITTED,       /* its bucket had the tokens (even if another limit refused) */
-    SL_LIMIT_LIMITED,        /* its bucket refused the request */
-    SL_LIMIT_SHADOW_LIMITED, /* a shadow limit whose bucket would have refused */
-    SL_LIMIT_SKIPPED,        /* its key was absent: the limit did not apply */
-    SL_LIMIT_STORE_ERROR,    /* the store failed on a check it was part of */
-    SL_LIMIT_NOUTCOMES
-};
-
-struct sl_limit_counters {
-    uint64_t outcomes[SL_LIMIT_NOUTCOMES];
-    uint64_t function_errors; /* key or cost function failures (also counted as skipped,
-                                 or, for cost, checked with cost 1) */
-};
-
-/* What happened to one request: the words of sl_decision.outcome. */
-enum sl_limiter_outcome {
-    SL_OUTCOME_ADMITTED,
-    SL_OUTCOME_LIMITED,
-    SL_OUTCOME_SHADOW_LIMITED,
-    SL_OUTCOME_STORE_ERROR,
-    SL_OUTCOME_NONE,
-    SL_OUTCOME_COUNT
-};
-
-struct sl_limiter_stats {
-    uint64_t decisions[SL_OUTCOME_COUNT];
-    uint64_t store_failures;  /* store calls that failed: timeout, connection, error reply */
-    uint64_t fallback_checks; /* checks the embedded store answered for on_error = "local" */
-    uint64_t store_down;      /* transitions of this limiter's store from up to failing */
-};
-
-const char *sl_limit_outcome_name(enum sl_limit_outcome outcome);
-const char *sl_limiter_outcome_name(enum sl_limiter_outcome outcome);
-
-/*
- * Copies the limiter's counters. Safe from any thread (the worker writes
- * them with relaxed atomic stores). `limits` may be NULL, else it has room
- * for cfg->nlimits entries, indexed like cfg->limits.
- */
-void sl_limiter_read_stats(const struct sl_limiter *limiter, struct sl_limiter_stats *stats,
-                           struct sl_limit_counters *limits);
 
 #endif

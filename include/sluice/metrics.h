@@ -158,6 +158,10 @@ void sl_metrics_store_error(struct sl_metrics_worker *w, enum sl_metrics_store_e
 void sl_metrics_store_reconnect(struct sl_metrics_worker *w);
 /* EVALSHA got NOSCRIPT and the script was loaded again. */
 void sl_metrics_store_noscript(struct sl_metrics_worker *w);
+/* n live buckets were evicted from the embedded store's table to stay within
+ * max_keys, by checks this worker made (the workers' counts add up to the
+ * table's). */
+void sl_metrics_local_store_evictions(struct sl_metrics_worker *w, uint64_t n);
 /* Set on start and on every transition. */
 void sl_metrics_store_state(struct sl_metrics_worker *w, enum sl_metrics_store_state state);
 

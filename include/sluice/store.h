@@ -1,10 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The backend interface the limiter talks to, picked by name from the conf
- * (redis or local). A check names every bucket one request matches; the store
- * takes `cost` from all of them or from none, atomically, with the algorithm
- * of lua/token_bucket.lua.
+ * The backend interface the limiter talks to, picked by name from the conf:
+ * redis (store_redis*.c) or the embedded store (store_local.c). A check
+ * names every bucket one request matches; the store takes `cost` from all
+ * of them or from none, atomically, with the algorithm of
+ * lua/token_bucket.lua, and both stores give the same answers for the same
+ * inputs.
+ *
+ * Threads and ownership. A struct sl_store is a worker's handle: made, used
+ * and freed on that worker's thread only (the redis store runs on the
+ * worker's event_base). Whoever makes one owns it and frees it with
+ * sl_store_free. The embedded store's table is the one thing shared: every
+ * worker's handle points at it, it is thread-safe, and it must outlive them.
+ * The stats getters may be called from any thread.
  */
 #ifndef SL_STORE_H
 #define SL_STORE_H
@@ -19,6 +28,13 @@ struct sl_store;
 struct sl_store_local_table;
 struct sl_store_stats;
 
+/*
+ * One bucket of a check. Token amounts are exact in thousandths of a token:
+ * rate and burst are rounded down, cost up, so rounding can only refuse
+ * more, never admit more. A bucket with rate < 0.001, per_ms == 0, or a
+ * negative or NaN burst or cost fails its whole check with SL_STORE_REPLY
+ * (config validation keeps such numbers out).
+ */
 struct sl_store_bucket {
     const char *key;   /* full key: "<prefix>:<limit name>:<escaped key value>" */
     size_t key_len;
@@ -29,47 +45,48 @@ struct sl_store_bucket {
 };
 
 struct sl_store_result {
-    double remaining;  /* tokens left (after taking, when admitted) */
-    uint64_t retry_ms; /* until `cost` tokens are there again; 0 when there are */
+    double remaining;  /* tokens left (after taking, when admitted); a multiple of 0.001 */
+    uint64_t retry_ms; /* until `cost` tokens are there again; 0 when they are;
+                          SL_STORE_RETRY_NEVER when cost > burst */
     uint64_t reset_ms; /* until the bucket is full again */
 };
 
-/*
- * Added notes on the fields above (lua/token_bucket.lua is the reference):
- * - token amounts are exact in thousandths of a token: rate and burst are
- *   rounded down, cost up, so rounding can only refuse more, never admit more;
- *   `remaining` is a multiple of 0.001;
- * - retry_ms is SL_STORE_RETRY_NEVER when cost > burst (it can never pass);
- * - a bucket with rate < 0.001, per_ms == 0, or a negative/NaN burst or cost
- *   fails its check with SL_STORE_REPLY (config validation should stop these).
- */
 #define SL_STORE_RETRY_NEVER UINT64_MAX
 
 enum sl_store_status {
     SL_STORE_OK,
-    SL_STORE_TIMEOUT,      /* no reply within the configured timeout */
-    SL_STORE_CONNECTION,   /* not connected, refused, reset */
-    SL_STORE_REPLY,        /* an error reply or a reply of the wrong shape */
+    SL_STORE_TIMEOUT,      /* no reply within the configured timeout, or too much queued */
+    SL_STORE_CONNECTION,   /* not connected, refused, reset, or the store was freed */
+    SL_STORE_REPLY,        /* an error reply, a reply of the wrong shape, or a bad bucket */
 };
 
-/* `results` has one entry per bucket, in order; valid until the callback
- * returns and only when status is SL_STORE_OK. */
-/* (Added) The redis store too may call it before check returns: when it is
- * down it fails fast with SL_STORE_CONNECTION instead of queueing. */
+/*
+ * The answer to one check. `results` has one entry per bucket, in the
+ * order of the check, only when status is SL_STORE_OK (else NULL, 0); it is
+ * valid until the callback returns. The callback may start new checks and
+ * may free the store.
+ */
 typedef void sl_store_cb(void *arg, enum sl_store_status status, bool is_admitted,
                          const struct sl_store_result *results, size_t nresults);
 
 struct sl_store_ops {
     const char *name;
-    /* Calls cb exactly once, on success, error, timeout and on free; the
-     * embedded store calls it before check returns. `buckets` need only stay
-     * valid until check returns. */
+    /*
+     * Calls cb exactly once: with the answer, on error, on timeout, and with
+     * SL_STORE_CONNECTION when the store is freed first. The embedded store
+     * always calls it before check returns; the redis store does so when it
+     * fails fast (not connected, the queue full, a bad bucket) and otherwise
+     * later, from the event loop. `buckets` need only stay valid until check
+     * returns.
+     */
     void (*check)(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
                   sl_store_cb *cb, void *arg);
     /* Connected and answering (the embedded store always is). */
     bool (*is_up)(const struct sl_store *store);
+    /* Every pending check's callback runs (SL_STORE_CONNECTION) before this
+     * returns. Safe from inside one of the store's callbacks. */
     void (*free)(struct sl_store *store);
-    /* Added: counters for metrics, see sl_store_get_stats; may be NULL. */
+    /* Counters for metrics, see sl_store_get_stats; may be NULL. */
     void (*stats)(const struct sl_store *store, struct sl_store_stats *stats);
 };
 
@@ -77,21 +94,20 @@ struct sl_store {
     const struct sl_store_ops *ops;
 };
 
-/* One per worker: a hiredis async connection on `base`. NULL + err on a bad url. */
+/* One per worker: a hiredis async connection on `base`, connecting at once
+ * and reconnecting by itself. NULL and a message in err on a bad url. */
 struct sl_store *sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base,
                                     char *err, size_t err_size);
 
 /* The embedded store's table, shared by all workers (thread-safe); bounded to
- * max_keys live buckets, expired buckets reclaimed. */
+ * max_keys live buckets, buckets reclaimed once full again. Free it after
+ * every handle on it. */
 struct sl_store_local_table *sl_store_local_table_new(size_t max_keys);
 void sl_store_local_table_free(struct sl_store_local_table *table);
 /* A worker's handle on the shared table. */
 struct sl_store *sl_store_local_new(struct sl_store_local_table *table);
 
-/*
- * Added: counters for metrics. Every field counts since the store was made;
- * all getters may be called from any thread (relaxed atomic reads).
- */
+/* A handle's counters, each counted since the handle was made. */
 struct sl_store_stats {
     bool is_up;                 /* as ops->is_up */
     uint64_t checks;            /* checks answered, whatever the status */
@@ -102,9 +118,11 @@ struct sl_store_stats {
     uint64_t connects;          /* redis: connections that became ready (first one included) */
     uint64_t reconnects;        /* redis: connections that became ready after a lost one */
     uint64_t noscript_reloads;  /* redis: SCRIPT LOAD sent again after a NOSCRIPT reply */
+    uint64_t evictions;         /* local: live buckets this handle's checks dropped from
+                                   the shared table to stay within max_keys */
 };
 
-/* Fills *stats (zeroes when the store keeps none). */
+/* Fills *stats (zeroes where the store keeps no count). Any thread. */
 static inline void
 sl_store_get_stats(const struct sl_store *store, struct sl_store_stats *stats)
 {
@@ -113,8 +131,8 @@ sl_store_get_stats(const struct sl_store *store, struct sl_store_stats *stats)
         store->ops->stats(store, stats);
 }
 
-/* Added: the shared table's own numbers (one table per process, so read them
- * once, not per worker). */
+/* The shared table's own numbers: one table per process, so read them once,
+ * not per worker. Any thread. */
 struct sl_store_local_table_stats {
     uint64_t keys;      /* live buckets now (some may already be full, not yet reclaimed) */
     uint64_t max_keys;
@@ -125,6 +143,7 @@ struct sl_store_local_table_stats {
 void sl_store_local_table_get_stats(const struct sl_store_local_table *table,
                                     struct sl_store_local_table_stats *stats);
 
+/* See sl_store_ops.check. */
 static inline void
 sl_store_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
                sl_store_cb *cb, void *arg)
@@ -132,6 +151,7 @@ sl_store_check(struct sl_store *store, const struct sl_store_bucket *buckets, si
     store->ops->check(store, buckets, n, cb, arg);
 }
 
+/* See sl_store_ops.free; NULL is a no-op. */
 static inline void
 sl_store_free(struct sl_store *store)
 {

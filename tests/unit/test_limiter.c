@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * Limiter policy tests against the fake store and a fake clock: keys for
+ * Limiter policy tests against the fake store and a fake clock, observed
+ * through the decisions and the metrics module as a scrape would: keys for
  * every selector, escaping and hashing, costs, one store call per request,
  * shadow limits, Retry-After rounding, the exact header and body text, and
  * each on_error policy with its once-per-transition log lines.
@@ -21,6 +22,7 @@
 #include "sluice/http.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/store.h"
 #include "util/clock.h"
 
@@ -53,6 +55,15 @@ struct fixture {
     bool has_problem;
     char outcome[32];
     double limiter_ms;
+
+    /* what the limiter reports, observed as a scrape would */
+    struct sl_metrics *metrics;
+    unsigned limit_slots[MAX_LIMITS];
+    int noutcomes[5]; /* decisions received, by outcome word (outcome_words) */
+};
+
+static const char *const outcome_words[5] = {
+    "admitted", "limited", "shadow_limited", "store_error", "none",
 };
 
 static int
@@ -74,6 +85,8 @@ setup(void **state)
     f->route.has_ratelimit_headers = true;
     f->store = fake_store_new("fake");
     f->shared = sl_limiter_shared_new(1000);
+    f->metrics = sl_metrics_new(1, NULL, 0, NULL, 0);
+    assert_non_null(f->metrics);
 
     snprintf(f->log_path, sizeof(f->log_path), "/tmp/sl_test_limiter_%d.log", (int)getpid());
     unlink(f->log_path);
@@ -106,6 +119,7 @@ teardown(void **state)
             f->fallback->base.ops->free(&f->fallback->base);
     }
     sl_limiter_shared_free(f->shared);
+    sl_metrics_free(f->metrics);
     sl_log_close();
     unlink(f->log_path);
     sl_clock_set_fake(NULL);
@@ -185,6 +199,9 @@ start(struct fixture *f)
                                             f->shared, err, sizeof(err));
     if (f->limiter == NULL)
         fail_msg("sl_limiter_new_with_stores: %s", err);
+    for (size_t i = 0; i < f->cfg.nlimits; i++)
+        f->limit_slots[i] = sl_metrics_slot(f->metrics, SL_METRICS_LIMIT, f->limits[i].name);
+    sl_limiter_set_metrics(f->limiter, sl_metrics_worker(f->metrics, 0), f->limit_slots);
 }
 
 static void
@@ -220,6 +237,58 @@ on_decision(void *arg, const struct sl_decision *d)
     }
     snprintf(f->outcome, sizeof(f->outcome), "%s", d->outcome);
     f->limiter_ms = d->limiter_ms;
+    for (size_t i = 0; i < 5; i++) {
+        if (strcmp(d->outcome, outcome_words[i]) == 0)
+            f->noutcomes[i]++;
+    }
+}
+
+/* Decisions received with this outcome word. */
+static int
+decisions(struct fixture *f, const char *word)
+{
+    for (size_t i = 0; i < 5; i++) {
+        if (strcmp(word, outcome_words[i]) == 0)
+            return f->noutcomes[i];
+    }
+    fail_msg("unknown outcome %s", word);
+    return -1;
+}
+
+/* The value of one series of the exposition text ("name{labels}"); fails
+ * when the scrape does not have it. */
+static uint64_t
+metric(struct fixture *f, const char *series)
+{
+    size_t len;
+    char *text = sl_metrics_render(f->metrics, &len), *at = text;
+    size_t n = strlen(series);
+    uint64_t v = 0;
+    bool found = false;
+
+    while ((at = strstr(at, series)) != NULL) {
+        if ((at == text || at[-1] == '\n') && at[n] == ' ') {
+            v = strtoull(at + n + 1, NULL, 10);
+            found = true;
+            break;
+        }
+        at += n;
+    }
+    free(text);
+    if (!found)
+        fail_msg("no series %s in the scrape", series);
+    return v;
+}
+
+/* sluice_ratelimit_decisions_total of one limit and result. */
+static uint64_t
+limit_metric(struct fixture *f, const char *limit, const char *result)
+{
+    char series[256];
+
+    snprintf(series, sizeof(series),
+             "sluice_ratelimit_decisions_total{limit=\"%s\",result=\"%s\"}", limit, result);
+    return metric(f, series);
 }
 
 static void
@@ -296,8 +365,6 @@ static void
 test_key_header(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limit_counters counters[MAX_LIMITS];
-    struct sl_limiter_stats stats;
 
     add_limit(f, "per_key", "header:X-API-Key", 10, 1000, 10);
     start(f);
@@ -309,11 +376,10 @@ test_key_header(void **state)
     check(f);
     assert_string_equal(f->outcome, "admitted");
     assert_string_equal(last_key(f, 0), "sluice:per_key:k123");
-    sl_limiter_read_stats(f->limiter, &stats, counters);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_SKIPPED], 1);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_ADMITTED], 1);
-    assert_int_equal(stats.decisions[SL_OUTCOME_NONE], 1);
-    assert_int_equal(stats.decisions[SL_OUTCOME_ADMITTED], 1);
+    assert_int_equal(limit_metric(f, "per_key", "skipped"), 1);
+    assert_int_equal(limit_metric(f, "per_key", "admitted"), 1);
+    assert_int_equal(decisions(f, "none"), 1);
+    assert_int_equal(decisions(f, "admitted"), 1);
     free_parts(f);
 }
 
@@ -472,8 +538,6 @@ static void
 test_all_or_nothing(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limit_counters counters[MAX_LIMITS];
-    struct sl_limiter_stats stats;
 
     add_limit(f, "first", "ip", 100, 1000, 100);
     add_limit(f, "second", "global", 1, 1000, 1);
@@ -493,12 +557,11 @@ test_all_or_nothing(void **state)
     assert_true(fake_store_tokens(f->store, "sluice:first:10.0.0.1") == 99);
     assert_non_null(strstr(f->problem, "\"violated-policies\":[\"second\"]"));
 
-    sl_limiter_read_stats(f->limiter, &stats, counters);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_ADMITTED], 2);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_LIMITED], 0);
-    assert_int_equal(counters[1].outcomes[SL_LIMIT_ADMITTED], 1);
-    assert_int_equal(counters[1].outcomes[SL_LIMIT_LIMITED], 1);
-    assert_int_equal(stats.decisions[SL_OUTCOME_LIMITED], 1);
+    assert_int_equal(limit_metric(f, "first", "admitted"), 2);
+    assert_int_equal(limit_metric(f, "first", "limited"), 0);
+    assert_int_equal(limit_metric(f, "second", "admitted"), 1);
+    assert_int_equal(limit_metric(f, "second", "limited"), 1);
+    assert_int_equal(decisions(f, "limited"), 1);
     free_parts(f);
 }
 
@@ -668,8 +731,6 @@ static void
 test_shadow(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limit_counters counters[MAX_LIMITS];
-    struct sl_limiter_stats stats;
 
     add_limit(f, "trial", "ip", 1, 1000, 1);
     f->limits[0].is_shadow = true;
@@ -691,11 +752,10 @@ test_shadow(void **state)
     assert_non_null(strstr(f->out_headers, "\"real\""));
     assert_true(fake_store_tokens(f->store, "sluice:real:10.0.0.1") == 98);
 
-    sl_limiter_read_stats(f->limiter, &stats, counters);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_SHADOW_LIMITED], 1);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_ADMITTED], 1);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_LIMITED], 0);
-    assert_int_equal(stats.decisions[SL_OUTCOME_SHADOW_LIMITED], 1);
+    assert_int_equal(limit_metric(f, "trial", "shadow_limited"), 1);
+    assert_int_equal(limit_metric(f, "trial", "admitted"), 1);
+    assert_int_equal(limit_metric(f, "trial", "limited"), 0);
+    assert_int_equal(decisions(f, "shadow_limited"), 1);
     free_parts(f);
 }
 
@@ -739,8 +799,6 @@ static void
 test_on_error_allow(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limiter_stats stats;
-    struct sl_limit_counters counters[MAX_LIMITS];
 
     add_limit(f, "per_ip", "ip", 1, 1000, 1);
     start(f);
@@ -756,6 +814,8 @@ test_on_error_allow(void **state)
     assert_int_equal(count_log_lines(f, "store fake: no reply within the timeout; "
                                         "on_error=allow"), 1);
     assert_true(sl_limiter_is_ready(f->limiter));
+    /* one outage: the worker counts as failing, once */
+    assert_int_equal(metric(f, "sluice_store_state{state=\"failing\"}"), 1);
 
     f->store->fail = SL_STORE_OK;
     check(f);
@@ -765,11 +825,10 @@ test_on_error_allow(void **state)
     assert_int_equal(count_log_lines(f, "store fake: answering again"), 1);
     check(f);
     assert_string_equal(f->outcome, "limited");
-    sl_limiter_read_stats(f->limiter, &stats, counters);
-    assert_int_equal(stats.store_failures, 5);
-    assert_int_equal(stats.store_down, 1);
-    assert_int_equal(stats.decisions[SL_OUTCOME_STORE_ERROR], 5);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_STORE_ERROR], 5);
+    assert_int_equal(metric(f, "sluice_store_errors_total{kind=\"timeout\"}"), 5);
+    assert_int_equal(metric(f, "sluice_store_state{state=\"failing\"}"), 0);
+    assert_int_equal(decisions(f, "store_error"), 5);
+    assert_int_equal(limit_metric(f, "per_ip", "store_error"), 5);
     free_parts(f);
 }
 
@@ -813,7 +872,6 @@ static void
 test_on_error_local(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limiter_stats stats;
 
     f->cfg.store.on_error = SL_ON_ERROR_LOCAL;
     f->fallback = fake_store_new("local");
@@ -839,6 +897,7 @@ test_on_error_local(void **state)
     assert_int_equal(f->fallback->ncalls, 3);
     assert_int_equal(count_log_lines(f, "store fake: error reply; on_error=local: checking "
                                         "against the embedded store"), 1);
+    assert_int_equal(metric(f, "sluice_store_state{state=\"local_fallback\"}"), 1);
 
     f->store->is_up = true;
     f->store->fail = SL_STORE_OK;
@@ -847,8 +906,38 @@ test_on_error_local(void **state)
     assert_int_equal(f->store->ncalls, 2);
     assert_int_equal(f->fallback->ncalls, 3);
     assert_int_equal(count_log_lines(f, "answering again"), 1);
-    sl_limiter_read_stats(f->limiter, &stats, NULL);
-    assert_int_equal(stats.fallback_checks, 3);
+    assert_int_equal(metric(f, "sluice_store_state{state=\"local_fallback\"}"), 0);
+    assert_int_equal(metric(f, "sluice_store_errors_total{kind=\"reply\"}"), 1);
+    free_parts(f);
+}
+
+/* Buckets the embedded store evicts to stay within max_keys reach the
+ * worker's metrics through the limiter, as the checks that caused them end. */
+static void
+test_local_evictions_metric(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_local_table *table = sl_store_local_table_new(2);
+    struct sl_limiter *limiter;
+    char err[128], ip[16];
+
+    add_limit(f, "per_ip", "ip", 1, 3600000, 1); /* full again only after an hour */
+    limiter = sl_limiter_new_with_stores(&f->cfg, sl_store_local_new(table), NULL, f->shared,
+                                         err, sizeof(err));
+    assert_non_null(limiter);
+    f->limit_slots[0] = sl_metrics_slot(f->metrics, SL_METRICS_LIMIT, "per_ip");
+    sl_limiter_set_metrics(limiter, sl_metrics_worker(f->metrics, 0), f->limit_slots);
+    for (int i = 0; i < 5; i++) {
+        snprintf(ip, sizeof(ip), "10.0.0.%d", i + 1);
+        f->req.client_ip = ip;
+        f->req.client_ip_len = strlen(ip);
+        sl_limiter_check(limiter, &f->route, &f->req, on_decision, f);
+        assert_string_equal(f->outcome, "admitted");
+    }
+    /* five keys into a table of two */
+    assert_int_equal(metric(f, "sluice_local_store_evictions_total"), 3);
+    sl_limiter_free(limiter);
+    sl_store_local_table_free(table);
     free_parts(f);
 }
 
@@ -888,7 +977,6 @@ static void
 test_flapping_store_is_one_outage(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limiter_stats stats;
 
     add_limit(f, "per_ip", "ip", 100, 1000, 100);
     start(f);
@@ -899,9 +987,8 @@ test_flapping_store_is_one_outage(void **state)
     }
     assert_int_equal(count_log_lines(f, "no reply within the timeout"), 1);
     assert_int_equal(count_log_lines(f, "answering again"), 0);
-    sl_limiter_read_stats(f->limiter, &stats, NULL);
-    assert_int_equal(stats.store_down, 1);
-    assert_int_equal(stats.store_failures, 10);
+    assert_int_equal(metric(f, "sluice_store_errors_total{kind=\"timeout\"}"), 10);
+    assert_int_equal(metric(f, "sluice_store_state{state=\"failing\"}"), 1);
 
     f->store->fail = SL_STORE_OK;
     f->now_us += RECOVERY_US;
@@ -1051,8 +1138,6 @@ static void
 test_lua_keys_and_costs(void **state)
 {
     struct fixture *f = *state;
-    struct sl_limit_counters counters[MAX_LIMITS];
-    struct sl_limiter_stats stats;
 
     setup_lua(f);
     check(f); /* no tenant header; broken errors; weighted and mixed apply */
@@ -1073,11 +1158,10 @@ test_lua_keys_and_costs(void **state)
     check(f); /* an erroring cost function still charges 1 */
     assert_true(f->store->calls[2].costs[1] == 1);
 
-    sl_limiter_read_stats(f->limiter, &stats, counters);
-    assert_int_equal(counters[1].function_errors, 3);
-    assert_int_equal(counters[1].outcomes[SL_LIMIT_SKIPPED], 3);
-    assert_int_equal(counters[2].function_errors, 1);
-    assert_int_equal(counters[0].outcomes[SL_LIMIT_SKIPPED], 1);
+    assert_int_equal(metric(f, "sluice_ratelimit_key_errors_total{limit=\"broken\"}"), 3);
+    assert_int_equal(limit_metric(f, "broken", "skipped"), 3);
+    assert_int_equal(metric(f, "sluice_ratelimit_key_errors_total{limit=\"weighted\"}"), 1);
+    assert_int_equal(limit_metric(f, "tenant", "skipped"), 1);
     /* errors are logged, but not once per request */
     assert_int_equal(count_log_lines(f, "limit \"broken\": key function: test.conf:3:"), 1);
     f->now_us += 11 * 1000000ull;
@@ -1195,6 +1279,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_on_error_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transitions_logged_once_across_workers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_local_evictions_metric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flapping_store_is_one_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_decision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_callback_once, setup, teardown),

@@ -577,6 +577,8 @@ golden_scenario(void)
 
     sl_metrics_store_reconnect(w1);
     sl_metrics_store_noscript(w1);
+    sl_metrics_local_store_evictions(w0, 2);
+    sl_metrics_local_store_evictions(w1, 3);
     sl_metrics_store_state(w0, SL_METRICS_STATE_REDIS);
     sl_metrics_store_state(w1, SL_METRICS_STATE_LOCAL_FALLBACK);
     sl_metrics_upstream_gauge(w0, api, SL_METRICS_UPSTREAM_IDLE, 3);

@@ -335,6 +335,42 @@ test_invalid_and_stats(void **state)
     sl_store_local_table_free(NULL);
 }
 
+/* Each handle counts the evictions its own checks caused: the handles' counts
+ * add up to the table's, and a handle that only reads evicts nothing. */
+static void
+test_evictions_per_handle(void **state)
+{
+    struct sl_store_local_table *t = sl_store_local_table_new(10);
+    struct sl_store *a = sl_store_local_new(t), *b = sl_store_local_new(t);
+    struct sl_store_stats sa, sb;
+    char key[32];
+
+    (void)state;
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "a:%d", i);
+        assert_true(check_key(a, key, 1, 3600000, 5, 1));
+    }
+    sl_store_get_stats(a, &sa);
+    assert_int_equal(sa.evictions, 0);
+    assert_int_equal(stats_of(t).evictions, 0);
+    for (int i = 0; i < 25; i++) {
+        snprintf(key, sizeof(key), "b:%d", i);
+        assert_true(check_key(b, key, 1, 3600000, 5, 1));
+    }
+    sl_store_get_stats(a, &sa);
+    sl_store_get_stats(b, &sb);
+    assert_int_equal(sa.evictions, 0);
+    assert_true(sb.evictions >= 15);
+    assert_int_equal(sa.evictions + sb.evictions, stats_of(t).evictions);
+    /* a check of a key still there evicts nothing */
+    assert_true(check_key(b, "b:24", 1, 3600000, 5, 1));
+    sl_store_get_stats(b, &sa);
+    assert_int_equal(sa.evictions, sb.evictions);
+    sl_store_free(a);
+    sl_store_free(b);
+    sl_store_local_table_free(t);
+}
+
 int
 main(void)
 {
@@ -345,6 +381,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_million, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_and_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_evictions_per_handle, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,7 +18,13 @@
 
 #include <cmocka.h>
 
+#include "sluice/log.h"
+#include "util/clock.h"
+
+/* the statics of all three files of the store */
 #include "../../src/store_redis.c"
+#include "../../src/store_redis_batch.c"
+#include "../../src/store_redis_conn.c"
 #include "fakes/fake_redis.h"
 
 /* ---- URLs ------------------------------------------------------------------------ */

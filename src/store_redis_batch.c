@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The redis store's script calls (see store_redis.c for the batching and
+ * failure rules): batches of checks sent as one EVALSHA, written in RESP by
+ * hand; their replies checked for shape and handed to each check's
+ * callback; a NOSCRIPT reply answered by loading the script again and
+ * resending the call once; calls timing out become orphans. hiredis builds
+ * the replies from a pool of elements kept here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "sluice/log.h"
+#include "store_redis_int.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+#include "util/text.h"
+#include "util/timeval.h"
+
+static void on_batch_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
+static int send_batch(struct redis_store *rs, struct batch *b);
+
+/* A reply element and the pool it goes back to: hiredis's freeObject is
+ * handed the element only. */
+struct reply_node {
+    struct reply_pool *pool;
+    struct reply_node *next_free;
+    redisReply reply;
+};
+
+/* Outlives the store when it must: a store freed from inside a reply's
+ * callback is destroyed before hiredis hands that reply back. */
+struct reply_pool {
+    struct reply_node *free;
+    size_t nfree;
+    size_t nlive;       /* elements hiredis holds */
+    bool is_detached;   /* the store is gone: the last element back frees it */
+};
+
+/* ---- RESP ------------------------------------------------------------------------ */
+
+/* "<type><n>\r\n": an array or bulk-string header (RESP). 0, or -1 when
+ * out is at its maximum (then part of it may have been written). */
+static int
+resp_count(struct sl_buf *out, char type, size_t n)
+{
+    char head[1 + SL_U64_DEC_MAX + 2];
+    size_t len = sl_u64_dec(n, head + 1);
+
+    head[0] = type;
+    memcpy(head + 1 + len, "\r\n", 2);
+    return sl_buf_append(out, head, len + 3);
+}
+
+int
+sl_redis_resp_arg(struct sl_buf *out, const char *arg, size_t len)
+{
+    if (resp_count(out, '$', len) == -1 || sl_buf_append(out, arg, len) == -1)
+        return -1;
+    return sl_buf_append(out, "\r\n", 2);
+}
+
+/* Decimal text of v plus a NUL; returns the length without the NUL. */
+size_t
+sl_redis_fmt_i64(char *out, int64_t v)
+{
+    char tmp[21];
+    size_t n = 0, len;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        tmp[n++] = '-';
+    len = n;
+    for (size_t i = 0; i < len; i++)
+        out[i] = tmp[len - 1 - i];
+    out[len] = '\0';
+    return len;
+}
+
+/* ---- batches --------------------------------------------------------------------- */
+
+struct batch *
+sl_redis_batch_get(struct redis_store *rs)
+{
+    struct batch *b = rs->free_batches;
+
+    if (b != NULL) {
+        rs->free_batches = b->next;
+    } else {
+        b = sl_xcalloc(1, sizeof(*b));
+        b->rs = rs;
+        sl_buf_init(&b->keys, BATCH_BUF_MAX);
+        sl_buf_init(&b->args, BATCH_BUF_MAX);
+        b->timer = evtimer_new(rs->evbase, on_batch_timeout, b);
+        if (b->timer == NULL)
+            sl_fatalx("redis store: cannot create a timer");
+    }
+    b->next = NULL;
+    b->state = BATCH_QUEUED;
+    b->is_retried = false;
+    b->is_orphan = false;
+    b->nchecks = b->nkeys = b->nargs = 0;
+    return b;
+}
+
+void
+sl_redis_batch_release(struct redis_store *rs, struct batch *b)
+{
+    sl_buf_reset(&b->keys, KEEP_BUF_BYTES);
+    sl_buf_reset(&b->args, KEEP_BUF_BYTES);
+    b->next = rs->free_batches;
+    rs->free_batches = b;
+}
+
+static void
+batch_destroy(struct batch *b)
+{
+    event_free(b->timer);
+    free(b->checks);
+    sl_buf_fini(&b->keys);
+    sl_buf_fini(&b->args);
+    free(b);
+}
+
+bool
+sl_redis_batch_is_full(const struct batch *b)
+{
+    return b->nchecks >= BATCH_CHECKS || b->keys.len >= BATCH_BYTES;
+}
+
+void
+sl_redis_count_status(struct redis_store *rs, enum sl_store_status status, uint64_t n)
+{
+    sl_redis_bump(&rs->checks, n);
+    if (status == SL_STORE_TIMEOUT)
+        sl_redis_bump(&rs->errors_timeout, n);
+    else if (status == SL_STORE_CONNECTION)
+        sl_redis_bump(&rs->errors_connection, n);
+    else if (status == SL_STORE_REPLY)
+        sl_redis_bump(&rs->errors_reply, n);
+}
+
+/* Answers every check of b with an error; b is then DONE. */
+static void
+batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
+{
+    b->state = BATCH_DONE;
+    sl_redis_count_status(rs, status, b->nchecks);
+    for (size_t i = 0; i < b->nchecks; i++)
+        b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
+}
+
+static void
+inflight_remove(struct redis_store *rs, struct batch *b)
+{
+    for (struct batch **p = &rs->inflight; *p != NULL; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            rs->ninflight--;
+            return;
+        }
+    }
+}
+
+/* The queue's first batch, taken off the queue. */
+static struct batch *
+queue_pop(struct redis_store *rs)
+{
+    struct batch *b = rs->queue_head;
+
+    rs->queue_head = b->next;
+    if (rs->queue_head == NULL)
+        rs->queue_tail = NULL;
+    rs->nqueued -= b->nchecks;
+    rs->queued_bytes -= b->keys.len;
+    return b;
+}
+
+void
+sl_redis_fail_queue(struct redis_store *rs, enum sl_store_status status)
+{
+    while (rs->queue_head != NULL) {
+        struct batch *b = queue_pop(rs);
+
+        batch_fail(rs, b, status);
+        sl_redis_batch_release(rs, b);
+    }
+}
+
+/*
+ * Fails every check not answered yet: calls out (hiredis still owes their
+ * callbacks, which will only release them) and the queue.
+ */
+void
+sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
+{
+    struct batch *b;
+
+    while ((b = rs->inflight) != NULL) {
+        rs->inflight = b->next;
+        rs->ninflight--;
+        evtimer_del(b->timer);
+        batch_fail(rs, b, status);
+    }
+    sl_redis_fail_queue(rs, status);
+}
+
+/* ---- reply elements --------------------------------------------------------------- */
+
+/*
+ * hiredis builds each reply element with calloc and frees them one by one:
+ * four allocations per check. These object functions take elements from a
+ * free list of the store's instead. hiredis hands freeObject the top reply
+ * only, once its callback has returned (or a half-read one when the
+ * connection goes), and the elements go back with it.
+ */
+/*
+ * hiredis builds each reply element with calloc and frees them one by one:
+ * four allocations per check. These object functions take elements from a
+ * free list of the store's instead. hiredis hands freeObject the top reply
+ * only, once its callback has returned (or a half-read one when the
+ * connection goes), and the elements go back with it.
+ */
+static redisReply *
+reply_new(const redisReadTask *task, int type)
+{
+    struct reply_pool *pool = task->privdata;
+    struct reply_node *node = pool->free;
+
+    if (node != NULL) {
+        pool->free = node->next_free;
+        pool->nfree--;
+    } else {
+        node = sl_xmalloc(sizeof(*node));
+        node->pool = pool;
+    }
+    pool->nlive++;
+    node->reply = (redisReply){ .type = type };
+    if (task->parent != NULL) {
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = &node->reply;
+    }
+    return &node->reply;
+}
+
+static void *
+reply_string(const redisReadTask *task, char *str, size_t len)
+{
+    redisReply *r = reply_new(task, task->type);
+
+    r->str = sl_xmalloc(len + 1);
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    return r;
+}
+
+static void *
+reply_array(const redisReadTask *task, int elements)
+{
+    redisReply *r = reply_new(task, REDIS_REPLY_ARRAY);
+
+    if (elements > 0)
+        r->element = sl_xcalloc((size_t)elements, sizeof(*r->element));
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    return r;
+}
+
+static void *
+reply_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = reply_new(task, REDIS_REPLY_INTEGER);
+
+    r->integer = value;
+    return r;
+}
+
+static void *
+reply_nil(const redisReadTask *task)
+{
+    return reply_new(task, REDIS_REPLY_NIL);
+}
+
+static void
+reply_free(void *obj)
+{
+    redisReply *r = obj;
+    struct reply_node *node;
+    struct reply_pool *pool;
+
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        /* a half-read array has NULL slots */
+        for (size_t i = 0; i < r->elements; i++)
+            reply_free(r->element[i]);
+        free(r->element);
+    } else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS
+               || r->type == REDIS_REPLY_ERROR) {
+        free(r->str);
+    }
+    node = (struct reply_node *)(void *)((char *)r - offsetof(struct reply_node, reply));
+    pool = node->pool;
+    pool->nlive--;
+    if (pool->is_detached) {
+        free(node);
+        if (pool->nlive == 0)
+            free(pool);
+        return;
+    }
+    if (pool->nfree >= REPLY_POOL_MAX) {
+        free(node);
+        return;
+    }
+    node->next_free = pool->free;
+    pool->free = node;
+    pool->nfree++;
+}
+
+static redisReplyObjectFunctions reply_functions = {
+    reply_string, reply_array, reply_integer, reply_nil, reply_free,
+};
+
+static void
+reply_pool_drain(struct reply_pool *pool)
+{
+    struct reply_node *node;
+
+    while ((node = pool->free) != NULL) {
+        pool->free = node->next_free;
+        free(node);
+    }
+    pool->nfree = 0;
+}
+
+/* The store's end: the pool goes now, or with the last element hiredis
+ * still holds. */
+static void
+reply_pool_release(struct reply_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    reply_pool_drain(pool);
+    if (pool->nlive == 0)
+        free(pool);
+    else
+        pool->is_detached = true;
+}
+
+void
+sl_redis_batch_init(struct redis_store *rs)
+{
+    rs->flush_ev = event_new(rs->evbase, -1, 0, on_flush, rs);
+    if (rs->flush_ev == NULL)
+        sl_fatalx("redis store: cannot create events");
+    rs->replies = sl_xcalloc(1, sizeof(*rs->replies));
+    sl_buf_init(&rs->cmd, CMD_BUF_MAX);
+}
+
+void
+sl_redis_batch_fini(struct redis_store *rs)
+{
+    struct batch *b;
+
+    while ((b = rs->free_batches) != NULL) {
+        rs->free_batches = b->next;
+        batch_destroy(b);
+    }
+    event_free(rs->flush_ev);
+    sl_buf_fini(&rs->cmd);
+    free(rs->results);
+    reply_pool_release(rs->replies);
+}
+
+void
+sl_redis_use_reply_pool(struct redis_store *rs, redisAsyncContext *ac)
+{
+    /* nothing was read yet: no element was made by the default functions */
+    ac->c.reader->fn = &reply_functions;
+    ac->c.reader->privdata = rs->replies;
+}
+
+/* ---- replies --------------------------------------------------------------------- */
+
+/* After a NOSCRIPT: only errors matter (the resent call shows them too). */
+static void
+on_script_reloaded(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_store *rs = privdata;
+
+    sl_redis_enter(rs);
+    rs->nowned--;
+    sl_redis_handshake_reply_ok(rs, ac, r, "SCRIPT LOAD");
+    sl_redis_leave(rs);
+}
+
+/* Checks the reply's shape against the batch before anyone is answered. */
+static bool
+reply_fits(const struct batch *b, const redisReply *reply)
+{
+    size_t want = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY)
+        return false;
+    for (size_t i = 0; i < b->nchecks; i++)
+        want += 1 + 3 * b->checks[i].nbuckets;
+    if (reply->elements != want)
+        return false;
+    for (size_t i = 0; i < want; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+            return false;
+    }
+    return true;
+}
+
+/* Answers the checks of b from a well-formed reply. */
+static void
+deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
+{
+    size_t r = 0;
+
+    b->state = BATCH_DONE;
+    sl_redis_bump(&rs->checks, b->nchecks);
+    for (size_t i = 0; i < b->nchecks; i++) {
+        const struct pending *p = &b->checks[i];
+        bool is_admitted = reply->element[r++]->integer == 1;
+
+        if (p->nbuckets > rs->results_cap) {
+            rs->results_cap = p->nbuckets;
+            rs->results = sl_xrealloc(rs->results, p->nbuckets * sizeof(*rs->results));
+        }
+        for (size_t j = 0; j < p->nbuckets; j++) {
+            long long retry = reply->element[r + 1]->integer;
+
+            rs->results[j] = (struct sl_store_result){
+                .remaining = (double)reply->element[r]->integer / 1000.0,
+                .retry_ms = retry < 0 ? SL_STORE_RETRY_NEVER : (uint64_t)retry,
+                .reset_ms = (uint64_t)(reply->element[r + 2]->integer < 0
+                                           ? 0 : reply->element[r + 2]->integer),
+            };
+            r += 3;
+        }
+        p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
+    }
+}
+
+static void
+on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct batch *b = privdata;
+    struct redis_store *rs = b->rs;
+    const redisReply *reply = r;
+
+    sl_redis_enter(rs);
+    rs->nowned--;
+    if (b->state == BATCH_DONE) {
+        /* answered already: it timed out, or conn_down failed it */
+        if (b->is_orphan && ac == rs->ac && reply != NULL)
+            sl_redis_orphan_answered(rs);
+        sl_redis_batch_release(rs, b);
+        goto out;
+    }
+    evtimer_del(b->timer);
+    if (reply == NULL) {
+        /* the context is going away: fails b with everything else */
+        if (ac == rs->ac)
+            sl_redis_conn_down(rs, false, SL_STORE_CONNECTION,
+                               ac->err != 0 && ac->errstr != NULL ? ac->errstr : "connection lost");
+        else {
+            inflight_remove(rs, b);
+            batch_fail(rs, b, SL_STORE_CONNECTION);
+        }
+        sl_redis_batch_release(rs, b);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0
+        && !b->is_retried && ac == rs->ac) {
+        const char *load[3] = { "SCRIPT", "LOAD", rs->script };
+        size_t load_lens[3] = { 6, 4, rs->script_len };
+
+        /* Redis lost the script (restart, SCRIPT FLUSH): load it and send the
+         * same call again behind it, on the same connection */
+        b->is_retried = true;
+        sl_redis_bump(&rs->noscript_reloads, 1);
+        if (redisAsyncCommandArgv(ac, on_script_reloaded, rs, 3, load, load_lens) == REDIS_OK)
+            rs->nowned++;
+        inflight_remove(rs, b);
+        if (send_batch(rs, b) == -1) {
+            batch_fail(rs, b, SL_STORE_CONNECTION);
+            sl_redis_batch_release(rs, b);
+        }
+        goto out;
+    }
+    inflight_remove(rs, b);
+    if (reply_fits(b, reply)) {
+        rs->is_logged_reply_error = false;
+        deliver(rs, b, reply);
+    } else {
+        if (!rs->is_logged_reply_error) {
+            sl_log_warnx("redis %s: script call failed: %s", rs->name,
+                         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+            rs->is_logged_reply_error = true;
+        }
+        batch_fail(rs, b, SL_STORE_REPLY);
+    }
+    sl_redis_batch_release(rs, b);
+    sl_redis_flush(rs);
+out:
+    sl_redis_leave(rs);
+}
+
+/* ---- sending --------------------------------------------------------------------- */
+
+/* EVALSHA sha numkeys key... nchecks args...; 0, or -1 when hiredis refuses
+ * (the context is going away). b joins the calls in flight. */
+static int
+send_batch(struct redis_store *rs, struct batch *b)
+{
+    size_t argc = 4 + b->nkeys + b->nargs;
+    char numkeys[21], nchecks[21];
+    size_t numkeys_len = sl_redis_fmt_i64(numkeys, (int64_t)b->nkeys);
+    size_t nchecks_len = sl_redis_fmt_i64(nchecks, (int64_t)b->nchecks);
+    struct timeval tv;
+
+    /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
+     * runs sdscatfmt per argument, a visible share of each decision. */
+    sl_buf_truncate(&rs->cmd, 0);
+    /* cannot pass CMD_BUF_MAX (keys and args are within theirs); checked anyway */
+    if (resp_count(&rs->cmd, '*', argc) == -1
+        || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+        || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
+        || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1
+        || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
+        || sl_redis_resp_arg(&rs->cmd, nchecks, nchecks_len) == -1
+        || sl_buf_append(&rs->cmd, b->args.data, b->args.len) == -1)
+        return -1;
+    if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
+        != REDIS_OK)
+        return -1;
+    rs->nowned++;
+    b->state = BATCH_SENT;
+    b->next = rs->inflight;
+    rs->inflight = b;
+    rs->ninflight++;
+    sl_redis_bump(&rs->calls, 1);
+    if (rs->timeout_ms > 0) {
+        tv = sl_timeval_from_ms(rs->timeout_ms);
+        evtimer_add(b->timer, &tv);
+    }
+    return 0;
+}
+
+/* Sends what may go now: everything queued when nothing is out, else only
+ * full batches, up to INFLIGHT_MAX calls out. */
+void
+sl_redis_flush(struct redis_store *rs)
+{
+    while (sl_redis_get_state(rs) == CONN_UP && rs->queue_head != NULL
+           && rs->ninflight < INFLIGHT_MAX) {
+        struct batch *b;
+
+        if (rs->ninflight > 0 && !sl_redis_batch_is_full(rs->queue_head))
+            break;
+        b = queue_pop(rs);
+        if (send_batch(rs, b) == -1) {
+            batch_fail(rs, b, SL_STORE_CONNECTION);
+            sl_redis_batch_release(rs, b);
+        }
+    }
+}
+
+static void
+on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_store *rs = arg;
+
+    (void)fd;
+    (void)what;
+    sl_redis_enter(rs);
+    rs->is_flush_scheduled = false;
+    sl_redis_flush(rs);
+    sl_redis_leave(rs);
+}
+
+static void
+on_batch_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct batch *b = arg;
+    struct redis_store *rs = b->rs;
+    char why[96];
+
+    (void)fd;
+    (void)what;
+    sl_redis_enter(rs);
+    if (b->state != BATCH_SENT)
+        goto out;
+    inflight_remove(rs, b);
+    b->is_orphan = true;
+    sl_redis_orphan_added(rs);
+    batch_fail(rs, b, SL_STORE_TIMEOUT);
+    if (rs->norphans > ORPHANS_MAX) {
+        snprintf(why, sizeof(why), "%u calls not answered within %llu ms", rs->norphans,
+                 (unsigned long long)rs->timeout_ms);
+        sl_redis_conn_down(rs, true, SL_STORE_TIMEOUT, why);
+    } else {
+        sl_redis_flush(rs); /* the next call goes out behind the late one */
+    }
+out:
+    sl_redis_leave(rs);
+}
