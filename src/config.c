@@ -33,6 +33,7 @@
 
 #include "sluice/metrics.h"
 #include "util/alloc.h"
+#include "util/redis_url.h"
 
 #define CONF_MAX_FILE_SIZE (4u << 20)   /* a conf bigger than this is a mistake */
 #define CONF_MEM_LIMIT (64u << 20)      /* Lua heap while running the conf */
@@ -1824,87 +1825,20 @@ set_store_on_error(struct loader *ld, void *obj, int idx)
 }
 
 static bool
-all_digits_in(const char *s, size_t len, uint64_t min, uint64_t max)
-{
-    uint64_t v = 0;
-
-    if (len == 0 || len > 10)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    return v >= min && v <= max;
-}
-
-/* redis://[user:password@]host:port[/db] or unix:/path[?db=N]; checks the shape only. */
-static bool
-redis_url_ok(const char *url)
-{
-    const char *host, *at, *slash, *colon;
-    size_t hlen;
-
-    if (strncmp(url, "unix:", 5) == 0) {
-        const char *p = url + 5, *q = strchr(p, '?');
-        size_t plen = q != NULL ? (size_t)(q - p) : strlen(p);
-        if (plen < 2 || p[0] != '/')
-            return false;
-        if (q == NULL)
-            return true;
-        return strncmp(q, "?db=", 4) == 0 && all_digits_in(q + 4, strlen(q + 4), 0, INT32_MAX);
-    }
-    if (strncmp(url, "redis://", 8) != 0)
-        return false;
-    host = url + 8;
-    at = strrchr(host, '@');
-    if (at != NULL) {
-        const char *c = memchr(host, ':', (size_t)(at - host));
-        if (c == NULL)
-            return false;
-        host = at + 1;
-    }
-    slash = strchr(host, '/');
-    hlen = slash != NULL ? (size_t)(slash - host) : strlen(host);
-    if (hlen > 0 && host[0] == '[') {
-        const char *close = memchr(host, ']', hlen);
-        if (close == NULL || close == host + 1 || close + 1 >= host + hlen || close[1] != ':')
-            return false;
-        for (const char *p = host + 1; p < close; p++) {
-            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
-                return false;
-        }
-        colon = close + 1;
-    } else {
-        colon = NULL;
-        for (const char *p = host; p < host + hlen; p++) {
-            if (*p == ':')
-                colon = p;
-        }
-        if (colon == NULL || colon == host)
-            return false;
-        for (const char *p = host; p < colon; p++) {
-            if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
-                return false;
-        }
-    }
-    if (!all_digits_in(colon + 1, (size_t)(host + hlen - colon - 1), 1, 65535))
-        return false;
-    return slash == NULL || all_digits_in(slash + 1, strlen(slash + 1), 0, INT32_MAX);
-}
-
-static bool
 set_store_url(struct loader *ld, void *obj, int idx)
 {
     struct sl_store_conf *s = obj;
     const char *url = get_string(ld, idx, NULL);
+    struct sl_redis_url parsed;
+    char why[200];
 
     if (url == NULL)
         return false;
-    if (!redis_url_ok(url)) {
-        fail_value(ld, idx, "bad url (use redis://[user:password@]host:port[/db] or unix:/path)");
+    if (sl_redis_url_parse(url, &parsed, why, sizeof(why)) != 0) {
+        fail_value(ld, idx, "%s", why);
         return false;
     }
+    sl_redis_url_fini(&parsed);
     free(s->url);
     s->url = sl_xstrdup(url);
     return true;

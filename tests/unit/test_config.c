@@ -761,7 +761,8 @@ test_values(void **state)
     assert_true(strstr(errors, "upstream \"apii\": no such upstream") != NULL);
     free(errors);
     errors = load_inline("store = { kind = \"redis\", url = \"redis://h:0\" }\n", NULL);
-    assert_true(strstr(errors, "bad url") != NULL);
+    assert_true(strstr(errors, "store: url \"redis://h:0\": bad port \"0\" (use 1 to 65535)")
+                != NULL);
     free(errors);
 }
 
@@ -927,11 +928,14 @@ test_redis_urls(void **state)
         "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", "redis://redis.internal:6380/15",
         "redis://user:pass@127.0.0.1:6379/1", "redis://:pass@127.0.0.1:6379",
         "redis://[::1]:6379", "unix:/run/redis.sock", "unix:/tmp/r.sock?db=2",
+        /* the forms store_redis always took, now accepted here too (one parser) */
+        "redis://127.0.0.1", "redis://h:6379/", "unix:/r.sock?db=1&user=a&password=b",
+        "unix://app:pw@/run/redis.sock?db=3",
     };
     static const char *const bad[] = {
-        "redis://127.0.0.1", "redis://127.0.0.1:", "redis://:6379", "redis://h:65536",
-        "redis://h:6379/x", "redis://h:6379/", "redis://pass@h:6379", "http://h:6379",
-        "unix:", "unix:relative.sock", "unix:/r.sock?db=x", "redis://[::1:6379", "",
+        "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
+        "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
+        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:6380",
     };
     (void)state;
 
@@ -950,6 +954,16 @@ test_redis_urls(void **state)
         errors = load_inline(line, NULL);
         if (errors == NULL)
             fail_msg("%s should be refused", bad[i]);
+        free(errors);
+    }
+    /* TLS has its own word, not a generic "bad url" */
+    {
+        char *errors = load_inline("store = { kind = \"redis\", url = \"rediss://h:6380\" }\n",
+                                   NULL);
+        if (errors == NULL
+            || strstr(errors, "store: url \"rediss://h:6380\": rediss:// (TLS) is not supported "
+                              "yet") == NULL)
+            fail_msg("got %s", errors ? errors : "(accepted)");
         free(errors);
     }
 }

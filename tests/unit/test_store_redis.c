@@ -41,16 +41,17 @@ test_parse_url(void **state)
         { "redis://u:p:q@h", "h", NULL, "u", "p:q", 6379, 0 },
         { "redis://[::1]:6380/2", "::1", NULL, NULL, NULL, 6380, 2 },
         { "redis://[::1]", "::1", NULL, NULL, NULL, 6379, 0 },
-        { "unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 6379, 0 },
-        { "unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 6379, 4 },
-        { "unix:/r.sock?db=1&user=a&password=b%26c", NULL, "/r.sock", "a", "b&c", 6379, 1 },
+        { "unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 0, 0 },
+        { "unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 0, 4 },
+        { "unix:/r.sock?db=1&user=a&password=b%26c", NULL, "/r.sock", "a", "b&c", 0, 1 },
+        { "unix://a:b%26c@/r.sock?db=1", NULL, "/r.sock", "a", "b&c", 0, 1 },
     };
     static const struct {
         const char *url, *msg;
     } bad[] = {
         { "", "missing" },
         { "http://h", "use redis://" },
-        { "rediss://h", "TLS" },
+        { "rediss://h", "rediss:// (TLS) is not supported yet" },
         { "redis://", "missing host" },
         { "redis://h:0", "bad port" },
         { "redis://h:65536", "bad port" },
