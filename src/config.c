@@ -8,17 +8,17 @@
  * "file:line: message"; all of them are reported, then the load fails.
  * Nothing here logs: the caller (main's -t, daemon's reload) decides.
  *
- * Lua functions in the conf (limit key and cost functions) never cross into
- * C; they are only recorded. lua_rt runs cfg->source again in each worker's
- * sandbox and fetches limits[name].key / limits[name].cost from its globals.
- * That works because our sandbox is the stricter one: sandbox_globals[] is a
- * subset of lua_rt's, our instruction budget is smaller, and a composite key
- * never holds a function. Keep it so when changing either side.
+ * The conf runs in lua_rt's sandbox, the very one the workers run it in
+ * again (same globals, same limits), so a conf that passes here behaves the
+ * same there. Lua functions in the conf (limit key and cost functions) never
+ * cross into C; they are only recorded, and each worker's runtime fetches
+ * limits[name].key / limits[name].cost from its own run.
  */
 #include "sluice/config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,17 +28,13 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
-#include <lualib.h>
 
+#include "sluice/lua_rt.h"
 #include "sluice/metrics.h"
 #include "util/alloc.h"
 #include "util/redis_url.h"
 
 #define CONF_MAX_FILE_SIZE (4u << 20)   /* a conf bigger than this is a mistake */
-#define CONF_MEM_LIMIT (64u << 20)      /* Lua heap while running the conf */
-#define CONF_STEP_BUDGET 10000000u      /* Lua instructions; ~0.3 s with the line hook */
-#define CONF_HOOK_EVERY 1000
 #define CONF_MAX_PATH 8                 /* deepest key path we track: limits.x.key[2] */
 #define CONF_MAX_NAME 64                /* upstream and limit names */
 #define CONF_MAX_WORKERS 256
@@ -573,23 +569,11 @@ struct conf_error {
     char *text;
 };
 
-/* The throwaway VM's bookkeeping, reachable from hooks via the registry. */
-struct vm {
-    size_t mem_used;
-    size_t mem_limit;
-    uint64_t steps;
-    bool is_over_budget;
-    int last_line;
-    char *chunkname;                /* "@" path */
-    char short_src[LUA_IDSIZE];     /* how LuaJIT prints the chunk name in messages */
-};
-
 struct loader {
     struct sl_config *cfg;
+    struct sl_lua_sandbox *sb;      /* the conf's state, lua_rt's sandbox */
     lua_State *L;
-    struct vm vm;
     int values;                     /* stack index of the assigned globals */
-    int lines;                      /* stack index of name -> line of last assignment */
 
     struct top_stmt *stmts;
     size_t nstmts;
@@ -626,20 +610,6 @@ xvformat(const char *fmt, va_list ap)
     buf = sl_xmalloc((size_t)n + 1);
     vsnprintf(buf, (size_t)n + 1, fmt, ap);
     return buf;
-}
-
-static char *xformat(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-xformat(const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-
-    va_start(ap, fmt);
-    s = xvformat(fmt, ap);
-    va_end(ap);
-    return s;
 }
 
 static void
@@ -686,15 +656,9 @@ pop_key(struct loader *ld)
 static int
 assigned_line(struct loader *ld, const struct path_el *el)
 {
-    int line;
-
-    if (ld->L == NULL || el->name == NULL)
+    if (ld->sb == NULL || el->name == NULL)
         return 0;
-    lua_pushlstring(ld->L, el->name, el->len);
-    lua_rawget(ld->L, ld->lines);
-    line = (int)lua_tointeger(ld->L, -1);
-    lua_pop(ld->L, 1);
-    return line;
+    return sl_lua_sandbox_line(ld->sb, el->name, el->len);
 }
 
 /* The line for a key path; see the comment above the lexer. */
@@ -894,306 +858,59 @@ list_len(struct loader *ld, int idx)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The sandbox                                                              */
+/* Running the conf (in lua_rt's sandbox)                                   */
 /* ------------------------------------------------------------------------ */
 
-static const char vm_key = 0;
-
-/* What a conf may use. Everything else (io, os, require, load...) is absent. */
-static const char *const sandbox_globals[] = {
-    "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber",
-    "error", "assert", "pcall", "select", "next", "unpack",
-};
-
-/* Names the conf may read before assigning them (they are nil until then). */
-static const char *const top_level_keys[] = {
-    "listen", "admin", "workers", "trusted_proxies", "shutdown_timeout", "client", "store",
-    "upstreams", "limits", "routes", "access_log", "error_log", "log_level", "pidfile",
-    "slow_request", "metrics",
-};
-
-static struct vm *
-vm_get(lua_State *L)
-{
-    struct vm *vm;
-
-    lua_pushlightuserdata(L, (void *)(uintptr_t)&vm_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    vm = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return vm;
-}
-
-static void *
-vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct vm *vm = ud;
-    void *p;
-
-    if (nsize == 0) {
-        free(ptr);
-        vm->mem_used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && vm->mem_used + (nsize - osize) > vm->mem_limit)
-        return NULL;
-    p = realloc(ptr, nsize);
-    if (p == NULL)
-        return NULL;
-    vm->mem_used = vm->mem_used - osize + nsize;
-    return p;
-}
-
-/*
- * The instruction budget, and the line being run for errors that carry no
- * position (out of memory). The JIT is off in this state: compiled traces
- * do not run hooks, so `while true do end` would otherwise spin forever.
- * All Lua code in the state comes from the conf (nothing else can be
- * loaded), so every line event is a line of the conf.
- */
-static void
-vm_hook(lua_State *L, lua_Debug *ar)
-{
-    struct vm *vm = vm_get(L);
-
-    if (ar->event == LUA_HOOKLINE) {
-        vm->last_line = ar->currentline;
-        return;
-    }
-    vm->steps += CONF_HOOK_EVERY;
-    if (vm->steps > CONF_STEP_BUDGET) {
-        vm->is_over_budget = true;
-        lua_pushfstring(L, "%s:%d: conf still running after %d million Lua instructions "
-                        "(an endless loop?)", vm->short_src, vm->last_line,
-                        (int)(CONF_STEP_BUDGET / 1000000));
-        lua_error(L);
-    }
-}
-
-/*
- * pcall for the conf: like the real one, except that it cannot swallow the
- * instruction budget error.
- */
-static int
-sandbox_pcall(lua_State *L)
-{
-    int status;
-
-    luaL_checkany(L, 1);
-    status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-    if (status != 0 && vm_get(L)->is_over_budget)
-        return lua_error(L);
-    lua_pushboolean(L, status == 0);
-    lua_insert(L, 1);
-    return lua_gettop(L);
-}
-
-/* __newindex of the conf's environment: (env, name, value); upvalues: values, lines. */
-static int
-env_newindex(lua_State *L)
-{
-    lua_Debug ar;
-    int line = 0;
-
-    lua_settop(L, 3);
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar))
-        line = ar.currentline;
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 2);
-    lua_pushinteger(L, line);
-    lua_rawset(L, lua_upvalueindex(2));
-    return 0;
-}
-
-/*
- * __index of the conf's environment: (env, name); upvalues: values, safe
- * globals. Reading a name that is neither is an error: it catches typos
- * such as `key = tennant_key` that would otherwise silently be nil.
- */
-static int
-env_index(lua_State *L)
-{
-    const char *name;
-
-    lua_settop(L, 2);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    if (!lua_isnil(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(2));
-    if (!lua_isnil(L, -1))
-        return 1;
-    if (lua_type(L, 2) != LUA_TSTRING)
-        return 1;
-    name = lua_tostring(L, 2);
-    for (size_t i = 0; i < sizeof(top_level_keys) / sizeof(top_level_keys[0]); i++) {
-        if (strcmp(name, top_level_keys[i]) == 0)
-            return 1;
-    }
-    return luaL_error(L, "undefined variable \"%s\" (the conf sandbox has no io, os, "
-                      "require, load or debug; declare helpers with local)", name);
-}
-
-/* Gives an error message a position when it has none, from the stack. */
-static int
-vm_traceback(lua_State *L)
-{
-    struct vm *vm = vm_get(L);
-    const char *msg = lua_tostring(L, 1);
-    size_t slen = strlen(vm->short_src);
-    lua_Debug ar;
-
-    if (msg == NULL)
-        msg = lua_pushfstring(L, "error object is a %s value", luaL_typename(L, 1));
-    if (strncmp(msg, vm->short_src, slen) == 0 && msg[slen] == ':'
-        && isdigit((unsigned char)msg[slen + 1]))
-        return 1;
-    for (int level = 0; lua_getstack(L, level, &ar); level++) {
-        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && ar.source != NULL
-            && strcmp(ar.source, vm->chunkname) == 0) {
-            lua_pushfstring(L, "%s:%d: %s", vm->short_src, ar.currentline, msg);
-            return 1;
-        }
-    }
-    lua_pushfstring(L, "%s:%d: %s", vm->short_src, vm->last_line > 0 ? vm->last_line : 1, msg);
-    return 1;
-}
-
-/* Records a message from Lua ("shortsrc:line: text") as an error of ours. */
+/* Records a message of the sandbox ("path:line: text" or "path: text") as an
+ * error of ours. */
 static void
 add_lua_error(struct loader *ld, const char *msg)
 {
-    size_t slen = strlen(ld->vm.short_src);
-    int line = ld->vm.last_line > 0 ? ld->vm.last_line : 1;
+    const char *path = ld->cfg->path;
+    size_t plen = strlen(path);
+    int line = 0;
 
-    if (msg == NULL)
-        msg = "unknown error";
-    if (strncmp(msg, ld->vm.short_src, slen) == 0 && msg[slen] == ':'
-        && isdigit((unsigned char)msg[slen + 1])) {
+    if (strncmp(msg, path, plen) == 0 && msg[plen] == ':') {
         char *end;
-        long l = strtol(msg + slen + 1, &end, 10);
-        if (*end == ':') {
+        long l = strtol(msg + plen + 1, &end, 10);
+        if (end != msg + plen + 1 && *end == ':' && l > 0 && l <= INT_MAX) {
             line = (int)l;
             msg = end + 1;
-            while (*msg == ' ')
-                msg++;
+        } else {
+            msg += plen + 1;
         }
+        while (*msg == ' ')
+            msg++;
     }
     add_error_text(ld, line, sl_xstrdup(msg));
 }
 
-static void
-open_lib(lua_State *L, const char *name, lua_CFunction open)
-{
-    lua_pushcfunction(L, open);
-    lua_pushstring(L, name);
-    lua_call(L, 1, 0);
-}
+/* The names a conf may read before it assigns them: the top-level keys. */
+static const char **
+top_level_names(void);
 
 /*
- * Runs cfg->source in a new state. On success leaves the state in ld->L with
- * the assigned globals at stack index ld->values and their lines at
- * ld->lines; returns 0. On a syntax or runtime error records it, returns -1.
+ * Runs cfg->source in a sandbox. On success leaves the sandbox in ld->sb and
+ * the assigned globals at stack index ld->values; returns 0. On a syntax or
+ * runtime error records it, returns -1.
  */
 static int
 run_conf(struct loader *ld)
 {
     struct sl_config *cfg = ld->cfg;
-    struct vm *vm = &ld->vm;
-    lua_State *L;
-    lua_Debug ar;
-    int status, env, safe, msgh;
+    char err[1024];
 
-    vm->mem_limit = CONF_MEM_LIMIT;
-    vm->chunkname = sl_xmalloc(strlen(cfg->path) + 2);
-    vm->chunkname[0] = '@';
-    memcpy(vm->chunkname + 1, cfg->path, strlen(cfg->path) + 1);
-    snprintf(vm->short_src, sizeof(vm->short_src), "%s", cfg->path);
-
-    /* lua_newstate with our allocator fails on x64 builds without GC64:
-     * run unbounded in memory there rather than not at all. */
-    L = lua_newstate(vm_alloc, vm);
-    if (L == NULL)
-        L = luaL_newstate();
-    if (L == NULL)
-        sl_xmalloc(SIZE_MAX); /* out of memory: the alloc policy aborts */
-    ld->L = L;
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_pushlightuserdata(L, (void *)(uintptr_t)&vm_key);
-    lua_pushlightuserdata(L, vm);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-
-    open_lib(L, "", luaopen_base);
-    open_lib(L, LUA_TABLIBNAME, luaopen_table);
-    open_lib(L, LUA_STRLIBNAME, luaopen_string);
-    open_lib(L, LUA_MATHLIBNAME, luaopen_math);
-    lua_getglobal(L, LUA_STRLIBNAME);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 1);
-
-    lua_newtable(L);
-    ld->values = lua_gettop(L);
-    lua_newtable(L);
-    ld->lines = lua_gettop(L);
-    lua_newtable(L);
-    safe = lua_gettop(L);
-    for (size_t i = 0; i < sizeof(sandbox_globals) / sizeof(sandbox_globals[0]); i++) {
-        lua_getglobal(L, sandbox_globals[i]);
-        lua_setfield(L, safe, sandbox_globals[i]);
-    }
-    lua_pushcfunction(L, sandbox_pcall);
-    lua_setfield(L, safe, "pcall");
-
-    lua_newtable(L);
-    env = lua_gettop(L);
-    lua_createtable(L, 0, 3);
-    lua_pushvalue(L, ld->values);
-    lua_pushvalue(L, safe);
-    lua_pushcclosure(L, env_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, ld->values);
-    lua_pushvalue(L, ld->lines);
-    lua_pushcclosure(L, env_newindex, 2);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, env);
-
-    lua_pushcfunction(L, vm_traceback);
-    msgh = lua_gettop(L);
-
-    /* LuaJIT abbreviates long chunk names in its messages; learn how, from
-     * an empty chunk of the same name, to recognise (and restore) ours */
-    if (luaL_loadbuffer(L, "", 0, vm->chunkname) == 0 && lua_getinfo(L, ">S", &ar))
-        snprintf(vm->short_src, sizeof(vm->short_src), "%s", ar.short_src);
-    lua_settop(L, msgh);
-
-    /* "t": text only; a precompiled chunk could break out of the sandbox */
-    status = luaL_loadbufferx(L, cfg->source, cfg->source_len, vm->chunkname, "t");
-    if (status != 0) {
-        add_lua_error(ld, lua_tostring(L, -1));
+    cfg->conf_names = top_level_names();
+    ld->sb = sl_lua_sandbox_new(cfg->conf_names, err, sizeof(err));
+    if (ld->sb == NULL
+        || sl_lua_sandbox_run(ld->sb, cfg->source, cfg->source_len, cfg->path, err,
+                              sizeof(err)) != 0) {
+        add_lua_error(ld, err);
         return -1;
     }
-    lua_pushvalue(L, env);
-    lua_setfenv(L, -2);
-    lua_sethook(L, vm_hook, LUA_MASKCOUNT | LUA_MASKLINE, CONF_HOOK_EVERY);
-    status = lua_pcall(L, 0, 0, msgh);
-    lua_sethook(L, NULL, 0, 0);
-    /* walking the result below must not run into the conf's memory cap */
-    vm->mem_limit = SIZE_MAX;
-    if (status != 0) {
-        if (status == LUA_ERRMEM)
-            add_error_text(ld, vm->last_line > 0 ? vm->last_line : 1,
-                           xformat("conf uses more than %u MiB of memory", CONF_MEM_LIMIT >> 20));
-        else
-            add_lua_error(ld, lua_tostring(L, -1));
-        return -1;
-    }
+    ld->L = sl_lua_sandbox_state(ld->sb);
+    sl_lua_sandbox_push_assigned(ld->sb);
+    ld->values = lua_gettop(ld->L);
     return 0;
 }
 
@@ -2646,6 +2363,16 @@ static const struct opt top_opts[] = {
     { "metrics", OPT_CUSTOM, NULL, 0, 0, 0, set_metrics },
 };
 
+static const char **
+top_level_names(void)
+{
+    const char **names = sl_xcalloc(NOPTS(top_opts) + 1, sizeof(*names));
+
+    for (size_t i = 0; i < NOPTS(top_opts); i++)
+        names[i] = top_opts[i].name;
+    return names;
+}
+
 static void
 set_defaults(struct sl_config *cfg)
 {
@@ -2808,8 +2535,7 @@ sl_config_load(const char *path, char **errors)
     check_whole(&ld, walk_record(&ld, ld.values, top_opts, NOPTS(top_opts), cfg));
 
 done:
-    if (ld.L != NULL)
-        lua_close(ld.L);
+    sl_lua_sandbox_free(ld.sb);
     if (ld.nerrs > 0) {
         *errors = join_errors(&ld);
         sl_config_free(cfg);
@@ -2820,7 +2546,6 @@ done:
     free(ld.errs);
     free(ld.stmts);
     free(ld.upstream_used);
-    free(ld.vm.chunkname);
     return cfg;
 }
 
@@ -2858,5 +2583,6 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->log_level);
     free(cfg->pidfile);
     free(cfg->metrics_buckets);
+    free(cfg->conf_names);
     free(cfg);
 }

@@ -634,6 +634,8 @@ test_no_bytecode(void **state)
     assert_null(sl_config_load(path, &errors));
     assert_non_null(errors);
     assert_int_equal(strncmp(errors, path, strlen(path)), 0);
+    assert_string_equal(errors + strlen(path), ": binary chunks are not accepted (the conf must "
+                                               "be Lua source text)");
     free(errors);
 }
 
