@@ -109,13 +109,16 @@ size_t sl_conf_list_len(struct loader *ld, int idx);
 /* ---- config_walk.c: options ---------------------------------------------- */
 
 enum opt_type {
-    OPT_DURATION, /* uint64_t ms, from "10s" */
-    OPT_SIZE,     /* size_t bytes, from "16k" or a number */
+    OPT_DURATION, /* uint64_t ms, from "10s", within [min, max] */
+    OPT_SIZE,     /* size_t bytes, from "16k" or a number, within [min, max] */
     OPT_SIZE64,   /* uint64_t bytes, same syntax */
-    OPT_UNSIGNED, /* unsigned, a whole number */
-    OPT_COUNT,    /* size_t, a whole number */
+    OPT_UNSIGNED, /* unsigned, a whole number within [min, max] */
+    OPT_COUNT,    /* size_t, a whole number within [min, max] */
+    OPT_NUMBER,   /* double, finite, from fmin (or above it) to fmax */
     OPT_BOOL,     /* bool */
     OPT_STRING,   /* char *, not empty */
+    OPT_ENUM,     /* a C enum: the index of the string in `words` */
+    OPT_WORD,     /* char *, one of `words` */
     OPT_CUSTOM,   /* parsed by `custom` */
 };
 
@@ -124,18 +127,38 @@ struct opt;
 typedef bool opt_fn(struct loader *ld, void *obj, int idx);
 
 /*
- * One option of a section, in the manner of Redis's config table. The
- * default is written the way a conf would write it and goes through the
- * same parser, so docs/configuration.md can quote these strings.
+ * One option of a section, in the manner of Redis's config table: its type
+ * carries its bounds, so a new option is one row (written with the ROW_
+ * macros below). The default is written the way a conf would write it and
+ * goes through the same parser, so docs/configuration.md can quote it.
  */
 struct opt {
     const char *name;
     enum opt_type type;
-    const char *def;   /* NULL: no default (or set by the section's code) */
-    uint64_t min, max; /* ms for durations, bytes for sizes */
-    size_t offset;     /* of the field in the section's struct */
+    const char *def;          /* NULL: no default (or set by the section's code) */
+    size_t offset;            /* of the field in the section's struct */
+    uint64_t min, max;        /* ms for durations, bytes for sizes */
+    double fmin, fmax;        /* OPT_NUMBER */
+    bool is_above_min;        /* OPT_NUMBER: more than fmin, not "at least" */
+    const char *const *words; /* OPT_ENUM, OPT_WORD: NULL-terminated */
+    const char *help;         /* OPT_ENUM, OPT_WORD: the message for any other word */
     opt_fn *custom;
 };
+
+#define ROW_(n, t, d, st, f) .name = (n), .type = (t), .def = (d), .offset = offsetof(st, f)
+#define ROW_DURATION(n, d, lo, hi, st, f) { ROW_(n, OPT_DURATION, d, st, f), .min = lo, .max = hi }
+#define ROW_SIZE(n, d, lo, hi, st, f) { ROW_(n, OPT_SIZE, d, st, f), .min = lo, .max = hi }
+#define ROW_SIZE64(n, d, lo, hi, st, f) { ROW_(n, OPT_SIZE64, d, st, f), .min = lo, .max = hi }
+#define ROW_UNSIGNED(n, d, lo, hi, st, f) { ROW_(n, OPT_UNSIGNED, d, st, f), .min = lo, .max = hi }
+#define ROW_COUNT(n, d, lo, hi, st, f) { ROW_(n, OPT_COUNT, d, st, f), .min = lo, .max = hi }
+/* No default: a number the section needs is checked by the section. */
+#define ROW_NUMBER(n, lo, is_above, hi, st, f)                                                    \
+    { ROW_(n, OPT_NUMBER, NULL, st, f), .fmin = lo, .is_above_min = is_above, .fmax = hi }
+#define ROW_BOOL(n, d, st, f) { ROW_(n, OPT_BOOL, d, st, f) }
+#define ROW_STRING(n, d, st, f) { ROW_(n, OPT_STRING, d, st, f) }
+#define ROW_ENUM(n, d, w, why, st, f) { ROW_(n, OPT_ENUM, d, st, f), .words = w, .help = why }
+#define ROW_WORD(n, d, w, why, st, f) { ROW_(n, OPT_WORD, d, st, f), .words = w, .help = why }
+#define ROW_CUSTOM(n, fn) { .name = (n), .type = OPT_CUSTOM, .custom = (fn) }
 
 struct walk {
     uint32_t seen; /* bit i: option i was written */
@@ -159,8 +182,6 @@ struct walk sl_conf_walk(struct loader *ld, int idx, const struct opt *opts, siz
 /* A non-empty string without NUL bytes, or an error; returns it or NULL. */
 const char *sl_conf_get_string(struct loader *ld, int idx, size_t *lenp);
 bool sl_conf_need_table(struct loader *ld, int idx, const char *what);
-/* The string at idx must be one of `words` (NULL-terminated); its index or -1. */
-int sl_conf_choose(struct loader *ld, int idx, const char *const *words, const char *help);
 /* A finite number, or an error. */
 bool sl_conf_get_number(struct loader *ld, int idx, double *out);
 /*

@@ -10,6 +10,7 @@
 #include "config_int.h"
 
 #include <ctype.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,13 @@
 #include "util/redis_url.h"
 
 #define CONF_MAX_WORKERS 256
+
+/* The words of enum options, in the order of their C enums. */
+static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
+static const char *const store_kinds[] = { "local", "redis", NULL };          /* sl_store_kind */
+static const char *const on_error_policies[] = { "allow", "deny", "local", NULL }; /* sl_on_error */
+_Static_assert(sizeof(enum sl_store_kind) == sizeof(int) && sizeof(enum sl_on_error) == sizeof(int),
+               "OPT_ENUM writes its field as an int");
 
 /* ------------------------------------------------------------------------ */
 /* Top level: addresses, workers, logs                                      */
@@ -127,8 +135,8 @@ set_workers(struct loader *ld, void *obj, int idx)
         sl_conf_fail_type(ld, idx, "\"auto\" or a number");
         return false;
     }
-    if (lua_type(ld->L, idx) != LUA_TNUMBER || !sl_conf_to_u64(ld->L, idx, &n) || n < 1 ||
-        n > CONF_MAX_WORKERS) {
+    if (lua_type(ld->L, idx) != LUA_TNUMBER || !sl_conf_to_u64(ld->L, idx, &n) || n < 1
+        || n > CONF_MAX_WORKERS) {
         sl_conf_fail_value(ld, idx, "use \"auto\" or a whole number from 1 to %d",
                            CONF_MAX_WORKERS);
         return false;
@@ -168,20 +176,6 @@ set_trusted_proxies(struct loader *ld, void *obj, int idx)
 }
 
 static bool
-set_log_level(struct loader *ld, void *obj, int idx)
-{
-    static const char *const levels[] = { "debug", "info", "warn", "error", NULL };
-    struct sl_config *cfg = obj;
-    int i = sl_conf_choose(ld, idx, levels, "unknown log level (use debug, info, warn or error)");
-
-    if (i < 0)
-        return false;
-    free(cfg->log_level);
-    cfg->log_level = sl_xstrdup(levels[i]);
-    return true;
-}
-
-static bool
 set_error_log(struct loader *ld, void *obj, int idx)
 {
     struct sl_config *cfg = obj;
@@ -204,22 +198,15 @@ set_error_log(struct loader *ld, void *obj, int idx)
 /* ------------------------------------------------------------------------ */
 
 static const struct opt client_opts[] = {
-    { "header_timeout", OPT_DURATION, "10s", 1, 24 * MS_HOUR,
-      offsetof(struct sl_client_conf, header_timeout_ms), NULL },
-    { "body_timeout", OPT_DURATION, "30s", 1, 24 * MS_HOUR,
-      offsetof(struct sl_client_conf, body_timeout_ms), NULL },
-    { "idle_timeout", OPT_DURATION, "60s", 1, 24 * MS_HOUR,
-      offsetof(struct sl_client_conf, idle_timeout_ms), NULL },
-    { "max_header_size", OPT_SIZE, "16k", 1024, 1u << 20,
-      offsetof(struct sl_client_conf, max_header_size), NULL },
-    { "max_uri_size", OPT_SIZE, "8k", 64, 1u << 20,
-      offsetof(struct sl_client_conf, max_uri_size), NULL },
-    { "max_headers", OPT_UNSIGNED, "100", 1, 10000,
-      offsetof(struct sl_client_conf, max_headers), NULL },
-    { "max_body_size", OPT_SIZE64, "0", 0, UINT64_MAX,
-      offsetof(struct sl_client_conf, max_body_size), NULL },
-    { "max_connections", OPT_UNSIGNED, "10000", 1, 10000000,
-      offsetof(struct sl_client_conf, max_connections), NULL },
+    ROW_DURATION("header_timeout", "10s", 1, 24 * MS_HOUR, struct sl_client_conf,
+                 header_timeout_ms),
+    ROW_DURATION("body_timeout", "30s", 1, 24 * MS_HOUR, struct sl_client_conf, body_timeout_ms),
+    ROW_DURATION("idle_timeout", "60s", 1, 24 * MS_HOUR, struct sl_client_conf, idle_timeout_ms),
+    ROW_SIZE("max_header_size", "16k", 1024, 1u << 20, struct sl_client_conf, max_header_size),
+    ROW_SIZE("max_uri_size", "8k", 64, 1u << 20, struct sl_client_conf, max_uri_size),
+    ROW_UNSIGNED("max_headers", "100", 1, 10000, struct sl_client_conf, max_headers),
+    ROW_SIZE64("max_body_size", "0", 0, UINT64_MAX, struct sl_client_conf, max_body_size),
+    ROW_UNSIGNED("max_connections", "10000", 1, 10000000, struct sl_client_conf, max_connections),
 };
 
 static bool
@@ -227,54 +214,24 @@ set_client(struct loader *ld, void *obj, int idx)
 {
     struct sl_config *cfg = obj;
     struct sl_client_conf *c = &cfg->client;
+    uint32_t uri = sl_conf_opt_bit(client_opts, NOPTS(client_opts), "max_uri_size");
     struct walk w;
 
     if (!sl_conf_need_table(ld, idx, "a table { header_timeout = ..., ... }"))
         return false;
     ld->ctx = "client";
     w = sl_conf_walk(ld, idx, client_opts, NOPTS(client_opts), c);
-    if (c->max_uri_size > c->max_header_size && !(w.bad & sl_conf_opt_bit(client_opts,
-                                                          NOPTS(client_opts), "max_uri_size"))) {
+    if (c->max_uri_size > c->max_header_size && !(w.bad & uri)) {
         char a[32], b[32];
         sl_conf_format_size(c->max_uri_size, a, sizeof(a));
         sl_conf_format_size(c->max_header_size, b, sizeof(b));
-        sl_conf_push_key(ld,
-                         (w.seen & sl_conf_opt_bit(client_opts, NOPTS(client_opts), "max_uri_size"))
-                             ? "max_uri_size"
-                             : "max_header_size");
+        sl_conf_push_key(ld, (w.seen & uri) ? "max_uri_size" : "max_header_size");
         fail(ld, "max_uri_size %s is larger than max_header_size %s", a, b);
         sl_conf_pop_key(ld);
         w.bad |= 1;
     }
     ld->ctx = NULL;
     return w.bad == 0;
-}
-
-static bool
-set_store_kind(struct loader *ld, void *obj, int idx)
-{
-    static const char *const kinds[] = { "local", "redis", NULL };
-    struct sl_store_conf *s = obj;
-    int i = sl_conf_choose(ld, idx, kinds, "unknown store kind (use \"local\" or \"redis\")");
-
-    if (i < 0)
-        return false;
-    s->kind = i == 0 ? SL_STORE_LOCAL : SL_STORE_REDIS;
-    return true;
-}
-
-static bool
-set_store_on_error(struct loader *ld, void *obj, int idx)
-{
-    static const char *const policies[] = { "allow", "deny", "local", NULL };
-    struct sl_store_conf *s = obj;
-    int i =
-        sl_conf_choose(ld, idx, policies, "unknown policy (use \"allow\", \"deny\" or \"local\")");
-
-    if (i < 0)
-        return false;
-    s->on_error = i == 0 ? SL_ON_ERROR_ALLOW : i == 1 ? SL_ON_ERROR_DENY : SL_ON_ERROR_LOCAL;
-    return true;
 }
 
 static bool
@@ -323,14 +280,15 @@ set_store_prefix(struct loader *ld, void *obj, int idx)
 }
 
 static const struct opt store_opts[] = {
-    { "kind", OPT_CUSTOM, NULL, 0, 0, 0, set_store_kind },
-    { "url", OPT_CUSTOM, NULL, 0, 0, 0, set_store_url },
-    { "timeout", OPT_DURATION, "20ms", 1, 10 * MS_SECOND,
-      offsetof(struct sl_store_conf, timeout_ms), NULL },
-    { "on_error", OPT_CUSTOM, NULL, 0, 0, 0, set_store_on_error },
-    { "prefix", OPT_CUSTOM, NULL, 0, 0, 0, set_store_prefix },
-    { "max_keys", OPT_COUNT, "2000000", 1, 1000000000,
-      offsetof(struct sl_store_conf, max_keys), NULL },
+    ROW_ENUM("kind", "local", store_kinds, "unknown store kind (use \"local\" or \"redis\")",
+             struct sl_store_conf, kind),
+    ROW_CUSTOM("url", set_store_url),
+    ROW_DURATION("timeout", "20ms", 1, 10 * MS_SECOND, struct sl_store_conf, timeout_ms),
+    ROW_ENUM("on_error", "allow", on_error_policies,
+             "unknown policy (use \"allow\", \"deny\" or \"local\")", struct sl_store_conf,
+             on_error),
+    ROW_CUSTOM("prefix", set_store_prefix),
+    ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
 };
 
 static bool
@@ -424,19 +382,13 @@ set_servers(struct loader *ld, void *obj, int idx)
 }
 
 static const struct opt upstream_opts[] = {
-    { "servers", OPT_CUSTOM, NULL, 0, 0, 0, set_servers },
-    { "keepalive", OPT_UNSIGNED, "64", 0, 100000,
-      offsetof(struct sl_upstream_conf, keepalive), NULL },
-    { "connect_timeout", OPT_DURATION, "1s", 1, MS_HOUR,
-      offsetof(struct sl_upstream_conf, connect_timeout_ms), NULL },
-    { "timeout", OPT_DURATION, "30s", 1, 24 * MS_HOUR,
-      offsetof(struct sl_upstream_conf, timeout_ms), NULL },
-    { "idle_timeout", OPT_DURATION, "60s", 1, 24 * MS_HOUR,
-      offsetof(struct sl_upstream_conf, idle_timeout_ms), NULL },
-    { "max_inflight", OPT_UNSIGNED, "1024", 1, 1000000,
-      offsetof(struct sl_upstream_conf, max_inflight), NULL },
-    { "queue", OPT_UNSIGNED, "4096", 0, 10000000,
-      offsetof(struct sl_upstream_conf, queue), NULL },
+    ROW_CUSTOM("servers", set_servers),
+    ROW_UNSIGNED("keepalive", "64", 0, 100000, struct sl_upstream_conf, keepalive),
+    ROW_DURATION("connect_timeout", "1s", 1, MS_HOUR, struct sl_upstream_conf, connect_timeout_ms),
+    ROW_DURATION("timeout", "30s", 1, 24 * MS_HOUR, struct sl_upstream_conf, timeout_ms),
+    ROW_DURATION("idle_timeout", "60s", 1, 24 * MS_HOUR, struct sl_upstream_conf, idle_timeout_ms),
+    ROW_UNSIGNED("max_inflight", "1024", 1, 1000000, struct sl_upstream_conf, max_inflight),
+    ROW_UNSIGNED("queue", "4096", 0, 10000000, struct sl_upstream_conf, queue),
 };
 
 static bool
@@ -609,50 +561,11 @@ set_limit_key(struct loader *ld, void *obj, int idx)
 }
 
 static bool
-set_limit_rate(struct loader *ld, void *obj, int idx)
-{
-    struct sl_limit_conf *l = obj;
-    double v;
-
-    if (!sl_conf_get_number(ld, idx, &v))
-        return false;
-    if (v <= 0) {
-        sl_conf_fail_value(ld, idx, "must be more than 0");
-        return false;
-    }
-    if (v > 1e9) {
-        sl_conf_fail_value(ld, idx, "must be at most 1000000000");
-        return false;
-    }
-    l->rate = v;
-    return true;
-}
-
-static bool
-set_limit_burst(struct loader *ld, void *obj, int idx)
-{
-    struct sl_limit_conf *l = obj;
-    double v;
-
-    if (!sl_conf_get_number(ld, idx, &v))
-        return false;
-    if (v < 1) {
-        sl_conf_fail_value(ld, idx, "must be at least 1");
-        return false;
-    }
-    if (v > 1e12) {
-        sl_conf_fail_value(ld, idx, "must be at most 1000000000000");
-        return false;
-    }
-    l->burst = v;
-    return true;
-}
-
-static bool
 set_limit_cost(struct loader *ld, void *obj, int idx)
 {
+    static const struct opt cost_number = ROW_NUMBER("cost", 0, true, DBL_MAX, struct sl_limit_conf,
+                                                     cost);
     struct sl_limit_conf *l = obj;
-    double v;
 
     if (lua_type(ld->L, idx) == LUA_TFUNCTION) {
         l->is_cost_function = true;
@@ -662,23 +575,16 @@ set_limit_cost(struct loader *ld, void *obj, int idx)
         sl_conf_fail_type(ld, idx, "a number or a function");
         return false;
     }
-    if (!sl_conf_get_number(ld, idx, &v))
-        return false;
-    if (v <= 0) {
-        sl_conf_fail_value(ld, idx, "must be more than 0");
-        return false;
-    }
-    l->cost = v;
-    return true;
+    return sl_conf_set_option(ld, &cost_number, obj, idx);
 }
 
 static const struct opt limit_opts[] = {
-    { "key", OPT_CUSTOM, NULL, 0, 0, 0, set_limit_key },
-    { "rate", OPT_CUSTOM, NULL, 0, 0, 0, set_limit_rate },
-    { "per", OPT_DURATION, "1s", 1, 8760 * MS_HOUR, offsetof(struct sl_limit_conf, per_ms), NULL },
-    { "burst", OPT_CUSTOM, NULL, 0, 0, 0, set_limit_burst },
-    { "cost", OPT_CUSTOM, NULL, 0, 0, 0, set_limit_cost },
-    { "shadow", OPT_BOOL, "false", 0, 0, offsetof(struct sl_limit_conf, is_shadow), NULL },
+    ROW_CUSTOM("key", set_limit_key),
+    ROW_NUMBER("rate", 0, true, 1e9, struct sl_limit_conf, rate),
+    ROW_DURATION("per", "1s", 1, 8760 * MS_HOUR, struct sl_limit_conf, per_ms),
+    ROW_NUMBER("burst", 1, false, 1e12, struct sl_limit_conf, burst),
+    ROW_CUSTOM("cost", set_limit_cost),
+    ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
 };
 
 /* Checks between the fields of one limit, after they are all parsed. */
@@ -887,14 +793,12 @@ set_route_limits(struct loader *ld, void *obj, int idx)
 }
 
 static const struct opt route_opts[] = {
-    { "path", OPT_CUSTOM, NULL, 0, 0, 0, set_route_path },
-    { "host", OPT_CUSTOM, NULL, 0, 0, 0, set_route_host },
-    { "upstream", OPT_CUSTOM, NULL, 0, 0, 0, set_route_upstream },
-    { "limits", OPT_CUSTOM, NULL, 0, 0, 0, set_route_limits },
-    { "ratelimit_headers", OPT_BOOL, "true", 0, 0,
-      offsetof(struct sl_route_conf, has_ratelimit_headers), NULL },
-    { "server_timing", OPT_BOOL, "false", 0, 0,
-      offsetof(struct sl_route_conf, has_server_timing), NULL },
+    ROW_CUSTOM("path", set_route_path),
+    ROW_CUSTOM("host", set_route_host),
+    ROW_CUSTOM("upstream", set_route_upstream),
+    ROW_CUSTOM("limits", set_route_limits),
+    ROW_BOOL("ratelimit_headers", "true", struct sl_route_conf, has_ratelimit_headers),
+    ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
 };
 
 static bool
@@ -962,10 +866,8 @@ set_routes(struct loader *ld, void *obj, int idx)
 /* slow_request and metrics                                                 */
 /* ------------------------------------------------------------------------ */
 
-static const struct opt slow_request_opt = {
-    "slow_request", OPT_DURATION, "0s", 0, MS_HOUR, offsetof(struct sl_config, slow_request_ms),
-    NULL,
-};
+static const struct opt slow_request_opt =
+    ROW_DURATION("slow_request", "0s", 0, MS_HOUR, struct sl_config, slow_request_ms);
 
 /*
  * A duration up to 1h, or 0 (off). Durations refuse bare numbers so that
@@ -1044,7 +946,7 @@ set_metrics_buckets(struct loader *ld, void *obj, int idx)
 }
 
 static const struct opt metrics_opts[] = {
-    { "buckets", OPT_CUSTOM, NULL, 0, 0, 0, set_metrics_buckets },
+    ROW_CUSTOM("buckets", set_metrics_buckets),
 };
 
 static bool
@@ -1066,23 +968,23 @@ set_metrics(struct loader *ld, void *obj, int idx)
 
 /* Order matters: upstreams and limits before routes, which name them. */
 static const struct opt top_opts[] = {
-    { "listen", OPT_CUSTOM, NULL, 0, 0, 0, set_listen },
-    { "admin", OPT_CUSTOM, NULL, 0, 0, 0, set_admin },
-    { "workers", OPT_CUSTOM, NULL, 0, 0, 0, set_workers },
-    { "trusted_proxies", OPT_CUSTOM, NULL, 0, 0, 0, set_trusted_proxies },
-    { "shutdown_timeout", OPT_DURATION, "30s", 0, MS_HOUR,
-      offsetof(struct sl_config, shutdown_timeout_ms), NULL },
-    { "client", OPT_CUSTOM, NULL, 0, 0, 0, set_client },
-    { "store", OPT_CUSTOM, NULL, 0, 0, 0, set_store },
-    { "upstreams", OPT_CUSTOM, NULL, 0, 0, 0, set_upstreams },
-    { "limits", OPT_CUSTOM, NULL, 0, 0, 0, set_limits },
-    { "routes", OPT_CUSTOM, NULL, 0, 0, 0, set_routes },
-    { "access_log", OPT_STRING, "stderr", 0, 0, offsetof(struct sl_config, access_log), NULL },
-    { "error_log", OPT_CUSTOM, NULL, 0, 0, 0, set_error_log },
-    { "log_level", OPT_CUSTOM, NULL, 0, 0, 0, set_log_level },
-    { "pidfile", OPT_STRING, NULL, 0, 0, offsetof(struct sl_config, pidfile), NULL },
-    { "slow_request", OPT_CUSTOM, NULL, 0, 0, 0, set_slow_request },
-    { "metrics", OPT_CUSTOM, NULL, 0, 0, 0, set_metrics },
+    ROW_CUSTOM("listen", set_listen),
+    ROW_CUSTOM("admin", set_admin),
+    ROW_CUSTOM("workers", set_workers),
+    ROW_CUSTOM("trusted_proxies", set_trusted_proxies),
+    ROW_DURATION("shutdown_timeout", "30s", 0, MS_HOUR, struct sl_config, shutdown_timeout_ms),
+    ROW_CUSTOM("client", set_client),
+    ROW_CUSTOM("store", set_store),
+    ROW_CUSTOM("upstreams", set_upstreams),
+    ROW_CUSTOM("limits", set_limits),
+    ROW_CUSTOM("routes", set_routes),
+    ROW_STRING("access_log", "stderr", struct sl_config, access_log),
+    ROW_CUSTOM("error_log", set_error_log),
+    ROW_WORD("log_level", "info", log_levels, "unknown log level (use debug, info, warn or error)",
+             struct sl_config, log_level),
+    ROW_STRING("pidfile", NULL, struct sl_config, pidfile),
+    ROW_CUSTOM("slow_request", set_slow_request),
+    ROW_CUSTOM("metrics", set_metrics),
 };
 
 const char **
@@ -1105,9 +1007,6 @@ sl_conf_set_defaults(struct sl_config *cfg)
     cfg->has_admin = true;
     cfg->workers = online_cpus();
     cfg->error_log = sl_xstrdup("stderr");
-    cfg->log_level = sl_xstrdup("info");
-    cfg->store.kind = SL_STORE_LOCAL;
-    cfg->store.on_error = SL_ON_ERROR_ALLOW;
     cfg->store.prefix = sl_xstrdup("sluice");
 }
 

@@ -393,6 +393,18 @@ sl_conf_list_len(struct loader *ld, int idx)
 /* The option walker                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* Index of `word` in the NULL-terminated `words`, or -1. */
+static int
+word_index(const char *const *words, const char *word)
+{
+    for (int i = 0; words[i] != NULL; i++) {
+        if (strcmp(word, words[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Defaults go through the parsers a conf's value would. */
 void
 sl_conf_defaults(const struct opt *opts, size_t n, void *obj)
 {
@@ -400,7 +412,7 @@ sl_conf_defaults(const struct opt *opts, size_t n, void *obj)
         const struct opt *o = &opts[i];
         uint64_t v = 0;
 
-        if (o->def == NULL || o->type == OPT_CUSTOM)
+        if (o->def == NULL)
             continue;
         switch (o->type) {
         case OPT_DURATION:
@@ -425,9 +437,14 @@ sl_conf_defaults(const struct opt *opts, size_t n, void *obj)
             *FIELD(obj, o, bool) = strcmp(o->def, "true") == 0;
             break;
         case OPT_STRING:
+        case OPT_WORD:
             free(*FIELD(obj, o, char *));
             *FIELD(obj, o, char *) = sl_xstrdup(o->def);
             break;
+        case OPT_ENUM:
+            *FIELD(obj, o, int) = word_index(o->words, o->def);
+            break;
+        case OPT_NUMBER:
         case OPT_CUSTOM:
             break;
         }
@@ -476,81 +493,153 @@ sl_conf_get_string(struct loader *ld, int idx, size_t *lenp)
     return s;
 }
 
-bool
-sl_conf_set_option(struct loader *ld, const struct opt *o, void *obj, int idx)
+static bool
+set_duration(struct loader *ld, const struct opt *o, void *obj, int idx)
+{
+    uint64_t v;
+
+    if (lua_type(ld->L, idx) != LUA_TSTRING) {
+        sl_conf_fail_type(ld, idx, "a duration such as \"10s\"");
+        return false;
+    }
+    if (sl_config_parse_duration(lua_tostring(ld->L, idx), &v) != 0) {
+        sl_conf_fail_value(ld, idx, "bad duration (use ms, s, m, h)");
+        return false;
+    }
+    if (!check_range(ld, o, idx, v))
+        return false;
+    *FIELD(obj, o, uint64_t) = v;
+    return true;
+}
+
+static bool
+set_size(struct loader *ld, const struct opt *o, void *obj, int idx)
 {
     lua_State *L = ld->L;
     uint64_t v = 0;
 
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        if (!sl_conf_to_u64(L, idx, &v)) {
+            sl_conf_fail_value(ld, idx, "must be a whole number of bytes");
+            return false;
+        }
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        if (sl_config_parse_size(lua_tostring(L, idx), &v) != 0) {
+            sl_conf_fail_value(ld, idx, "bad size (use a number of bytes, or k, m, g)");
+            return false;
+        }
+    } else {
+        sl_conf_fail_type(ld, idx, "a size such as \"16k\" or a number of bytes");
+        return false;
+    }
+    if (!check_range(ld, o, idx, v))
+        return false;
+    if (o->type == OPT_SIZE)
+        *FIELD(obj, o, size_t) = (size_t)v;
+    else
+        *FIELD(obj, o, uint64_t) = v;
+    return true;
+}
+
+static bool
+set_whole(struct loader *ld, const struct opt *o, void *obj, int idx)
+{
+    uint64_t v;
+
+    if (lua_type(ld->L, idx) != LUA_TNUMBER) {
+        sl_conf_fail_type(ld, idx, "a whole number");
+        return false;
+    }
+    if (!sl_conf_to_u64(ld->L, idx, &v)) {
+        sl_conf_fail_value(ld, idx, "must be a whole number");
+        return false;
+    }
+    if (!check_range(ld, o, idx, v))
+        return false;
+    if (o->type == OPT_UNSIGNED)
+        *FIELD(obj, o, unsigned) = (unsigned)v;
+    else
+        *FIELD(obj, o, size_t) = (size_t)v;
+    return true;
+}
+
+static bool
+set_number(struct loader *ld, const struct opt *o, void *obj, int idx)
+{
+    double v;
+
+    if (!sl_conf_get_number(ld, idx, &v))
+        return false;
+    if (o->is_above_min && !(v > o->fmin)) {
+        sl_conf_fail_value(ld, idx, "must be more than %.15g", o->fmin);
+        return false;
+    }
+    if (!o->is_above_min && !(v >= o->fmin)) {
+        sl_conf_fail_value(ld, idx, "must be at least %.15g", o->fmin);
+        return false;
+    }
+    if (v > o->fmax) {
+        sl_conf_fail_value(ld, idx, "must be at most %.15g", o->fmax);
+        return false;
+    }
+    *FIELD(obj, o, double) = v;
+    return true;
+}
+
+/* OPT_ENUM and OPT_WORD: one of the option's words. */
+static bool
+set_word(struct loader *ld, const struct opt *o, void *obj, int idx)
+{
+    const char *s = sl_conf_get_string(ld, idx, NULL);
+    int i;
+
+    if (s == NULL)
+        return false;
+    if ((i = word_index(o->words, s)) < 0) {
+        sl_conf_fail_value(ld, idx, "%s", o->help);
+        return false;
+    }
+    if (o->type == OPT_ENUM) {
+        *FIELD(obj, o, int) = i;
+    } else {
+        free(*FIELD(obj, o, char *));
+        *FIELD(obj, o, char *) = sl_xstrdup(o->words[i]);
+    }
+    return true;
+}
+
+bool
+sl_conf_set_option(struct loader *ld, const struct opt *o, void *obj, int idx)
+{
+    const char *s;
+
     switch (o->type) {
     case OPT_DURATION:
-        if (lua_type(L, idx) != LUA_TSTRING) {
-            sl_conf_fail_type(ld, idx, "a duration such as \"10s\"");
-            return false;
-        }
-        if (sl_config_parse_duration(lua_tostring(L, idx), &v) != 0) {
-            sl_conf_fail_value(ld, idx, "bad duration (use ms, s, m, h)");
-            return false;
-        }
-        if (!check_range(ld, o, idx, v))
-            return false;
-        *FIELD(obj, o, uint64_t) = v;
-        return true;
+        return set_duration(ld, o, obj, idx);
     case OPT_SIZE:
     case OPT_SIZE64:
-        if (lua_type(L, idx) == LUA_TNUMBER) {
-            if (!sl_conf_to_u64(L, idx, &v)) {
-                sl_conf_fail_value(ld, idx, "must be a whole number of bytes");
-                return false;
-            }
-        } else if (lua_type(L, idx) == LUA_TSTRING) {
-            if (sl_config_parse_size(lua_tostring(L, idx), &v) != 0) {
-                sl_conf_fail_value(ld, idx, "bad size (use a number of bytes, or k, m, g)");
-                return false;
-            }
-        } else {
-            sl_conf_fail_type(ld, idx, "a size such as \"16k\" or a number of bytes");
-            return false;
-        }
-        if (!check_range(ld, o, idx, v))
-            return false;
-        if (o->type == OPT_SIZE)
-            *FIELD(obj, o, size_t) = (size_t)v;
-        else
-            *FIELD(obj, o, uint64_t) = v;
-        return true;
+        return set_size(ld, o, obj, idx);
     case OPT_UNSIGNED:
     case OPT_COUNT:
-        if (lua_type(L, idx) != LUA_TNUMBER) {
-            sl_conf_fail_type(ld, idx, "a whole number");
-            return false;
-        }
-        if (!sl_conf_to_u64(L, idx, &v)) {
-            sl_conf_fail_value(ld, idx, "must be a whole number");
-            return false;
-        }
-        if (!check_range(ld, o, idx, v))
-            return false;
-        if (o->type == OPT_UNSIGNED)
-            *FIELD(obj, o, unsigned) = (unsigned)v;
-        else
-            *FIELD(obj, o, size_t) = (size_t)v;
-        return true;
+        return set_whole(ld, o, obj, idx);
+    case OPT_NUMBER:
+        return set_number(ld, o, obj, idx);
     case OPT_BOOL:
-        if (lua_type(L, idx) != LUA_TBOOLEAN) {
+        if (lua_type(ld->L, idx) != LUA_TBOOLEAN) {
             sl_conf_fail_type(ld, idx, "true or false");
             return false;
         }
-        *FIELD(obj, o, bool) = lua_toboolean(L, idx);
+        *FIELD(obj, o, bool) = lua_toboolean(ld->L, idx);
         return true;
-    case OPT_STRING: {
-        const char *s = sl_conf_get_string(ld, idx, NULL);
-        if (s == NULL)
+    case OPT_STRING:
+        if ((s = sl_conf_get_string(ld, idx, NULL)) == NULL)
             return false;
         free(*FIELD(obj, o, char *));
         *FIELD(obj, o, char *) = sl_xstrdup(s);
         return true;
-    }
+    case OPT_ENUM:
+    case OPT_WORD:
+        return set_word(ld, o, obj, idx);
     case OPT_CUSTOM:
         return o->custom(ld, obj, idx);
     }
@@ -658,22 +747,6 @@ sl_conf_item_pop(struct loader *ld, bool is_single)
     lua_pop(ld->L, 1);
     if (!is_single)
         sl_conf_pop_key(ld);
-}
-
-/* The string at idx must be one of `words` (NULL-terminated); returns its index or -1. */
-int
-sl_conf_choose(struct loader *ld, int idx, const char *const *words, const char *help)
-{
-    const char *s = sl_conf_get_string(ld, idx, NULL);
-
-    if (s == NULL)
-        return -1;
-    for (int i = 0; words[i] != NULL; i++) {
-        if (strcmp(s, words[i]) == 0)
-            return i;
-    }
-    sl_conf_fail_value(ld, idx, "%s", help);
-    return -1;
 }
 
 bool

@@ -923,6 +923,50 @@ test_metrics_buckets(void **state)
     free(errors);
 }
 
+/* Typed rows: numbers with their bounds, enums with their words. */
+static void
+test_typed_options(void **state)
+{
+    static const struct {
+        const char *conf, *want;
+    } bad[] = {
+        { "limits = { a = { key = \"ip\", rate = 1e10 } }\n",
+          "limit \"a\": rate 10000000000: must be at most 1000000000" },
+        { "limits = { a = { key = \"ip\", rate = math.huge } }\n",
+          "limit \"a\": rate inf: must be a finite number" },
+        { "limits = { a = { key = \"ip\", rate = 1, burst = 2e12 } }\n",
+          "limit \"a\": burst 2000000000000: must be at most 1000000000000" },
+        { "limits = { a = { key = \"ip\", rate = 1, cost = -2 } }\n",
+          "limit \"a\": cost -2: must be more than 0" },
+        { "limits = { a = { key = \"ip\", rate = 1, cost = 'x' } }\n",
+          "limit \"a\": cost: expected a number or a function, got string \"x\"" },
+        { "store = { kind = \"memcached\" }\n",
+          "store: kind \"memcached\": unknown store kind (use \"local\" or \"redis\")" },
+        { "store = { on_error = 1 }\n", "store: on_error: expected a string, got number 1" },
+        { "log_level = \"\"\n", "log_level \"\": must be a non-empty string" },
+    };
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].conf, NULL);
+        if (errors == NULL || strstr(errors, bad[i].want) == NULL)
+            fail_msg("%s: got %s", bad[i].conf, errors ? errors : "(accepted)");
+        free(errors);
+    }
+    errors = load_inline("limits = { a = { key = \"ip\", rate = 1e9, burst = 1e12, cost = 0.5 } }\n"
+                         "store = { on_error = \"deny\" }\nlog_level = \"warn\"\n",
+                         &cfg);
+    assert_null(errors);
+    assert_true(cfg->limits[0].rate == 1e9 && cfg->limits[0].burst == 1e12);
+    assert_true(cfg->limits[0].cost == 0.5);
+    assert_int_equal(cfg->store.kind, SL_STORE_LOCAL);
+    assert_int_equal(cfg->store.on_error, SL_ON_ERROR_DENY);
+    assert_string_equal(cfg->log_level, "warn");
+    sl_config_free(cfg);
+}
+
 static void
 test_redis_urls(void **state)
 {
@@ -1061,6 +1105,7 @@ main(void)
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_metrics_buckets),
+        cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
