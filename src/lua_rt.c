@@ -1,19 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The Lua side of sluice at run time. sl_lua_sandbox_new builds the state the
- * conf runs in; sl_lua_rt_new runs the conf again in a worker's own state
- * (a lua_State is not thread-safe) and keeps references to the key and cost
- * functions it defines, which sl_lua_rt_key and sl_lua_rt_cost then call
- * with a read-only request object `r`.
+ * The Lua side of sluice: the one sandbox every Lua state runs in, the conf's
+ * while config checks it and each worker's while it calls key and cost
+ * functions (a lua_State is not thread-safe, so a worker runs the conf again
+ * in a state of its own and keeps references to the functions it defines,
+ * which sl_lua_rt_key and sl_lua_rt_cost call with a read-only request `r`).
  *
- * Budgets: the allocator refuses to grow a state past SL_LUA_MEMORY_MAX, and
- * a count hook raises an error once a call has run its instructions. LuaJIT
- * does not run hooks inside compiled traces, so the JIT is switched off in
- * these states; key functions are a few lines, the interpreter is plenty.
+ * One list of what Lua code may use (sandbox_globals), one set of limits
+ * (SL_LUA_*): the allocator refuses to grow a state past SL_LUA_MEMORY_MAX
+ * while sandboxed code runs, and a count hook stops a conf run or a call that
+ * has used its instructions. LuaJIT does not run hooks inside compiled
+ * traces, so the JIT is off in these states; confs and key functions are a
+ * few lines, the interpreter is plenty.
  */
 #include "sluice/lua_rt.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,14 +36,22 @@
 
 #define ERROR_MAX 1024
 
-/* The allocator's user data: the memory account of one state. */
-struct sandbox {
-    size_t used;
-    size_t max;
+struct sl_lua_sandbox {
+    lua_State *L;
+    size_t mem_used;
+    bool is_capped;   /* the memory cap binds sandboxed code, not C reading its results */
+    bool is_conf;     /* the budget in force is a conf run's, else a call's */
+    int last_line;    /* conf runs: the line being run, for errors that carry none */
+    char *chunkname;  /* "@" path of the last conf run */
+    const char *path; /* ... and its path, valid during the run */
+    char short_src[LUA_IDSIZE]; /* how LuaJIT abbreviates chunkname in its messages */
+    int assigned_ref; /* registry: name -> value of every global the conf assigned */
+    int lines_ref;    /* registry: name -> line of its last assignment */
 };
 
 struct sl_lua_rt {
     const struct sl_config *cfg;
+    struct sl_lua_sandbox *sb;
     lua_State *L;
     int **key_refs;  /* [limit][part]: registry refs, LUA_NOREF for other parts */
     int *cost_refs;  /* [limit] */
@@ -51,27 +62,37 @@ struct sl_lua_rt {
     char error[ERROR_MAX];
 };
 
-/* ---- sandbox ------------------------------------------------------------ */
+/* ---- sandbox: memory and instructions ------------------------------------ */
+
+static struct sl_lua_sandbox *
+sandbox_of(lua_State *L)
+{
+    void *ud;
+
+    lua_getallocf(L, &ud);
+    return ud;
+}
 
 static void *
 sandbox_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
 {
-    struct sandbox *sb = ud;
+    struct sl_lua_sandbox *sb = ud;
 
     if (ptr == NULL)
         old_size = 0;
     if (new_size == 0) {
-        sb->used -= old_size;
+        sb->mem_used -= old_size;
         free(ptr);
         return NULL;
     }
-    /* Refusing makes LuaJIT raise "not enough memory" in the running call;
+    /* Refusing makes LuaJIT raise "not enough memory" in the running code;
      * shrinking is always granted. */
-    if (new_size > old_size && sb->used - old_size + new_size > sb->max)
+    if (sb->is_capped && new_size > old_size
+        && sb->mem_used - old_size + new_size > SL_LUA_MEMORY_MAX)
         return NULL;
     ptr = realloc(ptr, new_size);
     if (ptr != NULL)
-        sb->used = sb->used - old_size + new_size;
+        sb->mem_used = sb->mem_used - old_size + new_size;
     return ptr;
 }
 
@@ -84,17 +105,101 @@ on_panic(lua_State *L)
 static void
 budget_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
-    /* From now on every instruction fails, so a pcall inside the function
-     * cannot swallow the error and keep looping. */
+    struct sl_lua_sandbox *sb = sandbox_of(L);
+
+    if (ar->event == LUA_HOOKLINE) {
+        sb->last_line = ar->currentline;
+        return;
+    }
+    /* From now on every instruction fails, so a pcall inside the code cannot
+     * swallow the error and keep looping. */
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "instruction budget exceeded");
+    if (!sb->is_conf)
+        luaL_error(L, "instruction budget exceeded (%d Lua instructions per call)",
+                   (int)SL_LUA_CALL_INSTRUCTIONS);
+    lua_pushfstring(L, "%s:%d: conf still running after %d million Lua instructions "
+                    "(an endless loop?)", sb->short_src, sb->last_line > 0 ? sb->last_line : 1,
+                    (int)(SL_LUA_CONF_INSTRUCTIONS / 1000000));
+    lua_error(L);
 }
 
-static void
-arm_budget(lua_State *L, unsigned instructions)
+/*
+ * lua_pcall under the budget of a conf run or of one call, with the memory
+ * cap in force; the hook goes when it returns. A conf run also follows lines,
+ * to place errors that carry no position (out of memory, a budget hit).
+ */
+static int
+budgeted_pcall(struct sl_lua_sandbox *sb, int nargs, int nresults, int msgh, bool is_conf)
 {
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, (int)instructions);
+    int status;
+
+    sb->is_conf = is_conf;
+    sb->last_line = 0;
+    if (is_conf)
+        lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT | LUA_MASKLINE,
+                    (int)SL_LUA_CONF_INSTRUCTIONS);
+    else
+        lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, (int)SL_LUA_CALL_INSTRUCTIONS);
+    sb->is_capped = true;
+    status = lua_pcall(sb->L, nargs, nresults, msgh);
+    sb->is_capped = false;
+    lua_sethook(sb->L, NULL, 0, 0);
+    return status;
+}
+
+/* ---- sandbox: the globals ------------------------------------------------- */
+
+/* What Lua code may use, the conf and key and cost functions alike: a conf
+ * that passes `sluice -t` sees the same world in a worker. Everything else
+ * (io, os, require, load*, debug, setfenv, jit, ffi...) is absent. */
+static const char *const sandbox_globals[] = {
+    "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber",
+    "error", "assert", "pcall", "select", "next", "unpack",
+};
+
+/* __newindex of the globals: (env, name, value); upvalues: assigned, lines. */
+static int
+env_newindex(lua_State *L)
+{
+    lua_Debug ar;
+    int line = 0;
+
+    lua_settop(L, 3);
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar))
+        line = ar.currentline;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, line);
+    lua_rawset(L, lua_upvalueindex(2));
+    return 0;
+}
+
+/*
+ * __index of the globals: (env, name); upvalues: assigned, library, declared.
+ * Reading a name that is none of them is an error: it catches typos such as
+ * `key = tennant_key` that would otherwise silently be nil.
+ */
+static int
+env_index(lua_State *L)
+{
+    lua_settop(L, 2);
+    for (int i = 1; i <= 2; i++) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(i));
+        if (!lua_isnil(L, -1))
+            return 1;
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(3));
+    if (lua_toboolean(L, -1) || lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    return luaL_error(L, "undefined variable \"%s\" (the conf sandbox has no io, os, "
+                      "require, load or debug; declare helpers with local)", lua_tostring(L, 2));
 }
 
 static void
@@ -105,34 +210,15 @@ open_lib(lua_State *L, lua_CFunction open, const char *name)
     lua_call(L, 1, 0);
 }
 
-/* The globals config.c gives the conf (its sandbox_globals[]): a conf that
- * passes `sluice -t` must see the same world here, and key functions get no
- * more than the conf did. */
-static const char *const sandbox_globals[] = {
-    "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber",
-    "error", "assert", "pcall", "select", "next", "unpack",
-};
-
-struct lua_State *
-sl_lua_sandbox_new(void)
+/* Pushes a table of the allowed names, taken from the full libraries. */
+static void
+push_library(lua_State *L)
 {
-    struct sandbox *sb = sl_xcalloc(1, sizeof(*sb));
-    lua_State *L;
-
-    sb->max = SL_LUA_MEMORY_MAX;
-    L = lua_newstate(sandbox_alloc, sb);
-    if (L == NULL) {
-        free(sb);
-        return NULL;
-    }
-    lua_atpanic(L, on_panic);
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-
     open_lib(L, luaopen_base, "");
     open_lib(L, luaopen_string, LUA_STRLIBNAME);
     open_lib(L, luaopen_table, LUA_TABLIBNAME);
     open_lib(L, luaopen_math, LUA_MATHLIBNAME);
-    /* string.dump reads out bytecode; nothing may load it, but nothing needs it */
+    /* string.dump reads out bytecode; nothing may load it, and nothing needs it */
     lua_getglobal(L, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
@@ -146,69 +232,208 @@ sl_lua_sandbox_new(void)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-
-    /* A fresh globals table with the allowed names only: everything loaded
-     * later (the conf, and its functions) sees this one. */
     lua_newtable(L);
     for (size_t i = 0; i < sizeof(sandbox_globals) / sizeof(sandbox_globals[0]); i++) {
         lua_getglobal(L, sandbox_globals[i]);
         lua_setfield(L, -2, sandbox_globals[i]);
     }
+}
+
+/* Makes the strict globals table the state's: everything loaded later (the
+ * conf, and the functions it defines) reads and writes through it. */
+static void
+install_env(struct sl_lua_sandbox *sb, const char *const *declared)
+{
+    lua_State *L = sb->L;
+    int assigned, lines, library, set;
+
+    lua_newtable(L);
+    assigned = lua_gettop(L);
+    lua_newtable(L);
+    lines = lua_gettop(L);
+    push_library(L);
+    library = lua_gettop(L);
+    lua_newtable(L);
+    set = lua_gettop(L);
+    for (size_t i = 0; declared != NULL && declared[i] != NULL; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, set, declared[i]);
+    }
+
+    lua_newtable(L); /* the globals: always empty, the metatable does the work */
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, assigned);
+    lua_pushvalue(L, library);
+    lua_pushvalue(L, set);
+    lua_pushcclosure(L, env_index, 3);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, assigned);
+    lua_pushvalue(L, lines);
+    lua_pushcclosure(L, env_newindex, 2);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
     lua_replace(L, LUA_GLOBALSINDEX);
-    return L;
+
+    lua_pushvalue(L, assigned);
+    sb->assigned_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, lines);
+    sb->lines_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, 0);
+}
+
+struct sl_lua_sandbox *
+sl_lua_sandbox_new(const char *const *declared, char *err, size_t err_size)
+{
+    struct sl_lua_sandbox *sb = sl_xcalloc(1, sizeof(*sb));
+
+    /* LuaJIT builds without GC64 refuse custom allocators on x86_64: no state
+     * then, rather than one without a memory cap */
+    sb->L = lua_newstate(sandbox_alloc, sb);
+    if (sb->L == NULL) {
+        snprintf(err, err_size, "lua: cannot create a state with a memory cap (LuaJIT "
+                 "built without GC64?)");
+        free(sb);
+        return NULL;
+    }
+    lua_atpanic(sb->L, on_panic);
+    luaJIT_setmode(sb->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    install_env(sb, declared);
+    return sb;
 }
 
 void
-sl_lua_sandbox_close(struct lua_State *L)
+sl_lua_sandbox_free(struct sl_lua_sandbox *sb)
 {
-    void *sb;
-
-    if (L == NULL)
+    if (sb == NULL)
         return;
-    lua_getallocf(L, &sb);
-    lua_close(L);
+    lua_close(sb->L);
+    free(sb->chunkname);
     free(sb);
 }
 
-static void
-copy_error(char *err, size_t err_size, const char *msg)
+struct lua_State *
+sl_lua_sandbox_state(const struct sl_lua_sandbox *sb)
 {
-    if (err_size > 0)
-        snprintf(err, err_size, "%s", msg != NULL ? msg : "unknown error");
+    return sb->L;
+}
+
+/* ---- sandbox: running a conf ---------------------------------------------- */
+
+/* True when msg starts with "<src>:<digit>". */
+static bool
+has_position(const char *msg, const char *src)
+{
+    size_t len = strlen(src);
+
+    return strncmp(msg, src, len) == 0 && msg[len] == ':' && isdigit((unsigned char)msg[len + 1]);
+}
+
+/* Message handler of a conf run: gives a message its position when it has
+ * none, from the innermost frame of the conf, else the line being run. */
+static int
+conf_traceback(lua_State *L)
+{
+    struct sl_lua_sandbox *sb = sandbox_of(L);
+    const char *msg = lua_tostring(L, 1);
+    lua_Debug ar;
+
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "error object is a %s value", luaL_typename(L, 1));
+    if (has_position(msg, sb->short_src))
+        return 1;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && ar.source != NULL
+            && strcmp(ar.source, sb->chunkname) == 0) {
+            lua_pushfstring(L, "%s:%d: %s", sb->short_src, ar.currentline, msg);
+            return 1;
+        }
+    }
+    lua_pushfstring(L, "%s:%d: %s", sb->short_src, sb->last_line > 0 ? sb->last_line : 1, msg);
+    return 1;
+}
+
+/* Copies msg to err with LuaJIT's abbreviated chunk name put back to the path. */
+static void
+conf_error(struct sl_lua_sandbox *sb, const char *msg, char *err, size_t err_size)
+{
+    if (msg == NULL)
+        msg = "unknown error";
+    if (has_position(msg, sb->short_src))
+        snprintf(err, err_size, "%s%s", sb->path, msg + strlen(sb->short_src));
+    else
+        snprintf(err, err_size, "%s", msg);
+}
+
+/* The chunk name of `path`, and how LuaJIT shortens it: learnt from an empty
+ * chunk of the same name, to recognise (and restore) it in messages. */
+static void
+set_chunkname(struct sl_lua_sandbox *sb, const char *path)
+{
+    size_t len = strlen(path);
+    lua_Debug ar;
+
+    free(sb->chunkname);
+    sb->chunkname = sl_xmalloc(len + 2);
+    sb->chunkname[0] = '@';
+    memcpy(sb->chunkname + 1, path, len + 1);
+    sb->path = path;
+    snprintf(sb->short_src, sizeof(sb->short_src), "%s", path);
+    if (luaL_loadbuffer(sb->L, "", 0, sb->chunkname) == 0 && lua_getinfo(sb->L, ">S", &ar))
+        snprintf(sb->short_src, sizeof(sb->short_src), "%s", ar.short_src);
+    lua_settop(sb->L, 0);
 }
 
 int
-sl_lua_sandbox_run(struct lua_State *L, const char *source, size_t len, const char *path,
+sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len, const char *path,
                    char *err, size_t err_size)
 {
-    size_t path_len = strlen(path);
-    char *chunkname = sl_xmalloc(path_len + 2);
+    lua_State *L = sb->L;
     int status;
 
-    chunkname[0] = '@';
-    memcpy(chunkname + 1, path, path_len + 1);
-    /* Bytecode can break out of any sandbox: only source text is run. */
-    if (len > 0 && source[0] == '\033') {
-        snprintf(err, err_size, "%s: binary chunks are not accepted", path);
-        free(chunkname);
+    /* Bytecode can break out of any sandbox: only source text is run. The
+     * "t" mode below refuses it too; this says so in our words. */
+    if (len > 0 && source[0] == '\033') { /* ESC starts Lua and LuaJIT bytecode */
+        snprintf(err, err_size, "%s: binary chunks are not accepted (the conf must be Lua "
+                 "source text)", path);
         return -1;
     }
-    status = luaL_loadbufferx(L, source, len, chunkname, "t");
-    free(chunkname);
-    if (status != 0) {
-        copy_error(err, err_size, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
+    set_chunkname(sb, path);
+    lua_pushcfunction(L, conf_traceback);
+    status = luaL_loadbufferx(L, source, len, sb->chunkname, "t");
+    if (status == 0)
+        status = budgeted_pcall(sb, 0, 0, 1, true);
+    if (status == LUA_ERRMEM) {
+        snprintf(err, err_size, "%s:%d: conf uses more than %u MiB of memory", path,
+                 sb->last_line > 0 ? sb->last_line : 1, SL_LUA_MEMORY_MAX >> 20);
+    } else if (status != 0) {
+        conf_error(sb, lua_tostring(L, -1), err, err_size);
     }
-    arm_budget(L, SL_LUA_CONF_INSTRUCTIONS);
-    status = lua_pcall(L, 0, 0, 0);
-    lua_sethook(L, NULL, 0, 0);
-    if (status != 0) {
-        copy_error(err, err_size, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
-    }
-    return 0;
+    lua_settop(L, 0);
+    /* memory a failed or finished run left behind is not the next call's */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    sb->path = NULL;
+    return status == 0 ? 0 : -1;
+}
+
+void
+sl_lua_sandbox_push_assigned(struct sl_lua_sandbox *sb)
+{
+    lua_rawgeti(sb->L, LUA_REGISTRYINDEX, sb->assigned_ref);
+}
+
+int
+sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len)
+{
+    int line;
+
+    lua_rawgeti(sb->L, LUA_REGISTRYINDEX, sb->lines_ref);
+    lua_pushlstring(sb->L, name, len);
+    lua_rawget(sb->L, -2);
+    line = (int)lua_tointeger(sb->L, -1);
+    lua_pop(sb->L, 2);
+    return line;
 }
 
 /* ---- the request object ------------------------------------------------- */
@@ -467,16 +692,18 @@ sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
             rt->key_refs[i][j] = LUA_NOREF;
         rt->cost_refs[i] = LUA_NOREF;
     }
-    rt->L = sl_lua_sandbox_new();
-    if (rt->L == NULL) {
-        snprintf(err, err_size, "lua: cannot create a state");
+    rt->sb = sl_lua_sandbox_new(cfg->conf_names, err, err_size);
+    if (rt->sb == NULL)
         goto fail;
-    }
-    if (sl_lua_sandbox_run(rt->L, cfg->source != NULL ? cfg->source : "", cfg->source_len,
+    rt->L = sl_lua_sandbox_state(rt->sb);
+    if (sl_lua_sandbox_run(rt->sb, cfg->source != NULL ? cfg->source : "", cfg->source_len,
                            cfg->path != NULL ? cfg->path : "?", err, err_size) != 0)
         goto fail;
 
-    lua_getglobal(rt->L, "limits");
+    /* read what the conf assigned, raw: the globals' __index would raise on
+     * a name the conf never set */
+    sl_lua_sandbox_push_assigned(rt->sb);
+    lua_getfield(rt->L, -1, "limits");
     if (!lua_istable(rt->L, -1)) {
         snprintf(err, err_size, "%s: no limits table in the conf as run by the worker",
                  cfg->path);
@@ -511,7 +738,7 @@ sl_lua_rt_free(struct sl_lua_rt *rt)
 {
     if (rt == NULL)
         return;
-    sl_lua_sandbox_close(rt->L);
+    sl_lua_sandbox_free(rt->sb);
     for (size_t i = 0; i < rt->cfg->nlimits; i++)
         free(rt->key_refs[i]);
     free(rt->key_refs);
@@ -550,9 +777,7 @@ call(struct sl_lua_rt *rt, int ref, const struct sl_request *req)
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->request_ref);
     rt->req = req;
-    arm_budget(L, SL_LUA_CALL_INSTRUCTIONS);
-    status = lua_pcall(L, 1, 1, 1);
-    lua_sethook(L, NULL, 0, 0);
+    status = budgeted_pcall(rt->sb, 1, 1, 1, false);
     rt->req = NULL;
     if (status != 0) {
         set_error(rt, status == LUA_ERRMEM ? "not enough memory (lua memory budget)"

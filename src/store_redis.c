@@ -59,7 +59,6 @@
 #include "store_int.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
-#include "util/hex.h"
 
 /* ---- the script, embedded at build time ------------------------------------------ */
 
@@ -83,213 +82,18 @@ extern const char sl_token_bucket_lua[] __attribute__((visibility("hidden")));
 
 /* ---- URL ------------------------------------------------------------------------- */
 
-/* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
-static char *
-pct_decode(const char *s, size_t len)
-{
-    char *out = sl_xmalloc(len + 1);
-    size_t n = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        int hi, lo;
-
-        if (s[i] != '%') {
-            out[n++] = s[i];
-            continue;
-        }
-        if (i + 2 >= len || (hi = sl_hex_value(s[i + 1])) < 0
-            || (lo = sl_hex_value(s[i + 2])) < 0 || (hi | lo) == 0) {
-            free(out);
-            return NULL;
-        }
-        out[n++] = (char)(hi << 4 | lo);
-        i += 2;
-    }
-    out[n] = '\0';
-    return out;
-}
-
+/* The connect parameters of `url`, read by the parser config validates with
+ * (util/redis_url.h), so a URL `sluice -t` accepts is one the store can use. */
 static int
-parse_number(const char *s, size_t len, long min, long max, long *out)
+parse_url(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
 {
-    long v = 0;
+    char why[200];
 
-    if (len == 0 || len > 10)
+    if (sl_redis_url_parse(url, u, why, sizeof(why)) == -1) {
+        snprintf(err, err_size, "redis url: %s", why);
         return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static void
-url_fini(struct redis_url *u)
-{
-    free(u->host);
-    free(u->path);
-    free(u->user);
-    free(u->password);
-    *u = (struct redis_url){ 0 };
-}
-
-/* Query parameters of a unix: URL: db, user, password. */
-static int
-parse_query(const char *q, struct redis_url *u, char *err, size_t err_size)
-{
-    while (*q != '\0') {
-        const char *amp = strchr(q, '&'), *eq;
-        size_t len = amp != NULL ? (size_t)(amp - q) : strlen(q);
-
-        eq = memchr(q, '=', len);
-        if (eq == NULL) {
-            snprintf(err, err_size, "redis url: query parameter without a value");
-            return -1;
-        }
-        if ((size_t)(eq - q) == 2 && strncmp(q, "db", 2) == 0) {
-            if (parse_number(eq + 1, len - 3, 0, INT_MAX, &u->db) == -1) {
-                snprintf(err, err_size, "redis url: bad database number");
-                return -1;
-            }
-        } else if ((size_t)(eq - q) == 8 && strncmp(q, "password", 8) == 0) {
-            free(u->password);
-            if ((u->password = pct_decode(eq + 1, len - 9)) == NULL) {
-                snprintf(err, err_size, "redis url: bad %%-escape in the password");
-                return -1;
-            }
-        } else if ((size_t)(eq - q) == 4 && strncmp(q, "user", 4) == 0) {
-            free(u->user);
-            if ((u->user = pct_decode(eq + 1, len - 5)) == NULL) {
-                snprintf(err, err_size, "redis url: bad %%-escape in the user");
-                return -1;
-            }
-        } else {
-            snprintf(err, err_size, "redis url: unknown query parameter \"%.*s\" (use db, "
-                     "user, password)", (int)(eq - q), q);
-            return -1;
-        }
-        q += len + (amp != NULL);
     }
     return 0;
-}
-
-/*
- * redis://[[user]:password@]host[:port][/db] (host may be [v6 address]) or
- * unix:/path[?db=N&user=U&password=P]; user and password may be %-escaped.
- * Error messages never quote the credentials.
- */
-static int
-parse_url(const char *url, struct redis_url *u, char *err, size_t err_size)
-{
-    *u = (struct redis_url){ .port = 6379 };
-    if (url == NULL || *url == '\0') {
-        snprintf(err, err_size, "redis url: missing");
-        return -1;
-    }
-    if (strncmp(url, "unix:", 5) == 0) {
-        const char *p = url + 5, *q;
-
-        if (strncmp(p, "//", 2) == 0)
-            p += 2;
-        q = strchr(p, '?');
-        if (*p != '/') {
-            snprintf(err, err_size, "redis url: unix: needs an absolute socket path");
-            return -1;
-        }
-        if ((u->path = pct_decode(p, q != NULL ? (size_t)(q - p) : strlen(p))) == NULL) {
-            snprintf(err, err_size, "redis url: bad %%-escape in the socket path");
-            goto fail;
-        }
-        if (q != NULL && parse_query(q + 1, u, err, err_size) == -1)
-            goto fail;
-    } else if (strncmp(url, "redis://", 8) == 0) {
-        const char *p = url + 8, *end, *at, *host, *host_end, *port = NULL;
-
-        end = p + strcspn(p, "/?#");
-        if (*end == '?' || *end == '#') {
-            snprintf(err, err_size, "redis url: query and fragment are not supported "
-                     "(put the database after a slash)");
-            return -1;
-        }
-        at = memrchr(p, '@', (size_t)(end - p));
-        if (at != NULL) {
-            const char *colon = memchr(p, ':', (size_t)(at - p));
-
-            if (colon == NULL) {
-                snprintf(err, err_size, "redis url: user without a password (write "
-                         "redis://:password@host or redis://user:password@host)");
-                return -1;
-            }
-            if (colon > p && (u->user = pct_decode(p, (size_t)(colon - p))) == NULL) {
-                snprintf(err, err_size, "redis url: bad %%-escape in the user");
-                goto fail;
-            }
-            if ((u->password = pct_decode(colon + 1, (size_t)(at - colon - 1))) == NULL) {
-                snprintf(err, err_size, "redis url: bad %%-escape in the password");
-                goto fail;
-            }
-            p = at + 1;
-        }
-        if (*p == '[') {
-            host = p + 1;
-            host_end = memchr(host, ']', (size_t)(end - host));
-            if (host_end == NULL) {
-                snprintf(err, err_size, "redis url: unterminated [ in the host");
-                goto fail;
-            }
-            if (host_end + 1 < end) {
-                if (host_end[1] != ':') {
-                    snprintf(err, err_size, "redis url: junk after ]");
-                    goto fail;
-                }
-                port = host_end + 2;
-            }
-        } else {
-            host = p;
-            host_end = memchr(host, ':', (size_t)(end - host));
-            if (host_end == NULL)
-                host_end = end;
-            else
-                port = host_end + 1;
-        }
-        if (host_end == host) {
-            snprintf(err, err_size, "redis url: missing host");
-            goto fail;
-        }
-        u->host = sl_xstrndup(host, (size_t)(host_end - host));
-        if (port != NULL) {
-            long v;
-
-            if (parse_number(port, (size_t)(end - port), 1, 65535, &v) == -1) {
-                snprintf(err, err_size, "redis url: bad port \"%.*s\"", (int)(end - port), port);
-                goto fail;
-            }
-            u->port = (int)v;
-        }
-        if (*end == '/' && end[1] != '\0'
-            && parse_number(end + 1, strlen(end + 1), 0, INT_MAX, &u->db) == -1) {
-            snprintf(err, err_size, "redis url: bad database number \"%s\"", end + 1);
-            goto fail;
-        }
-    } else if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(err, err_size, "redis url: TLS (rediss://) is not supported");
-        return -1;
-    } else {
-        snprintf(err, err_size, "redis url: use redis://host:port/db or unix:/path");
-        return -1;
-    }
-    if (u->user != NULL && u->password == NULL) {
-        snprintf(err, err_size, "redis url: user without a password");
-        goto fail;
-    }
-    return 0;
-fail:
-    url_fini(u);
-    return -1;
 }
 
 /* ---- lifetime -------------------------------------------------------------------- */
@@ -299,7 +103,7 @@ destroy(struct redis_store *rs)
 {
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
-    url_fini(&rs->url);
+    sl_redis_url_fini(&rs->url);
     free(rs->name);
     free(rs);
 }

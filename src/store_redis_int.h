@@ -24,6 +24,7 @@
 
 #include "sluice/store.h"
 #include "util/buf.h"
+#include "util/redis_url.h"
 
 struct event;
 struct event_base;
@@ -48,15 +49,6 @@ struct reply_pool;
 #define REPLY_POOL_MAX 4096         /* spare reply elements kept (4 per check in a batch) */
 #define ORPHANS_MAX 8               /* late replies owed before the connection is dropped */
 #define STALL_MIN_MS 1000           /* silence, while owing a late reply, before it is */
-
-struct redis_url {
-    char *host;     /* NULL for a unix socket */
-    int port;
-    char *path;     /* unix socket path */
-    char *user;     /* NULL: AUTH with the password only */
-    char *password; /* NULL: no AUTH */
-    long db;
-};
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
@@ -101,7 +93,7 @@ struct param_cache {
 struct redis_store {
     struct sl_store base;
     struct event_base *evbase;
-    struct redis_url url;
+    struct sl_redis_url url;
     char *name;              /* for log lines: address, never credentials */
     uint64_t timeout_ms;     /* 0: no timeout */
     const char *script;

@@ -100,6 +100,9 @@ struct sl_config {
     char *path;            /* the conf file, as given */
     char *source;          /* its text, so every Lua state loads the same bytes */
     size_t source_len;
+    /* NULL-terminated: the names the conf may read before it assigns them
+     * (the top-level keys), declared to every sandbox that runs `source` */
+    const char **conf_names;
 
     struct sl_sockaddr *listen;
     size_t nlisten;

@@ -17,31 +17,54 @@ struct lua_State;
 struct sl_config;
 struct sl_request;
 struct sl_lua_rt;
+struct sl_lua_sandbox;
 
-/* Budgets of one call into a key or cost function, and of running a conf. */
+/*
+ * The limits of every sandboxed state, the conf's while it is checked and a
+ * worker's alike (docs/configuration.md, "The sandbox"). One conf run may take
+ * SL_LUA_CONF_INSTRUCTIONS (about 0.3 s); one call of a key or cost function
+ * SL_LUA_CALL_INSTRUCTIONS; a state may hold SL_LUA_MEMORY_MAX bytes.
+ */
+#define SL_LUA_MEMORY_MAX (64u << 20)
+#define SL_LUA_CONF_INSTRUCTIONS 10000000u
 #define SL_LUA_CALL_INSTRUCTIONS 200000u
-#define SL_LUA_CONF_INSTRUCTIONS 50000000u
-#define SL_LUA_MEMORY_MAX (64u * 1024u * 1024u) /* bytes per state, all calls together */
 
 /*
- * A new LuaJIT state whose globals are those config.c gives the conf and
- * nothing else: string (without dump), table, math, pairs, ipairs, type,
- * tostring, tonumber, error, assert, pcall, select, next, unpack. No io, os,
- * require, package, debug, load*, dofile, setfenv, jit or ffi. The JIT
- * compiler is off so the instruction budget is enforced in every loop. NULL
- * when LuaJIT cannot allocate a state.
+ * A new sandboxed LuaJIT state. Its code sees string (without dump), table,
+ * math, pairs, ipairs, type, tostring, tonumber, error, assert, pcall,
+ * select, next and unpack; no io, os, require, package, debug, load*,
+ * dofile, setfenv, jit or ffi. Globals the code assigns are recorded with
+ * their line; reading a name that is neither assigned, allowed nor one of
+ * `declared` (NULL-terminated, may be NULL: names that read as nil until
+ * assigned) is an error. The JIT is off so the instruction budget holds in
+ * every loop. NULL with the reason in err when no state can be made.
  */
-struct lua_State *sl_lua_sandbox_new(void);
-/* Closes a sandbox state and frees its memory account; NULL is a no-op. */
-void sl_lua_sandbox_close(struct lua_State *L);
+struct sl_lua_sandbox *sl_lua_sandbox_new(const char *const *declared, char *err,
+                                          size_t err_size);
+/* Closes the state and frees the sandbox; NULL is a no-op. */
+void sl_lua_sandbox_free(struct sl_lua_sandbox *sb);
 
 /*
- * Loads `source` with chunkname "@"..path and runs it in the sandbox's
- * globals, under SL_LUA_CONF_INSTRUCTIONS. Returns 0, or -1 with
- * "path:line: message" in err.
+ * Runs `source` as the chunk "@"..path under SL_LUA_CONF_INSTRUCTIONS and
+ * SL_LUA_MEMORY_MAX. Source text only: bytecode is refused. Returns 0, or -1
+ * with "path:line: message" in err ("path: message" for a binary chunk). A
+ * runaway conf ends with "conf still running after 10 million Lua
+ * instructions (an endless loop?)", a memory-hungry one with "conf uses more
+ * than 64 MiB of memory", each at the line being run.
  */
-int sl_lua_sandbox_run(struct lua_State *L, const char *source, size_t len, const char *path,
-                       char *err, size_t err_size);
+int sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len,
+                       const char *path, char *err, size_t err_size);
+
+/*
+ * After a run, for C to read the results. The memory cap binds sandboxed code
+ * only, so reading does not fail on a conf that used all of it; a Lua error
+ * raised while reading is not protected (use raw access).
+ */
+struct lua_State *sl_lua_sandbox_state(const struct sl_lua_sandbox *sb);
+/* Pushes the table of name -> value of every global the code assigned. */
+void sl_lua_sandbox_push_assigned(struct sl_lua_sandbox *sb);
+/* The line of the last assignment of global `name`, 0 when never assigned. */
+int sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len);
 
 enum sl_lua_result {
     SL_LUA_VALUE,  /* the function returned a usable value */
@@ -50,7 +73,8 @@ enum sl_lua_result {
 };
 
 /*
- * A worker's runtime: loads cfg->source into a fresh sandbox and keeps a
+ * A worker's runtime: runs cfg->source in a sandbox of its own (declaring
+ * cfg->conf_names) and keeps a
  * reference to every key function (a SL_KEY_FUNCTION part, read from
  * limits[name].key or limits[name].key[part + 1]) and cost function
  * (limits[name].cost). `cfg` must outlive the runtime. NULL with the reason
@@ -61,7 +85,9 @@ void sl_lua_rt_free(struct sl_lua_rt *rt);
 
 /*
  * Calls the key function of part `part` of limit `limit` (indexes into
- * cfg->limits and its parts) with the request object `r`. A string is the
+ * cfg->limits and its parts) with the request object `r`, under
+ * SL_LUA_CALL_INSTRUCTIONS and SL_LUA_MEMORY_MAX: a runaway call is an
+ * SL_LUA_ERROR and the next call runs normally. A string is the
  * key as is, a number is converted with tostring. On SL_LUA_VALUE *value
  * points into the Lua state and stays valid until the next call on `rt`.
  */

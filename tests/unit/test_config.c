@@ -634,6 +634,8 @@ test_no_bytecode(void **state)
     assert_null(sl_config_load(path, &errors));
     assert_non_null(errors);
     assert_int_equal(strncmp(errors, path, strlen(path)), 0);
+    assert_string_equal(errors + strlen(path), ": binary chunks are not accepted (the conf must "
+                                               "be Lua source text)");
     free(errors);
 }
 
@@ -761,7 +763,8 @@ test_values(void **state)
     assert_true(strstr(errors, "upstream \"apii\": no such upstream") != NULL);
     free(errors);
     errors = load_inline("store = { kind = \"redis\", url = \"redis://h:0\" }\n", NULL);
-    assert_true(strstr(errors, "bad url") != NULL);
+    assert_true(strstr(errors, "store: url \"redis://h:0\": bad port \"0\" (use 1 to 65535)")
+                != NULL);
     free(errors);
 }
 
@@ -920,6 +923,50 @@ test_metrics_buckets(void **state)
     free(errors);
 }
 
+/* Typed rows: numbers with their bounds, enums with their words. */
+static void
+test_typed_options(void **state)
+{
+    static const struct {
+        const char *conf, *want;
+    } bad[] = {
+        { "limits = { a = { key = \"ip\", rate = 1e10 } }\n",
+          "limit \"a\": rate 10000000000: must be at most 1000000000" },
+        { "limits = { a = { key = \"ip\", rate = math.huge } }\n",
+          "limit \"a\": rate inf: must be a finite number" },
+        { "limits = { a = { key = \"ip\", rate = 1, burst = 2e12 } }\n",
+          "limit \"a\": burst 2000000000000: must be at most 1000000000000" },
+        { "limits = { a = { key = \"ip\", rate = 1, cost = -2 } }\n",
+          "limit \"a\": cost -2: must be more than 0" },
+        { "limits = { a = { key = \"ip\", rate = 1, cost = 'x' } }\n",
+          "limit \"a\": cost: expected a number or a function, got string \"x\"" },
+        { "store = { kind = \"memcached\" }\n",
+          "store: kind \"memcached\": unknown store kind (use \"local\" or \"redis\")" },
+        { "store = { on_error = 1 }\n", "store: on_error: expected a string, got number 1" },
+        { "log_level = \"\"\n", "log_level \"\": must be a non-empty string" },
+    };
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].conf, NULL);
+        if (errors == NULL || strstr(errors, bad[i].want) == NULL)
+            fail_msg("%s: got %s", bad[i].conf, errors ? errors : "(accepted)");
+        free(errors);
+    }
+    errors = load_inline("limits = { a = { key = \"ip\", rate = 1e9, burst = 1e12, cost = 0.5 } }\n"
+                         "store = { on_error = \"deny\" }\nlog_level = \"warn\"\n",
+                         &cfg);
+    assert_null(errors);
+    assert_true(cfg->limits[0].rate == 1e9 && cfg->limits[0].burst == 1e12);
+    assert_true(cfg->limits[0].cost == 0.5);
+    assert_int_equal(cfg->store.kind, SL_STORE_LOCAL);
+    assert_int_equal(cfg->store.on_error, SL_ON_ERROR_DENY);
+    assert_string_equal(cfg->log_level, "warn");
+    sl_config_free(cfg);
+}
+
 static void
 test_redis_urls(void **state)
 {
@@ -927,11 +974,14 @@ test_redis_urls(void **state)
         "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", "redis://redis.internal:6380/15",
         "redis://user:pass@127.0.0.1:6379/1", "redis://:pass@127.0.0.1:6379",
         "redis://[::1]:6379", "unix:/run/redis.sock", "unix:/tmp/r.sock?db=2",
+        /* the forms store_redis always took, now accepted here too (one parser) */
+        "redis://127.0.0.1", "redis://h:6379/", "unix:/r.sock?db=1&user=a&password=b",
+        "unix://app:pw@/run/redis.sock?db=3",
     };
     static const char *const bad[] = {
-        "redis://127.0.0.1", "redis://127.0.0.1:", "redis://:6379", "redis://h:65536",
-        "redis://h:6379/x", "redis://h:6379/", "redis://pass@h:6379", "http://h:6379",
-        "unix:", "unix:relative.sock", "unix:/r.sock?db=x", "redis://[::1:6379", "",
+        "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
+        "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
+        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:6380",
     };
     (void)state;
 
@@ -950,6 +1000,16 @@ test_redis_urls(void **state)
         errors = load_inline(line, NULL);
         if (errors == NULL)
             fail_msg("%s should be refused", bad[i]);
+        free(errors);
+    }
+    /* TLS has its own word, not a generic "bad url" */
+    {
+        char *errors = load_inline("store = { kind = \"redis\", url = \"rediss://h:6380\" }\n",
+                                   NULL);
+        if (errors == NULL
+            || strstr(errors, "store: url \"rediss://h:6380\": rediss:// (TLS) is not supported "
+                              "yet") == NULL)
+            fail_msg("got %s", errors ? errors : "(accepted)");
         free(errors);
     }
 }
@@ -1045,6 +1105,7 @@ main(void)
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_metrics_buckets),
+        cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),

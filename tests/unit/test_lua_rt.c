@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
+#include <lua.h>
 
 #include "sluice/config.h"
 #include "sluice/http.h"
@@ -21,30 +23,39 @@
 
 /* ---- sandbox ------------------------------------------------------------- */
 
+static const char long_path[] = "/a/rather/long/directory/name/that/luajit/will/abbreviate/in/"
+                                "its/messages/t.conf";
+
+static int
+run_at(const char *path, const char *source, size_t len, char *err, size_t err_size)
+{
+    struct sl_lua_sandbox *sb = sl_lua_sandbox_new(NULL, err, err_size);
+    int rc;
+
+    if (sb == NULL)
+        fail_msg("sl_lua_sandbox_new: %s", err);
+    err[0] = '\0';
+    rc = sl_lua_sandbox_run(sb, source, len, path, err, err_size);
+    sl_lua_sandbox_free(sb);
+    return rc;
+}
+
 static int
 run(const char *source, char *err, size_t err_size)
 {
-    struct lua_State *L = sl_lua_sandbox_new();
-    int rc;
-
-    assert_non_null(L);
-    err[0] = '\0';
-    rc = sl_lua_sandbox_run(L, source, strlen(source), "t.conf", err, err_size);
-    sl_lua_sandbox_close(L);
-    return rc;
+    return run_at("t.conf", source, strlen(source), err, err_size);
 }
 
 static void
 test_sandbox_contents(void **state)
 {
-    char err[512];
-    const char *source =
-        "assert(io == nil and os == nil and require == nil and package == nil)\n"
-        "assert(debug == nil and load == nil and loadstring == nil and loadfile == nil)\n"
-        "assert(dofile == nil and jit == nil and ffi == nil and collectgarbage == nil)\n"
-        "assert(setfenv == nil and getfenv == nil and module == nil and newproxy == nil)\n"
-        "assert(print == nil and _G == nil and rawset == nil and setmetatable == nil)\n"
-        "assert(getmetatable == nil and coroutine == nil and bit == nil)\n"
+    static const char *const absent[] = {
+        "io", "os", "require", "package", "debug", "load", "loadstring", "loadfile", "dofile",
+        "jit", "ffi", "collectgarbage", "setfenv", "getfenv", "module", "newproxy", "print",
+        "_G", "rawset", "rawget", "setmetatable", "getmetatable", "coroutine", "bit", "xpcall",
+    };
+    char err[512], source[128], want[128];
+    const char *allowed =
         "assert(string.dump == nil, 'string.dump')\n"
         "assert(string.format('%d', 42) == '42')\n"
         "assert(('abc'):upper() == 'ABC')\n"
@@ -56,8 +67,15 @@ test_sandbox_contents(void **state)
         "for _, v in ipairs({ 1 }) do assert(v == 1) end\n";
 
     (void)state;
-    if (run(source, err, sizeof(err)) != 0)
+    if (run(allowed, err, sizeof(err)) != 0)
         fail_msg("%s", err);
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++) {
+        snprintf(source, sizeof(source), "\nlocal x = %s\n", absent[i]);
+        snprintf(want, sizeof(want), "t.conf:2: undefined variable \"%s\"", absent[i]);
+        assert_int_equal(run(source, err, sizeof(err)), -1);
+        if (strncmp(err, want, strlen(want)) != 0)
+            fail_msg("%s: got \"%s\"", absent[i], err);
+    }
 }
 
 static void
@@ -70,13 +88,94 @@ test_sandbox_errors(void **state)
     assert_memory_equal(err, "t.conf:2:", 9);
     assert_int_equal(run("\n\nerror('boom')\n", err, sizeof(err)), -1);
     assert_string_equal(err, "t.conf:3: boom");
-    assert_int_equal(run("\033LJ\002junk", err, sizeof(err)), -1);
-    assert_string_equal(err, "t.conf: binary chunks are not accepted");
-    assert_int_equal(run("while true do end", err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "instruction budget exceeded"));
-    assert_int_equal(run("local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end", err,
-                         sizeof(err)), -1);
-    assert_non_null(strstr(err, "not enough memory"));
+    assert_int_equal(run("\nerror({})\n", err, sizeof(err)), -1);
+    assert_string_equal(err, "t.conf:2: error object is a table value");
+    /* LuaJIT abbreviates long chunk names; messages carry the whole path */
+    assert_int_equal(run_at(long_path, "\nerror('late')", 14, err, sizeof(err)), -1);
+    assert_true(strncmp(err, long_path, strlen(long_path)) == 0);
+    assert_string_equal(err + strlen(long_path), ":2: late");
+}
+
+static void
+test_sandbox_no_bytecode(void **state)
+{
+    static const char chunk[] = "\033LJ\002\000junk";
+    char err[512];
+
+    (void)state;
+    assert_int_equal(run_at("t.conf", chunk, sizeof(chunk) - 1, err, sizeof(err)), -1);
+    assert_string_equal(err, "t.conf: binary chunks are not accepted (the conf must be Lua "
+                             "source text)");
+    /* and nothing in the sandbox can make bytecode to begin with */
+    assert_int_equal(run("local f = string.dump(function() end)", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "t.conf:1: attempt to call field 'dump'"));
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+test_sandbox_runaway_conf(void **state)
+{
+    static const struct {
+        const char *source, *want;
+    } cases[] = {
+        { "local n = 0\nwhile true do\n  n = n + 1\nend\n",
+          "t.conf:3: conf still running after 10 million Lua instructions (an endless loop?)" },
+        /* pcall cannot swallow the budget */
+        { "\nwhile true do pcall(function() while true do end end) end\n",
+          "t.conf:2: conf still running after 10 million Lua instructions (an endless loop?)" },
+        { "local a = 1\nlocal s = string.rep('x', 1024 * 1024 * 1024)\n",
+          "t.conf:2: conf uses more than 64 MiB of memory" },
+        { "local t = {}\nfor i = 1, 1e9 do\n  t[i] = ('x'):rep(100) .. i\nend\n",
+          "t.conf:3: conf uses more than 64 MiB of memory" },
+    };
+    char err[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        double start = now_s();
+        assert_int_equal(run(cases[i].source, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].want);
+        /* bounded: well under a second normally, generous for sanitizers */
+        assert_true(now_s() - start < 20);
+    }
+}
+
+static void
+test_sandbox_globals(void **state)
+{
+    static const char *const declared[] = { "listen", "limits", NULL };
+    static const char conf[] = "if listen == nil then\n  listen = 'a'\nend\n"
+                               "limits = {\n x = 1 }\nlimits.y = 2\n";
+    struct sl_lua_sandbox *sb;
+    char err[512];
+    lua_State *L;
+
+    (void)state;
+    sb = sl_lua_sandbox_new(declared, err, sizeof(err));
+    assert_non_null(sb);
+    /* declared names read as nil until assigned; others are typos */
+    assert_int_equal(sl_lua_sandbox_run(sb, conf, strlen(conf), "t.conf", err, sizeof(err)), 0);
+    assert_int_equal(sl_lua_sandbox_line(sb, "listen", 6), 2);
+    assert_int_equal(sl_lua_sandbox_line(sb, "limits", 6), 5);
+    assert_int_equal(sl_lua_sandbox_line(sb, "routes", 6), 0);
+    L = sl_lua_sandbox_state(sb);
+    sl_lua_sandbox_push_assigned(sb);
+    lua_getfield(L, -1, "listen");
+    assert_string_equal(lua_tostring(L, -1), "a");
+    lua_settop(L, 0);
+    assert_int_equal(sl_lua_sandbox_run(sb, "local r = routes", 16, "t.conf", err, sizeof(err)),
+                     -1);
+    assert_memory_equal(err, "t.conf:1: undefined variable \"routes\"", 37);
+    sl_lua_sandbox_free(sb);
+    sl_lua_sandbox_free(NULL);
 }
 
 /* ---- runtime ----------------------------------------------------------- */
@@ -304,8 +403,10 @@ test_budgets(void **state)
             "  fine = { key = function(r) local n = 0 for i = 1, 1000 do n = n + i end\n"
             "                             return n end },\n"
             "}\n");
-    assert_string_equal(key(f, 0, 0), "<error>");
-    assert_non_null(strstr(sl_lua_rt_error(f->rt), "instruction budget exceeded"));
+    assert_int_equal(sl_lua_rt_key(f->rt, 0, 0, &f->req, &(const char *){ NULL },
+                                   &(size_t){ 0 }), SL_LUA_ERROR);
+    assert_non_null(strstr(sl_lua_rt_error(f->rt), "instruction budget exceeded (200000 Lua "
+                                                   "instructions per call)"));
     assert_string_equal(key(f, 3, 0), "500500"); /* the budget is per call */
     assert_string_equal(key(f, 1, 0), "<error>");
     assert_non_null(strstr(sl_lua_rt_error(f->rt), "instruction budget exceeded"));
@@ -314,6 +415,34 @@ test_budgets(void **state)
     assert_string_equal(key(f, 3, 0), "500500"); /* and memory comes back */
     assert_string_equal(key(f, 2, 0), "<error>");
     assert_string_equal(key(f, 3, 0), "500500");
+}
+
+/* A worker's state is the conf's sandbox: same globals, same strictness. */
+static void
+test_worker_same_sandbox(void **state)
+{
+    static const char *const declared[] = { "listen", "limits", NULL };
+    struct fixture *f = *state;
+
+    f->cfg.conf_names = (const char **)(uintptr_t)declared;
+    add_limit(f, "io", false, false);
+    add_limit(f, "dump", false, false);
+    add_limit(f, "typo", false, false);
+    add_limit(f, "fine", false, false);
+    load(f, "if listen == nil then listen = '127.0.0.1:1' end\n"
+            "limits = {\n"
+            "  io = { key = function() return io.read() end },\n"
+            "  dump = { key = function() return string.dump(function() end) end },\n"
+            "  typo = { key = function(r) return tennant end },\n"
+            "  fine = { key = function(r) return listen end },\n"
+            "}\n");
+    assert_string_equal(key(f, 0, 0), "<error>");
+    assert_non_null(strstr(sl_lua_rt_error(f->rt), "undefined variable \"io\""));
+    assert_string_equal(key(f, 1, 0), "<error>");
+    assert_string_equal(key(f, 2, 0), "<error>");
+    assert_non_null(strstr(sl_lua_rt_error(f->rt), "undefined variable \"tennant\""));
+    assert_string_equal(key(f, 3, 0), "127.0.0.1:1");
+    assert_int_equal(sl_lua_rt_errors(f->rt), 3);
 }
 
 static void
@@ -342,6 +471,7 @@ test_cost(void **state)
         "                ['/inf'] = math.huge, ['/str'] = '5', ['/frac'] = 0.25 }\n"
         "limits = { c = { key = function() return 'k' end,\n"
         "                 cost = function(r) if r.path == '/err' then error('x') end\n"
+        "                                    if r.path == '/loop' then while true do end end\n"
         "                                    return costs[r.path] end } }\n";
     static const struct {
         const char *path;
@@ -352,7 +482,8 @@ test_cost(void **state)
         { "/none", SL_LUA_ABSENT, 0 }, { "/zero", SL_LUA_ERROR, 0 },
         { "/neg", SL_LUA_ERROR, 0 },   { "/nan", SL_LUA_ERROR, 0 },
         { "/inf", SL_LUA_ERROR, 0 },   { "/str", SL_LUA_ERROR, 0 },
-        { "/err", SL_LUA_ERROR, 0 },
+        { "/err", SL_LUA_ERROR, 0 },   { "/loop", SL_LUA_ERROR, 0 },
+        { "/a", SL_LUA_VALUE, 5 }, /* a runaway call leaves the next one whole */
     };
 
     add_limit(f, "c", false, true);
@@ -365,7 +496,7 @@ test_cost(void **state)
         if (cases[i].want == SL_LUA_VALUE)
             assert_true(cost == cases[i].cost);
     }
-    assert_int_equal(sl_lua_rt_errors(f->rt), 6);
+    assert_int_equal(sl_lua_rt_errors(f->rt), 7);
 }
 
 static void
@@ -382,7 +513,8 @@ test_load_failures(void **state)
         { "limits = { fn = { key = 'ip' } }", "t.conf: limit \"fn\": key part 1 is not a" },
         { "limits = { fn = { key = function() end } }",
           "t.conf: limit \"fn\": cost is not a function" },
-        { "os.exit(1)", "t.conf:1: attempt to index global 'os'" },
+        { "os.exit(1)", "t.conf:1: undefined variable \"os\"" },
+        { "while true do end", "t.conf:1: conf still running after 10 million" },
     };
 
     add_limit(f, "fn", false, true);
@@ -401,11 +533,15 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sandbox_contents),
         cmocka_unit_test(test_sandbox_errors),
+        cmocka_unit_test(test_sandbox_no_bytecode),
+        cmocka_unit_test(test_sandbox_runaway_conf),
+        cmocka_unit_test(test_sandbox_globals),
         cmocka_unit_test_setup_teardown(test_request_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_conversion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_have_traceback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budgets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_same_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_composite_and_list_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_failures, setup, teardown),

@@ -29,6 +29,8 @@
 
 /* ---- URLs ------------------------------------------------------------------------ */
 
+/* The grammar is util/redis_url's (tests/unit/test_redis_url.c); here, that
+ * parse_url hands every parameter over and words its errors for the log. */
 static void
 test_parse_url(void **state)
 {
@@ -38,42 +40,12 @@ test_parse_url(void **state)
         int port;
         long db;
     } good[] = {
-        { "redis://127.0.0.1:6379/0", "127.0.0.1", NULL, NULL, NULL, 6379, 0 },
-        { "redis://localhost", "localhost", NULL, NULL, NULL, 6379, 0 },
-        { "redis://localhost/", "localhost", NULL, NULL, NULL, 6379, 0 },
-        { "redis://h:7000/12", "h", NULL, NULL, NULL, 7000, 12 },
-        { "redis://:secret@h:1", "h", NULL, NULL, "secret", 1, 0 },
-        { "redis://app:p%40ss%3Aw@h/3", "h", NULL, "app", "p@ss:w", 6379, 3 },
-        { "redis://u:p:q@h", "h", NULL, "u", "p:q", 6379, 0 },
-        { "redis://[::1]:6380/2", "::1", NULL, NULL, NULL, 6380, 2 },
+        { "redis://app:p%40ss@h:7000/12", "h", NULL, "app", "p@ss", 7000, 12 },
         { "redis://[::1]", "::1", NULL, NULL, NULL, 6379, 0 },
-        { "unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 6379, 0 },
-        { "unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 6379, 4 },
-        { "unix:/r.sock?db=1&user=a&password=b%26c", NULL, "/r.sock", "a", "b&c", 6379, 1 },
+        { "unix:/r.sock?db=1&user=a&password=b%26c", NULL, "/r.sock", "a", "b&c", 0, 1 },
+        { "unix://a:b%26c@/r.sock?db=1", NULL, "/r.sock", "a", "b&c", 0, 1 },
     };
-    static const struct {
-        const char *url, *msg;
-    } bad[] = {
-        { "", "missing" },
-        { "http://h", "use redis://" },
-        { "rediss://h", "TLS" },
-        { "redis://", "missing host" },
-        { "redis://h:0", "bad port" },
-        { "redis://h:65536", "bad port" },
-        { "redis://h:x", "bad port" },
-        { "redis://h/x", "bad database" },
-        { "redis://h/-1", "bad database" },
-        { "redis://user@h", "user without a password" },
-        { "redis://:p%zz@h", "%-escape" },
-        { "redis://:p%00@h", "%-escape" },
-        { "redis://h?db=1", "query" },
-        { "redis://[::1", "unterminated" },
-        { "unix:relative.sock", "absolute" },
-        { "unix:/s?db=x", "bad database" },
-        { "unix:/s?timeout=1", "unknown query parameter" },
-        { "unix:/s?db", "without a value" },
-    };
-    struct redis_url u;
+    struct sl_redis_url u;
     char err[256];
 
     (void)state;
@@ -88,17 +60,13 @@ test_parse_url(void **state)
 #undef SAME
         assert_int_equal(u.port, good[i].port);
         assert_int_equal(u.db, good[i].db);
-        url_fini(&u);
+        sl_redis_url_fini(&u);
     }
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        err[0] = '\0';
-        if (parse_url(bad[i].url, &u, err, sizeof(err)) != -1)
-            fail_msg("%s: accepted", bad[i].url);
-        if (strstr(err, bad[i].msg) == NULL)
-            fail_msg("%s: message \"%s\" lacks \"%s\"", bad[i].url, err, bad[i].msg);
-    }
+    assert_int_equal(parse_url("rediss://h", &u, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis url: rediss:// (TLS) is not supported yet");
+    assert_null(u.host);
     /* credentials never reach the message */
-    parse_url("redis://:hunter2@h:99999", &u, err, sizeof(err));
+    assert_int_equal(parse_url("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
     assert_null(strstr(err, "hunter2"));
 }
 

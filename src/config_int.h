@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Shared by the files of the config module, and by nothing else:
+ *
+ *   config.c         sl_config_load: read the file, run it in lua_rt's sandbox,
+ *                    walk it, join the errors
+ *   config_lex.c     a small Lua lexer that finds the line of a key path
+ *   config_walk.c    the loader's error list and messages, durations and sizes,
+ *                    and the typed option walker
+ *   config_schema.c  the option table of every section and the checks no
+ *                    table can express
+ */
+#ifndef SL_CONFIG_INT_H
+#define SL_CONFIG_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "sluice/config.h"
+
+#define CONF_MAX_PATH 8  /* deepest key path we track: limits.x.key[2] */
+#define CONF_MAX_NAME 64 /* upstream and limit names */
+
+#define MS_SECOND 1000ull
+#define MS_MINUTE (60 * MS_SECOND)
+#define MS_HOUR (60 * MS_MINUTE)
+
+struct sl_lua_sandbox;
+struct sl_conf_stmts;
+
+/* One step of a key path: limits.api.per is "limits", "api", "per". */
+struct path_el {
+    const char *name; /* NULL: a list position */
+    size_t len;
+    long index;
+};
+
+struct conf_error {
+    int line; /* 0: no line */
+    char *text;
+};
+
+struct loader {
+    struct sl_config *cfg;
+    struct sl_lua_sandbox *sb;      /* the conf's state, lua_rt's sandbox */
+    lua_State *L;
+    int values;                     /* stack index of the assigned globals */
+    struct sl_conf_stmts *stmts;    /* where the top-level assignments are written */
+
+    struct path_el keys[CONF_MAX_PATH];
+    int depth;
+    const char *ctx;                /* "upstream \"api\"", or NULL at top level */
+    char ctx_buf[CONF_MAX_NAME + 32];
+
+    bool *upstream_used;
+    bool has_unknown_upstream;      /* a route names an upstream that does not exist */
+
+    struct conf_error *errs;
+    size_t nerrs;
+    size_t errs_cap;
+};
+
+/* ---- config_lex.c: lines ------------------------------------------------- */
+
+/* Lists every `name =` of the source that may be a global assignment. */
+struct sl_conf_stmts *sl_conf_stmts_scan(const char *source, size_t len);
+void sl_conf_stmts_free(struct sl_conf_stmts *st);
+/*
+ * The line of key path[0..n) in the source, given the line the sandbox
+ * recorded for the assignment of path[0] (its upper bound); the deepest line
+ * found when the path leaves written table constructors.
+ */
+int sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path, int n,
+                         int assigned_line);
+
+/* ---- config_walk.c: errors ------------------------------------------------ */
+
+/* Takes `text` (malloc'd) as the error at `line` (0: none). */
+void sl_conf_add_error(struct loader *ld, int line, char *text);
+void sl_conf_push_key(struct loader *ld, const char *name);
+void sl_conf_push_index(struct loader *ld, long index);
+void sl_conf_pop_key(struct loader *ld);
+/* The line of the key path pushed so far. */
+int sl_conf_line(struct loader *ld);
+
+void sl_conf_fail_at(struct loader *ld, bool with_ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An error about the key at the top of the path, prefixed with the context. */
+#define fail(ld, ...) sl_conf_fail_at((ld), true, __VA_ARGS__)
+/* "<key>: expected <what>, got <type> <value>" */
+void sl_conf_fail_type(struct loader *ld, int idx, const char *expected);
+/* "<key> <value>: <why>" */
+void sl_conf_fail_value(struct loader *ld, int idx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "per", "servers[2]": how the current key is named in messages. */
+const char *sl_conf_label(struct loader *ld, char *buf, size_t size);
+/* A value as quoted in messages: "10x", 5, true, table. */
+const char *sl_conf_describe(lua_State *L, int idx, char *buf, size_t size);
+
+void sl_conf_format_size(uint64_t bytes, char *buf, size_t size);
+bool sl_conf_to_u64(lua_State *L, int idx, uint64_t *out);
+/* The list at idx: reports entries not at 1..n, returns n. */
+size_t sl_conf_list_len(struct loader *ld, int idx);
+
+/* ---- config_walk.c: options ---------------------------------------------- */
+
+enum opt_type {
+    OPT_DURATION, /* uint64_t ms, from "10s", within [min, max] */
+    OPT_SIZE,     /* size_t bytes, from "16k" or a number, within [min, max] */
+    OPT_SIZE64,   /* uint64_t bytes, same syntax */
+    OPT_UNSIGNED, /* unsigned, a whole number within [min, max] */
+    OPT_COUNT,    /* size_t, a whole number within [min, max] */
+    OPT_NUMBER,   /* double, finite, from fmin (or above it) to fmax */
+    OPT_BOOL,     /* bool */
+    OPT_STRING,   /* char *, not empty */
+    OPT_ENUM,     /* a C enum: the index of the string in `words` */
+    OPT_WORD,     /* char *, one of `words` */
+    OPT_CUSTOM,   /* parsed by `custom` */
+};
+
+struct opt;
+/* Parses the value at idx into obj; returns false after reporting an error. */
+typedef bool opt_fn(struct loader *ld, void *obj, int idx);
+
+/*
+ * One option of a section, in the manner of Redis's config table: its type
+ * carries its bounds, so a new option is one row (written with the ROW_
+ * macros below). The default is written the way a conf would write it and
+ * goes through the same parser, so docs/configuration.md can quote it.
+ */
+struct opt {
+    const char *name;
+    enum opt_type type;
+    const char *def;          /* NULL: no default (or set by the section's code) */
+    size_t offset;            /* of the field in the section's struct */
+    uint64_t min, max;        /* ms for durations, bytes for sizes */
+    double fmin, fmax;        /* OPT_NUMBER */
+    bool is_above_min;        /* OPT_NUMBER: more than fmin, not "at least" */
+    const char *const *words; /* OPT_ENUM, OPT_WORD: NULL-terminated */
+    const char *help;         /* OPT_ENUM, OPT_WORD: the message for any other word */
+    opt_fn *custom;
+};
+
+#define ROW_(n, t, d, st, f) .name = (n), .type = (t), .def = (d), .offset = offsetof(st, f)
+#define ROW_DURATION(n, d, lo, hi, st, f) { ROW_(n, OPT_DURATION, d, st, f), .min = lo, .max = hi }
+#define ROW_SIZE(n, d, lo, hi, st, f) { ROW_(n, OPT_SIZE, d, st, f), .min = lo, .max = hi }
+#define ROW_SIZE64(n, d, lo, hi, st, f) { ROW_(n, OPT_SIZE64, d, st, f), .min = lo, .max = hi }
+#define ROW_UNSIGNED(n, d, lo, hi, st, f) { ROW_(n, OPT_UNSIGNED, d, st, f), .min = lo, .max = hi }
+#define ROW_COUNT(n, d, lo, hi, st, f) { ROW_(n, OPT_COUNT, d, st, f), .min = lo, .max = hi }
+/* No default: a number the section needs is checked by the section. */
+#define ROW_NUMBER(n, lo, is_above, hi, st, f)                                                    \
+    { ROW_(n, OPT_NUMBER, NULL, st, f), .fmin = lo, .is_above_min = is_above, .fmax = hi }
+#define ROW_BOOL(n, d, st, f) { ROW_(n, OPT_BOOL, d, st, f) }
+#define ROW_STRING(n, d, st, f) { ROW_(n, OPT_STRING, d, st, f) }
+#define ROW_ENUM(n, d, w, why, st, f) { ROW_(n, OPT_ENUM, d, st, f), .words = w, .help = why }
+#define ROW_WORD(n, d, w, why, st, f) { ROW_(n, OPT_WORD, d, st, f), .words = w, .help = why }
+#define ROW_CUSTOM(n, fn) { .name = (n), .type = OPT_CUSTOM, .custom = (fn) }
+
+struct walk {
+    uint32_t seen; /* bit i: option i was written */
+    uint32_t bad;  /* bit i: ... and was invalid */
+};
+
+#define NOPTS(a) (sizeof(a) / sizeof((a)[0]))
+#define FIELD(obj, o, type) ((type *)(void *)((char *)(obj) + (o)->offset))
+
+void sl_conf_defaults(const struct opt *opts, size_t n, void *obj);
+bool sl_conf_set_option(struct loader *ld, const struct opt *o, void *obj, int idx);
+uint32_t sl_conf_opt_bit(const struct opt *opts, size_t n, const char *name);
+/*
+ * Walks the table at idx as a section described by opts: reports unknown
+ * keys and stray list entries, then parses each option written, in table
+ * order. The key path of the section must already be pushed.
+ */
+struct walk sl_conf_walk(struct loader *ld, int idx, const struct opt *opts, size_t n,
+                         void *obj);
+
+/* A non-empty string without NUL bytes, or an error; returns it or NULL. */
+const char *sl_conf_get_string(struct loader *ld, int idx, size_t *lenp);
+bool sl_conf_need_table(struct loader *ld, int idx, const char *what);
+/* A finite number, or an error. */
+bool sl_conf_get_number(struct loader *ld, int idx, double *out);
+/*
+ * For values that may be one item or a list of them: the number of items,
+ * 0 after an error (or for an empty list when that is allowed).
+ */
+size_t sl_conf_items_begin(struct loader *ld, int idx, int item_type, const char *expected,
+                           bool allow_empty, bool *is_single);
+/* Pushes item i (1-based) onto the stack and the key path; returns its index. */
+int sl_conf_item_push(struct loader *ld, int idx, size_t i, bool is_single);
+void sl_conf_item_pop(struct loader *ld, bool is_single);
+
+/* ---- config_schema.c ------------------------------------------------------ */
+
+/* NULL-terminated, new array of static strings: the top-level keys. */
+const char **sl_conf_top_names(void);
+void sl_conf_set_defaults(struct sl_config *cfg);
+/* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
+void sl_conf_walk_top(struct loader *ld);
+
+#endif

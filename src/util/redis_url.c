@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Redis URLs: the grammar is in redis_url.h. The parser reads the URL once,
+ * left to right, and stops at the first problem with a reason meant for an
+ * operator; it checks shape only (no name resolution, no socket access).
+ */
+#include "util/redis_url.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/alloc.h"
+
+#define HOST_MAX 255
+#define USAGE "use redis://[user:password@]host[:port][/db] or unix:/path[?db=N]"
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
+static char *
+pct_decode(const char *s, size_t len)
+{
+    char *out = sl_xmalloc(len + 1);
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+
+        if (s[i] != '%') {
+            out[n++] = s[i];
+            continue;
+        }
+        if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0
+            || (hi | lo) == 0) {
+            free(out);
+            return NULL;
+        }
+        out[n++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* A decimal number of 1 to 10 digits within [min, max]. */
+static int
+parse_number(const char *s, size_t len, long min, long max, long *out)
+{
+    long v = 0;
+
+    if (len == 0 || len > 10)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Decodes one credential into *dst; a second one of the same kind is an error. */
+static int
+set_credential(char **dst, const char *s, size_t len, const char *what, char *err,
+               size_t err_size)
+{
+    if (*dst != NULL) {
+        snprintf(err, err_size, "%s given twice", what);
+        return -1;
+    }
+    if ((*dst = pct_decode(s, len)) == NULL) {
+        snprintf(err, err_size, "bad %%-escape in the %s", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* "[user]:password" of [s, s+len), the part before '@'. */
+static int
+parse_userinfo(const char *s, size_t len, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    const char *colon = memchr(s, ':', len);
+
+    if (colon == NULL) {
+        snprintf(err, err_size, "user without a password (write :password@ or "
+                 "user:password@)");
+        return -1;
+    }
+    if (colon > s && set_credential(&u->user, s, (size_t)(colon - s), "user", err, err_size))
+        return -1;
+    return set_credential(&u->password, colon + 1, (size_t)(len - (size_t)(colon - s) - 1),
+                          "password", err, err_size);
+}
+
+/* Query parameters of a unix: URL: db, user, password, each once. */
+static int
+parse_query(const char *q, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    bool has_db = false;
+
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&'), *eq;
+        size_t len = amp != NULL ? (size_t)(amp - q) : strlen(q), klen;
+
+        eq = memchr(q, '=', len);
+        if (eq == NULL) {
+            snprintf(err, err_size, "query parameter without a value");
+            return -1;
+        }
+        klen = (size_t)(eq - q);
+        if (klen == 2 && strncmp(q, "db", 2) == 0) {
+            if (has_db || parse_number(eq + 1, len - 3, 0, INT_MAX, &u->db) == -1) {
+                snprintf(err, err_size, "bad database number (use ?db=0 to ?db=%d, once)",
+                         INT_MAX);
+                return -1;
+            }
+            has_db = true;
+        } else if (klen == 8 && strncmp(q, "password", 8) == 0) {
+            if (set_credential(&u->password, eq + 1, len - 9, "password", err, err_size))
+                return -1;
+        } else if (klen == 4 && strncmp(q, "user", 4) == 0) {
+            if (set_credential(&u->user, eq + 1, len - 5, "user", err, err_size))
+                return -1;
+        } else {
+            snprintf(err, err_size, "unknown query parameter \"%.*s\" (use db, user, "
+                     "password)", (int)(klen > 32 ? 32 : klen), q);
+            return -1;
+        }
+        q += len + (amp != NULL);
+    }
+    return 0;
+}
+
+/* unix:/path[?query] or unix://[userinfo@]/path[?query]; p is past "unix:". */
+static int
+parse_unix(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    const char *q;
+    size_t plen;
+
+    u->is_unix = true;
+    if (strncmp(p, "//", 2) == 0) {
+        const char *slash = strchr(p + 2, '/');
+        const char *at = slash != NULL ? memrchr(p + 2, '@', (size_t)(slash - p - 2)) : NULL;
+
+        if (slash == NULL) {
+            snprintf(err, err_size, "unix: needs an absolute socket path");
+            return -1;
+        }
+        if (at == NULL && slash != p + 2) {
+            snprintf(err, err_size, "unix:// takes no host (write unix:///path or "
+                     "unix://user:password@/path)");
+            return -1;
+        }
+        if (at != NULL && at + 1 != slash) {
+            snprintf(err, err_size, "unix:// takes no host after the '@'");
+            return -1;
+        }
+        if (at != NULL && parse_userinfo(p + 2, (size_t)(at - p - 2), u, err, err_size) == -1)
+            return -1;
+        p = slash;
+    }
+    q = strchr(p, '?');
+    plen = q != NULL ? (size_t)(q - p) : strlen(p);
+    if (plen < 2 || *p != '/') {
+        snprintf(err, err_size, "unix: needs an absolute socket path");
+        return -1;
+    }
+    if ((u->path = pct_decode(p, plen)) == NULL) {
+        snprintf(err, err_size, "bad %%-escape in the socket path");
+        return -1;
+    }
+    return q != NULL ? parse_query(q + 1, u, err, err_size) : 0;
+}
+
+static bool
+host_ok(const char *h, size_t len, bool is_v6)
+{
+    if (len == 0 || len > HOST_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (is_v6 ? !(isxdigit(c) || c == ':' || c == '.')
+                  : !(isalnum(c) || c == '.' || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* host[:port] or [v6][:port] in [p, end). */
+static int
+parse_host_port(const char *p, const char *end, struct sl_redis_url *u, char *err,
+                size_t err_size)
+{
+    const char *host = p, *host_end, *port = NULL;
+    bool is_v6 = *p == '[';
+    long v;
+
+    if (is_v6) {
+        host = p + 1;
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (host_end == NULL) {
+            snprintf(err, err_size, "unterminated [ in the host");
+            return -1;
+        }
+        if (host_end + 1 < end && host_end[1] != ':') {
+            snprintf(err, err_size, "junk after ] in the host (write [v6 address]:port)");
+            return -1;
+        }
+        if (host_end + 1 < end)
+            port = host_end + 2;
+    } else {
+        host_end = memchr(host, ':', (size_t)(end - host));
+        if (host_end == NULL)
+            host_end = end;
+        else
+            port = host_end + 1;
+    }
+    if (host_end == host) {
+        snprintf(err, err_size, "missing host");
+        return -1;
+    }
+    if (!host_ok(host, (size_t)(host_end - host), is_v6)) {
+        snprintf(err, err_size, "bad host \"%.*s\"", (int)(host_end - host > 64 ? 64
+                 : host_end - host), host);
+        return -1;
+    }
+    u->host = sl_xstrndup(host, (size_t)(host_end - host));
+    u->port = SL_REDIS_DEFAULT_PORT;
+    if (port != NULL) {
+        if (parse_number(port, (size_t)(end - port), 1, 65535, &v) == -1) {
+            snprintf(err, err_size, "bad port \"%.*s\" (use 1 to 65535)",
+                     (int)(end - port > 16 ? 16 : end - port), port);
+            return -1;
+        }
+        u->port = (int)v;
+    }
+    return 0;
+}
+
+/* redis://[userinfo@]host[:port][/[db]]; p is past "redis://". */
+static int
+parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    const char *end = p + strcspn(p, "/?#"), *at;
+
+    if (*end == '?' || *end == '#') {
+        snprintf(err, err_size, "query and fragment are not supported (put the database "
+                 "after a slash)");
+        return -1;
+    }
+    at = memrchr(p, '@', (size_t)(end - p));
+    if (at != NULL) {
+        if (parse_userinfo(p, (size_t)(at - p), u, err, err_size) == -1)
+            return -1;
+        p = at + 1;
+    }
+    if (parse_host_port(p, end, u, err, err_size) == -1)
+        return -1;
+    if (*end == '/' && end[1] != '\0'
+        && parse_number(end + 1, strlen(end + 1), 0, INT_MAX, &u->db) == -1) {
+        snprintf(err, err_size, "bad database number \"%.*s\" (use /0 to /%d)", 16, end + 1,
+                 INT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+int
+sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, size_t err_size)
+{
+    int rc;
+
+    *out = (struct sl_redis_url){ 0 };
+    if (url == NULL || *url == '\0') {
+        snprintf(err, err_size, "missing url (%s)", USAGE);
+        return -1;
+    }
+    if (strncmp(url, "redis://", 8) == 0) {
+        rc = parse_tcp(url + 8, out, err, err_size);
+    } else if (strncmp(url, "unix:", 5) == 0) {
+        rc = parse_unix(url + 5, out, err, err_size);
+    } else if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(err, err_size, "rediss:// (TLS) is not supported yet");
+        return -1;
+    } else {
+        snprintf(err, err_size, "bad url (%s)", USAGE);
+        return -1;
+    }
+    if (rc == 0 && out->user != NULL && out->password == NULL) {
+        snprintf(err, err_size, "user without a password (AUTH needs one)");
+        rc = -1;
+    }
+    if (rc != 0)
+        sl_redis_url_fini(out);
+    return rc;
+}
+
+void
+sl_redis_url_fini(struct sl_redis_url *u)
+{
+    free(u->host);
+    free(u->path);
+    free(u->user);
+    free(u->password);
+    *u = (struct sl_redis_url){ 0 };
+}

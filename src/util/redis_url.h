@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The one parser of Redis URLs: config uses it to validate store.url (and to
+ * word its error), store_redis to get its connect parameters, so a URL that
+ * `sluice -t` accepts is one the store can connect with. Accepted forms:
+ *
+ *   redis://host[:port][/db]                      port 6379, db 0 by default
+ *   redis://[user]:password@host[:port][/db]      AUTH password, or AUTH user password
+ *   redis://[::1]:6379/0                          IPv6 literal in brackets
+ *   unix:/path/to.sock[?db=N&user=U&password=P]
+ *   unix://[[user]:password@]/path/to.sock[?db=N] as redis-py and redis-cli -u write it
+ *
+ * user, password and the socket path are %-decoded (%00 is refused). rediss://
+ * is refused with its own message: TLS is not supported yet.
+ */
+#ifndef SL_UTIL_REDIS_URL_H
+#define SL_UTIL_REDIS_URL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SL_REDIS_DEFAULT_PORT 6379
+
+struct sl_redis_url {
+    bool is_unix;
+    char *host;     /* TCP: a host name or an IPv6 literal without brackets; else NULL */
+    int port;       /* TCP: 1..65535; 0 for a unix socket */
+    char *path;     /* unix socket path; NULL for TCP */
+    char *user;     /* NULL: AUTH with the password alone */
+    char *password; /* NULL: no AUTH */
+    long db;        /* SELECT on connect when not 0 */
+};
+
+/*
+ * Parses `url` into *out, whose strings are new and owned by it (release with
+ * sl_redis_url_fini). Returns 0, or -1 with *out zeroed and a short reason in
+ * err, such as `bad port "0" (use 1 to 65535)`; the reason never quotes the
+ * user or the password.
+ */
+int sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, size_t err_size);
+
+/* Frees the strings of *u and zeroes it; a zeroed struct is fine. */
+void sl_redis_url_fini(struct sl_redis_url *u);
+
+#endif

@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * util/redis_url: every accepted form with the parameters it yields, every
+ * refusal with the words of its reason, credentials kept out of reasons,
+ * and a refused URL leaving nothing allocated.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/redis_url.h"
+
+static void
+same(const char *url, const char *what, const char *got, const char *want)
+{
+    if ((got == NULL) != (want == NULL) || (got != NULL && strcmp(got, want) != 0))
+        fail_msg("%s: %s \"%s\", want \"%s\"", url, what, got ? got : "(null)",
+                 want ? want : "(null)");
+}
+
+static void
+test_accepted(void **state)
+{
+    static const struct {
+        const char *url;
+        const char *host, *path, *user, *password;
+        int port;
+        long db;
+    } good[] = {
+        { "redis://127.0.0.1:6379/0", "127.0.0.1", NULL, NULL, NULL, 6379, 0 },
+        { "redis://127.0.0.1:6379", "127.0.0.1", NULL, NULL, NULL, 6379, 0 },
+        { "redis://localhost", "localhost", NULL, NULL, NULL, 6379, 0 },
+        { "redis://localhost/", "localhost", NULL, NULL, NULL, 6379, 0 },
+        { "redis://redis.internal:6380/15", "redis.internal", NULL, NULL, NULL, 6380, 15 },
+        { "redis://h:7000/2147483647", "h", NULL, NULL, NULL, 7000, 2147483647 },
+        { "redis://:secret@h:1", "h", NULL, NULL, "secret", 1, 0 },
+        { "redis://user:pass@127.0.0.1:6379/1", "127.0.0.1", NULL, "user", "pass", 6379, 1 },
+        { "redis://app:p%40ss%3Aw@h/3", "h", NULL, "app", "p@ss:w", 6379, 3 },
+        { "redis://u:p:q@h", "h", NULL, "u", "p:q", 6379, 0 },
+        { "redis://u:a@b@h", "h", NULL, "u", "a@b", 6379, 0 },
+        { "redis://[::1]:6380/2", "::1", NULL, NULL, NULL, 6380, 2 },
+        { "redis://[::1]", "::1", NULL, NULL, NULL, 6379, 0 },
+        { "redis://:pw@[2001:db8::7]:7000", "2001:db8::7", NULL, NULL, "pw", 7000, 0 },
+        { "unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 0, 0 },
+        { "unix:/tmp/r.sock?db=2", NULL, "/tmp/r.sock", NULL, NULL, 0, 2 },
+        { "unix:/tmp/a%20b@c.sock", NULL, "/tmp/a b@c.sock", NULL, NULL, 0, 0 },
+        { "unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 0, 4 },
+        { "unix:/r.sock?db=1&user=a&password=b%26c", NULL, "/r.sock", "a", "b&c", 0, 1 },
+        { "unix:/r.sock?password=pw", NULL, "/r.sock", NULL, "pw", 0, 0 },
+        /* credentials over a unix socket, as redis-py and redis-cli -u write them */
+        { "unix://app:pw@/run/redis.sock?db=3", NULL, "/run/redis.sock", "app", "pw", 0, 3 },
+        { "unix://:p%2Fw@/run/redis.sock", NULL, "/run/redis.sock", NULL, "p/w", 0, 0 },
+    };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        const char *url = good[i].url;
+
+        if (sl_redis_url_parse(url, &u, err, sizeof(err)) != 0)
+            fail_msg("%s: %s", url, err);
+        assert_int_equal(u.is_unix, good[i].path != NULL);
+        same(url, "host", u.host, good[i].host);
+        same(url, "path", u.path, good[i].path);
+        same(url, "user", u.user, good[i].user);
+        same(url, "password", u.password, good[i].password);
+        assert_int_equal(u.port, good[i].port);
+        assert_int_equal(u.db, good[i].db);
+        sl_redis_url_fini(&u);
+    }
+}
+
+static void
+test_refused(void **state)
+{
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        { "", "missing url" },
+        { "http://h:6379", "bad url (use redis://" },
+        { "redis:/127.0.0.1:6379", "bad url" },
+        { "rediss://h:6380", "rediss:// (TLS) is not supported yet" },
+        { "redis://", "missing host" },
+        { "redis://:6379", "missing host" },
+        { "redis://h:0", "bad port \"0\"" },
+        { "redis://h:65536", "bad port" },
+        { "redis://127.0.0.1:", "bad port \"\"" },
+        { "redis://h:x", "bad port" },
+        { "redis://h:6379/x", "bad database number" },
+        { "redis://h/-1", "bad database number" },
+        { "redis://h/2147483648", "bad database number" },
+        { "redis://h?db=1", "query and fragment are not supported" },
+        { "redis://h#x", "query and fragment are not supported" },
+        { "redis://pass@h:6379", "user without a password" },
+        { "redis://:p%zz@h", "bad %-escape in the password" },
+        { "redis://:p%00@h", "bad %-escape in the password" },
+        { "redis://u%4@h", "user without a password" },
+        { "redis://u%4:p@h", "bad %-escape in the user" },
+        { "redis://[::1", "unterminated [" },
+        { "redis://[::1]6379", "junk after ]" },
+        { "redis://[::1:6379", "unterminated [" },
+        { "redis://[zz::1]:1", "bad host" },
+        { "redis://a b:1", "bad host" },
+        { "unix:", "absolute socket path" },
+        { "unix:/", "absolute socket path" },
+        { "unix:relative.sock", "absolute socket path" },
+        { "unix:/r.sock?db=x", "bad database number" },
+        { "unix:/r.sock?db=1&db=2", "bad database number" },
+        { "unix:/s?timeout=1", "unknown query parameter \"timeout\"" },
+        { "unix:/s?db", "query parameter without a value" },
+        { "unix:/s?user=a", "user without a password" },
+        { "unix:/s%zz", "bad %-escape in the socket path" },
+        { "unix://host/run/r.sock", "unix:// takes no host" },
+        { "unix://u:p@host/run/r.sock", "takes no host after the '@'" },
+        { "unix://u@/run/r.sock", "user without a password" },
+        { "unix://:a@/r.sock?password=b", "password given twice" },
+        { "unix://relative", "absolute socket path" },
+    };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (sl_redis_url_parse(bad[i].url, &u, err, sizeof(err)) != -1)
+            fail_msg("%s: accepted", bad[i].url);
+        if (strstr(err, bad[i].why) == NULL)
+            fail_msg("%s: reason \"%s\" lacks \"%s\"", bad[i].url, err, bad[i].why);
+        /* a refusal leaves nothing to free */
+        assert_null(u.host);
+        assert_null(u.path);
+        assert_null(u.user);
+        assert_null(u.password);
+    }
+}
+
+static void
+test_no_credentials_in_reasons(void **state)
+{
+    static const char *const urls[] = {
+        "redis://:hunter2@h:99999", "redis://hunter2:hunter2@h/x", "unix://:hunter2@/s?db=x",
+        "unix:/s?password=hunter2&nope=1", "redis://:hunter2@[::1",
+    };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        assert_int_equal(sl_redis_url_parse(urls[i], &u, err, sizeof(err)), -1);
+        if (strstr(err, "hunter2") != NULL)
+            fail_msg("%s: reason quotes the secret: %s", urls[i], err);
+    }
+}
+
+static void
+test_fini_zeroed(void **state)
+{
+    struct sl_redis_url u = { 0 };
+
+    (void)state;
+    sl_redis_url_fini(&u);
+    assert_null(u.host);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_accepted),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_no_credentials_in_reasons),
+        cmocka_unit_test(test_fini_zeroed),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
