@@ -307,12 +307,6 @@ hex_random(struct sl_proxy *px, char *out, size_t ndigits)
     }
 }
 
-static bool
-name_is(const struct sl_header *h, const char *lower, size_t len)
-{
-    return sl_http_token_eq(h->name, h->name_len, lower, len);
-}
-
 /*
  * A message head is assembled on the stack and handed to the evbuffer in one
  * piece: one copy and, usually, no allocation per head.
@@ -506,8 +500,8 @@ ensure_ids(struct conn *c)
 
     if (c->traceparent[0] != '\0' || c->req.method == NULL)
         return; /* made already, or no request was parsed (a bad head) */
-    rid = sl_request_header(&c->req, "x-request-id", 12);
-    tp = sl_request_header(&c->req, "traceparent", 11);
+    rid = sl_request_header(&c->req, SL_LIT("x-request-id"));
+    tp = sl_request_header(&c->req, SL_LIT("traceparent"));
     if (rid == NULL || !sl_http_is_valid_request_id(rid->value, rid->value_len)) {
         hex_random(c->px, c->request_id, 32);
         c->request_id[32] = '\0';
@@ -516,11 +510,11 @@ ensure_ids(struct conn *c)
     if (tp != NULL && sl_http_is_valid_traceparent(tp->value, tp->value_len)) {
         memcpy(c->traceparent, tp->value, 55);
     } else {
-        memcpy(c->traceparent, "00-", 3);
+        memcpy(c->traceparent, SL_LIT("00-"));
         hex_random(c->px, c->traceparent + 3, 32);
         c->traceparent[35] = '-';
         hex_random(c->px, c->traceparent + 36, 16);
-        memcpy(c->traceparent + 52, "-01", 3);
+        memcpy(c->traceparent + 52, SL_LIT("-01"));
     }
     c->traceparent[55] = '\0';
 }
@@ -591,7 +585,7 @@ request_finish(struct conn *c, const char *reason)
         : -1.0;
     e.limiter_ms = c->is_limit_checked ? c->limiter_ms : -1.0;
     e.upstream = c->upstream_addr;
-    rid = c->request_id_len ? NULL : sl_request_header(&c->req, "x-request-id", 12);
+    rid = c->request_id_len ? NULL : sl_request_header(&c->req, SL_LIT("x-request-id"));
     if (c->request_id_len) {
         e.request_id = c->request_id;
         e.request_id_len = c->request_id_len;
@@ -721,8 +715,9 @@ respond_error(struct conn *c, int status, const char *detail, bool must_close)
                  "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}",
                  sl_http_reason(status), status, detail);
     if (status == 503) {
-        extra = "Retry-After: 1\r\n";
-        extra_len = 16;
+        static const char retry[] = "Retry-After: 1\r\n";
+        extra = retry;
+        extra_len = sizeof(retry) - 1;
     }
     /* A body we did not read would be taken for the next request. */
     if (c->framing != SL_FRAMING_NONE && !c->is_body_done)
@@ -754,13 +749,13 @@ collect_xff(struct conn *c)
     for (size_t i = c->req.nheaders; i-- > 0 && end > 0;) {
         const struct sl_header *h = &c->req.headers[i];
         size_t n;
-        if (!sl_http_token_eq(h->name, h->name_len, "x-forwarded-for", 15) || h->value_len == 0)
+        if (!sl_http_token_eq(h->name, h->name_len, SL_LIT("x-forwarded-for")) || h->value_len == 0)
             continue;
         if (end < sizeof(c->xff)) {
             if (end < 2)
                 break;
             end -= 2;
-            memcpy(c->xff + end, ", ", 2);
+            memcpy(c->xff + end, SL_LIT(", "));
         }
         n = h->value_len < end ? h->value_len : end;
         end -= n;
@@ -805,9 +800,9 @@ request_begin(struct conn *c)
         respond_error(c, 413, "the request body is larger than allowed", true);
         return;
     }
-    h = sl_request_header(&c->req, "expect", 6);
+    h = sl_request_header(&c->req, SL_LIT("expect"));
     if (h != NULL) {
-        if (!sl_http_token_eq(h->value, h->value_len, "100-continue", 12)) {
+        if (!sl_http_token_eq(h->value, h->value_len, SL_LIT("100-continue"))) {
             respond_error(c, 417, "only 100-continue is supported", false);
             return;
         }
@@ -1055,24 +1050,25 @@ write_request_head(struct conn *c, struct evbuffer *out)
         const struct sl_header *h = &req->headers[i];
         /* Host is end-to-end whatever Connection names (RFC 9112 section 3.2):
          * "Connection: host" must not strip it on the way up. */
-        if (name_is(h, "host", 4)) {
+        if (sl_http_name_is(h, SL_LIT("host"))) {
             hb_header(&b, h);
             continue;
         }
-        if (name_is(h, "content-length", 14)) {
+        if (sl_http_name_is(h, SL_LIT("content-length"))) {
             /* A zero length (no body framing for us) stays explicit: some
              * upstreams answer 411 to a POST without one. */
             if (c->framing == SL_FRAMING_NONE)
                 HB_LIT(&b, "Content-Length: 0\r\n");
             continue;
         }
-        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h) || name_is(h, "expect", 6)
-            || name_is(h, "x-forwarded-proto", 17))
+        if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h)
+            || sl_http_name_is(h, SL_LIT("expect"))
+            || sl_http_name_is(h, SL_LIT("x-forwarded-proto")))
             continue;
-        if (name_is(h, "x-forwarded-for", 15))
+        if (sl_http_name_is(h, SL_LIT("x-forwarded-for")))
             continue; /* all of them are joined into one field below */
-        if ((c->request_id_len && name_is(h, "x-request-id", 12))
-            || name_is(h, "traceparent", 11))
+        if ((c->request_id_len && sl_http_name_is(h, SL_LIT("x-request-id")))
+            || sl_http_name_is(h, SL_LIT("traceparent")))
             continue;
         hb_header(&b, h);
     }
@@ -1132,7 +1128,7 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     up_timer_set(c);
     write_request_head(c, c->us->out);
     if (c->is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
-        evbuffer_add(c->cs.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(c->cs.out, SL_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         sl_stream_flush(&c->cs);
     }
     if (!c->is_body_done) {
@@ -1161,7 +1157,7 @@ chunk_to_upstream(void *arg, const char *at, size_t len)
     }
     add_chunk_size(out, len);
     evbuffer_add(out, at, len);
-    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, SL_LIT("\r\n"));
 }
 
 /*
@@ -1236,7 +1232,7 @@ forward_chunked(struct conn *c, struct evbuffer *in)
         return 413;
     c->bytes_in += consumed;
     if (c->head.is_message_complete) {
-        evbuffer_add(c->us->out, "0\r\n\r\n", 5);
+        evbuffer_add(c->us->out, SL_LIT("0\r\n\r\n"));
         body_finished(c);
     }
     return 0;
@@ -1326,7 +1322,7 @@ write_response_head(struct conn *c, const char *head, bool must_close)
         const struct sl_header *h = &headers[i];
         if (sl_http_is_hop_by_hop(headers, n, h))
             continue;
-        if (c->is_resp_chunked && name_is(h, "content-length", 14))
+        if (c->is_resp_chunked && sl_http_name_is(h, SL_LIT("content-length")))
             continue;
         hb_header(&b, h);
     }
@@ -1375,7 +1371,7 @@ chunk_to_client(void *arg, const char *at, size_t len)
         add_chunk_size(out, len);
     evbuffer_add(out, at, len);
     if (c->is_resp_chunked)
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, SL_LIT("\r\n"));
     c->bytes_out += evbuffer_get_length(out) - before;
 }
 
@@ -1438,7 +1434,7 @@ forward_response(struct conn *c)
         }
         if (c->resp.is_message_complete) {
             if (c->is_resp_chunked) {
-                evbuffer_add(out, "0\r\n\r\n", 5);
+                evbuffer_add(out, SL_LIT("0\r\n\r\n"));
                 c->bytes_out += 5;
             }
             response_done(c);
@@ -1528,7 +1524,7 @@ up_failed(struct conn *c, bool is_timeout)
     if (!is_timeout && c->is_resp_started && c->resp_framing == SL_FRAMING_EOF) {
         if (forward_decoded(c, c->us->in, true) == 0 && c->resp.is_message_complete) {
             if (c->is_resp_chunked) {
-                evbuffer_add(c->cs.out, "0\r\n\r\n", 5);
+                evbuffer_add(c->cs.out, SL_LIT("0\r\n\r\n"));
                 c->bytes_out += 5;
             }
             response_done(c);
