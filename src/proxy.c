@@ -122,6 +122,51 @@ enum conn_state {
     C_FLUSH_CLOSE,   /* last bytes going out, then close */
 };
 
+/*
+ * Everything that belongs to one request and nothing else: reset by one
+ * assignment when the connection goes back to idle (request_reset). Storage
+ * that outlives requests (parsers, the id and X-Forwarded-For buffers) stays
+ * in struct conn; the lengths saying what of it is this request's are here.
+ */
+struct request_state {
+    struct wgen *gen;          /* held from head parsed to reset */
+    char *head_buf;            /* the head's bytes, then its header array */
+    struct sl_header *headers;
+    struct sl_request req;
+    const struct sl_route_conf *route;
+    enum sl_framing framing;
+    uint64_t body_left;
+    uint64_t body_seen;
+    bool is_body_done;
+    bool is_body_too_large;
+    bool is_expect_continue;
+    bool is_head_method;
+    bool is_keepalive;
+    bool is_logged;
+    bool is_counted;        /* sl_metrics_request_start was called */
+    bool is_limit_checked;  /* some limit applied: limiter_ms means something */
+    bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
+    size_t xff_len;
+    size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
+    size_t decision_headers_len;
+    const char *limit_outcome;
+    double limiter_ms;
+
+    /* the response */
+    enum sl_framing resp_framing;
+    uint64_t resp_left;
+    bool is_resp_started;   /* a response head went to the client */
+    bool is_resp_chunked;   /* we frame the body to the client as chunked */
+
+    /* accounting: phase boundaries for Server-Timing and slow_request */
+    uint64_t up_deadline_us; /* when the upstream timeout runs out */
+    uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
+        upstream_end_us;
+    uint64_t bytes_in, bytes_out;
+    int status;
+    const char *upstream_addr;
+};
+
 struct conn {
     struct sl_proxy *px;
     struct conn *next, *prev;
@@ -137,53 +182,23 @@ struct conn {
     size_t peer_ip_len;
     struct sockaddr_storage peer;
 
-    /* the request in progress */
+    struct request_state rq;
+
+    /* storage the requests of this connection reuse */
     struct sl_head head;
-    struct wgen *gen;
-    char *head_buf;
-    struct sl_header *headers;
-    struct sl_request req;
-    const struct sl_route_conf *route;
-    enum sl_framing framing;
-    uint64_t body_left;
-    uint64_t body_seen;
-    bool is_body_done;
-    bool is_body_too_large;
-    bool is_expect_continue;
-    bool is_head_method;
-    bool is_keepalive;
-    bool is_logged;
-    bool is_counted;        /* sl_metrics_request_start was called */
-    bool is_limit_checked;  /* some limit applied: limiter_ms means something */
     char client_ip[48];
     char xff[1024];
-    size_t xff_len;
     char request_id[MAX_REQUEST_ID + 1];
-    size_t request_id_len;
     char traceparent[56];
     char *decision_headers;
-    size_t decision_headers_len, decision_headers_cap;
-    const char *limit_outcome;
-    double limiter_ms;
+    size_t decision_headers_cap;
 
-    /* upstream side */
+    /* upstream side: resources released by upstream_drop before a reset */
     struct sl_upstream_wait wait;
     struct sl_upconn *up;
     struct sl_stream *us;       /* the upstream socket, while c->up is held */
     struct event up_timer;      /* upstream response timeout, between reads */
     struct sl_head resp;
-    enum sl_framing resp_framing;
-    uint64_t resp_left;
-    bool is_resp_started;   /* a response head went to the client */
-    bool is_resp_chunked;   /* we frame the body to the client as chunked */
-
-    /* accounting: phase boundaries for Server-Timing and slow_request */
-    uint64_t up_deadline_us; /* when the upstream timeout runs out */
-    uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
-        upstream_end_us;
-    uint64_t bytes_in, bytes_out;
-    int status;
-    const char *upstream_addr;
 };
 
 struct sl_proxy {
@@ -399,7 +414,7 @@ conn_destroy(struct conn *c)
 
     sl_head_fini(&c->head);
     sl_head_fini(&c->resp);
-    free(c->head_buf);
+    free(c->rq.head_buf);
     free(c->decision_headers);
     free(c);
     if (px->is_draining && px->nconns == 0 && px->drained_cb != NULL) {
@@ -446,15 +461,15 @@ conn_close(struct conn *c, const char *reason)
 
     if (c->is_dead)
         return;
-    if (c->gen != NULL && !c->is_logged)
+    if (c->rq.gen != NULL && !c->rq.is_logged)
         request_finish(c, reason);
     upstream_drop(c, false);
     c->is_dead = true;
     evtimer_del(&c->timer);
     sl_stream_fini(&c->cs);
-    if (c->gen != NULL) {
-        wgen_unref(c->gen);
-        c->gen = NULL;
+    if (c->rq.gen != NULL) {
+        wgen_unref(c->rq.gen);
+        c->rq.gen = NULL;
     }
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -498,14 +513,14 @@ ensure_ids(struct conn *c)
 {
     const struct sl_header *rid, *tp;
 
-    if (c->traceparent[0] != '\0' || c->req.method == NULL)
+    if (c->rq.has_ids || c->rq.req.method == NULL)
         return; /* made already, or no request was parsed (a bad head) */
-    rid = sl_request_header(&c->req, SL_LIT("x-request-id"));
-    tp = sl_request_header(&c->req, SL_LIT("traceparent"));
+    rid = sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
+    tp = sl_request_header(&c->rq.req, SL_LIT("traceparent"));
     if (rid == NULL || !sl_http_is_valid_request_id(rid->value, rid->value_len)) {
         hex_random(c->px, c->request_id, 32);
         c->request_id[32] = '\0';
-        c->request_id_len = 32;
+        c->rq.request_id_len = 32;
     }
     if (tp != NULL && sl_http_is_valid_traceparent(tp->value, tp->value_len)) {
         memcpy(c->traceparent, tp->value, 55);
@@ -517,6 +532,7 @@ ensure_ids(struct conn *c)
         memcpy(c->traceparent + 52, SL_LIT("-01"));
     }
     c->traceparent[55] = '\0';
+    c->rq.has_ids = true;
 }
 
 /* One warn line per request slower than slow_request, with where the time went. */
@@ -524,36 +540,36 @@ static void
 log_slow(struct conn *c, uint64_t now)
 {
     uint64_t limit_ms = c->px->gen->cfg->slow_request_ms;
-    uint64_t head_end = c->head_done_us ? c->head_done_us : now;
-    uint64_t up_end = c->upstream_end_us ? c->upstream_end_us : now;
+    uint64_t head_end = c->rq.head_done_us ? c->rq.head_done_us : now;
+    uint64_t up_end = c->rq.upstream_end_us ? c->rq.upstream_end_us : now;
 
-    if (limit_ms == 0 || now - c->start_us < limit_ms * 1000)
+    if (limit_ms == 0 || now - c->rq.start_us < limit_ms * 1000)
         return;
     ensure_ids(c);
     sl_log_warnx("slow request (trace %.32s): %.1f ms total: head %.1f ms, limiter %.1f ms, "
                  "upstream wait %.1f ms, upstream first byte %.1f ms, response %.1f ms, "
                  "status %d",
-                 c->traceparent[0] ? c->traceparent + 3 : "-", span_ms(c->start_us, now),
-                 span_ms(c->start_us, head_end), span_ms(c->head_done_us, c->decided_us),
-                 span_ms(c->decided_us, c->upstream_start_us),
-                 span_ms(c->upstream_start_us, c->first_byte_us),
-                 span_ms(c->first_byte_us ? c->first_byte_us : c->upstream_start_us, up_end),
-                 c->status);
+                 c->rq.has_ids ? c->traceparent + 3 : "-", span_ms(c->rq.start_us, now),
+                 span_ms(c->rq.start_us, head_end), span_ms(c->rq.head_done_us, c->rq.decided_us),
+                 span_ms(c->rq.decided_us, c->rq.upstream_start_us),
+                 span_ms(c->rq.upstream_start_us, c->rq.first_byte_us),
+                 span_ms(c->rq.first_byte_us ? c->rq.first_byte_us : c->rq.upstream_start_us, up_end),
+                 c->rq.status);
 }
 
 static void
 count_request(struct conn *c, uint64_t now)
 {
-    struct wgen *gen = c->gen;
+    struct wgen *gen = c->rq.gen;
     unsigned route_slot = SL_METRICS_ROUTE_NONE;
 
-    if (!c->is_counted)
+    if (!c->rq.is_counted)
         sl_metrics_request_start(c->px->mw);
-    c->is_counted = false;
-    if (gen != NULL && c->route != NULL)
-        route_slot = gen->route_slots[c->route - gen->cfg->routes];
-    sl_metrics_request(c->px->mw, route_slot, sl_metrics_method(c->req.method, c->req.method_len),
-                       c->status, c->bytes_in, c->bytes_out, now - c->start_us);
+    c->rq.is_counted = false;
+    if (gen != NULL && c->rq.route != NULL)
+        route_slot = gen->route_slots[c->rq.route - gen->cfg->routes];
+    sl_metrics_request(c->px->mw, route_slot, sl_metrics_method(c->rq.req.method, c->rq.req.method_len),
+                       c->rq.status, c->rq.bytes_in, c->rq.bytes_out, now - c->rq.start_us);
 }
 
 static void
@@ -563,44 +579,44 @@ request_finish(struct conn *c, const char *reason)
     uint64_t now = sl_clock_cached_us();
     const struct sl_header *rid;
 
-    c->is_logged = true;
+    c->rq.is_logged = true;
     count_request(c, now);
     log_slow(c, now);
     if (!sl_accesslog_is_on(c->px->accesslog))
         return;
     ensure_ids(c);
     memset(&e, 0, sizeof(e));
-    e.time = sl_clock_wall_at(c->start_us);
+    e.time = sl_clock_wall_at(c->rq.start_us);
     e.client = c->peer_ip;
-    e.method = c->req.method;
-    e.method_len = c->req.method_len;
-    e.path = c->req.target;
-    e.path_len = c->req.target_len;
-    e.status = c->status;
-    e.bytes_in = c->bytes_in;
-    e.bytes_out = c->bytes_out;
-    e.duration_ms = (double)(now - c->start_us) / 1000.0;
-    e.upstream_ms = c->upstream_start_us
-        ? (double)((c->upstream_end_us ? c->upstream_end_us : now) - c->upstream_start_us) / 1000.0
+    e.method = c->rq.req.method;
+    e.method_len = c->rq.req.method_len;
+    e.path = c->rq.req.target;
+    e.path_len = c->rq.req.target_len;
+    e.status = c->rq.status;
+    e.bytes_in = c->rq.bytes_in;
+    e.bytes_out = c->rq.bytes_out;
+    e.duration_ms = (double)(now - c->rq.start_us) / 1000.0;
+    e.upstream_ms = c->rq.upstream_start_us
+        ? (double)((c->rq.upstream_end_us ? c->rq.upstream_end_us : now) - c->rq.upstream_start_us) / 1000.0
         : -1.0;
-    e.limiter_ms = c->is_limit_checked ? c->limiter_ms : -1.0;
-    e.upstream = c->upstream_addr;
-    rid = c->request_id_len ? NULL : sl_request_header(&c->req, SL_LIT("x-request-id"));
-    if (c->request_id_len) {
+    e.limiter_ms = c->rq.is_limit_checked ? c->rq.limiter_ms : -1.0;
+    e.upstream = c->rq.upstream_addr;
+    rid = c->rq.request_id_len ? NULL : sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
+    if (c->rq.request_id_len) {
         e.request_id = c->request_id;
-        e.request_id_len = c->request_id_len;
+        e.request_id_len = c->rq.request_id_len;
     } else if (rid != NULL) {
         e.request_id = rid->value;
         e.request_id_len = rid->value_len;
     }
-    if (c->traceparent[0] != '\0') {
+    if (c->rq.has_ids) {
         e.trace_id = c->traceparent + 3;
         e.trace_id_len = 32;
     }
-    e.limit = c->limit_outcome;
+    e.limit = c->rq.limit_outcome;
     e.reason = reason;
-    if (c->gen != NULL && c->route != NULL)
-        e.route = c->gen->route_names[c->route - c->gen->cfg->routes];
+    if (c->rq.gen != NULL && c->rq.route != NULL)
+        e.route = c->rq.gen->route_names[c->rq.route - c->rq.gen->cfg->routes];
     sl_accesslog_write(c->px->accesslog, &e);
 }
 
@@ -608,35 +624,9 @@ request_finish(struct conn *c, const char *reason)
 static void
 request_reset(struct conn *c)
 {
-    free(c->head_buf);
-    c->head_buf = NULL;
-    c->headers = NULL;
-    memset(&c->req, 0, sizeof(c->req));
-    if (c->gen != NULL) {
-        wgen_unref(c->gen);
-        c->gen = NULL;
-    }
-    c->route = NULL;
-    c->framing = SL_FRAMING_NONE;
-    c->body_left = c->body_seen = 0;
-    c->is_body_done = c->is_body_too_large = false;
-    c->is_expect_continue = c->is_head_method = false;
-    c->is_logged = false;
-    c->request_id_len = 0;
-    c->xff_len = 0;
-    c->traceparent[0] = '\0';
-    c->decision_headers_len = 0;
-    c->limit_outcome = NULL;
-    c->is_limit_checked = false;
-    c->limiter_ms = 0;
-    c->resp_framing = SL_FRAMING_NONE;
-    c->resp_left = 0;
-    c->is_resp_started = c->is_resp_chunked = false;
-    c->head_done_us = c->decided_us = c->first_byte_us = 0;
-    c->upstream_start_us = c->upstream_end_us = 0;
-    c->bytes_in = c->bytes_out = 0;
-    c->status = 0;
-    c->upstream_addr = NULL;
+    free(c->rq.head_buf);
+    wgen_unref(c->rq.gen);
+    c->rq = (struct request_state){ .framing = SL_FRAMING_NONE };
     sl_head_reset(&c->head, HTTP_REQUEST);
 }
 
@@ -648,7 +638,7 @@ request_done(struct conn *c, bool must_close)
 
     sl_stream_flush(&c->cs);
     request_finish(c, NULL);
-    if (must_close || !c->is_keepalive || px->is_draining) {
+    if (must_close || !c->rq.is_keepalive || px->is_draining) {
         conn_flush_close(c);
         return;
     }
@@ -687,15 +677,15 @@ write_local_response(struct conn *c, int status, const char *extra_headers, size
     hb_add(&b, extra_headers, extra_len);
     if (must_close)
         HB_LIT(&b, "Connection: close\r\n");
-    else if (c->req.http_minor == 0)
+    else if (c->rq.req.http_minor == 0)
         HB_LIT(&b, "Connection: keep-alive\r\n");
     HB_LIT(&b, "\r\n");
-    if (!c->is_head_method)
+    if (!c->rq.is_head_method)
         hb_add(&b, body, body_len);
     hb_finish(&b);
-    c->bytes_out += evbuffer_get_length(out) - before;
-    c->status = status;
-    c->is_resp_started = true;
+    c->rq.bytes_out += evbuffer_get_length(out) - before;
+    c->rq.status = status;
+    c->rq.is_resp_started = true;
     sl_stream_flush(&c->cs);
 }
 
@@ -720,11 +710,11 @@ respond_error(struct conn *c, int status, const char *detail, bool must_close)
         extra_len = sizeof(retry) - 1;
     }
     /* A body we did not read would be taken for the next request. */
-    if (c->framing != SL_FRAMING_NONE && !c->is_body_done)
+    if (c->rq.framing != SL_FRAMING_NONE && !c->rq.is_body_done)
         must_close = true;
     write_local_response(c, status, extra, extra_len, body, (size_t)n, must_close);
     upstream_drop(c, false);
-    if (c->gen == NULL) {
+    if (c->rq.gen == NULL) {
         /* No request was parsed (bad head): log what we know, then close. */
         request_finish(c, detail);
         conn_flush_close(c);
@@ -746,8 +736,8 @@ collect_xff(struct conn *c)
     size_t end = sizeof(c->xff);
     size_t len;
 
-    for (size_t i = c->req.nheaders; i-- > 0 && end > 0;) {
-        const struct sl_header *h = &c->req.headers[i];
+    for (size_t i = c->rq.req.nheaders; i-- > 0 && end > 0;) {
+        const struct sl_header *h = &c->rq.req.headers[i];
         size_t n;
         if (!sl_http_token_eq(h->name, h->name_len, SL_LIT("x-forwarded-for")) || h->value_len == 0)
             continue;
@@ -772,63 +762,63 @@ static void on_decision(void *arg, const struct sl_decision *d);
 static void
 request_begin(struct conn *c)
 {
-    const struct sl_config *cfg = c->gen->cfg;
+    const struct sl_config *cfg = c->rq.gen->cfg;
     const struct sl_header *h;
     size_t xff_len;
     int status;
 
-    status = sl_head_to_request(&c->head, c->head_buf, c->headers, &c->req);
-    c->is_head_method = c->head.parser.method == HTTP_HEAD;
-    c->is_keepalive = http_should_keep_alive(&c->head.parser);
+    status = sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req);
+    c->rq.is_head_method = c->head.parser.method == HTTP_HEAD;
+    c->rq.is_keepalive = http_should_keep_alive(&c->head.parser);
     if (status != 0) {
         respond_error(c, status, "the request is malformed", true);
         return;
     }
-    status = sl_http_request_framing(&c->req, &c->framing, &c->body_left);
+    status = sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left);
     if (status != 0) {
-        c->framing = SL_FRAMING_NONE;
+        c->rq.framing = SL_FRAMING_NONE;
         respond_error(c, status, "the request framing is ambiguous or invalid", true);
         return;
     }
-    c->is_body_done = c->framing == SL_FRAMING_NONE;
+    c->rq.is_body_done = c->rq.framing == SL_FRAMING_NONE;
     if (c->head.parser.method == HTTP_CONNECT) {
         respond_error(c, 405, "CONNECT is not supported", true);
         return;
     }
-    if (c->framing == SL_FRAMING_LENGTH && cfg->client.max_body_size != 0
-        && c->body_left > cfg->client.max_body_size) {
+    if (c->rq.framing == SL_FRAMING_LENGTH && cfg->client.max_body_size != 0
+        && c->rq.body_left > cfg->client.max_body_size) {
         respond_error(c, 413, "the request body is larger than allowed", true);
         return;
     }
-    h = sl_request_header(&c->req, SL_LIT("expect"));
+    h = sl_request_header(&c->rq.req, SL_LIT("expect"));
     if (h != NULL) {
         if (!sl_http_token_eq(h->value, h->value_len, SL_LIT("100-continue"))) {
             respond_error(c, 417, "only 100-continue is supported", false);
             return;
         }
-        c->is_expect_continue = c->req.http_minor >= 1 && !c->is_body_done;
+        c->rq.is_expect_continue = c->rq.req.http_minor >= 1 && !c->rq.is_body_done;
     }
-    xff_len = c->xff_len = collect_xff(c);
+    xff_len = c->rq.xff_len = collect_xff(c);
     if (xff_len > 0 && sl_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies,
                                       (const struct sockaddr *)&c->peer)) {
-        c->req.client_ip_len = sl_client_address(
+        c->rq.req.client_ip_len = sl_client_address(
             (const struct sockaddr *)&c->peer, c->xff, xff_len, cfg->trusted_proxies,
             cfg->ntrusted_proxies, c->client_ip, sizeof(c->client_ip));
-        c->req.client_ip = c->client_ip;
+        c->rq.req.client_ip = c->client_ip;
     } else {
-        c->req.client_ip = c->peer_ip;
-        c->req.client_ip_len = c->peer_ip_len;
+        c->rq.req.client_ip = c->peer_ip;
+        c->rq.req.client_ip_len = c->peer_ip_len;
     }
 
-    c->route = sl_route_match(cfg, c->req.host, c->req.host_len, c->req.path, c->req.path_len);
-    if (c->route == NULL) {
+    c->rq.route = sl_route_match(cfg, c->rq.req.host, c->rq.req.host_len, c->rq.req.path, c->rq.req.path_len);
+    if (c->rq.route == NULL) {
         respond_error(c, 404, "no route matches this request", false);
         return;
     }
     c->state = C_LIMIT;
     evtimer_del(&c->timer);
     conn_hold(c);
-    sl_limiter_check(c->gen->limiter, c->route, &c->req, on_decision, c);
+    sl_limiter_check(c->rq.gen->limiter, c->rq.route, &c->rq.req, on_decision, c);
 }
 
 /* Returns false when it answered (error) or needs more bytes. */
@@ -847,7 +837,7 @@ read_head(struct conn *c)
 
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
-        c->start_us = sl_clock_cached_us();
+        c->rq.start_us = sl_clock_cached_us();
         is_first_bytes = true;
     }
     data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
@@ -872,15 +862,15 @@ read_head(struct conn *c)
         return false;
     }
     nheaders = c->head.nspans;
-    c->head_buf = sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16);
-    c->headers = (struct sl_header *)(void *)(c->head_buf
+    c->rq.head_buf = sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16);
+    c->rq.headers = (struct sl_header *)(void *)(c->rq.head_buf
                                               + ((head_len + 15) & ~(size_t)15));
-    evbuffer_remove(in, c->head_buf, head_len);
-    c->bytes_in += head_len;
-    c->gen = px->gen;
-    c->gen->refs++;
-    c->head_done_us = sl_clock_cached_us();
-    c->is_counted = true;
+    evbuffer_remove(in, c->rq.head_buf, head_len);
+    c->rq.bytes_in += head_len;
+    c->rq.gen = px->gen;
+    c->rq.gen->refs++;
+    c->rq.head_done_us = sl_clock_cached_us();
+    c->rq.is_counted = true;
     sl_metrics_request_start(px->mw);
     request_begin(c);
     return true;
@@ -896,7 +886,7 @@ conn_process(struct conn *c)
     while (!c->is_dead) {
         struct evbuffer *in = c->cs.in;
         if (c->state == C_FORWARD) {
-            if (!c->is_body_done)
+            if (!c->rq.is_body_done)
                 forward_body(c);
             break;
         }
@@ -928,7 +918,7 @@ keep_decision_headers(struct conn *c, const struct sl_decision *d)
     }
     if (d->headers_len > 0)
         memcpy(c->decision_headers, d->headers, d->headers_len);
-    c->decision_headers_len = d->headers_len;
+    c->rq.decision_headers_len = d->headers_len;
 }
 
 static void on_upstream(void *arg, struct sl_upconn *up, int status);
@@ -942,15 +932,15 @@ static void
 add_server_timing(struct conn *c)
 {
     char text[64];
-    int n = snprintf(text, sizeof(text), "Server-Timing: limiter;dur=%.3f\r\n", c->limiter_ms);
-    size_t need = c->decision_headers_len + (size_t)n;
+    int n = snprintf(text, sizeof(text), "Server-Timing: limiter;dur=%.3f\r\n", c->rq.limiter_ms);
+    size_t need = c->rq.decision_headers_len + (size_t)n;
 
     if (need > c->decision_headers_cap) {
         c->decision_headers_cap = need;
         c->decision_headers = sl_xrealloc(c->decision_headers, need);
     }
-    memcpy(c->decision_headers + c->decision_headers_len, text, (size_t)n);
-    c->decision_headers_len = need;
+    memcpy(c->decision_headers + c->rq.decision_headers_len, text, (size_t)n);
+    c->rq.decision_headers_len = need;
 }
 
 static void
@@ -963,35 +953,35 @@ on_decision(void *arg, const struct sl_decision *d)
         conn_unhold(c);
         return;
     }
-    c->limit_outcome = d->outcome;
-    c->limiter_ms = d->limiter_ms;
+    c->rq.limit_outcome = d->outcome;
+    c->rq.limiter_ms = d->limiter_ms;
     /* "none": no limit applied to this request, so no limiter time to report */
-    c->is_limit_checked = strcmp(d->outcome, "none") != 0;
-    c->decided_us = sl_clock_cached_us();
-    sl_metrics_limiter(c->px->mw, c->gen->route_slots[c->route - c->gen->cfg->routes],
+    c->rq.is_limit_checked = strcmp(d->outcome, "none") != 0;
+    c->rq.decided_us = sl_clock_cached_us();
+    sl_metrics_limiter(c->px->mw, c->rq.gen->route_slots[c->rq.route - c->rq.gen->cfg->routes],
                        (uint64_t)(d->limiter_ms * 1000.0));
     keep_decision_headers(c, d);
-    if (c->route->has_server_timing && c->is_limit_checked)
+    if (c->rq.route->has_server_timing && c->rq.is_limit_checked)
         add_server_timing(c);
     if (d->verdict == SL_VERDICT_DENY) {
-        bool must_close = c->framing != SL_FRAMING_NONE;
-        write_local_response(c, 429, c->decision_headers, c->decision_headers_len, d->problem,
+        bool must_close = c->rq.framing != SL_FRAMING_NONE;
+        write_local_response(c, 429, c->decision_headers, c->rq.decision_headers_len, d->problem,
                              d->problem_len, must_close);
         request_done(c, must_close);
         conn_unhold(c);
         return;
     }
     if (d->verdict == SL_VERDICT_UNAVAILABLE) {
-        bool must_close = c->framing != SL_FRAMING_NONE;
-        write_local_response(c, 503, c->decision_headers, c->decision_headers_len, d->problem,
+        bool must_close = c->rq.framing != SL_FRAMING_NONE;
+        write_local_response(c, 503, c->decision_headers, c->rq.decision_headers_len, d->problem,
                              d->problem_len, must_close);
         request_done(c, must_close);
         conn_unhold(c);
         return;
     }
     c->state = C_UPSTREAM_WAIT;
-    upstream = c->route->upstream;
-    sl_upstream_acquire(c->gen->pools[upstream], &c->wait, on_upstream, c);
+    upstream = c->rq.route->upstream;
+    sl_upstream_acquire(c->rq.gen->pools[upstream], &c->wait, on_upstream, c);
     conn_unhold(c);
 }
 
@@ -1012,10 +1002,10 @@ static void up_failed(struct conn *c, bool is_timeout);
 static void
 up_timer_set(struct conn *c)
 {
-    uint64_t ms = c->gen->cfg->upstreams[c->route->upstream].timeout_ms;
+    uint64_t ms = c->rq.gen->cfg->upstreams[c->rq.route->upstream].timeout_ms;
 
-    c->up_deadline_us = sl_clock_cached_us() + ms * 1000;
-    if (!c->is_resp_started && ms > CLIENT_PROBE_MS)
+    c->rq.up_deadline_us = sl_clock_cached_us() + ms * 1000;
+    if (!c->rq.is_resp_started && ms > CLIENT_PROBE_MS)
         ms = CLIENT_PROBE_MS;
     timer_add(c->px, &c->up_timer, ms);
 }
@@ -1036,7 +1026,7 @@ static void up_timer_for_body(struct conn *c);
 static void
 write_request_head(struct conn *c, struct evbuffer *out)
 {
-    const struct sl_request *req = &c->req;
+    const struct sl_request *req = &c->rq.req;
     struct head_builder b;
 
     ensure_ids(c);
@@ -1057,7 +1047,7 @@ write_request_head(struct conn *c, struct evbuffer *out)
         if (sl_http_name_is(h, SL_LIT("content-length"))) {
             /* A zero length (no body framing for us) stays explicit: some
              * upstreams answer 411 to a POST without one. */
-            if (c->framing == SL_FRAMING_NONE)
+            if (c->rq.framing == SL_FRAMING_NONE)
                 HB_LIT(&b, "Content-Length: 0\r\n");
             continue;
         }
@@ -1067,36 +1057,36 @@ write_request_head(struct conn *c, struct evbuffer *out)
             continue;
         if (sl_http_name_is(h, SL_LIT("x-forwarded-for")))
             continue; /* all of them are joined into one field below */
-        if ((c->request_id_len && sl_http_name_is(h, SL_LIT("x-request-id")))
+        if ((c->rq.request_id_len && sl_http_name_is(h, SL_LIT("x-request-id")))
             || sl_http_name_is(h, SL_LIT("traceparent")))
             continue;
         hb_header(&b, h);
     }
     if (req->host == NULL) {
         HB_LIT(&b, "Host: ");
-        hb_str(&b, c->upstream_addr);
+        hb_str(&b, c->rq.upstream_addr);
         HB_LIT(&b, "\r\n");
     }
     HB_LIT(&b, "X-Forwarded-For: ");
-    if (c->xff_len > 0) {
-        hb_add(&b, c->xff, c->xff_len);
+    if (c->rq.xff_len > 0) {
+        hb_add(&b, c->xff, c->rq.xff_len);
         HB_LIT(&b, ", ");
     }
     hb_str(&b, c->peer_ip);
     HB_LIT(&b, "\r\nX-Forwarded-Proto: http\r\n");
-    if (c->request_id_len) {
+    if (c->rq.request_id_len) {
         HB_LIT(&b, "X-Request-Id: ");
-        hb_add(&b, c->request_id, c->request_id_len);
+        hb_add(&b, c->request_id, c->rq.request_id_len);
         HB_LIT(&b, "\r\n");
     }
     HB_LIT(&b, "traceparent: ");
     hb_add(&b, c->traceparent, 55);
     HB_LIT(&b, "\r\n");
-    if (c->framing == SL_FRAMING_LENGTH) {
+    if (c->rq.framing == SL_FRAMING_LENGTH) {
         HB_LIT(&b, "Content-Length: ");
-        hb_u64(&b, c->body_left);
+        hb_u64(&b, c->rq.body_left);
         HB_LIT(&b, "\r\n");
-    } else if (c->framing == SL_FRAMING_CHUNKED) {
+    } else if (c->rq.framing == SL_FRAMING_CHUNKED) {
         HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
     }
     HB_LIT(&b, "\r\n");
@@ -1117,27 +1107,27 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     conn_hold(c);
     c->up = up;
     c->us = sl_upconn_stream(up);
-    c->upstream_addr = sl_upconn_address(up);
-    c->upstream_start_us = sl_clock_cached_us();
+    c->rq.upstream_addr = sl_upconn_address(up);
+    c->rq.upstream_start_us = sl_clock_cached_us();
     c->state = C_FORWARD;
     sl_head_reset(&c->resp, HTTP_RESPONSE);
-    c->resp.is_skip_body = c->is_head_method;
+    c->resp.is_skip_body = c->rq.is_head_method;
     sl_stream_setcb(c->us, up_stream_cb, c);
     c->us->in_max = HIGH_WATER;
     sl_stream_set_reading(c->us, true);
     up_timer_set(c);
     write_request_head(c, c->us->out);
-    if (c->is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
+    if (c->rq.is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
         evbuffer_add(c->cs.out, SL_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         sl_stream_flush(&c->cs);
     }
-    if (!c->is_body_done) {
-        timer_set(c, c->gen->cfg->client.body_timeout_ms);
+    if (!c->rq.is_body_done) {
+        timer_set(c, c->rq.gen->cfg->client.body_timeout_ms);
         forward_body(c);
     }
     if (!c->is_dead && c->up != NULL) {
         sl_stream_flush(c->us);
-        if (!c->is_body_done)
+        if (!c->rq.is_body_done)
             up_timer_for_body(c);
     }
     conn_unhold(c);
@@ -1147,12 +1137,12 @@ static void
 chunk_to_upstream(void *arg, const char *at, size_t len)
 {
     struct conn *c = arg;
-    const struct sl_client_conf *client = &c->gen->cfg->client;
+    const struct sl_client_conf *client = &c->rq.gen->cfg->client;
     struct evbuffer *out = c->us->out;
 
-    c->body_seen += len;
-    if (client->max_body_size != 0 && c->body_seen > client->max_body_size) {
-        c->is_body_too_large = true;
+    c->rq.body_seen += len;
+    if (client->max_body_size != 0 && c->rq.body_seen > client->max_body_size) {
+        c->rq.is_body_too_large = true;
         return;
     }
     add_chunk_size(out, len);
@@ -1168,7 +1158,7 @@ chunk_to_upstream(void *arg, const char *at, size_t len)
 static void
 up_timer_for_body(struct conn *c)
 {
-    if (c->is_resp_started)
+    if (c->rq.is_resp_started)
         return; /* the response's own reads keep the timer */
     if (evbuffer_get_length(c->us->out) > 0)
         up_timer_set(c);
@@ -1181,9 +1171,9 @@ up_timer_for_body(struct conn *c)
 static void
 body_finished(struct conn *c)
 {
-    c->is_body_done = true;
+    c->rq.is_body_done = true;
     evtimer_del(&c->timer);
-    if (c->up != NULL && !c->is_resp_started)
+    if (c->up != NULL && !c->rq.is_resp_started)
         up_timer_set(c);
 }
 
@@ -1227,10 +1217,10 @@ forward_chunked(struct conn *c, struct evbuffer *in)
     c->head.on_body = chunk_to_upstream;
     c->head.body_arg = c;
     if (feed_parser(&c->head, in, &consumed) != 0)
-        return c->is_body_too_large ? 413 : 400;
-    if (c->is_body_too_large)
+        return c->rq.is_body_too_large ? 413 : 400;
+    if (c->rq.is_body_too_large)
         return 413;
-    c->bytes_in += consumed;
+    c->rq.bytes_in += consumed;
     if (c->head.is_message_complete) {
         evbuffer_add(c->us->out, SL_LIT("0\r\n\r\n"));
         body_finished(c);
@@ -1245,24 +1235,24 @@ forward_body(struct conn *c)
     struct evbuffer *out;
     size_t avail = evbuffer_get_length(in);
 
-    if (c->up == NULL || c->is_body_done || avail == 0)
+    if (c->up == NULL || c->rq.is_body_done || avail == 0)
         return;
     out = c->us->out;
-    if (c->framing == SL_FRAMING_LENGTH) {
-        size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+    if (c->rq.framing == SL_FRAMING_LENGTH) {
+        size_t n = avail < c->rq.body_left ? avail : (size_t)c->rq.body_left;
         evbuffer_remove_buffer(in, out, n);
-        c->body_left -= n;
-        c->bytes_in += n;
-        if (c->body_left == 0)
+        c->rq.body_left -= n;
+        c->rq.bytes_in += n;
+        if (c->rq.body_left == 0)
             body_finished(c);
     } else {
         int status = forward_chunked(c, in);
         if (status != 0) {
-            if (c->is_resp_started) {
+            if (c->rq.is_resp_started) {
                 conn_close(c, status == 413 ? "request body too large" : "bad chunked body");
                 return;
             }
-            c->is_body_done = true; /* nothing more is read: the connection closes */
+            c->rq.is_body_done = true; /* nothing more is read: the connection closes */
             respond_error(c, status,
                           status == 413 ? "the request body is larger than allowed"
                                         : "the chunked request body is malformed",
@@ -1272,9 +1262,9 @@ forward_body(struct conn *c)
     }
     sl_stream_flush(c->us);
     sl_stream_rearm(&c->cs);
-    if (!c->is_body_done) {
+    if (!c->rq.is_body_done) {
         up_timer_for_body(c);
-        timer_set(c, c->gen->cfg->client.body_timeout_ms);
+        timer_set(c, c->rq.gen->cfg->client.body_timeout_ms);
         if (evbuffer_get_length(out) > HIGH_WATER) {
             c->is_client_read_paused = true;
             sl_stream_set_reading(&c->cs, false);
@@ -1286,9 +1276,9 @@ forward_body(struct conn *c)
 static void
 up_written(struct conn *c)
 {
-    if (!c->is_body_done)
+    if (!c->rq.is_body_done)
         up_timer_for_body(c);
-    if (c->is_client_read_paused && !c->is_body_done
+    if (c->is_client_read_paused && !c->rq.is_body_done
         && evbuffer_get_length(c->us->out) <= LOW_WATER) {
         c->is_client_read_paused = false;
         sl_stream_set_reading(&c->cs, true);
@@ -1308,9 +1298,9 @@ write_response_head(struct conn *c, const char *head, bool must_close)
     size_t n = sl_head_headers(&c->resp, head, headers);
     int status = c->resp.parser.status_code;
 
-    c->status = status;
-    c->is_resp_chunked = c->resp_framing == SL_FRAMING_CHUNKED
-        || (c->resp_framing == SL_FRAMING_EOF && c->req.http_minor >= 1);
+    c->rq.status = status;
+    c->rq.is_resp_chunked = c->rq.resp_framing == SL_FRAMING_CHUNKED
+        || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor >= 1);
     b.out = out;
     b.len = 0;
     HB_LIT(&b, "HTTP/1.1 ");
@@ -1322,39 +1312,39 @@ write_response_head(struct conn *c, const char *head, bool must_close)
         const struct sl_header *h = &headers[i];
         if (sl_http_is_hop_by_hop(headers, n, h))
             continue;
-        if (c->is_resp_chunked && sl_http_name_is(h, SL_LIT("content-length")))
+        if (c->rq.is_resp_chunked && sl_http_name_is(h, SL_LIT("content-length")))
             continue;
         hb_header(&b, h);
     }
-    hb_add(&b, c->decision_headers, c->decision_headers_len);
-    if (c->route->has_server_timing) {
+    hb_add(&b, c->decision_headers, c->rq.decision_headers_len);
+    if (c->rq.route->has_server_timing) {
         char timing[64];
         int len = snprintf(timing, sizeof(timing), "Server-Timing: upstream;dur=%.3f\r\n",
-                           span_ms(c->upstream_start_us, c->first_byte_us));
+                           span_ms(c->rq.upstream_start_us, c->rq.first_byte_us));
         hb_add(&b, timing, (size_t)len);
     }
-    if (c->is_resp_chunked)
+    if (c->rq.is_resp_chunked)
         HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (must_close)
         HB_LIT(&b, "Connection: close\r\n");
-    else if (c->req.http_minor == 0)
+    else if (c->rq.req.http_minor == 0)
         HB_LIT(&b, "Connection: keep-alive\r\n");
     HB_LIT(&b, "\r\n");
     hb_finish(&b);
-    c->bytes_out += evbuffer_get_length(out) - before;
-    c->is_resp_started = true;
+    c->rq.bytes_out += evbuffer_get_length(out) - before;
+    c->rq.is_resp_started = true;
 }
 
 /* The response is over: give the upstream connection back, finish the request. */
 static void
 response_done(struct conn *c)
 {
-    bool is_reusable = c->is_body_done && c->resp_framing != SL_FRAMING_EOF
+    bool is_reusable = c->rq.is_body_done && c->rq.resp_framing != SL_FRAMING_EOF
         && http_should_keep_alive(&c->resp.parser)
         && evbuffer_get_length(c->us->out) == 0;
-    bool must_close = !c->is_body_done;
+    bool must_close = !c->rq.is_body_done;
 
-    c->upstream_end_us = sl_clock_cached_us();
+    c->rq.upstream_end_us = sl_clock_cached_us();
     upstream_drop(c, is_reusable);
     c->is_up_read_paused = false;
     request_done(c, must_close);
@@ -1367,12 +1357,12 @@ chunk_to_client(void *arg, const char *at, size_t len)
     struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
 
-    if (c->is_resp_chunked)
+    if (c->rq.is_resp_chunked)
         add_chunk_size(out, len);
     evbuffer_add(out, at, len);
-    if (c->is_resp_chunked)
+    if (c->rq.is_resp_chunked)
         evbuffer_add(out, SL_LIT("\r\n"));
-    c->bytes_out += evbuffer_get_length(out) - before;
+    c->rq.bytes_out += evbuffer_get_length(out) - before;
 }
 
 /* Returns 0, or -1 when the upstream's framing is broken. */
@@ -1414,17 +1404,17 @@ forward_response(struct conn *c)
     struct evbuffer *in = c->us->in;
     struct evbuffer *out = c->cs.out;
 
-    if (c->resp_framing == SL_FRAMING_LENGTH) {
+    if (c->rq.resp_framing == SL_FRAMING_LENGTH) {
         size_t avail = evbuffer_get_length(in);
-        size_t n = avail < c->resp_left ? avail : (size_t)c->resp_left;
+        size_t n = avail < c->rq.resp_left ? avail : (size_t)c->rq.resp_left;
         move_body(in, out, n);
-        c->resp_left -= n;
-        c->bytes_out += n;
-        if (c->resp_left == 0) {
+        c->rq.resp_left -= n;
+        c->rq.bytes_out += n;
+        if (c->rq.resp_left == 0) {
             response_done(c);
             return;
         }
-    } else if (c->resp_framing == SL_FRAMING_NONE) {
+    } else if (c->rq.resp_framing == SL_FRAMING_NONE) {
         response_done(c);
         return;
     } else {
@@ -1433,9 +1423,9 @@ forward_response(struct conn *c)
             return;
         }
         if (c->resp.is_message_complete) {
-            if (c->is_resp_chunked) {
+            if (c->rq.is_resp_chunked) {
                 evbuffer_add(out, SL_LIT("0\r\n\r\n"));
-                c->bytes_out += 5;
+                c->rq.bytes_out += 5;
             }
             response_done(c);
             return;
@@ -1449,7 +1439,7 @@ forward_response(struct conn *c)
         c->is_up_read_paused = true;
         sl_stream_set_reading(c->us, false);
         evtimer_del(&c->up_timer);
-        timer_set(c, c->gen->cfg->client.idle_timeout_ms);
+        timer_set(c, c->rq.gen->cfg->client.idle_timeout_ms);
     }
 }
 
@@ -1486,20 +1476,20 @@ read_response_head(struct conn *c)
             }
             evbuffer_drain(in, c->resp.head_len);
             sl_head_reset(&c->resp, HTTP_RESPONSE);
-            c->resp.is_skip_body = c->is_head_method;
+            c->resp.is_skip_body = c->rq.is_head_method;
             continue;
         }
-        c->first_byte_us = sl_clock_cached_us();
+        c->rq.first_byte_us = sl_clock_cached_us();
         sl_metrics_upstream_response(c->px->mw,
-                                     c->gen->upstream_slots[c->route->upstream], (int)status,
-                                     c->first_byte_us - c->upstream_start_us);
-        c->resp_framing = sl_http_response_framing(&c->resp, c->is_head_method);
-        c->resp_left = c->resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
-        must_close = !c->is_body_done || !c->is_keepalive || c->px->is_draining
-            || (c->resp_framing == SL_FRAMING_EOF && c->req.http_minor == 0);
+                                     c->rq.gen->upstream_slots[c->rq.route->upstream], (int)status,
+                                     c->rq.first_byte_us - c->rq.upstream_start_us);
+        c->rq.resp_framing = sl_http_response_framing(&c->resp, c->rq.is_head_method);
+        c->rq.resp_left = c->rq.resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
+        must_close = !c->rq.is_body_done || !c->rq.is_keepalive || c->px->is_draining
+            || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor == 0);
         write_response_head(c, data, must_close);
         if (must_close)
-            c->is_keepalive = false;
+            c->rq.is_keepalive = false;
         evbuffer_drain(in, c->resp.head_len);
         return true;
     }
@@ -1508,7 +1498,7 @@ read_response_head(struct conn *c)
 static void
 up_read(struct conn *c)
 {
-    if (c->is_resp_started || read_response_head(c)) {
+    if (c->rq.is_resp_started || read_response_head(c)) {
         if (!c->is_dead && c->up != NULL)
             forward_response(c);
     }
@@ -1521,21 +1511,21 @@ up_read(struct conn *c)
 static void
 up_failed(struct conn *c, bool is_timeout)
 {
-    if (!is_timeout && c->is_resp_started && c->resp_framing == SL_FRAMING_EOF) {
+    if (!is_timeout && c->rq.is_resp_started && c->rq.resp_framing == SL_FRAMING_EOF) {
         if (forward_decoded(c, c->us->in, true) == 0 && c->resp.is_message_complete) {
-            if (c->is_resp_chunked) {
+            if (c->rq.is_resp_chunked) {
                 evbuffer_add(c->cs.out, SL_LIT("0\r\n\r\n"));
-                c->bytes_out += 5;
+                c->rq.bytes_out += 5;
             }
             response_done(c);
             return;
         }
     }
-    c->upstream_end_us = sl_clock_cached_us();
-    sl_metrics_upstream_error(c->px->mw, c->gen->upstream_slots[c->route->upstream],
+    c->rq.upstream_end_us = sl_clock_cached_us();
+    sl_metrics_upstream_error(c->px->mw, c->rq.gen->upstream_slots[c->rq.route->upstream],
                               is_timeout ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
                                          : SL_METRICS_UPSTREAM_BROKEN);
-    if (!c->is_resp_started) {
+    if (!c->rq.is_resp_started) {
         upstream_drop(c, false);
         respond_error(c, is_timeout ? 504 : 502,
                       is_timeout ? "the upstream did not answer in time"
@@ -1545,7 +1535,7 @@ up_failed(struct conn *c, bool is_timeout)
         /* Mid-body: the client must see a broken response, never a complete one. */
         const char *reason = is_timeout ? "upstream timed out mid-response"
                                         : "upstream closed mid-response";
-        c->status = c->status ? c->status : 502;
+        c->rq.status = c->rq.status ? c->rq.status : 502;
         request_finish(c, reason);
         upstream_drop(c, false);
         conn_flush_close(c);
@@ -1578,13 +1568,13 @@ up_timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_hold(c);
     if (c->up != NULL) {
         uint64_t now = sl_clock_now_us();
-        uint64_t left_ms = now < c->up_deadline_us ? (c->up_deadline_us - now + 999) / 1000 : 0;
+        uint64_t left_ms = now < c->rq.up_deadline_us ? (c->rq.up_deadline_us - now + 999) / 1000 : 0;
 
         if (left_ms == 0) {
             up_failed(c, true);
         } else if (client_gone(c)) {
             conn_close(c, "client closed");
-        } else if (!c->is_resp_started && left_ms > CLIENT_PROBE_MS) {
+        } else if (!c->rq.is_resp_started && left_ms > CLIENT_PROBE_MS) {
             timer_add(c->px, &c->up_timer, CLIENT_PROBE_MS);
         } else {
             /* an odd remainder: a plain timer, not a common-timeout queue of its own */
@@ -1615,7 +1605,7 @@ client_written(struct conn *c)
             if (evbuffer_get_length(c->us->in) > 0)
                 forward_response(c);
         } else {
-            timer_set(c, c->gen->cfg->client.idle_timeout_ms);
+            timer_set(c, c->rq.gen->cfg->client.idle_timeout_ms);
         }
     } else if ((c->state == C_IDLE || c->state == C_HEAD) && pending <= LOW_WATER) {
         conn_process(c);
@@ -1659,8 +1649,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         respond_error(c, 408, "the request head did not arrive in time", true);
         break;
     case C_FORWARD:
-        if (!c->is_body_done && !c->is_resp_started) {
-            c->is_body_done = true;
+        if (!c->rq.is_body_done && !c->rq.is_resp_started) {
+            c->rq.is_body_done = true;
             respond_error(c, 408, "the request body did not arrive in time", true);
         } else {
             conn_close(c, c->is_up_read_paused ? "client send timeout" : "client body timeout");
@@ -1697,7 +1687,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     evtimer_assign(&c->up_timer, px->base, up_timer_cb, c);
     /* A new connection gets the header timeout, not the keep-alive one. */
-    c->start_us = sl_clock_cached_us();
+    c->rq.start_us = sl_clock_cached_us();
     c->state = C_HEAD;
     timer_set(c, client->header_timeout_ms);
 
