@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * proxy statics, reached by including the source: collect_xff (every
- * X-Forwarded-For field joined, the right-most 1 KiB kept), ensure_ids (a
- * valid X-Request-Id or traceparent kept, a missing or invalid one replaced
- * by a valid generated one, on first use only and then stable) and write_request_head (the head sent upstream:
- * hop-by-hop fields and Expect dropped, X-Forwarded-For appended to,
- * X-Forwarded-Proto set, body framing re-stated, Host kept). Each test
+ * The proxy's head rewriting, through src/proxy_int.h: proxy_collect_xff
+ * (every X-Forwarded-For field joined, the right-most 1 KiB kept),
+ * proxy_ensure_ids (a valid X-Request-Id or traceparent kept, a missing or
+ * invalid one replaced by a valid generated one, on first use only and then
+ * stable) and proxy_write_request_head (the head sent upstream: hop-by-hop
+ * fields and Expect dropped, X-Forwarded-For appended to, X-Forwarded-Proto
+ * set, body framing re-stated, Host kept). Each test
  * parses a literal request with sl_head_* into a connection built by hand,
  * as read_head and request_begin do, without sockets or an event loop.
  */
@@ -14,11 +15,16 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #include <cmocka.h>
+#include <event2/buffer.h>
 
-#include "../../src/proxy.c"
+#include "proxy_int.h"
+#include "sluice/http.h"
+#include "util/alloc.h"
 
 #define PEER_IP "198.51.100.7"
 #define UPSTREAM_ADDR "127.0.0.1:9000"
@@ -47,7 +53,7 @@ parsed(const char *raw)
     assert_int_equal(sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left), 0);
     memcpy(c->peer_ip, PEER_IP, sizeof(PEER_IP));
     c->rq.upstream_addr = UPSTREAM_ADDR;
-    c->rq.xff_len = collect_xff(c);
+    c->rq.xff_len = proxy_collect_xff(c);
     return c;
 }
 
@@ -77,7 +83,7 @@ upstream_head(struct conn *c)
     size_t len;
     char *s;
 
-    write_request_head(c, out);
+    proxy_write_request_head(c, out);
     len = evbuffer_get_length(out);
     s = sl_xmalloc(len + 1);
     assert_int_equal(evbuffer_remove(out, s, len), (int)len);
@@ -150,7 +156,7 @@ is_hex(const char *s, size_t n)
     return true;
 }
 
-/* ---- collect_xff ------------------------------------------------------------------- */
+/* ---- proxy_collect_xff --------------------------------------------------- */
 
 static void
 test_xff_none(void **state)
@@ -238,7 +244,7 @@ test_xff_keeps_rightmost_kib(void **state)
     }
 }
 
-/* ---- ensure_ids --------------------------------------------------------------------- */
+/* ---- proxy_ensure_ids ---------------------------------------------------- */
 
 static void
 test_ids_kept_when_valid(void **state)
@@ -332,7 +338,7 @@ test_ids_generated(void **state)
     }
 }
 
-/* ---- write_request_head ---------------------------------------------------------- */
+/* ---- proxy_write_request_head -------------------------------------------- */
 
 static void
 test_head_basic(void **state)
