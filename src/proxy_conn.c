@@ -114,6 +114,10 @@ proxy_conn_close(struct conn *c, const char *reason)
 
     if (c->is_dead)
         return;
+    /* Releasing the generation can free its limiter, which completes a
+     * pending check at once, and that callback lets go of c: c must outlive
+     * this function whoever called it (sl_proxy_close_all holds nothing). */
+    proxy_conn_hold(c);
     if (c->rq.gen != NULL && !c->rq.is_logged)
         proxy_request_finish(c, reason);
     proxy_upstream_drop(c, false);
@@ -123,8 +127,7 @@ proxy_conn_close(struct conn *c, const char *reason)
     proxy_gen_release(c->rq.gen);
     c->rq.gen = NULL;
     proxy_conn_unlink(px, c);
-    if (c->refs == 0)
-        conn_destroy(c);
+    proxy_conn_unhold(c);
 }
 
 /* Sends what is buffered, then closes; the timer bounds a client that never reads. */
