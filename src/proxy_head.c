@@ -122,6 +122,31 @@ hb_header(struct head_builder *b, const struct sl_header *h)
     HB_LIT(b, "\r\n");
 }
 
+/* Opens a head on `out` with its status line, our reason phrase. */
+static void
+hb_status_line(struct head_builder *b, struct evbuffer *out, int status)
+{
+    b->out = out;
+    b->len = 0;
+    HB_LIT(b, "HTTP/1.1 ");
+    hb_u64(b, (uint64_t)status);
+    HB_LIT(b, " ");
+    hb_str(b, sl_http_reason(status));
+    HB_LIT(b, "\r\n");
+}
+
+/* Connection, then the blank line that ends a head to the client: an
+ * HTTP/1.0 client keeps the connection only when told (RFC 9112 section 9.3). */
+static void
+hb_end(struct head_builder *b, const struct conn *c, bool must_close)
+{
+    if (must_close)
+        HB_LIT(b, "Connection: close\r\n");
+    else if (c->rq.req.http_minor == 0)
+        HB_LIT(b, "Connection: keep-alive\r\n");
+    HB_LIT(b, "\r\n");
+}
+
 /* "<hex>\r\n": a chunk-size line, RFC 9112 section 7.1 */
 void
 proxy_add_chunk_size(struct evbuffer *out, size_t len)
@@ -286,13 +311,7 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     c->rq.status = status;
     c->rq.is_resp_chunked = c->rq.resp_framing == SL_FRAMING_CHUNKED
         || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor >= 1);
-    b.out = out;
-    b.len = 0;
-    HB_LIT(&b, "HTTP/1.1 ");
-    hb_u64(&b, (uint64_t)status);
-    HB_LIT(&b, " ");
-    hb_str(&b, sl_http_reason(status));
-    HB_LIT(&b, "\r\n");
+    hb_status_line(&b, out, status);
     for (size_t i = 0; i < n; i++) {
         const struct sl_header *h = &headers[i];
         if (sl_http_is_hop_by_hop(headers, n, h))
@@ -310,39 +329,26 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     }
     if (c->rq.is_resp_chunked)
         HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
-    if (must_close)
-        HB_LIT(&b, "Connection: close\r\n");
-    else if (c->rq.req.http_minor == 0)
-        HB_LIT(&b, "Connection: keep-alive\r\n");
-    HB_LIT(&b, "\r\n");
+    hb_end(&b, c, must_close);
     hb_finish(&b);
     c->rq.bytes_out += evbuffer_get_length(out) - before;
     c->rq.is_resp_started = true;
 }
 
 void
-proxy_write_local_response(struct conn *c, int status, const char *extra_headers, size_t extra_len,
-                     const char *body, size_t body_len, bool must_close)
+proxy_write_local_response(struct conn *c, int status, const char *extra_headers,
+                           size_t extra_len, const char *body, size_t body_len, bool must_close)
 {
     struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
     struct head_builder b;
 
-    b.out = out;
-    b.len = 0;
-    HB_LIT(&b, "HTTP/1.1 ");
-    hb_u64(&b, (uint64_t)status);
-    HB_LIT(&b, " ");
-    hb_str(&b, sl_http_reason(status));
-    HB_LIT(&b, "\r\nContent-Type: application/problem+json\r\nContent-Length: ");
+    hb_status_line(&b, out, status);
+    HB_LIT(&b, "Content-Type: application/problem+json\r\nContent-Length: ");
     hb_u64(&b, body_len);
     HB_LIT(&b, "\r\nCache-Control: no-store\r\n");
     hb_add(&b, extra_headers, extra_len);
-    if (must_close)
-        HB_LIT(&b, "Connection: close\r\n");
-    else if (c->rq.req.http_minor == 0)
-        HB_LIT(&b, "Connection: keep-alive\r\n");
-    HB_LIT(&b, "\r\n");
+    hb_end(&b, c, must_close);
     if (!c->rq.is_head_method)
         hb_add(&b, body, body_len);
     hb_finish(&b);
