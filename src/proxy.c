@@ -32,6 +32,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/netaddr.h"
+#include "sluice/phase.h"
 #include "sluice/route.h"
 #include "sluice/upstream.h"
 #include "util/alloc.h"
@@ -79,6 +80,7 @@ struct wgen {
     unsigned *route_slots;     /* metrics slots, by conf index */
     unsigned *limit_slots;
     unsigned *upstream_slots;
+    struct sl_phase_table *phases; /* each route's phases */
 };
 
 static void
@@ -96,6 +98,7 @@ wgen_unref(struct wgen *gen)
         sl_upstream_pool_free(gen->pools[i]);
     free(gen->pools);
     sl_limiter_free(gen->limiter);
+    sl_phase_table_free(gen->phases); /* after the limiter: its last callbacks end runs */
     sl_shared_config_unref(gen->shared);
     free(gen);
 }
@@ -131,7 +134,21 @@ proxy_gen_route(const struct wgen *gen, const struct sl_route_conf *route,
     use->slot = gen->route_slots[i];
     use->upstream_slot = gen->upstream_slots[route->upstream];
     use->pool = gen->pools[route->upstream];
-    use->limiter = gen->limiter;
+    use->phases = sl_phase_table_chain(gen->phases, i);
+}
+
+/* Each route's phases, from what the generation holds; see sluice/phase.h. */
+static struct sl_phase_table *
+build_phases(const struct sl_proxy *px, const struct wgen *gen)
+{
+    struct sl_phase_env env = {
+        .cfg = gen->cfg,
+        .limiter = gen->limiter,
+        .metrics = px->mw,
+        .route_slots = gen->route_slots,
+    };
+
+    return sl_phase_table_new(&env);
 }
 
 /* ---- timers and connections ----------------------------------------------- */
@@ -336,6 +353,7 @@ sl_proxy_set_config(struct sl_proxy *px, struct sl_shared_config *shared, char *
     gen->limiter = limiter;
     register_names(px, gen);
     sl_limiter_set_metrics(limiter, px->mw, gen->limit_slots);
+    gen->phases = build_phases(px, gen);
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,

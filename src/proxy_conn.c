@@ -10,7 +10,7 @@
  * Heads as they leave are proxy_head.c's, the upstream leg proxy_upstream.c's.
  *
  * Every connection end goes through proxy_conn_close(conn, reason); a
- * connection referenced by a pending callback (limiter, upstream) is freed
+ * connection referenced by a pending callback (a phase, upstream) is freed
  * only when it returns.
  */
 #include "proxy_int.h"
@@ -28,7 +28,6 @@
 #include "sluice/accesslog.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
-#include "sluice/limiter.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/netaddr.h"
@@ -37,7 +36,8 @@
 #include "util/clock.h"
 
 static void conn_process(struct conn *c);
-static void on_decision(void *arg, const struct sl_decision *d);
+static void on_phases_done(void *arg, enum sl_phase_result result, int status,
+                           const char *body, size_t body_len);
 static void conn_stream_cb(struct sl_stream *s, int what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -68,6 +68,7 @@ proxy_conn_new(struct sl_proxy *px, evutil_socket_t fd, const struct sockaddr *s
     sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
     c->head.max_uri_size = client->max_uri_size;
     sl_head_init(&c->resp, HTTP_RESPONSE, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS);
+    sl_phase_run_init(&c->phases);
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     evtimer_assign(&c->up_timer, px->base, proxy_up_timer_cb, c);
     /* A new connection gets the header timeout, not the keep-alive one. */
@@ -91,7 +92,7 @@ conn_destroy(struct conn *c)
     sl_head_fini(&c->head);
     sl_head_fini(&c->resp);
     free(c->rq.head_buf);
-    free(c->decision_headers);
+    sl_phase_run_fini(&c->phases);
     free(c);
     if (px->is_draining && px->nconns == 0 && px->drained_cb != NULL) {
         sl_proxy_drained_cb *cb = px->drained_cb;
@@ -187,13 +188,16 @@ proxy_request_finish(struct conn *c, const char *reason)
 {
     struct sl_access_entry e;
     uint64_t now = sl_clock_cached_us();
+    uint64_t upstream_end_us = c->rq.upstream_end_us ? c->rq.upstream_end_us : now;
     const struct sl_header *rid;
 
     c->rq.is_logged = true;
     count_request(c, now);
     log_slow(c, now);
-    if (!sl_accesslog_is_on(c->px->accesslog))
+    if (!sl_accesslog_is_on(c->px->accesslog)) {
+        sl_phase_run_end(&c->phases, reason, NULL);
         return;
+    }
     proxy_ensure_ids(c);
     memset(&e, 0, sizeof(e));
     e.time = sl_clock_wall_at(c->rq.start_us);
@@ -207,11 +211,9 @@ proxy_request_finish(struct conn *c, const char *reason)
     e.bytes_out = c->rq.bytes_out;
     e.duration_ms = (double)(now - c->rq.start_us) / 1000.0;
     e.upstream_ms = c->rq.upstream_start_us
-                        ? (double)((c->rq.upstream_end_us ? c->rq.upstream_end_us : now) -
-                                   c->rq.upstream_start_us) /
-                              1000.0
-                        : -1.0;
-    e.limiter_ms = c->rq.is_limit_checked ? c->rq.limiter_ms : -1.0;
+        ? (double)(upstream_end_us - c->rq.upstream_start_us) / 1000.0
+        : -1.0;
+    e.limiter_ms = -1.0; /* the limits phase fills it in, and e.limit */
     e.upstream = c->rq.upstream_addr;
     rid = c->rq.request_id_len ? NULL : sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
     if (c->rq.request_id_len) {
@@ -225,10 +227,10 @@ proxy_request_finish(struct conn *c, const char *reason)
         e.trace_id = c->traceparent + 3;
         e.trace_id_len = 32;
     }
-    e.limit = c->rq.limit_outcome;
     e.reason = reason;
     if (c->rq.route != NULL)
         e.route = c->rq.use.name;
+    sl_phase_run_end(&c->phases, reason, &e);
     sl_accesslog_write(c->px->accesslog, &e);
 }
 
@@ -359,11 +361,12 @@ request_begin(struct conn *c)
         proxy_respond_error(c, 404, "no route matches this request", false);
         return;
     }
-    c->state = C_LIMIT;
-    evtimer_del(&c->timer);
-    proxy_conn_hold(c);
     proxy_gen_route(c->rq.gen, c->rq.route, &c->rq.use);
-    sl_limiter_check(c->rq.use.limiter, c->rq.route, &c->rq.req, on_decision, c);
+    c->state = C_PHASES;
+    evtimer_del(&c->timer);
+    /* released by on_phases_done, which may come before this returns */
+    proxy_conn_hold(c);
+    sl_phase_run_start(&c->phases, c->rq.use.phases, &c->rq.req, on_phases_done, c);
 }
 
 /* Returns false when it answered (error) or needs more bytes. */
@@ -452,76 +455,35 @@ conn_process(struct conn *c)
     proxy_conn_unhold(c);
 }
 
-/* ---- limiter decision -------------------------------------------------------- */
-
-static void
-keep_decision_headers(struct conn *c, const struct sl_decision *d)
-{
-    if (d->headers_len > c->decision_headers_cap) {
-        c->decision_headers_cap = d->headers_len;
-        c->decision_headers = sl_xrealloc(c->decision_headers, c->decision_headers_cap);
-    }
-    if (d->headers_len > 0)
-        memcpy(c->decision_headers, d->headers, d->headers_len);
-    c->rq.decision_headers_len = d->headers_len;
-}
+/* ---- phases ---------------------------------------------------------------- */
 
 /*
- * Server-Timing (W3C): the limiter's share now; the upstream's is added to the
- * response head when it arrives. Kept with the decision headers so local
- * answers (429, 503) carry it too.
+ * The route's phases have decided (sl_phase_run_start may not have returned
+ * yet). Answers carry the header lines phases attached; a request whose body
+ * was not read gets Connection: close, since the unread body would be taken
+ * for the next request.
  */
 static void
-add_server_timing(struct conn *c)
-{
-    char text[64];
-    int n = snprintf(text, sizeof(text), "Server-Timing: limiter;dur=%.3f\r\n", c->rq.limiter_ms);
-    size_t need = c->rq.decision_headers_len + (size_t)n;
-
-    if (need > c->decision_headers_cap) {
-        c->decision_headers_cap = need;
-        c->decision_headers = sl_xrealloc(c->decision_headers, need);
-    }
-    memcpy(c->decision_headers + c->rq.decision_headers_len, text, (size_t)n);
-    c->rq.decision_headers_len = need;
-}
-
-static void
-on_decision(void *arg, const struct sl_decision *d)
+on_phases_done(void *arg, enum sl_phase_result result, int status, const char *body,
+               size_t body_len)
 {
     struct conn *c = arg;
 
-    if (c->is_dead) {
+    if (result == SL_PHASE_ABANDONED || c->is_dead) {
         proxy_conn_unhold(c);
         return;
     }
-    c->rq.limit_outcome = d->outcome;
-    c->rq.limiter_ms = d->limiter_ms;
-    /* "none": no limit applied to this request, so no limiter time to report */
-    c->rq.is_limit_checked = strcmp(d->outcome, "none") != 0;
     c->rq.decided_us = sl_clock_cached_us();
-    sl_metrics_limiter(c->px->mw, c->rq.use.slot,
-                       (uint64_t)(d->limiter_ms * 1000.0));
-    keep_decision_headers(c, d);
-    if (c->rq.route->has_server_timing && c->rq.is_limit_checked)
-        add_server_timing(c);
-    if (d->verdict == SL_VERDICT_DENY) {
+    if (result == SL_PHASE_ANSWERED) {
         bool must_close = c->rq.framing != SL_FRAMING_NONE;
-        proxy_write_local_response(c, 429, c->decision_headers, c->rq.decision_headers_len,
-                                   d->problem, d->problem_len, must_close);
+        size_t headers_len;
+        const char *headers = sl_phase_headers(&c->phases, &headers_len);
+
+        proxy_write_local_response(c, status, headers, headers_len, body, body_len, must_close);
         proxy_request_done(c, must_close);
-        proxy_conn_unhold(c);
-        return;
+    } else {
+        proxy_upstream_start(c);
     }
-    if (d->verdict == SL_VERDICT_UNAVAILABLE) {
-        bool must_close = c->rq.framing != SL_FRAMING_NONE;
-        proxy_write_local_response(c, 503, c->decision_headers, c->rq.decision_headers_len,
-                                   d->problem, d->problem_len, must_close);
-        proxy_request_done(c, must_close);
-        proxy_conn_unhold(c);
-        return;
-    }
-    proxy_upstream_start(c);
     proxy_conn_unhold(c);
 }
 

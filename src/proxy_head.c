@@ -76,7 +76,7 @@ static void
 hb_add(struct head_builder *b, const void *p, size_t n)
 {
     if (n == 0)
-        return; /* p may be NULL then (no decision headers) */
+        return; /* p may be NULL then (no attached headers) */
     if (n > sizeof(b->buf) - b->len) {
         if (b->len > 0)
             evbuffer_add(b->out, b->buf, b->len);
@@ -307,7 +307,11 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     size_t before = evbuffer_get_length(out);
     size_t n = sl_head_headers(&c->resp, head, headers);
     int status = c->resp.parser.status_code;
+    const char *attached;
+    size_t attached_len;
 
+    /* before the head is built: phases may attach lines to it */
+    sl_phase_response_head(&c->phases, status, headers, n);
     c->rq.status = status;
     c->rq.is_resp_chunked = c->rq.resp_framing == SL_FRAMING_CHUNKED
         || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor >= 1);
@@ -320,7 +324,8 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
             continue;
         hb_header(&b, h);
     }
-    hb_add(&b, c->decision_headers, c->rq.decision_headers_len);
+    attached = sl_phase_headers(&c->phases, &attached_len);
+    hb_add(&b, attached, attached_len);
     if (c->rq.route->has_server_timing) {
         char timing[64];
         int len = snprintf(timing, sizeof(timing), "Server-Timing: upstream;dur=%.3f\r\n",

@@ -27,6 +27,7 @@
 #include <event2/util.h>
 
 #include "sluice/http.h"
+#include "sluice/phase.h"
 #include "sluice/proxy.h"
 #include "sluice/upstream.h"
 #include "util/stream.h"
@@ -35,7 +36,6 @@ struct evbuffer;
 struct evconnlistener;
 struct sl_accesslog;
 struct sl_config;
-struct sl_limiter;
 struct sl_metrics;
 struct sl_metrics_worker;
 struct sl_route_conf;
@@ -56,7 +56,7 @@ struct wgen;
 enum conn_state {
     C_IDLE,          /* keep-alive, waiting for a request */
     C_HEAD,          /* reading a request head */
-    C_LIMIT,         /* waiting for the limiter */
+    C_PHASES,        /* the route's phases decide (the limiter waits on its store) */
     C_UPSTREAM_WAIT, /* waiting for an upstream connection */
     C_FORWARD,       /* request going up, response coming down */
     C_FLUSH_CLOSE,   /* last bytes going out, then close */
@@ -69,7 +69,7 @@ struct route_use {
     unsigned slot;                  /* the route's metrics slot */
     unsigned upstream_slot;         /* its upstream's metrics slot */
     struct sl_upstream_pool *pool;  /* its upstream's pool */
-    struct sl_limiter *limiter;
+    const struct sl_phase_chain *phases;
 };
 
 /*
@@ -96,13 +96,9 @@ struct request_state {
     bool is_keepalive;
     bool is_logged;
     bool is_counted;        /* sl_metrics_request_start was called */
-    bool is_limit_checked;  /* some limit applied: limiter_ms means something */
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
     size_t xff_len;
     size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
-    size_t decision_headers_len;
-    const char *limit_outcome;
-    double limiter_ms;
 
     /* the response */
     enum sl_framing resp_framing;
@@ -112,8 +108,8 @@ struct request_state {
 
     /* accounting: phase boundaries for Server-Timing and slow_request */
     uint64_t up_deadline_us; /* when the upstream timeout runs out */
-    uint64_t start_us, head_done_us, decided_us, upstream_start_us, first_byte_us,
-        upstream_end_us;
+    uint64_t start_us, head_done_us, upstream_start_us, first_byte_us, upstream_end_us;
+    uint64_t decided_us; /* the phases decided */
     uint64_t bytes_in, bytes_out;
     int status;
     const char *upstream_addr;
@@ -142,8 +138,7 @@ struct conn {
     char xff[1024];
     char request_id[MAX_REQUEST_ID + 1];
     char traceparent[56];
-    char *decision_headers;
-    size_t decision_headers_cap;
+    struct sl_phase_run phases; /* the request's way through its route's phases */
 
     /* upstream side: resources released by proxy_upstream_drop before a reset */
     struct sl_upstream_wait wait;

@@ -23,6 +23,9 @@
 #include "sluice/upstream.h"
 #include "util/clock.h"
 
+/* the end of a chunked body: last-chunk, no trailers (RFC 9112 section 7.1) */
+static const char last_chunk[] = "0\r\n\r\n";
+
 static void on_upstream(void *arg, struct sl_upconn *up, int status);
 static void up_stream_cb(struct sl_stream *s, int what, void *arg);
 static void up_failed(struct conn *c, bool is_timeout);
@@ -173,6 +176,8 @@ chunk_to_client(void *arg, const char *at, size_t len)
     struct evbuffer *out = c->cs.out;
     size_t before = evbuffer_get_length(out);
 
+    if (sl_phase_chain_wants_body(c->rq.use.phases))
+        sl_phase_response_body(&c->phases, at, len);
     if (c->rq.is_resp_chunked)
         proxy_add_chunk_size(out, len);
     evbuffer_add(out, at, len);
@@ -194,6 +199,27 @@ forward_decoded(struct conn *c, struct evbuffer *in, bool is_eof)
     if (is_eof && !c->resp.is_message_complete && sl_head_feed_body(&c->resp, NULL, 0) < 0)
         return -1;
     return 0;
+}
+
+/* Shows the first n bytes of `in` to the phases that look at bodies, piece
+ * by piece, without moving them. */
+static void
+show_body(struct conn *c, struct evbuffer *in, size_t n)
+{
+    struct evbuffer_ptr pos;
+
+    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+    while (n > 0) {
+        struct evbuffer_iovec v;
+        size_t len;
+
+        if (evbuffer_peek(in, (ev_ssize_t)n, &pos, &v, 1) < 1)
+            break;
+        len = v.iov_len < n ? v.iov_len : n;
+        sl_phase_response_body(&c->phases, v.iov_base, len);
+        n -= len;
+        evbuffer_ptr_set(in, &pos, len, EVBUFFER_PTR_ADD);
+    }
 }
 
 /*
@@ -223,6 +249,8 @@ proxy_forward_response(struct conn *c)
     if (c->rq.resp_framing == SL_FRAMING_LENGTH) {
         size_t avail = evbuffer_get_length(in);
         size_t n = avail < c->rq.resp_left ? avail : (size_t)c->rq.resp_left;
+        if (sl_phase_chain_wants_body(c->rq.use.phases))
+            show_body(c, in, n);
         move_body(in, out, n);
         c->rq.resp_left -= n;
         c->rq.bytes_out += n;
@@ -240,8 +268,8 @@ proxy_forward_response(struct conn *c)
         }
         if (c->resp.is_message_complete) {
             if (c->rq.is_resp_chunked) {
-                evbuffer_add(out, SL_LIT("0\r\n\r\n"));
-                c->rq.bytes_out += 5;
+                evbuffer_add(out, last_chunk, sizeof(last_chunk) - 1);
+                c->rq.bytes_out += sizeof(last_chunk) - 1;
             }
             response_done(c);
             return;
@@ -331,8 +359,8 @@ up_failed(struct conn *c, bool is_timeout)
     if (!is_timeout && c->rq.is_resp_started && c->rq.resp_framing == SL_FRAMING_EOF) {
         if (forward_decoded(c, c->us->in, true) == 0 && c->resp.is_message_complete) {
             if (c->rq.is_resp_chunked) {
-                evbuffer_add(c->cs.out, SL_LIT("0\r\n\r\n"));
-                c->rq.bytes_out += 5;
+                evbuffer_add(c->cs.out, last_chunk, sizeof(last_chunk) - 1);
+                c->rq.bytes_out += sizeof(last_chunk) - 1;
             }
             response_done(c);
             return;
