@@ -106,7 +106,7 @@ on_headers_complete(http_parser *p)
     if (p->type == HTTP_REQUEST && !(p->flags & F_CHUNKED)) {
         for (unsigned i = 0; i < h->nspans; i++) {
             if (sl_http_token_eq(h->base + h->spans[i].name_off, h->spans[i].name_len,
-                                 "transfer-encoding", 17)) {
+                                 SL_LIT("transfer-encoding"))) {
                 h->error_status = 400;
                 return -1;
             }
@@ -162,8 +162,6 @@ is_ctl(unsigned char c)
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
-static bool is_tchar(unsigned char c);
-
 static bool
 is_ws(unsigned char c)
 {
@@ -179,9 +177,9 @@ chunk_ext_step(int state, unsigned char c)
     case CK_EXT_NAME_START:
         if (is_ws(c))
             return CK_EXT_NAME_START;
-        return is_tchar(c) ? CK_EXT_NAME : CK_BAD;
+        return sl_http_is_tchar(c) ? CK_EXT_NAME : CK_BAD;
     case CK_EXT_NAME:
-        if (is_tchar(c))
+        if (sl_http_is_tchar(c))
             return CK_EXT_NAME;
         /* fall through */
     case CK_EXT_NAME_WS:
@@ -197,9 +195,9 @@ chunk_ext_step(int state, unsigned char c)
             return CK_EXT_VAL_START;
         if (c == '"')
             return CK_EXT_QUOTED;
-        return is_tchar(c) ? CK_EXT_TOKEN : CK_BAD;
+        return sl_http_is_tchar(c) ? CK_EXT_TOKEN : CK_BAD;
     case CK_EXT_TOKEN:
-        if (is_tchar(c))
+        if (sl_http_is_tchar(c))
             return CK_EXT_TOKEN;
         /* fall through */
     case CK_EXT_AFTER:
@@ -402,7 +400,7 @@ are_fields_valid(const struct sl_head *h, const char *head)
     for (unsigned i = 0; i < h->nspans; i++) {
         const struct sl_head_span *s = &h->spans[i];
         for (uint32_t j = 0; j < s->name_len; j++) {
-            if (!is_tchar((unsigned char)head[s->name_off + j]))
+            if (!sl_http_is_tchar((unsigned char)head[s->name_off + j]))
                 return false;
         }
         for (uint32_t j = 0; j < s->value_len; j++) {
@@ -529,8 +527,8 @@ static const bool tchar_table[256] = {
     ['y'] = true, ['z'] = true,
 };
 
-static bool
-is_tchar(unsigned char c)
+bool
+sl_http_is_tchar(unsigned char c)
 {
     return tchar_table[c];
 }
@@ -542,7 +540,7 @@ sl_http_check_fields(const struct sl_header *headers, size_t n)
         if (headers[i].name_len == 0)
             return 400;
         for (size_t j = 0; j < headers[i].name_len; j++) {
-            if (!is_tchar((unsigned char)headers[i].name[j]))
+            if (!sl_http_is_tchar((unsigned char)headers[i].name[j]))
                 return 400;
         }
         for (size_t j = 0; j < headers[i].value_len; j++) {
@@ -589,7 +587,7 @@ sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *
     }
     host = NULL;
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (sl_http_token_eq(headers[i].name, headers[i].name_len, "host", 4)) {
+        if (sl_http_token_eq(headers[i].name, headers[i].name_len, SL_LIT("host"))) {
             if (host != NULL)
                 return 400; /* RFC 9112 section 3.2: more than one Host */
             host = &headers[i];
@@ -682,11 +680,11 @@ sl_http_request_framing(const struct sl_request *req, enum sl_framing *framing, 
 
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *hd = &req->headers[i];
-        if (sl_http_token_eq(hd->name, hd->name_len, "content-length", 14)) {
+        if (sl_http_token_eq(hd->name, hd->name_len, SL_LIT("content-length"))) {
             if (cl != NULL)
                 return 400;
             cl = hd;
-        } else if (sl_http_token_eq(hd->name, hd->name_len, "transfer-encoding", 17)) {
+        } else if (sl_http_token_eq(hd->name, hd->name_len, SL_LIT("transfer-encoding"))) {
             if (te != NULL)
                 return 400;
             te = hd;
@@ -696,7 +694,7 @@ sl_http_request_framing(const struct sl_request *req, enum sl_framing *framing, 
     if (te != NULL) {
         if (cl != NULL || req->http_minor == 0)
             return 400;
-        if (!sl_http_token_eq(te->value, te->value_len, "chunked", 7))
+        if (!sl_http_token_eq(te->value, te->value_len, SL_LIT("chunked")))
             return 400;
         *framing = SL_FRAMING_CHUNKED;
         return 0;
@@ -765,10 +763,10 @@ sl_http_is_valid_request_id(const char *v, size_t n)
     return true;
 }
 
-static bool
-name_is(const struct sl_header *h, const char *lower, size_t len)
+bool
+sl_http_name_is(const struct sl_header *h, const char *name, size_t name_len)
 {
-    return sl_http_token_eq(h->name, h->name_len, lower, len);
+    return sl_http_token_eq(h->name, h->name_len, name, name_len);
 }
 
 /* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
@@ -777,7 +775,7 @@ is_connection_token(const struct sl_header *headers, size_t n, const struct sl_h
 {
     for (size_t i = 0; i < n; i++) {
         const char *v = headers[i].value, *end = v + headers[i].value_len;
-        if (headers[i].name_len != 10 || !name_is(&headers[i], "connection", 10))
+        if (!sl_http_name_is(&headers[i], SL_LIT("connection")))
             continue;
         while (v < end) {
             const char *comma = memchr(v, ',', (size_t)(end - v));
@@ -803,24 +801,25 @@ sl_http_is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl
     /* First letter first: this runs for every header, both ways. */
     switch (h->name_len > 0 ? h->name[0] | 0x20 : 0) {
     case 'c':
-        if (name_is(h, "connection", 10))
+        if (sl_http_name_is(h, SL_LIT("connection")))
             return true;
         break;
     case 'k':
-        if (name_is(h, "keep-alive", 10))
+        if (sl_http_name_is(h, SL_LIT("keep-alive")))
             return true;
         break;
     case 't':
-        if (name_is(h, "te", 2) || name_is(h, "trailer", 7)
-            || name_is(h, "transfer-encoding", 17))
+        if (sl_http_name_is(h, SL_LIT("te")) || sl_http_name_is(h, SL_LIT("trailer"))
+            || sl_http_name_is(h, SL_LIT("transfer-encoding")))
             return true;
         break;
     case 'u':
-        if (name_is(h, "upgrade", 7))
+        if (sl_http_name_is(h, SL_LIT("upgrade")))
             return true;
         break;
     case 'p':
-        if (h->name_len >= 6 && sl_http_token_eq(h->name, 6, "proxy-", 6))
+        if (h->name_len >= sizeof("proxy-") - 1
+            && sl_http_token_eq(h->name, sizeof("proxy-") - 1, SL_LIT("proxy-")))
             return true;
         break;
     default:

@@ -82,7 +82,7 @@ sl_reqfield_cookie(const struct sl_request *req, const char *name, size_t name_l
 {
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *h = &req->headers[i];
-        if (!sl_http_token_eq(h->name, h->name_len, "cookie", 6))
+        if (!sl_http_token_eq(h->name, h->name_len, SL_LIT("cookie")))
             continue;
         if (cookie_in(h->value, h->value + h->value_len, name, name_len, value, value_len))
             return true;

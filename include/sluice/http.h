@@ -36,12 +36,23 @@ struct sl_request {
     unsigned http_minor;   /* 0 or 1 (HTTP/1.x) */
 };
 
+/*
+ * A string literal as the (pointer, length) pair the functions below take,
+ * so that no length is ever counted by hand: sl_request_header(req,
+ * SL_LIT("x-request-id")). The "" makes anything but a literal fail to build.
+ */
+#define SL_LIT(lit) ("" lit), (sizeof(lit) - 1)
+
 /* First header of that name (case-insensitive), or NULL. */
 const struct sl_header *sl_request_header(const struct sl_request *req, const char *name,
                                           size_t name_len);
 
 /* Case-insensitive ASCII comparison of two byte strings of known length. */
 bool sl_http_token_eq(const char *a, size_t a_len, const char *b, size_t b_len);
+/* Is the field named `name` (case-insensitive)? Use with SL_LIT. */
+bool sl_http_name_is(const struct sl_header *h, const char *name, size_t name_len);
+/* tchar of RFC 9110 section 5.6.2: the bytes a token (a field name) is made of. */
+bool sl_http_is_tchar(unsigned char c);
 
 
 /* ---- head parsing glue (http.c) ---------------------------------------- */

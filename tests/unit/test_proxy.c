@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * proxy statics, reached by including the source: collect_xff (every
- * X-Forwarded-For field joined, the right-most 1 KiB kept), ensure_ids (a
- * valid X-Request-Id or traceparent kept, a missing or invalid one replaced
- * by a valid generated one, on first use only and then stable) and write_request_head (the head sent upstream:
- * hop-by-hop fields and Expect dropped, X-Forwarded-For appended to,
- * X-Forwarded-Proto set, body framing re-stated, Host kept). Each test
+ * The proxy's head rewriting, through src/proxy_int.h: proxy_collect_xff
+ * (every X-Forwarded-For field joined, the right-most 1 KiB kept),
+ * proxy_ensure_ids (a valid X-Request-Id or traceparent kept, a missing or
+ * invalid one replaced by a valid generated one, on first use only and then
+ * stable) and proxy_write_request_head (the head sent upstream: hop-by-hop
+ * fields and Expect dropped, X-Forwarded-For appended to, X-Forwarded-Proto
+ * set, body framing re-stated, Host kept). Each test
  * parses a literal request with sl_head_* into a connection built by hand,
  * as read_head and request_begin do, without sockets or an event loop.
  */
@@ -14,11 +15,16 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #include <cmocka.h>
+#include <event2/buffer.h>
 
-#include "../../src/proxy.c"
+#include "proxy_int.h"
+#include "sluice/http.h"
+#include "util/alloc.h"
 
 #define PEER_IP "198.51.100.7"
 #define UPSTREAM_ADDR "127.0.0.1:9000"
@@ -40,14 +46,14 @@ parsed(const char *raw)
     sl_head_init(&c->head, HTTP_REQUEST, 64 * 1024, 200);
     assert_int_equal(sl_head_feed(&c->head, raw, strlen(raw)), SL_HEAD_DONE);
     head_len = c->head.head_len;
-    c->head_buf = sl_xmalloc(head_len + c->head.nspans * sizeof(struct sl_header) + 16);
-    c->headers = (struct sl_header *)(void *)(c->head_buf + ((head_len + 15) & ~(size_t)15));
-    memcpy(c->head_buf, raw, head_len);
-    assert_int_equal(sl_head_to_request(&c->head, c->head_buf, c->headers, &c->req), 0);
-    assert_int_equal(sl_http_request_framing(&c->req, &c->framing, &c->body_left), 0);
+    c->rq.head_buf = sl_xmalloc(head_len + c->head.nspans * sizeof(struct sl_header) + 16);
+    c->rq.headers = (struct sl_header *)(void *)(c->rq.head_buf + ((head_len + 15) & ~(size_t)15));
+    memcpy(c->rq.head_buf, raw, head_len);
+    assert_int_equal(sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req), 0);
+    assert_int_equal(sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left), 0);
     memcpy(c->peer_ip, PEER_IP, sizeof(PEER_IP));
-    c->upstream_addr = UPSTREAM_ADDR;
-    c->xff_len = collect_xff(c);
+    c->rq.upstream_addr = UPSTREAM_ADDR;
+    c->rq.xff_len = proxy_collect_xff(c);
     return c;
 }
 
@@ -55,17 +61,17 @@ static void
 discard(struct conn *c)
 {
     sl_head_fini(&c->head);
-    free(c->head_buf);
+    free(c->rq.head_buf);
     free(c);
 }
 
 static char *
 xff_text(const struct conn *c)
 {
-    char *s = sl_xmalloc(c->xff_len + 1);
+    char *s = sl_xmalloc(c->rq.xff_len + 1);
 
-    memcpy(s, c->xff, c->xff_len);
-    s[c->xff_len] = '\0';
+    memcpy(s, c->xff, c->rq.xff_len);
+    s[c->rq.xff_len] = '\0';
     return s;
 }
 
@@ -77,7 +83,7 @@ upstream_head(struct conn *c)
     size_t len;
     char *s;
 
-    write_request_head(c, out);
+    proxy_write_request_head(c, out);
     len = evbuffer_get_length(out);
     s = sl_xmalloc(len + 1);
     assert_int_equal(evbuffer_remove(out, s, len), (int)len);
@@ -150,7 +156,7 @@ is_hex(const char *s, size_t n)
     return true;
 }
 
-/* ---- collect_xff ------------------------------------------------------------------- */
+/* ---- proxy_collect_xff --------------------------------------------------- */
 
 static void
 test_xff_none(void **state)
@@ -158,7 +164,7 @@ test_xff_none(void **state)
     struct conn *c = parsed("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
 
     (void)state;
-    assert_int_equal(c->xff_len, 0);
+    assert_int_equal(c->rq.xff_len, 0);
     discard(c);
 }
 
@@ -230,15 +236,15 @@ test_xff_keeps_rightmost_kib(void **state)
         } else {
             /* the right-most bytes, one short only where a whole
              * separator does not fit */
-            assert_true(c->xff_len == cap || (c->xff_len == cap - 1 && s[0] != ' '));
-            assert_string_equal(s, joined + jlen - c->xff_len);
+            assert_true(c->rq.xff_len == cap || (c->rq.xff_len == cap - 1 && s[0] != ' '));
+            assert_string_equal(s, joined + jlen - c->rq.xff_len);
         }
         free(s);
         discard(c);
     }
 }
 
-/* ---- ensure_ids --------------------------------------------------------------------- */
+/* ---- proxy_ensure_ids ---------------------------------------------------- */
 
 static void
 test_ids_kept_when_valid(void **state)
@@ -251,7 +257,7 @@ test_ids_kept_when_valid(void **state)
     (void)state;
     head = upstream_head(c);
     /* a valid id is passed on as sent, not copied */
-    assert_int_equal(c->request_id_len, 0);
+    assert_int_equal(c->rq.request_id_len, 0);
     assert_string_equal(c->traceparent, TRACEPARENT);
     expect_field(head, "X-Request-Id", "req-42/abc");
     expect_field(head, "traceparent", TRACEPARENT);
@@ -266,13 +272,13 @@ check_generated(struct conn *c, const char *sent_id, const char *sent_tp)
     char *head;
 
     /* none before the request goes anywhere (a 429 never needs them) */
-    assert_int_equal(c->request_id_len, 0);
-    assert_int_equal(c->traceparent[0], '\0');
+    assert_int_equal(c->rq.request_id_len, 0);
+    assert_false(c->rq.has_ids);
     head = upstream_head(c);
-    assert_int_equal(c->request_id_len, 32);
+    assert_int_equal(c->rq.request_id_len, 32);
     assert_int_equal(strlen(c->request_id), 32);
     assert_true(is_hex(c->request_id, 32));
-    assert_true(sl_http_is_valid_request_id(c->request_id, c->request_id_len));
+    assert_true(sl_http_is_valid_request_id(c->request_id, c->rq.request_id_len));
     assert_int_equal(strlen(c->traceparent), 55);
     assert_true(sl_http_is_valid_traceparent(c->traceparent, 55));
     assert_memory_equal(c->traceparent, "00-", 3);
@@ -332,7 +338,7 @@ test_ids_generated(void **state)
     }
 }
 
-/* ---- write_request_head ---------------------------------------------------------- */
+/* ---- proxy_write_request_head -------------------------------------------- */
 
 static void
 test_head_basic(void **state)
@@ -423,7 +429,7 @@ test_head_content_length(void **state)
     char *head;
 
     (void)state;
-    assert_int_equal(c->framing, SL_FRAMING_LENGTH);
+    assert_int_equal(c->rq.framing, SL_FRAMING_LENGTH);
     head = upstream_head(c);
     assert_memory_equal(head, "POST /up HTTP/1.1\r\n", 19);
     /* re-stated from the parsed value */
@@ -451,7 +457,7 @@ test_head_chunked(void **state)
     char *head;
 
     (void)state;
-    assert_int_equal(c->framing, SL_FRAMING_CHUNKED);
+    assert_int_equal(c->rq.framing, SL_FRAMING_CHUNKED);
     head = upstream_head(c);
     expect_field(head, "Transfer-Encoding", "chunked");
     expect_no_field(head, "Content-Length");
@@ -509,14 +515,14 @@ test_head_reparses(void **state)
     struct conn *d = parsed(head);
 
     (void)state;
-    assert_int_equal(d->framing, SL_FRAMING_LENGTH);
-    assert_int_equal(d->body_left, 7);
-    assert_int_equal(d->req.target_len, 4);
-    assert_memory_equal(d->req.target, "/p?q", 4);
-    assert_int_equal(d->req.host_len, 1);
-    assert_int_equal(d->req.http_minor, 1);
+    assert_int_equal(d->rq.framing, SL_FRAMING_LENGTH);
+    assert_int_equal(d->rq.body_left, 7);
+    assert_int_equal(d->rq.req.target_len, 4);
+    assert_memory_equal(d->rq.req.target, "/p?q", 4);
+    assert_int_equal(d->rq.req.host_len, 1);
+    assert_int_equal(d->rq.req.http_minor, 1);
     assert_true(sl_http_is_valid_traceparent(
-        sl_request_header(&d->req, "traceparent", 11)->value, 55));
+        sl_request_header(&d->rq.req, SL_LIT("traceparent"))->value, 55));
     free(head);
     discard(d);
     discard(c);

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * What the files of the proxy module share, and nothing outside it sees:
+ *
+ *   proxy.c           the worker: config generations, listeners, the list of
+ *                     connections, drain, readiness
+ *   proxy_conn.c      one client connection: its state machine, reading
+ *                     request heads and bodies, local answers, the access log
+ *   proxy_head.c      heads as they leave: the request head rewritten for the
+ *                     upstream, the response head for the client, local answers
+ *   proxy_upstream.c  the upstream leg: acquire, send, read the response,
+ *                     stream it back, timeouts
+ *
+ * Everything here runs on one worker's event loop.
+ */
+#ifndef SL_PROXY_INT_H
+#define SL_PROXY_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "sluice/http.h"
+#include "sluice/phase.h"
+#include "sluice/proxy.h"
+#include "sluice/upstream.h"
+#include "util/stream.h"
+
+struct evbuffer;
+struct evconnlistener;
+struct sl_accesslog;
+struct sl_config;
+struct sl_metrics;
+struct sl_metrics_worker;
+struct sl_route_conf;
+struct sl_upstream_pool;
+
+#define HIGH_WATER (256u * 1024u)
+#define LOW_WATER (64u * 1024u)
+#define MAX_RESPONSE_HEAD (64u * 1024u)
+#define MAX_RESPONSE_HEADERS 256u
+#define COPY_BODY_MAX 4096u /* bodies up to this are copied in behind the head */
+#define CLIENT_PROBE_MS 1000u /* while waiting for a response head: is the client still there? */
+#define FLUSH_TIMEOUT_MS 10000u
+#define MAX_REQUEST_ID SL_HTTP_MAX_REQUEST_ID
+
+/* What one worker built from one config (proxy.c); only proxy.c sees inside. */
+struct wgen;
+
+enum conn_state {
+    C_IDLE,          /* keep-alive, waiting for a request */
+    C_HEAD,          /* reading a request head */
+    C_PHASES,        /* the route's phases decide (the limiter waits on its store) */
+    C_UPSTREAM_WAIT, /* waiting for an upstream connection */
+    C_FORWARD,       /* request going up, response coming down */
+    C_FLUSH_CLOSE,   /* last bytes going out, then close */
+};
+
+/* What a request uses of its generation for its route: looked up once, when
+ * the route is matched (proxy_gen_route). */
+struct route_use {
+    const char *name;               /* [host]path, for the access log */
+    unsigned slot;                  /* the route's metrics slot */
+    unsigned upstream_slot;         /* its upstream's metrics slot */
+    struct sl_upstream_pool *pool;  /* its upstream's pool */
+    const struct sl_phase_chain *phases;
+};
+
+/*
+ * Everything that belongs to one request and nothing else: reset by one
+ * assignment when the connection goes back to idle (request_reset). Storage
+ * that outlives requests (parsers, the id and X-Forwarded-For buffers) stays
+ * in struct conn; the lengths saying what of it is this request's are here.
+ */
+struct request_state {
+    struct wgen *gen;          /* held from head parsed to reset */
+    const struct sl_config *cfg; /* gen's */
+    char *head_buf;            /* the head's bytes, then its header array */
+    struct sl_header *headers;
+    struct sl_request req;
+    const struct sl_route_conf *route;
+    struct route_use use;      /* valid when route != NULL */
+    enum sl_framing framing;
+    uint64_t body_left;
+    uint64_t body_seen;
+    bool is_body_done;
+    bool is_body_too_large;
+    bool is_expect_continue;
+    bool is_head_method;
+    bool is_keepalive;
+    bool is_logged;
+    bool is_counted;        /* sl_metrics_request_start was called */
+    bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
+    size_t xff_len;
+    size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
+
+    /* the response */
+    enum sl_framing resp_framing;
+    uint64_t resp_left;
+    bool is_resp_started;   /* a response head went to the client */
+    bool is_resp_chunked;   /* we frame the body to the client as chunked */
+
+    /* accounting: phase boundaries for Server-Timing and slow_request */
+    uint64_t up_deadline_us; /* when the upstream timeout runs out */
+    uint64_t start_us, head_done_us, upstream_start_us, first_byte_us, upstream_end_us;
+    uint64_t decided_us; /* the phases decided */
+    uint64_t bytes_in, bytes_out;
+    int status;
+    const char *upstream_addr;
+};
+
+struct conn {
+    struct sl_proxy *px;
+    struct conn *next, *prev;
+    struct sl_stream cs;        /* the client socket */
+    struct event timer;
+    enum conn_state state;
+    unsigned refs;
+    bool is_dead;
+    bool is_processing;         /* conn_process is on the stack: it will look again */
+    bool is_client_read_paused; /* backpressure from the upstream side */
+    bool is_up_read_paused;     /* backpressure from the client side */
+    char peer_ip[48];           /* canonical text, as sl_client_address gives it */
+    size_t peer_ip_len;
+    struct sockaddr_storage peer;
+
+    struct request_state rq;
+
+    /* storage the requests of this connection reuse */
+    struct sl_head head;
+    char client_ip[48];
+    char xff[1024];
+    char request_id[MAX_REQUEST_ID + 1];
+    char traceparent[56];
+    struct sl_phase_run phases; /* the request's way through its route's phases */
+
+    /* upstream side: resources released by proxy_upstream_drop before a reset */
+    struct sl_upstream_wait wait;
+    struct sl_upconn *up;
+    struct sl_stream *us;       /* the upstream socket, while c->up is held */
+    struct event up_timer;      /* upstream response timeout, between reads */
+    struct sl_head resp;
+};
+
+struct sl_proxy {
+    struct event_base *base;
+    unsigned index, nworkers;
+    struct sl_limiter_shared *limiter_shared;
+    struct wgen *gen;
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    bool is_accept_paused;
+    bool is_draining;
+    sl_proxy_drained_cb *drained_cb;
+    void *drained_arg;
+    struct conn *conns;
+    unsigned nconns, max_conns;
+    struct sl_accesslog *accesslog;
+    char *accesslog_path;
+    struct sl_metrics *metrics;
+    struct sl_metrics_worker *mw;
+    uint64_t rng[2];
+    struct {
+        uint64_t ms;
+        const struct timeval *tv;
+    } common[16];
+    size_t ncommon;
+};
+
+static inline struct timeval
+tv_from_ms(uint64_t ms)
+{
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
+                          .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    return tv;
+}
+
+static inline double
+span_ms(uint64_t from_us, uint64_t to_us)
+{
+    return from_us && to_us >= from_us ? (double)(to_us - from_us) / 1000.0 : 0.0;
+}
+
+/* ---- proxy.c: the worker ------------------------------------------------- */
+
+/* Arms `ev` for ms milliseconds, through a common-timeout queue when it can. */
+void proxy_timer_add(struct sl_proxy *px, struct event *ev, uint64_t ms);
+/* Takes c off the worker's list of connections (it is closing). */
+void proxy_conn_unlink(struct sl_proxy *px, struct conn *c);
+
+const struct sl_config *proxy_gen_cfg(const struct wgen *gen);
+/* A request's reference to a generation, from head parsed to reset. */
+struct wgen *proxy_gen_hold(struct wgen *gen);
+void proxy_gen_release(struct wgen *gen);
+void proxy_gen_route(const struct wgen *gen, const struct sl_route_conf *route,
+                     struct route_use *use);
+
+/* ---- proxy_conn.c: the client connection ---------------------------------- */
+
+/* A new connection on an accepted socket, reading its first request head. */
+struct conn *proxy_conn_new(struct sl_proxy *px, evutil_socket_t fd, const struct sockaddr *sa,
+                            int socklen);
+/* A reference that keeps c's memory (not the connection) alive across a
+ * callback that may close it; conn_close frees only when none is left. */
+void proxy_conn_hold(struct conn *c);
+void proxy_conn_unhold(struct conn *c);
+/* Every connection end comes here; reason goes to the access log (NULL: a
+ * normal end). */
+void proxy_conn_close(struct conn *c, const char *reason);
+/* Sends what is buffered, then closes. */
+void proxy_conn_flush_close(struct conn *c);
+void proxy_timer_set(struct conn *c, uint64_t ms);
+/* Counts and logs the request (once). */
+void proxy_request_finish(struct conn *c, const char *reason);
+/* The response is complete: log, then close or wait for the next request. */
+void proxy_request_done(struct conn *c, bool must_close);
+/* Answers with a problem+json body; detail is our own text, never input. */
+void proxy_respond_error(struct conn *c, int status, const char *detail, bool must_close);
+/* Moves the request body that has arrived to the upstream. */
+void proxy_forward_body(struct conn *c);
+/* Feeds a chunked or close-delimited body to h's parser: 0, or -1. */
+int proxy_feed_parser(struct sl_head *h, struct evbuffer *in, size_t *consumed);
+
+/* ---- proxy_head.c: heads as they leave ------------------------------------ */
+
+/* X-Forwarded-For fields joined into c->xff (right-most 1 KiB); the length. */
+size_t proxy_collect_xff(struct conn *c);
+/* Makes X-Request-Id (unless a valid one came) and traceparent, once. */
+void proxy_ensure_ids(struct conn *c);
+void proxy_write_request_head(struct conn *c, struct evbuffer *out);
+void proxy_write_response_head(struct conn *c, const char *head, bool must_close);
+void proxy_write_local_response(struct conn *c, int status, const char *extra_headers,
+                                size_t extra_len, const char *body, size_t body_len,
+                                bool must_close);
+/* "<hex>\r\n": a chunk-size line */
+void proxy_add_chunk_size(struct evbuffer *out, size_t len);
+
+/* ---- proxy_upstream.c: the upstream leg ------------------------------------ */
+
+/* Asks the route's pool for a connection; the request goes up when it comes. */
+void proxy_upstream_start(struct conn *c);
+/* Cancels a wait, or gives the connection back (kept alive if is_reusable). */
+void proxy_upstream_drop(struct conn *c, bool is_reusable);
+void proxy_up_timer_set(struct conn *c);
+void proxy_up_timer_for_body(struct conn *c);
+void proxy_up_timer_cb(evutil_socket_t fd, short what, void *arg);
+void proxy_forward_response(struct conn *c);
+
+#endif
