@@ -12,5 +12,8 @@ else()
   set(SL_DEFAULT_CONF_INIT conf/sluice.conf)
 endif()
 set(SL_DEFAULT_CONF ${SL_DEFAULT_CONF_INIT} CACHE STRING "conf file sluice reads without -c")
+# A ';' would split the definition in two: "address;undefined" is shown
+# with commas, as -fsanitize= takes it.
+string(REPLACE ";" "," SL_BUILD_SANITIZE "${SL_SANITIZE}")
 target_compile_definitions(sluice PRIVATE SL_DEFAULT_CONF="${SL_DEFAULT_CONF}"
-    SL_BUILD_TYPE="${CMAKE_BUILD_TYPE}" SL_BUILD_SANITIZE="${SL_SANITIZE}")
+    SL_BUILD_TYPE="${CMAKE_BUILD_TYPE}" SL_BUILD_SANITIZE="${SL_BUILD_SANITIZE}")
