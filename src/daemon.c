@@ -16,6 +16,11 @@
  * ABORT, and once every worker has done that it logs and counts the outcome.
  * Until then no worker has switched, so a failure anywhere leaves every
  * worker on the old generation.
+ *
+ * Under systemd (Type=notify), the service manager hears READY=1 once every
+ * listener is open, RELOADING=1 and READY=1 around each reload, STOPPING=1
+ * when the drain starts and, with WatchdogSec=, WATCHDOG=1 from the main loop
+ * only while every worker's loop still turns.
  */
 #include "sluice/daemon.h"
 
@@ -38,9 +43,11 @@
 #include "sluice/limiter.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/notify.h"
 #include "sluice/proxy.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/timeval.h"
 
 enum {
     CMD_PREPARE = 1,
@@ -73,6 +80,7 @@ struct worker {
     bool is_prepare_ok;
     char prepare_err[256];
     atomic_bool is_ready;                      /* last answer for /readyz */
+    _Atomic uint64_t last_turn_us;             /* the tick's stamp, for the watchdog */
     char not_ready_why[128];
     pthread_mutex_t why_lock;
 };
@@ -104,6 +112,11 @@ struct daemon {
     char reload_why[320];
     uint64_t reload_start_us;
     int fault_worker; /* SLUICE_FAULT_PREPARE_WORKER (a test hook), -1: none */
+
+    uint64_t watchdog_us;       /* systemd's WatchdogSec, 0: none */
+    uint64_t tick_us;           /* the workers' tick: 1 s, or faster for a short watchdog */
+    struct event *watchdog;
+    bool has_notify_failed;     /* logged once */
 };
 
 /* ---- worker thread ------------------------------------------------------- */
@@ -208,25 +221,69 @@ worker_notify_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-worker_ready_tick(evutil_socket_t fd, short what, void *arg)
+worker_tick(evutil_socket_t fd, short what, void *arg)
 {
+    struct worker *w = arg;
+
     (void)fd;
     (void)what;
-    worker_refresh_ready(arg);
+    atomic_store(&w->last_turn_us, sl_clock_now_us());
+    worker_refresh_ready(w);
 }
 
 static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct timeval second = { 1, 0 };
-    struct event *tick = event_new(w->base, -1, EV_PERSIST, worker_ready_tick, w);
+    struct timeval period = sl_timeval_from_ms(w->d->tick_us / 1000);
+    struct event *tick = event_new(w->base, -1, EV_PERSIST, worker_tick, w);
 
-    event_add(tick, &second);
-    worker_refresh_ready(w);
+    event_add(tick, &period);
+    worker_tick(-1, 0, w);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     event_free(tick);
     return NULL;
+}
+
+/* A failed notification is never fatal; it is logged the first time. */
+static void
+notified(struct daemon *d, int rc, const char *what)
+{
+    if (rc < 0 && !d->has_notify_failed) {
+        d->has_notify_failed = true;
+        sl_log_warn("systemd notification (%s) on $NOTIFY_SOCKET", what);
+    }
+}
+
+/* Pings only while every worker's tick is recent: a wedged worker stops
+ * the pings and systemd restarts the service. A drain is bounded by its own
+ * timer, and drained workers stop ticking, so it pings regardless. */
+static void
+watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    uint64_t now = sl_clock_now_us();
+
+    (void)fd;
+    (void)what;
+    for (unsigned i = 0; i < d->nworkers && !d->is_draining; i++) {
+        if (now - atomic_load(&d->workers[i].last_turn_us) > d->watchdog_us / 2)
+            return;
+    }
+    notified(d, sl_notify_watchdog(), "WATCHDOG=1");
+}
+
+static void
+watchdog_start(struct daemon *d)
+{
+    struct timeval half;
+
+    if (d->watchdog_us == 0)
+        return;
+    half = sl_timeval_from_ms(d->watchdog_us / 2000);
+    d->watchdog = event_new(d->base, -1, EV_PERSIST, watchdog_cb, d);
+    event_add(d->watchdog, &half);
+    watchdog_cb(-1, 0, d);
 }
 
 static void
@@ -405,12 +462,16 @@ reload_begin(struct daemon *d)
         return;
     }
     d->reload_start_us = sl_clock_now_us();
+    notified(d, sl_notify_reloading(), "RELOADING=1");
     cfg = sl_config_load(d->conf_path, &errors);
     if (cfg == NULL) {
         sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
         sl_log_error("reload of %s refused, the running configuration stays:", d->conf_path);
         log_errors(errors);
         free(errors);
+        /* the old conf keeps serving: still ready */
+        sl_notify_status("reload of %s refused: conf errors, see the error log", d->conf_path);
+        notified(d, sl_notify_ready(), "READY=1");
         return;
     }
     d->next = sl_shared_config_new(cfg);
@@ -466,13 +527,17 @@ reload_end(struct daemon *d)
     if (d->is_reload_ok) {
         sl_metrics_config_loaded(d->metrics, true, true, us);
         sl_log_info("configuration %s reloaded", d->conf_path);
+        sl_notify_status("serving: %s reloaded", d->conf_path);
     } else if (d->reload_why[0] == '\0') {
         /* abandoned for the drain: start_drain said so */
+        return;
     } else {
         sl_metrics_config_loaded(d->metrics, true, false, us);
         sl_log_error("reload of %s refused, the running configuration stays: %s", d->conf_path,
                      d->reload_why);
+        sl_notify_status("reload of %s refused: %s", d->conf_path, d->reload_why);
     }
+    notified(d, sl_notify_ready(), "READY=1");
     if (d->is_reload_queued && !d->is_draining) {
         d->is_reload_queued = false;
         reload_begin(d);
@@ -509,12 +574,13 @@ drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void
 start_drain(struct daemon *d)
 {
-    struct timeval tv;
+    struct timeval tv = sl_timeval_from_ms(d->shared->cfg->shutdown_timeout_ms);
     uint64_t ms = d->shared->cfg->shutdown_timeout_ms;
 
     if (d->is_draining)
         return;
     d->is_draining = true;
+    notified(d, sl_notify_stopping(), "STOPPING=1");
     sl_log_info("shutting down: draining connections (up to %llu ms)", (unsigned long long)ms);
     /* Every worker answers PREPARE before it drains (commands are handled in
      * order); reload_decide then aborts. Workers gone by then free their
@@ -525,8 +591,6 @@ start_drain(struct daemon *d)
         evhttp_free(d->admin);
         d->admin = NULL;
     }
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
     evtimer_add(d->drain_timer, &tv);
     for (unsigned i = 0; i < d->nworkers; i++)
@@ -717,6 +781,11 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.worker_done = knock_event_new(&d, &d.worker_done_fd, worker_done_cb);
     d.answer = knock_event_new(&d, &d.answer_fd, answer_cb);
     d.fault_worker = fault_worker_from_env();
+    d.watchdog_us = sl_notify_watchdog_interval_us();
+    /* a tick well inside half the watchdog, so a live worker always looks fresh */
+    d.tick_us = d.watchdog_us != 0 && d.watchdog_us / 4 < 1000000 ? d.watchdog_us / 4 : 1000000;
+    if (d.tick_us < 1000)
+        d.tick_us = 1000;
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
@@ -733,6 +802,10 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
         sl_log_warn("pidfile %s", cfg->pidfile);
     sl_log_info("sluice %s started: %u workers, listening on %s", SL_VERSION, d.nworkers,
                 cfg->listen[0].text);
+    sl_notify_status("serving: %u worker%s, listening on %s", d.nworkers,
+                     d.nworkers == 1 ? "" : "s", cfg->listen[0].text);
+    notified(&d, sl_notify_ready(), "READY=1");
+    watchdog_start(&d);
     event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
     workers_free(&d, true);
     if (d.shared->cfg->pidfile != NULL)
@@ -748,6 +821,8 @@ fail:
     }
     if (d.drain_timer != NULL)
         event_free(d.drain_timer);
+    if (d.watchdog != NULL)
+        event_free(d.watchdog);
     event_free(d.worker_done);
     close(d.worker_done_fd);
     event_free(d.answer);

@@ -11,26 +11,12 @@
  * safe from any thread. A send never blocks (the datagram is queued or
  * refused at once).
  *
- * Intended wiring in daemon.c (TODO(#16): done by the daemon's owner):
- *
- *   - sl_notify_ready() once every worker's listeners are bound and the admin
- *     listener is up, right after the pidfile is written: with Type=notify,
- *     systemd orders dependent units and `systemctl start` returns on it.
- *   - SIGHUP: sl_notify_reloading() before the new conf is loaded, then
- *     sl_notify_ready() when the reload is over, whether the new conf was
- *     taken or refused (the old one keeps serving: still ready). Between the
- *     two, `systemctl reload` waits (Type=notify-reload, systemd >= 253).
- *     sl_notify_status("reload failed: %s", ...) can say why it was refused.
- *   - start of the drain (SIGTERM/SIGINT): sl_notify_stopping().
- *   - watchdog: when sl_notify_watchdog_interval_us() is not 0 at start
- *     (WatchdogSec= in the unit), each worker's loop arms a timer at half
- *     that interval which calls sl_notify_watchdog(), so a wedged worker
- *     stops the pings and systemd restarts the service. (A ping proves only
- *     that the pinging loop turns; to make all workers count, have workers
- *     stamp a per-worker "last turn" time and ping from the main loop only
- *     when every stamp is fresh.)
- *   - sl_notify_status() for human-readable state in `systemctl status`,
- *     e.g. "serving: 4 workers, conf loaded 12:01:03".
+ * daemon.c sends READY=1 once every listener is open and the pidfile is
+ * written; RELOADING=1 then READY=1 around each reload, taken or refused
+ * (the old conf still serves), with STATUS= saying which; STOPPING=1 when
+ * the drain starts. With WatchdogSec= it pings WATCHDOG=1 at half the
+ * interval from the main loop, and only while every worker's tick stamp is
+ * fresh: a ping from one loop would prove only that that loop turns.
  *
  * Return values, as sd_notify(3): 1 the datagram was sent, 0 nothing to do
  * ($NOTIFY_SOCKET unset or empty), -1 failure with errno set (EAFNOSUPPORT:
