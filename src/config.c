@@ -230,3 +230,15 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->conf_names);
     free(cfg);
 }
+
+bool
+sl_limit_uses_lua(const struct sl_limit_conf *limit)
+{
+    if (limit->is_cost_function)
+        return true;
+    for (size_t j = 0; j < limit->nparts; j++) {
+        if (limit->parts[j].kind == SL_KEY_FUNCTION)
+            return true;
+    }
+    return false;
+}

@@ -19,6 +19,7 @@
 
 #include <lauxlib.h>
 
+#include "sluice/http.h"
 #include "sluice/metrics.h"
 #include "util/alloc.h"
 #include "util/redis_url.h"
@@ -440,12 +441,6 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 static const char *const selector_help =
     "unknown key selector (use ip, header:NAME, query:NAME, cookie:NAME, path, method or global)";
 
-static bool
-is_tchar(int c)
-{
-    return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 /* One key selector string into a part; returns a message on error. */
 static const char *
 parse_selector(const char *s, size_t len, struct sl_key_part *part)
@@ -479,7 +474,7 @@ parse_selector(const char *s, size_t len, struct sl_key_part *part)
             unsigned char c = (unsigned char)name[j];
             bool ok = named[i].kind == SL_KEY_QUERY
                           ? (c > ' ' && c != 0x7f && c != '&' && c != '=' && c != '#')
-                          : is_tchar(c);
+                          : sl_http_is_tchar(c);
             if (!ok)
                 return named[i].kind == SL_KEY_HEADER ? "bad header name"
                        : named[i].kind == SL_KEY_COOKIE ? "bad cookie name"

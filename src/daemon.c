@@ -273,6 +273,17 @@ watchdog_cb(evutil_socket_t fd, short what, void *arg)
     notified(d, sl_notify_watchdog(), "WATCHDOG=1");
 }
 
+/* Reads WatchdogSec (from $WATCHDOG_USEC) and sets the workers' tick to
+ * at most a quarter of it, so a live worker always looks fresh. */
+static void
+watchdog_init(struct daemon *d)
+{
+    d->watchdog_us = sl_notify_watchdog_interval_us();
+    d->tick_us = 1000000;
+    if (d->watchdog_us != 0 && d->watchdog_us / 4 < d->tick_us)
+        d->tick_us = d->watchdog_us / 4 > 1000 ? d->watchdog_us / 4 : 1000;
+}
+
 static void
 watchdog_start(struct daemon *d)
 {
@@ -745,6 +756,32 @@ fault_worker_from_env(void)
     return (int)n;
 }
 
+/* What sl_daemon_run made, once the workers are joined (or never started). */
+static void
+daemon_fini(struct daemon *d)
+{
+    if (d->admin != NULL)
+        evhttp_free(d->admin);
+    for (size_t i = 0; i < 4; i++) {
+        if (d->signals[i] != NULL)
+            event_free(d->signals[i]);
+    }
+    if (d->drain_timer != NULL)
+        event_free(d->drain_timer);
+    if (d->watchdog != NULL)
+        event_free(d->watchdog);
+    event_free(d->worker_done);
+    close(d->worker_done_fd);
+    event_free(d->answer);
+    close(d->answer_fd);
+    sl_shared_config_unref(d->next);
+    event_base_free(d->base);
+    sl_limiter_shared_free(d->limiter_shared);
+    sl_shared_config_unref(d->shared);
+    sl_metrics_free(d->metrics);
+    libevent_global_shutdown();
+}
+
 int
 sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
 {
@@ -781,11 +818,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.worker_done = knock_event_new(&d, &d.worker_done_fd, worker_done_cb);
     d.answer = knock_event_new(&d, &d.answer_fd, answer_cb);
     d.fault_worker = fault_worker_from_env();
-    d.watchdog_us = sl_notify_watchdog_interval_us();
-    /* a tick well inside half the watchdog, so a live worker always looks fresh */
-    d.tick_us = d.watchdog_us != 0 && d.watchdog_us / 4 < 1000000 ? d.watchdog_us / 4 : 1000000;
-    if (d.tick_us < 1000)
-        d.tick_us = 1000;
+    watchdog_init(&d);
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
@@ -813,25 +846,6 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     sl_log_info("sluice stopped");
     status = 0;
 fail:
-    if (d.admin != NULL)
-        evhttp_free(d.admin);
-    for (size_t i = 0; i < 4; i++) {
-        if (d.signals[i] != NULL)
-            event_free(d.signals[i]);
-    }
-    if (d.drain_timer != NULL)
-        event_free(d.drain_timer);
-    if (d.watchdog != NULL)
-        event_free(d.watchdog);
-    event_free(d.worker_done);
-    close(d.worker_done_fd);
-    event_free(d.answer);
-    close(d.answer_fd);
-    sl_shared_config_unref(d.next);
-    event_base_free(d.base);
-    sl_limiter_shared_free(d.limiter_shared);
-    sl_shared_config_unref(d.shared);
-    sl_metrics_free(d.metrics);
-    libevent_global_shutdown();
+    daemon_fini(&d);
     return status;
 }

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "util/alloc.h"
+#include "util/hex.h"
 
 static struct sl_head *
 head_of(http_parser *p)
@@ -144,18 +145,6 @@ enum {
     CK_BAD,
 };
 
-static int
-hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool
 is_ctl(unsigned char c)
 {
@@ -226,7 +215,7 @@ chunk_step(struct sl_head *h, unsigned char c)
 
     switch (h->chunk_state) {
     case CK_SIZE:
-        v = hex_value((char)c);
+        v = sl_hex_value((char)c);
         if (v >= 0) {
             if (++h->chunk_digits > 15)
                 return CK_BAD;

@@ -478,18 +478,6 @@ build_info(struct sl_limiter *limiter, size_t i)
     return info->policy != NULL ? 0 : -1;
 }
 
-static bool
-limit_uses_lua(const struct sl_limit_conf *limit)
-{
-    if (limit->is_cost_function)
-        return true;
-    for (size_t j = 0; j < limit->nparts; j++) {
-        if (limit->parts[j].kind == SL_KEY_FUNCTION)
-            return true;
-    }
-    return false;
-}
-
 /* ---- shared ------------------------------------------------------------- */
 
 struct sl_limiter_shared *
@@ -562,7 +550,7 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
         texts = info->policy_len + info->sf_name_len + info->json_name_len;
         if (texts > longest_texts)
             longest_texts = texts;
-        uses_lua = uses_lua || limit_uses_lua(&cfg->limits[i]);
+        uses_lua = uses_lua || sl_limit_uses_lua(&cfg->limits[i]);
     }
     for (size_t r = 0; r < cfg->nroutes; r++) {
         if (cfg->routes[r].nlimits > limiter->max_limits)

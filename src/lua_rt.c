@@ -666,18 +666,6 @@ ref_functions(struct sl_lua_rt *rt, size_t i, char *err, size_t err_size)
     return 0;
 }
 
-static bool
-needs_lua(const struct sl_limit_conf *limit)
-{
-    if (limit->is_cost_function)
-        return true;
-    for (size_t j = 0; j < limit->nparts; j++) {
-        if (limit->parts[j].kind == SL_KEY_FUNCTION)
-            return true;
-    }
-    return false;
-}
-
 struct sl_lua_rt *
 sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
 {
@@ -710,7 +698,7 @@ sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
         goto fail;
     }
     for (size_t i = 0; i < cfg->nlimits; i++) {
-        if (!needs_lua(&cfg->limits[i]))
+        if (!sl_limit_uses_lua(&cfg->limits[i]))
             continue;
         if (!push_limit_table(rt->L, cfg->limits[i].name)) {
             snprintf(err, err_size, "%s: limit \"%s\" not found in the conf as run by the "

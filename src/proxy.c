@@ -165,7 +165,7 @@ common_timeout(struct sl_proxy *px, uint64_t ms)
             return px->common[i].tv;
     }
     if (px->ncommon < sizeof(px->common) / sizeof(px->common[0])) {
-        struct timeval tv = tv_from_ms(ms);
+        struct timeval tv = sl_timeval_from_ms(ms);
         const struct timeval *common = event_base_init_common_timeout(px->base, &tv);
         if (common != NULL) {
             px->common[px->ncommon].ms = ms;
@@ -184,7 +184,7 @@ proxy_timer_add(struct sl_proxy *px, struct event *ev, uint64_t ms)
     struct timeval tv;
 
     if (common == NULL) {
-        tv = tv_from_ms(ms);
+        tv = sl_timeval_from_ms(ms);
         common = &tv;
     }
     evtimer_add(ev, common);

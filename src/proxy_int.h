@@ -31,6 +31,7 @@
 #include "sluice/proxy.h"
 #include "sluice/upstream.h"
 #include "util/stream.h"
+#include "util/timeval.h"
 
 struct evbuffer;
 struct evconnlistener;
@@ -172,14 +173,6 @@ struct sl_proxy {
     } common[16];
     size_t ncommon;
 };
-
-static inline struct timeval
-tv_from_ms(uint64_t ms)
-{
-    struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
-                          .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-    return tv;
-}
 
 static inline double
 span_ms(uint64_t from_us, uint64_t to_us)

@@ -424,7 +424,7 @@ proxy_up_timer_cb(evutil_socket_t fd, short what, void *arg)
             proxy_timer_add(c->px, &c->up_timer, CLIENT_PROBE_MS);
         } else {
             /* an odd remainder: a plain timer, not a common-timeout queue of its own */
-            struct timeval tv = tv_from_ms(left_ms);
+            struct timeval tv = sl_timeval_from_ms(left_ms);
             evtimer_add(&c->up_timer, &tv);
         }
     }

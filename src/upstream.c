@@ -98,8 +98,8 @@ share(unsigned total, unsigned nworkers)
 }
 
 struct sl_upstream_pool *
-sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf, unsigned nworkers,
-                     struct sl_metrics_worker *metrics, unsigned slot)
+sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
+                     unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 

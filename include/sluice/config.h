@@ -147,4 +147,8 @@ int sl_config_parse_duration(const char *text, uint64_t *ms);
 /* Parses "512", "16k", "8m", "1g" (powers of 1024) into bytes; -1 on a bad string. */
 int sl_config_parse_size(const char *text, uint64_t *bytes);
 
+/* Whether the limit runs conf code per request (a key function or a cost
+ * function): only those need a worker's Lua state. */
+bool sl_limit_uses_lua(const struct sl_limit_conf *limit);
+
 #endif

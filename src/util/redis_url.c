@@ -14,21 +14,10 @@
 #include <string.h>
 
 #include "util/alloc.h"
+#include "util/hex.h"
 
 #define HOST_MAX 255
 #define USAGE "use redis://[user:password@]host[:port][/db] or unix:/path[?db=N]"
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
 static char *
@@ -44,8 +33,8 @@ pct_decode(const char *s, size_t len)
             out[n++] = s[i];
             continue;
         }
-        if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0
-            || (hi | lo) == 0) {
+        if (i + 2 >= len || (hi = sl_hex_value(s[i + 1])) < 0
+            || (lo = sl_hex_value(s[i + 2])) < 0 || (hi | lo) == 0) {
             free(out);
             return NULL;
         }

@@ -136,6 +136,8 @@ sl_fuzz_frame_chunk(struct sl_fuzz_buf *out, const char *at, size_t len)
 
 /* ---- reference chunked decoder ------------------------------------------------ */
 
+/* The reference shares no code with src/ on purpose (not even
+ * sl_hex_value): a bug common to both would agree with itself. */
 static int
 hexval(char c)
 {
