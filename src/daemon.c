@@ -508,6 +508,7 @@ reload_decide(struct daemon *d)
     if (d->is_reload_ok) {
         warn_restart_only(d->shared->cfg, d->next->cfg);
         apply_log_level(d->next->cfg);
+        sl_proxy_fit_nofile(d->next->cfg, d->nworkers);
         sl_shared_config_unref(d->shared);
         d->shared = d->next;
     } else {
@@ -792,6 +793,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     }
     if (cfg->has_admin && admin_start(&d, cfg) != 0)
         goto fail;
+    sl_proxy_fit_nofile(cfg, cfg->workers ? cfg->workers : 1);
     if (workers_start(&d) != 0) {
         workers_free(&d, false);
         d.workers = NULL;

@@ -27,6 +27,7 @@
 #include <event2/util.h>
 
 #include "sluice/http.h"
+#include "sluice/log.h"
 #include "sluice/phase.h"
 #include "sluice/proxy.h"
 #include "sluice/upstream.h"
@@ -155,7 +156,12 @@ struct sl_proxy {
     struct wgen *gen;
     struct evconnlistener **listeners;
     size_t nlisteners;
-    bool is_accept_paused;
+    bool is_accept_paused;      /* the listeners are disabled */
+    bool is_accept_backoff;     /* accept() failed: accept_retry re-enables them */
+    struct event *accept_retry;
+    uint64_t accept_backoff_ms; /* the current pause, doubled while failures go on */
+    uint64_t accept_fail_us;    /* the last failure */
+    struct sl_log_gate accept_gate;
     bool is_draining;
     sl_proxy_drained_cb *drained_cb;
     void *drained_arg;
