@@ -40,6 +40,7 @@
 #include "util/clock.h"
 #include "util/stream.h"
 #include "util/text.h"
+#include "util/timeval.h"
 
 /* ---- config generations ------------------------------------------------ */
 
@@ -278,7 +279,7 @@ accept_error_cb(struct evconnlistener *l, void *arg)
         px->accept_fail_us = now;
         px->is_accept_backoff = true;
         accept_update(px);
-        tv = tv_from_ms(px->accept_backoff_ms);
+        tv = sl_timeval_from_ms(px->accept_backoff_ms);
         evtimer_add(px->accept_retry, &tv);
     }
     if (!sl_log_gate_pass(&px->accept_gate, now, ACCEPT_LOG_INTERVAL_US, &held))
