@@ -113,6 +113,7 @@ struct request_state {
     uint64_t decided_us; /* the phases decided */
     uint64_t bytes_in, bytes_out;
     int status;
+    const char *reason;     /* why sluice answered itself (static text), for the access log */
     const char *upstream_addr;
 };
 
@@ -226,8 +227,10 @@ void proxy_timer_set(struct conn *c, uint64_t ms);
 void proxy_request_finish(struct conn *c, const char *reason);
 /* The response is complete: log, then close or wait for the next request. */
 void proxy_request_done(struct conn *c, bool must_close);
-/* Answers with a problem+json body; detail is our own text, never input. */
-void proxy_respond_error(struct conn *c, int status, const char *detail, bool must_close);
+/* Answers with a problem+json body; detail is our own text, never input.
+ * reason, as short and static, is the access log's `reason` for it. */
+void proxy_respond_error(struct conn *c, int status, const char *reason, const char *detail,
+                         bool must_close);
 /* Moves the request body that has arrived to the upstream. */
 void proxy_forward_body(struct conn *c);
 /* Feeds a chunked or close-delimited body to h's parser: 0, or -1. */
