@@ -34,6 +34,7 @@
 #include "sluice/route.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/path.h"
 
 static void conn_process(struct conn *c);
 static void on_phases_done(void *arg, enum sl_phase_result result, int status,
@@ -306,6 +307,39 @@ proxy_respond_error(struct conn *c, int status, const char *reason, const char *
     proxy_request_done(c, must_close);
 }
 
+/*
+ * Routes, limits and key functions see the path normalised (util/path.h),
+ * so that "//v1/a", "/./v1/a" and "/%76%31/a" cannot step around the limits
+ * of "/v1/"; the upstream gets it too unless path_forward = "original". The
+ * target as sent stays in the access log. False when it answered (400).
+ */
+static bool
+normalize_path(struct conn *c)
+{
+    const struct sl_config *cfg = c->rq.cfg;
+    struct sl_request *req = &c->rq.req;
+    size_t len = 0;
+    enum sl_path_result r = sl_path_normalize(
+        req->path, req->path_len, c->rq.path_buf, &len,
+        cfg->path_encoded_slash == SL_PATH_SLASH_REJECT ? SL_PATH_REJECT_ENCODED_SLASH : 0);
+
+    if (r == SL_PATH_ENCODED_SLASH) {
+        proxy_respond_error(c, 400, "encoded slash in path",
+                            "the request path contains an encoded slash (%2F)", false);
+        return false;
+    }
+    if (r != SL_PATH_OK) {
+        proxy_respond_error(c, 400, "bad path encoding",
+                            "the request path has a % not followed by two hex digits", false);
+        return false;
+    }
+    c->rq.is_path_rewritten = cfg->path_forward == SL_PATH_FORWARD_NORMALIZED
+        && (len != req->path_len || memcmp(req->path, c->rq.path_buf, len) != 0);
+    req->path = c->rq.path_buf;
+    req->path_len = len;
+    return true;
+}
+
 /* The head is parsed and its bytes copied out of the input buffer. */
 static void
 request_begin(struct conn *c)
@@ -363,6 +397,8 @@ request_begin(struct conn *c)
         c->rq.req.client_ip_len = c->peer_ip_len;
     }
 
+    if (!normalize_path(c))
+        return;
     c->rq.route =
         sl_route_match(cfg, c->rq.req.host, c->rq.req.host_len, c->rq.req.path, c->rq.req.path_len);
     if (c->rq.route == NULL) {
@@ -422,9 +458,11 @@ read_head(struct conn *c)
         return false;
     }
     nheaders = c->head.nspans;
-    c->rq.head_buf = sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16);
+    c->rq.head_buf =
+        sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16 + c->head.url_len);
     c->rq.headers = (struct sl_header *)(void *)(c->rq.head_buf
                                               + ((head_len + 15) & ~(size_t)15));
+    c->rq.path_buf = (char *)(c->rq.headers + nheaders);
     evbuffer_remove(in, c->rq.head_buf, head_len);
     c->rq.bytes_in += head_len;
     c->rq.gen = proxy_gen_hold(px->gen);

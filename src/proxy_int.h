@@ -82,8 +82,9 @@ struct route_use {
 struct request_state {
     struct wgen *gen;          /* held from head parsed to reset */
     const struct sl_config *cfg; /* gen's */
-    char *head_buf;            /* the head's bytes, then its header array */
+    char *head_buf;            /* the head's bytes, then its header array, then path_buf */
     struct sl_header *headers;
+    char *path_buf;            /* room for the normalised path (req.path points here) */
     struct sl_request req;
     const struct sl_route_conf *route;
     struct route_use use;      /* valid when route != NULL */
@@ -96,6 +97,7 @@ struct request_state {
     bool is_head_method;
     bool is_keepalive;
     bool is_logged;
+    bool is_path_rewritten; /* the upstream gets req.path (normalised), not the target */
     bool is_counted;        /* sl_metrics_request_start was called */
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
     size_t xff_len;

@@ -77,6 +77,14 @@ REQUESTS = {
     "long_value": req(b"GET / HTTP/1.1", HOST, b"X-Long: " + b"v" * 8000),
     "many_headers_100": req(b"GET / HTTP/1.1", HOST,
                             *[b"X-H%d: %d" % (i, i) for i in range(99)]),
+    # -- paths as routes see them (issue 12, point 4) ----------------------------
+    "path_variants": b"".join(req(b"GET " + t + b" HTTP/1.1", HOST) for t in (
+        b"//v1/a", b"/./v1/a", b"/%76%31/a", b"/x/../v1/a", b"/../v1/a", b"/v1//a///",
+        b"/%2E%2e/v1/%2e/a", b"/v1/a%2fb%2F..%2F", b"/a/b/c/./../../g?q=/../x",
+        b"/%c3%A9%25%2541", b"/.../a/..b/c.", b"/a/..", b"/.", b"//..//",
+        b"/%41%5a%7E%2D%5F")),
+    "path_bad_escapes": b"".join(req(b"GET " + t + b" HTTP/1.1", HOST) for t in (
+        b"/v1/%zz", b"/v1/a%2", b"/%", b"/%%41", b"/a%g1")),
     # -- pipelined ----------------------------------------------------------------
     "pipelined_gets": req(b"GET /1 HTTP/1.1", HOST) + req(b"GET /2 HTTP/1.1", HOST)
     + req(b"GET /3 HTTP/1.1", HOST, b"Connection: close"),
