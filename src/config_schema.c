@@ -1010,6 +1010,7 @@ static const struct opt top_opts[] = {
              "unknown action (use \"keep\" or \"reject\")", struct sl_config, path_encoded_slash),
     ROW_ENUM("path_forward", "normalized", path_forwards,
              "unknown choice (use \"normalized\" or \"original\")", struct sl_config, path_forward),
+    ROW_SIZE("lua_max_value_size", "1k", 16, 1u << 20, struct sl_config, lua_max_value_size),
     ROW_STRING("access_log", "stderr", struct sl_config, access_log),
     ROW_CUSTOM("error_log", set_error_log),
     ROW_WORD("log_level", "info", log_levels, "unknown log level (use debug, info, warn or error)",

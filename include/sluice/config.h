@@ -135,6 +135,7 @@ struct sl_config {
     uint64_t slow_request_ms;   /* 0: off; slower requests log their phase breakdown */
     enum sl_path_encoded_slash path_encoded_slash; /* default keep */
     enum sl_path_forward path_forward;             /* default normalized */
+    size_t lua_max_value_size; /* request values cut to this for Lua; 0: SL_LUA_VALUE_MAX */
     double *metrics_buckets;    /* histogram bounds in seconds; NULL: the defaults */
     size_t nmetrics_buckets;
 };

@@ -320,6 +320,7 @@ test_minimal_defaults(void **state)
     assert_int_equal(cfg->slow_request_ms, 0);
     assert_int_equal(cfg->path_encoded_slash, SL_PATH_SLASH_KEEP);
     assert_int_equal(cfg->path_forward, SL_PATH_FORWARD_NORMALIZED);
+    assert_int_equal(cfg->lua_max_value_size, 1024);
     assert_null(cfg->metrics_buckets);
     assert_int_equal(cfg->nmetrics_buckets, 0);
     sl_config_free(cfg);
