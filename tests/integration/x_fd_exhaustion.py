@@ -7,8 +7,8 @@
 # once, so workers spun on accept() and wrote a line per try. Now accepting
 # pauses with a back-off, one line per interval counts the failures, and the
 # soft RLIMIT_NOFILE is checked against max_connections at start.
-# Client: more idle raw connections than the daemon has descriptors, then
-# one request after they close. Daemon: 2 workers under RLIMIT_NOFILE
+# Client: more idle raw connections than the daemon has descriptors, and a
+# few to the admin listener, then one request after they close. Daemon: 2 workers under RLIMIT_NOFILE
 # 128:128 (a warning at start), then a daemon under 256:hard (raised).
 # Upstream: /echo. Bounds are counts: CPU ticks from /proc/PID/stat and
 # error-log lines over a few seconds, both far below what a spin gives.
@@ -86,6 +86,8 @@ def exhaustion(env, up):
         h.wait_until(lambda: "Too many open files" in s.stderr_text(), 10, 0.1)
         t.ok("Too many open files" in s.stderr_text(), "accept() ran out of descriptors",
              s.stderr_text()[-2000:])
+        # the admin listener (evhttp, on the main thread) must not spin either
+        idle += open_idle(s.admin, 3)
         ticks0, lines0 = cpu_ticks(s.pid), len(accept_lines(s))
         time.sleep(WINDOW_S)
         ticks, lines = cpu_ticks(s.pid) - ticks0, len(accept_lines(s)) - lines0
@@ -106,6 +108,7 @@ def exhaustion(env, up):
         except (OSError, h.NoResponse, h.Timeout):
             return False
     t.ok(h.wait_until(served, 15, 0.2), "after the idle clients close, a request is served")
+    t.ok(h.wait_until(s.healthy, 15, 0.2), "and the admin listener answers again")
     s.stop()
 
 
