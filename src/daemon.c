@@ -392,7 +392,7 @@ admin_accept_error(struct evconnlistener *l, void *arg)
 
     (void)arg;
     evconnlistener_disable(l);
-    /* freed by the base if still pending at exit, after the listener */
+    /* still pending at exit: the loop has stopped, event_base_free frees it unrun */
     event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, admin_accept_resume, l, &tv);
     if (sl_log_gate_pass(&admin_accept_gate, sl_clock_now_us(), 10 * 1000000u, &held))
         sl_log_warnx("admin listener: accept: %s; not accepting for 1000 ms (%llu failed "
@@ -698,6 +698,7 @@ workers_start(struct daemon *d)
     char err[256];
 
     d->nworkers = cfg->workers ? cfg->workers : 1;
+    sl_proxy_fit_nofile(cfg, d->nworkers);
     d->workers = sl_xcalloc(d->nworkers, sizeof(*d->workers));
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];
@@ -830,7 +831,6 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     }
     if (cfg->has_admin && admin_start(&d, cfg) != 0)
         goto fail;
-    sl_proxy_fit_nofile(cfg, cfg->workers ? cfg->workers : 1);
     if (workers_start(&d) != 0) {
         workers_free(&d, false);
         d.workers = NULL;
