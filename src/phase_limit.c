@@ -93,8 +93,9 @@ on_decision(void *arg, const struct sl_decision *d)
     } else if (d->verdict == SL_VERDICT_UNAVAILABLE) {
         st->reason = "store unavailable";
         sl_phase_answer(run, 503, d->problem, d->problem_len);
-    } else
+    } else {
         sl_phase_pass(run);
+    }
 }
 
 static void
