@@ -22,6 +22,7 @@
 #include "sluice/http.h"
 #include "sluice/metrics.h"
 #include "util/alloc.h"
+#include "util/path.h"
 #include "util/redis_url.h"
 
 #define CONF_MAX_WORKERS 256
@@ -29,8 +30,14 @@
 /* The words of enum options, in the order of their C enums. */
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const store_kinds[] = { "local", "redis", NULL };          /* sl_store_kind */
+/* sl_path_encoded_slash, sl_path_forward */
+static const char *const encoded_slash_actions[] = { "keep", "reject", NULL };
+static const char *const path_forwards[] = { "normalized", "original", NULL };
 static const char *const on_error_policies[] = { "allow", "deny", "local", NULL }; /* sl_on_error */
 _Static_assert(sizeof(enum sl_store_kind) == sizeof(int) && sizeof(enum sl_on_error) == sizeof(int),
+               "OPT_ENUM writes its field as an int");
+_Static_assert(sizeof(enum sl_path_encoded_slash) == sizeof(int)
+                   && sizeof(enum sl_path_forward) == sizeof(int),
                "OPT_ENUM writes its field as an int");
 
 /* ------------------------------------------------------------------------ */
@@ -668,6 +675,25 @@ set_limits(struct loader *ld, void *obj, int idx)
 /* routes                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Requests are matched on their normalised path (util/path.h): a route
+ * written otherwise could never match, or not what it seems to say. */
+static bool
+is_normal_path(struct loader *ld, int idx, const char *p, size_t len)
+{
+    char *norm = sl_xmalloc(len);
+    size_t norm_len = 0;
+    enum sl_path_result r = sl_path_normalize(p, len, norm, &norm_len, 0);
+    bool is_normal = r == SL_PATH_OK && norm_len == len && memcmp(norm, p, len) == 0;
+
+    if (r != SL_PATH_OK)
+        sl_conf_fail_value(ld, idx, "bad %%-escape (use %%XX with two hex digits)");
+    else if (!is_normal)
+        sl_conf_fail_value(ld, idx, "not a normalized path (requests are matched after "
+                           "normalization; write \"%.*s\")", (int)norm_len, norm);
+    free(norm);
+    return is_normal;
+}
+
 static bool
 set_route_path(struct loader *ld, void *obj, int idx)
 {
@@ -688,6 +714,8 @@ set_route_path(struct loader *ld, void *obj, int idx)
             return false;
         }
     }
+    if (!is_normal_path(ld, idx, p, len))
+        return false;
     free(r->path);
     r->path = sl_xstrndup(p, len);
     r->path_len = len;
@@ -973,6 +1001,11 @@ static const struct opt top_opts[] = {
     ROW_CUSTOM("upstreams", set_upstreams),
     ROW_CUSTOM("limits", set_limits),
     ROW_CUSTOM("routes", set_routes),
+    ROW_ENUM("path_encoded_slash", "keep", encoded_slash_actions,
+             "unknown action (use \"keep\" or \"reject\")", struct sl_config, path_encoded_slash),
+    ROW_ENUM("path_forward", "normalized", path_forwards,
+             "unknown choice (use \"normalized\" or \"original\")", struct sl_config, path_forward),
+    ROW_SIZE("lua_max_value_size", "1k", 16, 1u << 20, struct sl_config, lua_max_value_size),
     ROW_STRING("access_log", "stderr", struct sl_config, access_log),
     ROW_CUSTOM("error_log", set_error_log),
     ROW_WORD("log_level", "info", log_levels, "unknown log level (use debug, info, warn or error)",

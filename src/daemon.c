@@ -38,6 +38,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "sluice/config.h"
 #include "sluice/limiter.h"
@@ -377,9 +378,43 @@ admin_other(struct evhttp_request *req, void *arg)
                 "\"detail\":\"the admin listener serves /healthz, /readyz and /metrics\"}");
 }
 
+/*
+ * The admin listener out of descriptors: like the proxy's (src/proxy.c) it
+ * pauses instead of retrying at once, which would spin the main thread and
+ * flood the log while a scraper waits. evhttp owns the listener and its
+ * user data, so this state is the process's: there is one admin listener.
+ */
+static struct sl_log_gate admin_accept_gate;
+
+static void
+admin_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void
+admin_accept_error(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = sl_timeval_from_ms(1000);
+    uint64_t held;
+
+    (void)arg;
+    evconnlistener_disable(l);
+    /* still pending at exit: the loop has stopped, event_base_free frees it unrun */
+    event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, admin_accept_resume, l, &tv);
+    if (sl_log_gate_pass(&admin_accept_gate, sl_clock_now_us(), 10 * 1000000u, &held))
+        sl_log_warnx("admin listener: accept: %s; not accepting for 1000 ms (%llu failed "
+                     "accepts since the last line)",
+                     evutil_socket_error_to_string(err), (unsigned long long)held + 1);
+}
+
 static int
 admin_start(struct daemon *d, const struct sl_config *cfg)
 {
+    struct evhttp_bound_socket *bound;
     char host[64];
     const char *colon;
     size_t host_len;
@@ -401,10 +436,12 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
         host[host_len] = '\0';
     }
     port = (uint16_t)strtoul(colon + 1, NULL, 10);
-    if (evhttp_bind_socket(d->admin, host, port) != 0) {
+    bound = evhttp_bind_socket_with_handle(d->admin, host, port);
+    if (bound == NULL) {
         sl_log_warn("admin listener %s", cfg->admin.text);
         return -1;
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), admin_accept_error);
     return 0;
 }
 
@@ -519,6 +556,7 @@ reload_decide(struct daemon *d)
     if (d->is_reload_ok) {
         warn_restart_only(d->shared->cfg, d->next->cfg);
         apply_log_level(d->next->cfg);
+        sl_proxy_fit_nofile(d->next->cfg, d->nworkers);
         sl_shared_config_unref(d->shared);
         d->shared = d->next;
     } else {
@@ -671,6 +709,7 @@ workers_start(struct daemon *d)
     char err[256];
 
     d->nworkers = cfg->workers ? cfg->workers : 1;
+    sl_proxy_fit_nofile(cfg, d->nworkers);
     d->workers = sl_xcalloc(d->nworkers, sizeof(*d->workers));
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];

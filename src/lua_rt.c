@@ -57,6 +57,7 @@ struct sl_lua_rt {
     int *cost_refs;  /* [limit] */
     int traceback_ref;
     int request_ref; /* the `r` table handed to every call */
+    size_t max_value; /* request values reach Lua cut to this many bytes */
     const struct sl_request *req; /* the request of the call in progress, else NULL */
     uint64_t errors;
     char error[ERROR_MAX];
@@ -438,13 +439,22 @@ sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len)
 
 /* ---- the request object ------------------------------------------------- */
 
+/*
+ * A request value as Lua sees it, cut to lua_max_value_size bytes. The
+ * string library runs in C, out of the instruction budget's sight, and a
+ * common pattern such as the trim idiom "^%s*(.-)%s*$" backtracks
+ * quadratically over its subject: 15,000 spaces cost half a second. Cut
+ * rather than left out, so that a long value still keys its limit.
+ */
 static void
-push_text(lua_State *L, const char *s, size_t len)
+push_value(lua_State *L, const char *s, size_t len)
 {
+    const struct sl_lua_rt *rt = lua_touserdata(L, lua_upvalueindex(1));
+
     if (s == NULL)
         lua_pushnil(L);
     else
-        lua_pushlstring(L, s, len);
+        lua_pushlstring(L, s, len < rt->max_value ? len : rt->max_value);
 }
 
 static const struct sl_request *
@@ -467,17 +477,17 @@ request_index(lua_State *L)
     }
     key = lua_tolstring(L, 2, &len);
     if (len == 6 && memcmp(key, "method", 6) == 0)
-        push_text(L, req->method, req->method_len);
+        push_value(L, req->method, req->method_len);
     else if (len == 4 && memcmp(key, "path", 4) == 0)
-        push_text(L, req->path, req->path_len);
+        push_value(L, req->path, req->path_len);
     else if (len == 5 && memcmp(key, "query", 5) == 0)
-        push_text(L, req->query, req->query_len);
+        push_value(L, req->query, req->query_len);
     else if (len == 4 && memcmp(key, "host", 4) == 0)
-        push_text(L, req->host, req->host_len);
+        push_value(L, req->host, req->host_len);
     else if (len == 2 && memcmp(key, "ip", 2) == 0)
-        push_text(L, req->client_ip_len > 0 ? req->client_ip : NULL, req->client_ip_len);
+        push_value(L, req->client_ip_len > 0 ? req->client_ip : NULL, req->client_ip_len);
     else if (len == 6 && memcmp(key, "target", 6) == 0)
-        push_text(L, req->target, req->target_len);
+        push_value(L, req->target, req->target_len);
     else
         lua_pushnil(L);
     return 1;
@@ -507,7 +517,7 @@ header_index(lua_State *L)
     if (h == NULL)
         lua_pushnil(L);
     else
-        lua_pushlstring(L, h->value, h->value_len);
+        push_value(L, h->value, h->value_len);
     return 1;
 }
 
@@ -525,7 +535,7 @@ field_index(lua_State *L, bool (*lookup)(const struct sl_request *, const char *
     }
     name = lua_tolstring(L, 2, &len);
     if (lookup(req, name, len, &value, &value_len))
-        lua_pushlstring(L, value, value_len);
+        push_value(L, value, value_len);
     else
         lua_pushnil(L);
     return 1;
@@ -672,6 +682,7 @@ sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
     struct sl_lua_rt *rt = sl_xcalloc(1, sizeof(*rt));
 
     rt->cfg = cfg;
+    rt->max_value = cfg->lua_max_value_size ? cfg->lua_max_value_size : SL_LUA_VALUE_MAX;
     rt->key_refs = sl_xcalloc(cfg->nlimits + 1, sizeof(*rt->key_refs));
     rt->cost_refs = sl_xcalloc(cfg->nlimits + 1, sizeof(*rt->cost_refs));
     for (size_t i = 0; i < cfg->nlimits; i++) {

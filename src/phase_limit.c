@@ -31,6 +31,7 @@ struct limit_state {
     struct sl_phase_run *run;
     const struct limit_conf *conf;
     const char *outcome; /* static, from the decision */
+    const char *reason;  /* why it answered, for the access log; NULL: it passed */
     double limiter_ms;
     bool is_checked;     /* some limit applied: limiter_ms means something */
 };
@@ -86,12 +87,15 @@ on_decision(void *arg, const struct sl_decision *d)
     sl_phase_attach(run, d->headers, d->headers_len);
     if (lc->route->has_server_timing && st->is_checked)
         attach_server_timing(run, d->limiter_ms);
-    if (d->verdict == SL_VERDICT_DENY)
+    if (d->verdict == SL_VERDICT_DENY) {
+        st->reason = "rate limited";
         sl_phase_answer(run, 429, d->problem, d->problem_len);
-    else if (d->verdict == SL_VERDICT_UNAVAILABLE)
+    } else if (d->verdict == SL_VERDICT_UNAVAILABLE) {
+        st->reason = "store unavailable";
         sl_phase_answer(run, 503, d->problem, d->problem_len);
-    else
+    } else {
         sl_phase_pass(run);
+    }
 }
 
 static void
@@ -118,6 +122,8 @@ limit_end(struct sl_phase_run *run, void *conf, void *state, const char *reason,
     if (log == NULL)
         return;
     log->limit = st->outcome;
+    if (st->reason != NULL && reason == NULL)
+        log->reason = st->reason;
     log->limiter_ms = st->is_checked ? st->limiter_ms : -1.0;
 }
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -39,6 +40,7 @@
 #include "util/clock.h"
 #include "util/stream.h"
 #include "util/text.h"
+#include "util/timeval.h"
 
 /* ---- config generations ------------------------------------------------ */
 
@@ -190,14 +192,112 @@ proxy_timer_add(struct sl_proxy *px, struct event *ev, uint64_t ms)
     evtimer_add(ev, common);
 }
 
+/* ---- accepting ----------------------------------------------------------- */
+
+#define ACCEPT_BACKOFF_MIN_MS 100u
+#define ACCEPT_BACKOFF_MAX_MS 1000u
+#define ACCEPT_LOG_INTERVAL_US (10u * 1000000u)
+
+/* The listeners accept unless the worker drains, holds its share of
+ * max_connections, or backs off after accept() ran out of resources. */
 static void
-accept_resume_if_room(struct sl_proxy *px)
+accept_update(struct sl_proxy *px)
 {
-    if (px->is_accept_paused && !px->is_draining && px->nconns < px->max_conns) {
-        for (size_t i = 0; i < px->nlisteners; i++)
+    bool is_wanted = !px->is_draining && !px->is_accept_backoff && px->nconns < px->max_conns;
+
+    if (is_wanted == !px->is_accept_paused)
+        return;
+    for (size_t i = 0; i < px->nlisteners; i++) {
+        if (is_wanted)
             evconnlistener_enable(px->listeners[i]);
-        px->is_accept_paused = false;
+        else
+            evconnlistener_disable(px->listeners[i]);
     }
+    px->is_accept_paused = !is_wanted;
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_proxy *px = arg;
+
+    (void)fd;
+    (void)what;
+    px->is_accept_backoff = false;
+    accept_update(px);
+}
+
+/* Connections waiting in l's accept queue: Linux reports its length as
+ * tcpi_unacked on a listening socket. 0 when it cannot tell. */
+static unsigned
+accept_queue_length(struct evconnlistener *l)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+
+    memset(&info, 0, sizeof(info));
+    if (getsockopt(evconnlistener_get_fd(l), IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+        return 0;
+    return info.tcpi_unacked;
+}
+
+/* Errors of one pending connection, which accept(2) reports and which
+ * should be treated like EAGAIN; the next connection may be fine. */
+static bool
+is_connection_error(int err)
+{
+    return err == ENETDOWN || err == EPROTO || err == ENOPROTOOPT || err == EHOSTDOWN
+        || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH
+        || err == EPERM;
+}
+
+/*
+ * accept() failed. Out of descriptors (EMFILE, ENFILE) or kernel memory
+ * (ENOBUFS, ENOMEM), the pending connection stays in the queue and the
+ * listener would be ready again at once: libevent's default is to log and
+ * retry, which spins a core and floods the log. Instead the listeners pause,
+ * 100 ms first and up to 1 s while failures go on, and one line per 10 s
+ * says how many accepts failed meanwhile.
+ */
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct sl_proxy *px = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    uint64_t now = sl_clock_now_us();
+    const char *name;
+    uint64_t held;
+    size_t i;
+
+    if (!is_connection_error(err) && !px->is_draining) {
+        bool is_episode = px->accept_fail_us != 0
+            && now - px->accept_fail_us < 2 * ACCEPT_BACKOFF_MAX_MS * 1000u;
+        uint64_t ms = is_episode ? px->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+        struct timeval tv;
+
+        px->accept_backoff_ms = ms < ACCEPT_BACKOFF_MAX_MS ? ms : ACCEPT_BACKOFF_MAX_MS;
+        px->accept_fail_us = now;
+        px->is_accept_backoff = true;
+        accept_update(px);
+        tv = sl_timeval_from_ms(px->accept_backoff_ms);
+        evtimer_add(px->accept_retry, &tv);
+    }
+    if (!sl_log_gate_pass(&px->accept_gate, now, ACCEPT_LOG_INTERVAL_US, &held))
+        return;
+    for (i = 0; i < px->nlisteners && px->listeners[i] != l; i++)
+        ;
+    name = i < px->nlisteners ? proxy_gen_cfg(px->gen)->listen[i].text : "?";
+    if (px->is_accept_backoff)
+        sl_log_warnx("worker %u: listener %s: accept: %s; not accepting for %llu ms "
+                     "(%llu failed accepts since the last line, %u connections waiting)",
+                     px->index, name, evutil_socket_error_to_string(err),
+                     (unsigned long long)px->accept_backoff_ms, (unsigned long long)held + 1,
+                     accept_queue_length(l));
+    else
+        sl_log_warnx("worker %u: listener %s: accept: %s (%llu failed accepts since the "
+                     "last line)",
+                     px->index, name, evutil_socket_error_to_string(err),
+                     (unsigned long long)held + 1);
 }
 
 static void
@@ -214,11 +314,8 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
         px->conns->prev = c;
     px->conns = c;
     sl_metrics_client_open(px->mw);
-    if (++px->nconns >= px->max_conns && !px->is_accept_paused) {
-        for (size_t i = 0; i < px->nlisteners; i++)
-            evconnlistener_disable(px->listeners[i]);
-        px->is_accept_paused = true;
-    }
+    px->nconns++;
+    accept_update(px);
 }
 
 void
@@ -232,7 +329,7 @@ proxy_conn_unlink(struct sl_proxy *px, struct conn *c)
         c->next->prev = c->prev;
     px->nconns--;
     sl_metrics_client_close(px->mw);
-    accept_resume_if_room(px);
+    accept_update(px);
 }
 
 /* ---- the worker's proxy -------------------------------------------------- */
@@ -254,6 +351,7 @@ sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
         px->rng[1] = (uint64_t)index * 0x9e3779b97f4a7c15ULL + 1;
     }
     px->rng[0] |= 1;
+    px->accept_retry = evtimer_new(base, accept_retry_cb, px);
     return px;
 }
 
@@ -274,6 +372,7 @@ sl_proxy_free(struct sl_proxy *px)
     for (size_t i = 0; i < px->nlisteners; i++)
         evconnlistener_free(px->listeners[i]);
     free(px->listeners);
+    event_free(px->accept_retry);
     wgen_unref(px->gen);
     sl_accesslog_free(px->accesslog);
     free(px->accesslog_path);
@@ -296,6 +395,7 @@ sl_proxy_listen(struct sl_proxy *px, const struct sl_config *cfg, char *err, siz
             snprintf(err, err_size, "listen %s: %s", addr->text, strerror(errno));
             return -1;
         }
+        evconnlistener_set_error_cb(l, accept_error_cb);
         px->listeners[px->nlisteners++] = l;
     }
     return 0;
@@ -410,7 +510,7 @@ sl_proxy_commit(struct sl_proxy *px, struct sl_proxy_gen *pg)
         px->accesslog_path = cfg->access_log ? sl_xstrdup(cfg->access_log) : NULL;
     }
     free(pg);
-    accept_resume_if_room(px);
+    accept_update(px);
 }
 
 void
@@ -447,6 +547,8 @@ sl_proxy_drain(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
     for (size_t i = 0; i < px->nlisteners; i++)
         evconnlistener_free(px->listeners[i]);
     px->nlisteners = 0;
+    evtimer_del(px->accept_retry);
+    px->is_accept_backoff = false;
     for (c = px->conns; c != NULL; c = next) {
         next = c->next;
         if (c->state == C_IDLE)
@@ -484,4 +586,54 @@ sl_proxy_is_ready(struct sl_proxy *px, char *why, size_t why_size)
         }
     }
     return true;
+}
+
+/* ---- descriptors ------------------------------------------------------------ */
+
+/* For the event loop, eventfds, the store connection and the like. */
+#define NOFILE_PER_WORKER 8u
+/* For stdio, the logs, the admin listener and its clients, libraries. */
+#define NOFILE_MARGIN 64u
+
+uint64_t
+sl_proxy_nofile_needed(const struct sl_config *cfg, unsigned nworkers)
+{
+    uint64_t need = cfg->client.max_connections + NOFILE_MARGIN;
+
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        need += cfg->upstreams[i].max_inflight
+            + (uint64_t)cfg->upstreams[i].keepalive * nworkers;
+    return need + (uint64_t)nworkers * (cfg->nlisten + NOFILE_PER_WORKER);
+}
+
+void
+sl_proxy_fit_nofile(const struct sl_config *cfg, unsigned nworkers)
+{
+    uint64_t need = sl_proxy_nofile_needed(cfg, nworkers);
+    struct rlimit rl;
+    rlim_t was;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        sl_log_warn("getrlimit(RLIMIT_NOFILE)");
+        return;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+    if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need) {
+        sl_log_info("open files limit raised from %llu to %llu for client.max_connections (%u) "
+                    "and upstream connections",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_cur,
+                    cfg->client.max_connections);
+        return;
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = rl.rlim_max = was;
+    sl_log_warnx("open files limit is %llu (hard limit %llu), below the %llu that "
+                 "client.max_connections (%u) and upstream connections need: when descriptors "
+                 "run out, accepting pauses (raise LimitNOFILE or ulimit -n, or lower "
+                 "max_connections)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                 (unsigned long long)need, cfg->client.max_connections);
 }

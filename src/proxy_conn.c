@@ -34,6 +34,7 @@
 #include "sluice/route.h"
 #include "util/alloc.h"
 #include "util/clock.h"
+#include "util/path.h"
 
 static void conn_process(struct conn *c);
 static void on_phases_done(void *arg, enum sl_phase_result result, int status,
@@ -227,7 +228,8 @@ proxy_request_finish(struct conn *c, const char *reason)
         e.trace_id = c->traceparent + 3;
         e.trace_id_len = 32;
     }
-    e.reason = reason;
+    /* a connection that ended early says why; else our own answer does */
+    e.reason = reason != NULL ? reason : c->rq.reason;
     if (c->rq.route != NULL)
         e.route = c->rq.use.name;
     sl_phase_run_end(&c->phases, reason, &e);
@@ -274,7 +276,8 @@ proxy_request_done(struct conn *c, bool must_close)
  * own strings, never client input, so nothing the client sent is reflected.
  */
 void
-proxy_respond_error(struct conn *c, int status, const char *detail, bool must_close)
+proxy_respond_error(struct conn *c, int status, const char *reason, const char *detail,
+                    bool must_close)
 {
     char body[512];
     const char *extra = "";
@@ -292,15 +295,49 @@ proxy_respond_error(struct conn *c, int status, const char *detail, bool must_cl
     /* A body we did not read would be taken for the next request. */
     if (c->rq.framing != SL_FRAMING_NONE && !c->rq.is_body_done)
         must_close = true;
+    c->rq.reason = reason;
     proxy_write_local_response(c, status, extra, extra_len, body, (size_t)n, must_close);
     proxy_upstream_drop(c, false);
     if (c->rq.gen == NULL) {
         /* No request was parsed (bad head): log what we know, then close. */
-        proxy_request_finish(c, detail);
+        proxy_request_finish(c, reason);
         proxy_conn_flush_close(c);
         return;
     }
     proxy_request_done(c, must_close);
+}
+
+/*
+ * Routes, limits and key functions see the path normalised (util/path.h),
+ * so that "//v1/a", "/./v1/a" and "/%76%31/a" cannot step around the limits
+ * of "/v1/"; the upstream gets it too unless path_forward = "original". The
+ * target as sent stays in the access log. False when it answered (400).
+ */
+static bool
+normalize_path(struct conn *c)
+{
+    const struct sl_config *cfg = c->rq.cfg;
+    struct sl_request *req = &c->rq.req;
+    size_t len = 0;
+    enum sl_path_result r = sl_path_normalize(
+        req->path, req->path_len, c->rq.path_buf, &len,
+        cfg->path_encoded_slash == SL_PATH_SLASH_REJECT ? SL_PATH_REJECT_ENCODED_SLASH : 0);
+
+    if (r == SL_PATH_ENCODED_SLASH) {
+        proxy_respond_error(c, 400, "encoded slash in path",
+                            "the request path contains an encoded slash (%2F)", false);
+        return false;
+    }
+    if (r != SL_PATH_OK) {
+        proxy_respond_error(c, 400, "bad path encoding",
+                            "the request path has a % not followed by two hex digits", false);
+        return false;
+    }
+    c->rq.is_path_rewritten = cfg->path_forward == SL_PATH_FORWARD_NORMALIZED
+        && (len != req->path_len || memcmp(req->path, c->rq.path_buf, len) != 0);
+    req->path = c->rq.path_buf;
+    req->path_len = len;
+    return true;
 }
 
 /* The head is parsed and its bytes copied out of the input buffer. */
@@ -316,29 +353,34 @@ request_begin(struct conn *c)
     c->rq.is_head_method = c->head.parser.method == HTTP_HEAD;
     c->rq.is_keepalive = http_should_keep_alive(&c->head.parser);
     if (status != 0) {
-        proxy_respond_error(c, status, "the request is malformed", true);
+        proxy_respond_error(c, status,
+                            status == 505 ? "http version not supported" : "malformed request",
+                            "the request is malformed", true);
         return;
     }
     status = sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left);
     if (status != 0) {
         c->rq.framing = SL_FRAMING_NONE;
-        proxy_respond_error(c, status, "the request framing is ambiguous or invalid", true);
+        proxy_respond_error(c, status, "invalid request framing",
+                            "the request framing is ambiguous or invalid", true);
         return;
     }
     c->rq.is_body_done = c->rq.framing == SL_FRAMING_NONE;
     if (c->head.parser.method == HTTP_CONNECT) {
-        proxy_respond_error(c, 405, "CONNECT is not supported", true);
+        proxy_respond_error(c, 405, "connect not supported", "CONNECT is not supported", true);
         return;
     }
     if (c->rq.framing == SL_FRAMING_LENGTH && cfg->client.max_body_size != 0
         && c->rq.body_left > cfg->client.max_body_size) {
-        proxy_respond_error(c, 413, "the request body is larger than allowed", true);
+        proxy_respond_error(c, 413, "request body too large",
+                            "the request body is larger than allowed", true);
         return;
     }
     h = sl_request_header(&c->rq.req, SL_LIT("expect"));
     if (h != NULL) {
         if (!sl_http_token_eq(h->value, h->value_len, SL_LIT("100-continue"))) {
-            proxy_respond_error(c, 417, "only 100-continue is supported", false);
+            proxy_respond_error(c, 417, "expectation not supported",
+                                "only 100-continue is supported", false);
             return;
         }
         c->rq.is_expect_continue = c->rq.req.http_minor >= 1 && !c->rq.is_body_done;
@@ -355,10 +397,12 @@ request_begin(struct conn *c)
         c->rq.req.client_ip_len = c->peer_ip_len;
     }
 
+    if (!normalize_path(c))
+        return;
     c->rq.route =
         sl_route_match(cfg, c->rq.req.host, c->rq.req.host_len, c->rq.req.path, c->rq.req.path_len);
     if (c->rq.route == NULL) {
-        proxy_respond_error(c, 404, "no route matches this request", false);
+        proxy_respond_error(c, 404, "no route", "no route matches this request", false);
         return;
     }
     proxy_gen_route(c->rq.gen, c->rq.route, &c->rq.use);
@@ -401,18 +445,24 @@ read_head(struct conn *c)
         const char *detail = r == 414   ? "the request target is too long"
                              : r == 431 ? "the request head is too large"
                                         : "the request is malformed";
-        proxy_respond_error(c, r, detail, true);
+        const char *reason = r == 414   ? "request target too long"
+                             : r == 431 ? "request head too large"
+                                        : "malformed request";
+        proxy_respond_error(c, r, reason, detail, true);
         return false;
     }
     head_len = c->head.head_len;
     if (sl_http_check_line_ends(data, head_len) != 0) {
-        proxy_respond_error(c, 400, "the request has bare LF line ends or folded headers", true);
+        proxy_respond_error(c, 400, "bad line ends",
+                            "the request has bare LF line ends or folded headers", true);
         return false;
     }
     nheaders = c->head.nspans;
-    c->rq.head_buf = sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16);
+    c->rq.head_buf =
+        sl_xmalloc(head_len + nheaders * sizeof(struct sl_header) + 16 + c->head.url_len);
     c->rq.headers = (struct sl_header *)(void *)(c->rq.head_buf
                                               + ((head_len + 15) & ~(size_t)15));
+    c->rq.path_buf = (char *)(c->rq.headers + nheaders);
     evbuffer_remove(in, c->rq.head_buf, head_len);
     c->rq.bytes_in += head_len;
     c->rq.gen = proxy_gen_hold(px->gen);
@@ -479,6 +529,9 @@ on_phases_done(void *arg, enum sl_phase_result result, int status, const char *b
         size_t headers_len;
         const char *headers = sl_phase_headers(&c->phases, &headers_len);
 
+        /* the phase that answered may name a better reason when it ends */
+        if (status >= 400)
+            c->rq.reason = "answered by a phase";
         proxy_write_local_response(c, status, headers, headers_len, body, body_len, must_close);
         proxy_request_done(c, must_close);
     } else {
@@ -594,9 +647,10 @@ proxy_forward_body(struct conn *c)
             }
             c->rq.is_body_done = true; /* nothing more is read: the connection closes */
             proxy_respond_error(c, status,
-                          status == 413 ? "the request body is larger than allowed"
-                                        : "the chunked request body is malformed",
-                          true);
+                                status == 413 ? "request body too large" : "bad chunked body",
+                                status == 413 ? "the request body is larger than allowed"
+                                              : "the chunked request body is malformed",
+                                true);
             return;
         }
     }
@@ -673,12 +727,14 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         proxy_conn_close(c, NULL);
         break;
     case C_HEAD:
-        proxy_respond_error(c, 408, "the request head did not arrive in time", true);
+        proxy_respond_error(c, 408, "client header timeout",
+                            "the request head did not arrive in time", true);
         break;
     case C_FORWARD:
         if (!c->rq.is_body_done && !c->rq.is_resp_started) {
             c->rq.is_body_done = true;
-            proxy_respond_error(c, 408, "the request body did not arrive in time", true);
+            proxy_respond_error(c, 408, "client body timeout",
+                                "the request body did not arrive in time", true);
         } else {
             proxy_conn_close(c,
                              c->is_up_read_paused ? "client send timeout" : "client body timeout");

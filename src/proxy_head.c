@@ -237,7 +237,16 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
     b.len = 0;
     hb_add(&b, req->method, req->method_len);
     HB_LIT(&b, " ");
-    hb_add(&b, req->target, req->target_len);
+    if (c->rq.is_path_rewritten) {
+        /* the query goes up untouched, "?" with an empty one included */
+        hb_add(&b, req->path, req->path_len);
+        if (req->query != NULL) {
+            HB_LIT(&b, "?");
+            hb_add(&b, req->query, req->query_len);
+        }
+    } else {
+        hb_add(&b, req->target, req->target_len);
+    }
     HB_LIT(&b, " HTTP/1.1\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *h = &req->headers[i];

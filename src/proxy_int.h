@@ -27,6 +27,7 @@
 #include <event2/util.h>
 
 #include "sluice/http.h"
+#include "sluice/log.h"
 #include "sluice/phase.h"
 #include "sluice/proxy.h"
 #include "sluice/upstream.h"
@@ -82,8 +83,9 @@ struct route_use {
 struct request_state {
     struct wgen *gen;          /* held from head parsed to reset */
     const struct sl_config *cfg; /* gen's */
-    char *head_buf;            /* the head's bytes, then its header array */
+    char *head_buf;            /* the head's bytes, then its header array, then path_buf */
     struct sl_header *headers;
+    char *path_buf;            /* room for the normalised path (req.path points here) */
     struct sl_request req;
     const struct sl_route_conf *route;
     struct route_use use;      /* valid when route != NULL */
@@ -96,6 +98,7 @@ struct request_state {
     bool is_head_method;
     bool is_keepalive;
     bool is_logged;
+    bool is_path_rewritten; /* the upstream gets req.path (normalised), not the target */
     bool is_counted;        /* sl_metrics_request_start was called */
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
     size_t xff_len;
@@ -113,6 +116,7 @@ struct request_state {
     uint64_t decided_us; /* the phases decided */
     uint64_t bytes_in, bytes_out;
     int status;
+    const char *reason;     /* why sluice answered itself (static text), for the access log */
     const char *upstream_addr;
 };
 
@@ -156,7 +160,12 @@ struct sl_proxy {
     struct wgen *gen;
     struct evconnlistener **listeners;
     size_t nlisteners;
-    bool is_accept_paused;
+    bool is_accept_paused;      /* the listeners are disabled */
+    bool is_accept_backoff;     /* accept() failed: accept_retry re-enables them */
+    struct event *accept_retry;
+    uint64_t accept_backoff_ms; /* the current pause, doubled while failures go on */
+    uint64_t accept_fail_us;    /* the last failure */
+    struct sl_log_gate accept_gate;
     bool is_draining;
     sl_proxy_drained_cb *drained_cb;
     void *drained_arg;
@@ -213,8 +222,10 @@ void proxy_timer_set(struct conn *c, uint64_t ms);
 void proxy_request_finish(struct conn *c, const char *reason);
 /* The response is complete: log, then close or wait for the next request. */
 void proxy_request_done(struct conn *c, bool must_close);
-/* Answers with a problem+json body; detail is our own text, never input. */
-void proxy_respond_error(struct conn *c, int status, const char *detail, bool must_close);
+/* Answers with a problem+json body; detail is our own text, never input.
+ * reason, as short and static, is the access log's `reason` for it. */
+void proxy_respond_error(struct conn *c, int status, const char *reason, const char *detail,
+                         bool must_close);
 /* Moves the request body that has arrived to the upstream. */
 void proxy_forward_body(struct conn *c);
 /* Feeds a chunked or close-delimited body to h's parser: 0, or -1. */

@@ -90,7 +90,10 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
         const char *detail = status == 504 ? "the upstream did not accept the connection in time"
                              : status == 503 ? "the upstream is overloaded, retry later"
                                              : "the upstream is unreachable";
-        proxy_respond_error(c, status, detail, false);
+        const char *reason = status == 504   ? "upstream connect timeout"
+                             : status == 503 ? "upstream overloaded"
+                                             : "upstream unreachable";
+        proxy_respond_error(c, status, reason, detail, false);
         return;
     }
     proxy_conn_hold(c);
@@ -307,7 +310,8 @@ read_response_head(struct conn *c)
         if (r == SL_HEAD_MORE)
             return false;
         if (r != SL_HEAD_DONE || sl_http_check_line_ends(data, c->resp.head_len) != 0) {
-            proxy_respond_error(c, 502, "the upstream sent a malformed response", false);
+            proxy_respond_error(c, 502, "upstream sent a malformed response",
+                                "the upstream sent a malformed response", false);
             return false;
         }
         status = c->resp.parser.status_code;
@@ -315,7 +319,8 @@ read_response_head(struct conn *c)
             /* Interim responses are ours to absorb: we never asked for an
              * upgrade, and 100 Continue was already answered by us. */
             if (status == 101) {
-                proxy_respond_error(c, 502, "the upstream switched protocols", false);
+                proxy_respond_error(c, 502, "upstream switched protocols",
+                                    "the upstream switched protocols", false);
                 return false;
             }
             evbuffer_drain(in, c->resp.head_len);
@@ -373,9 +378,10 @@ up_failed(struct conn *c, bool is_timeout)
     if (!c->rq.is_resp_started) {
         proxy_upstream_drop(c, false);
         proxy_respond_error(c, is_timeout ? 504 : 502,
-                      is_timeout ? "the upstream did not answer in time"
-                                 : "the upstream closed the connection without answering",
-                      false);
+                            is_timeout ? "upstream timed out" : "upstream closed without answering",
+                            is_timeout ? "the upstream did not answer in time"
+                                       : "the upstream closed the connection without answering",
+                            false);
     } else {
         /* Mid-body: the client must see a broken response, never a complete one. */
         const char *reason = is_timeout ? "upstream timed out mid-response"

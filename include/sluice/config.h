@@ -85,6 +85,10 @@ struct sl_route_conf {
 };
 
 enum sl_store_kind { SL_STORE_LOCAL, SL_STORE_REDIS };
+/* An encoded slash (%2F) in a request path: kept as it is, or refused with 400. */
+enum sl_path_encoded_slash { SL_PATH_SLASH_KEEP, SL_PATH_SLASH_REJECT };
+/* What the upstream gets as the path: the normalised one, or the client's. */
+enum sl_path_forward { SL_PATH_FORWARD_NORMALIZED, SL_PATH_FORWARD_ORIGINAL };
 enum sl_on_error { SL_ON_ERROR_ALLOW, SL_ON_ERROR_DENY, SL_ON_ERROR_LOCAL };
 
 struct sl_store_conf {
@@ -129,6 +133,9 @@ struct sl_config {
     char *pidfile;         /* NULL: none */
 
     uint64_t slow_request_ms;   /* 0: off; slower requests log their phase breakdown */
+    enum sl_path_encoded_slash path_encoded_slash; /* default keep */
+    enum sl_path_forward path_forward;             /* default normalized */
+    size_t lua_max_value_size; /* request values cut to this for Lua; 0: SL_LUA_VALUE_MAX */
     double *metrics_buckets;    /* histogram bounds in seconds; NULL: the defaults */
     size_t nmetrics_buckets;
 };

@@ -23,7 +23,8 @@ struct sl_request {
     size_t method_len;
     const char *target; /* request-target as sent */
     size_t target_len;
-    const char *path;   /* target up to '?' */
+    const char *path;   /* target up to '?'; the proxy then points it at the
+                         * normalised path (util/path.h) */
     size_t path_len;
     const char *query;  /* after '?', NULL when there is none */
     size_t query_len;

@@ -28,6 +28,9 @@ struct sl_lua_sandbox;
 #define SL_LUA_MEMORY_MAX (64u << 20)
 #define SL_LUA_CONF_INSTRUCTIONS 10000000u
 #define SL_LUA_CALL_INSTRUCTIONS 200000u
+/* Request values handed to key and cost functions are cut to
+ * cfg->lua_max_value_size bytes; this is its default. */
+#define SL_LUA_VALUE_MAX 1024u
 
 /*
  * A new sandboxed LuaJIT state. Its code sees string (without dump), table,

@@ -115,6 +115,8 @@ struct sl_phase {
      * request ended gets on_end right after it calls its continuation. `log`
      * is the access-log line being written, for the phase to fill its
      * fields of; NULL when the access log is off or the line is already out.
+     * A phase that answered with a 4xx or 5xx names why in log->reason (a
+     * static string, docs/metrics.md lists them) when `reason` is NULL.
      */
     void (*on_end)(struct sl_phase_run *run, void *conf, void *state, const char *reason,
                    struct sl_access_entry *log);

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct sl_config;
@@ -79,5 +80,15 @@ void sl_proxy_reopen_logs(struct sl_proxy *proxy);
 /* Readiness of this worker: store usable and every route's upstream reachable.
  * Writes what is missing into why. */
 bool sl_proxy_is_ready(struct sl_proxy *proxy, char *why, size_t why_size);
+
+/*
+ * Process-wide, for the main thread at start and after a reload: the
+ * descriptors a process running cfg with nworkers may need at once
+ * (client.max_connections, upstream connections, a margin), and
+ * RLIMIT_NOFILE fitted to them. The soft limit is raised up to the hard
+ * limit; if that is not enough, a warning gives the numbers.
+ */
+uint64_t sl_proxy_nofile_needed(const struct sl_config *cfg, unsigned nworkers);
+void sl_proxy_fit_nofile(const struct sl_config *cfg, unsigned nworkers);
 
 #endif

@@ -24,6 +24,7 @@
 #include "fuzz_util.h"
 #include "sluice/http.h"
 #include "util/alloc.h"
+#include "util/path.h"
 
 #define MAX_MESSAGES 32
 
@@ -43,6 +44,62 @@ check_line_ends(const char *head, size_t len)
         if (head[i] == '\n')
             SL_FUZZ_CHECK(i > 0 && head[i - 1] == '\r');
     }
+}
+
+/* A normal path: absolute, no empty segment but the last, no "." or ".."
+ * segment, every escape two upper-case hex digits of a byte that is not
+ * unreserved (RFC 3986 section 2.3). */
+static void
+check_normal_path(const char *p, size_t n)
+{
+    SL_FUZZ_CHECK(n >= 1 && p[0] == '/');
+    for (size_t i = 0; i < n;) {
+        size_t end = i + 1;
+        while (end < n && p[end] != '/')
+            end++;
+        SL_FUZZ_CHECK(end > i + 1 || end == n);
+        SL_FUZZ_CHECK(!(end == i + 2 && p[i + 1] == '.'));
+        SL_FUZZ_CHECK(!(end == i + 3 && p[i + 1] == '.' && p[i + 2] == '.'));
+        i = end;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *hex = "0123456789ABCDEF";
+        unsigned char c;
+        if (p[i] != '%')
+            continue;
+        SL_FUZZ_CHECK(i + 2 < n && p[i + 1] != '\0' && strchr(hex, p[i + 1]) != NULL
+                      && p[i + 2] != '\0' && strchr(hex, p[i + 2]) != NULL);
+        c = (unsigned char)((strchr(hex, p[i + 1]) - hex) * 16 + (strchr(hex, p[i + 2]) - hex));
+        SL_FUZZ_CHECK(!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                        || c == '-' || c == '.' || c == '_' || c == '~'));
+    }
+}
+
+/* The path as routes and limits see it (util/path.h), with encoded slashes
+ * kept and refused: never longer, normal, stable under a second pass, and
+ * refusing %2F changes nothing else. */
+static void
+check_path(const struct sl_request *req)
+{
+    char *out = sl_xmalloc(req->path_len), *again = sl_xmalloc(req->path_len);
+    size_t n = 0, m = 0;
+    enum sl_path_result r = sl_path_normalize(req->path, req->path_len, out, &n, 0);
+    enum sl_path_result rr =
+        sl_path_normalize(req->path, req->path_len, again, &m, SL_PATH_REJECT_ENCODED_SLASH);
+
+    if (r != SL_PATH_OK) {
+        SL_FUZZ_CHECK(r == SL_PATH_BAD_ESCAPE && rr != SL_PATH_OK);
+    } else {
+        SL_FUZZ_CHECK(n <= req->path_len);
+        check_normal_path(out, n);
+        SL_FUZZ_CHECK(rr == SL_PATH_OK || rr == SL_PATH_ENCODED_SLASH);
+        if (rr == SL_PATH_OK)
+            SL_FUZZ_CHECK(m == n && memcmp(out, again, n) == 0);
+        SL_FUZZ_CHECK(sl_path_normalize(out, n, again, &m, 0) == SL_PATH_OK);
+        SL_FUZZ_CHECK(m == n && memcmp(out, again, n) == 0);
+    }
+    free(out);
+    free(again);
 }
 
 static void
@@ -93,6 +150,7 @@ check_request(const struct sl_head *h, const char *head, const struct sl_request
         SL_FUZZ_CHECK(sl_http_token_eq(first->name, first->name_len, hd->name, hd->name_len));
     }
     sl_fuzz_check_forwarding(req->headers, req->nheaders);
+    check_path(req);
 }
 
 static bool

@@ -77,6 +77,16 @@ REQUESTS = {
     "long_value": req(b"GET / HTTP/1.1", HOST, b"X-Long: " + b"v" * 8000),
     "many_headers_100": req(b"GET / HTTP/1.1", HOST,
                             *[b"X-H%d: %d" % (i, i) for i in range(99)]),
+    # -- paths as routes see them (issue 12, point 4) ----------------------------
+    "path_variants": b"".join(req(b"GET " + t + b" HTTP/1.1", HOST) for t in (
+        b"//v1/a", b"/./v1/a", b"/%76%31/a", b"/x/../v1/a", b"/../v1/a", b"/v1//a///",
+        b"/%2E%2e/v1/%2e/a", b"/v1/a%2fb%2F..%2F", b"/a/b/c/./../../g?q=/../x",
+        b"/%c3%A9%25%2541", b"/.../a/..b/c.", b"/a/..", b"/.", b"//..//",
+        b"/%41%5a%7E%2D%5F")),
+    "path_bad_escapes": b"".join(req(b"GET " + t + b" HTTP/1.1", HOST) for t in (
+        b"/v1/%zz", b"/v1/a%2", b"/%", b"/%%41", b"/a%g1")),
+    "long_spaces_value": req(b"GET /v1/a HTTP/1.1", HOST,
+                             b"X-Spaces: a" + b" " * 15000 + b"b"),
     # -- pipelined ----------------------------------------------------------------
     "pipelined_gets": req(b"GET /1 HTTP/1.1", HOST) + req(b"GET /2 HTTP/1.1", HOST)
     + req(b"GET /3 HTTP/1.1", HOST, b"Connection: close"),
@@ -353,6 +363,16 @@ CONFIGS = {
     b'--[==[ a long\ncomment ]==] upstreams = { a = { servers = { [=[127.0.0.1:9000]=] } } }\n'
     b'routes = { { path = "/\\n\\0", upstream = "a" } }\n',
     "unterminated.conf": b'listen = "127.0.0.1:8080\nroutes = { { path = [[/',
+    # issue 12: the trim idiom as a key function, values cut to lua_max_value_size;
+    # a route path out of normal form
+    "trim_key_function.conf": b'listen = "127.0.0.1:8080"\nlua_max_value_size = "512"\n'
+    b'path_encoded_slash = "reject"\npath_forward = "original"\n'
+    b'upstreams = { a = { servers = { "127.0.0.1:9000" } } }\n'
+    b'local function trim(r) local v = r.header["x-spaces"]\n'
+    b'  return v and v:match("^%s*(.-)%s*$") end\n'
+    b'limits = { t = { key = trim, rate = 10, cost = function(r) return #r.target end } }\n'
+    b'routes = { { path = "/v1/", upstream = "a", limits = "t" },\n'
+    b'  { path = "/x/../%2e/", upstream = "a" } }\n',
 }
 
 

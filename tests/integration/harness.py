@@ -717,8 +717,10 @@ class Sluice:
     ${listen} ${admin} (addresses), ${port} ${admin_port}, ${tmp} (the
     daemon's own dir) plus any keyword given in `values`."""
 
-    def __init__(self, env, conf, name="sluice", values=None, extra_env=None):
+    def __init__(self, env, conf, name="sluice", values=None, extra_env=None, preexec_fn=None):
+        """preexec_fn runs in the child before exec (e.g. to set rlimits)."""
         self.env = env
+        self.preexec_fn = preexec_fn
         self.t = env.t
         self.name = name
         self.dir = env.path(name)
@@ -792,7 +794,8 @@ class Sluice:
             argv = self._valgrind_argv() + argv
             timeout *= SLOW
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
-                                     stderr=self.stderr_file, env=env)
+                                     stderr=self.stderr_file, env=env,
+                                     preexec_fn=self.preexec_fn)
         ok = wait_until(lambda: self.proc.poll() is not None or self.healthy(), timeout, 0.02)
         if self.proc.poll() is not None or not ok:
             was_running = self.proc.poll() is None

@@ -22,6 +22,7 @@
 #   /stall                 Content-Length 1000, sends 100 bytes, then hangs
 #   /close-mid-body        Content-Length 1000, sends 100 bytes, closes
 #   /close                 closes without answering
+#   /malformed             a response head with a status line that is not HTTP, then closes
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
@@ -287,6 +288,9 @@ class Upstream:
             rd.wait_eof()
             return False
         if path == "/close":
+            return False
+        if path == "/malformed":
+            sock.sendall(b"HTTP/1.1 2x0 Not a status\r\nContent-Length: 0\r\n\r\n")
             return False
         if path == "/reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -318,6 +318,9 @@ test_minimal_defaults(void **state)
     assert_false(cfg->routes[0].has_server_timing);
 
     assert_int_equal(cfg->slow_request_ms, 0);
+    assert_int_equal(cfg->path_encoded_slash, SL_PATH_SLASH_KEEP);
+    assert_int_equal(cfg->path_forward, SL_PATH_FORWARD_NORMALIZED);
+    assert_int_equal(cfg->lua_max_value_size, 1024);
     assert_null(cfg->metrics_buckets);
     assert_int_equal(cfg->nmetrics_buckets, 0);
     sl_config_free(cfg);
@@ -447,6 +450,11 @@ static const struct bad_case bad_cases[] = {
     { "bad_route_limit.conf", 1, 6, "route 1: limits[2] \"per_ipp\": no such limit" },
     { "bad_route_no_path.conf", 1, 5, "route 2: no path" },
     { "bad_route_path.conf", 1, 4, "route 1: path \"v1/\": must start with /" },
+    { "bad_route_path_normal.conf", 3, 4, "route 1: path \"/v1//\": not a normalized path "
+                                          "(requests are matched after normalization; "
+                                          "write \"/v1/\")" },
+    { "bad_path_options.conf", 2, 2, "path_encoded_slash \"drop\": unknown action (use "
+                                     "\"keep\" or \"reject\")" },
     { "bad_route_dup.conf", 1, 7, "route 4: path \"/v1/\" on host \"a.example\": same host "
                                   "and path as route 1" },
     { "bad_no_routes.conf", 1, 3, "no routes" },

@@ -316,6 +316,80 @@ test_request_object(void **state)
     assert_int_equal(sl_lua_rt_errors(f->rt), 0);
 }
 
+/*
+ * Issue 12, point 2: every request value reaches Lua cut to
+ * lua_max_value_size (default SL_LUA_VALUE_MAX), so string functions, which
+ * run in C out of the instruction budget's sight, work on bounded input.
+ */
+static void
+test_value_cap(void **state)
+{
+    struct fixture *f = *state;
+    static const char conf[] =
+        "local function n(e) return function(r) return tostring(#(e(r) or '')) end end\n"
+        "limits = {\n"
+        "  header = { key = n(function(r) return r.header['x-long'] end) },\n"
+        "  cookie = { key = n(function(r) return r.cookie.big end) },\n"
+        "  arg = { key = n(function(r) return r.arg.q end) },\n"
+        "  target = { key = n(function(r) return r.target end) },\n"
+        "  path = { key = n(function(r) return r.path end) },\n"
+        "  query = { key = n(function(r) return r.query end) },\n"
+        "  trim = { key = function(r) return r.header['x-spaces']:match('^%s*(.-)%s*$') end },\n"
+        "  short = { key = function(r) return r.header['x-tenant'] end },\n"
+        "}\n";
+    static const char *const names[] = { "header", "cookie", "arg",  "target",
+                                         "path",   "query",  "trim", "short" };
+    char *big = malloc(20000), *target = malloc(10000), *cookie = malloc(6000);
+
+    memset(big, 'x', 20000);
+    memset(cookie, 'c', 6000);
+    memcpy(cookie, "big=", 4);
+    memset(target, 'p', 10000);
+    target[0] = '/';
+    memcpy(target + 3000, "?q=", 3);
+    f->headers[0] = (struct sl_header){ "X-Long", 6, big, 20000 };
+    f->headers[1] = (struct sl_header){ "X-Spaces", 8, big, 0 };
+    f->headers[2] = (struct sl_header){ "Cookie", 6, cookie, 6000 };
+    f->headers[3] = (struct sl_header){ "X-Tenant", 8, "acme", 4 };
+    f->req.nheaders = 4;
+    f->req.target = target;
+    f->req.target_len = 10000;
+    f->req.path = target;
+    f->req.path_len = 3000;
+    f->req.query = target + 3001;
+    f->req.query_len = 10000 - 3001;
+    for (size_t i = 0; i < 8; i++)
+        add_limit(f, names[i], false, false);
+    load(f, conf);
+    for (size_t i = 0; i < 6; i++)
+        assert_string_equal(key(f, i, 0), "1024");
+    assert_string_equal(key(f, 6, 0), "");
+    assert_string_equal(key(f, 7, 0), "acme");
+
+    /* the issue's reproduction: 15,000 spaces inside a value make the trim
+     * idiom quadratic; it sees the first 1 KiB only, so "b" never comes */
+    memset(big, ' ', 15000);
+    big[0] = 'a';
+    big[14999] = 'b';
+    f->headers[1].value_len = 15000;
+    assert_string_equal(key(f, 6, 0), "a");
+    assert_int_equal(sl_lua_rt_errors(f->rt), 0);
+
+    sl_lua_rt_free(f->rt);
+    f->cfg.nlimits = 0;
+    memset(f->parts, 0, sizeof(f->parts));
+    memset(f->limits, 0, sizeof(f->limits));
+    f->cfg.lua_max_value_size = 100;
+    for (size_t i = 0; i < 8; i++)
+        add_limit(f, names[i], false, false);
+    load(f, conf);
+    for (size_t i = 0; i < 6; i++)
+        assert_string_equal(key(f, i, 0), "100");
+    free(big);
+    free(target);
+    free(cookie);
+}
+
 static void
 test_request_read_only(void **state)
 {
@@ -537,6 +611,7 @@ main(void)
         cmocka_unit_test(test_sandbox_runaway_conf),
         cmocka_unit_test(test_sandbox_globals),
         cmocka_unit_test_setup_teardown(test_request_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_value_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_conversion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_have_traceback, setup, teardown),
