@@ -22,6 +22,10 @@
 #include "sluice/metrics.h"
 #include "util/alloc.h"
 #include "util/redis_url.h"
+#include "util/token.h"
+
+_Static_assert(sizeof(((struct sl_config *)0)->admin_token_sha256) == SL_SHA256_LEN,
+               "the admin token's digest is a SHA-256");
 
 #define CONF_MAX_WORKERS 256
 
@@ -96,20 +100,64 @@ set_listen(struct loader *ld, void *obj, int idx)
 }
 
 static bool
+set_admin_listen(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+
+    cfg->has_admin = parse_one_address(ld, idx, &cfg->admin);
+    return cfg->has_admin;
+}
+
+/* Read now, at every load: a reload picks up a new token, and a token file
+ * that cannot be used is an error of the conf, at the line that names it. */
+static bool
+set_admin_token_file(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+    const char *path = sl_conf_get_string(ld, idx, NULL);
+    char why[160];
+
+    if (path == NULL)
+        return false;
+    if (sl_token_read(path, cfg->admin_token_sha256, why, sizeof(why)) == -1) {
+        sl_conf_fail_value(ld, idx, "%s", why);
+        return false;
+    }
+    free(cfg->admin_token_file);
+    cfg->admin_token_file = sl_xstrdup(path);
+    return true;
+}
+
+static const struct opt admin_opts[] = {
+    ROW_CUSTOM("listen", set_admin_listen),
+    ROW_CUSTOM("token_file", set_admin_token_file),
+};
+
+static bool
 set_admin(struct loader *ld, void *obj, int idx)
 {
     struct sl_config *cfg = obj;
+    struct walk w;
 
     if (lua_type(ld->L, idx) == LUA_TBOOLEAN && !lua_toboolean(ld->L, idx)) {
         cfg->has_admin = false;
         return true;
     }
-    if (lua_type(ld->L, idx) != LUA_TSTRING) {
-        sl_conf_fail_type(ld, idx, "\"host:port\" or false");
+    if (lua_type(ld->L, idx) == LUA_TSTRING)
+        return set_admin_listen(ld, obj, idx);
+    if (lua_type(ld->L, idx) != LUA_TTABLE) {
+        sl_conf_fail_type(ld, idx, "\"host:port\", { listen = \"host:port\", token_file = ... } "
+                                   "or false");
         return false;
     }
-    cfg->has_admin = parse_one_address(ld, idx, &cfg->admin);
-    return cfg->has_admin;
+    ld->ctx = "admin";
+    w = sl_conf_walk(ld, idx, admin_opts, NOPTS(admin_opts), cfg);
+    if (!(w.seen & sl_conf_opt_bit(admin_opts, NOPTS(admin_opts), "listen"))) {
+        fail(ld, "no listen address (admin = { listen = \"host:port\", ... })");
+        w.bad |= 1;
+    }
+    ld->ctx = NULL;
+    return w.bad == 0;
 }
 
 static unsigned

@@ -457,7 +457,9 @@ static const struct bad_case bad_cases[] = {
     { "bad_no_servers.conf", 1, 3, "upstream \"api\": no servers" },
     { "bad_unused_upstream.conf", 1, 4, "upstream \"old\" is not used by any route" },
     { "bad_workers.conf", 1, 2, "workers \"many\": use \"auto\" or a whole number from 1 to 256" },
-    { "bad_admin.conf", 1, 2, "admin: expected \"host:port\" or false, got boolean true" },
+    { "bad_admin.conf", 1, 2,
+      "admin: expected \"host:port\", { listen = \"host:port\", token_file = ... } or false, "
+      "got boolean true" },
     { "bad_admin_same.conf", 1, 1, "listen \"127.0.0.1:9901\": same address as the default admin" },
     { "bad_log_level.conf", 1, 2, "log_level \"verbose\": unknown log level" },
     { "bad_list.conf", 1, 5, "routes: unexpected key \"default\"" },
