@@ -329,7 +329,7 @@ on_result(void *arg, enum sl_store_status status, bool is_admitted,
     o->status = status;
     o->is_admitted = is_admitted;
     o->n = nresults;
-    if (status == SL_STORE_OK && nresults <= 2)
+    if (status == SL_STORE_OK && nresults > 0 && nresults <= 2)
         memcpy(o->res, results, nresults * sizeof(*results));
 }
 
