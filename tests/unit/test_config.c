@@ -461,6 +461,10 @@ static const struct bad_case bad_cases[] = {
       "admin: expected \"host:port\", { listen = \"host:port\", token_file = ... } or false, "
       "got boolean true" },
     { "bad_admin_same.conf", 1, 1, "listen \"127.0.0.1:9901\": same address as the default admin" },
+    { "bad_admin_wildcard.conf", 1, 2,
+      "admin \"127.0.0.1:8080\": same port as, and overlapping with, listen \"0.0.0.0:8080\"" },
+    { "bad_admin_token.conf", 1, 3,
+      "admin: token_file \"/nonexistent/sluice-admin.token\": cannot read it" },
     { "bad_log_level.conf", 1, 2, "log_level \"verbose\": unknown log level" },
     { "bad_list.conf", 1, 5, "routes: unexpected key \"default\"" },
     { "bad_slow_request.conf", 1, 4, "slow_request \"500\": bad duration (use ms, s, m, h)" },
