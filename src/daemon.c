@@ -479,6 +479,18 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     return 0;
 }
 
+static void
+admin_stop(struct daemon *d)
+{
+    /* pending lookups are answered before their connections go */
+    sl_admin_buckets_free(d->buckets);
+    d->buckets = NULL;
+    if (d->admin != NULL) {
+        evhttp_free(d->admin);
+        d->admin = NULL;
+    }
+}
+
 /* ---- signals ------------------------------------------------------------- */
 
 static void
@@ -675,13 +687,7 @@ start_drain(struct daemon *d)
      * prepared generation in workers_free. */
     if (d->phase == RELOAD_PREPARING)
         sl_log_info("reload of %s abandoned: shutting down", d->conf_path);
-    /* pending lookups are answered before their connections go */
-    sl_admin_buckets_free(d->buckets);
-    d->buckets = NULL;
-    if (d->admin != NULL) {
-        evhttp_free(d->admin);
-        d->admin = NULL;
-    }
+    admin_stop(d);
     d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
     evtimer_add(d->drain_timer, &tv);
     for (unsigned i = 0; i < d->nworkers; i++)
@@ -904,9 +910,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     sl_log_info("sluice stopped");
     status = 0;
 fail:
-    sl_admin_buckets_free(d.buckets);
-    if (d.admin != NULL)
-        evhttp_free(d.admin);
+    admin_stop(&d);
     for (size_t i = 0; i < 4; i++) {
         if (d.signals[i] != NULL)
             event_free(d.signals[i]);
