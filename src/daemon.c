@@ -370,7 +370,6 @@ admin_readyz(struct evhttp_request *req, void *arg)
 
     if (!admin_is_read(req))
         return;
-
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];
         if (!atomic_load(&w->is_ready)) {
@@ -443,7 +442,6 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     const char *colon;
     size_t host_len;
     uint16_t port;
-
     char err[256];
 
     d->buckets = sl_admin_buckets_new(d->base, d->limiter_shared);
