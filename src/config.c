@@ -201,6 +201,7 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->path);
     free(cfg->source);
     free(cfg->listen);
+    free(cfg->admin_token_file);
     free(cfg->trusted_proxies);
     free(cfg->store.url);
     free(cfg->store.prefix);

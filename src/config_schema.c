@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <float.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,10 @@
 #include "util/alloc.h"
 #include "util/path.h"
 #include "util/redis_url.h"
+#include "util/token.h"
+
+_Static_assert(sizeof(((struct sl_config *)0)->admin_token_sha256) == SL_SHA256_LEN,
+               "the admin token's digest is a SHA-256");
 
 #define CONF_MAX_WORKERS 256
 
@@ -104,20 +109,64 @@ set_listen(struct loader *ld, void *obj, int idx)
 }
 
 static bool
+set_admin_listen(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+
+    cfg->has_admin = parse_one_address(ld, idx, &cfg->admin);
+    return cfg->has_admin;
+}
+
+/* Read now, at every load: a reload picks up a new token, and a token file
+ * that cannot be used is an error of the conf, at the line that names it. */
+static bool
+set_admin_token_file(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+    const char *path = sl_conf_get_string(ld, idx, NULL);
+    char why[160];
+
+    if (path == NULL)
+        return false;
+    if (sl_token_read(path, cfg->admin_token_sha256, why, sizeof(why)) == -1) {
+        sl_conf_fail_value(ld, idx, "%s", why);
+        return false;
+    }
+    free(cfg->admin_token_file);
+    cfg->admin_token_file = sl_xstrdup(path);
+    return true;
+}
+
+static const struct opt admin_opts[] = {
+    ROW_CUSTOM("listen", set_admin_listen),
+    ROW_CUSTOM("token_file", set_admin_token_file),
+};
+
+static bool
 set_admin(struct loader *ld, void *obj, int idx)
 {
     struct sl_config *cfg = obj;
+    struct walk w;
 
     if (lua_type(ld->L, idx) == LUA_TBOOLEAN && !lua_toboolean(ld->L, idx)) {
         cfg->has_admin = false;
         return true;
     }
-    if (lua_type(ld->L, idx) != LUA_TSTRING) {
-        sl_conf_fail_type(ld, idx, "\"host:port\" or false");
+    if (lua_type(ld->L, idx) == LUA_TSTRING)
+        return set_admin_listen(ld, obj, idx);
+    if (lua_type(ld->L, idx) != LUA_TTABLE) {
+        sl_conf_fail_type(ld, idx, "\"host:port\", { listen = \"host:port\", token_file = ... } "
+                                   "or false");
         return false;
     }
-    cfg->has_admin = parse_one_address(ld, idx, &cfg->admin);
-    return cfg->has_admin;
+    ld->ctx = "admin";
+    w = sl_conf_walk(ld, idx, admin_opts, NOPTS(admin_opts), cfg);
+    if (!(w.seen & sl_conf_opt_bit(admin_opts, NOPTS(admin_opts), "listen"))) {
+        fail(ld, "no listen address (admin = { listen = \"host:port\", ... })");
+        w.bad |= 1;
+    }
+    ld->ctx = NULL;
+    return w.bad == 0;
 }
 
 static unsigned
@@ -1038,6 +1087,67 @@ sl_conf_set_defaults(struct sl_config *cfg)
     cfg->store.prefix = sl_xstrdup("sluice");
 }
 
+static bool
+is_wildcard(const struct sockaddr_storage *ss)
+{
+    static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+
+    if (ss->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr == INADDR_ANY;
+    return memcmp(&((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr, &any6,
+                  sizeof(any6)) == 0;
+}
+
+static uint16_t
+port_of(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)ss)->sin_port;
+    return ((const struct sockaddr_in6 *)(const void *)ss)->sin6_port;
+}
+
+/* Whether a proxy listener at `listen` would also take connections for
+ * `admin`: the same port, and the same address or a wildcard on either side
+ * (a wildcard [::] takes IPv4 too). */
+static bool
+is_overlapping(const struct sl_sockaddr *listen, const struct sl_sockaddr *admin)
+{
+    if (port_of(&listen->ss) != port_of(&admin->ss))
+        return false;
+    return strcmp(listen->text, admin->text) == 0 || is_wildcard(&listen->ss)
+           || is_wildcard(&admin->ss);
+}
+
+/* The admin listener must never be reachable through the proxy. */
+static void
+check_admin_apart(struct loader *ld, struct walk top)
+{
+    struct sl_config *cfg = ld->cfg;
+    bool is_admin_written = top.seen & sl_conf_opt_bit(top_opts, NOPTS(top_opts), "admin");
+
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const char *how = strcmp(cfg->listen[i].text, cfg->admin.text) == 0
+                              ? "same address as"
+                              : "same port as, and overlapping with,";
+        if (!is_overlapping(&cfg->listen[i], &cfg->admin))
+            continue;
+        /* blame the line the operator wrote: admin, or listen when admin is the default */
+        if (is_admin_written) {
+            sl_conf_push_key(ld, "admin");
+            fail(ld, "admin \"%s\": %s listen \"%s\"; the admin listener must never be "
+                 "reachable through the proxy", cfg->admin.text, how, cfg->listen[i].text);
+            sl_conf_pop_key(ld);
+        } else {
+            sl_conf_push_key(ld, "listen");
+            sl_conf_push_index(ld, (long)i + 1);
+            fail(ld, "listen \"%s\": %s the default admin listener \"%s\" (set admin to "
+                 "another address or false)", cfg->listen[i].text, how, cfg->admin.text);
+            sl_conf_pop_key(ld);
+            sl_conf_pop_key(ld);
+        }
+    }
+}
+
 /* Checks that span sections, run after the whole file is walked. */
 static void
 check_whole(struct loader *ld, struct walk top)
@@ -1054,27 +1164,8 @@ check_whole(struct loader *ld, struct walk top)
         fail(ld, "no routes (routes = { { path = \"/\", upstream = \"name\" } })");
         sl_conf_pop_key(ld);
     }
-    if (cfg->has_admin) {
-        bool is_admin_written = top.seen & sl_conf_opt_bit(top_opts, NOPTS(top_opts), "admin");
-        for (size_t i = 0; i < cfg->nlisten; i++) {
-            if (strcmp(cfg->listen[i].text, cfg->admin.text) != 0)
-                continue;
-            /* blame the line the operator wrote: admin, or listen when admin is the default */
-            if (is_admin_written) {
-                sl_conf_push_key(ld, "admin");
-                fail(ld, "admin \"%s\": same address as listen; the admin listener must "
-                     "never be reachable through the proxy", cfg->admin.text);
-                sl_conf_pop_key(ld);
-            } else {
-                sl_conf_push_key(ld, "listen");
-                sl_conf_push_index(ld, (long)i + 1);
-                fail(ld, "listen \"%s\": same address as the default admin listener "
-                     "(set admin to another address or false)", cfg->listen[i].text);
-                sl_conf_pop_key(ld);
-                sl_conf_pop_key(ld);
-            }
-        }
-    }
+    if (cfg->has_admin)
+        check_admin_apart(ld, top);
     /* after a misspelt upstream in a route, the unused one is most likely
      * the one that was meant: one error for one mistake */
     if (cfg->nroutes > 0 && !ld->has_unknown_upstream) {

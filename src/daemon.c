@@ -40,6 +40,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include "sluice/admin_buckets.h"
 #include "sluice/config.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
@@ -49,6 +50,7 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/timeval.h"
+#include "util/token.h"
 
 enum {
     CMD_PREPARE = 1,
@@ -96,6 +98,7 @@ struct daemon {
     int worker_done_fd;        /* eventfd: a worker finished draining */
     struct event *drain_timer;
     struct evhttp *admin;
+    struct sl_admin_buckets *buckets; /* the bucket API, NULL without admin */
     struct sl_metrics *metrics;
     struct worker *workers;
     unsigned nworkers;
@@ -318,11 +321,57 @@ admin_reply(struct evhttp_request *req, int status, const char *type, const char
     evbuffer_free(out);
 }
 
+/* Every endpoint but the bucket API is read-only. evhttp itself would
+ * answer other methods 501; 405 with Allow says what is wrong. */
+static bool
+admin_is_read(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+
+    if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
+        return true;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    admin_reply(req, 405, "application/problem+json",
+                "{\"type\":\"about:blank\",\"title\":\"Method Not Allowed\",\"status\":405,"
+                "\"detail\":\"this endpoint answers GET and HEAD\"}");
+    return false;
+}
+
+/*
+ * With admin.token_file, everything but the probes asks for the token (RFC
+ * 6750): 401 with a Bearer challenge, marked invalid_token when one was
+ * sent but is not the one. The token of the running config applies, so a
+ * reload that changes the file changes it.
+ */
+static bool
+admin_is_authorized(struct daemon *d, struct evhttp_request *req)
+{
+    const struct sl_config *cfg = d->shared->cfg;
+    const char *field, *token;
+    size_t len;
+    bool is_sent;
+
+    if (cfg->admin_token_file == NULL)
+        return true;
+    field = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    is_sent = sl_token_from_bearer(field, &token, &len);
+    if (is_sent && sl_token_matches(token, len, cfg->admin_token_sha256))
+        return true;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                      is_sent ? "Bearer realm=\"sluice admin\", error=\"invalid_token\""
+                              : "Bearer realm=\"sluice admin\"");
+    admin_reply(req, 401, "application/problem+json",
+                "{\"type\":\"about:blank\",\"title\":\"Unauthorized\",\"status\":401,"
+                "\"detail\":\"send Authorization: Bearer and the admin token\"}");
+    return false;
+}
+
 static void
 admin_healthz(struct evhttp_request *req, void *arg)
 {
     (void)arg;
-    admin_reply(req, 200, "text/plain", "ok\n");
+    if (admin_is_read(req))
+        admin_reply(req, 200, "text/plain", "ok\n");
 }
 
 static void
@@ -331,6 +380,8 @@ admin_readyz(struct evhttp_request *req, void *arg)
     struct daemon *d = arg;
     char body[512];
 
+    if (!admin_is_read(req))
+        return;
     for (unsigned i = 0; i < d->nworkers; i++) {
         struct worker *w = &d->workers[i];
         if (!atomic_load(&w->is_ready)) {
@@ -359,9 +410,13 @@ admin_metrics(struct evhttp_request *req, void *arg)
 {
     struct daemon *d = arg;
     size_t len;
-    char *text = sl_metrics_render(d->metrics, &len);
-    struct evbuffer *out = evbuffer_new();
+    char *text;
+    struct evbuffer *out;
 
+    if (!admin_is_authorized(d, req) || !admin_is_read(req))
+        return;
+    text = sl_metrics_render(d->metrics, &len);
+    out = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       SL_METRICS_CONTENT_TYPE);
     evbuffer_add_reference(out, text, len, free_rendered, NULL);
@@ -370,12 +425,26 @@ admin_metrics(struct evhttp_request *req, void *arg)
 }
 
 static void
+admin_buckets(struct evhttp_request *req, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (admin_is_authorized(d, req))
+        sl_admin_buckets_handle(d->buckets, req);
+}
+
+static void
 admin_other(struct evhttp_request *req, void *arg)
 {
-    (void)arg;
+    struct daemon *d = arg;
+
+    /* nothing, not even which paths exist, before the token */
+    if (!admin_is_authorized(d, req))
+        return;
     admin_reply(req, 404, "application/problem+json",
                 "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404,"
-                "\"detail\":\"the admin listener serves /healthz, /readyz and /metrics\"}");
+                "\"detail\":\"the admin listener serves /healthz, /readyz, /metrics and "
+                SL_ADMIN_BUCKETS_PATH "\"}");
 }
 
 /*
@@ -419,12 +488,23 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     const char *colon;
     size_t host_len;
     uint16_t port;
+    char err[256];
 
+    d->buckets = sl_admin_buckets_new(d->base, d->limiter_shared);
+    if (sl_admin_buckets_set_config(d->buckets, cfg, err, sizeof(err)) != 0) {
+        sl_log_error("admin listener: bucket API: %s", err);
+        return -1;
+    }
     d->admin = evhttp_new(d->base);
-    evhttp_set_allowed_methods(d->admin, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(d->admin, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST
+                                             | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE
+                                             | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    /* no admin endpoint takes a body */
+    evhttp_set_max_body_size(d->admin, 4096);
     evhttp_set_cb(d->admin, "/healthz", admin_healthz, d);
     evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
     evhttp_set_cb(d->admin, "/metrics", admin_metrics, d);
+    evhttp_set_cb(d->admin, SL_ADMIN_BUCKETS_PATH, admin_buckets, d);
     evhttp_set_gencb(d->admin, admin_other, d);
     colon = strrchr(cfg->admin.text, ':');
     host_len = (size_t)(colon - cfg->admin.text);
@@ -443,6 +523,18 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     }
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), admin_accept_error);
     return 0;
+}
+
+static void
+admin_stop(struct daemon *d)
+{
+    /* pending lookups are answered before their connections go */
+    sl_admin_buckets_free(d->buckets);
+    d->buckets = NULL;
+    if (d->admin != NULL) {
+        evhttp_free(d->admin);
+        d->admin = NULL;
+    }
 }
 
 /* ---- signals ------------------------------------------------------------- */
@@ -554,9 +646,15 @@ reload_decide(struct daemon *d)
     d->phase = RELOAD_FINISHING;
     atomic_store(&d->nanswers, 0);
     if (d->is_reload_ok) {
+        char err[256];
+
         warn_restart_only(d->shared->cfg, d->next->cfg);
         apply_log_level(d->next->cfg);
         sl_proxy_fit_nofile(d->next->cfg, d->nworkers);
+        /* before the old config goes: its lookups are answered with it */
+        if (d->buckets != NULL
+            && sl_admin_buckets_set_config(d->buckets, d->next->cfg, err, sizeof(err)) != 0)
+            sl_log_error("reload: bucket API: %s; it answers 503 until the next reload", err);
         sl_shared_config_unref(d->shared);
         d->shared = d->next;
     } else {
@@ -636,10 +734,7 @@ start_drain(struct daemon *d)
      * prepared generation in workers_free. */
     if (d->phase == RELOAD_PREPARING)
         sl_log_info("reload of %s abandoned: shutting down", d->conf_path);
-    if (d->admin != NULL) {
-        evhttp_free(d->admin);
-        d->admin = NULL;
-    }
+    admin_stop(d);
     d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
     evtimer_add(d->drain_timer, &tv);
     for (unsigned i = 0; i < d->nworkers; i++)
@@ -799,8 +894,7 @@ fault_worker_from_env(void)
 static void
 daemon_fini(struct daemon *d)
 {
-    if (d->admin != NULL)
-        evhttp_free(d->admin);
+    admin_stop(d);
     for (size_t i = 0; i < 4; i++) {
         if (d->signals[i] != NULL)
             event_free(d->signals[i]);

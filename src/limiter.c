@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "limiter_int.h"
 #include "reqfield.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
@@ -175,6 +176,7 @@ struct check {
 struct sl_limiter_shared {
     struct sl_store_local_table *table;
     atomic_uint nworkers_down; /* limiters whose store is failing */
+    atomic_uint_fast64_t resets; /* buckets reset by the bucket API, ever */
 };
 
 struct sl_limiter {
@@ -200,6 +202,7 @@ struct sl_limiter {
     uint64_t seen_reconnects, seen_noscripts;
     uint64_t seen_evictions;           /* of the one embedded store, primary or fallback */
     struct deny_entry *deny_cache;     /* redis store only; NULL otherwise */
+    uint64_t seen_resets;              /* shared->resets when the deny cache was last valid */
 };
 
 /*
@@ -487,7 +490,15 @@ sl_limiter_shared_new(size_t max_keys)
 
     shared->table = sl_store_local_table_new(max_keys);
     atomic_init(&shared->nworkers_down, 0);
+    atomic_init(&shared->resets, 0);
     return shared;
+}
+
+void
+sl_limiter_shared_note_reset(struct sl_limiter_shared *shared)
+{
+    if (shared != NULL)
+        atomic_fetch_add(&shared->resets, 1);
 }
 
 void
@@ -519,10 +530,40 @@ sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
     return sl_limiter_new_with_stores(cfg, store, fallback, shared, err, err_size);
 }
 
+static struct sl_limiter *create(const struct sl_config *cfg, struct sl_store *store,
+                                 struct sl_store *fallback, struct sl_limiter_shared *shared,
+                                 bool is_lookup, char *err, size_t err_size);
+
 struct sl_limiter *
 sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
                            struct sl_store *fallback, struct sl_limiter_shared *shared,
                            char *err, size_t err_size)
+{
+    return create(cfg, store, fallback, shared, false, err, err_size);
+}
+
+/* The bucket API's limiter: it is handed key values, so it runs no key or
+ * cost function and needs no Lua state; it reports on the store the conf
+ * names, so it has no fallback; and it never refuses, so no deny cache. */
+struct sl_limiter *
+sl_limiter_new_lookup(const struct sl_config *cfg, struct event_base *base,
+                      struct sl_limiter_shared *shared, char *err, size_t err_size)
+{
+    struct sl_store *store;
+
+    if (cfg->store.kind == SL_STORE_REDIS) {
+        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        if (store == NULL)
+            return NULL;
+    } else {
+        store = sl_store_local_new(shared->table);
+    }
+    return create(cfg, store, NULL, shared, true, err, err_size);
+}
+
+static struct sl_limiter *
+create(const struct sl_config *cfg, struct sl_store *store, struct sl_store *fallback,
+       struct sl_limiter_shared *shared, bool is_lookup, char *err, size_t err_size)
 {
     struct sl_limiter *limiter = sl_xcalloc(1, sizeof(*limiter));
     size_t longest_prefix = 0, longest_texts = 0;
@@ -534,7 +575,9 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
     limiter->fallback = fallback;
     limiter->info = sl_xcalloc(cfg->nlimits + 1, sizeof(*limiter->info));
     limiter->ninfo = cfg->nlimits;
-    if (cfg->store.kind == SL_STORE_REDIS)
+    if (shared != NULL)
+        limiter->seen_resets = atomic_load(&shared->resets);
+    if (cfg->store.kind == SL_STORE_REDIS && !is_lookup)
         limiter->deny_cache = sl_xcalloc(DENY_CACHE_SIZE, sizeof(*limiter->deny_cache));
     for (size_t i = 0; i < cfg->nlimits; i++) {
         struct limit_info *info = &limiter->info[i];
@@ -562,7 +605,7 @@ sl_limiter_new_with_stores(const struct sl_config *cfg, struct sl_store *store,
      * and its name in violated-policies, each with separators. */
     limiter->out_cap = 512 + limiter->max_limits * (longest_texts + 64);
 
-    if (uses_lua) {
+    if (uses_lua && !is_lookup) {
         limiter->rt = sl_lua_rt_new(cfg, err, err_size);
         if (limiter->rt == NULL) {
             sl_limiter_free(limiter);
@@ -635,6 +678,30 @@ sl_limiter_is_ready(const struct sl_limiter *limiter)
 {
     return limiter->cfg->store.on_error != SL_ON_ERROR_DENY
         || limiter->store->ops->is_up(limiter->store);
+}
+
+const struct sl_config *
+sl_limiter_config(const struct sl_limiter *limiter)
+{
+    return limiter->cfg;
+}
+
+struct sl_store *
+sl_limiter_store(const struct sl_limiter *limiter)
+{
+    return limiter->store;
+}
+
+struct sl_limiter_shared *
+sl_limiter_get_shared(const struct sl_limiter *limiter)
+{
+    return limiter->shared;
+}
+
+size_t
+sl_limiter_key_max(const struct sl_limiter *limiter)
+{
+    return limiter->key_max;
 }
 
 /* ---- the check pool ------------------------------------------------------ */
@@ -762,28 +829,64 @@ part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_r
     return false;
 }
 
+/*
+ * A full key is written in three steps, shared by the request path
+ * (build_key) and the bucket API (sl_limiter_bucket_key), so that both
+ * always name the same bucket: the limit's prefix, each part's value
+ * escaped, ':' between parts, then the hashing of an overlong value.
+ */
+static struct sink
+key_begin(const struct sl_limiter *limiter, size_t limit, char *key)
+{
+    const struct limit_info *info = &limiter->info[limit];
+
+    memcpy(key, info->key_prefix, info->key_prefix_len);
+    return (struct sink){ .buf = key + info->key_prefix_len };
+}
+
+static void
+key_part(struct sink *s, size_t j, const char *value, size_t len)
+{
+    if (j > 0)
+        sink_put(s, ":", 1);
+    escape_into(s, value, len);
+}
+
+static size_t
+key_end(const struct sl_limiter *limiter, size_t limit, struct sink *s)
+{
+    sink_finish(s);
+    return limiter->info[limit].key_prefix_len + s->len;
+}
+
 /* Writes the full key of `limit` into `key`; returns its length, 0 when the
  * limit does not apply to the request. */
 static size_t
 build_key(struct sl_limiter *limiter, size_t limit, const struct sl_request *req, char *key)
 {
-    const struct limit_info *info = &limiter->info[limit];
     const struct sl_limit_conf *conf = &limiter->cfg->limits[limit];
-    struct sink s = { .buf = key + info->key_prefix_len };
+    struct sink s = key_begin(limiter, limit, key);
 
-    memcpy(key, info->key_prefix, info->key_prefix_len);
     for (size_t j = 0; j < conf->nparts; j++) {
         const char *value;
         size_t len;
         if (!part_value(limiter, limit, j, req, &value, &len))
             return 0;
-        if (j > 0)
-            sink_put(&s, ":", 1);
         /* escape now: a function's value is only valid until the next call */
-        escape_into(&s, value, len);
+        key_part(&s, j, value, len);
     }
-    sink_finish(&s);
-    return info->key_prefix_len + s.len;
+    return key_end(limiter, limit, &s);
+}
+
+size_t
+sl_limiter_bucket_key(const struct sl_limiter *limiter, size_t limit, const char *const *values,
+                      const size_t *lens, char *key)
+{
+    struct sink s = key_begin(limiter, limit, key);
+
+    for (size_t j = 0; j < limiter->cfg->limits[limit].nparts; j++)
+        key_part(&s, j, values[j], lens[j]);
+    return key_end(limiter, limit, &s);
 }
 
 static double
@@ -1206,6 +1309,12 @@ deny_cache_get(struct sl_limiter *limiter, struct check *c)
 
     if (limiter->deny_cache == NULL || c->nenforced > DENY_CACHE_MAX_BUCKETS)
         return false;
+    if (limiter->shared != NULL && atomic_load(&limiter->shared->resets) != limiter->seen_resets) {
+        /* A bucket was made full again: refusals cached before may pass now.
+         * Resets are rare support actions, so forgetting all is enough. */
+        memset(limiter->deny_cache, 0, DENY_CACHE_SIZE * sizeof(*limiter->deny_cache));
+        limiter->seen_resets = atomic_load(&limiter->shared->resets);
+    }
     c->hash = check_hash(c);
     e = &limiter->deny_cache[c->hash & (DENY_CACHE_SIZE - 1)];
     if (e->hash != c->hash || e->n != c->nenforced || c->start_us >= e->until_us)

@@ -586,6 +586,27 @@ local_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     free(heap);
 }
 
+/* The script's absent key: the entry goes, so the bucket reads full. */
+static void
+local_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb, void *arg)
+{
+    struct local_store *ls = (struct local_store *)store;
+    struct sl_store_local_table *t = ls->table;
+    uint64_t hash = sl_siphash24(t->k0, t->k1, key, key_len);
+    struct shard *sh;
+    struct entry *e;
+
+    if (hash == 0)
+        hash = 1; /* as prepare() does: 0 marks an empty slot */
+    sh = shard_of(t, hash);
+    pthread_mutex_lock(&sh->lock);
+    e = find(sh, hash);
+    if (e != NULL)
+        delete_at(sh, (size_t)(e - sh->slots));
+    pthread_mutex_unlock(&sh->lock);
+    cb(arg, SL_STORE_OK, true, NULL, 0);
+}
+
 static bool
 local_is_up(const struct sl_store *store)
 {
@@ -615,6 +636,7 @@ static const struct sl_store_ops local_ops = {
     .is_up = local_is_up,
     .free = local_free,
     .stats = local_stats,
+    .reset = local_reset,
 };
 
 struct sl_store *

@@ -202,25 +202,65 @@ batch_add(struct redis_store *rs, struct batch *b, const struct sl_store_bucket 
     return 0;
 }
 
+/* Whether a new call may queue at all; else it fails now with *status. */
+static bool
+may_queue(const struct redis_store *rs, size_t key_bytes, enum sl_store_status *status)
+{
+    if (rs->is_freeing || sl_redis_get_state(rs) == CONN_DOWN
+        || (sl_redis_get_state(rs) == CONN_CONNECTING && !rs->is_accepting)) {
+        *status = SL_STORE_CONNECTION;
+        return false;
+    }
+    if (rs->nqueued >= QUEUE_CHECKS || rs->queued_bytes + key_bytes > QUEUE_BYTES) {
+        *status = SL_STORE_TIMEOUT;
+        return false;
+    }
+    return true;
+}
+
+/* Records the check whose keys b just took (from keys_before on), puts a new
+ * b at the end of the queue, and has the queue sent at the end of this loop
+ * pass, so the pass's other checks join. */
+static void
+enqueue(struct redis_store *rs, struct batch *b, bool is_new, size_t keys_before,
+        struct pending p)
+{
+    if (is_new) {
+        if (rs->queue_tail != NULL)
+            rs->queue_tail->next = b;
+        else
+            rs->queue_head = b;
+        rs->queue_tail = b;
+    }
+    if (b->nchecks == b->checks_cap) {
+        b->checks_cap = b->checks_cap == 0 ? 16 : b->checks_cap * 2;
+        b->checks = sl_xrealloc(b->checks, b->checks_cap * sizeof(*b->checks));
+    }
+    b->checks[b->nchecks++] = p;
+    rs->nqueued++;
+    rs->queued_bytes += b->keys.len - keys_before; /* what batch release takes off */
+    if (sl_redis_get_state(rs) == CONN_UP && !rs->is_flush_scheduled
+        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head))) {
+        rs->is_flush_scheduled = true;
+        event_active(rs->flush_ev, EV_TIMEOUT, 0);
+    }
+}
+
 static void
 redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
             sl_store_cb *cb, void *arg)
 {
     struct redis_store *rs = (struct redis_store *)store;
     size_t key_bytes = 0, keys_before;
+    enum sl_store_status status;
     struct batch *b;
     bool is_new;
 
     sl_redis_enter(rs);
-    if (rs->is_freeing || sl_redis_get_state(rs) == CONN_DOWN
-        || (sl_redis_get_state(rs) == CONN_CONNECTING && !rs->is_accepting)) {
-        fail_now(rs, cb, arg, SL_STORE_CONNECTION);
-        goto out;
-    }
     for (size_t i = 0; i < n; i++)
         key_bytes += buckets[i].key_len;
-    if (rs->nqueued >= QUEUE_CHECKS || rs->queued_bytes + key_bytes > QUEUE_BYTES) {
-        fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+    if (!may_queue(rs, key_bytes, &status)) {
+        fail_now(rs, cb, arg, status);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -240,26 +280,35 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
         goto out;
     }
-    if (is_new) {
-        if (rs->queue_tail != NULL)
-            rs->queue_tail->next = b;
-        else
-            rs->queue_head = b;
-        rs->queue_tail = b;
+    enqueue(rs, b, is_new, keys_before, (struct pending){ .cb = cb, .arg = arg, .nbuckets = n });
+out:
+    sl_redis_leave(rs);
+}
+
+/* A DEL of its own, queued like a check: it shares the connection's
+ * timeouts, failure paths and ordering, and no script change is needed, as
+ * an absent key is the script's full bucket. */
+static void
+redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb, void *arg)
+{
+    struct redis_store *rs = (struct redis_store *)store;
+    enum sl_store_status status;
+    struct batch *b;
+
+    sl_redis_enter(rs);
+    if (!may_queue(rs, key_len, &status)) {
+        fail_now(rs, cb, arg, status);
+        goto out;
     }
-    if (b->nchecks == b->checks_cap) {
-        b->checks_cap = b->checks_cap == 0 ? 16 : b->checks_cap * 2;
-        b->checks = sl_xrealloc(b->checks, b->checks_cap * sizeof(*b->checks));
+    b = sl_redis_batch_get(rs);
+    b->is_reset = true;
+    if (sl_redis_resp_arg(&b->keys, key, key_len) == -1) {
+        sl_redis_batch_release(rs, b);
+        fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+        goto out;
     }
-    b->checks[b->nchecks++] = (struct pending){ .cb = cb, .arg = arg, .nbuckets = n };
-    rs->nqueued++;
-    rs->queued_bytes += b->keys.len - keys_before; /* what batch release takes off */
-    /* send at the end of this loop pass, so the pass's other checks join */
-    if (sl_redis_get_state(rs) == CONN_UP && !rs->is_flush_scheduled
-        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head))) {
-        rs->is_flush_scheduled = true;
-        event_active(rs->flush_ev, EV_TIMEOUT, 0);
-    }
+    b->nkeys = 1;
+    enqueue(rs, b, true, 0, (struct pending){ .cb = cb, .arg = arg, .nbuckets = 0 });
 out:
     sl_redis_leave(rs);
 }
@@ -307,6 +356,7 @@ static const struct sl_store_ops redis_ops = {
     .is_up = redis_is_up,
     .free = redis_free,
     .stats = redis_stats,
+    .reset = redis_reset,
 };
 
 struct sl_store *

@@ -110,6 +110,7 @@ sl_redis_batch_get(struct redis_store *rs)
     b->state = BATCH_QUEUED;
     b->is_retried = false;
     b->is_orphan = false;
+    b->is_reset = false;
     b->nchecks = b->nkeys = b->nargs = 0;
     return b;
 }
@@ -133,10 +134,11 @@ batch_destroy(struct batch *b)
     free(b);
 }
 
+/* A reset is full at once: a check joining it would go out as a DEL. */
 bool
 sl_redis_batch_is_full(const struct batch *b)
 {
-    return b->nchecks >= BATCH_CHECKS || b->keys.len >= BATCH_BYTES;
+    return b->is_reset || b->nchecks >= BATCH_CHECKS || b->keys.len >= BATCH_BYTES;
 }
 
 void
@@ -411,6 +413,8 @@ reply_fits(const struct batch *b, const redisReply *reply)
 {
     size_t want = 0;
 
+    if (b->is_reset)
+        return reply->type == REDIS_REPLY_INTEGER;
     if (reply->type != REDIS_REPLY_ARRAY)
         return false;
     for (size_t i = 0; i < b->nchecks; i++)
@@ -432,6 +436,10 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
 
     b->state = BATCH_DONE;
     sl_redis_bump(&rs->checks, b->nchecks);
+    if (b->is_reset) {
+        b->checks[0].cb(b->checks[0].arg, SL_STORE_OK, true, NULL, 0);
+        return;
+    }
     for (size_t i = 0; i < b->nchecks; i++) {
         const struct pending *p = &b->checks[i];
         bool is_admitted = reply->element[r++]->integer == 1;
@@ -508,7 +516,7 @@ on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
         deliver(rs, b, reply);
     } else {
         if (!rs->is_logged_reply_error) {
-            sl_log_warnx("redis %s: script call failed: %s", rs->name,
+            sl_log_warnx("redis %s: %s failed: %s", rs->name, b->is_reset ? "DEL" : "script call",
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
             rs->is_logged_reply_error = true;
         }
@@ -522,21 +530,24 @@ out:
 
 /* ---- sending --------------------------------------------------------------------- */
 
-/* EVALSHA sha numkeys key... nchecks args...; 0, or -1 when hiredis refuses
- * (the context is going away). b joins the calls in flight. */
+/* b's command into rs->cmd, RESP by hand: EVALSHA sha numkeys key...
+ * nchecks args..., or DEL key for a reset. -1 past CMD_BUF_MAX, which keys
+ * and args within theirs cannot reach; checked anyway. */
 static int
-send_batch(struct redis_store *rs, struct batch *b)
+format_call(struct redis_store *rs, const struct batch *b)
 {
     size_t argc = 4 + b->nkeys + b->nargs;
     char numkeys[21], nchecks[21];
     size_t numkeys_len = sl_redis_fmt_i64(numkeys, (int64_t)b->nkeys);
     size_t nchecks_len = sl_redis_fmt_i64(nchecks, (int64_t)b->nchecks);
-    struct timeval tv;
 
-    /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
-     * runs sdscatfmt per argument, a visible share of each decision. */
     sl_buf_truncate(&rs->cmd, 0);
-    /* cannot pass CMD_BUF_MAX (keys and args are within theirs); checked anyway */
+    if (b->is_reset) {
+        if (resp_count(&rs->cmd, '*', 2) == -1 || sl_redis_resp_arg(&rs->cmd, "DEL", 3) == -1
+            || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1)
+            return -1;
+        return 0;
+    }
     if (resp_count(&rs->cmd, '*', argc) == -1
         || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
         || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
@@ -544,6 +555,20 @@ send_batch(struct redis_store *rs, struct batch *b)
         || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
         || sl_redis_resp_arg(&rs->cmd, nchecks, nchecks_len) == -1
         || sl_buf_append(&rs->cmd, b->args.data, b->args.len) == -1)
+        return -1;
+    return 0;
+}
+
+/* Sends b; 0, or -1 when hiredis refuses (the context is going away). b
+ * joins the calls in flight. */
+static int
+send_batch(struct redis_store *rs, struct batch *b)
+{
+    struct timeval tv;
+
+    /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
+     * runs sdscatfmt per argument, a visible share of each decision. */
+    if (format_call(rs, b) == -1)
         return -1;
     if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
         != REDIS_OK)

@@ -72,6 +72,7 @@ struct batch {
     enum batch_state state;
     bool is_retried;         /* NOSCRIPT retry done */
     bool is_orphan;          /* timed out: its checks are answered, its reply is dropped */
+    bool is_reset;           /* one DEL of its one key (sl_store_reset), not a script call */
     struct pending *checks;
     size_t nchecks;
     size_t checks_cap;

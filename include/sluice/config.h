@@ -112,6 +112,11 @@ struct sl_config {
     size_t nlisten;
     struct sl_sockaddr admin;
     bool has_admin;
+    /* With a token file, every admin path but /healthz and /readyz asks for
+     * "Authorization: Bearer <token>". The file is read at every load
+     * (start and reload); only the token's SHA-256 is kept. */
+    char *admin_token_file;           /* NULL: no token is asked for */
+    uint8_t admin_token_sha256[32];
     unsigned workers;      /* "auto" resolved to the number of online CPUs */
     struct sl_cidr *trusted_proxies;
     size_t ntrusted_proxies;

@@ -107,4 +107,55 @@ void sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *ro
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);
 
+/* ---- the bucket API: one bucket, looked at or reset (docs/operations.md) ---- */
+
+/*
+ * A limiter for looking buckets up, on `base` (the admin listener's loop):
+ * its own store handle of the kind cfg->store names (its own redis
+ * connection, or the shared embedded table), no fallback, no Lua state.
+ * Only sl_limiter_bucket and sl_limiter_free may be called on it.
+ */
+struct sl_limiter *sl_limiter_new_lookup(const struct sl_config *cfg, struct event_base *base,
+                                         struct sl_limiter_shared *shared, char *err,
+                                         size_t err_size);
+
+enum sl_bucket_status {
+    SL_BUCKET_OK,       /* the callback will run (it may have run already) */
+    SL_BUCKET_NO_LIMIT, /* no limit of that name; no callback */
+    SL_BUCKET_BAD_KEY,  /* not one value per part of the limit's key; no callback */
+};
+
+/* A bucket as the store sees it now (the store's clock, its arithmetic). */
+struct sl_bucket_view {
+    const char *limit;  /* the limit's name */
+    const char *store;  /* "redis" or "local" */
+    const char *key;    /* the full store key, as requests name it */
+    size_t key_len;
+    double tokens;      /* now; a multiple of 0.001 */
+    double burst;
+    double rate;        /* tokens per per_ms */
+    uint64_t per_ms;
+    double cost;        /* one request's cost (1 when a cost function decides) */
+    uint64_t full_ms;   /* until the bucket is full */
+    uint64_t retry_ms;  /* until a request of `cost` would pass, 0: now;
+                           SL_STORE_RETRY_NEVER (store.h) when cost > burst */
+};
+
+/* `status` is the store's (enum sl_store_status); view is set only when it
+ * is SL_STORE_OK, and valid until the callback returns. */
+typedef void sl_bucket_cb(void *arg, int status, const struct sl_bucket_view *view);
+
+/*
+ * Looks at the bucket of limit `name` for the key `values` (one per part of
+ * the limit's key, nvalues of them; a "global" key may be given none) and
+ * calls cb exactly once with its state, also when the store fails or the
+ * limiter is freed first. Looking takes no token. With `is_reset`, the
+ * bucket is first made full again, as if never used, and every limiter of
+ * the process forgets its cached refusals. cb may run before this returns.
+ */
+enum sl_bucket_status sl_limiter_bucket(struct sl_limiter *limiter, const char *name,
+                                        const char *const *values, const size_t *lens,
+                                        size_t nvalues, bool is_reset, sl_bucket_cb *cb,
+                                        void *arg);
+
 #endif

@@ -88,6 +88,15 @@ struct sl_store_ops {
     void (*free)(struct sl_store *store);
     /* Counters for metrics, see sl_store_get_stats; may be NULL. */
     void (*stats)(const struct sl_store *store, struct sl_store_stats *stats);
+    /*
+     * Makes one bucket full again, as if no request had ever touched it: the
+     * script's absent key (redis: DEL; embedded: the entry goes). Calls cb
+     * exactly once, as check does, with no results and is_admitted true on
+     * success. Support tools only (the admin bucket API), never the request
+     * path. NULL: the store cannot (sl_store_reset answers SL_STORE_REPLY).
+     */
+    void (*reset)(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb,
+                  void *arg);
 };
 
 struct sl_store {
@@ -149,6 +158,17 @@ sl_store_check(struct sl_store *store, const struct sl_store_bucket *buckets, si
                sl_store_cb *cb, void *arg)
 {
     store->ops->check(store, buckets, n, cb, arg);
+}
+
+/* See sl_store_ops.reset. */
+static inline void
+sl_store_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb,
+               void *arg)
+{
+    if (store->ops->reset == NULL)
+        cb(arg, SL_STORE_REPLY, false, NULL, 0);
+    else
+        store->ops->reset(store, key, key_len, cb, arg);
 }
 
 /* See sl_store_ops.free; NULL is a no-op. */

@@ -205,7 +205,7 @@ record(void *arg, enum sl_store_status status, bool is_admitted,
     last_status = status;
     last_admitted = is_admitted;
     last_n = n;
-    if (status == SL_STORE_OK)
+    if (status == SL_STORE_OK && n > 0)
         memcpy(last_results, results, (n < 4 ? n : 4) * sizeof(*results));
 }
 
@@ -708,6 +708,42 @@ test_free_pending_and_down(void **state)
     assert_int_equal(count, 3);
 }
 
+/* A reset is a DEL queued with the checks: in order with them, answered
+ * once, the bucket full after it; while down it fails fast like a check. */
+static void
+test_reset(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:r", 2);
+    int count = 0;
+
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    for (int i = 0; i < 3; i++)
+        sl_store_check(e->store, &b, 1, record, &count);
+    sl_store_reset(e->store, "t:r", 3, record, &count);
+    sl_store_check(e->store, &b, 1, record, &count);
+    assert_true(run_until(e, &count, 5, 1000));
+    /* the third check was refused, the one after the reset admitted */
+    assert_int_equal(last_status, SL_STORE_OK);
+    assert_true(last_admitted);
+    assert_true(last_results[0].remaining == 1);
+    assert_string_equal(e->fr.trace, "LOAD EVALSHA DEL EVALSHA");
+    count = 0;
+    sl_store_reset(e->store, "t:none", 6, record, &count);
+    assert_true(run_until(e, &count, 1, 1000));
+    assert_int_equal(last_status, SL_STORE_OK);
+    assert_true(last_admitted);
+    assert_int_equal(last_n, 0);
+
+    fake_redis_stop(&e->fr);
+    run_for(e, 50);
+    count = 0;
+    sl_store_reset(e->store, "t:r", 3, record, &count);
+    assert_int_equal(count, 1); /* not connected: before reset returns */
+    assert_int_equal(last_status, SL_STORE_CONNECTION);
+}
+
 static void
 test_bad_url(void **state)
 {
@@ -740,6 +776,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_only_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending_and_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_url, setup, teardown),
     };
 

@@ -3,7 +3,7 @@
 /*
  * Test helper: a tiny Redis on a unix socket in a temporary directory, on
  * the test's own event_base, speaking RESP2 for the commands store_redis
- * sends (AUTH, SELECT, SCRIPT LOAD/FLUSH, EVALSHA, PING). EVALSHA runs the
+ * sends (AUTH, SELECT, SCRIPT LOAD/FLUSH, EVALSHA, DEL, PING). EVALSHA runs the
  * real lua/token_bucket.lua through tb_lua.h. Knobs make it forget the
  * script (NOSCRIPT), hang (timeouts), answer errors, drop connections or
  * stop listening, so store_redis' failure paths run without a network.
@@ -221,6 +221,12 @@ fake_command(struct fake_conn *c, struct evbuffer *out, int argc, const char **a
         fake_trace(fr, "EVALSHA");
         fr->nevalsha++;
         fake_eval(fr, out, argc, argv, lens);
+    } else if (fake_is(argv[0], lens[0], "DEL") && argc == 2) {
+        char key[512];
+
+        fake_trace(fr, "DEL");
+        snprintf(key, sizeof(key), "%.*s", (int)lens[1], argv[1]);
+        evbuffer_add_printf(out, ":%ld\r\n", tb_lua_shim_int(&fr->lua, "del", key));
     } else if (fake_is(argv[0], lens[0], "PING")) {
         evbuffer_add_printf(out, "+PONG\r\n");
     } else {

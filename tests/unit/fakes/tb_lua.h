@@ -75,7 +75,12 @@ static const char tb_lua_shim[] =
     "  if deadline[k] == nil then return -1 end\n"
     "  return deadline[k] - now_ms()\n"
     "end\n"
-    "function shim.flush() data, deadline = {}, {} end\n";
+    "function shim.flush() data, deadline = {}, {} end\n"
+    "function shim.del(k)\n"
+    "  local n = alive(k) and 1 or 0\n"
+    "  data[k], deadline[k] = nil, nil\n"
+    "  return n\n"
+    "end\n";
 
 struct tb_lua {
     lua_State *L;
