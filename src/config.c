@@ -228,5 +228,15 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->pidfile);
     free(cfg->metrics_buckets);
     free(cfg->conf_names);
+    for (size_t i = 0; i < cfg->nfiles; i++) {
+        free(cfg->files[i].path);
+        free(cfg->files[i].source);
+    }
+    free(cfg->files);
+    for (size_t i = 0; i < cfg->nincludes; i++) {
+        free(cfg->includes[i].pattern);
+        free(cfg->includes[i].files);
+    }
+    free(cfg->includes);
     free(cfg);
 }

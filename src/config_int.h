@@ -77,6 +77,18 @@ void sl_conf_stmts_free(struct sl_conf_stmts *st);
 int sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path, int n,
                          int assigned_line);
 
+/*
+ * Where the function defined from line `first` to line `last` of source is
+ * written: [*kw, *end) runs from its `function` keyword past its `end`, and
+ * *params is the offset of its "(", after the name a `function name(...)`
+ * statement has (an expression must leave the name out). The function on
+ * line `first` whose `end` is on line `last`; false when there is none, when
+ * two different ones are, or for a method (`function a:b()` has a hidden
+ * self).
+ */
+bool sl_conf_function_text(const char *source, size_t len, int first, int last, size_t *kw,
+                           size_t *params, size_t *end);
+
 /* ---- config_walk.c: errors ------------------------------------------------ */
 
 /* Takes `text` (malloc'd) as the error at `line` (0: none). */
@@ -101,6 +113,8 @@ const char *sl_conf_label(struct loader *ld, char *buf, size_t size);
 /* A value as quoted in messages: "10x", 5, true, table. */
 const char *sl_conf_describe(lua_State *L, int idx, char *buf, size_t size);
 
+/* "10s", "1m", "250ms": the shortest form that parses back to ms. */
+void sl_conf_format_duration(uint64_t ms, char *buf, size_t size);
 void sl_conf_format_size(uint64_t bytes, char *buf, size_t size);
 bool sl_conf_to_u64(lua_State *L, int idx, uint64_t *out);
 /* The list at idx: reports entries not at 1..n, returns n. */

@@ -482,3 +482,68 @@ sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path,
     lx = found->value;
     return locate_value(&lx, path + 1, n - 1, found->line);
 }
+
+/*
+ * From the token after `function` (lx): skips a statement's name, refuses a
+ * method (its hidden self would be lost in an expression), then follows
+ * the nesting to the matching `end`, which must be on line `last`.
+ */
+static bool
+function_span(struct lexer *lx, const char *source, int last, size_t *params, size_t *end)
+{
+    struct token t;
+    int depth = 0;
+
+    for (;;) {
+        lex_next(lx, &t);
+        if (is_op(&t, "("))
+            break;
+        if (is_op(&t, ":") || (t.kind != TK_NAME && !is_op(&t, ".")))
+            return false;
+    }
+    *params = (size_t)(t.text - source);
+    depth = 2; /* the function and its "(" */
+    while (depth > 0) {
+        lex_next(lx, &t);
+        if (t.kind == TK_EOF)
+            return false;
+        depth += nesting(&t);
+    }
+    if (!tok_is(&t, TK_NAME, "end") || t.line != last)
+        return false;
+    *end = (size_t)(t.text + t.len - source);
+    return true;
+}
+
+bool
+sl_conf_function_text(const char *source, size_t len, int first, int last, size_t *kw,
+                      size_t *params, size_t *end)
+{
+    struct lexer lx = { source, source + len, 1 };
+    struct token t;
+    bool is_found = false;
+
+    /* Lua gives lines, not columns: two different functions spanning the
+     * same lines cannot be told apart, and neither is chosen. */
+    for (;;) {
+        struct lexer scan;
+        size_t p, e;
+
+        lex_next(&lx, &t);
+        if (t.kind == TK_EOF || t.line > first)
+            return is_found;
+        if (t.line != first || !tok_is(&t, TK_NAME, "function"))
+            continue;
+        scan = lx;
+        if (!function_span(&scan, source, last, &p, &e))
+            continue;
+        if (is_found && (e - p != *end - *params || memcmp(source + p, source + *params, e - p)))
+            return false;
+        if (!is_found) {
+            *kw = (size_t)(t.text - source);
+            *params = p;
+            *end = e;
+            is_found = true;
+        }
+    }
+}

@@ -129,6 +129,7 @@ set_workers(struct loader *ld, void *obj, int idx)
 
     if (lua_type(ld->L, idx) == LUA_TSTRING && strcmp(lua_tostring(ld->L, idx), "auto") == 0) {
         cfg->workers = online_cpus();
+        cfg->is_workers_auto = true;
         return true;
     }
     if (lua_type(ld->L, idx) != LUA_TSTRING && lua_type(ld->L, idx) != LUA_TNUMBER) {
@@ -142,6 +143,7 @@ set_workers(struct loader *ld, void *obj, int idx)
         return false;
     }
     cfg->workers = (unsigned)n;
+    cfg->is_workers_auto = false;
     return true;
 }
 
@@ -1006,6 +1008,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;
     cfg->workers = online_cpus();
+    cfg->is_workers_auto = true;
     cfg->error_log = sl_xstrdup("stderr");
     cfg->store.prefix = sl_xstrdup("sluice");
 }

@@ -128,8 +128,8 @@ sl_config_parse_size(const char *text, uint64_t *bytes)
     return 0;
 }
 
-static void
-format_duration(uint64_t ms, char *buf, size_t size)
+void
+sl_conf_format_duration(uint64_t ms, char *buf, size_t size)
 {
     if (ms != 0 && ms % MS_HOUR == 0)
         snprintf(buf, size, "%lluh", (unsigned long long)(ms / MS_HOUR));
@@ -459,8 +459,8 @@ check_range(struct loader *ld, const struct opt *o, int idx, uint64_t v)
     if (v >= o->min && v <= o->max)
         return true;
     if (o->type == OPT_DURATION) {
-        format_duration(o->min, lo, sizeof(lo));
-        format_duration(o->max, hi, sizeof(hi));
+        sl_conf_format_duration(o->min, lo, sizeof(lo));
+        sl_conf_format_duration(o->max, hi, sizeof(hi));
     } else if (o->type == OPT_SIZE || o->type == OPT_SIZE64) {
         sl_conf_format_size(o->min, lo, sizeof(lo));
         sl_conf_format_size(o->max, hi, sizeof(hi));

@@ -47,6 +47,7 @@ struct sl_lua_sandbox {
     char short_src[LUA_IDSIZE]; /* how LuaJIT abbreviates chunkname in its messages */
     int assigned_ref; /* registry: name -> value of every global the conf assigned */
     int lines_ref;    /* registry: name -> line of its last assignment */
+    int library_ref;  /* registry: name -> value of what the sandbox offers */
 };
 
 struct sl_lua_rt {
@@ -280,6 +281,8 @@ install_env(struct sl_lua_sandbox *sb, const char *const *declared)
     sb->assigned_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, lines);
     sb->lines_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, library);
+    sb->library_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
 }
 
@@ -415,6 +418,20 @@ sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len, co
     lua_gc(L, LUA_GCCOLLECT, 0);
     sb->path = NULL;
     return status == 0 ? 0 : -1;
+}
+
+int
+sl_lua_sandbox_run_config(struct sl_lua_sandbox *sb, const struct sl_config *cfg, char *err,
+                          size_t err_size)
+{
+    return sl_lua_sandbox_run(sb, cfg->source != NULL ? cfg->source : "", cfg->source_len,
+                              cfg->path != NULL ? cfg->path : "?", err, err_size);
+}
+
+void
+sl_lua_sandbox_push_library(struct sl_lua_sandbox *sb)
+{
+    lua_rawgeti(sb->L, LUA_REGISTRYINDEX, sb->library_ref);
 }
 
 void
@@ -696,8 +713,7 @@ sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
     if (rt->sb == NULL)
         goto fail;
     rt->L = sl_lua_sandbox_state(rt->sb);
-    if (sl_lua_sandbox_run(rt->sb, cfg->source != NULL ? cfg->source : "", cfg->source_len,
-                           cfg->path != NULL ? cfg->path : "?", err, err_size) != 0)
+    if (sl_lua_sandbox_run_config(rt->sb, cfg, err, err_size) != 0)
         goto fail;
 
     /* read what the conf assigned, raw: the globals' __index would raise on

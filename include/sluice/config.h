@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "sluice/netaddr.h"
@@ -96,6 +97,20 @@ struct sl_store_conf {
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
 };
 
+/* A file the conf included, kept so that every Lua state runs the same bytes. */
+struct sl_conf_file {
+    char *path;        /* the match of the include() pattern, under the includer's directory */
+    char *source;
+    size_t source_len;
+};
+
+/* One include() pattern, as resolved, and the files it matched, in order. */
+struct sl_conf_include {
+    char *pattern;
+    size_t *files;     /* indexes into sl_config.files */
+    size_t nfiles;
+};
+
 struct sl_config {
     char *path;            /* the conf file, as given */
     char *source;          /* its text, so every Lua state loads the same bytes */
@@ -103,12 +118,17 @@ struct sl_config {
     /* NULL-terminated: the names the conf may read before it assigns them
      * (the top-level keys), declared to every sandbox that runs `source` */
     const char **conf_names;
+    struct sl_conf_file *files;        /* included files, in the order first included */
+    size_t nfiles;
+    struct sl_conf_include *includes;  /* every include() pattern run */
+    size_t nincludes;
 
     struct sl_sockaddr *listen;
     size_t nlisten;
     struct sl_sockaddr admin;
     bool has_admin;
     unsigned workers;      /* "auto" resolved to the number of online CPUs */
+    bool is_workers_auto;  /* workers = "auto" (the default) */
     struct sl_cidr *trusted_proxies;
     size_t ntrusted_proxies;
     uint64_t shutdown_timeout_ms; /* graceful drain bound, default 30s */
@@ -141,6 +161,18 @@ struct sl_config {
  */
 struct sl_config *sl_config_load(const char *path, char **errors);
 void sl_config_free(struct sl_config *cfg);
+
+/*
+ * Writes cfg as conf text (sluice -T): every key with its value, defaults
+ * included, in a form that loads again to the same config. Passwords in
+ * store.url are masked. Key and cost functions are printed from their
+ * source text, with the locals they use; the conf runs again in a sandbox
+ * to find them. Returns 0; -1 with the reason in err when the conf does not
+ * run again or a function cannot be printed (it is written as an error()
+ * call naming its file:line, so the text refuses to load; the rest is
+ * written all the same).
+ */
+int sl_config_dump(const struct sl_config *cfg, FILE *out, char *err, size_t err_size);
 
 /* Parses "250ms", "10s", "1m", "2h" into milliseconds; -1 on a bad string. */
 int sl_config_parse_duration(const char *text, uint64_t *ms);

@@ -56,11 +56,21 @@ int sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len
                        const char *path, char *err, size_t err_size);
 
 /*
+ * Runs cfg->source as sl_lua_sandbox_run does, as a worker runs the conf
+ * that was checked: include() is served the files cfg recorded, never the
+ * disk, so every state runs the same bytes.
+ */
+int sl_lua_sandbox_run_config(struct sl_lua_sandbox *sb, const struct sl_config *cfg, char *err,
+                              size_t err_size);
+
+/*
  * After a run, for C to read the results. The memory cap binds sandboxed code
  * only, so reading does not fail on a conf that used all of it; a Lua error
  * raised while reading is not protected (use raw access).
  */
 struct lua_State *sl_lua_sandbox_state(const struct sl_lua_sandbox *sb);
+/* Pushes the table of name -> value of what the sandbox offers (string, pairs...). */
+void sl_lua_sandbox_push_library(struct sl_lua_sandbox *sb);
 /* Pushes the table of name -> value of every global the code assigned. */
 void sl_lua_sandbox_push_assigned(struct sl_lua_sandbox *sb);
 /* The line of the last assignment of global `name`, 0 when never assigned. */
