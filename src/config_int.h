@@ -40,7 +40,8 @@ struct path_el {
 };
 
 struct conf_error {
-    int line; /* 0: no line */
+    size_t file; /* 0: the conf; i: cfg->files[i - 1], an included file */
+    int line;    /* 0: no line */
     char *text;
 };
 
@@ -49,7 +50,9 @@ struct loader {
     struct sl_lua_sandbox *sb;      /* the conf's state, lua_rt's sandbox */
     lua_State *L;
     int values;                     /* stack index of the assigned globals */
-    struct sl_conf_stmts *stmts;    /* where the top-level assignments are written */
+    struct sl_conf_stmts **stmts;   /* per file (as conf_error.file), scanned when needed:
+                                     * where the top-level assignments are written */
+    size_t nstmts;
 
     struct path_el keys[CONF_MAX_PATH];
     int depth;
@@ -78,6 +81,14 @@ int sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *p
                          int assigned_line);
 
 /*
+ * The line of path[0..n) (n >= 2) when a statement `path0.path1 = v` after
+ * line `after` sets it (the last such), following the rest of the path
+ * into v's constructors; 0 when there is none.
+ */
+int sl_conf_stmts_locate_field(const struct sl_conf_stmts *st, const struct path_el *path, int n,
+                               int after);
+
+/*
  * Where the function defined from line `first` to line `last` of source is
  * written: [*kw, *end) runs from its `function` keyword past its `end`, and
  * *params is the offset of its "(", after the name a `function name(...)`
@@ -91,12 +102,16 @@ bool sl_conf_function_text(const char *source, size_t len, int first, int last, 
 
 /* ---- config_walk.c: errors ------------------------------------------------ */
 
-/* Takes `text` (malloc'd) as the error at `line` (0: none). */
-void sl_conf_add_error(struct loader *ld, int line, char *text);
+/* Takes `text` (malloc'd) as the error at `line` (0: none) of `file` (as
+ * conf_error.file). */
+void sl_conf_add_error(struct loader *ld, size_t file, int line, char *text);
+/* The path and text of file `file` (as conf_error.file). */
+const char *sl_conf_file_path(const struct loader *ld, size_t file);
 void sl_conf_push_key(struct loader *ld, const char *name);
 void sl_conf_push_index(struct loader *ld, long index);
 void sl_conf_pop_key(struct loader *ld);
-/* The line of the key path pushed so far. */
+/* The line of the key path pushed so far, and its file (as conf_error.file). */
+int sl_conf_where(struct loader *ld, size_t *file);
 int sl_conf_line(struct loader *ld);
 
 void sl_conf_fail_at(struct loader *ld, bool with_ctx, const char *fmt, ...)

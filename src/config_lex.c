@@ -298,6 +298,8 @@ skip_field_value(struct lexer *lx, struct token *t)
 struct top_stmt {
     const char *name;
     size_t len;
+    const char *field; /* `name.field = v` (as an included file sets one limit); else NULL */
+    size_t field_len;
     int line;
     struct lexer value; /* positioned just after the "=" */
 };
@@ -427,8 +429,14 @@ sl_conf_stmts_scan(const char *source, size_t len)
         } else if (depth == 0 && t.kind == TK_NAME && !is_keyword(&t) && !in_local
                    && !is_op(&prev, ".") && !is_op(&prev, ":") && !tok_is(&prev, TK_NAME, "for")) {
             struct lexer peek = lx;
-            struct token eq;
+            struct token eq, field = { 0 };
             lex_next(&peek, &eq);
+            if (is_op(&eq, ".")) {
+                lex_next(&peek, &field);
+                lex_next(&peek, &eq);
+                if (field.kind != TK_NAME)
+                    eq.kind = TK_EOF;
+            }
             if (is_op(&eq, "=")) {
                 if (st->n == cap) {
                     cap = cap ? cap * 2 : 16;
@@ -436,6 +444,8 @@ sl_conf_stmts_scan(const char *source, size_t len)
                 }
                 st->v[st->n].name = t.text;
                 st->v[st->n].len = t.len;
+                st->v[st->n].field = field.kind == TK_NAME ? field.text : NULL;
+                st->v[st->n].field_len = field.len;
                 st->v[st->n].line = t.line;
                 st->v[st->n].value = peek;
                 st->n++;
@@ -471,8 +481,8 @@ sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path,
         return 1; /* a required key that is missing: point at the top */
     for (size_t i = 0; st != NULL && i < st->n; i++) {
         const struct top_stmt *s = &st->v[i];
-        if (s->len == path[0].len && memcmp(s->name, path[0].name, s->len) == 0
-            && s->line <= assigned_line)
+        if (s->field == NULL && s->len == path[0].len
+            && memcmp(s->name, path[0].name, s->len) == 0 && s->line <= assigned_line)
             found = s;
     }
     if (found == NULL)
@@ -546,4 +556,28 @@ sl_conf_function_text(const char *source, size_t len, int first, int last, size_
             is_found = true;
         }
     }
+}
+
+int
+sl_conf_stmts_locate_field(const struct sl_conf_stmts *st, const struct path_el *path, int n,
+                           int after)
+{
+    const struct top_stmt *found = NULL;
+    struct lexer lx;
+
+    if (st == NULL || n < 2 || path[0].name == NULL || path[1].name == NULL)
+        return 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const struct top_stmt *s = &st->v[i];
+        if (s->field != NULL && s->line > after && s->len == path[0].len
+            && memcmp(s->name, path[0].name, s->len) == 0 && s->field_len == path[1].len
+            && memcmp(s->field, path[1].name, s->field_len) == 0)
+            found = s;
+    }
+    if (found == NULL)
+        return 0;
+    if (n == 2)
+        return found->line;
+    lx = found->value;
+    return locate_value(&lx, path + 2, n - 2, found->line);
 }

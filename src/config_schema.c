@@ -412,9 +412,12 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 
         u->name = names[i];
         sl_conf_defaults(upstream_opts, NOPTS(upstream_opts), u);
-        u->file = cfg->path;
         sl_conf_push_key(ld, u->name);
-        u->line = sl_conf_line(ld);
+        {
+            size_t file;
+            u->line = sl_conf_where(ld, &file);
+            u->file = sl_conf_file_path(ld, file);
+        }
         check_name(ld, u->name, "upstream");
         snprintf(ld->ctx_buf, sizeof(ld->ctx_buf), "upstream \"%.*s\"", CONF_MAX_NAME, u->name);
         ld->ctx = ld->ctx_buf;
@@ -648,9 +651,12 @@ set_limits(struct loader *ld, void *obj, int idx)
         l->name = names[i];
         l->cost = 1;
         sl_conf_defaults(limit_opts, NOPTS(limit_opts), l);
-        l->file = cfg->path;
         sl_conf_push_key(ld, l->name);
-        l->line = sl_conf_line(ld);
+        {
+            size_t file;
+            l->line = sl_conf_where(ld, &file);
+            l->file = sl_conf_file_path(ld, file);
+        }
         check_name(ld, l->name, "limit");
         snprintf(ld->ctx_buf, sizeof(ld->ctx_buf), "limit \"%.*s\"", CONF_MAX_NAME, l->name);
         ld->ctx = ld->ctx_buf;

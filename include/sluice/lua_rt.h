@@ -28,16 +28,21 @@ struct sl_lua_sandbox;
 #define SL_LUA_MEMORY_MAX (64u << 20)
 #define SL_LUA_CONF_INSTRUCTIONS 10000000u
 #define SL_LUA_CALL_INSTRUCTIONS 200000u
+/* include(): nesting depth, files per conf, bytes per file */
+#define SL_LUA_INCLUDE_DEPTH 8
+#define SL_LUA_INCLUDE_FILES 256
+#define SL_LUA_INCLUDE_FILE_MAX (4u << 20)
 
 /*
  * A new sandboxed LuaJIT state. Its code sees string (without dump), table,
  * math, pairs, ipairs, type, tostring, tonumber, error, assert, pcall,
- * select, next and unpack; no io, os, require, package, debug, load*,
- * dofile, setfenv, jit or ffi. Globals the code assigns are recorded with
- * their line; reading a name that is neither assigned, allowed nor one of
- * `declared` (NULL-terminated, may be NULL: names that read as nil until
- * assigned) is an error. The JIT is off so the instruction budget holds in
- * every loop. NULL with the reason in err when no state can be made.
+ * select, next and unpack, and the conf's include() and env(); no io, os,
+ * require, package, debug, load*, dofile, setfenv, jit or ffi. Globals the
+ * code assigns are recorded with their line and file; reading a name that
+ * is neither assigned, allowed nor one of `declared` (NULL-terminated, may
+ * be NULL: names that read as nil until assigned) is an error. The JIT is
+ * off so the instruction budget holds in every loop. NULL with the reason
+ * in err when no state can be made.
  */
 struct sl_lua_sandbox *sl_lua_sandbox_new(const char *const *declared, char *err,
                                           size_t err_size);
@@ -54,6 +59,14 @@ void sl_lua_sandbox_free(struct sl_lua_sandbox *sb);
  */
 int sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len,
                        const char *path, char *err, size_t err_size);
+
+/*
+ * Makes include() in later runs read files from disk (a glob relative to
+ * the including file's directory, sorted) and record them, with the
+ * patterns, in cfg->files and cfg->includes: the conf being loaded. Without
+ * this or sl_lua_sandbox_run_config, include() is an error.
+ */
+void sl_lua_sandbox_record(struct sl_lua_sandbox *sb, struct sl_config *cfg);
 
 /*
  * Runs cfg->source as sl_lua_sandbox_run does, as a worker runs the conf
@@ -75,6 +88,9 @@ void sl_lua_sandbox_push_library(struct sl_lua_sandbox *sb);
 void sl_lua_sandbox_push_assigned(struct sl_lua_sandbox *sb);
 /* The line of the last assignment of global `name`, 0 when never assigned. */
 int sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len);
+/* The file of that assignment: 0 the conf, i > 0 the included file
+ * cfg->files[i - 1] of a recorded run; 0 when never assigned. */
+size_t sl_lua_sandbox_file(struct sl_lua_sandbox *sb, const char *name, size_t len);
 
 enum sl_lua_result {
     SL_LUA_VALUE,  /* the function returned a usable value */
