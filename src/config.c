@@ -74,18 +74,22 @@ add_lua_error(struct loader *ld, const char *msg)
  * runtime error records it, returns -1.
  */
 static int
-run_conf(struct loader *ld)
+run_conf(struct loader *ld, bool is_replay)
 {
     struct sl_config *cfg = ld->cfg;
     char err[1024];
+    int rc = -1;
 
     cfg->conf_names = sl_conf_top_names();
     ld->sb = sl_lua_sandbox_new(cfg->conf_names, err, sizeof(err));
-    if (ld->sb != NULL)
+    if (ld->sb != NULL && is_replay) {
+        rc = sl_lua_sandbox_run_config(ld->sb, cfg, err, sizeof(err));
+    } else if (ld->sb != NULL) {
         sl_lua_sandbox_record(ld->sb, cfg); /* include() reads the disk, for this load */
-    if (ld->sb == NULL
-        || sl_lua_sandbox_run(ld->sb, cfg->source, cfg->source_len, cfg->path, err,
-                              sizeof(err)) != 0) {
+        rc = sl_lua_sandbox_run(ld->sb, cfg->source, cfg->source_len, cfg->path, err,
+                                sizeof(err));
+    }
+    if (rc != 0) {
         add_lua_error(ld, err);
         return -1;
     }
@@ -171,22 +175,30 @@ join_errors(struct loader *ld)
 struct sl_config *
 sl_config_load(const char *path, char **errors)
 {
+    return sl_config_load_within(path, SL_CONFIG_TIME_MAX_MS, errors);
+}
+
+struct sl_config *
+sl_conf_load_direct(const char *path, struct sl_config *snapshot, char **errors)
+{
     struct loader ld;
-    struct sl_config *cfg;
+    struct sl_config *cfg = snapshot;
     char err[128];
 
     *errors = NULL;
     memset(&ld, 0, sizeof(ld));
-    cfg = sl_xcalloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        cfg = sl_xcalloc(1, sizeof(*cfg));
+        cfg->path = sl_xstrdup(path);
+    }
     ld.cfg = cfg;
-    cfg->path = sl_xstrdup(path);
     sl_conf_set_defaults(cfg);
 
-    if (read_source(cfg, err, sizeof(err)) != 0) {
+    if (snapshot == NULL && read_source(cfg, err, sizeof(err)) != 0) {
         sl_conf_add_error(&ld, 0, 0, sl_xstrdup(err));
         goto done;
     }
-    if (run_conf(&ld) != 0)
+    if (run_conf(&ld, snapshot != NULL) != 0)
         goto done;
     sl_conf_walk_top(&ld);
 

@@ -223,6 +223,17 @@ size_t sl_conf_items_begin(struct loader *ld, int idx, int item_type, const char
 int sl_conf_item_push(struct loader *ld, int idx, size_t i, bool is_single);
 void sl_conf_item_pop(struct loader *ld, bool is_single);
 
+/* ---- config.c, config_bound.c ------------------------------------------- */
+
+/*
+ * Loads the conf in this process, unbounded in time: from the disk when
+ * `snapshot` is NULL, else from the snapshot's bytes (path, source, files
+ * and includes set; it is completed and returned, or freed). As
+ * sl_config_load otherwise.
+ */
+struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapshot,
+                                      char **errors);
+
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */

@@ -153,13 +153,30 @@ struct sl_config {
     size_t nmetrics_buckets;
 };
 
+/* The bound on checking a conf, wall clock (see sl_config_load_within). */
+#define SL_CONFIG_TIME_MAX_MS 3000u
+
 /*
  * Runs the conf file at `path` in a sandboxed LuaJIT state and validates it.
  * On success returns a config owned by the caller (free with sl_config_free)
  * and leaves *errors NULL. On failure returns NULL and sets *errors to a
  * malloc'd string of one "file:line: message" per line, every error found.
+ * Takes at most about SL_CONFIG_TIME_MAX_MS, see sl_config_load_within.
  */
 struct sl_config *sl_config_load(const char *path, char **errors);
+
+/*
+ * sl_config_load within `time_max_ms` of wall-clock time. The instruction
+ * budget cannot see time spent inside C (a pattern that backtracks in the
+ * string library), so the conf is first checked in a child process that is
+ * killed at the deadline; it hands back the bytes it read (the conf and its
+ * included files), which this process then loads again without the disk:
+ * the same bytes, the same work. A conf that runs out of time is refused
+ * with "path: conf still running after N ms ...". Blocks the calling thread
+ * only, for at most the bound (plus this process's own load).
+ */
+struct sl_config *sl_config_load_within(const char *path, uint64_t time_max_ms,
+                                        char **errors);
 void sl_config_free(struct sl_config *cfg);
 
 /*
