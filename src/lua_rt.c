@@ -682,18 +682,24 @@ run_included(lua_State *L, struct sl_lua_sandbox *sb, const struct sl_config *cf
     sb->depth--;
 }
 
-/* `pattern` relative to the directory of the file that calls include(). */
-static void
-push_resolved(lua_State *L, struct sl_lua_sandbox *sb, const char *pattern)
+/* The chunk of the code that calls include(), the conf's when unknown. */
+static size_t
+caller_chunk(lua_State *L, struct sl_lua_sandbox *sb)
 {
     lua_Debug ar;
-    size_t c = 0;
-    const char *path, *slash;
 
     if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar))
-        c = chunk_of_source(sb, ar.source, 0);
-    path = sb->chunks[c].path;
-    slash = strrchr(path, '/');
+        return chunk_of_source(sb, ar.source, 0);
+    return 0;
+}
+
+/* `pattern` relative to the directory of chunk c. */
+static void
+push_resolved(lua_State *L, struct sl_lua_sandbox *sb, size_t c, const char *pattern)
+{
+    const char *path = sb->chunks[c].path;
+    const char *slash = strrchr(path, '/');
+
     if (pattern[0] == '/' || slash == NULL) {
         lua_pushstring(L, pattern);
     } else {
@@ -716,16 +722,21 @@ lua_include(lua_State *L)
     const struct sl_config *cfg = sb->record != NULL ? sb->record : sb->replay;
     const char *pattern = luaL_checkstring(L, 1);
     const char *resolved;
-    size_t inc;
+    size_t inc, caller;
 
     if (!sb->is_conf || cfg == NULL)
         return luaL_error(L, "include() works only while the conf is loaded");
+    /* files above the caller on the stack are includes that a pcall cut
+     * short: they are not running any more */
+    caller = caller_chunk(L, sb);
+    while (sb->depth > 0 && sb->stack[sb->depth] != caller)
+        sb->depth--;
     if (pattern[0] == '\0')
         return luaL_error(L, "include: empty pattern");
     if (sb->depth >= SL_LUA_INCLUDE_DEPTH)
         return luaL_error(L, "include \"%s\": nested more than %d deep", pattern,
                           SL_LUA_INCLUDE_DEPTH);
-    push_resolved(L, sb, pattern);
+    push_resolved(L, sb, caller, pattern);
     resolved = lua_tostring(L, -1);
     if (sb->record != NULL) {
         inc = record_include(L, sb, resolved);

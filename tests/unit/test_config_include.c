@@ -251,6 +251,19 @@ test_missing_cycle_depth(void **state)
     expect_error(errors, "main.conf", 2, "dir.conf: cannot read");
     free(errors);
 
+    /* a pcall that catches an included file's error does not leave it
+     * "running": including it again is no cycle */
+    put("e.conf", "error(\"e\")\n");
+    path = put("main.conf", "listen = \"127.0.0.1:8080\"\n"
+                            "assert(not pcall(include, \"e.conf\"))\n"
+                            "assert(not pcall(include, \"e.conf\"))\n"
+                            "include(\"e.conf\")\n");
+    errors = load_bad(path);
+    expect_error(errors, "e.conf", 1, "e");
+    if (strstr(errors, "cycle") != NULL)
+        fail_msg("got %s", errors);
+    free(errors);
+
     path = put("main.conf", "\ninclude({})\n");
     errors = load_bad(path);
     expect_error(errors, "main.conf", 2, "bad argument #1 to 'include'");
