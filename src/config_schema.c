@@ -995,14 +995,43 @@ static const struct opt top_opts[] = {
     ROW_CUSTOM("metrics", set_metrics),
 };
 
+static const char **
+opt_names(const struct opt *opts, size_t n)
+{
+    const char **names = sl_xcalloc(n + 1, sizeof(*names));
+
+    for (size_t i = 0; i < n; i++)
+        names[i] = opts[i].name;
+    return names;
+}
+
 const char **
 sl_conf_top_names(void)
 {
-    const char **names = sl_xcalloc(NOPTS(top_opts) + 1, sizeof(*names));
+    return opt_names(top_opts, NOPTS(top_opts));
+}
 
-    for (size_t i = 0; i < NOPTS(top_opts); i++)
-        names[i] = top_opts[i].name;
-    return names;
+const char **
+sl_conf_section_names(const char *section)
+{
+    static const struct {
+        const char *name;
+        const struct opt *opts;
+        size_t n;
+    } sections[] = {
+        { "client", client_opts, NOPTS(client_opts) },
+        { "store", store_opts, NOPTS(store_opts) },
+        { "upstreams", upstream_opts, NOPTS(upstream_opts) },
+        { "limits", limit_opts, NOPTS(limit_opts) },
+        { "routes", route_opts, NOPTS(route_opts) },
+        { "metrics", metrics_opts, NOPTS(metrics_opts) },
+    };
+
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        if (strcmp(section, sections[i].name) == 0)
+            return opt_names(sections[i].opts, sections[i].n);
+    }
+    return NULL;
 }
 
 void

@@ -25,6 +25,7 @@
 /* From src/config_int.h, which cannot be included here (its fail() macro
  * is cmocka's too): the schema's top-level keys. */
 const char **sl_conf_top_names(void);
+const char **sl_conf_section_names(const char *section);
 
 #ifndef SL_SOURCE_DIR
 #define SL_SOURCE_DIR "."
@@ -114,6 +115,8 @@ round_trip(const char *path)
 static void
 test_full_round_trip(void **state)
 {
+    static const char *const sections[] = { "client", "store", "upstreams", "limits",
+                                             "routes", "metrics" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -121,6 +124,19 @@ test_full_round_trip(void **state)
     snprintf(path, sizeof(path), "%s/tests/unit/conf/full.conf",
              getenv("SL_SOURCE_DIR") ? getenv("SL_SOURCE_DIR") : SL_SOURCE_DIR);
     text = round_trip(path);
+    /* full.conf writes every key of every section: each is printed (a key
+     * added to the schema without the dumper knowing it fails here) */
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        const char **names = sl_conf_section_names(sections[i]);
+        assert_non_null(names);
+        for (size_t j = 0; names[j] != NULL; j++) {
+            char want[64];
+            snprintf(want, sizeof(want), " %s = ", names[j]);
+            if (strstr(text, want) == NULL)
+                fail_msg("%s key %s not printed:\n%s", sections[i], names[j], text);
+        }
+        free(names);
+    }
     /* what was written comes back, in the form a conf would write it */
     assert_non_null(strstr(text, "shutdown_timeout = \"90s\""));
     assert_non_null(strstr(text, "max_uri_size = \"4k\""));
