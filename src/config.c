@@ -6,7 +6,9 @@
  * memory), walks the globals it assigned into the plain C structs of
  * sluice/config.h and validates them. Every problem becomes one
  * "file:line: message"; all of them are reported, then the load fails.
- * Nothing here logs: the caller (main's -t, daemon's reload) decides. This
+ * Files the conf includes are read and recorded in the config (errors name
+ * them: each error carries its file). Nothing here logs: the caller (main's
+ * -t, daemon's reload) decides. This
  * file runs the steps; config_int.h says which file does what.
  *
  * The conf runs in lua_rt's sandbox, the very one the workers run it in
@@ -36,15 +38,22 @@
 /* ------------------------------------------------------------------------ */
 
 /* Records a message of the sandbox ("path:line: text" or "path: text") as an
- * error of ours. */
+ * error of ours, in the conf or the included file it names. */
 static void
 add_lua_error(struct loader *ld, const char *msg)
 {
-    const char *path = ld->cfg->path;
-    size_t plen = strlen(path);
+    size_t file = 0, plen = 0;
     int line = 0;
 
-    if (strncmp(msg, path, plen) == 0 && msg[plen] == ':') {
+    for (size_t i = 0; i <= ld->cfg->nfiles; i++) {
+        const char *path = sl_conf_file_path(ld, i);
+        size_t len = strlen(path);
+        if (len > plen && strncmp(msg, path, len) == 0 && msg[len] == ':') {
+            file = i;
+            plen = len;
+        }
+    }
+    if (plen > 0) {
         char *end;
         long l = strtol(msg + plen + 1, &end, 10);
         if (end != msg + plen + 1 && *end == ':' && l > 0 && l <= INT_MAX) {
@@ -56,7 +65,7 @@ add_lua_error(struct loader *ld, const char *msg)
         while (*msg == ' ')
             msg++;
     }
-    sl_conf_add_error(ld, line, sl_xstrdup(msg));
+    sl_conf_add_error(ld, file, line, sl_xstrdup(msg));
 }
 
 /*
@@ -65,16 +74,22 @@ add_lua_error(struct loader *ld, const char *msg)
  * runtime error records it, returns -1.
  */
 static int
-run_conf(struct loader *ld)
+run_conf(struct loader *ld, bool is_replay)
 {
     struct sl_config *cfg = ld->cfg;
     char err[1024];
+    int rc = -1;
 
     cfg->conf_names = sl_conf_top_names();
     ld->sb = sl_lua_sandbox_new(cfg->conf_names, err, sizeof(err));
-    if (ld->sb == NULL
-        || sl_lua_sandbox_run(ld->sb, cfg->source, cfg->source_len, cfg->path, err,
-                              sizeof(err)) != 0) {
+    if (ld->sb != NULL && is_replay) {
+        rc = sl_lua_sandbox_run_config(ld->sb, cfg, err, sizeof(err));
+    } else if (ld->sb != NULL) {
+        sl_lua_sandbox_record(ld->sb, cfg); /* include() reads the disk, for this load */
+        rc = sl_lua_sandbox_run(ld->sb, cfg->source, cfg->source_len, cfg->path, err,
+                                sizeof(err));
+    }
+    if (rc != 0) {
         add_lua_error(ld, err);
         return -1;
     }
@@ -121,7 +136,8 @@ read_source(struct sl_config *cfg, char *err, size_t errsize)
     return 0;
 }
 
-/* "file:line: message" lines, by line; the order of discovery breaks ties. */
+/* "file:line: message" lines, by file (the conf first, then included files
+ * in the order included) and line; the order of discovery breaks ties. */
 static char *
 join_errors(struct loader *ld)
 {
@@ -131,25 +147,26 @@ join_errors(struct loader *ld)
     for (size_t i = 1; i < ld->nerrs; i++) {
         struct conf_error e = ld->errs[i];
         size_t j = i;
-        while (j > 0 && ld->errs[j - 1].line > e.line) {
+        while (j > 0 && (ld->errs[j - 1].file > e.file
+                         || (ld->errs[j - 1].file == e.file && ld->errs[j - 1].line > e.line))) {
             ld->errs[j] = ld->errs[j - 1];
             j--;
         }
         ld->errs[j] = e;
     }
     for (size_t i = 0; i < ld->nerrs; i++)
-        total += strlen(ld->cfg->path) + strlen(ld->errs[i].text) + 16;
+        total += strlen(sl_conf_file_path(ld, ld->errs[i].file)) + strlen(ld->errs[i].text) + 16;
     out = sl_xmalloc(total + 1);
     out[0] = '\0';
     for (size_t i = 0; i < ld->nerrs; i++) {
         const struct conf_error *e = &ld->errs[i];
+        const char *path = sl_conf_file_path(ld, e->file);
         int n;
         if (e->line > 0)
-            n = snprintf(out + o, total + 1 - o, "%s%s:%d: %s", i ? "\n" : "", ld->cfg->path,
-                         e->line, e->text);
-        else
-            n = snprintf(out + o, total + 1 - o, "%s%s: %s", i ? "\n" : "", ld->cfg->path,
+            n = snprintf(out + o, total + 1 - o, "%s%s:%d: %s", i ? "\n" : "", path, e->line,
                          e->text);
+        else
+            n = snprintf(out + o, total + 1 - o, "%s%s: %s", i ? "\n" : "", path, e->text);
         o += (size_t)n;
     }
     return out;
@@ -158,24 +175,31 @@ join_errors(struct loader *ld)
 struct sl_config *
 sl_config_load(const char *path, char **errors)
 {
+    return sl_config_load_within(path, SL_CONFIG_TIME_MAX_MS, errors);
+}
+
+struct sl_config *
+sl_conf_load_direct(const char *path, struct sl_config *snapshot, char **errors)
+{
     struct loader ld;
-    struct sl_config *cfg;
+    struct sl_config *cfg = snapshot;
     char err[128];
 
     *errors = NULL;
     memset(&ld, 0, sizeof(ld));
-    cfg = sl_xcalloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        cfg = sl_xcalloc(1, sizeof(*cfg));
+        cfg->path = sl_xstrdup(path);
+    }
     ld.cfg = cfg;
-    cfg->path = sl_xstrdup(path);
     sl_conf_set_defaults(cfg);
 
-    if (read_source(cfg, err, sizeof(err)) != 0) {
-        sl_conf_add_error(&ld, 0, sl_xstrdup(err));
+    if (snapshot == NULL && read_source(cfg, err, sizeof(err)) != 0) {
+        sl_conf_add_error(&ld, 0, 0, sl_xstrdup(err));
         goto done;
     }
-    if (run_conf(&ld) != 0)
+    if (run_conf(&ld, snapshot != NULL) != 0)
         goto done;
-    ld.stmts = sl_conf_stmts_scan(cfg->source, cfg->source_len);
     sl_conf_walk_top(&ld);
 
 done:
@@ -188,7 +212,9 @@ done:
     for (size_t i = 0; i < ld.nerrs; i++)
         free(ld.errs[i].text);
     free(ld.errs);
-    sl_conf_stmts_free(ld.stmts);
+    for (size_t i = 0; i < ld.nstmts; i++)
+        sl_conf_stmts_free(ld.stmts[i]);
+    free(ld.stmts);
     free(ld.upstream_used);
     return cfg;
 }
@@ -229,6 +255,16 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->pidfile);
     free(cfg->metrics_buckets);
     free(cfg->conf_names);
+    for (size_t i = 0; i < cfg->nfiles; i++) {
+        free(cfg->files[i].path);
+        free(cfg->files[i].source);
+    }
+    free(cfg->files);
+    for (size_t i = 0; i < cfg->nincludes; i++) {
+        free(cfg->includes[i].pattern);
+        free(cfg->includes[i].files);
+    }
+    free(cfg->includes);
     free(cfg);
 }
 

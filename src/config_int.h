@@ -40,7 +40,8 @@ struct path_el {
 };
 
 struct conf_error {
-    int line; /* 0: no line */
+    size_t file; /* 0: the conf; i: cfg->files[i - 1], an included file */
+    int line;    /* 0: no line */
     char *text;
 };
 
@@ -49,7 +50,9 @@ struct loader {
     struct sl_lua_sandbox *sb;      /* the conf's state, lua_rt's sandbox */
     lua_State *L;
     int values;                     /* stack index of the assigned globals */
-    struct sl_conf_stmts *stmts;    /* where the top-level assignments are written */
+    struct sl_conf_stmts **stmts;   /* per file (as conf_error.file), scanned when needed:
+                                     * where the top-level assignments are written */
+    size_t nstmts;
 
     struct path_el keys[CONF_MAX_PATH];
     int depth;
@@ -77,14 +80,38 @@ void sl_conf_stmts_free(struct sl_conf_stmts *st);
 int sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path, int n,
                          int assigned_line);
 
+/*
+ * The line of path[0..n) (n >= 2) when a statement `path0.path1 = v` after
+ * line `after` sets it (the last such), following the rest of the path
+ * into v's constructors; 0 when there is none.
+ */
+int sl_conf_stmts_locate_field(const struct sl_conf_stmts *st, const struct path_el *path, int n,
+                               int after);
+
+/*
+ * Where the function defined from line `first` to line `last` of source is
+ * written: [*kw, *end) runs from its `function` keyword past its `end`, and
+ * *params is the offset of its "(", after the name a `function name(...)`
+ * statement has (an expression must leave the name out). The function on
+ * line `first` whose `end` is on line `last`; false when there is none, when
+ * two different ones are, or for a method (`function a:b()` has a hidden
+ * self).
+ */
+bool sl_conf_function_text(const char *source, size_t len, int first, int last, size_t *kw,
+                           size_t *params, size_t *end);
+
 /* ---- config_walk.c: errors ------------------------------------------------ */
 
-/* Takes `text` (malloc'd) as the error at `line` (0: none). */
-void sl_conf_add_error(struct loader *ld, int line, char *text);
+/* Takes `text` (malloc'd) as the error at `line` (0: none) of `file` (as
+ * conf_error.file). */
+void sl_conf_add_error(struct loader *ld, size_t file, int line, char *text);
+/* The path and text of file `file` (as conf_error.file). */
+const char *sl_conf_file_path(const struct loader *ld, size_t file);
 void sl_conf_push_key(struct loader *ld, const char *name);
 void sl_conf_push_index(struct loader *ld, long index);
 void sl_conf_pop_key(struct loader *ld);
-/* The line of the key path pushed so far. */
+/* The line of the key path pushed so far, and its file (as conf_error.file). */
+int sl_conf_where(struct loader *ld, size_t *file);
 int sl_conf_line(struct loader *ld);
 
 void sl_conf_fail_at(struct loader *ld, bool with_ctx, const char *fmt, ...)
@@ -101,6 +128,8 @@ const char *sl_conf_label(struct loader *ld, char *buf, size_t size);
 /* A value as quoted in messages: "10x", 5, true, table. */
 const char *sl_conf_describe(lua_State *L, int idx, char *buf, size_t size);
 
+/* "10s", "1m", "250ms": the shortest form that parses back to ms. */
+void sl_conf_format_duration(uint64_t ms, char *buf, size_t size);
 void sl_conf_format_size(uint64_t bytes, char *buf, size_t size);
 bool sl_conf_to_u64(lua_State *L, int idx, uint64_t *out);
 /* The list at idx: reports entries not at 1..n, returns n. */
@@ -194,10 +223,24 @@ size_t sl_conf_items_begin(struct loader *ld, int idx, int item_type, const char
 int sl_conf_item_push(struct loader *ld, int idx, size_t i, bool is_single);
 void sl_conf_item_pop(struct loader *ld, bool is_single);
 
+/* ---- config.c, config_bound.c ------------------------------------------- */
+
+/*
+ * Loads the conf in this process, unbounded in time: from the disk when
+ * `snapshot` is NULL, else from the snapshot's bytes (path, source, files
+ * and includes set; it is completed and returned, or freed). As
+ * sl_config_load otherwise.
+ */
+struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapshot,
+                                      char **errors);
+
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */
 const char **sl_conf_top_names(void);
+/* The same for the keys of an entry of a section ("client", "store",
+ * "upstreams", "limits", "routes", "metrics"); NULL for another name. */
+const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
 void sl_conf_walk_top(struct loader *ld);

@@ -298,6 +298,8 @@ skip_field_value(struct lexer *lx, struct token *t)
 struct top_stmt {
     const char *name;
     size_t len;
+    const char *field; /* `name.field = v` (as an included file sets one limit); else NULL */
+    size_t field_len;
     int line;
     struct lexer value; /* positioned just after the "=" */
 };
@@ -427,8 +429,14 @@ sl_conf_stmts_scan(const char *source, size_t len)
         } else if (depth == 0 && t.kind == TK_NAME && !is_keyword(&t) && !in_local
                    && !is_op(&prev, ".") && !is_op(&prev, ":") && !tok_is(&prev, TK_NAME, "for")) {
             struct lexer peek = lx;
-            struct token eq;
+            struct token eq, field = { 0 };
             lex_next(&peek, &eq);
+            if (is_op(&eq, ".")) {
+                lex_next(&peek, &field);
+                lex_next(&peek, &eq);
+                if (field.kind != TK_NAME)
+                    eq.kind = TK_EOF;
+            }
             if (is_op(&eq, "=")) {
                 if (st->n == cap) {
                     cap = cap ? cap * 2 : 16;
@@ -436,6 +444,8 @@ sl_conf_stmts_scan(const char *source, size_t len)
                 }
                 st->v[st->n].name = t.text;
                 st->v[st->n].len = t.len;
+                st->v[st->n].field = field.kind == TK_NAME ? field.text : NULL;
+                st->v[st->n].field_len = field.len;
                 st->v[st->n].line = t.line;
                 st->v[st->n].value = peek;
                 st->n++;
@@ -471,8 +481,8 @@ sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path,
         return 1; /* a required key that is missing: point at the top */
     for (size_t i = 0; st != NULL && i < st->n; i++) {
         const struct top_stmt *s = &st->v[i];
-        if (s->len == path[0].len && memcmp(s->name, path[0].name, s->len) == 0
-            && s->line <= assigned_line)
+        if (s->field == NULL && s->len == path[0].len
+            && memcmp(s->name, path[0].name, s->len) == 0 && s->line <= assigned_line)
             found = s;
     }
     if (found == NULL)
@@ -481,4 +491,93 @@ sl_conf_stmts_locate(const struct sl_conf_stmts *st, const struct path_el *path,
         return found->line;
     lx = found->value;
     return locate_value(&lx, path + 1, n - 1, found->line);
+}
+
+/*
+ * From the token after `function` (lx): skips a statement's name, refuses a
+ * method (its hidden self would be lost in an expression), then follows
+ * the nesting to the matching `end`, which must be on line `last`.
+ */
+static bool
+function_span(struct lexer *lx, const char *source, int last, size_t *params, size_t *end)
+{
+    struct token t;
+    int depth = 0;
+
+    for (;;) {
+        lex_next(lx, &t);
+        if (is_op(&t, "("))
+            break;
+        if (is_op(&t, ":") || (t.kind != TK_NAME && !is_op(&t, ".")))
+            return false;
+    }
+    *params = (size_t)(t.text - source);
+    depth = 2; /* the function and its "(" */
+    while (depth > 0) {
+        lex_next(lx, &t);
+        if (t.kind == TK_EOF)
+            return false;
+        depth += nesting(&t);
+    }
+    if (!tok_is(&t, TK_NAME, "end") || t.line != last)
+        return false;
+    *end = (size_t)(t.text + t.len - source);
+    return true;
+}
+
+bool
+sl_conf_function_text(const char *source, size_t len, int first, int last, size_t *kw,
+                      size_t *params, size_t *end)
+{
+    struct lexer lx = { source, source + len, 1 };
+    struct token t;
+    bool is_found = false;
+
+    /* Lua gives lines, not columns: two different functions spanning the
+     * same lines cannot be told apart, and neither is chosen. */
+    for (;;) {
+        struct lexer scan;
+        size_t p, e;
+
+        lex_next(&lx, &t);
+        if (t.kind == TK_EOF || t.line > first)
+            return is_found;
+        if (t.line != first || !tok_is(&t, TK_NAME, "function"))
+            continue;
+        scan = lx;
+        if (!function_span(&scan, source, last, &p, &e))
+            continue;
+        if (is_found && (e - p != *end - *params || memcmp(source + p, source + *params, e - p)))
+            return false;
+        if (!is_found) {
+            *kw = (size_t)(t.text - source);
+            *params = p;
+            *end = e;
+            is_found = true;
+        }
+    }
+}
+
+int
+sl_conf_stmts_locate_field(const struct sl_conf_stmts *st, const struct path_el *path, int n,
+                           int after)
+{
+    const struct top_stmt *found = NULL;
+    struct lexer lx;
+
+    if (st == NULL || n < 2 || path[0].name == NULL || path[1].name == NULL)
+        return 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const struct top_stmt *s = &st->v[i];
+        if (s->field != NULL && s->line > after && s->len == path[0].len
+            && memcmp(s->name, path[0].name, s->len) == 0 && s->field_len == path[1].len
+            && memcmp(s->field, path[1].name, s->field_len) == 0)
+            found = s;
+    }
+    if (found == NULL)
+        return 0;
+    if (n == 2)
+        return found->line;
+    lx = found->value;
+    return locate_value(&lx, path + 2, n - 2, found->line);
 }

@@ -186,6 +186,7 @@ set_workers(struct loader *ld, void *obj, int idx)
 
     if (lua_type(ld->L, idx) == LUA_TSTRING && strcmp(lua_tostring(ld->L, idx), "auto") == 0) {
         cfg->workers = online_cpus();
+        cfg->is_workers_auto = true;
         return true;
     }
     if (lua_type(ld->L, idx) != LUA_TSTRING && lua_type(ld->L, idx) != LUA_TNUMBER) {
@@ -199,6 +200,7 @@ set_workers(struct loader *ld, void *obj, int idx)
         return false;
     }
     cfg->workers = (unsigned)n;
+    cfg->is_workers_auto = false;
     return true;
 }
 
@@ -467,9 +469,12 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 
         u->name = names[i];
         sl_conf_defaults(upstream_opts, NOPTS(upstream_opts), u);
-        u->file = cfg->path;
         sl_conf_push_key(ld, u->name);
-        u->line = sl_conf_line(ld);
+        {
+            size_t file;
+            u->line = sl_conf_where(ld, &file);
+            u->file = sl_conf_file_path(ld, file);
+        }
         check_name(ld, u->name, "upstream");
         snprintf(ld->ctx_buf, sizeof(ld->ctx_buf), "upstream \"%.*s\"", CONF_MAX_NAME, u->name);
         ld->ctx = ld->ctx_buf;
@@ -697,9 +702,12 @@ set_limits(struct loader *ld, void *obj, int idx)
         l->name = names[i];
         l->cost = 1;
         sl_conf_defaults(limit_opts, NOPTS(limit_opts), l);
-        l->file = cfg->path;
         sl_conf_push_key(ld, l->name);
-        l->line = sl_conf_line(ld);
+        {
+            size_t file;
+            l->line = sl_conf_where(ld, &file);
+            l->file = sl_conf_file_path(ld, file);
+        }
         check_name(ld, l->name, "limit");
         snprintf(ld->ctx_buf, sizeof(ld->ctx_buf), "limit \"%.*s\"", CONF_MAX_NAME, l->name);
         ld->ctx = ld->ctx_buf;
@@ -1064,14 +1072,43 @@ static const struct opt top_opts[] = {
     ROW_CUSTOM("metrics", set_metrics),
 };
 
+static const char **
+opt_names(const struct opt *opts, size_t n)
+{
+    const char **names = sl_xcalloc(n + 1, sizeof(*names));
+
+    for (size_t i = 0; i < n; i++)
+        names[i] = opts[i].name;
+    return names;
+}
+
 const char **
 sl_conf_top_names(void)
 {
-    const char **names = sl_xcalloc(NOPTS(top_opts) + 1, sizeof(*names));
+    return opt_names(top_opts, NOPTS(top_opts));
+}
 
-    for (size_t i = 0; i < NOPTS(top_opts); i++)
-        names[i] = top_opts[i].name;
-    return names;
+const char **
+sl_conf_section_names(const char *section)
+{
+    static const struct {
+        const char *name;
+        const struct opt *opts;
+        size_t n;
+    } sections[] = {
+        { "client", client_opts, NOPTS(client_opts) },
+        { "store", store_opts, NOPTS(store_opts) },
+        { "upstreams", upstream_opts, NOPTS(upstream_opts) },
+        { "limits", limit_opts, NOPTS(limit_opts) },
+        { "routes", route_opts, NOPTS(route_opts) },
+        { "metrics", metrics_opts, NOPTS(metrics_opts) },
+    };
+
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        if (strcmp(section, sections[i].name) == 0)
+            return opt_names(sections[i].opts, sections[i].n);
+    }
+    return NULL;
 }
 
 void
@@ -1083,6 +1120,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;
     cfg->workers = online_cpus();
+    cfg->is_workers_auto = true;
     cfg->error_log = sl_xstrdup("stderr");
     cfg->store.prefix = sl_xstrdup("sluice");
 }

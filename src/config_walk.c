@@ -128,8 +128,8 @@ sl_config_parse_size(const char *text, uint64_t *bytes)
     return 0;
 }
 
-static void
-format_duration(uint64_t ms, char *buf, size_t size)
+void
+sl_conf_format_duration(uint64_t ms, char *buf, size_t size)
 {
     if (ms != 0 && ms % MS_HOUR == 0)
         snprintf(buf, size, "%lluh", (unsigned long long)(ms / MS_HOUR));
@@ -179,12 +179,13 @@ xvformat(const char *fmt, va_list ap)
 }
 
 void
-sl_conf_add_error(struct loader *ld, int line, char *text)
+sl_conf_add_error(struct loader *ld, size_t file, int line, char *text)
 {
     if (ld->nerrs == ld->errs_cap) {
         ld->errs_cap = ld->errs_cap ? ld->errs_cap * 2 : 8;
         ld->errs = sl_xrealloc(ld->errs, ld->errs_cap * sizeof(*ld->errs));
     }
+    ld->errs[ld->nerrs].file = file;
     ld->errs[ld->nerrs].line = line;
     ld->errs[ld->nerrs].text = text;
     ld->nerrs++;
@@ -227,15 +228,73 @@ assigned_line(struct loader *ld, const struct path_el *el)
     return sl_lua_sandbox_line(ld->sb, el->name, el->len);
 }
 
-/* The line for the key path pushed so far; see config_lex.c. */
+const char *
+sl_conf_file_path(const struct loader *ld, size_t file)
+{
+    if (file == 0 || file > ld->cfg->nfiles)
+        return ld->cfg->path;
+    return ld->cfg->files[file - 1].path;
+}
+
+/* The top-level statements of `file`, lexed on first use. */
+static struct sl_conf_stmts *
+file_stmts(struct loader *ld, size_t file)
+{
+    const struct sl_config *cfg = ld->cfg;
+
+    if (file > cfg->nfiles)
+        return NULL;
+    if (ld->nstmts <= file) {
+        ld->stmts = sl_xrealloc(ld->stmts, (cfg->nfiles + 1) * sizeof(*ld->stmts));
+        memset(ld->stmts + ld->nstmts, 0, (cfg->nfiles + 1 - ld->nstmts) * sizeof(*ld->stmts));
+        ld->nstmts = cfg->nfiles + 1;
+    }
+    if (ld->stmts[file] == NULL) {
+        if (file == 0)
+            ld->stmts[0] = sl_conf_stmts_scan(cfg->source, cfg->source_len);
+        else
+            ld->stmts[file] = sl_conf_stmts_scan(cfg->files[file - 1].source,
+                                                 cfg->files[file - 1].source_len);
+    }
+    return ld->stmts[file];
+}
+
+/*
+ * The line for the key path pushed so far, and its file; see config_lex.c.
+ * A top-level key is written in the file that assigned it last. A key one
+ * level down may be set on its own, `limits.api = {...}`, the way included
+ * files add to a table: such a statement wins, the last file first, unless
+ * the top-level assignment comes after it in the same file.
+ */
+int
+sl_conf_where(struct loader *ld, size_t *file)
+{
+    int n = ld->depth < CONF_MAX_PATH ? ld->depth : CONF_MAX_PATH;
+    const struct path_el *top = &ld->keys[0];
+    int top_line;
+
+    *file = 0;
+    if (n <= 0)
+        return 1;
+    if (ld->sb != NULL && top->name != NULL)
+        *file = sl_lua_sandbox_file(ld->sb, top->name, top->len);
+    top_line = sl_conf_stmts_locate(file_stmts(ld, *file), ld->keys, 1, assigned_line(ld, top));
+    for (size_t f = ld->cfg->nfiles + 1; n >= 2 && f-- > 0;) {
+        int line = sl_conf_stmts_locate_field(file_stmts(ld, f), ld->keys, n,
+                                              f == *file ? top_line : 0);
+        if (line > 0) {
+            *file = f;
+            return line;
+        }
+    }
+    return sl_conf_stmts_locate(file_stmts(ld, *file), ld->keys, n, assigned_line(ld, top));
+}
+
 int
 sl_conf_line(struct loader *ld)
 {
-    int n = ld->depth < CONF_MAX_PATH ? ld->depth : CONF_MAX_PATH;
-
-    if (n <= 0)
-        return 1;
-    return sl_conf_stmts_locate(ld->stmts, ld->keys, n, assigned_line(ld, &ld->keys[0]));
+    size_t file;
+    return sl_conf_where(ld, &file);
 }
 
 void
@@ -256,7 +315,11 @@ sl_conf_fail_at(struct loader *ld, bool with_ctx, const char *fmt, ...)
         free(msg);
         msg = full;
     }
-    sl_conf_add_error(ld, sl_conf_line(ld), msg);
+    {
+        size_t file;
+        int line = sl_conf_where(ld, &file);
+        sl_conf_add_error(ld, file, line, msg);
+    }
 }
 
 /* "per", "servers[2]": how the current key is named in messages. */
@@ -459,8 +522,8 @@ check_range(struct loader *ld, const struct opt *o, int idx, uint64_t v)
     if (v >= o->min && v <= o->max)
         return true;
     if (o->type == OPT_DURATION) {
-        format_duration(o->min, lo, sizeof(lo));
-        format_duration(o->max, hi, sizeof(hi));
+        sl_conf_format_duration(o->min, lo, sizeof(lo));
+        sl_conf_format_duration(o->max, hi, sizeof(hi));
     } else if (o->type == OPT_SIZE || o->type == OPT_SIZE64) {
         sl_conf_format_size(o->min, lo, sizeof(lo));
         sl_conf_format_size(o->max, hi, sizeof(hi));

@@ -7,6 +7,11 @@
  * in a state of its own and keeps references to the functions it defines,
  * which sl_lua_rt_key and sl_lua_rt_cost call with a read-only request `r`).
  *
+ * The conf's two ways out of the sandbox are include(), which runs other conf
+ * files (read from disk while a conf is checked, and recorded in its
+ * sl_config so that every later run, a worker's or -T's, runs the same
+ * bytes), and env(), which reads one environment variable.
+ *
  * One list of what Lua code may use (sandbox_globals), one set of limits
  * (SL_LUA_*): the allocator refuses to grow a state past SL_LUA_MEMORY_MAX
  * while sandboxed code runs, and a count hook stops a conf run or a call that
@@ -17,6 +22,9 @@
 #include "sluice/lua_rt.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <glob.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -36,17 +44,34 @@
 
 #define ERROR_MAX 1024
 
+/* A file a conf run has loaded: the conf (chunk 0), then each file include()
+ * ran, in the order first included (the order of sl_config.files). */
+struct chunk {
+    char *path;
+    char *chunkname;            /* "@" path */
+    char short_src[LUA_IDSIZE]; /* how LuaJIT abbreviates chunkname in its messages */
+    char *real;                 /* realpath, to see an include cycle; NULL when replayed */
+    size_t file;                /* 0: the conf; i: sl_config.files[i - 1] */
+};
+
 struct sl_lua_sandbox {
     lua_State *L;
     size_t mem_used;
     bool is_capped;   /* the memory cap binds sandboxed code, not C reading its results */
     bool is_conf;     /* the budget in force is a conf run's, else a call's */
     int last_line;    /* conf runs: the line being run, for errors that carry none */
-    char *chunkname;  /* "@" path of the last conf run */
-    const char *path; /* ... and its path, valid during the run */
-    char short_src[LUA_IDSIZE]; /* how LuaJIT abbreviates chunkname in its messages */
+    size_t cur;       /* ... and the chunk it is in */
+    const char *cur_source; /* lua_Debug.source of that chunk, to skip lookups */
+    struct chunk *chunks;
+    size_t nchunks;
+    size_t stack[SL_LUA_INCLUDE_DEPTH + 1]; /* chunks being run, the conf at the bottom */
+    int depth;                              /* include() calls in progress */
+    struct sl_config *record;               /* include() reads the disk and records here */
+    const struct sl_config *replay;         /* include() runs the files recorded here */
     int assigned_ref; /* registry: name -> value of every global the conf assigned */
     int lines_ref;    /* registry: name -> line of its last assignment */
+    int files_ref;    /* registry: name -> chunk of its last assignment */
+    int library_ref;  /* registry: name -> value of what the sandbox offers */
 };
 
 struct sl_lua_rt {
@@ -103,6 +128,17 @@ on_panic(lua_State *L)
     sl_fatalx("lua: unprotected error: %s", lua_tostring(L, -1));
 }
 
+/* The chunk whose chunk name is `source`, else `fallback`. */
+static size_t
+chunk_of_source(const struct sl_lua_sandbox *sb, const char *source, size_t fallback)
+{
+    for (size_t i = 0; source != NULL && i < sb->nchunks; i++) {
+        if (strcmp(source, sb->chunks[i].chunkname) == 0)
+            return i;
+    }
+    return fallback;
+}
+
 static void
 budget_hook(lua_State *L, lua_Debug *ar)
 {
@@ -110,6 +146,10 @@ budget_hook(lua_State *L, lua_Debug *ar)
 
     if (ar->event == LUA_HOOKLINE) {
         sb->last_line = ar->currentline;
+        if (lua_getinfo(L, "S", ar) && ar->source != sb->cur_source) {
+            sb->cur_source = ar->source;
+            sb->cur = chunk_of_source(sb, ar->source, sb->cur);
+        }
         return;
     }
     /* From now on every instruction fails, so a pcall inside the code cannot
@@ -119,7 +159,8 @@ budget_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "instruction budget exceeded (%d Lua instructions per call)",
                    (int)SL_LUA_CALL_INSTRUCTIONS);
     lua_pushfstring(L, "%s:%d: conf still running after %d million Lua instructions "
-                    "(an endless loop?)", sb->short_src, sb->last_line > 0 ? sb->last_line : 1,
+                    "(an endless loop?)", sb->chunks[sb->cur].short_src,
+                    sb->last_line > 0 ? sb->last_line : 1,
                     (int)(SL_LUA_CONF_INSTRUCTIONS / 1000000));
     lua_error(L);
 }
@@ -136,6 +177,8 @@ budgeted_pcall(struct sl_lua_sandbox *sb, int nargs, int nresults, int msgh, boo
 
     sb->is_conf = is_conf;
     sb->last_line = 0;
+    sb->cur = 0;
+    sb->cur_source = NULL;
     if (is_conf)
         lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT | LUA_MASKLINE,
                     (int)SL_LUA_CONF_INSTRUCTIONS);
@@ -158,16 +201,24 @@ static const char *const sandbox_globals[] = {
     "error", "assert", "pcall", "select", "next", "unpack",
 };
 
-/* __newindex of the globals: (env, name, value); upvalues: assigned, lines. */
+/* __newindex of the globals: (env, name, value); upvalues: assigned, lines,
+ * files. */
 static int
 env_newindex(lua_State *L)
 {
     lua_Debug ar;
     int line = 0;
+    size_t chunk = 0; /* the file, as sl_lua_sandbox_file says */
 
     lua_settop(L, 3);
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar))
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar)) {
         line = ar.currentline;
+        struct sl_lua_sandbox *sb = sandbox_of(L);
+        chunk = sb->chunks[chunk_of_source(sb, ar.source, 0)].file;
+    }
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, (lua_Integer)chunk);
+    lua_rawset(L, lua_upvalueindex(3));
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_rawset(L, lua_upvalueindex(1));
@@ -211,6 +262,9 @@ open_lib(lua_State *L, lua_CFunction open, const char *name)
     lua_call(L, 1, 0);
 }
 
+static int lua_include(lua_State *L);
+static int lua_env(lua_State *L);
+
 /* Pushes a table of the allowed names, taken from the full libraries. */
 static void
 push_library(lua_State *L)
@@ -238,6 +292,12 @@ push_library(lua_State *L)
         lua_getglobal(L, sandbox_globals[i]);
         lua_setfield(L, -2, sandbox_globals[i]);
     }
+    /* the conf's own conveniences; all they reach of the system is the
+     * files include() names and the variables env() names */
+    lua_pushcfunction(L, lua_include);
+    lua_setfield(L, -2, "include");
+    lua_pushcfunction(L, lua_env);
+    lua_setfield(L, -2, "env");
 }
 
 /* Makes the strict globals table the state's: everything loaded later (the
@@ -246,12 +306,14 @@ static void
 install_env(struct sl_lua_sandbox *sb, const char *const *declared)
 {
     lua_State *L = sb->L;
-    int assigned, lines, library, set;
+    int assigned, lines, files, library, set;
 
     lua_newtable(L);
     assigned = lua_gettop(L);
     lua_newtable(L);
     lines = lua_gettop(L);
+    lua_newtable(L);
+    files = lua_gettop(L);
     push_library(L);
     library = lua_gettop(L);
     lua_newtable(L);
@@ -270,7 +332,8 @@ install_env(struct sl_lua_sandbox *sb, const char *const *declared)
     lua_setfield(L, -2, "__index");
     lua_pushvalue(L, assigned);
     lua_pushvalue(L, lines);
-    lua_pushcclosure(L, env_newindex, 2);
+    lua_pushvalue(L, files);
+    lua_pushcclosure(L, env_newindex, 3);
     lua_setfield(L, -2, "__newindex");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
@@ -281,7 +344,24 @@ install_env(struct sl_lua_sandbox *sb, const char *const *declared)
     sb->assigned_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, lines);
     sb->lines_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, files);
+    sb->files_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, library);
+    sb->library_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
+}
+
+static void
+free_chunks(struct sl_lua_sandbox *sb)
+{
+    for (size_t i = 0; i < sb->nchunks; i++) {
+        free(sb->chunks[i].path);
+        free(sb->chunks[i].chunkname);
+        free(sb->chunks[i].real);
+    }
+    free(sb->chunks);
+    sb->chunks = NULL;
+    sb->nchunks = 0;
 }
 
 struct sl_lua_sandbox *
@@ -310,7 +390,7 @@ sl_lua_sandbox_free(struct sl_lua_sandbox *sb)
     if (sb == NULL)
         return;
     lua_close(sb->L);
-    free(sb->chunkname);
+    free_chunks(sb);
     free(sb);
 }
 
@@ -322,17 +402,46 @@ sl_lua_sandbox_state(const struct sl_lua_sandbox *sb)
 
 /* ---- sandbox: running a conf ---------------------------------------------- */
 
-/* True when msg starts with "<src>:<digit>". */
-static bool
-has_position(const char *msg, const char *src)
+/* Adds the chunk of `path` and learns how LuaJIT shortens its name (from an
+ * empty chunk of that name), to recognise it, and restore it, in messages. */
+static size_t
+add_chunk(struct sl_lua_sandbox *sb, const char *path, char *real)
 {
-    size_t len = strlen(src);
+    struct chunk *c;
+    size_t len = strlen(path);
+    lua_Debug ar;
 
-    return strncmp(msg, src, len) == 0 && msg[len] == ':' && isdigit((unsigned char)msg[len + 1]);
+    sb->chunks = sl_xrealloc(sb->chunks, (sb->nchunks + 1) * sizeof(*sb->chunks));
+    c = &sb->chunks[sb->nchunks];
+    c->path = sl_xstrdup(path);
+    c->chunkname = sl_xmalloc(len + 2);
+    c->chunkname[0] = '@';
+    memcpy(c->chunkname + 1, path, len + 1);
+    c->real = real;
+    c->file = 0;
+    snprintf(c->short_src, sizeof(c->short_src), "%s", path);
+    if (luaL_loadbuffer(sb->L, "", 0, c->chunkname) == 0 && lua_getinfo(sb->L, ">S", &ar))
+        snprintf(c->short_src, sizeof(c->short_src), "%s", ar.short_src);
+    lua_settop(sb->L, 0);
+    return sb->nchunks++;
+}
+
+/* The chunk whose position ("<short_src>:<digit>") starts msg, or -1. */
+static int
+chunk_of_message(const struct sl_lua_sandbox *sb, const char *msg)
+{
+    for (size_t i = 0; i < sb->nchunks; i++) {
+        const char *src = sb->chunks[i].short_src;
+        size_t len = strlen(src);
+        if (strncmp(msg, src, len) == 0 && msg[len] == ':'
+            && isdigit((unsigned char)msg[len + 1]))
+            return (int)i;
+    }
+    return -1;
 }
 
 /* Message handler of a conf run: gives a message its position when it has
- * none, from the innermost frame of the conf, else the line being run. */
+ * none, from the innermost frame of a conf file, else the line being run. */
 static int
 conf_traceback(lua_State *L)
 {
@@ -342,16 +451,20 @@ conf_traceback(lua_State *L)
 
     if (msg == NULL)
         msg = lua_pushfstring(L, "error object is a %s value", luaL_typename(L, 1));
-    if (has_position(msg, sb->short_src))
+    if (chunk_of_message(sb, msg) >= 0)
         return 1;
     for (int level = 0; lua_getstack(L, level, &ar); level++) {
-        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && ar.source != NULL
-            && strcmp(ar.source, sb->chunkname) == 0) {
-            lua_pushfstring(L, "%s:%d: %s", sb->short_src, ar.currentline, msg);
+        size_t c;
+        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || ar.source == NULL)
+            continue;
+        c = chunk_of_source(sb, ar.source, SIZE_MAX);
+        if (c != SIZE_MAX) {
+            lua_pushfstring(L, "%s:%d: %s", sb->chunks[c].short_src, ar.currentline, msg);
             return 1;
         }
     }
-    lua_pushfstring(L, "%s:%d: %s", sb->short_src, sb->last_line > 0 ? sb->last_line : 1, msg);
+    lua_pushfstring(L, "%s:%d: %s", sb->chunks[sb->cur].short_src,
+                    sb->last_line > 0 ? sb->last_line : 1, msg);
     return 1;
 }
 
@@ -359,31 +472,304 @@ conf_traceback(lua_State *L)
 static void
 conf_error(struct sl_lua_sandbox *sb, const char *msg, char *err, size_t err_size)
 {
+    int c;
+
     if (msg == NULL)
         msg = "unknown error";
-    if (has_position(msg, sb->short_src))
-        snprintf(err, err_size, "%s%s", sb->path, msg + strlen(sb->short_src));
+    c = chunk_of_message(sb, msg);
+    if (c >= 0)
+        snprintf(err, err_size, "%s%s", sb->chunks[c].path,
+                 msg + strlen(sb->chunks[c].short_src));
     else
         snprintf(err, err_size, "%s", msg);
 }
 
-/* The chunk name of `path`, and how LuaJIT shortens it: learnt from an empty
- * chunk of the same name, to recognise (and restore) it in messages. */
-static void
-set_chunkname(struct sl_lua_sandbox *sb, const char *path)
+/* ---- sandbox: include() and env() ----------------------------------------- */
+
+/* A file include() found on disk, read whole; NULL with the reason in err. */
+static char *
+read_file(const char *path, size_t *len, char *err, size_t err_size)
 {
-    size_t len = strlen(path);
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0;
+
+    *len = 0;
+    if (f == NULL) {
+        snprintf(err, err_size, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        size_t got;
+        if (cap - *len < 4096) {
+            cap = cap ? cap * 2 : 16384;
+            buf = sl_xrealloc(buf, cap + 1);
+        }
+        got = fread(buf + *len, 1, cap - *len, f);
+        *len += got;
+        if (*len > SL_LUA_INCLUDE_FILE_MAX) {
+            snprintf(err, err_size, "larger than %u MiB", SL_LUA_INCLUDE_FILE_MAX >> 20);
+            break;
+        }
+        if (got == 0) {
+            if (ferror(f))
+                snprintf(err, err_size, "cannot read: %s", strerror(errno));
+            break;
+        }
+    }
+    if (ferror(f) || *len > SL_LUA_INCLUDE_FILE_MAX) {
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
+    fclose(f);
+    buf[*len] = '\0';
+    return buf;
+}
+
+/* The recorded include of `pattern` in cfg, or NULL. */
+static const struct sl_conf_include *
+find_include(const struct sl_config *cfg, const char *pattern)
+{
+    for (size_t i = 0; cfg != NULL && i < cfg->nincludes; i++) {
+        if (strcmp(cfg->includes[i].pattern, pattern) == 0)
+            return &cfg->includes[i];
+    }
+    return NULL;
+}
+
+/* Index of `path` in cfg->files, or SIZE_MAX. */
+static size_t
+find_file(const struct sl_config *cfg, const char *path)
+{
+    for (size_t i = 0; i < cfg->nfiles; i++) {
+        if (strcmp(cfg->files[i].path, path) == 0)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+/* Reads one match of a pattern into the record (once per path); returns its
+ * index in record->files. Raises a Lua error naming the file. */
+static size_t
+record_file(lua_State *L, struct sl_lua_sandbox *sb, const char *path)
+{
+    struct sl_config *cfg = sb->record;
+    size_t i = find_file(cfg, path), len;
+    char err[256];
+    char *text;
+
+    if (i != SIZE_MAX)
+        return i;
+    if (cfg->nfiles >= SL_LUA_INCLUDE_FILES)
+        luaL_error(L, "include: more than %d files", SL_LUA_INCLUDE_FILES);
+    if ((text = read_file(path, &len, err, sizeof(err))) == NULL)
+        luaL_error(L, "include: %s: %s", path, err);
+    cfg->files = sl_xrealloc(cfg->files, (cfg->nfiles + 1) * sizeof(*cfg->files));
+    cfg->files[cfg->nfiles].path = sl_xstrdup(path);
+    cfg->files[cfg->nfiles].source = text;
+    cfg->files[cfg->nfiles].source_len = len;
+    return cfg->nfiles++;
+}
+
+/* A directory of the pattern that does not exist matches nothing; one that
+ * cannot be read is an error, not a silently smaller conf. */
+static int
+glob_error(const char *path, int error)
+{
+    (void)path;
+    return error != ENOENT && error != ENOTDIR;
+}
+
+/*
+ * Globs `pattern` (sorted, as glob(3) does) and records what it matched; a
+ * pattern recorded already is not globbed again. A pattern without wildcards
+ * names one file, which must exist; a wildcard that matches nothing is fine
+ * (nginx's rule for include). Returns the index in record->includes.
+ */
+static size_t
+record_include(lua_State *L, struct sl_lua_sandbox *sb, const char *pattern)
+{
+    struct sl_config *cfg = sb->record;
+    struct sl_conf_include *inc;
+    glob_t g;
+    size_t n, idx;
+    int rc;
+
+    for (size_t i = 0; i < cfg->nincludes; i++) {
+        if (strcmp(cfg->includes[i].pattern, pattern) == 0)
+            return i;
+    }
+    rc = glob(pattern, 0, glob_error, &g);
+    if (rc == GLOB_NOMATCH && strpbrk(pattern, "*?[") == NULL)
+        rc = -1;
+    if (rc != 0 && rc != GLOB_NOMATCH) {
+        globfree(&g);
+        luaL_error(L, "include \"%s\": %s", pattern,
+                   rc == -1 ? "no such file" : rc == GLOB_ABORTED ? "cannot read a directory"
+                                                               : "glob failed");
+    }
+    /* the matches go to a Lua table: reading them may raise a Lua error, and
+     * glob's memory must be freed before that can happen */
+    n = rc == 0 ? g.gl_pathc : 0;
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, g.gl_pathv[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    globfree(&g);
+    /* counted at once, so that cfg frees it if a file below raises */
+    cfg->includes = sl_xrealloc(cfg->includes, (cfg->nincludes + 1) * sizeof(*cfg->includes));
+    idx = cfg->nincludes++;
+    inc = &cfg->includes[idx];
+    inc->pattern = sl_xstrdup(pattern);
+    inc->files = sl_xcalloc(n ? n : 1, sizeof(*inc->files));
+    inc->nfiles = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t f;
+        lua_rawgeti(L, -1, (int)i + 1);
+        f = record_file(L, sb, lua_tostring(L, -1));
+        cfg->includes[idx].files[i] = f;
+        cfg->includes[idx].nfiles = i + 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return idx;
+}
+
+/*
+ * The chunk of included file `f` of cfg, added on first use. In a recorded
+ * run, refuses a file that is being run already: an include cycle.
+ */
+static size_t
+chunk_for_file(lua_State *L, struct sl_lua_sandbox *sb, const struct sl_config *cfg, size_t f)
+{
+    const char *path = cfg->files[f].path;
+    char *real = NULL;
+    size_t c = SIZE_MAX;
+
+    for (size_t i = 1; i < sb->nchunks && c == SIZE_MAX; i++) {
+        if (strcmp(sb->chunks[i].path, path) == 0)
+            c = i;
+    }
+    if (c == SIZE_MAX) {
+        c = add_chunk(sb, path, sb->record != NULL ? realpath(path, NULL) : NULL);
+        sb->chunks[c].file = f + 1;
+    }
+    real = sb->chunks[c].real;
+    for (int d = 0; real != NULL && d <= sb->depth; d++) {
+        const char *other = sb->chunks[sb->stack[d]].real;
+        if (other != NULL && strcmp(other, real) == 0)
+            luaL_error(L, "include: %s includes itself (an include cycle)", path);
+    }
+    return c;
+}
+
+/* Runs included file `f` of cfg in the conf's environment. */
+static void
+run_included(lua_State *L, struct sl_lua_sandbox *sb, const struct sl_config *cfg, size_t f)
+{
+    const struct sl_conf_file *file = &cfg->files[f];
+    size_t c = chunk_for_file(L, sb, cfg, f);
+
+    if (file->source_len > 0 && file->source[0] == '\033')
+        luaL_error(L, "include: %s: binary chunks are not accepted (Lua source text only)",
+                   file->path);
+    /* loaded in this state, so the chunk's globals are the conf's */
+    if (luaL_loadbufferx(L, file->source, file->source_len, sb->chunks[c].chunkname, "t") != 0)
+        lua_error(L);
+    sb->stack[++sb->depth] = c;
+    lua_call(L, 0, 0);
+    sb->depth--;
+}
+
+/* The chunk of the code that calls include(), the conf's when unknown. */
+static size_t
+caller_chunk(lua_State *L, struct sl_lua_sandbox *sb)
+{
     lua_Debug ar;
 
-    free(sb->chunkname);
-    sb->chunkname = sl_xmalloc(len + 2);
-    sb->chunkname[0] = '@';
-    memcpy(sb->chunkname + 1, path, len + 1);
-    sb->path = path;
-    snprintf(sb->short_src, sizeof(sb->short_src), "%s", path);
-    if (luaL_loadbuffer(sb->L, "", 0, sb->chunkname) == 0 && lua_getinfo(sb->L, ">S", &ar))
-        snprintf(sb->short_src, sizeof(sb->short_src), "%s", ar.short_src);
-    lua_settop(sb->L, 0);
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar))
+        return chunk_of_source(sb, ar.source, 0);
+    return 0;
+}
+
+/* `pattern` relative to the directory of chunk c. */
+static void
+push_resolved(lua_State *L, struct sl_lua_sandbox *sb, size_t c, const char *pattern)
+{
+    const char *path = sb->chunks[c].path;
+    const char *slash = strrchr(path, '/');
+
+    if (pattern[0] == '/' || slash == NULL) {
+        lua_pushstring(L, pattern);
+    } else {
+        lua_pushlstring(L, path, (size_t)(slash - path + 1));
+        lua_pushstring(L, pattern);
+        lua_concat(L, 2);
+    }
+}
+
+/*
+ * include("conf.d/<glob>"): runs every file the pattern matches, sorted, in
+ * the conf's environment (they set the same globals), as if written at the
+ * call. A conf being checked reads the disk and records the files; any
+ * other run (a worker's, -T's) runs the recorded bytes.
+ */
+static int
+lua_include(lua_State *L)
+{
+    struct sl_lua_sandbox *sb = sandbox_of(L);
+    const struct sl_config *cfg = sb->record != NULL ? sb->record : sb->replay;
+    const char *pattern = luaL_checkstring(L, 1);
+    const char *resolved;
+    size_t inc, caller;
+
+    if (!sb->is_conf || cfg == NULL)
+        return luaL_error(L, "include() works only while the conf is loaded");
+    /* files above the caller on the stack are includes that a pcall cut
+     * short: they are not running any more */
+    caller = caller_chunk(L, sb);
+    while (sb->depth > 0 && sb->stack[sb->depth] != caller)
+        sb->depth--;
+    if (pattern[0] == '\0')
+        return luaL_error(L, "include: empty pattern");
+    if (sb->depth >= SL_LUA_INCLUDE_DEPTH)
+        return luaL_error(L, "include \"%s\": nested more than %d deep", pattern,
+                          SL_LUA_INCLUDE_DEPTH);
+    push_resolved(L, sb, caller, pattern);
+    resolved = lua_tostring(L, -1);
+    if (sb->record != NULL) {
+        inc = record_include(L, sb, resolved);
+    } else {
+        const struct sl_conf_include *found = find_include(cfg, resolved);
+        if (found == NULL)
+            return luaL_error(L, "include \"%s\": not run when the conf was checked", pattern);
+        inc = (size_t)(found - cfg->includes);
+    }
+    /* by index: a nested include may move cfg->includes */
+    for (size_t i = 0; i < cfg->includes[inc].nfiles; i++)
+        run_included(L, sb, cfg, cfg->includes[inc].files[i]);
+    return 0;
+}
+
+/* env("NAME", default): the variable's value, else the default when one is
+ * given (nil included), else an error at the caller's line. */
+static int
+lua_env(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *value = getenv(name);
+
+    if (value != NULL) {
+        lua_pushstring(L, value);
+        return 1;
+    }
+    if (lua_gettop(L) >= 2) {
+        lua_settop(L, 2);
+        return 1;
+    }
+    return luaL_error(L, "env \"%s\": not set, and no default given", name);
 }
 
 int
@@ -400,22 +786,49 @@ sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len, co
                  "source text)", path);
         return -1;
     }
-    set_chunkname(sb, path);
+    free_chunks(sb);
+    add_chunk(sb, path, sb->record != NULL ? realpath(path, NULL) : NULL);
+    sb->stack[0] = 0;
+    sb->depth = 0;
     lua_pushcfunction(L, conf_traceback);
-    status = luaL_loadbufferx(L, source, len, sb->chunkname, "t");
+    status = luaL_loadbufferx(L, source, len, sb->chunks[0].chunkname, "t");
     if (status == 0)
         status = budgeted_pcall(sb, 0, 0, 1, true);
     if (status == LUA_ERRMEM) {
-        snprintf(err, err_size, "%s:%d: conf uses more than %u MiB of memory", path,
-                 sb->last_line > 0 ? sb->last_line : 1, SL_LUA_MEMORY_MAX >> 20);
+        snprintf(err, err_size, "%s:%d: conf uses more than %u MiB of memory",
+                 sb->chunks[sb->cur].path, sb->last_line > 0 ? sb->last_line : 1,
+                 SL_LUA_MEMORY_MAX >> 20);
     } else if (status != 0) {
         conf_error(sb, lua_tostring(L, -1), err, err_size);
     }
     lua_settop(L, 0);
     /* memory a failed or finished run left behind is not the next call's */
     lua_gc(L, LUA_GCCOLLECT, 0);
-    sb->path = NULL;
     return status == 0 ? 0 : -1;
+}
+
+void
+sl_lua_sandbox_record(struct sl_lua_sandbox *sb, struct sl_config *cfg)
+{
+    sb->record = cfg;
+    sb->replay = NULL;
+}
+
+int
+sl_lua_sandbox_run_config(struct sl_lua_sandbox *sb, const struct sl_config *cfg, char *err,
+                          size_t err_size)
+{
+    sb->record = NULL;
+    sb->replay = cfg;
+    return sl_lua_sandbox_run(sb, cfg->source != NULL ? cfg->source : "", cfg->source_len,
+                              cfg->path != NULL ? cfg->path : "?", err, err_size);
+}
+
+
+void
+sl_lua_sandbox_push_library(struct sl_lua_sandbox *sb)
+{
+    lua_rawgeti(sb->L, LUA_REGISTRYINDEX, sb->library_ref);
 }
 
 void
@@ -435,6 +848,19 @@ sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len)
     line = (int)lua_tointeger(sb->L, -1);
     lua_pop(sb->L, 2);
     return line;
+}
+
+size_t
+sl_lua_sandbox_file(struct sl_lua_sandbox *sb, const char *name, size_t len)
+{
+    lua_Integer chunk;
+
+    lua_rawgeti(sb->L, LUA_REGISTRYINDEX, sb->files_ref);
+    lua_pushlstring(sb->L, name, len);
+    lua_rawget(sb->L, -2);
+    chunk = lua_tointeger(sb->L, -1);
+    lua_pop(sb->L, 2);
+    return chunk > 0 ? (size_t)chunk : 0;
 }
 
 /* ---- the request object ------------------------------------------------- */
@@ -695,8 +1121,7 @@ sl_lua_rt_new(const struct sl_config *cfg, char *err, size_t err_size)
     if (rt->sb == NULL)
         goto fail;
     rt->L = sl_lua_sandbox_state(rt->sb);
-    if (sl_lua_sandbox_run(rt->sb, cfg->source != NULL ? cfg->source : "", cfg->source_len,
-                           cfg->path != NULL ? cfg->path : "?", err, err_size) != 0)
+    if (sl_lua_sandbox_run_config(rt->sb, cfg, err, err_size) != 0)
         goto fail;
 
     /* read what the conf assigned, raw: the globals' __index would raise on

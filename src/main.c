@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * Command line: -c FILE, -t (check the conf and exit), -s SIGNAL (signal the
+ * Command line: -c FILE, -t (check the conf and exit), -T (check it and print
+ * it with every default filled in, as nginx -T), -s SIGNAL (signal the
  * running daemon, as nginx -s), -v, -V, -h. Exit codes: 0 success, 1 bad conf
  * or runtime failure (for -s: no pidfile, no such process), 2 bad usage.
  *
@@ -45,6 +46,7 @@ struct opts {
     const char *conf_path;
     const char *signal_name; /* -s; NULL: run or check */
     bool is_check_only;
+    bool is_dump; /* -T: and print the conf as loaded */
 };
 
 /* -s names, nginx's words. The daemon drains on SIGTERM and SIGINT alike and
@@ -64,12 +66,14 @@ static void
 usage(FILE *out)
 {
     fprintf(out,
-            "usage: sluice [-t] [-c FILE]\n"
+            "usage: sluice [-t | -T] [-c FILE]\n"
             "       sluice -s reload|reopen|stop|quit [-c FILE]\n"
             "       sluice -v | -V | -h\n"
             "\n"
             "  -c FILE    configuration file (default %s)\n"
             "  -t         check the configuration file and exit\n"
+            "  -T         check it, print it with every default filled in (passwords\n"
+            "             masked) and exit\n"
             "  -s SIGNAL  signal the daemon whose pid is in the conf's pidfile:\n"
             "             reload (SIGHUP), reopen (SIGUSR1, logs), stop and quit (SIGTERM,\n"
             "             graceful drain)\n"
@@ -128,7 +132,7 @@ parse_args(int argc, char **argv, struct opts *o)
 
     memset(o, 0, sizeof(*o));
     o->conf_path = SL_DEFAULT_CONF;
-    while ((ch = getopt(argc, argv, "c:s:thvV")) != -1) {
+    while ((ch = getopt(argc, argv, "c:s:tThvV")) != -1) {
         switch (ch) {
         case 'c':
             o->conf_path = optarg;
@@ -138,6 +142,10 @@ parse_args(int argc, char **argv, struct opts *o)
             break;
         case 't':
             o->is_check_only = true;
+            break;
+        case 'T':
+            o->is_check_only = true;
+            o->is_dump = true;
             break;
         case 'v':
             printf("sluice %s\n", SL_VERSION);
@@ -259,6 +267,29 @@ done:
     return rc;
 }
 
+/* ---- -T -------------------------------------------------------------------- */
+
+/* sluice -T: the conf on stdout, as conf text that loads again; the verdict
+ * on stderr, so that the output can be saved and checked with -t. A function
+ * that cannot be printed is a warning: the conf itself is good (exit 0), and
+ * the text says where it stops being loadable. */
+static int
+dump_conf(const char *path, struct sl_config *cfg)
+{
+    char err[512];
+    int rc = sl_config_dump(cfg, stdout, err, sizeof(err));
+
+    sl_config_free(cfg);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "sluice: -T: cannot write the configuration: %s\n", strerror(errno));
+        return 1;
+    }
+    if (rc != 0)
+        fprintf(stderr, "sluice: -T: %s: %s\n", path, err);
+    fprintf(stderr, "%s: configuration OK\n", path);
+    return 0;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int
@@ -285,6 +316,8 @@ main(int argc, char **argv)
     cfg = load_conf(o.conf_path);
     if (cfg == NULL)
         return 1;
+    if (o.is_dump)
+        return dump_conf(o.conf_path, cfg);
     if (o.is_check_only) {
         printf("%s: configuration OK\n", o.conf_path);
         sl_config_free(cfg);

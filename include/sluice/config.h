@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "sluice/netaddr.h"
@@ -100,6 +101,20 @@ struct sl_store_conf {
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
 };
 
+/* A file the conf included, kept so that every Lua state runs the same bytes. */
+struct sl_conf_file {
+    char *path;        /* the match of the include() pattern, under the includer's directory */
+    char *source;
+    size_t source_len;
+};
+
+/* One include() pattern, as resolved, and the files it matched, in order. */
+struct sl_conf_include {
+    char *pattern;
+    size_t *files;     /* indexes into sl_config.files */
+    size_t nfiles;
+};
+
 struct sl_config {
     char *path;            /* the conf file, as given */
     char *source;          /* its text, so every Lua state loads the same bytes */
@@ -107,6 +122,10 @@ struct sl_config {
     /* NULL-terminated: the names the conf may read before it assigns them
      * (the top-level keys), declared to every sandbox that runs `source` */
     const char **conf_names;
+    struct sl_conf_file *files;        /* included files, in the order first included */
+    size_t nfiles;
+    struct sl_conf_include *includes;  /* every include() pattern run */
+    size_t nincludes;
 
     struct sl_sockaddr *listen;
     size_t nlisten;
@@ -118,6 +137,7 @@ struct sl_config {
     char *admin_token_file;           /* NULL: no token is asked for */
     uint8_t admin_token_sha256[32];
     unsigned workers;      /* "auto" resolved to the number of online CPUs */
+    bool is_workers_auto;  /* workers = "auto" (the default) */
     struct sl_cidr *trusted_proxies;
     size_t ntrusted_proxies;
     uint64_t shutdown_timeout_ms; /* graceful drain bound, default 30s */
@@ -145,14 +165,43 @@ struct sl_config {
     size_t nmetrics_buckets;
 };
 
+/* The bound on checking a conf, wall clock (see sl_config_load_within). */
+#define SL_CONFIG_TIME_MAX_MS 3000u
+
 /*
  * Runs the conf file at `path` in a sandboxed LuaJIT state and validates it.
  * On success returns a config owned by the caller (free with sl_config_free)
  * and leaves *errors NULL. On failure returns NULL and sets *errors to a
  * malloc'd string of one "file:line: message" per line, every error found.
+ * Takes at most about SL_CONFIG_TIME_MAX_MS, see sl_config_load_within.
  */
 struct sl_config *sl_config_load(const char *path, char **errors);
+
+/*
+ * sl_config_load within `time_max_ms` of wall-clock time. The instruction
+ * budget cannot see time spent inside C (a pattern that backtracks in the
+ * string library), so the conf is first checked in a child process that is
+ * killed at the deadline; it hands back the bytes it read (the conf and its
+ * included files), which this process then loads again without the disk:
+ * the same bytes, the same work. A conf that runs out of time is refused
+ * with "path: conf still running after N ms ...". Blocks the calling thread
+ * only, for at most the bound (plus this process's own load).
+ */
+struct sl_config *sl_config_load_within(const char *path, uint64_t time_max_ms,
+                                        char **errors);
 void sl_config_free(struct sl_config *cfg);
+
+/*
+ * Writes cfg as conf text (sluice -T): every key with its value, defaults
+ * included, in a form that loads again to the same config. Passwords in
+ * store.url are masked. Key and cost functions are printed from their
+ * source text, with the locals they use; the conf runs again in a sandbox
+ * to find them. Returns 0; -1 with the reason in err when the conf does not
+ * run again or a function cannot be printed (it is written as an error()
+ * call naming its file:line, so the text refuses to load; the rest is
+ * written all the same).
+ */
+int sl_config_dump(const struct sl_config *cfg, FILE *out, char *err, size_t err_size);
 
 /* Parses "250ms", "10s", "1m", "2h" into milliseconds; -1 on a bad string. */
 int sl_config_parse_duration(const char *text, uint64_t *ms);

@@ -31,16 +31,21 @@ struct sl_lua_sandbox;
 /* Request values handed to key and cost functions are cut to
  * cfg->lua_max_value_size bytes; this is its default. */
 #define SL_LUA_VALUE_MAX 1024u
+/* include(): nesting depth, files per conf, bytes per file */
+#define SL_LUA_INCLUDE_DEPTH 8
+#define SL_LUA_INCLUDE_FILES 256
+#define SL_LUA_INCLUDE_FILE_MAX (4u << 20)
 
 /*
  * A new sandboxed LuaJIT state. Its code sees string (without dump), table,
  * math, pairs, ipairs, type, tostring, tonumber, error, assert, pcall,
- * select, next and unpack; no io, os, require, package, debug, load*,
- * dofile, setfenv, jit or ffi. Globals the code assigns are recorded with
- * their line; reading a name that is neither assigned, allowed nor one of
- * `declared` (NULL-terminated, may be NULL: names that read as nil until
- * assigned) is an error. The JIT is off so the instruction budget holds in
- * every loop. NULL with the reason in err when no state can be made.
+ * select, next and unpack, and the conf's include() and env(); no io, os,
+ * require, package, debug, load*, dofile, setfenv, jit or ffi. Globals the
+ * code assigns are recorded with their line and file; reading a name that
+ * is neither assigned, allowed nor one of `declared` (NULL-terminated, may
+ * be NULL: names that read as nil until assigned) is an error. The JIT is
+ * off so the instruction budget holds in every loop. NULL with the reason
+ * in err when no state can be made.
  */
 struct sl_lua_sandbox *sl_lua_sandbox_new(const char *const *declared, char *err,
                                           size_t err_size);
@@ -59,15 +64,36 @@ int sl_lua_sandbox_run(struct sl_lua_sandbox *sb, const char *source, size_t len
                        const char *path, char *err, size_t err_size);
 
 /*
+ * Makes include() in later runs read files from disk (a glob relative to
+ * the including file's directory, sorted) and record them, with the
+ * patterns, in cfg->files and cfg->includes: the conf being loaded. Without
+ * this or sl_lua_sandbox_run_config, include() is an error.
+ */
+void sl_lua_sandbox_record(struct sl_lua_sandbox *sb, struct sl_config *cfg);
+
+/*
+ * Runs cfg->source as sl_lua_sandbox_run does, as a worker runs the conf
+ * that was checked: include() is served the files cfg recorded, never the
+ * disk, so every state runs the same bytes.
+ */
+int sl_lua_sandbox_run_config(struct sl_lua_sandbox *sb, const struct sl_config *cfg, char *err,
+                              size_t err_size);
+
+/*
  * After a run, for C to read the results. The memory cap binds sandboxed code
  * only, so reading does not fail on a conf that used all of it; a Lua error
  * raised while reading is not protected (use raw access).
  */
 struct lua_State *sl_lua_sandbox_state(const struct sl_lua_sandbox *sb);
+/* Pushes the table of name -> value of what the sandbox offers (string, pairs...). */
+void sl_lua_sandbox_push_library(struct sl_lua_sandbox *sb);
 /* Pushes the table of name -> value of every global the code assigned. */
 void sl_lua_sandbox_push_assigned(struct sl_lua_sandbox *sb);
 /* The line of the last assignment of global `name`, 0 when never assigned. */
 int sl_lua_sandbox_line(struct sl_lua_sandbox *sb, const char *name, size_t len);
+/* The file of that assignment: 0 the conf, i > 0 the included file
+ * cfg->files[i - 1] of a recorded run; 0 when never assigned. */
+size_t sl_lua_sandbox_file(struct sl_lua_sandbox *sb, const char *name, size_t len);
 
 enum sl_lua_result {
     SL_LUA_VALUE,  /* the function returned a usable value */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * Fuzz driver: a conf file through sl_config_load (the sandboxed Lua run,
+ * Fuzz driver: a conf file through the config loader (the sandboxed Lua run,
  * the C walk and validation, the statement scanner that finds lines), and
  * the same bytes as a string through the duration and size parsers. The
  * input is the whole file; it is written to one temporary file per process.
@@ -12,12 +12,18 @@
  * The conf sandbox stops a conf after 10 million Lua instructions (about
  * 0.3 s): endless loops are slow inputs, not hangs. Run libFuzzer with
  * -timeout above that (e.g. -timeout=10).
+ *
+ * The loader runs in this process (sl_conf_load_direct), not in the child
+ * that sl_config_load forks to bound its time: a crash must crash the
+ * fuzzer, and coverage must be seen. So a pattern that backtracks, or an
+ * include() of a FIFO, is a libFuzzer timeout here.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "config_int.h"
 #include "fuzz_util.h"
 #include "sluice/config.h"
 #include "util/alloc.h"
@@ -121,7 +127,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
 
     write_conf(data, size);
-    cfg = sl_config_load(conf_path, &errors);
+    cfg = sl_conf_load_direct(conf_path, NULL, &errors);
     SL_FUZZ_CHECK((cfg == NULL) != (errors == NULL));
     if (cfg != NULL) {
         check_config(cfg);

@@ -91,6 +91,28 @@ test_pidfile_missing(void **state)
     assert_non_null(strstr(err, "No such file or directory (is sluice running?)"));
 }
 
+/* -T checks (as -t) and prints; it cannot be combined with -s. */
+static void
+test_dump_option(void **state)
+{
+    char *argv_t[] = { "sluice", "-T", "-c", "x.conf", NULL };
+    char *argv_st[] = { "sluice", "-T", "-s", "reload", NULL };
+    struct opts o;
+    FILE *saved = stderr;
+
+    (void)state;
+    optind = 1;
+    assert_int_equal(parse_args(4, argv_t, &o), -1);
+    assert_true(o.is_dump);
+    assert_true(o.is_check_only);
+    assert_string_equal(o.conf_path, "x.conf");
+    optind = 1;
+    stderr = fopen("/dev/null", "w"); /* the usage it prints */
+    assert_int_equal(parse_args(4, argv_st, &o), 2);
+    fclose(stderr);
+    stderr = saved;
+}
+
 static int
 setup(void **state)
 {
@@ -118,6 +140,7 @@ main(void)
         cmocka_unit_test(test_pidfile_good),
         cmocka_unit_test(test_pidfile_bad),
         cmocka_unit_test(test_pidfile_missing),
+        cmocka_unit_test(test_dump_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
