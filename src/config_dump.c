@@ -472,6 +472,23 @@ put_cidr(FILE *out, const struct sl_cidr *c)
     fprintf(out, "\"%s/%u\"", text, c->prefix);
 }
 
+/* The token file's name, never the digest of what it holds. */
+static void
+put_admin(FILE *out, const struct sl_config *cfg)
+{
+    if (!cfg->has_admin) {
+        fputs("false", out);
+    } else if (cfg->admin_token_file == NULL) {
+        put_cstring(out, cfg->admin.text);
+    } else {
+        fputs("{ listen = ", out);
+        put_cstring(out, cfg->admin.text);
+        fputs(", token_file = ", out);
+        put_cstring(out, cfg->admin_token_file);
+        fputs(" }", out);
+    }
+}
+
 static void
 dump_top(struct dumper *d)
 {
@@ -481,10 +498,7 @@ dump_top(struct dumper *d)
     fputs("listen = ", out);
     put_addresses(out, cfg->listen, cfg->nlisten);
     fputs("\nadmin = ", out);
-    if (cfg->has_admin)
-        put_cstring(out, cfg->admin.text);
-    else
-        fputs("false", out);
+    put_admin(out, cfg);
     if (cfg->is_workers_auto)
         fprintf(out, "\nworkers = \"auto\" -- %u here\n", cfg->workers);
     else
@@ -514,6 +528,10 @@ dump_top(struct dumper *d)
         fputs("\"0\"", out);
     else
         put_duration(out, cfg->slow_request_ms);
+    fprintf(out, "\npath_encoded_slash = \"%s\"\npath_forward = \"%s\"\nlua_max_value_size = ",
+            cfg->path_encoded_slash == SL_PATH_SLASH_REJECT ? "reject" : "keep",
+            cfg->path_forward == SL_PATH_FORWARD_ORIGINAL ? "original" : "normalized");
+    put_size(out, cfg->lua_max_value_size);
     fputs("\n", out);
 }
 

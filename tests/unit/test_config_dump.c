@@ -248,6 +248,33 @@ test_passwords_masked(void **state)
     }
 }
 
+/* The admin table keeps the token file's name; neither the token nor its
+ * digest is printed. */
+static void
+test_admin_token_file(void **state)
+{
+    char path[PATH_MAX + 16], token[PATH_MAX + 16], conf[PATH_MAX + 512], want[PATH_MAX + 128];
+    char *text;
+    (void)state;
+
+    snprintf(token, sizeof(token), "%s/admin.token", dir);
+    write_file(token, "s3cret-admin-token\n");
+    snprintf(path, sizeof(path), "%s/admin.conf", dir);
+    snprintf(conf, sizeof(conf),
+             "listen = \"127.0.0.1:8080\"\n"
+             "admin = { listen = \"127.0.0.1:9901\", token_file = \"%s\" }\n"
+             "upstreams = { api = { servers = \"127.0.0.1:9000\" } }\n"
+             "routes = { { path = \"/\", upstream = \"api\" } }\n",
+             token);
+    write_file(path, conf);
+    text = round_trip(path);
+    snprintf(want, sizeof(want), "admin = { listen = \"127.0.0.1:9901\", token_file = \"%s\" }",
+             token);
+    if (strstr(text, want) == NULL || strstr(text, "s3cret") != NULL)
+        fail_msg("want %s and no token in:\n%s", want, text);
+    free(text);
+}
+
 /* Functions come back with the locals they use: helpers, tables, library
  * functions and a recursive local function. */
 static void
@@ -323,6 +350,7 @@ main(void)
         cmocka_unit_test(test_shipped_confs),
         cmocka_unit_test(test_defaults_written),
         cmocka_unit_test(test_passwords_masked),
+        cmocka_unit_test(test_admin_token_file),
         cmocka_unit_test(test_functions),
         cmocka_unit_test(test_unprintable_function),
     };
