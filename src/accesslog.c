@@ -51,7 +51,7 @@
 /* Every string field at its worst (3 bytes per input byte, plus NUL), the time
  * stamp and six numbers fit. */
 #define SCRATCH_SIZE                                                                             \
-    (3 * (MAX_PATH + MAX_METHOD + MAX_CLIENT + MAX_ID + MAX_TRACE + 4 * MAX_NAME) + 16 + 48 + \
+    (3 * (MAX_PATH + MAX_METHOD + 2 * MAX_CLIENT + MAX_ID + MAX_TRACE + 4 * MAX_NAME) + 16 + 48 + \
      6 * 32)
 
 #define MAX_FIELDS 20
@@ -452,6 +452,7 @@ sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *e)
 
     field_string(&f, "time", timestamp(log, e->time));
     field_string(&f, "client", clean_str(log, e->client, MAX_CLIENT));
+    field_string(&f, "peer", clean_str(log, e->peer, MAX_CLIENT));
     field_string(&f, "method", clean(log, e->method, e->method_len, MAX_METHOD));
     field_string(&f, "path", clean(log, e->path, e->path_len, MAX_PATH));
     if (e->status > 0)

@@ -462,6 +462,27 @@ put_addresses(FILE *out, const struct sl_sockaddr *a, size_t n)
     put_close(out, n);
 }
 
+/* The string form when it says everything, else the table form. */
+static void
+put_listeners(FILE *out, const struct sl_listen_conf *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        put_sep(out, i);
+        if (!l[i].is_proxy_protocol && !l[i].has_mode) {
+            put_cstring(out, l[i].text);
+            continue;
+        }
+        fputs("{ address = ", out);
+        put_cstring(out, l[i].text);
+        if (!l[i].is_unix)
+            fprintf(out, ", proxy_protocol = %s", l[i].is_proxy_protocol ? "true" : "false");
+        if (l[i].has_mode)
+            fprintf(out, ", mode = \"%04o\"", l[i].mode);
+        fputs(" }", out);
+    }
+    put_close(out, n);
+}
+
 static void
 put_cidr(FILE *out, const struct sl_cidr *c)
 {
@@ -496,7 +517,7 @@ dump_top(struct dumper *d)
     FILE *out = d->out;
 
     fputs("listen = ", out);
-    put_addresses(out, cfg->listen, cfg->nlisten);
+    put_listeners(out, cfg->listen, cfg->nlisten);
     fputs("\nadmin = ", out);
     put_admin(out, cfg);
     if (cfg->is_workers_auto)
@@ -644,7 +665,15 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_conf_function(d, l->name, "cost", -1);
     else
         put_number(out, l->cost);
-    fprintf(out, ",\n    shadow = %s,\n  },\n", l->is_shadow ? "true" : "false");
+    fprintf(out, ",\n    shadow = %s,\n", l->is_shadow ? "true" : "false");
+    /* only beside an ip part: on any other key the conf check refuses it */
+    for (size_t j = 0; j < l->nparts; j++) {
+        if (l->parts[j].kind == SL_KEY_IP) {
+            fprintf(out, "    ipv6_prefix = %u,\n", l->ipv6_prefix);
+            break;
+        }
+    }
+    fputs("  },\n", out);
 }
 
 static void

@@ -239,7 +239,8 @@ struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapsh
 /* NULL-terminated, new array of static strings: the top-level keys. */
 const char **sl_conf_top_names(void);
 /* The same for the keys of an entry of a section ("client", "store",
- * "upstreams", "limits", "routes", "metrics"); NULL for another name. */
+ * "upstreams", "limits", "routes", "metrics", "listen": a listener's table); NULL for another
+ * name. */
 const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */

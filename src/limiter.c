@@ -14,8 +14,10 @@
  */
 #include "sluice/limiter.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -179,6 +181,8 @@ struct sl_limiter_shared {
     atomic_uint_fast64_t resets; /* buckets reset by the bucket API, ever */
 };
 
+#define SL_IP_KEY_MAX (INET6_ADDRSTRLEN + 4) /* "<IPv6>/128" */
+
 struct sl_limiter {
     const struct sl_config *cfg;
     struct sl_limiter_shared *shared;
@@ -203,6 +207,7 @@ struct sl_limiter {
     uint64_t seen_evictions;           /* of the one embedded store, primary or fallback */
     struct deny_entry *deny_cache;     /* redis store only; NULL otherwise */
     uint64_t seen_resets;              /* shared->resets when the deny cache was last valid */
+    char ip_key[SL_IP_KEY_MAX];        /* an ip key part under ipv6_prefix, while a key is built */
 };
 
 /*
@@ -776,6 +781,37 @@ log_function_error(struct sl_limiter *limiter, size_t limit, const char *what)
                  sl_lua_rt_error(limiter->rt), (unsigned long long)held);
 }
 
+/*
+ * An `ip` key part's value: an IPv6 client as its network, "2001:db8:1:2::/64"
+ * under ipv6_prefix = 64, so that a host cannot get a fresh bucket for each
+ * address of its /64 (RFC 6177 hands a site at least that many). IPv4 and a
+ * prefix of 128 are the address as it is. buf holds the result when it
+ * differs; returns the value to use.
+ */
+static const char *
+ip_key(unsigned prefix, const char *ip, size_t *len, char buf[SL_IP_KEY_MAX])
+{
+    char text[INET6_ADDRSTRLEN];
+    struct in6_addr a;
+    size_t n;
+
+    if (prefix == 0 || prefix >= 128 || *len == 0 || *len >= sizeof(text)
+        || memchr(ip, ':', *len) == NULL)
+        return ip;
+    memcpy(text, ip, *len);
+    text[*len] = '\0';
+    if (inet_pton(AF_INET6, text, &a) != 1)
+        return ip;
+    for (unsigned bit = prefix; bit < 128; bit++)
+        a.s6_addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+    if (inet_ntop(AF_INET6, &a, buf, INET6_ADDRSTRLEN) == NULL)
+        return ip;
+    n = strlen(buf);
+    n += (size_t)snprintf(buf + n, SL_IP_KEY_MAX - n, "/%u", prefix);
+    *len = n;
+    return buf;
+}
+
 /* The raw value of one key part; false when the request lacks it. */
 static bool
 part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_request *req,
@@ -786,9 +822,12 @@ part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_r
 
     switch (part->kind) {
     case SL_KEY_IP:
-        *value = req->client_ip;
+        if (req->client_ip == NULL || req->client_ip_len == 0)
+            return false;
         *len = req->client_ip_len;
-        return req->client_ip != NULL && req->client_ip_len > 0;
+        *value = ip_key(limiter->cfg->limits[limit].ipv6_prefix, req->client_ip, len,
+                        limiter->ip_key);
+        return true;
     case SL_KEY_HEADER:
         h = sl_request_header(req, part->name, part->name_len);
         if (h == NULL)
@@ -882,10 +921,18 @@ size_t
 sl_limiter_bucket_key(const struct sl_limiter *limiter, size_t limit, const char *const *values,
                       const size_t *lens, char *key)
 {
+    const struct sl_limit_conf *conf = &limiter->cfg->limits[limit];
     struct sink s = key_begin(limiter, limit, key);
+    char buf[SL_IP_KEY_MAX];
 
-    for (size_t j = 0; j < limiter->cfg->limits[limit].nparts; j++)
-        key_part(&s, j, values[j], lens[j]);
+    for (size_t j = 0; j < conf->nparts; j++) {
+        size_t len = lens[j];
+        const char *value = values[j];
+        /* the bucket API names a client by its address, as requests do */
+        if (conf->parts[j].kind == SL_KEY_IP)
+            value = ip_key(conf->ipv6_prefix, value, &len, buf);
+        key_part(&s, j, value, len);
+    }
     return key_end(limiter, limit, &s);
 }
 

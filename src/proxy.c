@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -286,7 +287,7 @@ accept_error_cb(struct evconnlistener *l, void *arg)
         return;
     for (i = 0; i < px->nlisteners && px->listeners[i] != l; i++)
         ;
-    name = i < px->nlisteners ? proxy_gen_cfg(px->gen)->listen[i].text : "?";
+    name = i < px->nlisteners ? px->listen_confs[i].text : "?";
     if (px->is_accept_backoff)
         sl_log_warnx("worker %u: listener %s: accept: %s; not accepting for %llu ms "
                      "(%llu failed accepts since the last line, %u connections waiting)",
@@ -300,15 +301,74 @@ accept_error_cb(struct evconnlistener *l, void *arg)
                      (unsigned long long)held + 1);
 }
 
+static unsigned
+listen_port(const struct sl_listen_conf *l)
+{
+    if (l->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)&l->ss)->sin_port);
+    if (l->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)&l->ss)->sin6_port);
+    return 0;
+}
+
+/*
+ * Whether connections on listener i open with a PROXY header: as the conf
+ * in use says when its listen list is the one the listeners were opened
+ * with (a reload may switch it), else as when they were opened.
+ */
+static bool
+is_proxy_protocol(const struct sl_proxy *px, size_t i)
+{
+    const struct sl_config *cfg = proxy_gen_cfg(px->gen);
+
+    if (i < cfg->nlisten && strcmp(cfg->listen[i].text, px->listen_confs[i].text) == 0)
+        return cfg->listen[i].is_proxy_protocol;
+    return px->listen_confs[i].is_proxy_protocol;
+}
+
+/* A PROXY header is believed from trusted_proxies only: anyone else could
+ * name any client address. Refused before a byte is read. */
+static bool
+is_refused_peer(struct sl_proxy *px, size_t i, const struct sockaddr *sa)
+{
+    const struct sl_config *cfg = proxy_gen_cfg(px->gen);
+    char host[64];
+    uint64_t held;
+
+    if (sl_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies, sa))
+        return false;
+    if (sl_log_gate_pass(&px->refuse_gate, sl_clock_now_us(), ACCEPT_LOG_INTERVAL_US, &held)) {
+        if (sl_sockaddr_host(sa, host, sizeof(host)) == 0)
+            snprintf(host, sizeof(host), "?");
+        sl_log_warnx("worker %u: listener %s: connection from %s closed: PROXY protocol "
+                     "listener, and the peer is not in trusted_proxies (%llu more since the "
+                     "last line)",
+                     px->index, px->listen_confs[i].text, host, (unsigned long long)held);
+    }
+    return true;
+}
+
 static void
 accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa, int socklen,
           void *arg)
 {
     struct sl_proxy *px = arg;
     struct conn *c;
+    size_t i;
 
-    (void)listener;
+    for (i = 0; i < px->nlisteners && px->listeners[i] != listener; i++)
+        ;
+    if (i < px->nlisteners && is_proxy_protocol(px, i) && is_refused_peer(px, i, sa)) {
+        evutil_closesocket(fd);
+        return;
+    }
     c = proxy_conn_new(px, fd, sa, socklen);
+    if (i < px->nlisteners) {
+        /* the port as configured: X-Forwarded-Port without a system call */
+        c->local_port = listen_port(&px->listen_confs[i]);
+        if (is_proxy_protocol(px, i))
+            proxy_conn_expect_proxy_header(c);
+    }
     c->next = px->conns;
     if (px->conns != NULL)
         px->conns->prev = c;
@@ -333,6 +393,20 @@ proxy_conn_unlink(struct sl_proxy *px, struct conn *c)
 }
 
 /* ---- the worker's proxy -------------------------------------------------- */
+
+/* Closes the listeners; a unix socket's file goes with the last worker's. */
+static void
+listeners_close(struct sl_proxy *px)
+{
+    for (size_t i = 0; i < px->nlisteners; i++) {
+        const struct sl_listen_conf *l = &px->listen_confs[i];
+        evconnlistener_free(px->listeners[i]);
+        if (l->is_unix)
+            proxy_unix_release(((const struct sockaddr_un *)(const void *)&l->ss)->sun_path);
+    }
+    px->nlisteners = 0;
+}
+
 
 struct sl_proxy *
 sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
@@ -369,14 +443,37 @@ sl_proxy_free(struct sl_proxy *px)
         return;
     px->drained_cb = NULL;
     sl_proxy_close_all(px);
-    for (size_t i = 0; i < px->nlisteners; i++)
-        evconnlistener_free(px->listeners[i]);
+    listeners_close(px);
     free(px->listeners);
+    free(px->listen_confs);
     event_free(px->accept_retry);
     wgen_unref(px->gen);
     sl_accesslog_free(px->accesslog);
     free(px->accesslog_path);
     free(px);
+}
+
+/* A listener on a dup of the one socket bound to a unix path. */
+static struct evconnlistener *
+listen_unix(struct sl_proxy *px, const struct sl_listen_conf *addr, char *err, size_t err_size)
+{
+    char why[192];
+    int fd = proxy_unix_open(addr, why, sizeof(why));
+    struct evconnlistener *l;
+
+    if (fd < 0) {
+        snprintf(err, err_size, "listen %s: %s", addr->text, why);
+        return NULL;
+    }
+    /* backlog 0: the socket already listens */
+    l = evconnlistener_new(px->base, accept_cb, px, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                           0, fd);
+    if (l == NULL) {
+        snprintf(err, err_size, "listen %s: %s", addr->text, strerror(errno));
+        close(fd);
+        proxy_unix_release(((const struct sockaddr_un *)(const void *)&addr->ss)->sun_path);
+    }
+    return l;
 }
 
 int
@@ -386,16 +483,23 @@ sl_proxy_listen(struct sl_proxy *px, const struct sl_config *cfg, char *err, siz
         | LEV_OPT_REUSEABLE_PORT;
 
     px->listeners = sl_xcalloc(cfg->nlisten, sizeof(*px->listeners));
+    px->listen_confs = sl_xcalloc(cfg->nlisten, sizeof(*px->listen_confs));
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        const struct sl_sockaddr *addr = &cfg->listen[i];
-        struct evconnlistener *l = evconnlistener_new_bind(
-            px->base, accept_cb, px, flags, 511, (const struct sockaddr *)&addr->ss,
-            (int)addr->len);
-        if (l == NULL) {
-            snprintf(err, err_size, "listen %s: %s", addr->text, strerror(errno));
-            return -1;
+        const struct sl_listen_conf *addr = &cfg->listen[i];
+        struct evconnlistener *l;
+
+        if (addr->is_unix) {
+            l = listen_unix(px, addr, err, err_size);
+        } else {
+            l = evconnlistener_new_bind(px->base, accept_cb, px, flags, 511,
+                                        (const struct sockaddr *)&addr->ss, (int)addr->len);
+            if (l == NULL)
+                snprintf(err, err_size, "listen %s: %s", addr->text, strerror(errno));
         }
+        if (l == NULL)
+            return -1;
         evconnlistener_set_error_cb(l, accept_error_cb);
+        px->listen_confs[px->nlisteners] = *addr;
         px->listeners[px->nlisteners++] = l;
     }
     return 0;
@@ -544,9 +648,7 @@ sl_proxy_drain(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
     px->is_draining = true;
     px->drained_cb = cb;
     px->drained_arg = arg;
-    for (size_t i = 0; i < px->nlisteners; i++)
-        evconnlistener_free(px->listeners[i]);
-    px->nlisteners = 0;
+    listeners_close(px);
     evtimer_del(px->accept_retry);
     px->is_accept_backoff = false;
     for (c = px->conns; c != NULL; c = next) {

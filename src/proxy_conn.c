@@ -62,9 +62,14 @@ proxy_conn_new(struct sl_proxy *px, evutil_socket_t fd, const struct sockaddr *s
     c->px = px;
     memcpy(&c->peer, sa, (size_t)socklen < sizeof(c->peer) ? (size_t)socklen : sizeof(c->peer));
     c->peer_ip_len = sl_client_address(sa, NULL, 0, NULL, 0, c->peer_ip, sizeof(c->peer_ip));
+    c->is_unix = sa->sa_family == AF_UNIX;
+    /* as nginx's $remote_addr on a unix socket; X-Forwarded-For gets it too */
     if (c->peer_ip_len == 0)
-        c->peer_ip_len = (size_t)snprintf(c->peer_ip, sizeof(c->peer_ip), "unknown");
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->peer_ip_len = (size_t)snprintf(c->peer_ip, sizeof(c->peer_ip), "%s",
+                                          c->is_unix ? "unix:" : "unknown");
+    memcpy(c->tcp_peer_ip, c->peer_ip, c->peer_ip_len + 1);
+    if (!c->is_unix)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sl_stream_init(&c->cs, px->base, fd, client->max_header_size + LOW_WATER, conn_stream_cb, c);
     sl_head_init(&c->head, HTTP_REQUEST, client->max_header_size, client->max_headers);
     c->head.max_uri_size = client->max_uri_size;
@@ -202,7 +207,8 @@ proxy_request_finish(struct conn *c, const char *reason)
     proxy_ensure_ids(c);
     memset(&e, 0, sizeof(e));
     e.time = sl_clock_wall_at(c->rq.start_us);
-    e.client = c->peer_ip;
+    e.client = c->rq.req.client_ip != NULL ? c->rq.req.client_ip : c->peer_ip;
+    e.peer = c->tcp_peer_ip;
     e.method = c->rq.req.method;
     e.method_len = c->rq.req.method_len;
     e.path = c->rq.req.target;
@@ -346,7 +352,6 @@ request_begin(struct conn *c)
 {
     const struct sl_config *cfg = c->rq.cfg;
     const struct sl_header *h;
-    size_t xff_len;
     int status;
 
     status = sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req);
@@ -358,6 +363,7 @@ request_begin(struct conn *c)
                             "the request is malformed", true);
         return;
     }
+    proxy_client_identity(c);
     status = sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left);
     if (status != 0) {
         c->rq.framing = SL_FRAMING_NONE;
@@ -385,18 +391,6 @@ request_begin(struct conn *c)
         }
         c->rq.is_expect_continue = c->rq.req.http_minor >= 1 && !c->rq.is_body_done;
     }
-    xff_len = c->rq.xff_len = proxy_collect_xff(c);
-    if (xff_len > 0 && sl_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies,
-                                      (const struct sockaddr *)&c->peer)) {
-        c->rq.req.client_ip_len = sl_client_address(
-            (const struct sockaddr *)&c->peer, c->xff, xff_len, cfg->trusted_proxies,
-            cfg->ntrusted_proxies, c->client_ip, sizeof(c->client_ip));
-        c->rq.req.client_ip = c->client_ip;
-    } else {
-        c->rq.req.client_ip = c->peer_ip;
-        c->rq.req.client_ip_len = c->peer_ip_len;
-    }
-
     if (!normalize_path(c))
         return;
     c->rq.route =
@@ -487,6 +481,11 @@ conn_process(struct conn *c)
             if (!c->rq.is_body_done)
                 proxy_forward_body(c);
             break;
+        }
+        if (c->state == C_PROXY_HEADER) {
+            if (!proxy_read_proxy_header(c))
+                break;
+            continue;
         }
         if (c->state != C_IDLE && c->state != C_HEAD)
             break;
@@ -729,6 +728,10 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     case C_HEAD:
         proxy_respond_error(c, 408, "client header timeout",
                             "the request head did not arrive in time", true);
+        break;
+    case C_PROXY_HEADER:
+        /* no HTTP answer: the peer has not even said who the client is */
+        proxy_conn_close(c, "proxy protocol header timeout");
         break;
     case C_FORWARD:
         if (!c->rq.is_body_done && !c->rq.is_resp_started) {

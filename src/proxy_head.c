@@ -226,6 +226,92 @@ proxy_collect_xff(struct conn *c)
     return len;
 }
 
+/* X-Forwarded-Proto, -Host and -Port go up as they came only from a
+ * trusted peer; anyone else's are replaced by sluice's own. */
+static bool
+is_ident_kept(const struct ident *id, const struct sl_header *h)
+{
+    if (sl_http_name_is(h, SL_LIT("x-forwarded-proto")))
+        return id->is_xfp_kept;
+    if (sl_http_name_is(h, SL_LIT("x-forwarded-host")))
+        return id->is_xfh_kept;
+    if (sl_http_name_is(h, SL_LIT("x-forwarded-port")))
+        return id->is_xfport_kept;
+    return true;
+}
+
+/* for= of sluice's own Forwarded element: the connection's client
+ * (RFC 7239 section 6: IPv6 in brackets, quoted; "unknown" for a unix peer). */
+static void
+hb_forwarded_node(struct head_builder *b, const struct conn *c)
+{
+    if (c->is_unix) {
+        HB_LIT(b, "unknown");
+    } else if (memchr(c->peer_ip, ':', c->peer_ip_len) != NULL) {
+        HB_LIT(b, "\"[");
+        hb_add(b, c->peer_ip, c->peer_ip_len);
+        HB_LIT(b, "]\"");
+    } else {
+        hb_add(b, c->peer_ip, c->peer_ip_len);
+    }
+}
+
+/*
+ * X-Forwarded-For: the hops that came, then the connection's client (the
+ * PROXY header's when there was one). A client found in a trusted peer's
+ * Forwarded field, with no X-Forwarded-For, comes first, so that an
+ * upstream reading X-Forwarded-For sees it too. Then the fields of struct
+ * ident, and sluice's own element after a Forwarded field that came (RFC
+ * 7239 section 4: each proxy appends one).
+ */
+static void
+write_ident(struct conn *c, struct head_builder *b)
+{
+    const struct ident *id = &c->rq.ident;
+
+    HB_LIT(b, "X-Forwarded-For: ");
+    if (c->rq.xff_len > 0) {
+        hb_add(b, c->xff, c->rq.xff_len);
+        HB_LIT(b, ", ");
+    } else if (id->is_from_forwarded && strcmp(c->fwd.addr, c->peer_ip) != 0) {
+        hb_add(b, c->fwd.addr, c->fwd.addr_len);
+        HB_LIT(b, ", ");
+    }
+    hb_add(b, c->peer_ip, c->peer_ip_len);
+    HB_LIT(b, "\r\n");
+    if (!id->is_xfp_kept) {
+        HB_LIT(b, "X-Forwarded-Proto: ");
+        hb_add(b, id->proto, id->proto_len);
+        HB_LIT(b, "\r\n");
+    }
+    if (!id->is_xfh_kept && id->host != NULL) {
+        HB_LIT(b, "X-Forwarded-Host: ");
+        hb_add(b, id->host, id->host_len);
+        HB_LIT(b, "\r\n");
+    }
+    if (!id->is_xfport_kept && id->port != 0) {
+        HB_LIT(b, "X-Forwarded-Port: ");
+        hb_u64(b, id->port);
+        HB_LIT(b, "\r\n");
+    }
+    if (id->has_forwarded) {
+        const struct sl_header *host = sl_request_header(&c->rq.req, SL_LIT("host"));
+        HB_LIT(b, "Forwarded: for=");
+        hb_forwarded_node(b, c);
+        if (host != NULL && host->value_len > 0
+            && memchr(host->value, '"', host->value_len) == NULL
+            && memchr(host->value, '\\', host->value_len) == NULL) {
+            HB_LIT(b, ";host=\"");
+            hb_add(b, host->value, host->value_len);
+            HB_LIT(b, "\"");
+        }
+        if (c->is_proxy_ssl)
+            HB_LIT(b, ";proto=https\r\n");
+        else
+            HB_LIT(b, ";proto=http\r\n");
+    }
+}
+
 void
 proxy_write_request_head(struct conn *c, struct evbuffer *out)
 {
@@ -264,8 +350,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
             continue;
         }
         if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h)
-            || sl_http_name_is(h, SL_LIT("expect"))
-            || sl_http_name_is(h, SL_LIT("x-forwarded-proto")))
+            || sl_http_name_is(h, SL_LIT("expect")) || !is_ident_kept(&c->rq.ident, h))
             continue;
         if (sl_http_name_is(h, SL_LIT("x-forwarded-for")))
             continue; /* all of them are joined into one field below */
@@ -279,13 +364,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
         hb_str(&b, c->rq.upstream_addr);
         HB_LIT(&b, "\r\n");
     }
-    HB_LIT(&b, "X-Forwarded-For: ");
-    if (c->rq.xff_len > 0) {
-        hb_add(&b, c->xff, c->rq.xff_len);
-        HB_LIT(&b, ", ");
-    }
-    hb_str(&b, c->peer_ip);
-    HB_LIT(&b, "\r\nX-Forwarded-Proto: http\r\n");
+    write_ident(c, &b);
     if (c->rq.request_id_len) {
         HB_LIT(&b, "X-Request-Id: ");
         hb_add(&b, c->request_id, c->rq.request_id_len);

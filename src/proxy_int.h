@@ -31,6 +31,7 @@
 #include "sluice/phase.h"
 #include "sluice/proxy.h"
 #include "sluice/upstream.h"
+#include "util/forwarded.h"
 #include "util/stream.h"
 #include "util/timeval.h"
 
@@ -38,6 +39,7 @@ struct evbuffer;
 struct evconnlistener;
 struct sl_accesslog;
 struct sl_config;
+struct sl_listen_conf;
 struct sl_metrics;
 struct sl_metrics_worker;
 struct sl_route_conf;
@@ -62,6 +64,7 @@ enum conn_state {
     C_UPSTREAM_WAIT, /* waiting for an upstream connection */
     C_FORWARD,       /* request going up, response coming down */
     C_FLUSH_CLOSE,   /* last bytes going out, then close */
+    C_PROXY_HEADER,  /* reading the PROXY protocol header (proxy_ident.c) */
 };
 
 /* What a request uses of its generation for its route: looked up once, when
@@ -72,6 +75,23 @@ struct route_use {
     unsigned upstream_slot;         /* its upstream's metrics slot */
     struct sl_upstream_pool *pool;  /* its upstream's pool */
     const struct sl_phase_chain *phases;
+};
+
+/*
+ * What the upstream is told of the client besides X-Forwarded-For
+ * (proxy_ident.c decides, proxy_head.c writes). Fields a trusted peer sent
+ * are passed on as they came; the others are set by sluice.
+ */
+struct ident {
+    bool is_trusted;        /* the connection's client is in trusted_proxies */
+    bool is_xfp_kept, is_xfh_kept, is_xfport_kept;
+    bool has_forwarded;     /* a Forwarded field came: sluice appends its element */
+    bool is_from_forwarded; /* the client address came from Forwarded, not X-Forwarded-For */
+    const char *proto;      /* X-Forwarded-Proto when set by sluice */
+    size_t proto_len;
+    const char *host;       /* X-Forwarded-Host when set by sluice; NULL: none */
+    size_t host_len;
+    unsigned port;          /* X-Forwarded-Port when set by sluice; 0: none */
 };
 
 /*
@@ -103,6 +123,7 @@ struct request_state {
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
     size_t xff_len;
     size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
+    struct ident ident;     /* X-Forwarded-* and Forwarded, as proxy_ident.c decided */
 
     /* the response */
     enum sl_framing resp_framing;
@@ -131,9 +152,15 @@ struct conn {
     bool is_processing;         /* conn_process is on the stack: it will look again */
     bool is_client_read_paused; /* backpressure from the upstream side */
     bool is_up_read_paused;     /* backpressure from the client side */
-    char peer_ip[48];           /* canonical text, as sl_client_address gives it */
+    /* The connection's client: the TCP peer, or the address a trusted
+     * balancer's PROXY header named. X-Forwarded-For is weighed against it. */
+    char peer_ip[48];           /* canonical text, as sl_client_address gives it; "unix:" */
     size_t peer_ip_len;
     struct sockaddr_storage peer;
+    char tcp_peer_ip[48];       /* the TCP peer itself, for the access log's `peer` */
+    unsigned local_port;        /* the port the client connected to; 0: not known yet */
+    bool is_proxy_ssl;          /* the PROXY header says the client came over TLS */
+    bool is_unix;               /* accepted on a unix socket */
 
     struct request_state rq;
 
@@ -141,6 +168,7 @@ struct conn {
     struct sl_head head;
     char client_ip[48];
     char xff[1024];
+    struct sl_fwd_client fwd;   /* what a trusted peer's Forwarded said (ident.is_from_forwarded) */
     char request_id[MAX_REQUEST_ID + 1];
     char traceparent[56];
     struct sl_phase_run phases; /* the request's way through its route's phases */
@@ -159,7 +187,10 @@ struct sl_proxy {
     struct sl_limiter_shared *limiter_shared;
     struct wgen *gen;
     struct evconnlistener **listeners;
+    struct sl_listen_conf *listen_confs; /* each listener's conf, copied when it opened */
     size_t nlisteners;
+    struct sl_log_gate refuse_gate;     /* untrusted peers on a PROXY protocol listener */
+    struct sl_log_gate proxy_header_gate; /* PROXY headers missing or malformed */
     bool is_accept_paused;      /* the listeners are disabled */
     bool is_accept_backoff;     /* accept() failed: accept_retry re-enables them */
     struct event *accept_retry;
@@ -255,5 +286,27 @@ void proxy_up_timer_set(struct conn *c);
 void proxy_up_timer_for_body(struct conn *c);
 void proxy_up_timer_cb(evutil_socket_t fd, short what, void *arg);
 void proxy_forward_response(struct conn *c);
+
+/* ---- proxy_ident.c: who the client is ---------------------------------- */
+
+/* c's listener takes PROXY protocol: its first bytes must be a PROXY header. */
+void proxy_conn_expect_proxy_header(struct conn *c);
+/* Reads the PROXY header (state C_PROXY_HEADER). True when it is done and
+ * the HTTP head may be read; false when more is needed or c was closed. */
+bool proxy_read_proxy_header(struct conn *c);
+/* The request's client address (c->rq.req.client_ip) and c->rq.ident,
+ * from the connection's client and the fields a trusted peer sent. */
+void proxy_client_identity(struct conn *c);
+/* The port the client connected to, 0 when there is none (unix). */
+unsigned proxy_local_port(struct conn *c);
+
+/* ---- proxy_listen.c: unix socket listeners -------------------------------- */
+
+/* A listening socket on l's path for one worker (a dup the caller owns and
+ * closes); the first call binds it. -1 with the reason in err. */
+int proxy_unix_open(const struct sl_listen_conf *l, char *err, size_t err_size);
+/* One worker closed its dup: the last one closes the socket and removes
+ * the file (if it is still ours). */
+void proxy_unix_release(const char *path);
 
 #endif

@@ -17,7 +17,8 @@ struct sl_accesslog;
 
 struct sl_access_entry {
     double time;             /* request start, seconds since the epoch */
-    const char *client;      /* peer address text */
+    const char *client;      /* the client address after trust (rate-limit keys use it) */
+    const char *peer;        /* the TCP peer's address text ("unix:" on a unix socket) */
     const char *method;
     size_t method_len;
     const char *path;        /* request-target */

@@ -60,6 +60,17 @@ struct sl_key_part {
     size_t name_len;
 };
 
+/* One proxy listener: listen = "host:port", "unix:/path" or a table. */
+struct sl_listen_conf {
+    struct sockaddr_storage ss; /* AF_INET, AF_INET6 or AF_UNIX */
+    socklen_t len;
+    char text[128];             /* "127.0.0.1:8080", "[::1]:8080" or "unix:/path", as written */
+    bool is_unix;
+    bool is_proxy_protocol;     /* every connection opens with a PROXY header (v1 or v2) */
+    bool has_mode;              /* unix: mode was written */
+    unsigned mode;              /* unix: permission bits given to the socket file */
+};
+
 struct sl_limit_conf {
     char *name;
     struct sl_key_part *parts; /* several parts: a composite key */
@@ -70,6 +81,7 @@ struct sl_limit_conf {
     double cost;     /* tokens per request when cost is not a function; default 1 */
     bool is_cost_function;
     bool is_shadow;  /* evaluate and count, never refuse */
+    unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
     const char *file;
     int line;
 };
@@ -127,7 +139,7 @@ struct sl_config {
     struct sl_conf_include *includes;  /* every include() pattern run */
     size_t nincludes;
 
-    struct sl_sockaddr *listen;
+    struct sl_listen_conf *listen;
     size_t nlisten;
     struct sl_sockaddr admin;
     bool has_admin;

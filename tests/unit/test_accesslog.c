@@ -150,6 +150,7 @@ sample_entry(void)
     return (struct sl_access_entry){
         .time = 1767323045.678,
         .client = "192.0.2.7",
+        .peer = "10.0.0.9",
         .method = method,
         .method_len = 3,
         .path = path,
@@ -244,7 +245,8 @@ test_fields(void **state)
     assert_string_equal(str(line, "request_id"), "req-1");
     assert_string_equal(str(line, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_true(is_null(line, "reason"));
-    assert_int_equal(cJSON_GetArraySize(line), 16);
+    assert_string_equal(str(line, "peer"), "10.0.0.9");
+    assert_int_equal(cJSON_GetArraySize(line), 17);
     cJSON_Delete(line);
 }
 

@@ -133,9 +133,18 @@ test_full(void **state)
     (void)state;
 
     assert_non_null(strstr(cfg->path, "tests/unit/conf/full.conf"));
-    assert_int_equal(cfg->nlisten, 2);
+    assert_int_equal(cfg->nlisten, 4);
     assert_string_equal(cfg->listen[0].text, "127.0.0.1:8080");
+    assert_false(cfg->listen[0].is_proxy_protocol);
     assert_string_equal(cfg->listen[1].text, "[::1]:8081");
+    assert_string_equal(cfg->listen[2].text, "127.0.0.1:8082");
+    assert_true(cfg->listen[2].is_proxy_protocol);
+    assert_false(cfg->listen[2].is_unix);
+    assert_string_equal(cfg->listen[3].text, "unix:/run/sluice/sluice.sock");
+    assert_true(cfg->listen[3].is_unix);
+    assert_true(cfg->listen[3].has_mode);
+    assert_int_equal(cfg->listen[3].mode, 0660);
+    assert_int_equal(cfg->listen[3].ss.ss_family, AF_UNIX);
     assert_true(cfg->has_admin);
     assert_string_equal(cfg->admin.text, "127.0.0.1:9911");
     assert_int_equal(cfg->workers, 4);
@@ -938,6 +947,70 @@ test_metrics_buckets(void **state)
 }
 
 /* Typed rows: numbers with their bounds, enums with their words. */
+/* listen: strings and tables mixed, unix paths with a mode, PROXY protocol;
+ * each mistake named at its line (4: the first line after base_conf). */
+static void
+test_listen_forms(void **state)
+{
+    static const struct {
+        const char *conf, *want;
+    } bad[] = {
+        { "listen = { \"127.0.0.1:8080\",\n { address = \"127.0.0.1:8081\", proxy_protocol = 1 } }\n",
+          "t.conf:5: listen[2]: proxy_protocol: expected true or false" },
+        { "listen = { { proxy_protocol = true } }\n", "t.conf:4: listen[1]: no address" },
+        { "listen = { address = \"127.0.0.1:8081\", mode = \"0660\" }\n",
+          "mode is for unix: addresses only" },
+        { "listen = { address = \"unix:/tmp/s.sock\", mode = 660 }\n",
+          "mode: expected a string of octal digits" },
+        { "listen = { address = \"unix:/tmp/s.sock\", mode = \"0980\" }\n",
+          "not an octal file mode" },
+        { "listen = { address = \"unix:/tmp/s.sock\", proxy_protocol = true }\n",
+          "proxy_protocol needs a TCP listener" },
+        { "listen = \"unix:relative.sock\"\n", "needs an absolute path" },
+        { "listen = { \"unix:/tmp/a\", { address = \"unix:/tmp/a\" } }\n",
+          "listen \"unix:/tmp/a\": listed twice" },
+        { "listen = { { address = \"127.0.0.1:1\", porxy_protocol = true } }\n",
+          "unknown key \"porxy_protocol\" in listen[1]" },
+        { "limits = { a = { key = \"header:x\", rate = 1, ipv6_prefix = 64 } }\n",
+          "limit \"a\": ipv6_prefix: the key has no \"ip\" part" },
+        { "limits = { a = { key = \"ip\", rate = 1, ipv6_prefix = 129 } }\n",
+          "limit \"a\": ipv6_prefix 129: must be between 1 and 128" },
+    };
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].conf, NULL);
+        if (errors == NULL || strstr(errors, bad[i].want) == NULL)
+            fail_msg("%s: got %s", bad[i].conf, errors ? errors : "(accepted)");
+        free(errors);
+    }
+    errors = load_inline("listen = { \"127.0.0.1:8080\",\n"
+                         "  { address = \"[::1]:8081\", proxy_protocol = true },\n"
+                         "  { address = \"unix:/tmp/sluice-test.sock\", mode = \"0600\" },\n"
+                         "  \"unix:/tmp/other.sock\" }\n"
+                         "limits = { a = { key = { \"ip\", \"path\" }, rate = 1, ipv6_prefix = 56 } }\n",
+                         &cfg);
+    if (errors != NULL)
+        fail_msg("%s", errors);
+    assert_int_equal(cfg->nlisten, 4);
+    assert_false(cfg->listen[0].is_proxy_protocol);
+    assert_true(cfg->listen[1].is_proxy_protocol);
+    assert_string_equal(cfg->listen[1].text, "[::1]:8081");
+    assert_true(cfg->listen[2].is_unix && cfg->listen[2].has_mode);
+    assert_int_equal(cfg->listen[2].mode, 0600);
+    assert_true(cfg->listen[3].is_unix && !cfg->listen[3].has_mode);
+    assert_string_equal(cfg->listen[3].text, "unix:/tmp/other.sock");
+    assert_int_equal(cfg->limits[0].ipv6_prefix, 56);
+    sl_config_free(cfg);
+    /* the default: the whole address */
+    errors = load_inline("limits = { a = { key = \"ip\", rate = 1 } }\n", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->limits[0].ipv6_prefix, 128);
+    sl_config_free(cfg);
+}
+
 static void
 test_typed_options(void **state)
 {
@@ -1120,6 +1193,7 @@ main(void)
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_metrics_buckets),
         cmocka_unit_test(test_typed_options),
+        cmocka_unit_test(test_listen_forms),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),

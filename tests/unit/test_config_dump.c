@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics" };
+                                             "routes", "metrics", "listen" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -143,6 +143,10 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "key = { \"ip\", \"method\", \"path\", \"query:token\", "
                                  "\"cookie:session\" }"));
     assert_non_null(strstr(text, "host = \"api.example.com\""));
+    assert_non_null(strstr(text, "{ address = \"127.0.0.1:8082\", proxy_protocol = true }"));
+    assert_non_null(strstr(text, "{ address = \"unix:/run/sluice/sluice.sock\", "
+                                 "mode = \"0660\" }"));
+    assert_non_null(strstr(text, "ipv6_prefix = 64"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

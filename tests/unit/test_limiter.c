@@ -24,6 +24,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/store.h"
+#include "limiter_int.h"
 #include "util/clock.h"
 
 #include "fakes/fake_store.c"
@@ -358,6 +359,48 @@ test_key_ip(void **state)
     check(f);
     assert_string_equal(f->outcome, "none");
     assert_int_equal(f->store->ncalls, 2);
+    free_parts(f);
+}
+
+/* ipv6_prefix: every address of one /64 is one bucket; IPv4 and other
+ * networks are not touched. The bucket API names the same bucket. */
+static void
+test_key_ip_prefix(void **state)
+{
+    struct fixture *f = *state;
+    char key[256];
+    const char *values[2];
+    size_t lens[2];
+
+    add_limit(f, "per_ip", "ip,method", 100, 1000, 100);
+    f->limits[0].ipv6_prefix = 64;
+    start(f);
+    check(f);
+    assert_string_equal(last_key(f, 0), "sluice:per_ip:10.0.0.1:GET");
+    f->req.client_ip = "2001:db8:1:2:aaaa:bbbb:cccc:dddd";
+    f->req.client_ip_len = strlen(f->req.client_ip);
+    check(f);
+    assert_string_equal(last_key(f, 0), "sluice:per_ip:2001%3Adb8%3A1%3A2%3A%3A/64:GET");
+    f->req.client_ip = "2001:db8:1:2::1";
+    f->req.client_ip_len = strlen(f->req.client_ip);
+    check(f);
+    assert_string_equal(last_key(f, 0), "sluice:per_ip:2001%3Adb8%3A1%3A2%3A%3A/64:GET");
+    f->req.client_ip = "2001:db8:1:3::1";
+    f->req.client_ip_len = strlen(f->req.client_ip);
+    check(f);
+    assert_string_equal(last_key(f, 0), "sluice:per_ip:2001%3Adb8%3A1%3A3%3A%3A/64:GET");
+    values[0] = "2001:db8:1:2::99";
+    lens[0] = strlen(values[0]);
+    values[1] = "GET";
+    lens[1] = 3;
+    key[sl_limiter_bucket_key(f->limiter, 0, values, lens, key)] = '\0';
+    assert_string_equal(key, "sluice:per_ip:2001%3Adb8%3A1%3A2%3A%3A/64:GET");
+    /* a prefix that is not a multiple of 8 */
+    f->limits[0].ipv6_prefix = 60;
+    f->req.client_ip = "2001:db8:1:2f::1";
+    f->req.client_ip_len = strlen(f->req.client_ip);
+    check(f);
+    assert_string_equal(last_key(f, 0), "sluice:per_ip:2001%3Adb8%3A1%3A20%3A%3A/60:GET");
     free_parts(f);
 }
 
@@ -1255,6 +1298,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_no_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_ip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_ip_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_cookie, setup, teardown),

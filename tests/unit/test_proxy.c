@@ -19,10 +19,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cmocka.h>
 #include <event2/buffer.h>
 
 #include "proxy_int.h"
+#include "sluice/config.h"
 #include "sluice/http.h"
 #include "util/alloc.h"
 
@@ -31,13 +35,15 @@
 #define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 static struct sl_proxy px;
+static struct sl_config cfg; /* trusted_proxies set per test; the rest unused here */
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* A connection holding the parsed request `raw`, with XFF set as
- * request_begin sets it; ids come on first use, as in the proxy. */
+/* A connection from `peer` (an IPv4 or IPv6 address) holding the parsed
+ * request `raw`, its client decided as request_begin does; ids come on
+ * first use, as in the proxy. */
 static struct conn *
-parsed(const char *raw)
+parsed_from(const char *raw, const char *peer)
 {
     struct conn *c = sl_xcalloc(1, sizeof(*c));
     size_t head_len;
@@ -51,10 +57,34 @@ parsed(const char *raw)
     memcpy(c->rq.head_buf, raw, head_len);
     assert_int_equal(sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req), 0);
     assert_int_equal(sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left), 0);
-    memcpy(c->peer_ip, PEER_IP, sizeof(PEER_IP));
+    if (strchr(peer, ':') != NULL) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)&c->peer;
+        sin6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, peer, &sin6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)(void *)&c->peer;
+        sin->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, peer, &sin->sin_addr), 1);
+    }
+    c->peer_ip_len = strlen(peer);
+    memcpy(c->peer_ip, peer, c->peer_ip_len + 1);
+    c->local_port = 8080;
+    c->rq.cfg = &cfg;
     c->rq.upstream_addr = UPSTREAM_ADDR;
-    c->rq.xff_len = proxy_collect_xff(c);
+    proxy_client_identity(c);
     return c;
+}
+
+static struct conn *
+parsed(const char *raw)
+{
+    return parsed_from(raw, PEER_IP);
+}
+
+static char *
+client_text(const struct conn *c)
+{
+    return strndup(c->rq.req.client_ip, c->rq.req.client_ip_len);
 }
 
 static void
@@ -528,6 +558,154 @@ test_head_reparses(void **state)
     discard(c);
 }
 
+/* ---- client identity (proxy_ident.c) ---------------------------------------- */
+
+static struct sl_cidr trusted[2];
+
+static void
+trust_lb(void)
+{
+    assert_int_equal(sl_cidr_parse("10.0.0.0/8", &trusted[0]), 0);
+    assert_int_equal(sl_cidr_parse("fd00::/8", &trusted[1]), 0);
+    cfg.trusted_proxies = trusted;
+    cfg.ntrusted_proxies = 2;
+}
+
+static void
+trust_none(void)
+{
+    cfg.trusted_proxies = NULL;
+    cfg.ntrusted_proxies = 0;
+}
+
+/* From an untrusted peer: its X-Forwarded-Proto, -Host, -Port are replaced,
+ * its Forwarded does not name the client, and sluice appends its element. */
+static void
+test_ident_untrusted_set(void **state)
+{
+    struct conn *c;
+    char *head, *ip;
+
+    (void)state;
+    trust_none();
+    c = parsed("GET / HTTP/1.1\r\nHost: api.example:8443\r\n"
+               "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Port: 1\r\n"
+               "Forwarded: for=192.0.2.1;proto=https\r\n\r\n");
+    ip = client_text(c);
+    assert_string_equal(ip, PEER_IP);
+    head = upstream_head(c);
+    expect_field(head, "X-Forwarded-Proto", "http");
+    expect_field(head, "X-Forwarded-Host", "api.example:8443");
+    expect_field(head, "X-Forwarded-Port", "8080");
+    assert_int_equal(fields(head, "Forwarded", NULL), 2);
+    assert_non_null(strstr(head, "\r\nForwarded: for=192.0.2.1;proto=https\r\n"));
+    assert_non_null(strstr(head, "\r\nForwarded: for=" PEER_IP ";host=\"api.example:8443\";"
+                                 "proto=http\r\n"));
+    free(head);
+    free(ip);
+    discard(c);
+}
+
+/* From a trusted balancer: X-Forwarded-* are kept as they came. */
+static void
+test_ident_trusted_kept(void **state)
+{
+    struct conn *c;
+    char *head, *ip;
+
+    (void)state;
+    trust_lb();
+    c = parsed_from("GET / HTTP/1.1\r\nHost: internal\r\n"
+                    "X-Forwarded-For: 203.0.113.5\r\n"
+                    "X-Forwarded-Proto: https\r\nX-Forwarded-Host: api.example.com\r\n"
+                    "X-Forwarded-Port: 443\r\n\r\n",
+                    "10.1.2.3");
+    ip = client_text(c);
+    assert_string_equal(ip, "203.0.113.5");
+    head = upstream_head(c);
+    expect_field(head, "X-Forwarded-For", "203.0.113.5, 10.1.2.3");
+    expect_field(head, "X-Forwarded-Proto", "https");
+    expect_field(head, "X-Forwarded-Host", "api.example.com");
+    expect_field(head, "X-Forwarded-Port", "443");
+    expect_no_field(head, "Forwarded");
+    free(head);
+    free(ip);
+    discard(c);
+
+    /* only XFP came: the port follows its scheme, not our listener */
+    c = parsed_from("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+                    "10.1.2.3");
+    head = upstream_head(c);
+    expect_field(head, "X-Forwarded-Proto", "https");
+    expect_field(head, "X-Forwarded-Port", "443");
+    expect_field(head, "X-Forwarded-Host", "h");
+    free(head);
+    discard(c);
+    trust_none();
+}
+
+/* RFC 7239 from a trusted balancer, without X-Forwarded-For: for= walked
+ * right to left over trusted nodes, proto= and host= of that element. */
+static void
+test_ident_forwarded(void **state)
+{
+    struct conn *c;
+    char *head, *ip;
+
+    (void)state;
+    trust_lb();
+    c = parsed_from("GET / HTTP/1.1\r\nHost: internal\r\n"
+                    "Forwarded: for=198.51.100.77;proto=http\r\n"
+                    "Forwarded: for=\"[2001:db8:cafe::17]:4711\";proto=HTTPS;host=\"api.example.com\","
+                    " for=10.9.9.9;proto=http;host=inner\r\n\r\n",
+                    "10.1.2.3");
+    ip = client_text(c);
+    assert_string_equal(ip, "2001:db8:cafe::17");
+    head = upstream_head(c);
+    expect_field(head, "X-Forwarded-For", "2001:db8:cafe::17, 10.1.2.3");
+    expect_field(head, "X-Forwarded-Proto", "https");
+    expect_field(head, "X-Forwarded-Host", "api.example.com");
+    expect_field(head, "X-Forwarded-Port", "443");
+    assert_int_equal(fields(head, "Forwarded", NULL), 3);
+    free(head);
+    free(ip);
+    discard(c);
+
+    /* an obfuscated node hides the client: the trusted node that wrote it stands */
+    c = parsed_from("GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=_hidden, for=10.2.2.2\r\n\r\n",
+                    "10.1.2.3");
+    ip = client_text(c);
+    assert_string_equal(ip, "10.2.2.2");
+    free(ip);
+    discard(c);
+
+    /* malformed: nothing believed, the peer stands */
+    c = parsed_from("GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=\"1.2.3.4\r\n\r\n",
+                    "10.1.2.3");
+    ip = client_text(c);
+    assert_string_equal(ip, "10.1.2.3");
+    free(ip);
+    discard(c);
+
+    /* X-Forwarded-For wins when both came */
+    c = parsed_from("GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=192.0.2.60\r\n"
+                    "X-Forwarded-For: 192.0.2.43\r\n\r\n",
+                    "10.1.2.3");
+    ip = client_text(c);
+    assert_string_equal(ip, "192.0.2.43");
+    free(ip);
+    discard(c);
+
+    /* our own element for an IPv6 connection client: bracketed and quoted */
+    c = parsed_from("GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=unknown\r\n\r\n",
+                    "2001:db8::9");
+    head = upstream_head(c);
+    assert_non_null(strstr(head, "\r\nForwarded: for=\"[2001:db8::9]\";host=\"h\";proto=http\r\n"));
+    free(head);
+    discard(c);
+    trust_none();
+}
+
 int
 main(void)
 {
@@ -545,6 +723,9 @@ main(void)
         cmocka_unit_test(test_head_expect_removed),
         cmocka_unit_test(test_head_http10),
         cmocka_unit_test(test_head_reparses),
+        cmocka_unit_test(test_ident_untrusted_set),
+        cmocka_unit_test(test_ident_trusted_kept),
+        cmocka_unit_test(test_ident_forwarded),
     };
 
     /* fixed seed: ids only need to differ, and runs should repeat */
