@@ -10,6 +10,7 @@
  *                    and the typed option walker
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
+ *   config_listen.c  the listen option: addresses, unix paths, listener tables
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -233,6 +234,14 @@ void sl_conf_item_pop(struct loader *ld, bool is_single);
  */
 struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapshot,
                                       char **errors);
+
+/* ---- config_listen.c ------------------------------------------------------ */
+
+/* listen = ...: the option of the top-level table (an opt_fn). */
+bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
+/* The keys of a listener's table form. */
+extern const struct opt sl_conf_listen_opts[];
+extern const size_t sl_conf_nlisten_opts;
 
 /* ---- config_schema.c ------------------------------------------------------ */
 
