@@ -32,7 +32,8 @@ parse_unix_address(struct loader *ld, int idx, const char *s, struct sl_listen_c
     size_t len = strlen(path);
 
     if (path[0] != '/') {
-        sl_conf_fail_value(ld, idx, "a unix socket needs an absolute path (\"unix:/run/sluice.sock\")");
+        sl_conf_fail_value(ld, idx,
+                           "a unix socket needs an absolute path (\"unix:/run/sluice.sock\")");
         return false;
     }
     if (len >= sizeof(sun->sun_path)) {

@@ -407,7 +407,6 @@ listeners_close(struct sl_proxy *px)
     px->nlisteners = 0;
 }
 
-
 struct sl_proxy *
 sl_proxy_new(struct event_base *base, unsigned index, unsigned nworkers,
              struct sl_limiter_shared *limiter_shared, struct sl_metrics *metrics)

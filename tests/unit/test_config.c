@@ -955,7 +955,8 @@ test_listen_forms(void **state)
     static const struct {
         const char *conf, *want;
     } bad[] = {
-        { "listen = { \"127.0.0.1:8080\",\n { address = \"127.0.0.1:8081\", proxy_protocol = 1 } }\n",
+        { "listen = { \"127.0.0.1:8080\",\n"
+          " { address = \"127.0.0.1:8081\", proxy_protocol = 1 } }\n",
           "t.conf:5: listen[2]: proxy_protocol: expected true or false" },
         { "listen = { { proxy_protocol = true } }\n", "t.conf:4: listen[1]: no address" },
         { "listen = { address = \"127.0.0.1:8081\", mode = \"0660\" }\n",
@@ -990,7 +991,8 @@ test_listen_forms(void **state)
                          "  { address = \"[::1]:8081\", proxy_protocol = true },\n"
                          "  { address = \"unix:/tmp/sluice-test.sock\", mode = \"0600\" },\n"
                          "  \"unix:/tmp/other.sock\" }\n"
-                         "limits = { a = { key = { \"ip\", \"path\" }, rate = 1, ipv6_prefix = 56 } }\n",
+                         "limits = { a = { key = { \"ip\", \"path\" }, rate = 1,\n"
+                         "                 ipv6_prefix = 56 } }\n",
                          &cfg);
     if (errors != NULL)
         fail_msg("%s", errors);

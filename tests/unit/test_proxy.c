@@ -656,7 +656,8 @@ test_ident_forwarded(void **state)
     trust_lb();
     c = parsed_from("GET / HTTP/1.1\r\nHost: internal\r\n"
                     "Forwarded: for=198.51.100.77;proto=http\r\n"
-                    "Forwarded: for=\"[2001:db8:cafe::17]:4711\";proto=HTTPS;host=\"api.example.com\","
+                    "Forwarded: for=\"[2001:db8:cafe::17]:4711\";proto=HTTPS;"
+                    "host=\"api.example.com\","
                     " for=10.9.9.9;proto=http;host=inner\r\n\r\n",
                     "10.1.2.3");
     ip = client_text(c);
