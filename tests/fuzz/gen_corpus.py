@@ -376,6 +376,29 @@ CONFIGS = {
 }
 
 
+# fuzz_client_identity: byte 0 even, a PROXY protocol start; odd, a Forwarded value
+_PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+CLIENT_IDENTITY = {
+    "pp1_tcp4": b"\x00PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n\r\n",
+    "pp1_tcp6": b"\x00PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n",
+    "pp1_unknown": b"\x00PROXY UNKNOWN\r\n",
+    "pp1_cut": b"\x00PROXY TCP4 192.0.2.1 198.5",
+    "pp1_long": b"\x00PROXY UNKNOWN " + b"A" * 120 + b"\r\n",
+    "pp2_tcp4": b"\x00" + _PP2_SIG + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 1, 198, 51, 100, 1,
+                                                                   0xdc, 0x04, 0x01, 0xbb]),
+    "pp2_tcp6_ssl": b"\x00" + _PP2_SIG + b"\x21\x21\x00\x2c" + bytes(range(1, 37))
+                    + b"\x20\x00\x05\x01\x00\x00\x00\x00",
+    "pp2_local": b"\x00" + _PP2_SIG + b"\x20\x00\x00\x00GET",
+    "pp2_tlv_overrun": b"\x00" + _PP2_SIG + b"\x21\x11\x00\x0f" + bytes(12) + b"\x20\x00\x09",
+    "fwd_rfc_examples": b'\x01for="_gazonk", For="[2001:db8:cafe::17]:4711", '
+                        b'for=192.0.2.60;proto=http;by=203.0.113.43',
+    "fwd_trusted_chain": b'\x01for=198.51.100.1;proto=https;host="api.example:8443", for=10.0.0.5',
+    "fwd_hidden": b"\x01for=198.51.100.1, for=unknown, for=_hidden;host=x",
+    "fwd_quoted_pairs": b'\x01for="1.2.3.4";host="a\\"b\\\\c";proto="ht\\tp"',
+    "fwd_bad": b'\x01for=1.2.3.4;for=5.6.7.8, for="[::1',
+}
+
+
 def write(driver, files):
     d = os.path.join(HERE, "corpus", driver)
     if os.path.isdir(d):
@@ -398,6 +421,7 @@ def main():
                 with open(os.path.join(src, name), "rb") as f:
                     confs[prefix + name] = f.read()
     n += write("fuzz_config", confs)
+    n += write("fuzz_client_identity", CLIENT_IDENTITY)
     print("wrote %d seeds" % n, file=sys.stderr)
 
 
