@@ -11,6 +11,8 @@
  *                     upstream, the response head for the client, local answers
  *   proxy_upstream.c  the upstream leg: acquire, send, read the response,
  *                     stream it back, timeouts
+ *   proxy_tunnel.c    upgraded connections (WebSocket after a 101): bytes
+ *                     relayed both ways, half-close, backpressure, idle timeout
  *
  * Everything here runs on one worker's event loop.
  */
@@ -62,6 +64,7 @@ enum conn_state {
     C_UPSTREAM_WAIT, /* waiting for an upstream connection */
     C_FORWARD,       /* request going up, response coming down */
     C_FLUSH_CLOSE,   /* last bytes going out, then close */
+    C_TUNNEL,        /* upgraded (101): bytes relayed both ways (proxy_tunnel.c) */
 };
 
 /* What a request uses of its generation for its route: looked up once, when
@@ -101,6 +104,9 @@ struct request_state {
     bool is_path_rewritten; /* the upstream gets req.path (normalised), not the target */
     bool is_counted;        /* sl_metrics_request_start was called */
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
+    bool is_upgrade;        /* a WebSocket handshake we pass on (sl_http_is_websocket_upgrade) */
+    bool is_tunnel;         /* a 101 came: counted in the tunnels gauge until the close */
+    bool is_metrics_done;   /* counted in the request metrics already (a tunnel, at its 101) */
     size_t xff_len;
     size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
 
@@ -131,6 +137,11 @@ struct conn {
     bool is_processing;         /* conn_process is on the stack: it will look again */
     bool is_client_read_paused; /* backpressure from the upstream side */
     bool is_up_read_paused;     /* backpressure from the client side */
+    bool is_tun_client_eof;     /* tunnel: the client closed its sending side */
+    bool is_tun_up_eof;         /* tunnel: the upstream closed its sending side */
+    bool is_tun_client_shut;    /* tunnel: we shut down our sending side to the client */
+    bool is_tun_up_shut;        /* tunnel: ... to the upstream */
+    struct event req_timer;     /* client.request_timeout: the whole request read in time */
     char peer_ip[48];           /* canonical text, as sl_client_address gives it */
     size_t peer_ip_len;
     struct sockaddr_storage peer;
@@ -220,6 +231,9 @@ void proxy_conn_flush_close(struct conn *c);
 void proxy_timer_set(struct conn *c, uint64_t ms);
 /* Counts and logs the request (once). */
 void proxy_request_finish(struct conn *c, const char *reason);
+/* Counts the request in the metrics now (a tunnel, at its 101); the access
+ * log line still waits for proxy_request_finish. */
+void proxy_request_count(struct conn *c);
 /* The response is complete: log, then close or wait for the next request. */
 void proxy_request_done(struct conn *c, bool must_close);
 /* Answers with a problem+json body; detail is our own text, never input.
@@ -255,5 +269,13 @@ void proxy_up_timer_set(struct conn *c);
 void proxy_up_timer_for_body(struct conn *c);
 void proxy_up_timer_cb(evutil_socket_t fd, short what, void *arg);
 void proxy_forward_response(struct conn *c);
+
+/* ---- proxy_tunnel.c: upgraded connections ---------------------------------- */
+
+/* The upstream answered 101 to an upgrade and its head went to the client:
+ * from now on bytes are relayed both ways until both sides are done. */
+void proxy_tunnel_start(struct conn *c);
+/* Called by proxy_conn_close: the tunnel is over (gauge down). */
+void proxy_tunnel_end(struct conn *c);
 
 #endif
