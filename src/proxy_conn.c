@@ -366,21 +366,46 @@ normalize_path(struct conn *c)
  * the last byte of its body, however slowly it trickles in (the header and
  * body timeouts only bound the gaps). Armed only once a request is seen
  * not to arrive in one piece, so the common case never touches a timer.
+ * The time sluice itself takes before it reads the body (the phases, the
+ * wait for an upstream connection) is not the client's: the clock stops
+ * then (request_timer_pause) and the deadline moves by as much.
  */
 static void
 request_timer_arm(struct conn *c)
 {
     uint64_t ms = proxy_gen_cfg(c->px->gen)->client.request_timeout_ms;
-    uint64_t now = sl_clock_cached_us(), deadline;
+    uint64_t now = sl_clock_cached_us();
     struct timeval tv;
 
     if (c->rq.cfg != NULL)
         ms = c->rq.cfg->client.request_timeout_ms;
     if (ms == 0 || evtimer_pending(&c->req_timer, NULL))
         return;
-    deadline = c->rq.start_us + ms * 1000;
-    tv = sl_timeval_from_ms(deadline > now ? (deadline - now + 999) / 1000 : 0);
+    if (c->rq.request_deadline_us == 0)
+        c->rq.request_deadline_us = c->rq.start_us + ms * 1000;
+    tv = sl_timeval_from_ms(c->rq.request_deadline_us > now
+                                ? (c->rq.request_deadline_us - now + 999) / 1000
+                                : 0);
     evtimer_add(&c->req_timer, &tv);
+}
+
+static void
+request_timer_pause(struct conn *c)
+{
+    if (!evtimer_pending(&c->req_timer, NULL))
+        return;
+    evtimer_del(&c->req_timer);
+    c->rq.request_paused_us = sl_clock_cached_us();
+}
+
+void
+proxy_request_timer_resume(struct conn *c)
+{
+    if (c->rq.request_paused_us == 0 || c->rq.is_body_done)
+        return;
+    c->rq.request_deadline_us += sl_clock_cached_us() - c->rq.request_paused_us;
+    c->rq.request_paused_us = 0;
+    request_timer_arm(c);
 }
 
 static void
@@ -521,6 +546,7 @@ request_begin(struct conn *c)
     proxy_gen_route(c->rq.gen, c->rq.route, &c->rq.use);
     if (!check_upgrade(c))
         return;
+    request_timer_pause(c);
     c->state = C_PHASES;
     evtimer_del(&c->timer);
     /* released by on_phases_done, which may come before this returns */

@@ -120,6 +120,8 @@ struct request_state {
     uint64_t up_deadline_us; /* when the upstream timeout runs out */
     uint64_t start_us, head_done_us, upstream_start_us, first_byte_us, upstream_end_us;
     uint64_t decided_us; /* the phases decided */
+    uint64_t request_deadline_us; /* client.request_timeout: 0 until the timer is armed */
+    uint64_t request_paused_us;   /* its clock stopped (sluice decides or waits) since */
     uint64_t bytes_in, bytes_out;
     int status;
     const char *reason;     /* why sluice answered itself (static text), for the access log */
@@ -240,6 +242,9 @@ void proxy_request_done(struct conn *c, bool must_close);
  * reason, as short and static, is the access log's `reason` for it. */
 void proxy_respond_error(struct conn *c, int status, const char *reason, const char *detail,
                          bool must_close);
+/* The request's body starts to be read (an upstream connection came):
+ * client.request_timeout runs again, less the time sluice took. */
+void proxy_request_timer_resume(struct conn *c);
 /* Moves the request body that has arrived to the upstream. */
 void proxy_forward_body(struct conn *c);
 /* Feeds a chunked or close-delimited body to h's parser: 0, or -1. */

@@ -115,6 +115,7 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     }
     if (!c->rq.is_body_done) {
         proxy_timer_set(c, c->rq.cfg->client.body_timeout_ms);
+        proxy_request_timer_resume(c);
         proxy_forward_body(c);
     }
     if (!c->is_dead && c->up != NULL) {

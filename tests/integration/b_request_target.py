@@ -11,8 +11,10 @@
 # closes at once; client.request_timeout caps reading a whole request,
 # head or body, however it trickles: 408 problem+json.
 # Client: raw sockets. Upstreams: "main" and "host" (/echo, /upload).
-# Daemon: a host route for example.com, a catch-all, request_timeout 1s with
-# header and body timeouts well above it.
+# Time a request waits in sluice (for an upstream connection) is not the
+# client's: a whole request queued longer than request_timeout still goes up.
+# Daemon: a host route for example.com, one for queue.test (max_inflight 1),
+# a catch-all, request_timeout 1s with header and body timeouts well above.
 
 import socket
 import time
@@ -28,10 +30,12 @@ client = { header_timeout = "8s", body_timeout = "8s", request_timeout = "1s" }
 upstreams = {
   main = { servers = { "127.0.0.1:${main}" } },
   host = { servers = { "127.0.0.1:${host}" } },
+  one  = { servers = { "127.0.0.1:${main}" }, max_inflight = 1, queue = 8 },
 }
 routes = {
   { path = "/", upstream = "main" },
   { host = "example.com", path = "/", upstream = "host" },
+  { host = "queue.test", path = "/", upstream = "one" },
 }
 """
 
@@ -155,6 +159,18 @@ def check_request_timeout(t, s):
 
     r = h.request(s.addr, "POST", "/upload", body=b"z" * 1000)
     t.eq(r.status, 200, "a request that arrives in time is not affected")
+
+    # the one upstream slot is busy for 1.6 s; the POST waits in the queue
+    busy = h.Conn(s.addr, 10)
+    busy.send(h.request_bytes("GET", "/slow?ms=1600", host="queue.test"))
+    time.sleep(0.2)
+    start = time.monotonic()
+    r = h.request(s.addr, "POST", "/upload", body=b"q" * 100, host="queue.test", timeout=8)
+    took = time.monotonic() - start
+    t.eq(r.status, 200, "queued longer than request_timeout: not a 408 (the wait was ours)")
+    t.ok(took > 1.1, "... it did wait for the slot", "%.2f s" % took)
+    t.eq(busy.read_response(timeout=8).status, 200, "the request holding the slot: 200")
+    busy.close()
 
 
 def main(env):
