@@ -4,8 +4,9 @@
 #
 # WebSocket (issue 10, point 6): a handshake passes with Upgrade: websocket
 # and Connection: upgrade forwarded, and after the upstream's 101 sluice
-# relays bytes both ways (text frames, a 1 MiB binary frame through the
-# backpressure bounds), passes a half-close on, closes the tunnel after the
+# relays bytes both ways (text frames, a 1 MiB binary frame, a 32 MiB flood
+# to a client that does not read, held in bounded memory), passes a
+# half-close on, closes the tunnel after the
 # upstream's tunnel_idle_timeout, counts it in sluice_tunnels and logs it
 # when it ends (status 101, bytes both ways, who closed). A limit applies to
 # the handshake (429); websocket = false refuses it (403); an h2c upgrade,
@@ -115,6 +116,29 @@ def check_echo(t, s, up):
     return len(big)
 
 
+def check_backpressure(t, s):
+    """32 MiB from the upstream to a client that does not read for a while:
+    sluice stops reading the upstream instead of buffering it."""
+    ws = WsClient(s.addr)
+    ws.c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    rss0 = h.rss_kb(s.pid)
+    ws.send(1, b"flood:512")
+    time.sleep(1.0)
+    rss1 = h.rss_kb(s.pid)
+    grew = (rss1 - rss0) if rss0 and rss1 else None
+    t.ok(grew is not None and grew < 8 * 1024, "backpressure: sluice holds little of a 32 MiB "
+         "flood to a client that does not read", "RSS grew by %s KiB" % grew)
+    total, ok = 0, True
+    while total < 512:
+        f = ws.recv(timeout=10)
+        if f is None or f[0] != 2 or len(f[1]) != 65536:
+            ok = False
+            break
+        total += 1
+    t.ok(ok, "backpressure: all 512 frames arrive whole once the client reads", "%d" % total)
+    ws.close()
+
+
 def check_half_close(t, s):
     ws = WsClient(s.addr)
     ws.send(1, b"before-fin")
@@ -213,6 +237,7 @@ def main(env):
     up = env.upstream("app")
     s = env.sluice(CONF, values={"up": up.port})
     nbig = check_echo(t, s, up)
+    check_backpressure(t, s)
     check_half_close(t, s)
     check_idle(t, s)
     check_refusals(t, s, up)

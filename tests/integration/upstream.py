@@ -32,7 +32,8 @@
 #                          (Upgrade: websocket) gets 101 and every data frame
 #                          is sent back; "close-now" closes the connection, a
 #                          close frame is answered and the connection closed;
-#                          at EOF it sends the text "eof-seen" and closes.
+#                          at EOF it sends the text "eof-seen" and closes;
+#                          "flood:N" sends N binary frames of 64 KiB.
 #                          always=1: 101 even to a request that asked for no
 #                          upgrade (a broken upstream). No handshake: /echo
 #
@@ -152,6 +153,11 @@ def ws_serve(sock, rd, key):
             return
         if payload == b"close-now":
             return
+        if payload.startswith(b"flood:"):
+            chunk = ws_frame(2, bytes(range(256)) * 256)
+            for _ in range(int(payload[6:])):
+                sock.sendall(chunk)
+            continue
         sock.sendall(ws_frame(opcode, payload))
 
 
