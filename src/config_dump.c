@@ -575,7 +575,9 @@ dump_client_store(struct dumper *d)
     put_size(out, c->max_uri_size);
     fprintf(out, ",\n  max_headers = %u,\n  max_body_size = ", c->max_headers);
     put_size(out, c->max_body_size);
-    fprintf(out, ",\n  max_connections = %u,\n}\n", c->max_connections);
+    fprintf(out, ",\n  max_connections = %u,\n  request_timeout = ", c->max_connections);
+    put_duration(out, c->request_timeout_ms);
+    fputs(",\n}\n", out);
 
     fprintf(out, "\nstore = {\n  kind = \"%s\",\n",
             s->kind == SL_STORE_REDIS ? "redis" : "local");
@@ -614,8 +616,10 @@ dump_upstreams(struct dumper *d)
         put_duration(out, u->timeout_ms);
         fputs(",\n    idle_timeout = ", out);
         put_duration(out, u->idle_timeout_ms);
-        fprintf(out, ",\n    max_inflight = %u,\n    queue = %u,\n  },\n", u->max_inflight,
-                u->queue);
+        fprintf(out, ",\n    max_inflight = %u,\n    queue = %u,\n    tunnel_idle_timeout = ",
+                u->max_inflight, u->queue);
+        put_duration(out, u->tunnel_idle_timeout_ms);
+        fputs(",\n  },\n", out);
     }
     fputs("}\n", out);
 }
@@ -702,9 +706,9 @@ dump_limits_routes(struct dumper *d)
             put_cstring(out, cfg->limits[r->limits[j]].name);
         }
         put_close(out, r->nlimits);
-        fprintf(out, ", ratelimit_headers = %s, server_timing = %s },\n",
+        fprintf(out, ", ratelimit_headers = %s, server_timing = %s, websocket = %s },\n",
                 r->has_ratelimit_headers ? "true" : "false",
-                r->has_server_timing ? "true" : "false");
+                r->has_server_timing ? "true" : "false", r->has_websocket ? "true" : "false");
     }
     fputs("}\n", out);
 }

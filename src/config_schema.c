@@ -249,6 +249,25 @@ set_error_log(struct loader *ld, void *obj, int idx)
 /* client and store                                                         */
 /* ------------------------------------------------------------------------ */
 
+static const struct opt request_timeout_opt = ROW_DURATION(
+    "request_timeout", "0s", 0, 24 * MS_HOUR, struct sl_client_conf, request_timeout_ms);
+
+/* A duration, or 0 (off, the default): as slow_request, "0" and 0 are taken
+ * for zero although durations otherwise need a unit. */
+static bool
+set_request_timeout(struct loader *ld, void *obj, int idx)
+{
+    struct sl_client_conf *c = obj;
+    int type = lua_type(ld->L, idx);
+
+    if ((type == LUA_TSTRING && strcmp(lua_tostring(ld->L, idx), "0") == 0)
+        || (type == LUA_TNUMBER && lua_tonumber(ld->L, idx) == 0)) {
+        c->request_timeout_ms = 0;
+        return true;
+    }
+    return sl_conf_set_option(ld, &request_timeout_opt, c, idx);
+}
+
 static const struct opt client_opts[] = {
     ROW_DURATION("header_timeout", "10s", 1, 24 * MS_HOUR, struct sl_client_conf,
                  header_timeout_ms),
@@ -259,6 +278,7 @@ static const struct opt client_opts[] = {
     ROW_UNSIGNED("max_headers", "100", 1, 10000, struct sl_client_conf, max_headers),
     ROW_SIZE64("max_body_size", "0", 0, UINT64_MAX, struct sl_client_conf, max_body_size),
     ROW_UNSIGNED("max_connections", "10000", 1, 10000000, struct sl_client_conf, max_connections),
+    ROW_CUSTOM("request_timeout", set_request_timeout),
 };
 
 static bool
@@ -441,6 +461,8 @@ static const struct opt upstream_opts[] = {
     ROW_DURATION("idle_timeout", "60s", 1, 24 * MS_HOUR, struct sl_upstream_conf, idle_timeout_ms),
     ROW_UNSIGNED("max_inflight", "1024", 1, 1000000, struct sl_upstream_conf, max_inflight),
     ROW_UNSIGNED("queue", "4096", 0, 10000000, struct sl_upstream_conf, queue),
+    ROW_DURATION("tunnel_idle_timeout", "1h", 1, 7 * 24 * MS_HOUR, struct sl_upstream_conf,
+                 tunnel_idle_timeout_ms),
 };
 
 static bool
@@ -890,6 +912,7 @@ static const struct opt route_opts[] = {
     ROW_CUSTOM("limits", set_route_limits),
     ROW_BOOL("ratelimit_headers", "true", struct sl_route_conf, has_ratelimit_headers),
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
+    ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
 };
 
 static bool

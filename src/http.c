@@ -7,7 +7,9 @@
  */
 #include "sluice/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -425,6 +427,15 @@ sl_head_feed(struct sl_head *h, const char *data, size_t len)
         }
         if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
             return status_for_errno(h);
+        /*
+         * The parser takes a request line that ends after its target as
+         * HTTP/0.9 (version 0.9) and goes on to read headers, which would
+         * keep a client that never sends any waiting for the header
+         * timeout. There is no HTTP/0.9 here: refuse it now.
+         */
+        if (h->parser.type == HTTP_REQUEST && h->parser.http_major == 0
+            && h->parser.http_minor == 9)
+            return 400;
         h->fed += n;
     }
     if (h->max_uri_size != 0 && h->url_len > h->max_uri_size)
@@ -540,11 +551,108 @@ sl_http_check_fields(const struct sl_header *headers, size_t n)
     return 0;
 }
 
+/* The end of a host (reg-name, IPv4 or [IPv6]) before its ":port". */
+static size_t
+host_name_len(const char *v, size_t len)
+{
+    const char *end;
+
+    if (len > 0 && v[0] == '[') {
+        end = memchr(v, ']', len);
+        return end != NULL ? (size_t)(end - v) + 1 : len;
+    }
+    end = memchr(v, ':', len);
+    return end != NULL ? (size_t)(end - v) : len;
+}
+
+static bool
+has_prefix_ci(const char *s, size_t len, const char *prefix, size_t prefix_len)
+{
+    return len >= prefix_len && strncasecmp(s, prefix, prefix_len) == 0;
+}
+
+/*
+ * absolute-form (RFC 9112 section 3.2.2): "http://authority/path?query".
+ * The authority routes the request in place of Host; the path and query go
+ * up in origin-form. userinfo is refused (RFC 9110 section 4.2.4 forbids it
+ * in http URIs), as is an authority that is no valid host[:port].
+ */
+static int
+parse_absolute_form(struct sl_request *req)
+{
+    const char *t = req->target, *end = t + req->target_len, *a, *rest;
+    size_t skip;
+
+    if (has_prefix_ci(t, req->target_len, SL_LIT("http://")))
+        skip = sizeof("http://") - 1;
+    else if (has_prefix_ci(t, req->target_len, SL_LIT("https://")))
+        skip = sizeof("https://") - 1;
+    else
+        return 400;
+    a = t + skip;
+    for (rest = a; rest < end && *rest != '/' && *rest != '?' && *rest != '#'; rest++)
+        ;
+    if (rest == a || !sl_http_is_valid_host(a, (size_t)(rest - a)))
+        return 400;
+    req->authority = a;
+    req->authority_len = (size_t)(rest - a);
+    if (rest < end && *rest == '/') {
+        req->origin = rest;
+        req->origin_len = (size_t)(end - rest);
+    } else {
+        req->origin = NULL; /* "http://h" or "http://h?q": the path is "/" */
+        req->origin_len = 0;
+    }
+    return 0;
+}
+
+/* The request-target's form decides the path, query and authority. */
+static int
+parse_target(struct sl_request *req, enum http_method method)
+{
+    const char *q;
+
+    if (req->target_len == 0)
+        return 400;
+    if (req->target_len == 1 && req->target[0] == '*') {
+        /* asterisk-form is for OPTIONS only (section 3.2.4) */
+        if (method != HTTP_OPTIONS)
+            return 400;
+        req->is_asterisk = true;
+        req->origin = req->path = req->target;
+        req->origin_len = req->path_len = 1;
+        return 0;
+    }
+    if (req->target[0] == '/') {
+        req->origin = req->target;
+        req->origin_len = req->target_len;
+    } else if (parse_absolute_form(req) != 0) {
+        return 400;
+    }
+    if (req->origin_len == 0) {
+        q = req->authority + req->authority_len;
+        req->path = "/";
+        req->path_len = 1;
+        if (q < req->target + req->target_len && *q == '?') {
+            req->query = q + 1;
+            req->query_len = req->target_len - (size_t)(q + 1 - req->target);
+        }
+        return 0;
+    }
+    q = memchr(req->origin, '?', req->origin_len);
+    req->path = req->origin;
+    req->path_len = q ? (size_t)(q - req->origin) : req->origin_len;
+    if (q != NULL) {
+        req->query = q + 1;
+        req->query_len = req->origin_len - req->path_len - 1;
+    }
+    return 0;
+}
+
 int
 sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *headers,
                    struct sl_request *req)
 {
-    const char *q;
     const struct sl_header *host;
 
     memset(req, 0, sizeof(*req));
@@ -559,21 +667,13 @@ sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *
         return 505;
     if (sl_http_check_fields(headers, req->nheaders) != 0)
         return 400;
-    /* Only origin-form targets (RFC 9112 section 3.2.1) reach an upstream. */
-    if (req->target_len == 0 || req->target[0] != '/')
-        return 400;
     /* the non-strict parser lets HTAB and FF into a target; we forward it */
     for (size_t i = 0; i < req->target_len; i++) {
         if ((unsigned char)req->target[i] <= 0x20 || req->target[i] == 0x7f)
             return 400;
     }
-    q = memchr(req->target, '?', req->target_len);
-    req->path = req->target;
-    req->path_len = q ? (size_t)(q - req->target) : req->target_len;
-    if (q != NULL) {
-        req->query = q + 1;
-        req->query_len = req->target_len - req->path_len - 1;
-    }
+    if (parse_target(req, (enum http_method)h->parser.method) != 0)
+        return 400;
     host = NULL;
     for (size_t i = 0; i < req->nheaders; i++) {
         if (sl_http_token_eq(headers[i].name, headers[i].name_len, SL_LIT("host"))) {
@@ -582,18 +682,18 @@ sl_head_to_request(const struct sl_head *h, const char *head, struct sl_header *
             host = &headers[i];
         }
     }
-    if (host == NULL) {
-        if (req->http_minor >= 1)
-            return 400;
-    } else {
-        const char *colon;
+    /* Never forwarded, even when the target's authority overrides it: an
+     * upstream that reads Host must not be handed one we could not parse. */
+    if (host != NULL && !sl_http_is_valid_host(host->value, host->value_len))
+        return 400;
+    if (host == NULL && req->http_minor >= 1)
+        return 400;
+    if (req->authority != NULL) {
+        req->host = req->authority;
+        req->host_len = host_name_len(req->authority, req->authority_len);
+    } else if (host != NULL) {
         req->host = host->value;
-        req->host_len = host->value_len;
-        if (req->host_len > 0 && req->host[0] != '[') {
-            colon = memchr(req->host, ':', req->host_len);
-            if (colon != NULL)
-                req->host_len = (size_t)(colon - req->host);
-        }
+        req->host_len = host_name_len(host->value, host->value_len);
     }
     return 0;
 }
@@ -758,13 +858,13 @@ sl_http_name_is(const struct sl_header *h, const char *name, size_t name_len)
     return sl_http_token_eq(h->name, h->name_len, name, name_len);
 }
 
-/* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
-static bool
-is_connection_token(const struct sl_header *headers, size_t n, const struct sl_header *h)
+bool
+sl_http_has_token(const struct sl_header *headers, size_t n, const char *name, size_t name_len,
+                  const char *token, size_t token_len)
 {
     for (size_t i = 0; i < n; i++) {
         const char *v = headers[i].value, *end = v + headers[i].value_len;
-        if (!sl_http_name_is(&headers[i], SL_LIT("connection")))
+        if (!sl_http_token_eq(headers[i].name, headers[i].name_len, name, name_len))
             continue;
         while (v < end) {
             const char *comma = memchr(v, ',', (size_t)(end - v));
@@ -776,12 +876,86 @@ is_connection_token(const struct sl_header *headers, size_t n, const struct sl_h
             tlen = (size_t)(tok_end - t);
             while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t'))
                 tlen--;
-            if (sl_http_token_eq(t, tlen, h->name, h->name_len))
+            if (sl_http_token_eq(t, tlen, token, token_len))
                 return true;
             v = comma ? comma + 1 : end;
         }
     }
     return false;
+}
+
+/* Is `name` listed in any Connection header of the message? (RFC 9110 7.6.1) */
+static bool
+is_connection_token(const struct sl_header *headers, size_t n, const struct sl_header *h)
+{
+    return sl_http_has_token(headers, n, SL_LIT("connection"), h->name, h->name_len);
+}
+
+bool
+sl_http_is_websocket_upgrade(const struct sl_request *req, bool has_body)
+{
+    /* RFC 9110 section 7.8: an HTTP/1.0 Upgrade is ignored; RFC 6455 4.1: GET */
+    if (req->http_minor < 1 || has_body || !sl_http_token_eq(req->method, req->method_len,
+                                                             SL_LIT("GET")))
+        return false;
+    return sl_http_has_token(req->headers, req->nheaders, SL_LIT("connection"), SL_LIT("upgrade"))
+        && sl_http_has_token(req->headers, req->nheaders, SL_LIT("upgrade"), SL_LIT("websocket"));
+}
+
+/* unreserved / pct-encoded / sub-delims (RFC 3986 section 3.2.2 reg-name) */
+static bool
+is_reg_name(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '%') {
+            if (i + 2 >= len || sl_hex_value(v[i + 1]) < 0 || sl_hex_value(v[i + 2]) < 0)
+                return false;
+            i += 2;
+            continue;
+        }
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+            continue;
+        if (c == '\0' || strchr("-._~!$&'()*+,;=", c) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* IPv6address or IPvFuture inside the brackets, checked by the C library */
+static bool
+is_ip_literal(const char *v, size_t len)
+{
+    char buf[64];
+    struct in6_addr a;
+
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, &a) == 1;
+}
+
+bool
+sl_http_is_valid_host(const char *v, size_t len)
+{
+    size_t name_len = host_name_len(v, len);
+
+    if (len > 0 && v[0] == '[') {
+        if (name_len < 2 || v[name_len - 1] != ']' || !is_ip_literal(v + 1, name_len - 2))
+            return false;
+    } else if (!is_reg_name(v, name_len)) {
+        return false; /* an IPv4address is a reg-name too */
+    }
+    if (name_len == len)
+        return true;
+    if (v[name_len] != ':' || len - name_len - 1 > 5)
+        return false;
+    for (size_t i = name_len + 1; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    }
+    return true;
 }
 
 bool

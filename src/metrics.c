@@ -94,6 +94,7 @@ enum {
     S_CONNECTIONS = 0,
     S_ACCEPTED,
     S_IN_FLIGHT,
+    S_TUNNELS,
     S_STORE_ERRORS,
     S_RECONNECTS = S_STORE_ERRORS + NSTORE_ERRORS,
     S_NOSCRIPT,
@@ -583,6 +584,13 @@ sl_metrics_client_close(struct sl_metrics_worker *w)
         bump(&w->scalars[S_CONNECTIONS], (uint64_t)-1);
 }
 
+void
+sl_metrics_tunnel(struct sl_metrics_worker *w, int delta)
+{
+    if (w != NULL)
+        bump(&w->scalars[S_TUNNELS], (uint64_t)(int64_t)delta);
+}
+
 /* ==== process-wide ========================================================================= */
 
 void
@@ -740,6 +748,9 @@ render_http(struct out *o, struct sl_metrics *m)
     emit(o, "sluice_client_connections_accepted_total %" PRIu64 "\n", sum_scalar(m, S_ACCEPTED));
     head(o, "sluice_requests_in_flight", "gauge", "Requests read and not yet finished.");
     emit(o, "sluice_requests_in_flight %" PRId64 "\n", (int64_t)sum_scalar(m, S_IN_FLIGHT));
+    head(o, "sluice_tunnels", "gauge",
+         "Upgraded connections (WebSocket) relaying bytes both ways now.");
+    emit(o, "sluice_tunnels %" PRId64 "\n", (int64_t)sum_scalar(m, S_TUNNELS));
 
     head(o, "sluice_http_requests_total", "counter",
          "Requests finished, by route, method and status class of the response.");

@@ -41,6 +41,8 @@ static void on_phases_done(void *arg, enum sl_phase_result result, int status,
                            const char *body, size_t body_len);
 static void conn_stream_cb(struct sl_stream *s, int what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void req_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void request_timer_arm(struct conn *c);
 
 /* ---- connection lifecycle ------------------------------------------------ */
 
@@ -77,10 +79,12 @@ proxy_conn_new(struct sl_proxy *px, evutil_socket_t fd, const struct sockaddr *s
     sl_phase_run_init(&c->phases);
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     evtimer_assign(&c->up_timer, px->base, proxy_up_timer_cb, c);
+    evtimer_assign(&c->req_timer, px->base, req_timer_cb, c);
     /* A new connection gets the header timeout, not the keep-alive one. */
     c->rq.start_us = sl_clock_cached_us();
     c->state = C_HEAD;
     proxy_timer_set(c, client->header_timeout_ms);
+    request_timer_arm(c);
     return c;
 }
 
@@ -125,11 +129,13 @@ proxy_conn_close(struct conn *c, const char *reason)
      * pending check at once, and that callback lets go of c: c must outlive
      * this function whoever called it (sl_proxy_close_all holds nothing). */
     proxy_conn_hold(c);
+    proxy_tunnel_end(c);
     if (c->rq.gen != NULL && !c->rq.is_logged)
         proxy_request_finish(c, reason);
     proxy_upstream_drop(c, false);
     c->is_dead = true;
     evtimer_del(&c->timer);
+    evtimer_del(&c->req_timer);
     sl_stream_fini(&c->cs);
     proxy_gen_release(c->rq.gen);
     c->rq.gen = NULL;
@@ -189,6 +195,21 @@ count_request(struct conn *c, uint64_t now)
                        c->rq.bytes_in, c->rq.bytes_out, now - c->rq.start_us);
 }
 
+/* A tunnel is counted at its 101: the request metrics (durations, the
+ * slow-request log) are about the handshake, not about how long a WebSocket
+ * stays open; sluice_tunnels counts those. */
+void
+proxy_request_count(struct conn *c)
+{
+    uint64_t now = sl_clock_cached_us();
+
+    if (c->rq.is_metrics_done)
+        return;
+    c->rq.is_metrics_done = true;
+    count_request(c, now);
+    log_slow(c, now);
+}
+
 void
 proxy_request_finish(struct conn *c, const char *reason)
 {
@@ -198,8 +219,7 @@ proxy_request_finish(struct conn *c, const char *reason)
     const struct sl_header *rid;
 
     c->rq.is_logged = true;
-    count_request(c, now);
-    log_slow(c, now);
+    proxy_request_count(c);
     if (!sl_accesslog_is_on(c->px->accesslog)) {
         sl_phase_run_end(&c->phases, reason, NULL);
         return;
@@ -248,6 +268,7 @@ request_reset(struct conn *c)
 {
     free(c->rq.head_buf);
     proxy_gen_release(c->rq.gen);
+    evtimer_del(&c->req_timer);
     c->rq = (struct request_state){ .framing = SL_FRAMING_NONE };
     sl_head_reset(&c->head, HTTP_REQUEST);
 }
@@ -346,6 +367,115 @@ normalize_path(struct conn *c)
     return true;
 }
 
+/*
+ * client.request_timeout bounds the whole request, from its first byte to
+ * the last byte of its body, however slowly it trickles in (the header and
+ * body timeouts only bound the gaps). Armed only once a request is seen
+ * not to arrive in one piece, so the common case never touches a timer.
+ * The time sluice itself takes before it reads the body (the phases, the
+ * wait for an upstream connection) is not the client's: the clock stops
+ * then (request_timer_pause) and the deadline moves by as much.
+ */
+static void
+request_timer_arm(struct conn *c)
+{
+    uint64_t ms = proxy_gen_cfg(c->px->gen)->client.request_timeout_ms;
+    uint64_t now = sl_clock_cached_us();
+    struct timeval tv;
+
+    if (c->rq.cfg != NULL)
+        ms = c->rq.cfg->client.request_timeout_ms;
+    if (ms == 0 || evtimer_pending(&c->req_timer, NULL))
+        return;
+    if (c->rq.request_deadline_us == 0)
+        c->rq.request_deadline_us = c->rq.start_us + ms * 1000;
+    tv = sl_timeval_from_ms(c->rq.request_deadline_us > now
+                                ? (c->rq.request_deadline_us - now + 999) / 1000
+                                : 0);
+    evtimer_add(&c->req_timer, &tv);
+}
+
+static void
+request_timer_pause(struct conn *c)
+{
+    if (!evtimer_pending(&c->req_timer, NULL))
+        return;
+    evtimer_del(&c->req_timer);
+    c->rq.request_paused_us = sl_clock_cached_us();
+}
+
+void
+proxy_request_timer_resume(struct conn *c)
+{
+    if (c->rq.request_paused_us == 0 || c->rq.is_body_done)
+        return;
+    c->rq.request_deadline_us += sl_clock_cached_us() - c->rq.request_paused_us;
+    c->rq.request_paused_us = 0;
+    request_timer_arm(c);
+}
+
+static void
+req_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    proxy_conn_hold(c);
+    if (c->state == C_HEAD) {
+        proxy_respond_error(c, 408, "client request timeout",
+                            "the request did not arrive in time", true);
+    } else if (c->rq.gen != NULL && !c->rq.is_body_done && c->state != C_FLUSH_CLOSE) {
+        c->rq.is_body_done = true; /* nothing more is read: the connection closes */
+        if (c->rq.is_resp_started)
+            proxy_conn_close(c, "client request timeout");
+        else
+            proxy_respond_error(c, 408, "client request timeout",
+                                "the request did not arrive in time", true);
+    }
+    proxy_conn_unhold(c);
+}
+
+/*
+ * "OPTIONS *" (RFC 9110 section 9.3.7) asks about the server in general,
+ * not about a resource of any upstream: answered here, unrouted and
+ * unlimited, as Apache httpd and Go's net/http do (nginx and Envoy refuse
+ * it with 400; no proxy we know of forwards it).
+ */
+static void
+answer_options(struct conn *c)
+{
+    struct evbuffer *out = c->cs.out;
+    size_t before = evbuffer_get_length(out);
+    bool must_close = !c->rq.is_body_done;
+
+    evbuffer_add(out, SL_LIT("HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, "
+                             "OPTIONS\r\nContent-Length: 0\r\n"));
+    if (must_close)
+        evbuffer_add(out, SL_LIT("Connection: close\r\n"));
+    else if (c->rq.req.http_minor == 0)
+        evbuffer_add(out, SL_LIT("Connection: keep-alive\r\n"));
+    evbuffer_add(out, SL_LIT("\r\n"));
+    c->rq.bytes_out += evbuffer_get_length(out) - before;
+    c->rq.status = 200;
+    c->rq.is_resp_started = true;
+    proxy_request_done(c, must_close);
+}
+
+/* After the route match: is this a WebSocket handshake, and may it pass?
+ * False when it answered (403). */
+static bool
+check_upgrade(struct conn *c)
+{
+    c->rq.is_upgrade = sl_http_is_websocket_upgrade(&c->rq.req, !c->rq.is_body_done);
+    if (c->rq.is_upgrade && !c->rq.route->has_websocket) {
+        proxy_respond_error(c, 403, "websocket refused",
+                            "WebSocket upgrades are not allowed on this route", false);
+        return false;
+    }
+    return true;
+}
+
 /* The head is parsed and its bytes copied out of the input buffer. */
 static void
 request_begin(struct conn *c)
@@ -372,6 +502,10 @@ request_begin(struct conn *c)
         return;
     }
     c->rq.is_body_done = c->rq.framing == SL_FRAMING_NONE;
+    if (c->rq.is_body_done)
+        evtimer_del(&c->req_timer);
+    else
+        request_timer_arm(c);
     if (c->head.parser.method == HTTP_CONNECT) {
         proxy_respond_error(c, 405, "connect not supported", "CONNECT is not supported", true);
         return;
@@ -391,6 +525,10 @@ request_begin(struct conn *c)
         }
         c->rq.is_expect_continue = c->rq.req.http_minor >= 1 && !c->rq.is_body_done;
     }
+    if (c->rq.req.is_asterisk) {
+        answer_options(c);
+        return;
+    }
     if (!normalize_path(c))
         return;
     c->rq.route =
@@ -400,6 +538,9 @@ request_begin(struct conn *c)
         return;
     }
     proxy_gen_route(c->rq.gen, c->rq.route, &c->rq.use);
+    if (!check_upgrade(c))
+        return;
+    request_timer_pause(c);
     c->state = C_PHASES;
     evtimer_del(&c->timer);
     /* released by on_phases_done, which may come before this returns */
@@ -433,6 +574,7 @@ read_head(struct conn *c)
          * common case never touches the timer wheel for it. */
         if (is_first_bytes)
             proxy_timer_set(c, client->header_timeout_ms);
+        request_timer_arm(c);
         return false;
     }
     if (r != SL_HEAD_DONE) {
@@ -565,6 +707,7 @@ body_finished(struct conn *c)
 {
     c->rq.is_body_done = true;
     evtimer_del(&c->timer);
+    evtimer_del(&c->req_timer);
     if (c->up != NULL && !c->rq.is_resp_started)
         proxy_up_timer_set(c);
 }
@@ -742,6 +885,9 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             proxy_conn_close(c,
                              c->is_up_read_paused ? "client send timeout" : "client body timeout");
         }
+        break;
+    case C_TUNNEL:
+        proxy_conn_close(c, "tunnel idle timeout");
         break;
     default:
         proxy_conn_close(c, "flush timeout");

@@ -323,7 +323,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
     b.len = 0;
     hb_add(&b, req->method, req->method_len);
     HB_LIT(&b, " ");
-    if (c->rq.is_path_rewritten) {
+    if (c->rq.is_path_rewritten || req->origin_len == 0) {
         /* the query goes up untouched, "?" with an empty one included */
         hb_add(&b, req->path, req->path_len);
         if (req->query != NULL) {
@@ -331,7 +331,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
             hb_add(&b, req->query, req->query_len);
         }
     } else {
-        hb_add(&b, req->target, req->target_len);
+        hb_add(&b, req->origin, req->origin_len); /* origin-form, RFC 9112 section 3.2.2 */
     }
     HB_LIT(&b, " HTTP/1.1\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -339,7 +339,9 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
         /* Host is end-to-end whatever Connection names (RFC 9112 section 3.2):
          * "Connection: host" must not strip it on the way up. */
         if (sl_http_name_is(h, SL_LIT("host"))) {
-            hb_header(&b, h);
+            /* an absolute-form target's authority replaces it (section 3.2.2) */
+            if (req->authority == NULL)
+                hb_header(&b, h);
             continue;
         }
         if (sl_http_name_is(h, SL_LIT("content-length"))) {
@@ -359,11 +361,20 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
             continue;
         hb_header(&b, h);
     }
-    if (req->host == NULL) {
+    if (req->authority != NULL) {
+        HB_LIT(&b, "Host: ");
+        hb_add(&b, req->authority, req->authority_len);
+        HB_LIT(&b, "\r\n");
+    } else if (req->host == NULL) {
         HB_LIT(&b, "Host: ");
         hb_str(&b, c->rq.upstream_addr);
         HB_LIT(&b, "\r\n");
     }
+    /* Upgrade and Connection are hop-by-hop and dropped above: a WebSocket
+     * handshake gets them again, any other upgrade (h2c, TLS) goes up as
+     * the plain request it also is (RFC 9110 section 7.8). */
+    if (c->rq.is_upgrade)
+        HB_LIT(&b, "Connection: upgrade\r\nUpgrade: websocket\r\n");
     write_ident(c, &b);
     if (c->rq.request_id_len) {
         HB_LIT(&b, "X-Request-Id: ");
@@ -422,7 +433,10 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     }
     if (c->rq.is_resp_chunked)
         HB_LIT(&b, "Transfer-Encoding: chunked\r\n");
-    hb_end(&b, c, must_close);
+    if (status == 101)
+        HB_LIT(&b, "Connection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    else
+        hb_end(&b, c, must_close);
     hb_finish(&b);
     c->rq.bytes_out += evbuffer_get_length(out) - before;
     c->rq.is_resp_started = true;

@@ -11,6 +11,8 @@
  *                     upstream, the response head for the client, local answers
  *   proxy_upstream.c  the upstream leg: acquire, send, read the response,
  *                     stream it back, timeouts
+ *   proxy_tunnel.c    upgraded connections (WebSocket after a 101): bytes
+ *                     relayed both ways, half-close, backpressure, idle timeout
  *
  * Everything here runs on one worker's event loop.
  */
@@ -65,6 +67,7 @@ enum conn_state {
     C_FORWARD,       /* request going up, response coming down */
     C_FLUSH_CLOSE,   /* last bytes going out, then close */
     C_PROXY_HEADER,  /* reading the PROXY protocol header (proxy_ident.c) */
+    C_TUNNEL,        /* upgraded (101): bytes relayed both ways (proxy_tunnel.c) */
 };
 
 /* What a request uses of its generation for its route: looked up once, when
@@ -121,6 +124,9 @@ struct request_state {
     bool is_path_rewritten; /* the upstream gets req.path (normalised), not the target */
     bool is_counted;        /* sl_metrics_request_start was called */
     bool has_ids;           /* conn's request_id (if request_id_len) and traceparent are made */
+    bool is_upgrade;        /* a WebSocket handshake we pass on (sl_http_is_websocket_upgrade) */
+    bool is_tunnel;         /* a 101 came: counted in the tunnels gauge until the close */
+    bool is_metrics_done;   /* counted in the request metrics already (a tunnel, at its 101) */
     size_t xff_len;
     size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
     struct ident ident;     /* X-Forwarded-* and Forwarded, as proxy_ident.c decided */
@@ -135,6 +141,8 @@ struct request_state {
     uint64_t up_deadline_us; /* when the upstream timeout runs out */
     uint64_t start_us, head_done_us, upstream_start_us, first_byte_us, upstream_end_us;
     uint64_t decided_us; /* the phases decided */
+    uint64_t request_deadline_us; /* client.request_timeout: 0 until the timer is armed */
+    uint64_t request_paused_us;   /* its clock stopped (sluice decides or waits) since */
     uint64_t bytes_in, bytes_out;
     int status;
     const char *reason;     /* why sluice answered itself (static text), for the access log */
@@ -152,6 +160,11 @@ struct conn {
     bool is_processing;         /* conn_process is on the stack: it will look again */
     bool is_client_read_paused; /* backpressure from the upstream side */
     bool is_up_read_paused;     /* backpressure from the client side */
+    bool is_tun_client_eof;     /* tunnel: the client closed its sending side */
+    bool is_tun_up_eof;         /* tunnel: the upstream closed its sending side */
+    bool is_tun_client_shut;    /* tunnel: we shut down our sending side to the client */
+    bool is_tun_up_shut;        /* tunnel: ... to the upstream */
+    struct event req_timer;     /* client.request_timeout: the whole request read in time */
     /* The connection's client: the TCP peer, or the address a trusted
      * balancer's PROXY header named. X-Forwarded-For is weighed against it. */
     char peer_ip[48];           /* canonical text, as sl_client_address gives it; "unix:" */
@@ -251,12 +264,18 @@ void proxy_conn_flush_close(struct conn *c);
 void proxy_timer_set(struct conn *c, uint64_t ms);
 /* Counts and logs the request (once). */
 void proxy_request_finish(struct conn *c, const char *reason);
+/* Counts the request in the metrics now (a tunnel, at its 101); the access
+ * log line still waits for proxy_request_finish. */
+void proxy_request_count(struct conn *c);
 /* The response is complete: log, then close or wait for the next request. */
 void proxy_request_done(struct conn *c, bool must_close);
 /* Answers with a problem+json body; detail is our own text, never input.
  * reason, as short and static, is the access log's `reason` for it. */
 void proxy_respond_error(struct conn *c, int status, const char *reason, const char *detail,
                          bool must_close);
+/* The request's body starts to be read (an upstream connection came):
+ * client.request_timeout runs again, less the time sluice took. */
+void proxy_request_timer_resume(struct conn *c);
 /* Moves the request body that has arrived to the upstream. */
 void proxy_forward_body(struct conn *c);
 /* Feeds a chunked or close-delimited body to h's parser: 0, or -1. */
@@ -308,5 +327,13 @@ int proxy_unix_open(const struct sl_listen_conf *l, char *err, size_t err_size);
 /* One worker closed its dup: the last one closes the socket and removes
  * the file (if it is still ours). */
 void proxy_unix_release(const char *path);
+
+/* ---- proxy_tunnel.c: upgraded connections ---------------------------------- */
+
+/* The upstream answered 101 to an upgrade and its head went to the client:
+ * from now on bytes are relayed both ways until both sides are done. */
+void proxy_tunnel_start(struct conn *c);
+/* Called by proxy_conn_close: the tunnel is over (gauge down). */
+void proxy_tunnel_end(struct conn *c);
 
 #endif

@@ -115,6 +115,7 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     }
     if (!c->rq.is_body_done) {
         proxy_timer_set(c, c->rq.cfg->client.body_timeout_ms);
+        proxy_request_timer_resume(c);
         proxy_forward_body(c);
     }
     if (!c->is_dead && c->up != NULL) {
@@ -290,6 +291,34 @@ proxy_forward_response(struct conn *c)
     }
 }
 
+/*
+ * A 101 is only good as the answer to the WebSocket handshake we passed on,
+ * switching to websocket (RFC 9110 section 15.2.2: the server must name the
+ * protocol in Upgrade); anything else is a broken upstream, 502. Otherwise
+ * the head goes to the client and the connection becomes a tunnel.
+ */
+static void
+start_tunnel(struct conn *c, const char *data)
+{
+    struct sl_header headers[MAX_RESPONSE_HEADERS];
+    size_t n = sl_head_headers(&c->resp, data, headers);
+
+    if (!c->rq.is_upgrade
+        || !sl_http_has_token(headers, n, SL_LIT("upgrade"), SL_LIT("websocket"))) {
+        proxy_respond_error(c, 502, "upstream switched protocols",
+                            "the upstream switched protocols unasked", false);
+        return;
+    }
+    c->rq.first_byte_us = sl_clock_cached_us();
+    sl_metrics_upstream_response(c->px->mw, c->rq.use.upstream_slot, 101,
+                                 c->rq.first_byte_us - c->rq.upstream_start_us);
+    c->rq.resp_framing = SL_FRAMING_NONE;
+    c->rq.is_keepalive = false;
+    proxy_write_response_head(c, data, false);
+    evbuffer_drain(c->us->in, c->resp.head_len);
+    proxy_tunnel_start(c);
+}
+
 /* Returns false if the head is incomplete or the request ended. */
 static bool
 read_response_head(struct conn *c)
@@ -315,14 +344,13 @@ read_response_head(struct conn *c)
             return false;
         }
         status = c->resp.parser.status_code;
+        if (status == 101) {
+            start_tunnel(c, data);
+            return false;
+        }
         if (status / 100 == 1) {
-            /* Interim responses are ours to absorb: we never asked for an
-             * upgrade, and 100 Continue was already answered by us. */
-            if (status == 101) {
-                proxy_respond_error(c, 502, "upstream switched protocols",
-                                    "the upstream switched protocols", false);
-                return false;
-            }
+            /* Other interim responses are ours to absorb: 100 Continue was
+             * already answered by us. */
             evbuffer_drain(in, c->resp.head_len);
             sl_head_reset(&c->resp, HTTP_RESPONSE);
             c->resp.is_skip_body = c->rq.is_head_method;
@@ -353,7 +381,7 @@ up_read(struct conn *c)
             proxy_forward_response(c);
     }
     /* Still waiting for more of the response: the timeout starts over. */
-    if (!c->is_dead && c->up != NULL && !c->is_up_read_paused)
+    if (!c->is_dead && c->up != NULL && !c->is_up_read_paused && c->state != C_TUNNEL)
         proxy_up_timer_set(c);
 }
 
@@ -404,8 +432,14 @@ up_stream_cb(struct sl_stream *s, int what, void *arg)
         up_written(c);
     if ((what & SL_STREAM_READ) && !c->is_dead && c->up != NULL)
         up_read(c);
-    if ((what & (SL_STREAM_EOF | SL_STREAM_ERROR)) && !c->is_dead && c->up != NULL)
+    if (c->state == C_TUNNEL) {
+        /* the 101 came in this read: proxy_tunnel_start took any close;
+         * a failure ends the tunnel at once */
+        if ((what & SL_STREAM_ERROR) && !c->is_dead)
+            proxy_conn_close(c, "tunnel: upstream connection error");
+    } else if ((what & (SL_STREAM_EOF | SL_STREAM_ERROR)) && !c->is_dead && c->up != NULL) {
         up_failed(c, false);
+    }
     proxy_conn_unhold(c);
 }
 

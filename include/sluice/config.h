@@ -27,6 +27,7 @@ struct sl_client_conf {
     unsigned max_headers;       /* header field count: 431 */
     uint64_t max_body_size;     /* bytes, 0 = unlimited: 413 */
     unsigned max_connections;   /* per process; accept pauses at the cap */
+    uint64_t request_timeout_ms; /* whole request, head and body: 408; 0 = off */
 };
 
 struct sl_upstream_conf {
@@ -39,6 +40,7 @@ struct sl_upstream_conf {
     uint64_t idle_timeout_ms;    /* how long an idle pooled connection is kept */
     unsigned max_inflight;       /* per process, split between workers */
     unsigned queue;              /* waiting requests per process; past it 503 */
+    uint64_t tunnel_idle_timeout_ms; /* an upgraded connection with no byte either way: closed */
     const char *file;            /* where it was defined, for later checks */
     int line;
 };
@@ -95,6 +97,7 @@ struct sl_route_conf {
     size_t nlimits;
     bool has_ratelimit_headers; /* RateLimit fields on admitted responses; default true */
     bool has_server_timing;     /* Server-Timing header; default false */
+    bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
 };
 
 enum sl_store_kind { SL_STORE_LOCAL, SL_STORE_REDIS };

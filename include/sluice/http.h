@@ -23,6 +23,16 @@ struct sl_request {
     size_t method_len;
     const char *target; /* request-target as sent */
     size_t target_len;
+    /* The target in origin-form (RFC 9112 section 3.2.1), as it goes up
+     * when the path is not rewritten: the target itself, or the path and
+     * query of an absolute-form one; length 0 when an absolute-form target
+     * has an empty path (the proxy then writes "/" and the query). */
+    const char *origin;
+    size_t origin_len;
+    /* absolute-form (section 3.2.2): its authority, which replaces Host */
+    const char *authority; /* NULL for any other form */
+    size_t authority_len;
+    bool is_asterisk;      /* "OPTIONS *" (section 3.2.4) */
     const char *path;   /* target up to '?'; the proxy then points it at the
                          * normalised path (util/path.h) */
     size_t path_len;
@@ -115,7 +125,8 @@ void sl_head_reset(struct sl_head *h, enum http_parser_type type);
  * Feeds the head bytes received so far; `data` always starts at the head's
  * first byte and `len` only grows between calls. Returns SL_HEAD_MORE,
  * SL_HEAD_DONE (head_len set), or the HTTP status that refuses the message
- * (400, 414, 431; 502 for a bad response head).
+ * (400, 414, 431; 502 for a bad response head). A request line without an
+ * HTTP version (HTTP/0.9's "GET /") is a 400 as soon as its line end is seen.
  */
 int sl_head_feed(struct sl_head *h, const char *data, size_t len);
 /*
@@ -150,6 +161,23 @@ bool sl_http_is_valid_request_id(const char *value, size_t len);
  * Transfer-Encoding, Upgrade, Proxy-*, and every field the message's
  * Connection headers name. `h` is one of `headers`. */
 bool sl_http_is_hop_by_hop(const struct sl_header *headers, size_t n, const struct sl_header *h);
+
+/* Does any field named `name` list `token` (comma-separated, case-insensitive,
+ * RFC 9110 section 5.6.1)? */
+bool sl_http_has_token(const struct sl_header *headers, size_t n, const char *name,
+                       size_t name_len, const char *token, size_t token_len);
+/*
+ * A WebSocket opening handshake (RFC 6455 section 4.1) that sluice passes on
+ * as an upgrade: GET, HTTP/1.1, no body, "websocket" among the Upgrade
+ * protocols and "upgrade" among the Connection options (RFC 9110 section
+ * 7.8: an Upgrade not named by Connection is not one). Any other Upgrade is
+ * dropped as the hop-by-hop field it is, and the request goes up as plain
+ * HTTP.
+ */
+bool sl_http_is_websocket_upgrade(const struct sl_request *req, bool has_body);
+/* Host = uri-host [ ":" port ] (RFC 9112 section 3.2, RFC 3986 section 3.2.2):
+ * a reg-name, an IPv4 address or a bracketed IPv6 address; port digits only. */
+bool sl_http_is_valid_host(const char *value, size_t len);
 
 /* Reason phrase for a status code ("Unknown" when there is none). */
 const char *sl_http_reason(int status);

@@ -184,6 +184,8 @@ void sl_metrics_shed(struct sl_metrics_worker *w, unsigned upstream);
 void sl_metrics_client_open(struct sl_metrics_worker *w);
 /* Closed, for whatever reason: open connections -1. */
 void sl_metrics_client_close(struct sl_metrics_worker *w);
+/* An upgraded connection (a tunnel after 101) began (+1) or ended (-1). */
+void sl_metrics_tunnel(struct sl_metrics_worker *w, int delta);
 
 /* ---- process (any thread) --------------------------------------------------------- */
 

@@ -102,6 +102,47 @@ check_path(const struct sl_request *req)
     free(again);
 }
 
+static bool name_is(const struct sl_header *h, const char *lower);
+
+/* RFC 9112 section 3.2: origin-form, absolute-form (its authority a valid
+ * host that stands for Host, its path and query in origin-form) or, for
+ * OPTIONS only, asterisk-form. */
+static void
+check_target_form(const struct sl_request *req)
+{
+    const char *origin_end = req->target + req->target_len;
+
+    if (req->is_asterisk) {
+        SL_FUZZ_CHECK(req->target_len == 1 && req->target[0] == '*');
+        SL_FUZZ_CHECK(req->method_len == 7 && memcmp(req->method, "OPTIONS", 7) == 0);
+        SL_FUZZ_CHECK(req->authority == NULL);
+        return;
+    }
+    if (req->authority != NULL) {
+        SL_FUZZ_CHECK(req->authority >= req->target + 7 && req->authority_len > 0);
+        SL_FUZZ_CHECK(req->authority + req->authority_len <= origin_end);
+        SL_FUZZ_CHECK(memcmp(req->authority - 3, "://", 3) == 0);
+        SL_FUZZ_CHECK(sl_http_is_valid_host(req->authority, req->authority_len));
+        SL_FUZZ_CHECK(memchr(req->authority, '@', req->authority_len) == NULL);
+        SL_FUZZ_CHECK(req->host == req->authority);
+    } else {
+        SL_FUZZ_CHECK(req->origin == req->target && req->origin_len == req->target_len);
+    }
+    if (req->origin_len == 0) {
+        SL_FUZZ_CHECK(req->authority != NULL && req->path_len == 1 && req->path[0] == '/');
+        return;
+    }
+    SL_FUZZ_CHECK(req->origin[0] == '/' && req->origin + req->origin_len == origin_end);
+    SL_FUZZ_CHECK(req->path == req->origin && req->path_len <= req->origin_len);
+    SL_FUZZ_CHECK(memchr(req->path, '?', req->path_len) == NULL);
+    if (req->query != NULL) {
+        SL_FUZZ_CHECK(req->query == req->path + req->path_len + 1);
+        SL_FUZZ_CHECK(req->path_len + 1 + req->query_len == req->origin_len);
+    } else {
+        SL_FUZZ_CHECK(req->path_len == req->origin_len);
+    }
+}
+
 static void
 check_request(const struct sl_head *h, const char *head, const struct sl_request *req)
 {
@@ -122,16 +163,9 @@ check_request(const struct sl_head *h, const char *head, const struct sl_request
     SL_FUZZ_CHECK(head[skip + req->method_len] == ' ');
 
     SL_FUZZ_CHECK(req->target >= head && req->target + req->target_len <= end);
-    SL_FUZZ_CHECK(req->target_len > 0 && req->target[0] == '/');
+    SL_FUZZ_CHECK(req->target_len > 0);
     SL_FUZZ_CHECK(h->max_uri_size == 0 || req->target_len <= h->max_uri_size);
-    SL_FUZZ_CHECK(req->path == req->target && req->path_len <= req->target_len);
-    SL_FUZZ_CHECK(memchr(req->path, '?', req->path_len) == NULL);
-    if (req->query != NULL) {
-        SL_FUZZ_CHECK(req->query == req->path + req->path_len + 1);
-        SL_FUZZ_CHECK(req->path_len + 1 + req->query_len == req->target_len);
-    } else {
-        SL_FUZZ_CHECK(req->path_len == req->target_len);
-    }
+    check_target_form(req);
     for (size_t i = 0; i < req->target_len; i++) {
         unsigned char c = (unsigned char)req->target[i];
         SL_FUZZ_CHECK(c > 0x20 && c != 0x7f);
@@ -140,8 +174,15 @@ check_request(const struct sl_head *h, const char *head, const struct sl_request
         SL_FUZZ_CHECK(req->host >= head && req->host + req->host_len <= end);
         if (req->host_len > 0 && req->host[0] != '[')
             SL_FUZZ_CHECK(memchr(req->host, ':', req->host_len) == NULL);
+        if (req->host_len > 0 && req->host[0] == '[')
+            SL_FUZZ_CHECK(req->host[req->host_len - 1] == ']');
     } else {
         SL_FUZZ_CHECK(req->http_minor == 0);
+    }
+    /* a Host we forward is always a uri-host[:port] */
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (name_is(&req->headers[i], "host"))
+            SL_FUZZ_CHECK(sl_http_is_valid_host(req->headers[i].value, req->headers[i].value_len));
     }
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *hd = &req->headers[i];
@@ -150,7 +191,8 @@ check_request(const struct sl_head *h, const char *head, const struct sl_request
         SL_FUZZ_CHECK(sl_http_token_eq(first->name, first->name_len, hd->name, hd->name_len));
     }
     sl_fuzz_check_forwarding(req->headers, req->nheaders);
-    check_path(req);
+    if (!req->is_asterisk) /* answered by the proxy before any path work */
+        check_path(req);
 }
 
 static bool
@@ -181,14 +223,29 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
     char num[64];
     char *copy;
 
+    size_t target_start, target_len;
+
     sl_fuzz_buf_add(&out, req->method, req->method_len);
     sl_fuzz_buf_add(&out, " ", 1);
-    sl_fuzz_buf_add(&out, req->target, req->target_len);
+    /* origin-form, as write_request_head sends it (RFC 9112 section 3.2.2) */
+    target_start = out.len;
+    if (req->origin_len > 0) {
+        sl_fuzz_buf_add(&out, req->origin, req->origin_len);
+    } else {
+        sl_fuzz_buf_add(&out, "/", 1);
+        if (req->query != NULL) {
+            sl_fuzz_buf_add(&out, "?", 1);
+            sl_fuzz_buf_add(&out, req->query, req->query_len);
+        }
+    }
+    target_len = out.len - target_start;
     sl_fuzz_buf_add(&out, " HTTP/1.1\r\n", 11);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct sl_header *hd = &req->headers[i];
         /* Host goes up whatever Connection names (proxy.c since 71e832d:
          * regression/fuzz_http_request/connection_names_host) */
+        if (name_is(hd, "host") && req->authority != NULL)
+            continue; /* the target's authority replaces it */
         if (!name_is(hd, "host")
             && (sl_http_is_hop_by_hop(req->headers, req->nheaders, hd)
                 || name_is(hd, "content-length") || name_is(hd, "expect")
@@ -202,7 +259,12 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
         sl_fuzz_buf_add(&out, hd->value, hd->value_len);
         sl_fuzz_buf_add(&out, "\r\n", 2);
     }
-    if (req->host == NULL) {
+    if (req->authority != NULL) {
+        sl_fuzz_buf_add(&out, "Host: ", 6);
+        sl_fuzz_buf_add(&out, req->authority, req->authority_len);
+        sl_fuzz_buf_add(&out, "\r\n", 2);
+        extra++;
+    } else if (req->host == NULL) {
         sl_fuzz_buf_add(&out, "Host: 127.0.0.1:9000\r\n", 22);
         extra++;
     }
@@ -228,8 +290,11 @@ check_forwarded(const struct sl_request *req, enum sl_framing framing, uint64_t 
     SL_FUZZ_CHECK(framing_again == framing && length_again == length);
     SL_FUZZ_CHECK(again.method_len == req->method_len
                   && memcmp(again.method, req->method, req->method_len) == 0);
-    SL_FUZZ_CHECK(again.target_len == req->target_len
-                  && memcmp(again.target, req->target, req->target_len) == 0);
+    SL_FUZZ_CHECK(again.target_len == target_len
+                  && memcmp(again.target, copy + target_start, target_len) == 0);
+    SL_FUZZ_CHECK(again.authority == NULL && !again.is_asterisk);
+    SL_FUZZ_CHECK(again.path_len == req->path_len
+                  && memcmp(again.path, req->path, req->path_len) == 0);
     SL_FUZZ_CHECK(again.nheaders == nkept + extra);
     for (size_t i = 0; i < nkept; i++) {
         const struct sl_header *a = &again.headers[i], *b = kept[i];
@@ -318,7 +383,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             SL_FUZZ_CHECK(h.parser.content_length == length);
         }
         SL_FUZZ_CHECK(framing != SL_FRAMING_EOF);
-        check_forwarded(&req, framing, length);
+        if (!req.is_asterisk) /* OPTIONS * is answered, never forwarded */
+            check_forwarded(&req, framing, length);
         pos += h.head_len;
         free(headers);
         free(head);

@@ -58,6 +58,13 @@ REQUESTS = {
     "host_port": req(b"GET / HTTP/1.1", b"Host: example.com:8080"),
     "host_ipv6": req(b"GET / HTTP/1.1", b"Host: [::1]:8080"),
     "host_empty_http10": req(b"GET / HTTP/1.0", b"Host:"),
+    # RFC 9112 section 3.2 target forms, a WebSocket handshake (issue 10)
+    "absolute_form": req(b"GET http://Example.com:8080/a/b?q=1 HTTP/1.1", b"Host: other")
+    + req(b"GET HTTP://h?x HTTP/1.1", b"Host: [::1]:80"),
+    "options_asterisk": req(b"OPTIONS * HTTP/1.1", HOST) + req(b"GET / HTTP/1.1", HOST),
+    "http09_line": b"GET /\r\n",
+    "websocket": req(b"GET /ws HTTP/1.1", HOST, b"Connection: Upgrade", b"Upgrade: websocket",
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),
     "leading_crlf": b"\r\n\r\n" + req(b"GET / HTTP/1.1", HOST),
     "hop_by_hop": req(b"GET / HTTP/1.1", HOST, b"Connection: keep-alive, X-Secret , ,foo",
                       b"Keep-Alive: timeout=5", b"X-Secret: 1", b"foo: bar", b"TE: trailers",

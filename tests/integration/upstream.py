@@ -28,12 +28,21 @@
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
+#   /ws, */ws[?always=1]   a WebSocket echo server (RFC 6455): a handshake
+#                          (Upgrade: websocket) gets 101 and every data frame
+#                          is sent back; "close-now" closes the connection, a
+#                          close frame is answered and the connection closed;
+#                          at EOF it sends the text "eof-seen" and closes;
+#                          "flood:N" sends N binary frames of 64 KiB.
+#                          always=1: 101 even to a request that asked for no
+#                          upgrade (a broken upstream). No handshake: /echo
 #
 # Every request head it receives is recorded (raw bytes included), and the
 # bytes read on every connection are counted, so a test can assert that the
 # upstream got nothing. Runnable on its own: `upstream.py --port 9000`.
 
 import argparse
+import base64
 import hashlib
 import json
 import select
@@ -67,6 +76,89 @@ def pattern_sha256(n):
 
 class _Closed(Exception):
     pass
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(key):
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_frame(opcode, payload, mask=None):
+    """One final frame; mask: 4 bytes (a client's frames are masked)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def ws_parse(buf):
+    """(opcode, payload, rest) for the first whole frame in buf, or None."""
+    if len(buf) < 2:
+        return None
+    opcode, n, i = buf[0] & 0x0F, buf[1] & 0x7F, 2
+    masked = buf[1] & 0x80
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, i = struct.unpack("!H", buf[2:4])[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, i = struct.unpack("!Q", buf[2:10])[0], 10
+    mask = None
+    if masked:
+        if len(buf) < i + 4:
+            return None
+        mask, i = buf[i:i + 4], i + 4
+    if len(buf) < i + n:
+        return None
+    payload = buf[i:i + n]
+    if mask:
+        payload = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
+    return opcode, payload, buf[i + n:]
+
+
+def ws_serve(sock, rd, key):
+    """The /ws echo after the handshake: see the header of this file."""
+    sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
+                  % ws_accept(key)).encode())
+    while True:
+        f = ws_parse(rd.buf)
+        if f is None:
+            try:
+                rd.fill()
+            except _Closed:
+                try:
+                    sock.sendall(ws_frame(1, b"eof-seen"))
+                except OSError:
+                    pass
+                return
+            continue
+        opcode, payload, rd.buf = f
+        if opcode == 8:
+            sock.sendall(ws_frame(8, payload))
+            return
+        if payload == b"close-now":
+            return
+        if payload.startswith(b"flood:"):
+            chunk = ws_frame(2, bytes(range(256)) * 256)
+            for _ in range(int(payload[6:])):
+                sock.sendall(chunk)
+            continue
+        sock.sendall(ws_frame(opcode, payload))
 
 
 class _Reader:
@@ -284,6 +376,9 @@ class Upstream:
         pause_ms = int(q.get("pause_ms", "0")) if path == "/upload" else 0
         self._read_body(rd, rec, hget, pause_ms)
 
+        if path.endswith("/ws") and (hget("upgrade") or q.get("always") == "1"):
+            ws_serve(sock, rd, hget("sec-websocket-key") or "")
+            return False
         if path == "/hang":
             rd.wait_eof()
             return False

@@ -297,6 +297,7 @@ test_minimal_defaults(void **state)
     assert_int_equal(cfg->client.max_headers, 100);
     assert_int_equal(cfg->client.max_body_size, 0);
     assert_int_equal(cfg->client.max_connections, 10000);
+    assert_int_equal(cfg->client.request_timeout_ms, 0); /* off */
 
     assert_int_equal(cfg->store.kind, SL_STORE_LOCAL);
     assert_null(cfg->store.url);
@@ -312,6 +313,7 @@ test_minimal_defaults(void **state)
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 60000);
     assert_int_equal(cfg->upstreams[0].max_inflight, 1024);
     assert_int_equal(cfg->upstreams[0].queue, 4096);
+    assert_int_equal(cfg->upstreams[0].tunnel_idle_timeout_ms, 3600000);
 
     assert_int_equal(cfg->nlimits, 1);
     assert_true(cfg->limits[0].rate == 10);
@@ -325,6 +327,7 @@ test_minimal_defaults(void **state)
     assert_null(cfg->routes[0].host);
     assert_true(cfg->routes[0].has_ratelimit_headers);
     assert_false(cfg->routes[0].has_server_timing);
+    assert_true(cfg->routes[0].has_websocket);
 
     assert_int_equal(cfg->slow_request_ms, 0);
     assert_int_equal(cfg->path_encoded_slash, SL_PATH_SLASH_KEEP);
@@ -843,6 +846,45 @@ test_slow_request(void **state)
     }
 }
 
+/* tunnel_idle_timeout (upstream), websocket (route), client.request_timeout */
+static void
+test_upgrade_and_request_options(void **state)
+{
+    static const char *const bad[] = {
+        "client = { request_timeout = \"soon\" }\n",
+        "client = { request_timeout = 30 }\n",
+        "client = { request_timeout = \"25h\" }\n",
+        "upstreams = { api = { servers = { \"127.0.0.1:9000\" }, tunnel_idle_timeout = \"0s\" } }\n",
+        "upstreams = { api = { servers = { \"127.0.0.1:9000\" }, tunnel_idle_timeout = 5 } }\n",
+        "routes = { { path = \"/\", upstream = \"api\", websocket = \"no\" } }\n",
+    };
+    struct sl_config *cfg;
+    char *errors;
+
+    (void)state;
+    errors = load_inline(
+        "client = { request_timeout = \"30s\" }\n"
+        "upstreams = { api = { servers = { \"127.0.0.1:9000\" }, tunnel_idle_timeout = \"5m\" } }\n"
+        "routes = { { path = \"/\", upstream = \"api\", websocket = false } }\n",
+        &cfg);
+    if (errors != NULL)
+        fail_msg("%s", errors);
+    assert_int_equal(cfg->client.request_timeout_ms, 30000);
+    assert_int_equal(cfg->upstreams[0].tunnel_idle_timeout_ms, 300000);
+    assert_false(cfg->routes[0].has_websocket);
+    sl_config_free(cfg);
+    errors = load_inline("client = { request_timeout = 0 }\n", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->client.request_timeout_ms, 0);
+    sl_config_free(cfg);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i], NULL);
+        if (errors == NULL)
+            fail_msg("should be refused: %s", bad[i]);
+        free(errors);
+    }
+}
+
 static void
 test_metrics_buckets(void **state)
 {
@@ -1193,6 +1235,7 @@ main(void)
         cmocka_unit_test(test_nested_lines),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_slow_request),
+        cmocka_unit_test(test_upgrade_and_request_options),
         cmocka_unit_test(test_metrics_buckets),
         cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_listen_forms),

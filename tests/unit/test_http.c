@@ -6,6 +6,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -122,7 +123,25 @@ test_smuggling_vectors_refused(void **state)
         "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        "GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        /* request targets (RFC 9112 section 3.2): bad forms and bad authorities */
+        "GET ftp://evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET evil/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://user@evil/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://ev%il/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://evil:8x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://evil/ HTTP/1.1\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        /* Host values that are no uri-host[:port] */
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:80:80\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:123456\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a%g0\r\n\r\n",
         /* found by fuzzing (tests/fuzz/regression) */
         "GET / HTTP/1.1\r\nHost: a\r\nX: y\rZ\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\n\rGET /admin HTTP/1.1\r\n\r\n",
@@ -310,6 +329,157 @@ test_hop_by_hop(void **state)
         assert_false(sl_http_is_hop_by_hop(hs, n, &hs[i]));
 }
 
+/* absolute-form: the authority routes (Host ignored), origin-form goes up */
+static void
+test_absolute_form(void **state)
+{
+    struct parsed p;
+
+    (void)state;
+    assert_int_equal(parse(&p, "GET http://Api.Example:8080/v1/x?q=1 HTTP/1.1\r\n"
+                               "Host: other\r\n\r\n", 1024), 0);
+    assert_int_equal(p.req.authority_len, 16);
+    assert_memory_equal(p.req.authority, "Api.Example:8080", 16);
+    assert_int_equal(p.req.host_len, 11);
+    assert_memory_equal(p.req.host, "Api.Example", 11);
+    assert_int_equal(p.req.origin_len, 9);
+    assert_memory_equal(p.req.origin, "/v1/x?q=1", 9);
+    assert_int_equal(p.req.path_len, 5);
+    assert_memory_equal(p.req.query, "q=1", 3);
+    assert_int_equal(p.req.target_len, strlen("http://Api.Example:8080/v1/x?q=1"));
+    done(&p);
+    /* no path: "/" and the query */
+    assert_int_equal(parse(&p, "GET HTTPS://[::1]:9?a HTTP/1.1\r\nHost: x\r\n\r\n", 1024),
+                     0);
+    assert_int_equal(p.req.origin_len, 0);
+    assert_memory_equal(p.req.path, "/", 1);
+    assert_int_equal(p.req.path_len, 1);
+    assert_int_equal(p.req.query_len, 1);
+    assert_int_equal(p.req.host_len, 5);
+    assert_memory_equal(p.req.host, "[::1]", 5);
+    done(&p);
+    /* origin-form: origin is the target, no authority */
+    assert_int_equal(parse(&p, "GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n", 1024), 0);
+    assert_ptr_equal(p.req.origin, p.req.target);
+    assert_int_equal(p.req.origin_len, 4);
+    assert_null(p.req.authority);
+    done(&p);
+    /* HTTP/1.0 without Host: the authority alone routes */
+    assert_int_equal(parse(&p, "GET http://h/ HTTP/1.0\r\n\r\n", 1024), 0);
+    assert_memory_equal(p.req.host, "h", 1);
+    done(&p);
+}
+
+static void
+test_asterisk_form(void **state)
+{
+    struct parsed p;
+
+    (void)state;
+    assert_int_equal(parse(&p, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 1024), 0);
+    assert_true(p.req.is_asterisk);
+    done(&p);
+    assert_int_equal(parse(&p, "OPTIONS /a HTTP/1.1\r\nHost: x\r\n\r\n", 1024), 0);
+    assert_false(p.req.is_asterisk);
+    done(&p);
+    assert_int_equal(parse(&p, "POST * HTTP/1.1\r\nHost: x\r\n\r\n", 1024), 400);
+    done(&p);
+}
+
+/* A request line without a version is refused at its line end, not after
+ * waiting for headers that an HTTP/0.9 client never sends. */
+static void
+test_http09_refused_at_once(void **state)
+{
+    static const char *const lines[] = { "GET /\r\n", "GET /x?y\r\n", "GET /\n" };
+    struct sl_head h;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        sl_head_init(&h, HTTP_REQUEST, 1024, 64);
+        assert_int_equal(sl_head_feed(&h, lines[i], strlen(lines[i])), 400);
+        sl_head_fini(&h);
+    }
+    sl_head_init(&h, HTTP_REQUEST, 1024, 64);
+    assert_int_equal(sl_head_feed(&h, SL_LIT("GET / HTTP/1.1\r\n")), SL_HEAD_MORE);
+    sl_head_fini(&h);
+}
+
+static void
+test_valid_host(void **state)
+{
+    static const char *const good[] = {
+        "example.com", "example.com:8080", "EXAMPLE.com:", "127.0.0.1:80", "[::1]",
+        "[2001:db8::7]:443", "a-b_c~d", "xn--bcher-kva.example", "%41b", "a!$&'()*+,;=", "",
+    };
+    static const char *const bad[] = {
+        "a b", "a/b", "a?b", "a#b", "u@h", "h:80:80", "h:123456", "h:8x", "[::1", "[::1]x",
+        "[::1]:x", "[g::1]", "a%4", "a%zz", "a\"b", "a<b", "a\\b", "\x7f", "\xc3\xa9",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (!sl_http_is_valid_host(good[i], strlen(good[i])))
+            fail_msg("host %zu refused: %s", i, good[i]);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (sl_http_is_valid_host(bad[i], strlen(bad[i])))
+            fail_msg("host %zu accepted: %s", i, bad[i]);
+    }
+}
+
+/* Which requests are WebSocket handshakes sluice passes on as upgrades. */
+static void
+test_websocket_upgrade(void **state)
+{
+    struct parsed p;
+    static const struct {
+        const char *text;
+        bool is_upgrade;
+    } cases[] = {
+        { "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+          true },
+        { "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, upgrade\r\n"
+          "Upgrade: foo, WebSocket\r\n\r\n",
+          true },
+        /* Upgrade not named by Connection: not an upgrade (RFC 9110 7.8) */
+        { "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false },
+        { "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+          false },
+        { "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocketx\r\nConnection: Upgrade\r\n\r\n",
+          false },
+        { "POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+          false },
+        { "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(parse(&p, cases[i].text, 1024), 0);
+        if (sl_http_is_websocket_upgrade(&p.req, false) != cases[i].is_upgrade)
+            fail_msg("case %zu: want %d: %s", i, cases[i].is_upgrade, cases[i].text);
+        assert_false(sl_http_is_websocket_upgrade(&p.req, true)); /* never with a body */
+        done(&p);
+    }
+}
+
+static void
+test_has_token(void **state)
+{
+    struct sl_header hs[] = {
+        hdr("Connection", " keep-alive ,\tUpgrade"),
+        hdr("connection", "x-a"),
+        hdr("Upgrade", "h2c"),
+    };
+
+    (void)state;
+    assert_true(sl_http_has_token(hs, 3, SL_LIT("connection"), SL_LIT("upgrade")));
+    assert_true(sl_http_has_token(hs, 3, SL_LIT("connection"), SL_LIT("X-A")));
+    assert_false(sl_http_has_token(hs, 3, SL_LIT("connection"), SL_LIT("h2c")));
+    assert_false(sl_http_has_token(hs, 3, SL_LIT("upgrade"), SL_LIT("websocket")));
+    assert_false(sl_http_has_token(hs, 3, SL_LIT("connection"), SL_LIT("keep")));
+}
+
 static void
 test_trace_and_request_ids(void **state)
 {
@@ -344,6 +514,12 @@ main(void)
         cmocka_unit_test(test_response_framing),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_trace_and_request_ids),
+        cmocka_unit_test(test_absolute_form),
+        cmocka_unit_test(test_asterisk_form),
+        cmocka_unit_test(test_http09_refused_at_once),
+        cmocka_unit_test(test_valid_host),
+        cmocka_unit_test(test_websocket_upgrade),
+        cmocka_unit_test(test_has_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

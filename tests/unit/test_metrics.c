@@ -289,12 +289,18 @@ test_gauges_sum_across_workers(void **state)
     sl_metrics_client_open(sl_metrics_worker(m, 2));
     sl_metrics_client_open(sl_metrics_worker(m, 2));
     sl_metrics_client_close(sl_metrics_worker(m, 2));
+    sl_metrics_tunnel(sl_metrics_worker(m, 0), 1);
+    sl_metrics_tunnel(sl_metrics_worker(m, 1), 1);
+    sl_metrics_tunnel(sl_metrics_worker(m, 1), 1);
+    sl_metrics_tunnel(sl_metrics_worker(m, 0), -1);
     text = render(m);
     assert_int_equal(sample(text, "sluice_upstream_connections{upstream=\"u\",state=\"idle\"}"),
                      4);
     assert_int_equal(sample(text, "sluice_upstream_queued_requests{upstream=\"u\"}"), 7);
     assert_int_equal(sample(text, "sluice_client_connections"), 1);
     assert_int_equal(sample(text, "sluice_client_connections_accepted_total"), 2);
+    /* the workers' gauges add up, whichever worker a tunnel was on */
+    assert_int_equal(sample(text, "sluice_tunnels"), 2);
     free(text);
     sl_metrics_free(m);
 }

@@ -534,6 +534,79 @@ test_head_http10(void **state)
     discard(c);
 }
 
+/* A WebSocket handshake keeps its upgrade (request_begin sets is_upgrade);
+ * the client's spelling of Connection does not matter, ours goes up. */
+static void
+test_head_websocket(void **state)
+{
+    struct conn *c = parsed("GET /ws HTTP/1.1\r\nHost: a\r\n"
+                            "Connection: keep-alive, Upgrade, X-Secret\r\n"
+                            "Upgrade: h2c, websocket\r\nX-Secret: 1\r\n"
+                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n");
+    char *head;
+
+    (void)state;
+    c->rq.is_upgrade = sl_http_is_websocket_upgrade(&c->rq.req, false);
+    assert_true(c->rq.is_upgrade);
+    head = upstream_head(c);
+    expect_field(head, "Connection", "upgrade");
+    expect_field(head, "Upgrade", "websocket");
+    expect_no_field(head, "X-Secret");
+    expect_field(head, "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    expect_field(head, "Sec-WebSocket-Version", "13");
+    free(head);
+    discard(c);
+}
+
+/* Any other upgrade goes up as the plain request it also is (RFC 9110 7.8). */
+static void
+test_head_h2c_removed(void **state)
+{
+    struct conn *c = parsed("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                            "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n");
+    char *head;
+
+    (void)state;
+    c->rq.is_upgrade = sl_http_is_websocket_upgrade(&c->rq.req, false);
+    assert_false(c->rq.is_upgrade);
+    head = upstream_head(c);
+    expect_no_field(head, "Connection");
+    expect_no_field(head, "Upgrade");
+    expect_no_field(head, "HTTP2-Settings");
+    free(head);
+    discard(c);
+}
+
+/* absolute-form goes up in origin-form, with its authority as the one Host
+ * (RFC 9112 section 3.2.2: a proxy generates Host from the target). */
+static void
+test_head_absolute_form(void **state)
+{
+    struct conn *c = parsed("GET http://api.example:8080/v1/x?q=1 HTTP/1.1\r\n"
+                            "Host: other.example\r\n\r\n");
+    char *head;
+
+    (void)state;
+    head = upstream_head(c);
+    assert_memory_equal(head, "GET /v1/x?q=1 HTTP/1.1\r\n", 24);
+    expect_field(head, "Host", "api.example:8080");
+    free(head);
+    discard(c);
+    c = parsed("GET http://api.example?q=1 HTTP/1.1\r\nHost: api.example\r\n\r\n");
+    head = upstream_head(c);
+    assert_memory_equal(head, "GET /?q=1 HTTP/1.1\r\n", 20);
+    expect_field(head, "Host", "api.example");
+    free(head);
+    discard(c);
+    /* HTTP/1.0 without Host: the authority still goes up as Host */
+    c = parsed("GET http://api.example/ HTTP/1.0\r\n\r\n");
+    head = upstream_head(c);
+    expect_field(head, "Host", "api.example");
+    free(head);
+    discard(c);
+}
+
 static void
 test_head_reparses(void **state)
 {
@@ -727,6 +800,9 @@ main(void)
         cmocka_unit_test(test_ident_untrusted_set),
         cmocka_unit_test(test_ident_trusted_kept),
         cmocka_unit_test(test_ident_forwarded),
+        cmocka_unit_test(test_head_websocket),
+        cmocka_unit_test(test_head_h2c_removed),
+        cmocka_unit_test(test_head_absolute_form),
     };
 
     /* fixed seed: ids only need to differ, and runs should repeat */
