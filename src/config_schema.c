@@ -52,6 +52,10 @@ _Static_assert(sizeof(enum sl_path_encoded_slash) == sizeof(int)
 static const char *const address_help =
     "bad address (use host:port with a numeric host, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")";
 
+static const char *const server_help =
+    "bad address (use host:port with a numeric host, e.g. \"127.0.0.1:8080\" or "
+    "\"[::1]:8080\", or unix:/absolute/path)";
+
 static bool
 parse_one_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
 {
@@ -66,7 +70,24 @@ parse_one_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
     return true;
 }
 
-/* "host:port" or a list of them into a new array; duplicates are errors. */
+/* An upstream server: an address as above, or a unix socket. */
+static bool
+parse_server_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
+{
+    const char *s = sl_conf_get_string(ld, idx, NULL);
+
+    if (s == NULL)
+        return false;
+    if (strncmp(s, "unix:", 5) == 0 ? sl_sockaddr_parse_unix(s, addr) != 0
+                                    : sl_sockaddr_parse(s, addr) != 0) {
+        sl_conf_fail_value(ld, idx, "%s", server_help);
+        return false;
+    }
+    return true;
+}
+
+/* Upstream servers, "host:port", "unix:/path" or a list of them, into a new
+ * array; duplicates are errors. */
 static bool
 parse_addresses(struct loader *ld, int idx, struct sl_sockaddr **out, size_t *nout)
 {
@@ -83,7 +104,7 @@ parse_addresses(struct loader *ld, int idx, struct sl_sockaddr **out, size_t *no
     for (size_t i = 1; i <= n; i++) {
         int v = sl_conf_item_push(ld, idx, i, is_single);
         struct sl_sockaddr *a = &(*out)[*nout];
-        if (parse_one_address(ld, v, a)) {
+        if (parse_server_address(ld, v, a)) {
             bool is_dup = false;
             for (size_t j = 0; j < *nout; j++)
                 is_dup = is_dup || strcmp((*out)[j].text, a->text) == 0;

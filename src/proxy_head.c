@@ -366,8 +366,10 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
         hb_add(&b, req->authority, req->authority_len);
         HB_LIT(&b, "\r\n");
     } else if (req->host == NULL) {
+        /* a unix socket has no host name: "localhost", as nginx sends */
         HB_LIT(&b, "Host: ");
-        hb_str(&b, c->rq.upstream_addr);
+        hb_str(&b, strncmp(c->rq.upstream_addr, "unix:", 5) == 0 ? "localhost"
+                                                                  : c->rq.upstream_addr);
         HB_LIT(&b, "\r\n");
     }
     /* Upgrade and Connection are hop-by-hop and dropped above: a WebSocket

@@ -384,7 +384,8 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
 
     if (what & SL_STREAM_CONNECTED) {
         int one = 1;
-        setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (pool->servers[conn->server].addr->ss.ss_family != AF_UNIX)
+            setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
         pool->servers[conn->server].down_until_us = 0;
         sl_stream_setcb(stream, parked_cb, conn);

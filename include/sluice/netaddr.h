@@ -15,7 +15,7 @@
 struct sl_sockaddr {
     struct sockaddr_storage ss;
     socklen_t len;
-    char text[64]; /* "127.0.0.1:8080" or "[::1]:8080" */
+    char text[120]; /* "127.0.0.1:8080", "[::1]:8080" or "unix:/path" (a sun_path fits) */
 };
 
 struct sl_cidr {
@@ -26,6 +26,8 @@ struct sl_cidr {
 
 /* "host:port" or "[v6]:port" with a numeric host; -1 on anything else. */
 int sl_sockaddr_parse(const char *text, struct sl_sockaddr *out);
+/* "unix:/absolute/path" (a path that fits sun_path) into out. 0 or -1. */
+int sl_sockaddr_parse_unix(const char *text, struct sl_sockaddr *out);
 /* "10.0.0.0/8", "::1/128" or a bare address (full prefix); -1 on a bad block. */
 int sl_cidr_parse(const char *text, struct sl_cidr *out);
 bool sl_cidr_match(const struct sl_cidr *cidrs, size_t ncidrs, const struct sockaddr *sa);

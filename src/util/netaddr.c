@@ -9,9 +9,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 static int
 parse_port(const char *text, uint16_t *port)
@@ -79,6 +81,27 @@ sl_sockaddr_parse(const char *text, struct sl_sockaddr *out)
         out->len = sizeof(*sin6);
         snprintf(out->text, sizeof(out->text), "[%s]:%u", host, port);
     }
+    return 0;
+}
+
+int
+sl_sockaddr_parse_unix(const char *text, struct sl_sockaddr *out)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+    const char *path = text + sizeof("unix:") - 1;
+    size_t len;
+
+    memset(out, 0, sizeof(*out));
+    if (strncmp(text, "unix:", sizeof("unix:") - 1) != 0 || path[0] != '/')
+        return -1;
+    len = strlen(path);
+    /* sun_path keeps its terminating NUL, so the path is one byte shorter */
+    if (len >= sizeof(sun->sun_path))
+        return -1;
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, len + 1);
+    out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    snprintf(out->text, sizeof(out->text), "unix:%s", path);
     return 0;
 }
 

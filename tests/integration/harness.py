@@ -125,8 +125,8 @@ class Env:
         self.cleanups.append(fn)
 
     # convenience constructors that register their own cleanup
-    def upstream(self, name="up", port=0):
-        up = Upstream(name, port).start()
+    def upstream(self, name="up", port=0, unix_path=None):
+        up = Upstream(name, port, unix_path=unix_path).start()
         self.at_exit(up.stop)
         return up
 

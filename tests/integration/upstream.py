@@ -223,11 +223,13 @@ class _Reader:
 
 
 class Upstream:
-    """A threaded HTTP/1.1 server on 127.0.0.1; start() returns once listening."""
+    """A threaded HTTP/1.1 server on 127.0.0.1 (or on the unix socket at
+    unix_path); start() returns once listening."""
 
-    def __init__(self, name="up", port=0, host="127.0.0.1", record=True):
+    def __init__(self, name="up", port=0, host="127.0.0.1", record=True, unix_path=None):
         self.name = name
         self.host = host
+        self.unix_path = unix_path
         self.port = port
         self.record = record    # False: count requests but keep no records (demo)
         self.nrequests = 0
@@ -243,13 +245,17 @@ class Upstream:
     # ---- lifecycle -----------------------------------------------------
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
+        if self.unix_path is not None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(self.unix_path)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.host, self.port))
+            self.port = s.getsockname()[1]
         s.listen(256)
         s.settimeout(0.2)
         self.lsock = s
-        self.port = s.getsockname()[1]
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
         self.thread.start()
         return self
@@ -272,6 +278,8 @@ class Upstream:
 
     @property
     def addr(self):
+        if self.unix_path is not None:
+            return "unix:" + self.unix_path
         return "%s:%d" % (self.host, self.port)
 
     # ---- what tests look at --------------------------------------------

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <cmocka.h>
 
@@ -88,6 +89,38 @@ test_sockaddr_parse(void **state)
     assert_int_equal(sl_sockaddr_parse("[::1]80", &sa), -1);
     assert_int_equal(sl_sockaddr_parse("example.com:80", &sa), -1);
     assert_int_equal(sl_sockaddr_parse(":80", &sa), -1);
+}
+
+/* unix:/path: absolute, fits sun_path with its NUL; nothing else */
+static void
+test_sockaddr_parse_unix(void **state)
+{
+    struct sl_sockaddr a;
+    char longest[sizeof("unix:") + 107], too_long[sizeof("unix:") + 108];
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&a.ss;
+    (void)state;
+
+    assert_int_equal(sl_sockaddr_parse_unix("unix:/run/app.sock", &a), 0);
+    assert_int_equal(a.ss.ss_family, AF_UNIX);
+    assert_string_equal(sun->sun_path, "/run/app.sock");
+    assert_string_equal(a.text, "unix:/run/app.sock");
+    assert_int_equal(a.len, offsetof(struct sockaddr_un, sun_path) + sizeof("/run/app.sock"));
+
+    memcpy(longest, "unix:/", 6);
+    memset(longest + 6, 'x', 106);
+    longest[112] = '\0';
+    assert_int_equal(sl_sockaddr_parse_unix(longest, &a), 0);
+    memcpy(too_long, "unix:/", 6);
+    memset(too_long + 6, 'x', 107);
+    too_long[113] = '\0';
+    assert_int_equal(sl_sockaddr_parse_unix(too_long, &a), -1);
+
+    assert_int_equal(sl_sockaddr_parse_unix("unix:run/app.sock", &a), -1);
+    assert_int_equal(sl_sockaddr_parse_unix("unix:", &a), -1);
+    assert_int_equal(sl_sockaddr_parse_unix("/run/app.sock", &a), -1);
+    assert_int_equal(sl_sockaddr_parse_unix("127.0.0.1:80", &a), -1);
+    /* the TCP parser does not take them */
+    assert_int_equal(sl_sockaddr_parse("unix:/run/app.sock", &a), -1);
 }
 
 static void
@@ -262,6 +295,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sockaddr_parse),
+        cmocka_unit_test(test_sockaddr_parse_unix),
         cmocka_unit_test(test_cidr_parse),
         cmocka_unit_test(test_cidr_match),
         cmocka_unit_test(test_cidr_match_any),
