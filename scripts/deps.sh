@@ -4,7 +4,8 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libevent-dev libhiredis-dev libluajit-5.1-dev
           libcjson-dev libhttp-parser-dev libcmocka-dev redis-server redis-tools curl wrk
           python3 valgrind prometheus
-          dpkg-dev fakeroot file lintian pandoc mandoc groff logrotate adduser systemd)
+          dpkg-dev fakeroot file lintian pandoc mandoc groff logrotate adduser systemd
+          dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

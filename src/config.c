@@ -228,12 +228,18 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->source);
     free(cfg->listen);
     free(cfg->admin_token_file);
+    free(cfg->resolver.servers);
     free(cfg->trusted_proxies);
     free(cfg->store.url);
     free(cfg->store.prefix);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);
         free(cfg->upstreams[i].servers);
+        for (size_t j = 0; j < cfg->upstreams[i].nnames; j++) {
+            free(cfg->upstreams[i].names[j].host);
+            free(cfg->upstreams[i].names[j].text);
+        }
+        free(cfg->upstreams[i].names);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->nlimits; i++) {

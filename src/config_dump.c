@@ -598,6 +598,40 @@ dump_client_store(struct dumper *d)
     fprintf(out, ",\n  max_keys = %zu,\n}\n", s->max_keys);
 }
 
+/* Numeric servers first, then those given by host name. */
+static void
+put_servers(FILE *out, const struct sl_upstream_conf *u)
+{
+    for (size_t i = 0; i < u->nservers; i++) {
+        put_sep(out, i);
+        put_cstring(out, u->servers[i].text);
+    }
+    for (size_t i = 0; i < u->nnames; i++) {
+        put_sep(out, u->nservers + i);
+        put_cstring(out, u->names[i].text);
+    }
+    put_close(out, u->nservers + u->nnames);
+}
+
+static void
+dump_resolver(struct dumper *d)
+{
+    const struct sl_resolver_conf *rc = &d->cfg->resolver;
+    FILE *out = d->out;
+
+    if (rc->nservers == 0) {
+        fputs("\nresolver = {\n  -- servers: those of /etc/resolv.conf\n  valid = ", out);
+    } else {
+        fputs("\nresolver = {\n  servers = ", out);
+        put_addresses(out, rc->servers, rc->nservers);
+        fputs(",\n  valid = ", out);
+    }
+    put_duration(out, rc->valid_ms);
+    fputs(",\n  timeout = ", out);
+    put_duration(out, rc->timeout_ms);
+    fputs(",\n}\n", out);
+}
+
 static void
 dump_upstreams(struct dumper *d)
 {
@@ -609,7 +643,7 @@ dump_upstreams(struct dumper *d)
         fputs("  ", out);
         put_key(out, u->name);
         fputs("{\n    servers = ", out);
-        put_addresses(out, u->servers, u->nservers);
+        put_servers(out, u);
         fprintf(out, ",\n    keepalive = %u,\n    connect_timeout = ", u->keepalive);
         put_duration(out, u->connect_timeout_ms);
         fputs(",\n    timeout = ", out);
@@ -767,6 +801,7 @@ sl_config_dump(const struct sl_config *cfg, FILE *out, char *err, size_t err_siz
     dump_top(&d);
     dump_client_store(&d);
     dump_upstreams(&d);
+    dump_resolver(&d);
     dump_limits_routes(&d);
     dump_metrics(&d);
     sl_lua_sandbox_free(d.sb);

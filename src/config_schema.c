@@ -52,10 +52,6 @@ _Static_assert(sizeof(enum sl_path_encoded_slash) == sizeof(int)
 static const char *const address_help =
     "bad address (use host:port with a numeric host, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")";
 
-static const char *const server_help =
-    "bad address (use host:port with a numeric host, e.g. \"127.0.0.1:8080\" or "
-    "\"[::1]:8080\", or unix:/absolute/path)";
-
 static bool
 parse_one_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
 {
@@ -70,24 +66,7 @@ parse_one_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
     return true;
 }
 
-/* An upstream server: an address as above, or a unix socket. */
-static bool
-parse_server_address(struct loader *ld, int idx, struct sl_sockaddr *addr)
-{
-    const char *s = sl_conf_get_string(ld, idx, NULL);
-
-    if (s == NULL)
-        return false;
-    if (strncmp(s, "unix:", 5) == 0 ? sl_sockaddr_parse_unix(s, addr) != 0
-                                    : sl_sockaddr_parse(s, addr) != 0) {
-        sl_conf_fail_value(ld, idx, "%s", server_help);
-        return false;
-    }
-    return true;
-}
-
-/* Upstream servers, "host:port", "unix:/path" or a list of them, into a new
- * array; duplicates are errors. */
+/* "host:port" or a list of them into a new array; duplicates are errors. */
 static bool
 parse_addresses(struct loader *ld, int idx, struct sl_sockaddr **out, size_t *nout)
 {
@@ -104,7 +83,7 @@ parse_addresses(struct loader *ld, int idx, struct sl_sockaddr **out, size_t *no
     for (size_t i = 1; i <= n; i++) {
         int v = sl_conf_item_push(ld, idx, i, is_single);
         struct sl_sockaddr *a = &(*out)[*nout];
-        if (parse_server_address(ld, v, a)) {
+        if (parse_one_address(ld, v, a)) {
             bool is_dup = false;
             for (size_t j = 0; j < *nout; j++)
                 is_dup = is_dup || strcmp((*out)[j].text, a->text) == 0;
@@ -467,11 +446,74 @@ check_name(struct loader *ld, const char *name, const char *what)
                         what, name, CONF_MAX_NAME);
 }
 
+static const char *const server_help =
+    "bad address (use host:port, e.g. \"10.0.0.1:8080\", \"[::1]:8080\" or "
+    "\"api.default.svc:8080\", or unix:/absolute/path)";
+
+static bool
+is_server_listed(const struct sl_upstream_conf *u, const char *text)
+{
+    for (size_t j = 0; j < u->nservers; j++) {
+        if (strcmp(u->servers[j].text, text) == 0)
+            return true;
+    }
+    for (size_t j = 0; j < u->nnames; j++) {
+        if (strcmp(u->names[j].text, text) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* One server: a numeric address, else a host name the resolver looks up. */
+static bool
+add_server(struct loader *ld, int v, struct sl_upstream_conf *u)
+{
+    const char *s = sl_conf_get_string(ld, v, NULL);
+    char host[256];
+    uint16_t port;
+
+    if (s == NULL)
+        return false;
+    if (strncmp(s, "unix:", 5) == 0 ? sl_sockaddr_parse_unix(s, &u->servers[u->nservers]) == 0
+                                    : sl_sockaddr_parse(s, &u->servers[u->nservers]) == 0) {
+        if (is_server_listed(u, u->servers[u->nservers].text)) {
+            sl_conf_fail_value(ld, v, "listed twice");
+            return false;
+        }
+        u->nservers++;
+        return true;
+    }
+    if (strncmp(s, "unix:", 5) == 0 || sl_hostport_parse(s, host, sizeof(host), &port) != 0) {
+        sl_conf_fail_value(ld, v, "%s", server_help);
+        return false;
+    }
+    if (is_server_listed(u, s)) {
+        sl_conf_fail_value(ld, v, "listed twice");
+        return false;
+    }
+    u->names[u->nnames++] = (struct sl_server_name){ .host = sl_xstrdup(host), .port = port,
+                                                     .text = sl_xstrdup(s) };
+    return true;
+}
+
 static bool
 set_servers(struct loader *ld, void *obj, int idx)
 {
     struct sl_upstream_conf *u = obj;
-    return parse_addresses(ld, idx, &u->servers, &u->nservers);
+    bool is_single, ok = true;
+    size_t n = sl_conf_items_begin(ld, idx, LUA_TSTRING, "\"host:port\" or a list of them", false,
+                                   &is_single);
+
+    if (n == 0)
+        return false;
+    u->servers = sl_xcalloc(n, sizeof(*u->servers));
+    u->names = sl_xcalloc(n, sizeof(*u->names));
+    for (size_t i = 1; i <= n; i++) {
+        int v = sl_conf_item_push(ld, idx, i, is_single);
+        ok = add_server(ld, v, u) && ok;
+        sl_conf_item_pop(ld, is_single);
+    }
+    return ok;
 }
 
 static const struct opt upstream_opts[] = {
@@ -1080,6 +1122,33 @@ set_metrics_buckets(struct loader *ld, void *obj, int idx)
     return true;
 }
 
+static bool
+set_resolver_servers(struct loader *ld, void *obj, int idx)
+{
+    struct sl_resolver_conf *rc = obj;
+    return parse_addresses(ld, idx, &rc->servers, &rc->nservers);
+}
+
+static const struct opt resolver_opts[] = {
+    ROW_CUSTOM("servers", set_resolver_servers),
+    ROW_DURATION("valid", "30s", 1000, 24 * MS_HOUR, struct sl_resolver_conf, valid_ms),
+    ROW_DURATION("timeout", "2s", 100, 60000, struct sl_resolver_conf, timeout_ms),
+};
+
+static bool
+set_resolver(struct loader *ld, void *obj, int idx)
+{
+    struct sl_config *cfg = obj;
+    struct walk w;
+
+    if (!sl_conf_need_table(ld, idx, "a table { servers = { ... }, valid = ..., timeout = ... }"))
+        return false;
+    ld->ctx = "resolver";
+    w = sl_conf_walk(ld, idx, resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
+    ld->ctx = NULL;
+    return w.bad == 0;
+}
+
 static const struct opt metrics_opts[] = {
     ROW_CUSTOM("buckets", set_metrics_buckets),
 };
@@ -1111,6 +1180,7 @@ static const struct opt top_opts[] = {
     ROW_CUSTOM("client", set_client),
     ROW_CUSTOM("store", set_store),
     ROW_CUSTOM("upstreams", set_upstreams),
+    ROW_CUSTOM("resolver", set_resolver),
     ROW_CUSTOM("limits", set_limits),
     ROW_CUSTOM("routes", set_routes),
     ROW_ENUM("path_encoded_slash", "keep", encoded_slash_actions,
@@ -1174,6 +1244,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(top_opts, NOPTS(top_opts), cfg);
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
+    sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;
     cfg->workers = online_cpus();

@@ -47,6 +47,7 @@
 #include "sluice/metrics.h"
 #include "sluice/notify.h"
 #include "sluice/proxy.h"
+#include "sluice/resolver.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/timeval.h"
@@ -63,6 +64,7 @@ enum {
 
 enum reload_phase {
     RELOAD_IDLE,
+    RELOAD_RESOLVING, /* the new conf's host names being looked up, before PREPARE */
     RELOAD_PREPARING, /* PREPARE posted; waiting for every worker's answer */
     RELOAD_FINISHING, /* COMMIT or ABORT posted; waiting for every worker to have done it */
 };
@@ -92,6 +94,7 @@ struct daemon {
     const char *conf_path;
     struct sl_shared_config *shared;
     struct sl_limiter_shared *limiter_shared;
+    struct sl_resolver *resolver; /* upstream host names, on the main loop */
     struct event_base *base;
     struct event *signals[4];
     struct event *worker_done;
@@ -588,10 +591,29 @@ post_all(struct daemon *d, unsigned cmd)
  * many arrive, one more reload follows the current one and reads the file
  * as it is then.
  */
+/* Long enough for every attempt of a lookup (resolver.c asks twice). */
+static uint64_t
+resolver_wait_ms(const struct sl_config *cfg)
+{
+    return 2 * cfg->resolver.timeout_ms + 100;
+}
+
+/* The running conf's names and name servers again, after a refused reload. */
+static void
+resolver_restore(struct daemon *d)
+{
+    char err[256];
+
+    if (sl_resolver_configure(d->resolver, d->shared->cfg, err, sizeof(err)) < 0)
+        sl_log_error("resolver: %s", err);
+}
+
+static void reload_resolved(void *arg);
+
 static void
 reload_begin(struct daemon *d)
 {
-    char *errors = NULL;
+    char *errors = NULL, err[256];
     struct sl_config *cfg;
 
     if (d->phase != RELOAD_IDLE) {
@@ -615,6 +637,35 @@ reload_begin(struct daemon *d)
         return;
     }
     d->next = sl_shared_config_new(cfg);
+    d->phase = RELOAD_RESOLVING;
+    if (sl_resolver_configure(d->resolver, cfg, err, sizeof(err)) < 0) {
+        sl_log_error("reload of %s refused, the running configuration stays: resolver: %s",
+                     d->conf_path, err);
+        sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
+        resolver_restore(d);
+        sl_shared_config_unref(d->next);
+        d->next = NULL;
+        d->phase = RELOAD_IDLE;
+        sl_notify_status("reload of %s refused: resolver: %s", d->conf_path, err);
+        notified(d, sl_notify_ready(), "READY=1");
+        return;
+    }
+    /* new names get their first answer before the workers build on them */
+    sl_resolver_wait(d->resolver, resolver_wait_ms(cfg), reload_resolved, d);
+}
+
+/* Phase 1, continued: the new names answered (or the wait ran out). */
+static void
+reload_resolved(void *arg)
+{
+    struct daemon *d = arg;
+
+    if (d->is_draining) {
+        sl_shared_config_unref(d->next);
+        d->next = NULL;
+        d->phase = RELOAD_IDLE;
+        return;
+    }
     d->phase = RELOAD_PREPARING;
     atomic_store(&d->nanswers, 0);
     for (unsigned i = 0; i < d->nworkers; i++) {
@@ -659,6 +710,7 @@ reload_decide(struct daemon *d)
         d->shared = d->next;
     } else {
         sl_shared_config_unref(d->next);
+        resolver_restore(d);
     }
     d->next = NULL;
     post_all(d, d->is_reload_ok ? CMD_COMMIT : CMD_ABORT);
@@ -671,6 +723,7 @@ reload_end(struct daemon *d)
     uint64_t us = sl_clock_now_us() - d->reload_start_us;
 
     d->phase = RELOAD_IDLE;
+    sl_resolver_sweep(d->resolver);
     if (d->is_reload_ok) {
         sl_metrics_config_loaded(d->metrics, true, true, us);
         sl_log_info("configuration %s reloaded", d->conf_path);
@@ -818,6 +871,7 @@ workers_start(struct daemon *d)
         w->notify = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, worker_notify_cb, w);
         event_add(w->notify, NULL);
         w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared, d->metrics);
+        sl_proxy_set_resolver(w->proxy, d->resolver);
         if (sl_proxy_set_config(w->proxy, d->shared, err, sizeof(err)) != 0
             || sl_proxy_listen(w->proxy, cfg, err, sizeof(err)) != 0) {
             sl_log_error("worker %u: %s", i, err);
@@ -892,6 +946,35 @@ fault_worker_from_env(void)
 
 /* What sl_daemon_run made, once the workers are joined (or never started). */
 static void
+resolver_settled(void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+/*
+ * The conf's host names are looked up before the workers start, so that the
+ * first requests have servers; the wait is bounded (a name without an answer
+ * has no server, 502, until one comes). Signals are not handled yet: the
+ * default action of SIGTERM is right for a daemon that serves nothing.
+ */
+static int
+resolver_start(struct daemon *d, const struct sl_config *cfg)
+{
+    char err[256];
+
+    d->resolver = sl_resolver_new(d->base);
+    if (sl_resolver_configure(d->resolver, cfg, err, sizeof(err)) < 0) {
+        sl_log_error("resolver: %s", err);
+        return -1;
+    }
+    if (!sl_resolver_is_settled(d->resolver)) {
+        sl_resolver_wait(d->resolver, resolver_wait_ms(cfg), resolver_settled, d->base);
+        event_base_dispatch(d->base);
+    }
+    return 0;
+}
+
+static void
 daemon_fini(struct daemon *d)
 {
     admin_stop(d);
@@ -908,6 +991,8 @@ daemon_fini(struct daemon *d)
     event_free(d->answer);
     close(d->answer_fd);
     sl_shared_config_unref(d->next);
+    if (d->resolver != NULL)
+        sl_resolver_free(d->resolver);
     event_base_free(d->base);
     sl_limiter_shared_free(d->limiter_shared);
     sl_shared_config_unref(d->shared);
@@ -951,6 +1036,8 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.worker_done = knock_event_new(&d, &d.worker_done_fd, worker_done_cb);
     d.answer = knock_event_new(&d, &d.answer_fd, answer_cb);
     d.fault_worker = fault_worker_from_env();
+    if (resolver_start(&d, cfg) != 0)
+        goto fail;
     watchdog_init(&d);
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);

@@ -436,6 +436,12 @@ sl_proxy_close_all(struct sl_proxy *px)
 }
 
 void
+sl_proxy_set_resolver(struct sl_proxy *px, struct sl_resolver *resolver)
+{
+    px->resolver = resolver;
+}
+
+void
 sl_proxy_free(struct sl_proxy *px)
 {
     if (px == NULL)
@@ -585,7 +591,7 @@ sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
-                                             gen->upstream_slots[i]);
+                                             gen->upstream_slots[i], px->resolver);
     pg = sl_xcalloc(1, sizeof(*pg));
     pg->gen = gen;
     if (prepare_accesslog(px, cfg, pg, err, err_size) != 0) {

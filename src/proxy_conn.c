@@ -241,7 +241,7 @@ proxy_request_finish(struct conn *c, const char *reason)
         ? (double)(upstream_end_us - c->rq.upstream_start_us) / 1000.0
         : -1.0;
     e.limiter_ms = -1.0; /* the limits phase fills it in, and e.limit */
-    e.upstream = c->rq.upstream_addr;
+    e.upstream = c->rq.upstream_addr[0] != '\0' ? c->rq.upstream_addr : NULL;
     rid = c->rq.request_id_len ? NULL : sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
     if (c->rq.request_id_len) {
         e.request_id = c->request_id;

@@ -146,7 +146,7 @@ struct request_state {
     uint64_t bytes_in, bytes_out;
     int status;
     const char *reason;     /* why sluice answered itself (static text), for the access log */
-    const char *upstream_addr;
+    char upstream_addr[120];      /* the server's address text; "": none yet */
 };
 
 struct conn {
@@ -198,6 +198,7 @@ struct sl_proxy {
     struct event_base *base;
     unsigned index, nworkers;
     struct sl_limiter_shared *limiter_shared;
+    struct sl_resolver *resolver; /* upstream host names; NULL: none */
     struct wgen *gen;
     struct evconnlistener **listeners;
     struct sl_listen_conf *listen_confs; /* each listener's conf, copied when it opened */

@@ -99,7 +99,8 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     proxy_conn_hold(c);
     c->up = up;
     c->us = sl_upconn_stream(up);
-    c->rq.upstream_addr = sl_upconn_address(up);
+    /* copied: a server a name no longer resolves to may go before the log */
+    snprintf(c->rq.upstream_addr, sizeof(c->rq.upstream_addr), "%s", sl_upconn_address(up));
     c->rq.upstream_start_us = sl_clock_cached_us();
     c->state = C_FORWARD;
     sl_head_reset(&c->resp, HTTP_RESPONSE);

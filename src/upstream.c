@@ -8,9 +8,11 @@
  */
 #include "sluice/upstream.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -21,6 +23,7 @@
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/resolver.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/stream.h"
@@ -32,11 +35,25 @@
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 
+/*
+ * Servers come from the conf (numeric) and from the resolver (a host name's
+ * addresses). When a name's addresses change, servers that left are taken
+ * out of the round-robin at once and freed with their last connection.
+ */
 struct server {
-    const struct sl_sockaddr *addr;
+    struct sl_sockaddr addr;
     uint64_t down_until_us;
     struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
+    unsigned nconns;        /* connecting, in use or idle */
+    bool is_retired;        /* no longer an address of the pool */
+};
+
+/* A host name of the conf, as this pool last saw its addresses. */
+struct pool_name {
+    struct sl_resolved *resolved;
+    uint16_t port;
+    uint64_t version;
 };
 
 struct sl_upconn {
@@ -45,7 +62,7 @@ struct sl_upconn {
     struct event idle_timer;
     struct sl_upstream_wait *wait; /* while connecting */
     struct sl_upconn *next, *prev; /* idle list */
-    unsigned server;
+    struct server *server;
     bool is_reused;
     bool is_broken; /* closed or talked while parked between idle and handover */
 };
@@ -53,8 +70,10 @@ struct sl_upconn {
 struct sl_upstream_pool {
     struct event_base *base;
     const struct sl_upstream_conf *conf;
-    struct server *servers;
-    unsigned nservers;
+    struct server **servers; /* the round-robin; retired ones are not in it */
+    unsigned nservers, cap;
+    struct pool_name *names;
+    unsigned nnames;
     unsigned rr;
     unsigned nidle;
     unsigned active, max_active;
@@ -97,9 +116,30 @@ share(unsigned total, unsigned nworkers)
     return n > 0 ? n : 1;
 }
 
+static void
+server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr)
+{
+    struct server *srv = sl_xcalloc(1, sizeof(*srv));
+
+    srv->addr = *addr;
+    if (pool->nservers == pool->cap) {
+        pool->cap = pool->cap ? 2 * pool->cap : 4;
+        pool->servers = sl_xrealloc(pool->servers, pool->cap * sizeof(*pool->servers));
+    }
+    pool->servers[pool->nservers++] = srv;
+}
+
+static void
+server_put(struct server *srv)
+{
+    if (srv->is_retired && srv->nconns == 0)
+        free(srv);
+}
+
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
-                     unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot)
+                     unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
+                     struct sl_resolver *resolver)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
@@ -107,10 +147,14 @@ sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *con
     pool->slot = slot;
     pool->base = base;
     pool->conf = conf;
-    pool->nservers = (unsigned)conf->nservers;
-    pool->servers = sl_xcalloc(pool->nservers, sizeof(*pool->servers));
-    for (unsigned i = 0; i < pool->nservers; i++)
-        pool->servers[i].addr = &conf->servers[i];
+    for (size_t i = 0; i < conf->nservers; i++)
+        server_add(pool, &conf->servers[i]);
+    pool->names = sl_xcalloc(conf->nnames ? conf->nnames : 1, sizeof(*pool->names));
+    for (size_t i = 0; resolver != NULL && i < conf->nnames; i++) {
+        struct sl_resolved *res = sl_resolver_ref(resolver, conf->names[i].host);
+        if (res != NULL)
+            pool->names[pool->nnames++] = (struct pool_name){ res, conf->names[i].port, 0 };
+    }
     pool->max_active = share(conf->max_inflight, nworkers ? nworkers : 1);
     pool->max_queued = conf->queue ? share(conf->queue, nworkers ? nworkers : 1) : 0;
     return pool;
@@ -121,6 +165,8 @@ upconn_free(struct sl_upconn *conn)
 {
     event_del(&conn->idle_timer);
     sl_stream_fini(&conn->stream);
+    conn->server->nconns--;
+    server_put(conn->server);
     free(conn);
 }
 
@@ -132,7 +178,7 @@ idle_unlink(struct sl_upconn *conn)
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
     else
-        pool->servers[conn->server].idle = conn->next;
+        conn->server->idle = conn->next;
     if (conn->next != NULL)
         conn->next->prev = conn->prev;
     conn->next = conn->prev = NULL;
@@ -146,12 +192,19 @@ sl_upstream_pool_free(struct sl_upstream_pool *pool)
     if (pool == NULL)
         return;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        while (pool->servers[i].idle != NULL) {
-            struct sl_upconn *conn = pool->servers[i].idle;
+        struct server *srv = pool->servers[i];
+        while (srv->idle != NULL) {
+            struct sl_upconn *conn = srv->idle;
             idle_unlink(conn);
             upconn_free(conn);
         }
+        /* connections still in use (none at a generation's end) free it */
+        srv->is_retired = true;
+        server_put(srv);
     }
+    for (unsigned i = 0; i < pool->nnames; i++)
+        sl_resolved_unref(pool->names[i].resolved);
+    free(pool->names);
     free(pool->servers);
     free(pool);
 }
@@ -204,19 +257,18 @@ pump_queue(struct sl_upstream_pool *pool)
  * all counted in sluice_upstream_errors_total).
  */
 static void
-log_connect_failure(struct sl_upstream_pool *pool, unsigned idx, const char *why)
+log_connect_failure(struct sl_upstream_pool *pool, struct server *srv, const char *why)
 {
-    struct server *srv = &pool->servers[idx];
     uint64_t now = sl_clock_cached_us(), since = srv->failure_log.last_us, held;
 
     if (!sl_log_gate_pass(&srv->failure_log, now, FAILURE_LOG_INTERVAL_US, &held))
         return;
     if (held > 0)
         sl_log_warnx("upstream \"%s\": connect %s: %s (and %llu more failures in the last "
-                     "%.1f s, not logged)", pool->conf->name, srv->addr->text, why,
+                     "%.1f s, not logged)", pool->conf->name, srv->addr.text, why,
                      (unsigned long long)held, (double)(now - since) / 1e6);
     else
-        sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name, srv->addr->text, why);
+        sl_log_warnx("upstream \"%s\": connect %s: %s", pool->conf->name, srv->addr.text, why);
 }
 
 static void
@@ -242,7 +294,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         log_connect_failure(pool, conn->server, "timed out");
-        pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
         upconn_free(conn);
         wait->last_status = 504;
         connect_next(wait);
@@ -337,6 +389,110 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
     pump_queue(pool);
 }
 
+/* ---- host names ---------------------------------------------------------- */
+
+static void
+address_of(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr *out)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    memset(out, 0, sizeof(*out));
+    out->ss = *ss;
+    if (ss->ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+        sin6->sin6_port = htons(port);
+        out->len = sizeof(*sin6);
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+        snprintf(out->text, sizeof(out->text), "[%s]:%u", ip, port);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+        sin->sin_port = htons(port);
+        out->len = sizeof(*sin);
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+        snprintf(out->text, sizeof(out->text), "%s:%u", ip, port);
+    }
+}
+
+/* The pool's addresses as the conf and the names now give them (at most
+ * nconf + nnames * SL_RESOLVED_MAX); how many. */
+static size_t
+wanted_addresses(struct sl_upstream_pool *pool, struct sl_sockaddr *out)
+{
+    struct sockaddr_storage found[SL_RESOLVED_MAX];
+    size_t n = 0;
+
+    for (size_t i = 0; i < pool->conf->nservers; i++)
+        out[n++] = pool->conf->servers[i];
+    for (unsigned i = 0; i < pool->nnames; i++) {
+        struct pool_name *pn = &pool->names[i];
+        size_t got = sl_resolved_addresses(pn->resolved, found, SL_RESOLVED_MAX, &pn->version);
+        for (size_t j = 0; j < got; j++) {
+            struct sl_sockaddr a;
+            bool is_dup = false;
+            address_of(&found[j], pn->port, &a);
+            for (size_t k = 0; k < n && !is_dup; k++)
+                is_dup = strcmp(out[k].text, a.text) == 0;
+            if (!is_dup)
+                out[n++] = a;
+        }
+    }
+    return n;
+}
+
+/*
+ * A name's addresses moved: servers still wanted keep their state and their
+ * kept-alive connections; the others leave the round-robin, their idle
+ * connections are closed and those in use finish where they are.
+ */
+static void
+servers_update(struct sl_upstream_pool *pool)
+{
+    size_t max = pool->conf->nservers + (size_t)pool->nnames * SL_RESOLVED_MAX;
+    struct sl_sockaddr *want = sl_xcalloc(max ? max : 1, sizeof(*want));
+    size_t nwant = wanted_addresses(pool, want);
+    bool *is_kept = sl_xcalloc(nwant ? nwant : 1, sizeof(*is_kept));
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        struct server *srv = pool->servers[i];
+        bool is_wanted = false;
+        for (size_t k = 0; k < nwant && !is_wanted; k++) {
+            is_wanted = !is_kept[k] && strcmp(want[k].text, srv->addr.text) == 0;
+            if (is_wanted)
+                is_kept[k] = true;
+        }
+        if (is_wanted) {
+            pool->servers[n++] = srv;
+            continue;
+        }
+        srv->is_retired = true;
+        srv->nconns++; /* held while its idle connections go */
+        while (srv->idle != NULL)
+            idle_drop(srv->idle);
+        srv->nconns--;
+        server_put(srv);
+    }
+    pool->nservers = n;
+    for (size_t k = 0; k < nwant; k++) {
+        if (!is_kept[k])
+            server_add(pool, &want[k]);
+    }
+    free(is_kept);
+    free(want);
+}
+
+/* Cheap for every request: one atomic load per host name. */
+static void
+refresh_names(struct sl_upstream_pool *pool)
+{
+    for (unsigned i = 0; i < pool->nnames; i++) {
+        if (sl_resolved_version(pool->names[i].resolved) != pool->names[i].version) {
+            servers_update(pool);
+            return;
+        }
+    }
+}
+
 /*
  * Round-robin picks the server first and only then looks for a kept-alive
  * connection to it (as nginx's keepalive module does), so keep-alive never
@@ -347,8 +503,15 @@ start(struct sl_upstream_wait *wait)
 {
     struct sl_upstream_pool *pool = wait->pool;
     unsigned first = pool->rr++;
-    struct server *srv = &pool->servers[first % pool->nservers];
+    struct server *srv;
 
+    refresh_names(pool);
+    if (pool->nservers == 0) {
+        /* a host name with no address yet, or none any more */
+        deliver_later(wait, NULL, 502);
+        return;
+    }
+    srv = pool->servers[first % pool->nservers];
     if (srv->idle != NULL && srv->down_until_us <= sl_clock_cached_us()) {
         struct sl_upconn *conn = srv->idle;
         idle_unlink(conn);
@@ -384,10 +547,10 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
 
     if (what & SL_STREAM_CONNECTED) {
         int one = 1;
-        if (pool->servers[conn->server].addr->ss.ss_family != AF_UNIX)
+        if (conn->server->addr.ss.ss_family != AF_UNIX)
             setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
-        pool->servers[conn->server].down_until_us = 0;
+        conn->server->down_until_us = 0;
         sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
@@ -395,7 +558,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     log_connect_failure(pool, conn->server, strerror(stream->error));
-    pool->servers[conn->server].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
     upconn_free(conn);
@@ -427,7 +590,7 @@ next_server(struct sl_upstream_wait *wait)
         unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
         uint64_t bit = idx < 64 ? (uint64_t)1 << idx : 0;
         if (pos < pool->nservers) {
-            if (pool->servers[idx].down_until_us <= now)
+            if (pool->servers[idx]->down_until_us <= now)
                 return (int)idx;
             wait->skipped_down |= bit;
         } else if (wait->skipped_down & bit) {
@@ -444,26 +607,27 @@ connect_next(struct sl_upstream_wait *wait)
     int idx;
 
     while ((idx = next_server(wait)) >= 0) {
-        const struct sl_sockaddr *addr = pool->servers[idx].addr;
+        struct server *srv = pool->servers[idx];
         struct sl_upconn *conn = sl_xcalloc(1, sizeof(*conn));
         struct timeval tv = sl_timeval_from_ms(pool->conf->connect_timeout_ms);
 
         conn->pool = pool;
-        conn->server = (unsigned)idx;
         conn->wait = wait;
         evtimer_assign(&conn->idle_timer, pool->base, idle_timer_cb, conn);
-        if (sl_stream_connect(&conn->stream, pool->base, (const struct sockaddr *)&addr->ss,
-                              addr->len, connect_event_cb, conn)
+        if (sl_stream_connect(&conn->stream, pool->base, (const struct sockaddr *)&srv->addr.ss,
+                              srv->addr.len, connect_event_cb, conn)
             != 0) {
-            log_connect_failure(pool, (unsigned)idx, strerror(errno));
+            log_connect_failure(pool, srv, strerror(errno));
             event_del(&conn->idle_timer);
             free(conn);
             pool->connect_failures++;
             sl_metrics_upstream_error(pool->metrics, pool->slot,
                                       SL_METRICS_UPSTREAM_CONNECT_ERROR);
-            pool->servers[idx].down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            srv->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
             continue;
         }
+        conn->server = srv;
+        srv->nconns++;
         wait->connecting = conn;
         wait->phase = PHASE_CONNECTING;
         evtimer_add(&wait->timer, &tv);
@@ -495,11 +659,11 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
     struct sl_upstream_pool *pool = conn->pool;
 
     active_add(pool, -1);
-    if (is_reusable && pool->nidle < pool->conf->keepalive
+    if (is_reusable && !conn->server->is_retired && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
         struct timeval tv = sl_timeval_from_ms(pool->conf->idle_timeout_ms);
-        struct server *srv = &pool->servers[conn->server];
+        struct server *srv = conn->server;
         conn->next = srv->idle;
         conn->prev = NULL;
         if (srv->idle != NULL)
@@ -525,7 +689,7 @@ sl_upconn_stream(struct sl_upconn *conn)
 const char *
 sl_upconn_address(const struct sl_upconn *conn)
 {
-    return conn->pool->servers[conn->server].addr->text;
+    return conn->server->addr.text;
 }
 
 bool
@@ -547,7 +711,7 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->shed = pool->shed;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        if (pool->servers[i].down_until_us <= now)
+        if (pool->servers[i]->down_until_us <= now)
             out->has_reachable_server = true;
     }
 }

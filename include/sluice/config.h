@@ -30,10 +30,19 @@ struct sl_client_conf {
     uint64_t request_timeout_ms; /* whole request, head and body: 408; 0 = off */
 };
 
+/* A server given by host name: each of its addresses becomes a server. */
+struct sl_server_name {
+    char *host;
+    uint16_t port;
+    char *text; /* "host:port" as written */
+};
+
 struct sl_upstream_conf {
     char *name;
-    struct sl_sockaddr *servers;
+    struct sl_sockaddr *servers; /* numeric ones */
     size_t nservers;
+    struct sl_server_name *names; /* by host name, resolved by the daemon */
+    size_t nnames;
     unsigned keepalive;          /* idle connections kept per worker */
     uint64_t connect_timeout_ms;
     uint64_t timeout_ms;         /* response head, and between reads of the body: 504 */
@@ -130,6 +139,14 @@ struct sl_conf_include {
     size_t nfiles;
 };
 
+/* How upstream host names are looked up (src/resolver.c). */
+struct sl_resolver_conf {
+    struct sl_sockaddr *servers; /* NULL: those of /etc/resolv.conf */
+    size_t nservers;
+    uint64_t valid_ms;           /* refresh at least this often; a shorter TTL wins */
+    uint64_t timeout_ms;         /* per query attempt */
+};
+
 struct sl_config {
     char *path;            /* the conf file, as given */
     char *source;          /* its text, so every Lua state loads the same bytes */
@@ -162,6 +179,7 @@ struct sl_config {
 
     struct sl_upstream_conf *upstreams;
     size_t nupstreams;
+    struct sl_resolver_conf resolver;
     struct sl_limit_conf *limits;
     size_t nlimits;
     struct sl_route_conf *routes;

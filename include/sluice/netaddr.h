@@ -28,6 +28,13 @@ struct sl_cidr {
 int sl_sockaddr_parse(const char *text, struct sl_sockaddr *out);
 /* "unix:/absolute/path" (a path that fits sun_path) into out. 0 or -1. */
 int sl_sockaddr_parse_unix(const char *text, struct sl_sockaddr *out);
+/*
+ * "name:port" with a DNS host name (RFC 1123 labels of letters, digits and
+ * '-', at most 253 bytes, a trailing dot allowed, a last label not all
+ * digits, so that a mistyped address is no name): copies the name into
+ * host (size >= 254) and sets *port; -1 on anything else.
+ */
+int sl_hostport_parse(const char *text, char *host, size_t host_size, uint16_t *port);
 /* "10.0.0.0/8", "::1/128" or a bare address (full prefix); -1 on a bad block. */
 int sl_cidr_parse(const char *text, struct sl_cidr *out);
 bool sl_cidr_match(const struct sl_cidr *cidrs, size_t ncidrs, const struct sockaddr *sa);

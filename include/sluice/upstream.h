@@ -42,12 +42,16 @@ struct sl_upstream_wait {
 };
 
 struct sl_metrics_worker;
+struct sl_resolver;
 
-/* Counts into `metrics` (may be NULL) under upstream slot `slot`. */
+/* Counts into `metrics` (may be NULL) under upstream slot `slot`. The
+ * servers of conf given by host name take their addresses from resolver
+ * (NULL: none are used), checked again at every acquire. */
 struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base,
                                               const struct sl_upstream_conf *conf,
                                               unsigned nworkers,
-                                              struct sl_metrics_worker *metrics, unsigned slot);
+                                              struct sl_metrics_worker *metrics, unsigned slot,
+                                              struct sl_resolver *resolver);
 /* Closes idle connections. Every acquired connection must have been released. */
 void sl_upstream_pool_free(struct sl_upstream_pool *pool);
 

@@ -31,6 +31,56 @@ parse_port(const char *text, uint16_t *port)
     return 0;
 }
 
+static bool
+is_label_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* RFC 1123 section 2.1 host name, with RFC 3696's all-numeric last label rule. */
+static bool
+is_host_name(const char *s, size_t len)
+{
+    size_t label = 0;
+    bool is_numeric = true;
+
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || s[i] == '.') {
+            if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
+                return false;
+            if (i < len)
+                is_numeric = true;
+            label = 0;
+            continue;
+        }
+        if (!is_label_char(s[i]))
+            return false;
+        is_numeric = is_numeric && s[i] >= '0' && s[i] <= '9';
+        label++;
+    }
+    return !is_numeric;
+}
+
+int
+sl_hostport_parse(const char *text, char *host, size_t host_size, uint16_t *port)
+{
+    const char *colon = strrchr(text, ':');
+    size_t len;
+
+    if (colon == NULL)
+        return -1;
+    len = (size_t)(colon - text);
+    if (!is_host_name(text, len) || len >= host_size || parse_port(colon + 1, port) != 0)
+        return -1;
+    memcpy(host, text, len);
+    host[len] = '\0';
+    return 0;
+}
+
 int
 sl_sockaddr_parse(const char *text, struct sl_sockaddr *out)
 {

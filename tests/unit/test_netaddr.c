@@ -123,6 +123,43 @@ test_sockaddr_parse_unix(void **state)
     assert_int_equal(sl_sockaddr_parse("unix:/run/app.sock", &a), -1);
 }
 
+/* host names: RFC 1123 labels; an address-looking text is no name */
+static void
+test_hostport_parse(void **state)
+{
+    char host[254], long_label[80], long_name[300];
+    uint16_t port = 0;
+    (void)state;
+
+    assert_int_equal(sl_hostport_parse("api.default.svc.cluster.local:8080", host, sizeof(host),
+                                       &port), 0);
+    assert_string_equal(host, "api.default.svc.cluster.local");
+    assert_int_equal(port, 8080);
+    assert_int_equal(sl_hostport_parse("localhost:80", host, sizeof(host), &port), 0);
+    assert_int_equal(sl_hostport_parse("api.example.:443", host, sizeof(host), &port), 0);
+    assert_int_equal(sl_hostport_parse("a-b.example:1", host, sizeof(host), &port), 0);
+
+    assert_int_equal(sl_hostport_parse("api.example", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("api.example:0", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("api.example:70000", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("-api.example:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("api-.example:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("api..example:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("api_x.example:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse(":80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("10.0.0.300:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("[::1]:80", host, sizeof(host), &port), -1);
+    assert_int_equal(sl_hostport_parse("unix:/run/app.sock", host, sizeof(host), &port), -1);
+
+    memset(long_label, 'a', 64);
+    strcpy(long_label + 64, ".example:80");
+    assert_int_equal(sl_hostport_parse(long_label, host, sizeof(host), &port), -1);
+    for (size_t i = 0; i < 254; i += 2)
+        memcpy(long_name + i, "a.", 2);
+    strcpy(long_name + 254, "x:80");
+    assert_int_equal(sl_hostport_parse(long_name, host, sizeof(host), &port), -1);
+}
+
 static void
 test_cidr_parse(void **state)
 {
@@ -296,6 +333,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sockaddr_parse),
         cmocka_unit_test(test_sockaddr_parse_unix),
+        cmocka_unit_test(test_hostport_parse),
         cmocka_unit_test(test_cidr_parse),
         cmocka_unit_test(test_cidr_match),
         cmocka_unit_test(test_cidr_match_any),

@@ -70,7 +70,7 @@ parsed_from(const char *raw, const char *peer)
     memcpy(c->peer_ip, peer, c->peer_ip_len + 1);
     c->local_port = 8080;
     c->rq.cfg = &cfg;
-    c->rq.upstream_addr = UPSTREAM_ADDR;
+    snprintf(c->rq.upstream_addr, sizeof(c->rq.upstream_addr), "%s", UPSTREAM_ADDR);
     proxy_client_identity(c);
     return c;
 }

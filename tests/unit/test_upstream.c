@@ -137,7 +137,7 @@ add_server(enum server_kind kind)
 static void
 pool_new(void)
 {
-    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0);
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL);
     assert_non_null(f.pool);
 }
 
