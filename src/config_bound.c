@@ -5,8 +5,8 @@
  * Lua instructions, but a string-library call runs inside C: one
  * `s:find(("a*"):rep(10) .. "c")` backtracks for tens of seconds without a
  * single instruction, and no hook can stop it. A process can be stopped, so
- * the conf is first checked in a child (forked, so it needs no exec and
- * sees the same environment), which the parent kills at the deadline.
+ * the conf is first checked in a child process (the same binary, in the
+ * same environment), which the parent kills at the deadline.
  *
  * The child sends back its verdict: the errors, or the bytes it read (the
  * conf and every included file, with the include patterns). The parent then
@@ -14,14 +14,19 @@
  * environment do the same work, which just finished within the bound, and a
  * file edited in between cannot slip an unchecked conf in.
  *
- * Fork in a threaded daemon: the child runs only the config loader (malloc,
- * stdio on its own files, glob, a new Lua state), writes to a pipe and
- * leaves with _exit; it never logs and never touches the daemon's state.
+ * Fork in a threaded daemon: a lock another thread held at the fork stays
+ * held in the child for good. glibc's malloc resets its own, but not every
+ * allocator does (ASan's deadlocks the child), nor every library. So the
+ * forked child execs sluice again (its binary, SL_CONF_CHECK_ARG), a
+ * fresh process without the daemon's threads; only if that exec fails does
+ * it check the conf as forked. It writes to a pipe and leaves with _exit; it
+ * never logs and never touches the daemon's state.
  */
 #include "sluice/config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -221,6 +226,42 @@ child_main(int fd, const char *path, uint64_t time_max_ms)
     _exit(ok ? 0 : 3);
 }
 
+/* The sluice binary, as main found it, which a check execs; "": none (not
+ * sluice, e.g. a test). Read at start: under valgrind /proc/self/exe itself
+ * is valgrind's, the link's target is sluice. */
+static char sluice_exe[PATH_MAX];
+
+int
+sl_config_check_child(int argc, char **argv)
+{
+    char *end;
+    long fd;
+    unsigned long long ms;
+
+    ssize_t n = readlink("/proc/self/exe", sluice_exe, sizeof(sluice_exe) - 1);
+
+    sluice_exe[n > 0 ? n : 0] = '\0';
+    if (argc != 5 || strcmp(argv[1], SL_CONF_CHECK_ARG) != 0)
+        return -1;
+    fd = strtol(argv[2], &end, 10);
+    if (*end != '\0' || fd < 0 || fd > 65535)
+        return -1;
+    ms = strtoull(argv[4], &end, 10);
+    if (*end != '\0')
+        return -1;
+    child_main((int)fd, argv[3], ms);
+}
+
+/* The forked child: exec a fresh sluice to do the check (see the top). */
+static void __attribute__((noreturn))
+child_exec(int fd, const char *path, uint64_t time_max_ms, char *const *argv)
+{
+    /* the pipe end must survive the exec; nothing before it but syscalls */
+    if (sluice_exe[0] != '\0' && fcntl(fd, F_SETFD, 0) == 0)
+        execv(sluice_exe, argv);
+    child_main(fd, path, time_max_ms);
+}
+
 /* Reads the child's pipe to its end or the deadline; -1 with *is_late set
  * when the deadline came first, -1 on a read error or an oversized reply. */
 static int
@@ -329,6 +370,8 @@ sl_config_load_within(const char *path, uint64_t time_max_ms, char **errors)
     struct sl_config *cfg = NULL;
     bool is_late = false;
     int fds[2], status, rc;
+    char arg0[] = "sluice", arg1[] = SL_CONF_CHECK_ARG, fd_text[16], ms_text[24];
+    char *argv[] = { arg0, arg1, fd_text, NULL, ms_text, NULL };
     pid_t pid;
 
     *errors = NULL;
@@ -336,7 +379,13 @@ sl_config_load_within(const char *path, uint64_t time_max_ms, char **errors)
         *errors = xformat(path, "cannot check the conf: pipe: %s", strerror(errno));
         return NULL;
     }
+    /* formatted before the fork: the child may only make system calls */
+    snprintf(fd_text, sizeof(fd_text), "%d", fds[1]);
+    snprintf(ms_text, sizeof(ms_text), "%llu", (unsigned long long)time_max_ms);
+    argv[3] = sl_xstrdup(path);
     pid = fork();
+    if (pid != 0)
+        free(argv[3]);
     if (pid < 0) {
         *errors = xformat(path, "cannot check the conf: fork: %s", strerror(errno));
         close(fds[0]);
@@ -345,7 +394,7 @@ sl_config_load_within(const char *path, uint64_t time_max_ms, char **errors)
     }
     if (pid == 0) {
         close(fds[0]);
-        child_main(fds[1], path, time_max_ms);
+        child_exec(fds[1], path, time_max_ms, argv);
     }
     close(fds[1]);
     rc = read_until(fds[0], deadline_us, &b, &is_late);

@@ -300,6 +300,7 @@ main(int argc, char **argv)
     uint64_t load_start_us;
     int rc, sig;
 
+    (void)sl_config_check_child(argc, argv);
     rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;

@@ -222,6 +222,13 @@ struct sl_config *sl_config_load(const char *path, char **errors);
  */
 struct sl_config *sl_config_load_within(const char *path, uint64_t time_max_ms,
                                         char **errors);
+/* argv[1] of the process sl_config_load_within starts to check a conf. */
+#define SL_CONF_CHECK_ARG "--conf-check-child"
+/* In main, first: says this process is sluice, so that conf checks exec it
+ * again (other programs, the tests, check in the forked child itself); when
+ * argv is such a check (SL_CONF_CHECK_ARG FD PATH MS), runs it and never
+ * returns; -1 otherwise. */
+int sl_config_check_child(int argc, char **argv);
 void sl_config_free(struct sl_config *cfg);
 
 /*
