@@ -312,6 +312,26 @@ write_ident(struct conn *c, struct head_builder *b)
     }
 }
 
+/* Host, when the client's is not kept: an absolute-form target's authority,
+ * or for an HTTP/1.0 request without one, the server's address. */
+static void
+hb_host(struct head_builder *b, const struct conn *c)
+{
+    const struct sl_request *req = &c->rq.req;
+
+    if (req->authority != NULL) {
+        HB_LIT(b, "Host: ");
+        hb_add(b, req->authority, req->authority_len);
+        HB_LIT(b, "\r\n");
+    } else if (req->host == NULL) {
+        /* a unix socket has no host name: "localhost", as nginx sends */
+        HB_LIT(b, "Host: ");
+        hb_str(b, strncmp(c->rq.upstream_addr, "unix:", 5) == 0 ? "localhost"
+                                                                : c->rq.upstream_addr);
+        HB_LIT(b, "\r\n");
+    }
+}
+
 void
 proxy_write_request_head(struct conn *c, struct evbuffer *out)
 {
@@ -361,17 +381,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
             continue;
         hb_header(&b, h);
     }
-    if (req->authority != NULL) {
-        HB_LIT(&b, "Host: ");
-        hb_add(&b, req->authority, req->authority_len);
-        HB_LIT(&b, "\r\n");
-    } else if (req->host == NULL) {
-        /* a unix socket has no host name: "localhost", as nginx sends */
-        HB_LIT(&b, "Host: ");
-        hb_str(&b, strncmp(c->rq.upstream_addr, "unix:", 5) == 0 ? "localhost"
-                                                                  : c->rq.upstream_addr);
-        HB_LIT(&b, "\r\n");
-    }
+    hb_host(&b, c);
     /* Upgrade and Connection are hop-by-hop and dropped above: a WebSocket
      * handshake gets them again, any other upgrade (h2c, TLS) goes up as
      * the plain request it also is (RFC 9110 section 7.8). */
