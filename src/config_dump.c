@@ -553,7 +553,7 @@ dump_top(struct dumper *d)
             cfg->path_encoded_slash == SL_PATH_SLASH_REJECT ? "reject" : "keep",
             cfg->path_forward == SL_PATH_FORWARD_ORIGINAL ? "original" : "normalized");
     put_size(out, cfg->lua_max_value_size);
-    fputs("\n", out);
+    fprintf(out, "\nmax_delayed = %u\n", cfg->max_delayed);
 }
 
 static void
@@ -703,7 +703,9 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_conf_function(d, l->name, "cost", -1);
     else
         put_number(out, l->cost);
-    fprintf(out, ",\n    shadow = %s,\n", l->is_shadow ? "true" : "false");
+    fprintf(out, ",\n    shadow = %s,\n    delay = ", l->is_shadow ? "true" : "false");
+    put_duration(out, l->delay_ms);
+    fputs(",\n", out);
     /* only beside an ip part: on any other key the conf check refuses it */
     for (size_t j = 0; j < l->nparts; j++) {
         if (l->parts[j].kind == SL_KEY_IP) {

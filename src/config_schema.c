@@ -719,6 +719,7 @@ static const struct opt limit_opts[] = {
     ROW_NUMBER("burst", 1, false, 1e12, struct sl_limit_conf, burst),
     ROW_CUSTOM("cost", set_limit_cost),
     ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
+    ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
 };
 
@@ -1188,6 +1189,7 @@ static const struct opt top_opts[] = {
     ROW_ENUM("path_forward", "normalized", path_forwards,
              "unknown choice (use \"normalized\" or \"original\")", struct sl_config, path_forward),
     ROW_SIZE("lua_max_value_size", "1k", 16, 1u << 20, struct sl_config, lua_max_value_size),
+    ROW_UNSIGNED("max_delayed", "1024", 0, 1000000, struct sl_config, max_delayed),
     ROW_STRING("access_log", "stderr", struct sl_config, access_log),
     ROW_CUSTOM("error_log", set_error_log),
     ROW_WORD("log_level", "info", log_levels, "unknown log level (use debug, info, warn or error)",

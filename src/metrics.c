@@ -48,7 +48,7 @@
 #define NCLASSES 7 /* 1xx..5xx, other, none */
 #define CLASS_OTHER 5
 #define CLASS_NONE 6
-#define NRESULTS 5
+#define NRESULTS 6
 #define NSTORE_ERRORS 3
 #define NSTATES 4
 #define NUPSTREAM_ERRORS 4
@@ -61,7 +61,7 @@ static const char *const class_names[NCLASSES] = {
     "1xx", "2xx", "3xx", "4xx", "5xx", "other", "none",
 };
 static const char *const result_names[NRESULTS] = {
-    "admitted", "limited", "shadow_limited", "skipped", "store_error",
+    "admitted", "limited", "shadow_limited", "skipped", "store_error", "delayed",
 };
 static const char *const store_error_names[NSTORE_ERRORS] = { "timeout", "connection", "reply" };
 static const char *const state_names[NSTATES] = { "redis", "local", "local_fallback", "failing" };

@@ -146,6 +146,7 @@ build_phases(const struct sl_proxy *px, const struct wgen *gen)
 {
     struct sl_phase_env env = {
         .cfg = gen->cfg,
+        .base = px->base,
         .limiter = gen->limiter,
         .metrics = px->mw,
         .route_slots = gen->route_slots,

@@ -92,6 +92,7 @@ struct sl_limit_conf {
     double cost;     /* tokens per request when cost is not a function; default 1 */
     bool is_cost_function;
     bool is_shadow;  /* evaluate and count, never refuse */
+    uint64_t delay_ms; /* a refused request may wait this long for its tokens; 0: 429 at once */
     unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
     const char *file;
     int line;
@@ -194,6 +195,7 @@ struct sl_config {
     enum sl_path_encoded_slash path_encoded_slash; /* default keep */
     enum sl_path_forward path_forward;             /* default normalized */
     size_t lua_max_value_size; /* request values cut to this for Lua; 0: SL_LUA_VALUE_MAX */
+    unsigned max_delayed;      /* requests waiting out a limit's delay, per worker; default 1024 */
     double *metrics_buckets;    /* histogram bounds in seconds; NULL: the defaults */
     size_t nmetrics_buckets;
 };

@@ -63,6 +63,7 @@ enum sl_metrics_limit_result {
     SL_METRICS_SHADOW_LIMITED, /* a shadow limit's bucket refused; not enforced */
     SL_METRICS_SKIPPED,        /* the key function returned nil or failed */
     SL_METRICS_STORE_ERROR,    /* the store gave no answer; on_error decided */
+    SL_METRICS_DELAYED,        /* its bucket refused, the request waited (delay) */
 };
 
 enum sl_metrics_backend {

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct event_base;
 struct sl_access_entry;
 struct sl_config;
 struct sl_header;
@@ -49,6 +50,7 @@ struct sl_phase_run;
  */
 struct sl_phase_env {
     const struct sl_config *cfg;
+    struct event_base *base;           /* the worker's loop, for a phase's timers */
     struct sl_limiter *limiter;        /* the generation's limiter */
     struct sl_metrics_worker *metrics; /* this worker's metrics; may be NULL */
     const unsigned *route_slots;       /* metrics slot of cfg->routes[i] */

@@ -455,6 +455,8 @@ static const struct bad_case bad_cases[] = {
     { "bad_resolver.conf", 3, 4, "resolver: timeout \"2m\": must be between 100ms and 1m" },
     { "bad_cidr.conf", 1, 2, "trusted_proxies[2] \"10.0.0.0/33\": bad address or CIDR" },
     { "bad_rate.conf", 1, 4, "limit \"per_ip\": rate 0: must be more than 0" },
+    { "bad_delay.conf", 2, 2, "max_delayed 2000000: must be between 0 and 1000000" },
+    { "bad_delay.conf", 2, 4, "limit \"per_ip\": delay \"2m\": must be between 0s and 1m" },
     { "bad_burst.conf", 1, 4, "limit \"per_ip\": burst 0.5: must be at least 1" },
     { "bad_burst_default.conf", 1, 4, "limit \"slow\": rate 0.5: burst defaults to rate" },
     { "bad_cost.conf", 1, 4, "limit \"per_ip\": cost 0: must be more than 0" },
