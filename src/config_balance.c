@@ -89,27 +89,32 @@ static const struct opt server_opts[] = {
     ROW_UNSIGNED("weight", "1", 1, SL_UPSTREAM_WEIGHT_MAX, struct server_table, weight),
 };
 
-/* { address = "host:port", weight = 3 } */
+/* { address = "host:port", weight = 3 }; messages name it as
+ * `upstream "api": servers[2]`. */
 static bool
 server_table(struct loader *ld, int v, struct sl_upstream_conf *u)
 {
+    const char *upstream_ctx = ld->ctx;
+    char ctx[CONF_MAX_NAME + 64], lbuf[64];
     struct server_table t;
     struct walk w;
-    bool ok;
+    bool ok = false;
 
+    snprintf(ctx, sizeof(ctx), "%s: %s", upstream_ctx != NULL ? upstream_ctx : "upstream",
+             sl_conf_label(ld, lbuf, sizeof(lbuf)));
+    ld->ctx = ctx;
     sl_conf_defaults(server_opts, NOPTS(server_opts), &t);
     w = sl_conf_walk(ld, v, server_opts, NOPTS(server_opts), &t);
     if (!(w.seen & sl_conf_opt_bit(server_opts, NOPTS(server_opts), "address"))) {
-        fail(ld, "no address (servers = { { address = \"host:port\", weight = 2 } })");
-        return false;
+        fail(ld, "no address (write { address = \"host:port\", weight = 2 })");
+    } else if (w.bad == 0) {
+        lua_getfield(ld->L, v, "address");
+        sl_conf_push_key(ld, "address");
+        ok = add_server(ld, lua_gettop(ld->L), u, t.weight);
+        sl_conf_pop_key(ld);
+        lua_pop(ld->L, 1);
     }
-    if (w.bad != 0)
-        return false;
-    lua_getfield(ld->L, v, "address");
-    sl_conf_push_key(ld, "address");
-    ok = add_server(ld, lua_gettop(ld->L), u, t.weight);
-    sl_conf_pop_key(ld);
-    lua_pop(ld->L, 1);
+    ld->ctx = upstream_ctx;
     return ok;
 }
 
@@ -186,6 +191,10 @@ sl_conf_set_balance(struct loader *ld, void *obj, int idx)
     }
     if (strncmp(s, "hash:", 5) != 0) {
         sl_conf_fail_value(ld, idx, "%s", balance_help);
+        return false;
+    }
+    if (len == 5) {
+        sl_conf_fail_value(ld, idx, "missing key selector after hash: (e.g. hash:header:X-Tenant)");
         return false;
     }
     if ((why = sl_conf_parse_selector(s + 5, len - 5, &part)) != NULL) {
