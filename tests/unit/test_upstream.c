@@ -454,8 +454,10 @@ test_hash(void **state)
     static struct got g;
     char first[32][64];
     unsigned on[MAX_SERVERS] = { 0 };
+    uint64_t now = sl_clock_now_us();
 
     (void)state;
+    sl_clock_set_fake(&now); /* the refused server stays marked down throughout */
     add_server(SRV_ACCEPT);
     add_server(SRV_REFUSE);
     add_server(SRV_ACCEPT);
