@@ -235,6 +235,7 @@ sl_config_free(struct sl_config *cfg)
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);
         free(cfg->upstreams[i].servers);
+        sl_conf_balance_free(&cfg->upstreams[i]);
         for (size_t j = 0; j < cfg->upstreams[i].nnames; j++) {
             free(cfg->upstreams[i].names[j].host);
             free(cfg->upstreams[i].names[j].text);

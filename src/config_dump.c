@@ -598,17 +598,30 @@ dump_client_store(struct dumper *d)
     fprintf(out, ",\n  max_keys = %zu,\n}\n", s->max_keys);
 }
 
+/* A weighted server in the table form, the others as plain strings. */
+static void
+put_server(FILE *out, const char *text, unsigned weight)
+{
+    if (weight <= 1) {
+        put_cstring(out, text);
+        return;
+    }
+    fputs("{ address = ", out);
+    put_cstring(out, text);
+    fprintf(out, ", weight = %u }", weight);
+}
+
 /* Numeric servers first, then those given by host name. */
 static void
 put_servers(FILE *out, const struct sl_upstream_conf *u)
 {
     for (size_t i = 0; i < u->nservers; i++) {
         put_sep(out, i);
-        put_cstring(out, u->servers[i].text);
+        put_server(out, u->servers[i].text, u->weights != NULL ? u->weights[i] : 1);
     }
     for (size_t i = 0; i < u->nnames; i++) {
         put_sep(out, u->nservers + i);
-        put_cstring(out, u->names[i].text);
+        put_server(out, u->names[i].text, u->names[i].weight);
     }
     put_close(out, u->nservers + u->nnames);
 }
@@ -632,6 +645,8 @@ dump_resolver(struct dumper *d)
     fputs(",\n}\n", out);
 }
 
+static void put_balance(FILE *out, const struct sl_upstream_conf *u);
+
 static void
 dump_upstreams(struct dumper *d)
 {
@@ -644,6 +659,8 @@ dump_upstreams(struct dumper *d)
         put_key(out, u->name);
         fputs("{\n    servers = ", out);
         put_servers(out, u);
+        fputs(",\n    balance = ", out);
+        put_balance(out, u);
         fprintf(out, ",\n    keepalive = %u,\n    connect_timeout = ", u->keepalive);
         put_duration(out, u->connect_timeout_ms);
         fputs(",\n    timeout = ", out);
@@ -658,8 +675,9 @@ dump_upstreams(struct dumper *d)
     fputs("}\n", out);
 }
 
+/* "hash:" for a balance, "" for a limit's key */
 static void
-put_selector(FILE *out, const struct sl_key_part *p)
+put_selector_as(FILE *out, const char *prefix, const struct sl_key_part *p)
 {
     static const char *const words[] = {
         [SL_KEY_IP] = "ip", [SL_KEY_HEADER] = "header:", [SL_KEY_QUERY] = "query:",
@@ -668,9 +686,30 @@ put_selector(FILE *out, const struct sl_key_part *p)
     };
     char buf[CONF_MAX_NAME + 512];
 
-    snprintf(buf, sizeof(buf), "%s%.*s", words[p->kind], (int)p->name_len,
+    snprintf(buf, sizeof(buf), "%s%s%.*s", prefix, words[p->kind], (int)p->name_len,
              p->name != NULL ? p->name : "");
     put_cstring(out, buf);
+}
+
+static void
+put_selector(FILE *out, const struct sl_key_part *p)
+{
+    put_selector_as(out, "", p);
+}
+
+static void
+put_balance(FILE *out, const struct sl_upstream_conf *u)
+{
+    static const char *const words[] = {
+        [SL_BALANCE_ROUND_ROBIN] = "\"round_robin\"", [SL_BALANCE_LEAST_CONN] = "\"least_conn\"",
+        [SL_BALANCE_RANDOM2] = "\"random2\"",
+    };
+
+    if (u->balance != SL_BALANCE_HASH || u->hash_key == NULL) {
+        fputs(words[u->balance], out);
+        return;
+    }
+    put_selector_as(out, "hash:", u->hash_key);
 }
 
 static void

@@ -11,6 +11,7 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_balance.c an upstream's servers (with weights) and balance
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -254,5 +255,16 @@ const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
 void sl_conf_walk_top(struct loader *ld);
+/* One key selector string ("ip", "header:X-Key", ...) into a part (its name
+ * malloc'd); returns a message on error. */
+const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
+
+/* ---- config_balance.c ----------------------------------------------------- */
+
+/* An upstream's servers = ... and balance = ... (opt_fns). */
+bool sl_conf_set_servers(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_balance(struct loader *ld, void *obj, int idx);
+/* Frees what those two added to u. */
+void sl_conf_balance_free(struct sl_upstream_conf *u);
 
 #endif

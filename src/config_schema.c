@@ -446,78 +446,9 @@ check_name(struct loader *ld, const char *name, const char *what)
                         what, name, CONF_MAX_NAME);
 }
 
-static const char *const server_help =
-    "bad address (use host:port, e.g. \"10.0.0.1:8080\", \"[::1]:8080\" or "
-    "\"api.default.svc:8080\", or unix:/absolute/path)";
-
-static bool
-is_server_listed(const struct sl_upstream_conf *u, const char *text)
-{
-    for (size_t j = 0; j < u->nservers; j++) {
-        if (strcmp(u->servers[j].text, text) == 0)
-            return true;
-    }
-    for (size_t j = 0; j < u->nnames; j++) {
-        if (strcmp(u->names[j].text, text) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* One server: a numeric address, else a host name the resolver looks up. */
-static bool
-add_server(struct loader *ld, int v, struct sl_upstream_conf *u)
-{
-    const char *s = sl_conf_get_string(ld, v, NULL);
-    char host[256];
-    uint16_t port;
-
-    if (s == NULL)
-        return false;
-    if (strncmp(s, "unix:", 5) == 0 ? sl_sockaddr_parse_unix(s, &u->servers[u->nservers]) == 0
-                                    : sl_sockaddr_parse(s, &u->servers[u->nservers]) == 0) {
-        if (is_server_listed(u, u->servers[u->nservers].text)) {
-            sl_conf_fail_value(ld, v, "listed twice");
-            return false;
-        }
-        u->nservers++;
-        return true;
-    }
-    if (strncmp(s, "unix:", 5) == 0 || sl_hostport_parse(s, host, sizeof(host), &port) != 0) {
-        sl_conf_fail_value(ld, v, "%s", server_help);
-        return false;
-    }
-    if (is_server_listed(u, s)) {
-        sl_conf_fail_value(ld, v, "listed twice");
-        return false;
-    }
-    u->names[u->nnames++] = (struct sl_server_name){ .host = sl_xstrdup(host), .port = port,
-                                                     .text = sl_xstrdup(s) };
-    return true;
-}
-
-static bool
-set_servers(struct loader *ld, void *obj, int idx)
-{
-    struct sl_upstream_conf *u = obj;
-    bool is_single, ok = true;
-    size_t n = sl_conf_items_begin(ld, idx, LUA_TSTRING, "\"host:port\" or a list of them", false,
-                                   &is_single);
-
-    if (n == 0)
-        return false;
-    u->servers = sl_xcalloc(n, sizeof(*u->servers));
-    u->names = sl_xcalloc(n, sizeof(*u->names));
-    for (size_t i = 1; i <= n; i++) {
-        int v = sl_conf_item_push(ld, idx, i, is_single);
-        ok = add_server(ld, v, u) && ok;
-        sl_conf_item_pop(ld, is_single);
-    }
-    return ok;
-}
-
 static const struct opt upstream_opts[] = {
-    ROW_CUSTOM("servers", set_servers),
+    ROW_CUSTOM("servers", sl_conf_set_servers), /* config_balance.c */
+    ROW_CUSTOM("balance", sl_conf_set_balance),
     ROW_UNSIGNED("keepalive", "64", 0, 100000, struct sl_upstream_conf, keepalive),
     ROW_DURATION("connect_timeout", "1s", 1, MS_HOUR, struct sl_upstream_conf, connect_timeout_ms),
     ROW_DURATION("timeout", "30s", 1, 24 * MS_HOUR, struct sl_upstream_conf, timeout_ms),
@@ -580,9 +511,8 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 static const char *const selector_help =
     "unknown key selector (use ip, header:NAME, query:NAME, cookie:NAME, path, method or global)";
 
-/* One key selector string into a part; returns a message on error. */
-static const char *
-parse_selector(const char *s, size_t len, struct sl_key_part *part)
+const char *
+sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part)
 {
     static const struct {
         const char *word;
@@ -671,7 +601,7 @@ set_limit_key(struct loader *ld, void *obj, int idx)
             ok = false;
         } else if ((s = sl_conf_get_string(ld, v, &len)) == NULL) {
             ok = false;
-        } else if ((why = parse_selector(s, len, part)) != NULL) {
+        } else if ((why = sl_conf_parse_selector(s, len, part)) != NULL) {
             sl_conf_fail_value(ld, v, "%s", why);
             ok = false;
         } else {

@@ -35,7 +35,20 @@ struct sl_server_name {
     char *host;
     uint16_t port;
     char *text; /* "host:port" as written */
+    unsigned weight; /* given to each of its addresses */
 };
+
+/* How a pool picks a server for a request (docs/configuration.md, "balance"). */
+enum sl_balance {
+    SL_BALANCE_ROUND_ROBIN, /* smooth weighted round-robin */
+    SL_BALANCE_LEAST_CONN,  /* fewest requests in flight for the weight, per worker */
+    SL_BALANCE_RANDOM2,     /* two random choices, the less loaded */
+    SL_BALANCE_HASH,        /* consistent hashing of a key selector */
+};
+
+#define SL_UPSTREAM_WEIGHT_MAX 256
+
+struct sl_key_part;
 
 struct sl_upstream_conf {
     char *name;
@@ -43,6 +56,9 @@ struct sl_upstream_conf {
     size_t nservers;
     struct sl_server_name *names; /* by host name, resolved by the daemon */
     size_t nnames;
+    unsigned *weights;           /* of servers[i], 1..SL_UPSTREAM_WEIGHT_MAX; default 1 */
+    enum sl_balance balance;     /* default round-robin */
+    struct sl_key_part *hash_key; /* SL_BALANCE_HASH: what is hashed; NULL otherwise */
     unsigned keepalive;          /* idle connections kept per worker */
     uint64_t connect_timeout_ms;
     uint64_t timeout_ms;         /* response head, and between reads of the body: 504 */

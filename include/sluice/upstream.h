@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * Upstream pools, one per worker thread and config generation: round-robin
- * over the servers, connect with failover, a bounded cache of idle keep-alive
+ * Upstream pools, one per worker thread and config generation: the choice
+ * of a server (the upstream's balance), connect with failover, a bounded cache of idle keep-alive
  * connections, and the in-flight bound with its waiting queue.
  */
 #ifndef SL_UPSTREAM_H
@@ -24,7 +24,7 @@ struct sl_upconn;
 typedef void sl_upstream_cb(void *arg, struct sl_upconn *conn, int status);
 
 /* A request's place in line; embedded in the caller's request so waiting
- * allocates nothing. Fields are the pool's. */
+ * allocates nothing. Fields are the pool's, but for hash and has_hash. */
 struct sl_upstream_wait {
     struct sl_upstream_pool *pool;
     sl_upstream_cb *cb;
@@ -32,9 +32,13 @@ struct sl_upstream_wait {
     struct sl_upstream_wait *next, *prev; /* queue links */
     struct sl_upconn *connecting;
     struct event timer;
-    unsigned servers_tried;
-    unsigned first_server;
-    uint64_t skipped_down;  /* servers (first 64) passed over as down */
+    /* Set by the caller before acquire (kept by it) for balance = "hash:...":
+     * the hash of the request's key; without it the request is spread as
+     * round-robin would. */
+    uint64_t hash;
+    bool has_hash;
+    unsigned attempts;      /* servers chosen for this request so far */
+    uint64_t tried[4];      /* which ones (the first 256 of the pool) */
     int last_status;
     int phase;      /* what the timer means now: queued, connecting, delivering */
     bool is_queued;
@@ -52,6 +56,8 @@ struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base,
                                               unsigned nworkers,
                                               struct sl_metrics_worker *metrics, unsigned slot,
                                               struct sl_resolver *resolver);
+/* The conf the pool was made from. */
+const struct sl_upstream_conf *sl_upstream_pool_conf(const struct sl_upstream_pool *pool);
 /* Closes idle connections. Every acquired connection must have been released. */
 void sl_upstream_pool_free(struct sl_upstream_pool *pool);
 

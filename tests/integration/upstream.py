@@ -17,7 +17,9 @@
 #                          chunked response of N chunks; break=1 closes before
 #                          the last chunk
 #   /status/NNN            that status; 1xx/204/304 without a body
-#   /slow?ms=N             waits N ms, then answers like /echo
+#   /slow?ms=N[&only=NAME] waits N ms, then answers like /echo; with only=,
+#                          waits only in the upstream of that name (so that
+#                          one server of a pool is the slow one)
 #   /hang                  reads the request, never answers
 #   /stall                 Content-Length 1000, sends 100 bytes, then hangs
 #   /close-mid-body        Content-Length 1000, sends 100 bytes, closes
@@ -408,7 +410,7 @@ class Upstream:
             self._sleep(int(q.get("delay_ms", "0")) / 1000.0)
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + EOF_BODY)
             return False
-        if path == "/slow":
+        if path == "/slow" and q.get("only", self.name) == self.name:
             self._sleep(int(q.get("ms", "100")) / 1000.0)
         if path == "/big":
             return self._big(sock, method, keep, int(q.get("bytes", "0")),

@@ -147,6 +147,8 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "{ address = \"unix:/run/sluice/sluice.sock\", "
                                  "mode = \"0660\" }"));
     assert_non_null(strstr(text, "ipv6_prefix = 64"));
+    assert_non_null(strstr(text, "servers = { \"127.0.0.1:9000\", { address = \"127.0.0.1:9001\", "
+                                 "weight = 3 } },\n    balance = \"hash:header:x-tenant\","));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */
@@ -182,7 +184,7 @@ test_defaults_written(void **state)
         "max_connections = 10000", "kind = \"local\"", "timeout = \"20ms\"",
         "on_error = \"allow\"", "prefix = \"sluice\"", "max_keys = 2000000",
         "keepalive = 64", "connect_timeout = \"1s\"", "timeout = \"30s\"",
-        "max_inflight = 1024", "queue = 4096", "per = \"1s\"", "burst = 2.5", "cost = 1",
+        "max_inflight = 1024", "queue = 4096", "balance = \"round_robin\"", "per = \"1s\"", "burst = 2.5", "cost = 1",
         "shadow = false", "limits = {}", "ratelimit_headers = true", "server_timing = false",
         "metrics = {}", "-- pidfile: none",
     };

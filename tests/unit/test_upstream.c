@@ -5,7 +5,8 @@
  * makes itself: listening sockets it accepts on, a port with no listener (a
  * refused server), and a listener whose accept queue is full, where the
  * kernel drops the SYN so a connect hangs until the pool's connect timeout.
- * Checks asynchronous delivery, round-robin, failover and down marking,
+ * Checks asynchronous delivery, round-robin, weights and the other balance
+ * algorithms, failover and down marking,
  * keep-alive reuse and the idle cache, the in-flight bound with its queue and shedding, and
  * cancellation. Time passes for real only for a few timeouts of 30-50 ms.
  */
@@ -31,7 +32,7 @@
 #include "util/clock.h"
 
 #define MAX_SERVERS 3
-#define MAX_FDS 64
+#define MAX_FDS 256
 
 enum server_kind {
     SRV_ACCEPT, /* listens and accepts every connection */
@@ -42,6 +43,7 @@ enum server_kind {
 static struct {
     struct event_base *base;
     struct sl_sockaddr servers[MAX_SERVERS];
+    unsigned weights[MAX_SERVERS];
     struct sl_upstream_conf conf;
     struct sl_upstream_pool *pool;
     struct event *accept_ev[MAX_SERVERS];
@@ -347,6 +349,148 @@ test_round_robin(void **state)
         release(&g[i], false);
     }
     assert_int_equal(stats().active, 0);
+}
+
+/* Weights 3 and 1: a a b a, each cycle. */
+static void
+test_weighted_round_robin(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    static const int want[] = { 0, 0, 1, 0 };
+
+    (void)state;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    f.weights[0] = 3;
+    f.weights[1] = 1;
+    f.conf.weights = f.weights;
+    pool_new();
+
+    for (int i = 0; i < 12; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_conn(&g, &f.servers[want[i % 4]]);
+        release(&g, true); /* kept alive: reuse follows the choice, not the other way */
+    }
+}
+
+/* least_conn: a server busy with a request is passed over while another is
+ * free; equally loaded ones take turns. */
+static void
+test_least_conn(void **state)
+{
+    static struct sl_upstream_wait w[2];
+    static struct got g[2];
+
+    (void)state;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    f.conf.balance = SL_BALANCE_LEAST_CONN;
+    pool_new();
+
+    acquire(&w[0], &g[0]);
+    run_until(&g[0].calls, 1, 2000);
+    expect_conn(&g[0], &f.servers[0]);
+    /* server 0 holds one request: every new one goes to server 1 */
+    for (int i = 0; i < 4; i++) {
+        acquire(&w[1], &g[1]);
+        run_until(&g[1].calls, 1, 2000);
+        expect_conn(&g[1], &f.servers[1]);
+        release(&g[1], i % 2 == 0);
+    }
+    release(&g[0], false);
+    /* both idle: they alternate */
+    for (int i = 0; i < 4; i++) {
+        acquire(&w[1], &g[1]);
+        run_until(&g[1].calls, 1, 2000);
+        assert_int_equal(g[1].status, 0);
+        if (i > 0)
+            assert_string_not_equal(sl_upconn_address(g[1].conn), f.servers[0].text);
+        release(&g[1], false);
+        acquire(&w[1], &g[1]);
+        run_until(&g[1].calls, 1, 2000);
+        expect_conn(&g[1], &f.servers[0]);
+        release(&g[1], false);
+    }
+}
+
+/* random2 with one server busy: the idle one is always taken (with two
+ * servers both are always drawn). */
+static void
+test_random2(void **state)
+{
+    static struct sl_upstream_wait w[2];
+    static struct got g[2];
+
+    (void)state;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    f.conf.balance = SL_BALANCE_RANDOM2;
+    pool_new();
+
+    acquire(&w[0], &g[0]);
+    run_until(&g[0].calls, 1, 2000);
+    assert_int_equal(g[0].status, 0);
+    for (int i = 0; i < 6; i++) {
+        acquire(&w[1], &g[1]);
+        run_until(&g[1].calls, 1, 2000);
+        assert_int_equal(g[1].status, 0);
+        assert_string_not_equal(sl_upconn_address(g[1].conn), sl_upconn_address(g[0].conn));
+        release(&g[1], false);
+    }
+    release(&g[0], false);
+}
+
+/*
+ * hash: a key goes to one server every time; a key whose server refuses
+ * falls to another, the same one every time; requests without a key are
+ * spread.
+ */
+static void
+test_hash(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    char first[32][64];
+    unsigned on[MAX_SERVERS] = { 0 };
+    uint64_t now = sl_clock_now_us();
+
+    (void)state;
+    sl_clock_set_fake(&now); /* the refused server stays marked down throughout */
+    add_server(SRV_ACCEPT);
+    add_server(SRV_REFUSE);
+    add_server(SRV_ACCEPT);
+    f.conf.balance = SL_BALANCE_HASH;
+    pool_new();
+
+    for (int round = 0; round < 3; round++) {
+        for (unsigned k = 0; k < 32; k++) {
+            w.hash = (uint64_t)k * 0x9e3779b97f4a7c15ull;
+            w.has_hash = true;
+            acquire(&w, &g);
+            assert_true(w.has_hash); /* kept by acquire */
+            run_until(&g.calls, 1, 2000);
+            assert_int_equal(g.status, 0);
+            if (round == 0)
+                snprintf(first[k], sizeof(first[k]), "%s", sl_upconn_address(g.conn));
+            else
+                assert_string_equal(sl_upconn_address(g.conn), first[k]);
+            release(&g, round == 1);
+        }
+    }
+    for (unsigned k = 0; k < 32; k++)
+        on[strcmp(first[k], f.servers[0].text) == 0 ? 0 : 2]++;
+    assert_true(on[0] > 4 && on[2] > 4);
+    /* the refused server was tried once, by the first key that hashed to it */
+    assert_int_equal(stats().connect_failures, 1);
+    w.has_hash = false;
+    for (int i = 0; i < 2; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        assert_int_equal(g.status, 0);
+        release(&g, false);
+    }
 }
 
 static void
@@ -830,6 +974,10 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_acquire_is_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_round_robin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_least_conn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_server_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_log_rate_limited, setup, teardown),
