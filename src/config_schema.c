@@ -580,9 +580,8 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 static const char *const selector_help =
     "unknown key selector (use ip, header:NAME, query:NAME, cookie:NAME, path, method or global)";
 
-/* One key selector string into a part; returns a message on error. */
-static const char *
-parse_selector(const char *s, size_t len, struct sl_key_part *part)
+const char *
+sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part)
 {
     static const struct {
         const char *word;
@@ -671,7 +670,7 @@ set_limit_key(struct loader *ld, void *obj, int idx)
             ok = false;
         } else if ((s = sl_conf_get_string(ld, v, &len)) == NULL) {
             ok = false;
-        } else if ((why = parse_selector(s, len, part)) != NULL) {
+        } else if ((why = sl_conf_parse_selector(s, len, part)) != NULL) {
             sl_conf_fail_value(ld, v, "%s", why);
             ok = false;
         } else {
@@ -976,6 +975,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("ratelimit_headers", "true", struct sl_route_conf, has_ratelimit_headers),
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
+    SL_CONF_LIFECYCLE_ROWS,
 };
 
 static bool
@@ -1019,11 +1019,13 @@ set_routes(struct loader *ld, void *obj, int idx)
                 ok = false;
             }
             ok = ok && w.bad == 0;
+            ok = sl_conf_check_lifecycle(ld, r) && ok;
         }
         lua_pop(ld->L, 1);
         for (size_t j = 0; j < i && r->path != NULL; j++) {
             const struct sl_route_conf *o = &cfg->routes[j];
-            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)) {
+            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)
+                && sl_conf_same_headers(o, r)) {
                 sl_conf_push_key(ld, "path");
                 fail(ld, "path \"%s\"%s%s%s: same host and path as route %zu", r->path,
                      r->host ? " on host \"" : "", r->host ? r->host : "", r->host ? "\"" : "",
