@@ -532,6 +532,9 @@ register_names(struct sl_proxy *px, struct wgen *gen)
         gen->route_names[i] = name;
         if (px->metrics != NULL)
             gen->route_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_ROUTE, name);
+        if (px->metrics != NULL && sl_route_has_lifecycle(&cfg->routes[i]))
+            sl_metrics_route_consumers(px->metrics, gen->route_slots[i],
+                                       cfg->routes[i].lifecycle.consumer_top);
     }
     for (size_t i = 0; px->metrics != NULL && i < cfg->nlimits; i++)
         gen->limit_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_LIMIT, cfg->limits[i].name);
