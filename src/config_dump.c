@@ -741,20 +741,17 @@ dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
     if (!sl_route_has_lifecycle(r))
         return;
     fputs(",\n    ", out);
-    if (lc->has_deprecation) {
+    if (lc->has_deprecation)
         put_date(out, "deprecation", lc->deprecation_s);
-        fputs(", ", out);
-    }
     if (lc->has_sunset) {
+        fputs(lc->has_deprecation ? ", " : "", out);
         put_date(out, "sunset", lc->sunset_s);
-        fputs(", ", out);
     }
     if (lc->link != NULL) {
-        fputs("link = ", out);
+        fputs(", link = ", out);
         put_cstring(out, lc->link);
-        fputs(", ", out);
     }
-    fputs("brownouts = ", out);
+    fputs(",\n    brownouts = ", out);
     for (size_t j = 0; j < lc->nbrownouts; j++) {
         put_sep(out, j);
         fputs("{ ", out);

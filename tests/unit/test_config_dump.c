@@ -150,7 +150,7 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "headers = { accept = \"x\", [\"api-version\"] = \"2024-06-01\" }"));
     assert_non_null(strstr(text, "deprecation = \"2026-03-01T00:00:00Z\", "
                                  "sunset = \"2026-09-01T00:00:00Z\", "
-                                 "link = \"https://example.com/migrate\", brownouts = "
+                                 "link = \"https://example.com/migrate\",\n    brownouts = "
                                  "{ { from = \"2026-07-01T00:00:00Z\", to = \"2026-07-01T00:30:00Z\" }, "
                                  "{ from = \"2026-08-02T00:00:00Z\", to = \"2026-08-02T01:00:00Z\" } }"));
     assert_non_null(strstr(text, "consumer = \"header:x-client-id\", consumer_top = 5"));
