@@ -87,7 +87,7 @@ is_secret_name(const char *name)
                                          "password", "cookie", "signature" };
 
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-        if (strstr(name, words[i]) != NULL)
+        if (strcasestr(name, words[i]) != NULL) /* query names keep their case */
             return true;
     }
     return false;
@@ -101,7 +101,7 @@ is_secret_selector(const struct sl_key_part *p)
         return true; /* cookies are sessions more often than not */
     case SL_KEY_HEADER:
     case SL_KEY_QUERY:
-        return is_secret_name(p->name); /* header names are lower-cased already */
+        return is_secret_name(p->name);
     default:
         return false;
     }

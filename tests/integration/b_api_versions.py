@@ -158,6 +158,20 @@ def check_consumers(t, s):
     t.ok("s3cr3t" not in text, "the credential is not in /metrics")
     t.eq(h.metric(samples, "sluice_route_consumer_requests", route="/api/"), 0,
          "routes that do not end are not counted by consumer")
+
+    # hostile callers: hundreds of made-up ids and a huge one stay two series and "other"
+    with h.Conn(s.addr) as c:
+        for i in range(300):
+            c.send(h.request_bytes("GET", "/deprecated/c", [("X-Client-Id", "mallory-%d" % i)]))
+            c.read_response()
+        c.send(h.request_bytes("GET", "/deprecated/c", [("X-Client-Id", "x" * 4000)]))
+        c.read_response()
+    samples = h.scrape(s.admin)
+    shown = {ls["consumer"]: v for n, ls, v in samples
+             if n == "sluice_route_consumer_requests" and ls.get("route") == "/deprecated/"}
+    t.eq(len(shown), 3, "300 distinct consumers: still top 2 and other")
+    t.eq(sum(shown.values()), 5 + 3 + 3 + 301, "the series add up to the route's requests")
+    t.ok(all(len(k) <= 64 for k in shown), "no label over 64 bytes", shown)
     return digest
 
 

@@ -80,6 +80,7 @@ test_consumer_label(void **state)
     assert_memory_equal(label_of(&odd, &req), "sha256:", 7);   /* not our "other" */
     assert_memory_equal(label_of(&quote, &req), "sha256:", 7); /* no quote in labels */
     assert_true(is_secret_selector(&api_key));
+    assert_true(is_secret_selector(&(struct sl_key_part){ SL_KEY_QUERY, "Access_Token", 12 }));
     assert_false(is_secret_selector(&client));
 }
 
