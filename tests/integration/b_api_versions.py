@@ -175,6 +175,23 @@ def check_consumers(t, s):
     return digest
 
 
+def check_reload(t, s):
+    """A reload that moves a route's dates takes effect; consumer counts stay."""
+    before = h.scrape(s.admin)
+    conf = CONF.replace('{ path = "/announced/", upstream = "old", deprecation = "${future1}", '
+                        'sunset = "${future2}",',
+                        '{ path = "/announced/", upstream = "old", deprecation = "${past2}", '
+                        'sunset = "${past1}",')
+    t.ok(conf != CONF, "the reloaded conf differs")
+    s.reload(conf)
+    t.ok(h.wait_until(lambda: get(s, "/announced/r").status == 410, 5, 0.05),
+         "after a reload that put the sunset in the past: 410")
+    after = h.scrape(s.admin)
+    t.eq(h.metric(after, "sluice_route_consumer_requests", route="/deprecated/"),
+         h.metric(before, "sluice_route_consumer_requests", route="/deprecated/"),
+         "consumer counts survive a reload")
+
+
 def check_log(t, s, digest):
     with open(os.path.join(s.dir, "access.log")) as f:
         raw = f.read()
@@ -216,6 +233,7 @@ def main(env):
     check_headers(t, s, now, dates)
     check_gone(t, s, ups, dates)
     digest = check_consumers(t, s)
+    check_reload(t, s)
     s.stop()
     check_log(t, s, digest)
 
