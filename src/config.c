@@ -254,6 +254,7 @@ sl_config_free(struct sl_config *cfg)
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
         free(cfg->routes[i].limits);
+        sl_conf_free_route_lifecycle(&cfg->routes[i]);
     }
     free(cfg->routes);
     free(cfg->access_log);

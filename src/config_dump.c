@@ -29,6 +29,7 @@
 #include "config_int.h"
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
+#include "util/datetime.h"
 
 #define DUMP_MAX_DEPTH 8 /* of upvalues and tables inside a function's closure */
 #define MASK "********"
@@ -756,6 +757,57 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
 }
 
 static void
+put_date(FILE *out, const char *key, int64_t epoch_s)
+{
+    char text[SL_RFC3339_SIZE];
+
+    sl_datetime_format_rfc3339(epoch_s, text);
+    fprintf(out, "%s = \"%s\"", key, text);
+}
+
+/* headers on every route; the rest only where a date makes them mean
+ * something (the conf check refuses them elsewhere) */
+static void
+dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
+{
+    const struct sl_lifecycle_conf *lc = &r->lifecycle;
+
+    fputs(",\n    headers = ", out);
+    for (size_t j = 0; j < r->nheaders; j++) {
+        put_sep(out, j);
+        put_key(out, r->headers[j].name);
+        put_string(out, r->headers[j].value, r->headers[j].value_len);
+    }
+    put_close(out, r->nheaders);
+    if (!sl_route_has_lifecycle(r))
+        return;
+    fputs(",\n    ", out);
+    if (lc->has_deprecation)
+        put_date(out, "deprecation", lc->deprecation_s);
+    if (lc->has_sunset) {
+        fputs(lc->has_deprecation ? ", " : "", out);
+        put_date(out, "sunset", lc->sunset_s);
+    }
+    if (lc->link != NULL) {
+        fputs(", link = ", out);
+        put_cstring(out, lc->link);
+    }
+    fputs(",\n    brownouts = ", out);
+    for (size_t j = 0; j < lc->nbrownouts; j++) {
+        put_sep(out, j);
+        fputs("{ ", out);
+        put_date(out, "from", lc->brownouts[j].from_s);
+        fputs(", ", out);
+        put_date(out, "to", lc->brownouts[j].to_s);
+        fputs(" }", out);
+    }
+    put_close(out, lc->nbrownouts);
+    fputs(",\n    consumer = ", out);
+    put_selector(out, &lc->consumer);
+    fprintf(out, ", consumer_top = %u", lc->consumer_top);
+}
+
+static void
 dump_limits_routes(struct dumper *d)
 {
     const struct sl_config *cfg = d->cfg;
@@ -775,6 +827,7 @@ dump_limits_routes(struct dumper *d)
         }
         fputs(", upstream = ", out);
         put_cstring(out, cfg->upstreams[r->upstream].name);
+        dump_route_lifecycle(out, r);
         fputs(",\n    limits = ", out);
         for (size_t j = 0; j < r->nlimits; j++) {
             put_sep(out, j);

@@ -244,6 +244,23 @@ bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
 
+/* ---- config_lifecycle.c --------------------------------------------------- */
+
+/* The route keys of API versions and their end, as rows of the route table:
+ * headers, deprecation, sunset, link, brownouts, consumer, consumer_top. */
+bool sl_conf_set_lifecycle(struct loader *ld, void *obj, int idx);
+#define SL_CONF_LIFECYCLE_ROWS                                                                    \
+    ROW_CUSTOM("headers", sl_conf_set_lifecycle), ROW_CUSTOM("deprecation", sl_conf_set_lifecycle), \
+        ROW_CUSTOM("sunset", sl_conf_set_lifecycle), ROW_CUSTOM("link", sl_conf_set_lifecycle),   \
+        ROW_CUSTOM("brownouts", sl_conf_set_lifecycle),                                           \
+        ROW_CUSTOM("consumer", sl_conf_set_lifecycle),                                            \
+        ROW_CUSTOM("consumer_top", sl_conf_set_lifecycle)
+/* After a route's walk: the checks between those keys, and their defaults. */
+bool sl_conf_check_lifecycle(struct loader *ld, struct sl_route_conf *r);
+/* Same header conditions (both sorted by name)? */
+bool sl_conf_same_headers(const struct sl_route_conf *a, const struct sl_route_conf *b);
+void sl_conf_free_route_lifecycle(struct sl_route_conf *r);
+
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */
@@ -253,6 +270,9 @@ const char **sl_conf_top_names(void);
  * name. */
 const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);
+/* One key selector string ("ip", "header:NAME", ...) into a part (a header
+ * name lower-cased, malloc'd); NULL, or a message saying what is wrong. */
+const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
 void sl_conf_walk_top(struct loader *ld);
 /* One key selector string ("ip", "header:X-Key", ...) into a part (its name

@@ -907,6 +907,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("ratelimit_headers", "true", struct sl_route_conf, has_ratelimit_headers),
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
+    SL_CONF_LIFECYCLE_ROWS,
 };
 
 static bool
@@ -950,11 +951,13 @@ set_routes(struct loader *ld, void *obj, int idx)
                 ok = false;
             }
             ok = ok && w.bad == 0;
+            ok = sl_conf_check_lifecycle(ld, r) && ok;
         }
         lua_pop(ld->L, 1);
         for (size_t j = 0; j < i && r->path != NULL; j++) {
             const struct sl_route_conf *o = &cfg->routes[j];
-            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)) {
+            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)
+                && sl_conf_same_headers(o, r)) {
                 sl_conf_push_key(ld, "path");
                 fail(ld, "path \"%s\"%s%s%s: same host and path as route %zu", r->path,
                      r->host ? " on host \"" : "", r->host ? r->host : "", r->host ? "\"" : "",

@@ -532,7 +532,8 @@ request_begin(struct conn *c)
     if (!normalize_path(c))
         return;
     c->rq.route =
-        sl_route_match(cfg, c->rq.req.host, c->rq.req.host_len, c->rq.req.path, c->rq.req.path_len);
+        sl_route_match(cfg, c->rq.req.host, c->rq.req.host_len, c->rq.req.path, c->rq.req.path_len,
+                       c->rq.req.headers, c->rq.req.nheaders);
     if (c->rq.route == NULL) {
         proxy_respond_error(c, 404, "no route", "no route matches this request", false);
         return;

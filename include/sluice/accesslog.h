@@ -37,6 +37,8 @@ struct sl_access_entry {
     const char *limit;       /* limiter outcome word, or NULL */
     const char *reason;      /* why the connection or request ended, or NULL */
     const char *route;       /* name of the matched route, NULL when none matched */
+    const char *lifecycle;   /* a route that ends: "active", "deprecated", "brownout", "sunset" */
+    const char *consumer;    /* ... and who called it, as the consumer metric label shows */
 };
 
 /* path: a file (opened O_APPEND), "stderr", or "off" (returns a writer that drops).

@@ -114,8 +114,39 @@ struct sl_limit_conf {
     int line;
 };
 
+/* headers = { ["API-Version"] = "2024-06-01" }: one condition of a route. */
+struct sl_route_header {
+    char *name;  /* lower-cased */
+    size_t name_len;
+    char *value; /* compared byte for byte with a field's whole (trimmed) value */
+    size_t value_len;
+};
+
+/* A window [from_s, to_s) in which a route already answers 410. */
+struct sl_brownout {
+    int64_t from_s; /* seconds since the epoch */
+    int64_t to_s;
+};
+
+/* Routes that end: deprecation, sunset, brownouts (src/config_lifecycle.c). */
+struct sl_lifecycle_conf {
+    bool has_deprecation;
+    bool has_sunset;
+    int64_t deprecation_s;  /* seconds since the epoch, when has_deprecation */
+    int64_t sunset_s;       /* from then on 410, when has_sunset */
+    char *link;             /* migration guide URI; NULL: none */
+    struct sl_brownout *brownouts; /* sorted by from_s */
+    size_t nbrownouts;
+    struct sl_key_part consumer; /* who calls: a key selector, default "ip" */
+    bool has_consumer;           /* consumer was written */
+    unsigned consumer_top;       /* consumers shown by name in metrics; default 10 */
+};
+
 struct sl_route_conf {
     char *host;    /* NULL: any host; matched case-insensitively, without port */
+    struct sl_route_header *headers; /* all must match; none: any request */
+    size_t nheaders;
+    struct sl_lifecycle_conf lifecycle;
     char *path;    /* prefix */
     size_t path_len;
     size_t upstream; /* index into sl_config.upstreams */
@@ -125,6 +156,13 @@ struct sl_route_conf {
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
 };
+
+/* Does the route end some day (deprecation or sunset written)? */
+static inline bool
+sl_route_has_lifecycle(const struct sl_route_conf *r)
+{
+    return r->lifecycle.has_deprecation || r->lifecycle.has_sunset;
+}
 
 enum sl_store_kind { SL_STORE_LOCAL, SL_STORE_REDIS };
 /* An encoded slash (%2F) in a request path: kept as it is, or refused with 400. */

@@ -9,7 +9,8 @@
  *
  * Label values come only from the conf (route, limit and upstream names,
  * registered with sl_metrics_slot) or from the fixed sets below: nothing a
- * client sends ever becomes a label value.
+ * client sends ever becomes a label value, but for the consumer of a route
+ * that ends (sl_metrics_consumer), which is bounded and made safe first.
  *
  * Threads: sl_metrics_new/free on the main thread while no worker runs;
  * sl_metrics_slot, sl_metrics_render, sl_metrics_config_loaded and
@@ -127,6 +128,14 @@ struct sl_metrics_worker *sl_metrics_worker(struct sl_metrics *m, unsigned worke
  */
 unsigned sl_metrics_slot(struct sl_metrics *m, enum sl_metrics_kind kind, const char *name);
 
+/*
+ * Counts who calls route slot `route` (sl_metrics_consumer) and shows the
+ * `top` biggest callers by name, the rest as consumer="other". Called at
+ * every load for each route with a deprecation or sunset; a larger `top`
+ * later keeps the counts so far.
+ */
+void sl_metrics_route_consumers(struct sl_metrics *m, unsigned route, unsigned top);
+
 /* GET, HEAD, ... (case-sensitive, RFC 9110 §9.1); anything else SL_METRICS_OTHER. */
 enum sl_metrics_method sl_metrics_method(const char *method, size_t len);
 
@@ -141,6 +150,15 @@ void sl_metrics_request_start(struct sl_metrics_worker *w);
  */
 void sl_metrics_request(struct sl_metrics_worker *w, unsigned route, enum sl_metrics_method method,
                         int status, uint64_t bytes_in, uint64_t bytes_out, uint64_t duration_us);
+/*
+ * One request of `route` by `consumer`, a label value the caller made safe
+ * to show (no secret, at most 64 bytes: longer is cut). The exception to
+ * "labels come from the conf": bounded by Space-Saving, top N shown. Takes a
+ * lock that only this worker and a scrape share. Ignored for a route
+ * sl_metrics_route_consumers did not name.
+ */
+void sl_metrics_consumer(struct sl_metrics_worker *w, unsigned route, const char *consumer,
+                         size_t len);
 /* Time the limiter took to decide for a request of `route` (key functions and store). */
 void sl_metrics_limiter(struct sl_metrics_worker *w, unsigned route, uint64_t duration_us);
 /* One limit's outcome for one request; once per limit that applied or was skipped. */

@@ -149,7 +149,8 @@ const struct sl_request *sl_phase_request(const struct sl_phase_run *run);
 bool sl_phase_is_abandoned(const struct sl_phase_run *run);
 
 /* Every phase the proxy knows, each in a file of its own. */
-extern const struct sl_phase sl_phase_limit; /* src/phase_limit.c */
+extern const struct sl_phase sl_phase_lifecycle; /* src/phase_lifecycle.c */
+extern const struct sl_phase sl_phase_limit;     /* src/phase_limit.c */
 
 /* ---- running the chain (the proxy) ---------------------------------------- */
 

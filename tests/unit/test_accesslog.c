@@ -246,7 +246,17 @@ test_fields(void **state)
     assert_string_equal(str(line, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_true(is_null(line, "reason"));
     assert_string_equal(str(line, "peer"), "10.0.0.9");
-    assert_int_equal(cJSON_GetArraySize(line), 17);
+    assert_true(is_null(line, "lifecycle"));
+    assert_true(is_null(line, "consumer"));
+    assert_int_equal(cJSON_GetArraySize(line), 19);
+    cJSON_Delete(line);
+
+    /* a route that ends: where it stands and who called */
+    e.lifecycle = "deprecated";
+    e.consumer = "sha256:0123456789abcdef";
+    assert_int_equal(roundtrip("lifecycle.log", &e, 1, &line, 1), 1);
+    assert_string_equal(str(line, "lifecycle"), "deprecated");
+    assert_string_equal(str(line, "consumer"), "sha256:0123456789abcdef");
     cJSON_Delete(line);
 }
 
@@ -256,7 +266,8 @@ test_absent_fields_are_null(void **state)
     struct sl_access_entry e = { .time = 1767323045.0, .duration_ms = 0.5, .upstream_ms = -1,
                                  .limiter_ms = -1 };
     const char *nulls[] = { "client", "method", "path", "status", "upstream_ms", "limiter_ms",
-                            "route", "upstream", "limit", "request_id", "trace_id", "reason" };
+                            "route", "upstream", "limit", "request_id", "trace_id", "reason",
+                            "lifecycle", "consumer" };
     cJSON *line;
 
     (void)state;

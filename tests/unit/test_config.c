@@ -236,7 +236,7 @@ test_full(void **state)
     assert_int_equal(l->line, 50);
 
     /* routes in written order, indexes into the sorted arrays */
-    assert_int_equal(cfg->nroutes, 3);
+    assert_int_equal(cfg->nroutes, 4);
     r = &cfg->routes[0];
     assert_string_equal(r->host, "api.example.com");
     assert_string_equal(r->path, "/v1/");
@@ -253,7 +253,24 @@ test_full(void **state)
     assert_int_equal(r->limits[0], 4);
     assert_true(r->has_ratelimit_headers);
     assert_false(r->has_server_timing);
+    assert_int_equal(r->nheaders, 0);
+    assert_false(sl_route_has_lifecycle(r));
     r = &cfg->routes[2];
+    /* headers sorted by lower-cased name; dates in UTC seconds */
+    assert_int_equal(r->nheaders, 2);
+    assert_string_equal(r->headers[0].name, "accept");
+    assert_string_equal(r->headers[1].name, "api-version");
+    assert_string_equal(r->headers[1].value, "2024-06-01");
+    assert_true(r->lifecycle.has_deprecation && r->lifecycle.has_sunset);
+    assert_int_equal(r->lifecycle.deprecation_s, 1772323200);
+    assert_int_equal(r->lifecycle.sunset_s, 1788220800);
+    assert_string_equal(r->lifecycle.link, "https://example.com/migrate");
+    assert_int_equal(r->lifecycle.nbrownouts, 2);
+    assert_true(r->lifecycle.brownouts[0].from_s < r->lifecycle.brownouts[1].from_s);
+    assert_int_equal(r->lifecycle.consumer.kind, SL_KEY_HEADER);
+    assert_string_equal(r->lifecycle.consumer.name, "x-client-id");
+    assert_int_equal(r->lifecycle.consumer_top, 5);
+    r = &cfg->routes[3];
     assert_string_equal(r->path, "/");
     assert_int_equal(r->upstream, 1);
     assert_int_equal(r->nlimits, 3);
@@ -729,6 +746,106 @@ test_nested_lines(void **state)
     errors = load_inline("if true then\n  log_level =\n    \"loud\"\nend\n", NULL);
     assert_true(has_error(errors, path, 5, "log_level \"loud\""));
     free(errors);
+}
+
+/* Route keys of API versions and their end (src/config_lifecycle.c): each
+ * error names the line of the key at fault. Lines 1-3 are base_conf's, 4 is blank. */
+static void
+test_lifecycle_errors(void **state)
+{
+    static const struct {
+        const char *conf;
+        int line;
+        const char *phrase;
+    } cases[] = {
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  deprecation = \"2026-03-01\" } }\n",
+          6, "deprecation \"2026-03-01\": a date without a time" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  sunset = \"2026-03-01T00:00:00\" } }\n",
+          6, "sunset \"2026-03-01T00:00:00\": no time zone" },
+        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+          "  sunset = \"2026-02-01T00:00:00+01:00\" } }\n",
+          6, "sunset: must come after the deprecation" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  link = \"https://x.example/\" } }\n",
+          6, "link: only a route with a deprecation or a sunset takes it" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  link = \"https://x.example/a b\" } }\n",
+          6, "not a URI" },
+        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-04-01T00:00:00Z\", to = \"2026-04-01T01:00:00Z\" } } } }\n",
+          6, "brownouts rehearse a sunset: the route has no sunset" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-08-01T00:00:00Z\", to = \"2026-09-02T00:00:00Z\" } } } }\n",
+          6, "the window from 2026-08-01T00:00:00Z ends after the sunset" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  deprecation = \"2026-03-01T00:00:00Z\", brownouts = {\n"
+          "  { from = \"2026-02-01T00:00:00Z\", to = \"2026-02-01T01:00:00Z\" } } } }\n",
+          6, "starts before the deprecation" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = {\n"
+          "  { from = \"2026-08-01T01:00:00Z\", to = \"2026-08-01T00:00:00Z\" } } } }\n",
+          7, "brownout: to must be after from" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-08-01T01:00:00Z\" } } } }\n",
+          6, "brownout: needs both from and to" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  consumer = \"global\" } }\n",
+          6, "consumer \"global\": names no caller" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  consumer_top = 0 } }\n",
+          6, "consumer_top 0: must be a whole number from 1 to 100" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"API-Version\"] = 2 } } }\n",
+          6, "expected a string" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { \"API-Version\" } } }\n",
+          6, "headers: expected [\"Header-Name\"] = \"value\", got a list entry" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"API Version\"] = \"1\" } } }\n",
+          6, "is not a header name" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"a\"] = \"1\", A = \"2\" } } }\n",
+          6, "is written twice" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { Host = \"x\" } } }\n",
+          6, "the host has its own key" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { v = \" 1\" } } }\n",
+          6, "has blanks around it" },
+        { "routes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
+          "  { path = \"/\", upstream = \"api\", headers = { V = \"1\" } } }\n",
+          6, "same host and path as route 1" },
+    };
+    char path[PATH_MAX + 16];
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char conf[1024];
+        /* after base_conf's three lines, a blank one: routes = on line 5 */
+        snprintf(conf, sizeof(conf), "\n%s", cases[i].conf);
+        errors = load_inline(conf, NULL);
+        if (!has_error(errors, path, cases[i].line, cases[i].phrase))
+            fail_msg("case %zu: want line %d \"%s\", got:\n%s", i, cases[i].line,
+                     cases[i].phrase, errors ? errors : "(no error)");
+        free(errors);
+    }
+
+    /* the same path with other header values is another route; the defaults */
+    errors = load_inline("\nroutes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
+                         "  { path = \"/\", upstream = \"api\", headers = { v = \"2\" } },\n"
+                         "  { path = \"/old/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\" } }\n",
+                         &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->nroutes, 3);
+    assert_int_equal(cfg->routes[2].lifecycle.consumer.kind, SL_KEY_IP);
+    assert_int_equal(cfg->routes[2].lifecycle.consumer_top, 10);
+    assert_false(cfg->routes[2].lifecycle.has_deprecation);
+    sl_config_free(cfg);
 }
 
 static void
@@ -1241,6 +1358,7 @@ main(void)
         cmocka_unit_test(test_long_path),
         cmocka_unit_test(test_nested_lines),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_lifecycle_errors),
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_upgrade_and_request_options),
         cmocka_unit_test(test_metrics_buckets),

@@ -149,6 +149,13 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "ipv6_prefix = 64"));
     assert_non_null(strstr(text, "servers = { \"127.0.0.1:9000\", { address = \"127.0.0.1:9001\", "
                                  "weight = 3 } },\n    balance = \"hash:header:x-tenant\","));
+    assert_non_null(strstr(text, "headers = { accept = \"x\", [\"api-version\"] = \"2024-06-01\" }"));
+    assert_non_null(strstr(text, "deprecation = \"2026-03-01T00:00:00Z\", "
+                                 "sunset = \"2026-09-01T00:00:00Z\", "
+                                 "link = \"https://example.com/migrate\",\n    brownouts = "
+                                 "{ { from = \"2026-07-01T00:00:00Z\", to = \"2026-07-01T00:30:00Z\" }, "
+                                 "{ from = \"2026-08-02T00:00:00Z\", to = \"2026-08-02T01:00:00Z\" } }"));
+    assert_non_null(strstr(text, "consumer = \"header:x-client-id\", consumer_top = 5"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

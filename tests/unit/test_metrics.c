@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sluice/http.h"
 #include "sluice/metrics.h"
 
 #ifndef SL_VERSION
@@ -580,6 +581,16 @@ golden_scenario(void)
 
     sl_metrics_request_start(w0);
     sl_metrics_request(w0, SL_METRICS_ROUTE_NONE, SL_METRICS_OTHER, 404, 60, 180, 2000000);
+
+    /* who calls /v1/: two shown by name, summed over the workers, the rest "other" */
+    sl_metrics_route_consumers(m, v1, 2);
+    sl_metrics_consumer(w0, v1, SL_LIT("alice"));
+    sl_metrics_consumer(w1, v1, SL_LIT("alice"));
+    sl_metrics_consumer(w1, v1, SL_LIT("bob \"b\""));
+    sl_metrics_consumer(w1, v1, SL_LIT("bob \"b\""));
+    sl_metrics_consumer(w0, v1, SL_LIT("bob \"b\""));
+    sl_metrics_consumer(w0, v1, SL_LIT("carol"));
+    sl_metrics_consumer(w0, odd, SL_LIT("ignored: not a counted route"));
 
     sl_metrics_store_reconnect(w1);
     sl_metrics_store_noscript(w1);
