@@ -11,6 +11,7 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_retry.c   an upstream's retry_on and retry_budget
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -242,6 +243,16 @@ bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
 /* The keys of a listener's table form. */
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
+
+/* ---- config_retry.c ------------------------------------------------------- */
+
+/* retries = 1, retry_on = { "connect_failure", "reset" }, 20 %, at least 3. */
+void sl_conf_retry_defaults(struct sl_retry_conf *r);
+/* retry_on and retry_budget of an upstream (opt_fn on a struct sl_upstream_conf). */
+bool sl_conf_set_retry_on(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_retry_budget(struct loader *ld, void *obj, int idx);
+/* "reset" for SL_RETRY_ON_RESET...; NULL for anything but one bit. */
+const char *sl_conf_retry_word(unsigned bit);
 
 /* ---- config_schema.c ------------------------------------------------------ */
 
