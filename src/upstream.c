@@ -65,6 +65,7 @@ struct sl_upconn {
     struct server *server;
     bool is_reused;
     bool is_broken; /* closed or talked while parked between idle and handover */
+    bool is_retry_counted; /* carries a retry: counted in pool->retrying until released */
 };
 
 struct sl_upstream_pool {
@@ -80,6 +81,7 @@ struct sl_upstream_pool {
     struct sl_upstream_wait *queue_head, *queue_tail;
     unsigned nqueued, max_queued;
     uint64_t connect_failures, connect_timeouts, shed;
+    unsigned retrying; /* requests on a retry now, for the retry budget */
     struct sl_metrics_worker *metrics;
     unsigned slot;
 };
@@ -102,6 +104,61 @@ count_shed(struct sl_upstream_pool *pool)
 {
     pool->shed++;
     sl_metrics_shed(pool->metrics, pool->slot);
+}
+
+/* The request's retry is over (it failed, was withdrawn, or its
+ * connection went back): it leaves the budget's count. */
+static void
+retry_uncount(struct sl_upstream_pool *pool, bool *is_counted)
+{
+    if (*is_counted) {
+        *is_counted = false;
+        pool->retrying--;
+    }
+}
+
+static enum sl_metrics_retry_reason
+retry_reason(unsigned bit)
+{
+    return bit == SL_RETRY_ON_CONNECT_FAILURE ? SL_METRICS_RETRY_CONNECT_FAILURE
+           : bit == SL_RETRY_ON_502           ? SL_METRICS_RETRY_502
+           : bit == SL_RETRY_ON_503           ? SL_METRICS_RETRY_503
+                                              : SL_METRICS_RETRY_RESET;
+}
+
+/*
+ * Whether the request may make another attempt for `reason`: the upstream
+ * retries on it, the request has retries left, and the budget has room (a
+ * request already on a retry holds its place in the count). Counts the
+ * retry, or the refusal when the budget alone said no.
+ */
+static bool
+retry_allowed(struct sl_upstream_wait *wait, unsigned reason)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    const struct sl_retry_conf *rc = &pool->conf->retry;
+    unsigned others = pool->retrying - (wait->is_retry_counted ? 1 : 0);
+
+    if (!(rc->on & reason) || wait->retries_used >= rc->retries)
+        return false;
+    if (!sl_upstream_retry_budget_ok(rc->budget_percent, rc->budget_min,
+                                     pool->active + pool->nqueued, others)) {
+        sl_metrics_upstream_retry_refused(pool->metrics, pool->slot);
+        return false;
+    }
+    wait->retries_used++;
+    if (!wait->is_retry_counted) {
+        wait->is_retry_counted = true;
+        pool->retrying++;
+    }
+    sl_metrics_upstream_retry(pool->metrics, pool->slot, retry_reason(reason));
+    return true;
+}
+
+static bool
+is_avoided(const struct sl_upstream_wait *wait, const struct server *srv)
+{
+    return wait->avoid[0] != '\0' && strcmp(wait->avoid, srv->addr.text) == 0;
 }
 
 static void start(struct sl_upstream_wait *wait);
@@ -285,6 +342,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     case PHASE_QUEUED:
         queue_remove(wait);
         count_shed(pool);
+        retry_uncount(pool, &wait->is_retry_counted);
         wait->is_active = false;
         wait->cb(wait->arg, NULL, 503);
         return;
@@ -310,14 +368,19 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
             wait->first_server = pool->rr++;
             wait->servers_tried = 0;
             wait->skipped_down = 0;
+            wait->nconnects = 0;
             wait->last_status = 502;
             connect_next(wait);
             return;
         }
         wait->is_active = false;
         if (conn == NULL) {
+            retry_uncount(pool, &wait->is_retry_counted);
             active_add(pool, -1);
             pump_queue(pool);
+        } else {
+            conn->is_retry_counted = wait->is_retry_counted;
+            wait->is_retry_counted = false;
         }
         wait->cb(wait->arg, conn, status);
         return;
@@ -326,16 +389,10 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void
-sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
-                    sl_upstream_cb *cb, void *arg)
+/* A slot, a place in the queue, or 503. */
+static void
+enter(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait)
 {
-    memset(wait, 0, sizeof(*wait));
-    wait->pool = pool;
-    wait->cb = cb;
-    wait->arg = arg;
-    wait->is_active = true;
-    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
     if (pool->active < pool->max_active) {
         active_add(pool, 1);
         start(wait);
@@ -362,6 +419,53 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
     deliver_later(wait, NULL, 503);
 }
 
+static void
+wait_init(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait, sl_upstream_cb *cb,
+          void *arg)
+{
+    memset(wait, 0, sizeof(*wait));
+    wait->pool = pool;
+    wait->cb = cb;
+    wait->arg = arg;
+    wait->is_active = true;
+    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
+}
+
+void
+sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
+                    sl_upstream_cb *cb, void *arg)
+{
+    wait_init(pool, wait, cb, arg);
+    enter(pool, wait);
+}
+
+bool
+sl_upstream_retry(struct sl_upconn *conn, struct sl_upstream_wait *wait, unsigned reason,
+                  sl_upstream_cb *cb, void *arg)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+    unsigned used = wait->retries_used;
+    bool is_ok;
+
+    wait_init(pool, wait, cb, arg);
+    wait->retries_used = used;
+    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
+    /* Weighed while the failed attempt still holds its slot, so the request
+     * counts as in flight; a place it held in the retry count passes on to
+     * this retry rather than being held against it. */
+    wait->is_retry_counted = conn->is_retry_counted;
+    conn->is_retry_counted = false;
+    is_ok = retry_allowed(wait, reason);
+    sl_upstream_release(conn, false);
+    if (!is_ok) {
+        retry_uncount(pool, &wait->is_retry_counted);
+        wait->is_active = false;
+        return false;
+    }
+    enter(pool, wait);
+    return true;
+}
+
 void
 sl_upstream_cancel(struct sl_upstream_wait *wait)
 {
@@ -371,6 +475,7 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
         return;
     wait->is_active = false;
     evtimer_del(&wait->timer);
+    retry_uncount(pool, &wait->is_retry_counted);
     if (wait->is_queued) {
         queue_remove(wait);
         return;
@@ -511,6 +616,10 @@ start(struct sl_upstream_wait *wait)
         deliver_later(wait, NULL, 502);
         return;
     }
+    /* a retry goes to another server if there is one (pool->rr moves on
+     * by one only: the other requests keep their turns) */
+    if (pool->nservers > 1 && is_avoided(wait, pool->servers[first % pool->nservers]))
+        first++;
     srv = pool->servers[first % pool->nservers];
     if (srv->idle != NULL && srv->down_until_us <= sl_clock_cached_us()) {
         struct sl_upconn *conn = srv->idle;
@@ -524,6 +633,7 @@ start(struct sl_upstream_wait *wait)
     wait->first_server = first;
     wait->servers_tried = 0;
     wait->skipped_down = 0;
+    wait->nconnects = 0;
     wait->last_status = 502;
     connect_next(wait);
 }
@@ -577,7 +687,8 @@ idle_timer_cb(evutil_socket_t fd, short what, void *arg)
  * Next server in round-robin order: first those not marked down, then those
  * that were marked down when this request skipped them. Each server is tried
  * at most once per request (a failure marks it down, which must not earn it
- * a second attempt in the second pass).
+ * a second attempt in the second pass). The server a retry avoids counts as
+ * down: it is tried last, when no other is left.
  */
 static int
 next_server(struct sl_upstream_wait *wait)
@@ -590,7 +701,7 @@ next_server(struct sl_upstream_wait *wait)
         unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
         uint64_t bit = idx < 64 ? (uint64_t)1 << idx : 0;
         if (pos < pool->nservers) {
-            if (pool->servers[idx]->down_until_us <= now)
+            if (pool->servers[idx]->down_until_us <= now && !is_avoided(wait, pool->servers[idx]))
                 return (int)idx;
             wait->skipped_down |= bit;
         } else if (wait->skipped_down & bit) {
@@ -607,9 +718,16 @@ connect_next(struct sl_upstream_wait *wait)
     int idx;
 
     while ((idx = next_server(wait)) >= 0) {
-        struct server *srv = pool->servers[idx];
-        struct sl_upconn *conn = sl_xcalloc(1, sizeof(*conn));
+        struct server *srv;
+        struct sl_upconn *conn;
         struct timeval tv = sl_timeval_from_ms(pool->conf->connect_timeout_ms);
+
+        /* a connect after a failed one is a retry like any other */
+        if (wait->nconnects > 0 && !retry_allowed(wait, SL_RETRY_ON_CONNECT_FAILURE))
+            break;
+        wait->nconnects++;
+        srv = pool->servers[idx];
+        conn = sl_xcalloc(1, sizeof(*conn));
 
         conn->pool = pool;
         conn->wait = wait;
@@ -659,6 +777,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
     struct sl_upstream_pool *pool = conn->pool;
 
     active_add(pool, -1);
+    retry_uncount(pool, &conn->is_retry_counted);
     if (is_reusable && !conn->server->is_retired && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
@@ -709,6 +828,7 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->connect_failures = pool->connect_failures;
     out->connect_timeouts = pool->connect_timeouts;
     out->shed = pool->shed;
+    out->retrying = pool->retrying;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
         if (pool->servers[i]->down_until_us <= now)

@@ -267,6 +267,10 @@ setup(void **state)
     f.conf.idle_timeout_ms = 10000;
     f.conf.max_inflight = 64;
     f.conf.queue = 0;
+    f.conf.retry = (struct sl_retry_conf){ .retries = 1,
+                                           .on = SL_RETRY_ON_CONNECT_FAILURE | SL_RETRY_ON_RESET,
+                                           .budget_percent = 20,
+                                           .budget_min = 3 };
     return 0;
 }
 
