@@ -444,24 +444,27 @@ sl_upstream_retry(struct sl_upconn *conn, struct sl_upstream_wait *wait, unsigne
                   sl_upstream_cb *cb, void *arg)
 {
     struct sl_upstream_pool *pool = conn->pool;
-    unsigned used = wait->retries_used;
-    bool is_ok;
+    unsigned used;
+    bool is_counted;
 
-    wait_init(pool, wait, cb, arg);
-    wait->retries_used = used;
-    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
     /* Weighed while the failed attempt still holds its slot, so the request
      * counts as in flight; a place it held in the retry count passes on to
      * this retry rather than being held against it. */
+    wait->pool = pool;
     wait->is_retry_counted = conn->is_retry_counted;
     conn->is_retry_counted = false;
-    is_ok = retry_allowed(wait, reason);
-    sl_upstream_release(conn, false);
-    if (!is_ok) {
-        retry_uncount(pool, &wait->is_retry_counted);
-        wait->is_active = false;
+    if (!retry_allowed(wait, reason)) {
+        conn->is_retry_counted = wait->is_retry_counted;
+        wait->is_retry_counted = false;
         return false;
     }
+    used = wait->retries_used;
+    is_counted = wait->is_retry_counted;
+    wait_init(pool, wait, cb, arg);
+    wait->retries_used = used;
+    wait->is_retry_counted = is_counted;
+    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
+    sl_upstream_release(conn, false);
     enter(pool, wait);
     return true;
 }

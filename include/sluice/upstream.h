@@ -77,11 +77,12 @@ void sl_upstream_release(struct sl_upconn *conn, bool is_reusable);
  * Another attempt at the request that `wait` acquired `conn` for, after the
  * attempt on conn failed for `reason` (an SL_RETRY_ON_* bit) before any byte
  * of a response was passed on; the caller has decided that the request is
- * safe to send again (sl_upstream_is_resendable). conn is closed here.
- * True when the attempt is made: cb then fires as for sl_upstream_acquire,
- * with a connection to another server when the pool has one. False, and
- * nothing fires, when the upstream's retry_on leaves reason out, the request
- * used its retries, or the retry budget is spent (counted in metrics).
+ * safe to send again (sl_upstream_is_resendable). True when the attempt is
+ * made: conn is closed, and cb fires as for sl_upstream_acquire (never
+ * before this returns), with a connection to another server when the pool
+ * has one. False when the upstream's retry_on leaves reason out, the
+ * request used its retries, or the retry budget is spent (counted in
+ * metrics): nothing changed, conn is still the caller's.
  * Connect failures are retried inside the pool the same way, within the same
  * count and budget.
  */
