@@ -179,6 +179,13 @@ def main(env):
     time.sleep(0.1)
     t.eq(rst.n() - nr, 1, "POST, one server: sent once")
 
+    # a PUT whose body is larger than sluice keeps for a retry (64 KiB)
+    nr = rst.n()
+    r = get(s, "PUT", "/single/echo", body=b"b" * (100 * 1024))
+    h.problem_ok(t, r, 502, "PUT of 100 KiB after a reset")
+    time.sleep(0.1)
+    t.eq(rst.n() - nr, 1, "PUT of 100 KiB: not sent again (its body is gone)")
+
     # a POST to a server refusing connections: nothing was sent, so it goes on
     na = a.snapshot()[0]
     r = get(s, "POST", "/refused/echo", body=b"z" * 500)
