@@ -186,6 +186,10 @@ test_full(void **state)
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].max_inflight, 100);
     assert_int_equal(cfg->upstreams[0].queue, 0);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 2);
+    assert_int_equal(cfg->upstreams[0].retry.on, SL_RETRY_ON_RESET | SL_RETRY_ON_503);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 50);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 1);
     assert_int_equal(cfg->upstreams[0].line, 34);
     assert_int_equal(cfg->upstreams[1].line, 33);
     assert_ptr_equal(cfg->upstreams[0].file, cfg->path);

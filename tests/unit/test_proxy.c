@@ -57,6 +57,7 @@ parsed_from(const char *raw, const char *peer)
     memcpy(c->rq.head_buf, raw, head_len);
     assert_int_equal(sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req), 0);
     assert_int_equal(sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left), 0);
+    c->rq.content_length = c->rq.body_left; /* as request_begin does */
     if (strchr(peer, ':') != NULL) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)&c->peer;
         sin6->sin6_family = AF_INET6;
@@ -607,6 +608,22 @@ test_head_absolute_form(void **state)
     discard(c);
 }
 
+/* A retry writes the head again after the body went up (body_left ran down
+ * to 0): the length sent is still the client's. */
+static void
+test_head_again_after_body(void **state)
+{
+    struct conn *c = parsed("PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n");
+    char *head;
+
+    (void)state;
+    c->rq.body_left = 0;
+    head = upstream_head(c);
+    expect_field(head, "Content-Length", "12");
+    free(head);
+    discard(c);
+}
+
 static void
 test_head_reparses(void **state)
 {
@@ -797,6 +814,7 @@ main(void)
         cmocka_unit_test(test_head_expect_removed),
         cmocka_unit_test(test_head_http10),
         cmocka_unit_test(test_head_reparses),
+        cmocka_unit_test(test_head_again_after_body),
         cmocka_unit_test(test_ident_untrusted_set),
         cmocka_unit_test(test_ident_trusted_kept),
         cmocka_unit_test(test_ident_forwarded),
