@@ -139,7 +139,6 @@ struct request_state {
     unsigned attempts;      /* connections the request was sent on */
     bool is_idempotent;     /* RFC 9110 section 9.2.2 */
     bool is_body_kept;      /* the body sent so far can be sent again: none, or in conn.replay */
-    bool is_continue_sent;  /* our 100 Continue went to the client */
     bool is_resp_byte_seen; /* the attempt's upstream sent something */
     uint64_t up_written_base; /* the upstream stream's bytes_written when the attempt began */
     size_t up_head_len;       /* the request head's length in that stream's output */

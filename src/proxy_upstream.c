@@ -114,9 +114,8 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     proxy_write_request_head(c, c->us->out);
     c->rq.up_head_len = evbuffer_get_length(c->us->out);
     proxy_retry_attempt(c);
-    if (c->rq.is_expect_continue && !c->rq.is_continue_sent
-        && evbuffer_get_length(c->cs.in) == 0) {
-        c->rq.is_continue_sent = true;
+    /* decided at the first attempt only: a retry owes the client nothing new */
+    if (c->rq.is_expect_continue && c->rq.attempts == 1 && evbuffer_get_length(c->cs.in) == 0) {
         evbuffer_add(c->cs.out, SL_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         sl_stream_flush(&c->cs);
     }
