@@ -60,7 +60,9 @@ first_attempt(struct conn *c)
                                                            c->rq.req.method_len);
     c->rq.is_body_kept = c->rq.framing == SL_FRAMING_NONE;
     drop_replay(c);
-    if (c->rq.is_body_kept || !c->rq.is_idempotent || u->retry.retries == 0)
+    /* a copy is only any use for a retry after the request went out */
+    if (c->rq.is_body_kept || !c->rq.is_idempotent || u->retry.retries == 0
+        || !(u->retry.on & (SL_RETRY_ON_RESET | SL_RETRY_ON_502 | SL_RETRY_ON_503)))
         return;
     if (c->rq.framing == SL_FRAMING_LENGTH && c->rq.body_left > RETRY_BODY_MAX)
         return;
