@@ -9,10 +9,13 @@
 # server refusing connections goes to the next (none of it was sent); the
 # upstream's own 503 is retried only when retry_on asks for it; retries = 0
 # and a spent retry budget send nothing again, the budget's refusal counted;
-# a timeout is not retried. Every retry is counted by reason in /metrics.
+# a timeout is not retried; a kept-alive connection the server closes as the
+# next request comes (the classic stale connection) costs a GET nothing and
+# a POST a 502. Every retry is counted by reason in /metrics.
 # Client: one request per fresh connection. Upstreams: "a" (upstream.py),
 # "rst" (reads a request head, then resets the connection), "busy" (answers
-# 503 to everything) and a port with nothing listening. Daemon: one worker,
+# 503 to everything), "ka" (answers the first request of a connection, closes
+# on the second) and a port with nothing listening. Daemon: one worker,
 # so each pool's round-robin starts at its first server; one pool per case.
 
 import hashlib
@@ -43,6 +46,7 @@ upstreams = {
               retries = 0 },
   broke   = { servers = { "127.0.0.1:${rst}", "127.0.0.1:${a}" }, timeout = "2s",
               retry_budget = { percent = 0, min = 0 } },
+  ka      = { servers = { "127.0.0.1:${ka}" }, timeout = "2s" },
   slow    = { servers = { "127.0.0.1:${a}", "127.0.0.1:${a2}" }, timeout = "300ms" },
 }
 routes = {
@@ -57,13 +61,15 @@ routes = {
   { path = "/off/", upstream = "off" },
   { path = "/broke/", upstream = "broke" },
   { path = "/hang", upstream = "slow" },
+  { path = "/ka/", upstream = "ka" },
 }
 """
 
 
 class Misbehaving:
-    """A listener that reads each request head and then either resets the
-    connection (SO_LINGER 0) or answers 503 and closes; counts the heads."""
+    """A listener that reads each request head and then resets the connection
+    (SO_LINGER 0), answers 503 and closes, or ("keepalive") answers the first
+    request of a connection and closes on the second; counts the heads."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -87,16 +93,26 @@ class Misbehaving:
 
     def _one(self, c):
         data = b""
+        served = 0
         c.settimeout(5)
         try:
-            while b"\r\n\r\n" not in data:
-                got = c.recv(65536)
-                if not got:
-                    return
-                data += got
-            with self.lock:
-                self.count += 1
-            if self.mode == "503":
+            while True:
+                while b"\r\n\r\n" not in data:
+                    got = c.recv(65536)
+                    if not got:
+                        return
+                    data += got
+                with self.lock:
+                    self.count += 1
+                if self.mode != "keepalive" or served > 0:
+                    break
+                # the first request of a connection is answered and kept alive
+                served += 1
+                data = data[data.index(b"\r\n\r\n") + 4:]
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if self.mode == "keepalive":
+                pass  # the second one: closed unanswered, as a server ending keep-alive
+            elif self.mode == "503":
                 c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n"
                           b"Connection: close\r\n\r\nbusy")
             else:
@@ -127,11 +143,13 @@ def main(env):
     a2 = env.upstream("a2")
     rst = Misbehaving("reset")
     busy = Misbehaving("503")
+    ka = Misbehaving("keepalive")
     env.at_exit(rst.stop)
     env.at_exit(busy.stop)
+    env.at_exit(ka.stop)
     dead = h.free_port()
     s = env.sluice(CONF, values={"a": a.port, "a2": a2.port, "rst": rst.port,
-                                 "busy": busy.port, "dead": dead})
+                                 "busy": busy.port, "ka": ka.port, "dead": dead})
 
     # GETs on a pool of (reset, a): the first lands on the resetting server
     # and goes again to a; all four are answered, each reached a once
@@ -217,6 +235,21 @@ def main(env):
     time.sleep(0.1)
     t.eq((nr2 - nr, rst.n() - nr2), (1, 1), "retries = 0 and spent budget: sent once each")
 
+    # the classic case: a kept-alive connection the server closes as the next
+    # request arrives. A GET goes again on a new connection (the only server);
+    # a POST, written to the closed connection, does not
+    r1 = get(s, "GET", "/ka/one")
+    n0 = ka.n()
+    r2 = get(s, "GET", "/ka/two")
+    t.eq((r1.status, r2.status, r2.body), (200, 200, b"ok"),
+         "GET on a kept-alive connection closed by the server: retried, 200")
+    t.eq(ka.n() - n0, 2, "GET on a stale connection: two attempts")
+    n0 = ka.n()
+    r = get(s, "POST", "/ka/three", body=b"q" * 10)
+    h.problem_ok(t, r, 502, "POST on a stale connection")
+    time.sleep(0.1)
+    t.eq(ka.n() - n0, 1, "POST on a stale connection: sent once")
+
     # a timeout is not retried: the upstream may still be at work
     na, na2 = a.snapshot()[0], a2.snapshot()[0]
     r = get(s, "GET", "/hang")
@@ -228,7 +261,7 @@ def main(env):
     want = [("pair", "reset", dr), ("put", "reset", 1), ("chunked", "reset", 1),
             ("post", "reset", 0), ("single", "reset", 1), ("refused", "connect_failure", 1),
             ("opt503", "503", 1), ("no503", "503", 0), ("off", "reset", 0),
-            ("broke", "reset", 0), ("slow", "reset", 0)]
+            ("broke", "reset", 0), ("slow", "reset", 0), ("ka", "reset", 1)]
     for up, reason, n in want:
         t.eq(h.metric(m, "sluice_upstream_retries_total", upstream=up, reason=reason), n,
              "/metrics: retries_total{upstream=%s,reason=%s}" % (up, reason))
