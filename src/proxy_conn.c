@@ -243,6 +243,7 @@ proxy_request_finish(struct conn *c, const char *reason)
         : -1.0;
     e.limiter_ms = -1.0; /* the limits phase fills it in, and e.limit */
     e.upstream = c->rq.upstream_addr[0] != '\0' ? c->rq.upstream_addr : NULL;
+    e.retries = c->rq.is_upstream_asked ? c->wait.retries_used : 0;
     rid = c->rq.request_id_len ? NULL : sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
     if (c->rq.request_id_len) {
         e.request_id = c->request_id;

@@ -137,6 +137,7 @@ struct request_state {
 
     /* attempts upstream (proxy_retry.c) */
     unsigned attempts;      /* connections the request was sent on */
+    bool is_upstream_asked; /* c->wait is this request's (its retries are counted there) */
     bool is_idempotent;     /* RFC 9110 section 9.2.2 */
     bool is_body_kept;      /* the body sent so far can be sent again: none, or in conn.replay */
     bool is_resp_byte_seen; /* the attempt's upstream sent something */

@@ -34,6 +34,7 @@ void
 proxy_upstream_start(struct conn *c)
 {
     c->state = C_UPSTREAM_WAIT;
+    c->rq.is_upstream_asked = true;
     sl_upstream_acquire(c->rq.use.pool, &c->wait, on_upstream, c);
 }
 

@@ -19,18 +19,20 @@
 # so each pool's round-robin starts at its first server; one pool per case.
 
 import hashlib
+import os
 import socket
 import struct
 import threading
 import time
 
 import harness as h
+import obs_util
 
 CONF = """\
 listen = "${listen}"
 admin = "${admin}"
 workers = 1
-access_log = "off"
+access_log = "${tmp}/access.log"
 client = { header_timeout = "2s", idle_timeout = "10s" }
 upstreams = {
   pair    = { servers = { "127.0.0.1:${rst}", "127.0.0.1:${a}" }, timeout = "2s" },
@@ -256,6 +258,20 @@ def main(env):
     h.problem_ok(t, r, 504, "upstream timeout")
     time.sleep(0.1)
     t.eq(a.snapshot()[0] - na + a2.snapshot()[0] - na2, 1, "timeout: sent once, not retried")
+
+    # the access log says how often each request went again
+    lines, _ = obs_util.wait_access_lines(
+        os.path.join(s.dir, "access.log"),
+        lambda ls: any(ln.get("path") == "/ka/three" for ln in ls))
+    by_path = {}
+    for ln in lines:
+        by_path.setdefault(ln.get("path"), []).append(ln)
+    got = [(p, [ln.get("retries") for ln in by_path.get(p, [])])
+           for p in ("/put/echo", "/single/echo", "/refused/echo", "/ka/two", "/ka/three",
+                     "/off/echo")]
+    t.eq(got, [("/put/echo", [1]), ("/single/echo", [1, 0, 0]), ("/refused/echo", [1]),
+               ("/ka/two", [1]), ("/ka/three", [0]), ("/off/echo", [0])],
+         "access log: retries per request")
 
     m = h.scrape(s.admin)
     want = [("pair", "reset", dr), ("put", "reset", 1), ("chunked", "reset", 1),
