@@ -649,6 +649,23 @@ dump_resolver(struct dumper *d)
 static void put_balance(FILE *out, const struct sl_upstream_conf *u);
 
 static void
+put_retry(FILE *out, const struct sl_retry_conf *r)
+{
+    size_t n = 0;
+
+    fprintf(out, ",\n    retries = %u,\n    retry_on = ", r->retries);
+    for (unsigned bit = 1; bit != 0 && bit <= r->on; bit <<= 1) {
+        if (r->on & bit) {
+            put_sep(out, n++);
+            put_cstring(out, sl_conf_retry_word(bit));
+        }
+    }
+    put_close(out, n);
+    fprintf(out, ",\n    retry_budget = { percent = %u, min = %u }", r->budget_percent,
+            r->budget_min);
+}
+
+static void
 dump_upstreams(struct dumper *d)
 {
     FILE *out = d->out;
@@ -671,6 +688,7 @@ dump_upstreams(struct dumper *d)
         fprintf(out, ",\n    max_inflight = %u,\n    queue = %u,\n    tunnel_idle_timeout = ",
                 u->max_inflight, u->queue);
         put_duration(out, u->tunnel_idle_timeout_ms);
+        put_retry(out, &u->retry);
         fputs(",\n  },\n", out);
     }
     fputs("}\n", out);

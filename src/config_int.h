@@ -12,6 +12,7 @@
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
  *   config_balance.c an upstream's servers (with weights) and balance
+ *   config_retry.c   an upstream's retry_on and retry_budget
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -260,6 +261,15 @@ bool sl_conf_check_lifecycle(struct loader *ld, struct sl_route_conf *r);
 /* Same header conditions (both sorted by name)? */
 bool sl_conf_same_headers(const struct sl_route_conf *a, const struct sl_route_conf *b);
 void sl_conf_free_route_lifecycle(struct sl_route_conf *r);
+/* ---- config_retry.c ------------------------------------------------------- */
+
+/* retries = 1, retry_on = { "connect_failure", "reset" }, 20 %, at least 3. */
+void sl_conf_retry_defaults(struct sl_retry_conf *r);
+/* retry_on and retry_budget of an upstream (opt_fn on a struct sl_upstream_conf). */
+bool sl_conf_set_retry_on(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_retry_budget(struct loader *ld, void *obj, int idx);
+/* "reset" for SL_RETRY_ON_RESET...; NULL for anything but one bit. */
+const char *sl_conf_retry_word(unsigned bit);
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

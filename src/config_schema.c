@@ -457,6 +457,9 @@ static const struct opt upstream_opts[] = {
     ROW_UNSIGNED("queue", "4096", 0, 10000000, struct sl_upstream_conf, queue),
     ROW_DURATION("tunnel_idle_timeout", "1h", 1, 7 * 24 * MS_HOUR, struct sl_upstream_conf,
                  tunnel_idle_timeout_ms),
+    ROW_UNSIGNED("retries", "1", 0, 10, struct sl_upstream_conf, retry.retries),
+    ROW_CUSTOM("retry_on", sl_conf_set_retry_on),
+    ROW_CUSTOM("retry_budget", sl_conf_set_retry_budget),
 };
 
 static bool
@@ -477,6 +480,7 @@ set_upstreams(struct loader *ld, void *obj, int idx)
         struct sl_upstream_conf *u = &cfg->upstreams[i];
 
         u->name = names[i];
+        sl_conf_retry_defaults(&u->retry);
         sl_conf_defaults(upstream_opts, NOPTS(upstream_opts), u);
         sl_conf_push_key(ld, u->name);
         {

@@ -69,6 +69,7 @@ struct sl_upconn {
     bool is_reused;
     bool is_inflight; /* counted in its server's bal.inflight */
     bool is_broken; /* closed or talked while parked between idle and handover */
+    bool is_retry_counted; /* carries a retry: counted in pool->retrying until released */
 };
 
 struct sl_upstream_pool {
@@ -88,6 +89,7 @@ struct sl_upstream_pool {
     struct sl_upstream_wait *queue_head, *queue_tail;
     unsigned nqueued, max_queued;
     uint64_t connect_failures, connect_timeouts, shed;
+    unsigned retrying; /* requests on a retry now, for the retry budget */
     struct sl_metrics_worker *metrics;
     unsigned slot;
 };
@@ -110,6 +112,61 @@ count_shed(struct sl_upstream_pool *pool)
 {
     pool->shed++;
     sl_metrics_shed(pool->metrics, pool->slot);
+}
+
+/* The request's retry is over (it failed, was withdrawn, or its
+ * connection went back): it leaves the budget's count. */
+static void
+retry_uncount(struct sl_upstream_pool *pool, bool *is_counted)
+{
+    if (*is_counted) {
+        *is_counted = false;
+        pool->retrying--;
+    }
+}
+
+static enum sl_metrics_retry_reason
+retry_reason(unsigned bit)
+{
+    return bit == SL_RETRY_ON_CONNECT_FAILURE ? SL_METRICS_RETRY_CONNECT_FAILURE
+           : bit == SL_RETRY_ON_502           ? SL_METRICS_RETRY_502
+           : bit == SL_RETRY_ON_503           ? SL_METRICS_RETRY_503
+                                              : SL_METRICS_RETRY_RESET;
+}
+
+/*
+ * Whether the request may make another attempt for `reason`: the upstream
+ * retries on it, the request has retries left, and the budget has room (a
+ * request already on a retry holds its place in the count). Counts the
+ * retry, or the refusal when the budget alone said no.
+ */
+static bool
+retry_allowed(struct sl_upstream_wait *wait, unsigned reason)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    const struct sl_retry_conf *rc = &pool->conf->retry;
+    unsigned others = pool->retrying - (wait->is_retry_counted ? 1 : 0);
+
+    if (!(rc->on & reason) || wait->retries_used >= rc->retries)
+        return false;
+    if (!sl_upstream_retry_budget_ok(rc->budget_percent, rc->budget_min,
+                                     pool->active + pool->nqueued, others)) {
+        sl_metrics_upstream_retry_refused(pool->metrics, pool->slot);
+        return false;
+    }
+    wait->retries_used++;
+    if (!wait->is_retry_counted) {
+        wait->is_retry_counted = true;
+        pool->retrying++;
+    }
+    sl_metrics_upstream_retry(pool->metrics, pool->slot, retry_reason(reason));
+    return true;
+}
+
+static bool
+is_avoided(const struct sl_upstream_wait *wait, const struct server *srv)
+{
+    return wait->avoid[0] != '\0' && strcmp(wait->avoid, srv->addr.text) == 0;
 }
 
 static void start(struct sl_upstream_wait *wait);
@@ -355,6 +412,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     case PHASE_QUEUED:
         queue_remove(wait);
         count_shed(pool);
+        retry_uncount(pool, &wait->is_retry_counted);
         wait->is_active = false;
         wait->cb(wait->arg, NULL, 503);
         return;
@@ -384,8 +442,12 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         }
         wait->is_active = false;
         if (conn == NULL) {
+            retry_uncount(pool, &wait->is_retry_counted);
             active_add(pool, -1);
             pump_queue(pool);
+        } else {
+            conn->is_retry_counted = wait->is_retry_counted;
+            wait->is_retry_counted = false;
         }
         wait->cb(wait->arg, conn, status);
         return;
@@ -394,21 +456,10 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void
-sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
-                    sl_upstream_cb *cb, void *arg)
+/* A slot, a place in the queue, or 503. */
+static void
+enter(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait)
 {
-    uint64_t hash = wait->hash;
-    bool has_hash = wait->has_hash;
-
-    memset(wait, 0, sizeof(*wait));
-    wait->hash = hash;
-    wait->has_hash = has_hash;
-    wait->pool = pool;
-    wait->cb = cb;
-    wait->arg = arg;
-    wait->is_active = true;
-    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
     if (pool->active < pool->max_active) {
         active_add(pool, 1);
         start(wait);
@@ -435,6 +486,62 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
     deliver_later(wait, NULL, 503);
 }
 
+/* The hash key is the caller's, set before acquire (see upstream.h). */
+static void
+wait_init(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait, sl_upstream_cb *cb,
+          void *arg)
+{
+    uint64_t hash = wait->hash;
+    bool has_hash = wait->has_hash;
+
+    memset(wait, 0, sizeof(*wait));
+    wait->hash = hash;
+    wait->has_hash = has_hash;
+    wait->pool = pool;
+    wait->cb = cb;
+    wait->arg = arg;
+    wait->is_active = true;
+    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
+}
+
+void
+sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
+                    sl_upstream_cb *cb, void *arg)
+{
+    wait_init(pool, wait, cb, arg);
+    enter(pool, wait);
+}
+
+bool
+sl_upstream_retry(struct sl_upconn *conn, struct sl_upstream_wait *wait, unsigned reason,
+                  sl_upstream_cb *cb, void *arg)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+    unsigned used;
+    bool is_counted;
+
+    /* Weighed while the failed attempt still holds its slot, so the request
+     * counts as in flight; a place it held in the retry count passes on to
+     * this retry rather than being held against it. */
+    wait->pool = pool;
+    wait->is_retry_counted = conn->is_retry_counted;
+    conn->is_retry_counted = false;
+    if (!retry_allowed(wait, reason)) {
+        conn->is_retry_counted = wait->is_retry_counted;
+        wait->is_retry_counted = false;
+        return false;
+    }
+    used = wait->retries_used;
+    is_counted = wait->is_retry_counted;
+    wait_init(pool, wait, cb, arg);
+    wait->retries_used = used;
+    wait->is_retry_counted = is_counted;
+    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
+    sl_upstream_release(conn, false);
+    enter(pool, wait);
+    return true;
+}
+
 void
 sl_upstream_cancel(struct sl_upstream_wait *wait)
 {
@@ -444,6 +551,7 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
         return;
     wait->is_active = false;
     evtimer_del(&wait->timer);
+    retry_uncount(pool, &wait->is_retry_counted);
     if (wait->is_queued) {
         queue_remove(wait);
         return;
@@ -578,6 +686,7 @@ static void
 tries_reset(struct sl_upstream_wait *wait)
 {
     wait->attempts = 0;
+    wait->nconnects = 0;
     memset(wait->tried, 0, sizeof(wait->tried));
 }
 
@@ -673,7 +782,10 @@ choose(struct sl_upstream_wait *wait, bool is_down_ok)
     int idx;
 
     for (unsigned i = 0; i < n; i++) {
-        pool->ok[i] = !is_tried(wait, i) && (is_down_ok || server_is_up(pool->servers[i], now));
+        struct server *srv = pool->servers[i];
+        /* the server a retry avoids counts as down: it is taken last */
+        pool->ok[i] = !is_tried(wait, i)
+                      && (is_down_ok || (server_is_up(srv, now) && !is_avoided(wait, srv)));
         pool->peers[i] = pool->servers[i]->bal;
         is_any = is_any || pool->ok[i];
     }
@@ -763,6 +875,10 @@ connect_next(struct sl_upstream_wait *wait)
          * never pins all traffic to the server that answered first. */
         if (reuse_idle(wait, srv))
             return;
+        /* a connect after a failed one is a retry like any other */
+        if (wait->nconnects > 0 && !retry_allowed(wait, SL_RETRY_ON_CONNECT_FAILURE))
+            break;
+        wait->nconnects++;
         conn = sl_xcalloc(1, sizeof(*conn));
         conn->pool = pool;
         conn->wait = wait;
@@ -815,6 +931,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
 
     active_add(pool, -1);
     inflight_end(conn);
+    retry_uncount(pool, &conn->is_retry_counted);
     if (is_reusable && !conn->server->is_retired && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
@@ -871,6 +988,7 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->connect_failures = pool->connect_failures;
     out->connect_timeouts = pool->connect_timeouts;
     out->shed = pool->shed;
+    out->retrying = pool->retrying;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
         if (server_is_up(pool->servers[i], now))

@@ -49,6 +49,26 @@ enum sl_balance {
 #define SL_UPSTREAM_WEIGHT_MAX 256
 
 struct sl_key_part;
+/* What makes sluice send a request again (src/upstream_retry.c). */
+enum sl_retry_on {
+    SL_RETRY_ON_CONNECT_FAILURE = 1u << 0, /* refused, unreachable, connect timed out */
+    SL_RETRY_ON_RESET = 1u << 1, /* closed or reset before any byte of a response */
+    SL_RETRY_ON_502 = 1u << 2,   /* the upstream answered 502 (opt-in) */
+    SL_RETRY_ON_503 = 1u << 3,   /* the upstream answered 503 (opt-in) */
+};
+
+/*
+ * An upstream's retries: at most `retries` further attempts per request,
+ * each on another server when there is one, and per worker no more retries
+ * in flight than max(budget_min, budget_percent % of the requests in flight)
+ * (Envoy's retry_budget).
+ */
+struct sl_retry_conf {
+    unsigned retries;        /* 0: never */
+    unsigned on;             /* SL_RETRY_ON_* bits */
+    unsigned budget_percent; /* 0..100 */
+    unsigned budget_min;
+};
 
 struct sl_upstream_conf {
     char *name;
@@ -66,6 +86,7 @@ struct sl_upstream_conf {
     unsigned max_inflight;       /* per process, split between workers */
     unsigned queue;              /* waiting requests per process; past it 503 */
     uint64_t tunnel_idle_timeout_ms; /* an upgraded connection with no byte either way: closed */
+    struct sl_retry_conf retry;
     const char *file;            /* where it was defined, for later checks */
     int line;
 };
