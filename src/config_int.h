@@ -11,6 +11,7 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_health.c  an upstream's health table: active checks, passive ejection
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -243,12 +244,21 @@ bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
 
+/* ---- config_health.c ------------------------------------------------------ */
+
+/* upstreams.NAME.health = { ... }: an option of an upstream (an opt_fn). */
+bool sl_conf_set_health(struct loader *ld, void *obj, int idx);
+void sl_conf_health_defaults(struct sl_health_conf *hc);
+/* NULL-terminated, new array of static strings: the keys of a health table. */
+const char **sl_conf_health_names(void);
+
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */
 const char **sl_conf_top_names(void);
 /* The same for the keys of an entry of a section ("client", "store",
- * "upstreams", "limits", "routes", "metrics", "listen": a listener's table); NULL for another
+ * "upstreams", "limits", "routes", "metrics", "listen": a listener's table, "health": an
+ * upstream's health table); NULL for another
  * name. */
 const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);

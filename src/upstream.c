@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/resolver.h"
@@ -29,8 +30,6 @@
 #include "util/stream.h"
 #include "util/timeval.h"
 
-/* A refused server is skipped for this long unless every server is down. */
-#define SERVER_DOWN_US (2u * 1000u * 1000u)
 #define FAILURE_LOG_INTERVAL_US (1000u * 1000u) /* per server and worker */
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
@@ -42,7 +41,7 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
  */
 struct server {
     struct sl_sockaddr addr;
-    uint64_t down_until_us;
+    struct sl_health_server *health; /* shared with every pool of the process */
     struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
     unsigned nconns;        /* connecting, in use or idle */
@@ -82,6 +81,7 @@ struct sl_upstream_pool {
     uint64_t connect_failures, connect_timeouts, shed;
     struct sl_metrics_worker *metrics;
     unsigned slot;
+    struct sl_health *health;
 };
 
 static void
@@ -122,6 +122,7 @@ server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr)
     struct server *srv = sl_xcalloc(1, sizeof(*srv));
 
     srv->addr = *addr;
+    srv->health = sl_health_ref(pool->health, pool->conf->name, addr->text);
     if (pool->nservers == pool->cap) {
         pool->cap = pool->cap ? 2 * pool->cap : 4;
         pool->servers = sl_xrealloc(pool->servers, pool->cap * sizeof(*pool->servers));
@@ -132,17 +133,20 @@ server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr)
 static void
 server_put(struct server *srv)
 {
-    if (srv->is_retired && srv->nconns == 0)
+    if (srv->is_retired && srv->nconns == 0) {
+        sl_health_unref(srv->health);
         free(srv);
+    }
 }
 
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
                      unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
-                     struct sl_resolver *resolver)
+                     struct sl_resolver *resolver, struct sl_health *health)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
+    pool->health = health;
     pool->metrics = metrics;
     pool->slot = slot;
     pool->base = base;
@@ -294,7 +298,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         log_connect_failure(pool, conn->server, "timed out");
-        conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
         upconn_free(conn);
         wait->last_status = 504;
         connect_next(wait);
@@ -493,6 +497,47 @@ refresh_names(struct sl_upstream_pool *pool)
     }
 }
 
+/* ---- health ------------------------------------------------------------------ */
+
+/* Marked down by the active check; only pools that have one believe it. */
+static bool
+is_down(const struct sl_upstream_pool *pool, const struct server *srv)
+{
+    return pool->conf->health.path != NULL && sl_health_is_down(srv->health);
+}
+
+static bool
+is_usable(const struct sl_upstream_pool *pool, const struct server *srv, uint64_t now_us)
+{
+    return !is_down(pool, srv) && !sl_health_is_ejected(srv->health, now_us);
+}
+
+/* With active checks, every server down means no connect is worth trying. */
+static bool
+is_all_down(const struct sl_upstream_pool *pool)
+{
+    if (pool->conf->health.path == NULL)
+        return false;
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        if (!sl_health_is_down(pool->servers[i]->health))
+            return false;
+    }
+    return true;
+}
+
+void
+sl_upstream_report(struct sl_upconn *conn, int status)
+{
+    const struct sl_health_conf *hc = &conn->pool->conf->health;
+
+    if (!hc->is_passive_5xx)
+        return;
+    if (status >= 500)
+        sl_health_failed(conn->server->health, hc, sl_clock_now_us());
+    else
+        sl_health_succeeded(conn->server->health);
+}
+
 /*
  * Round-robin picks the server first and only then looks for a kept-alive
  * connection to it (as nginx's keepalive module does), so keep-alive never
@@ -511,8 +556,13 @@ start(struct sl_upstream_wait *wait)
         deliver_later(wait, NULL, 502);
         return;
     }
+    if (is_all_down(pool)) {
+        wait->is_all_down = true;
+        deliver_later(wait, NULL, 503);
+        return;
+    }
     srv = pool->servers[first % pool->nservers];
-    if (srv->idle != NULL && srv->down_until_us <= sl_clock_cached_us()) {
+    if (srv->idle != NULL && is_usable(pool, srv, sl_clock_cached_us())) {
         struct sl_upconn *conn = srv->idle;
         idle_unlink(conn);
         event_del(&conn->idle_timer);
@@ -550,7 +600,8 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
         if (conn->server->addr.ss.ss_family != AF_UNIX)
             setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
-        conn->server->down_until_us = 0;
+        if (!pool->conf->health.is_passive_5xx)
+            sl_health_succeeded(conn->server->health);
         sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
@@ -558,7 +609,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     log_connect_failure(pool, conn->server, strerror(stream->error));
-    conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
     upconn_free(conn);
@@ -574,10 +625,11 @@ idle_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Next server in round-robin order: first those not marked down, then those
- * that were marked down when this request skipped them. Each server is tried
- * at most once per request (a failure marks it down, which must not earn it
- * a second attempt in the second pass).
+ * Next server in round-robin order: first those usable, then those that
+ * were ejected (passive health) when this request skipped them; never one
+ * the active check marked down. Each server is tried at most once per
+ * request (a failure ejects it, which must not earn it a second attempt in
+ * the second pass).
  */
 static int
 next_server(struct sl_upstream_wait *wait)
@@ -590,9 +642,10 @@ next_server(struct sl_upstream_wait *wait)
         unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
         uint64_t bit = idx < 64 ? (uint64_t)1 << idx : 0;
         if (pos < pool->nservers) {
-            if (pool->servers[idx]->down_until_us <= now)
+            if (is_usable(pool, pool->servers[idx], now))
                 return (int)idx;
-            wait->skipped_down |= bit;
+            if (!is_down(pool, pool->servers[idx]))
+                wait->skipped_down |= bit;
         } else if (wait->skipped_down & bit) {
             return (int)idx;
         }
@@ -623,7 +676,7 @@ connect_next(struct sl_upstream_wait *wait)
             pool->connect_failures++;
             sl_metrics_upstream_error(pool->metrics, pool->slot,
                                       SL_METRICS_UPSTREAM_CONNECT_ERROR);
-            srv->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            sl_health_failed(srv->health, &pool->conf->health, sl_clock_now_us());
             continue;
         }
         conn->server = srv;
@@ -711,7 +764,7 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->shed = pool->shed;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        if (pool->servers[i]->down_until_us <= now)
+        if (is_usable(pool, pool->servers[i], now))
             out->has_reachable_server = true;
     }
 }

@@ -20,7 +20,8 @@ struct sl_upstream_pool;
 struct sl_upconn;
 
 /* status: 0 with a connection, else the HTTP status to answer: 502 (no server
- * reachable), 504 (connect timeout), 503 (queue full or queue wait timed out). */
+ * reachable), 504 (connect timeout), 503 (queue full or queue wait timed out,
+ * or every server down by the active health check: is_all_down). */
 typedef void sl_upstream_cb(void *arg, struct sl_upconn *conn, int status);
 
 /* A request's place in line; embedded in the caller's request so waiting
@@ -39,19 +40,23 @@ struct sl_upstream_wait {
     int phase;      /* what the timer means now: queued, connecting, delivering */
     bool is_queued;
     bool is_active; /* between acquire and the callback */
+    bool is_all_down; /* the 503 is the health check's: no server is up */
 };
 
+struct sl_health;
 struct sl_metrics_worker;
 struct sl_resolver;
 
 /* Counts into `metrics` (may be NULL) under upstream slot `slot`. The
  * servers of conf given by host name take their addresses from resolver
- * (NULL: none are used), checked again at every acquire. */
+ * (NULL: none are used), checked again at every acquire. Server states are
+ * health's, shared with the process's other pools (NULL: the pool's own). */
 struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base,
                                               const struct sl_upstream_conf *conf,
                                               unsigned nworkers,
                                               struct sl_metrics_worker *metrics, unsigned slot,
-                                              struct sl_resolver *resolver);
+                                              struct sl_resolver *resolver,
+                                              struct sl_health *health);
 /* Closes idle connections. Every acquired connection must have been released. */
 void sl_upstream_pool_free(struct sl_upstream_pool *pool);
 
@@ -67,6 +72,9 @@ void sl_upstream_cancel(struct sl_upstream_wait *wait);
 /* Returns a connection. Reusable ones go to the idle cache (bounded by keepalive). */
 void sl_upstream_release(struct sl_upconn *conn, bool is_reusable);
 
+/* The response head's status, for passive health (5xx with passive_5xx). */
+void sl_upstream_report(struct sl_upconn *conn, int status);
+
 /* The connection's socket; its callback is the caller's until release. */
 struct sl_stream *sl_upconn_stream(struct sl_upconn *conn);
 const char *sl_upconn_address(const struct sl_upconn *conn);
@@ -81,7 +89,7 @@ struct sl_upstream_stats {
     uint64_t connect_failures;
     uint64_t connect_timeouts;
     uint64_t shed;
-    bool has_reachable_server; /* some server not marked down */
+    bool has_reachable_server; /* some server neither down nor ejected */
 };
 void sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_stats *out);
 

@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics", "listen" };
+                                             "routes", "metrics", "listen", "health" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -147,6 +147,9 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "{ address = \"unix:/run/sluice/sluice.sock\", "
                                  "mode = \"0660\" }"));
     assert_non_null(strstr(text, "ipv6_prefix = 64"));
+    assert_non_null(strstr(text, "path = \"/healthz?deep=1\""));
+    assert_non_null(strstr(text, "max_fail_timeout = \"1m\""));
+    assert_non_null(strstr(text, "-- no active checks (no path)"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

@@ -137,7 +137,7 @@ add_server(enum server_kind kind)
 static void
 pool_new(void)
 {
-    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL);
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL, NULL);
     assert_non_null(f.pool);
 }
 
@@ -267,6 +267,10 @@ setup(void **state)
     f.conf.idle_timeout_ms = 10000;
     f.conf.max_inflight = 64;
     f.conf.queue = 0;
+    /* the defaults of health = { ... } without a path */
+    f.conf.health.max_fails = 1;
+    f.conf.health.fail_timeout_ms = 2000;
+    f.conf.health.max_fail_timeout_ms = 30000;
     return 0;
 }
 
