@@ -92,19 +92,21 @@ static bool
 check_health(struct loader *ld, const struct sl_health_conf *hc, struct walk w)
 {
     uint32_t active = bit("interval") | bit("timeout") | bit("fails") | bit("passes");
+    char a[32], b[32];
     bool ok = true;
 
-    if (hc->path == NULL && (w.seen & active)) {
+    if (!(w.seen & bit("path")) && (w.seen & active)) {
         fail(ld, "interval, timeout, fails and passes are for active checks: add path = "
                  "\"/healthz\" (the check's GET), or leave them out");
         ok = false;
     }
-    if (hc->path != NULL && !(w.bad & (bit("timeout") | bit("interval")))
+    if ((w.seen & bit("path")) && !(w.bad & (bit("timeout") | bit("interval")))
         && hc->timeout_ms > hc->interval_ms) {
+        sl_conf_format_duration(hc->timeout_ms, a, sizeof(a));
+        sl_conf_format_duration(hc->interval_ms, b, sizeof(b));
         sl_conf_push_key(ld, "timeout");
-        fail(ld, "timeout %llu ms is longer than interval %llu ms (a check must end before "
-                 "the next one starts)",
-             (unsigned long long)hc->timeout_ms, (unsigned long long)hc->interval_ms);
+        fail(ld, "timeout \"%s\" is longer than interval \"%s\" (a check must end before "
+                 "the next one starts)", a, b);
         sl_conf_pop_key(ld);
         ok = false;
     }
@@ -112,10 +114,10 @@ check_health(struct loader *ld, const struct sl_health_conf *hc, struct walk w)
         && hc->max_fail_timeout_ms < hc->fail_timeout_ms) {
         sl_conf_push_key(ld, (w.seen & bit("max_fail_timeout")) ? "max_fail_timeout"
                                                                  : "fail_timeout");
-        fail(ld, "max_fail_timeout %llu ms is shorter than fail_timeout %llu ms (the "
-                 "ejection doubles from fail_timeout up to max_fail_timeout)",
-             (unsigned long long)hc->max_fail_timeout_ms,
-             (unsigned long long)hc->fail_timeout_ms);
+        sl_conf_format_duration(hc->max_fail_timeout_ms, a, sizeof(a));
+        sl_conf_format_duration(hc->fail_timeout_ms, b, sizeof(b));
+        fail(ld, "max_fail_timeout \"%s\" is shorter than fail_timeout \"%s\" (the "
+                 "ejection doubles from fail_timeout up to max_fail_timeout)", a, b);
         sl_conf_pop_key(ld);
         ok = false;
     }
@@ -136,7 +138,8 @@ sl_conf_set_health(struct loader *ld, void *obj, int idx)
     snprintf(ctx, sizeof(ctx), "%s health", outer != NULL ? outer : "upstream");
     ld->ctx = ctx;
     w = sl_conf_walk(ld, idx, health_opts, NOPTS(health_opts), &u->health);
-    ok = w.bad == 0 && check_health(ld, &u->health, w);
+    ok = check_health(ld, &u->health, w);
+    ok = ok && w.bad == 0;
     ld->ctx = outer;
     return ok;
 }
