@@ -40,6 +40,8 @@
 /* The doubling of an ejection stops growing here (2^20 times fail_timeout
  * is past any cap anyway); keeps the shift defined. */
 #define EJECTIONS_SHIFT_MAX 20u
+/* States no pool and no check holds are freed at least this often. */
+#define SWEEP_MS 10000u
 
 struct sl_health_server {
     struct sl_health *h; /* NULL: a private state (h was NULL at ref) */
@@ -97,6 +99,7 @@ struct probe {
 struct sl_health {
     struct event_base *base;
     struct sl_resolver *resolver;
+    struct event *sweep_timer;
     pthread_mutex_t lock; /* servers list */
     struct sl_health_server *servers;
     struct checker *checkers;
@@ -166,8 +169,9 @@ sl_health_failed(struct sl_health_server *s, const struct sl_health_conf *hc, ui
     atomic_fetch_add(&s->ejections_total, 1);
 }
 
-/* Loads before stores: a healthy server costs every request two loads and
- * no write to a cache line the other workers read. */
+/* Loads before stores: a healthy server costs every request three loads
+ * and no write to a cache line the other workers read. A server that works
+ * while ejected (tried because every server was) is ejected no more. */
 void
 sl_health_succeeded(struct sl_health_server *s)
 {
@@ -175,9 +179,23 @@ sl_health_succeeded(struct sl_health_server *s)
         atomic_store(&s->fails, 0);
     if (atomic_load_explicit(&s->nejections, memory_order_relaxed) != 0)
         atomic_store(&s->nejections, 0);
+    if (atomic_load_explicit(&s->ejected_until_us, memory_order_relaxed) != 0)
+        atomic_store(&s->ejected_until_us, 0);
 }
 
 /* ---- the registry ------------------------------------------------------------ */
+
+static void sweep(struct sl_health *h);
+
+/* Pools drop the states of addresses a host name no longer has without a
+ * reload, and without active checks no round sweeps: this bounds them. */
+static void
+sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep(arg);
+}
 
 struct sl_health *
 sl_health_new(struct event_base *base, struct sl_resolver *resolver)
@@ -187,6 +205,11 @@ sl_health_new(struct event_base *base, struct sl_resolver *resolver)
     h->base = base;
     h->resolver = resolver;
     pthread_mutex_init(&h->lock, NULL);
+    h->sweep_timer = event_new(base, -1, EV_PERSIST, sweep_cb, h);
+    {
+        struct timeval tv = sl_timeval_from_ms(SWEEP_MS);
+        event_add(h->sweep_timer, &tv);
+    }
     return h;
 }
 
@@ -611,6 +634,7 @@ sl_health_free(struct sl_health *h)
         checker_free(h->checkers);
         h->checkers = next;
     }
+    event_free(h->sweep_timer);
     while (h->servers != NULL) {
         struct sl_health_server *s = h->servers;
         h->servers = s->next;

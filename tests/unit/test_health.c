@@ -113,6 +113,12 @@ test_passive_backoff(void **state)
     sl_health_failed(s, &hc, now);
     assert_true(sl_health_is_ejected(s, now + 999999));
     assert_false(sl_health_is_ejected(s, now + 1000000));
+    /* working while ejected (tried because all were) ends the ejection */
+    sl_health_failed(s, &hc, now);
+    sl_health_failed(s, &hc, now);
+    assert_true(sl_health_is_ejected(s, now));
+    sl_health_succeeded(s);
+    assert_false(sl_health_is_ejected(s, now));
 
     /* max_fails = 0: never */
     hc.max_fails = 0;
