@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Copyright (c) 2026 the sluice developers
 #
-# Upstream health (issue 10, point 2). Active checks: a server whose /healthz
+# Upstream health (issue 10, point 2). Active checks: a server whose /health
 # answers 500 stops getting requests within about fails * interval and gets
 # them again after passes good checks; with every server of a checked pool
 # down the answer is 503 problem+json at once, and no request reaches an
@@ -26,7 +26,7 @@ workers = 2
 access_log = "off"
 upstreams = {
   checked = { servers = { "127.0.0.1:${a}", "127.0.0.1:${b}" }, keepalive = 0,
-              health = { path = "/healthz", interval = "200ms", timeout = "150ms",
+              health = { path = "/health", interval = "200ms", timeout = "150ms",
                          fails = 2, passes = 2 } },
   plain = { servers = { "127.0.0.1:${dead1}", "127.0.0.1:${dead2}" },
             connect_timeout = "300ms" },
@@ -55,7 +55,7 @@ def get(s, target):
 
 def hits(up, since):
     """Requests other than health checks the upstream got since index `since`."""
-    return sum(1 for r in up.requests_since(since) if not r["target"].startswith("/healthz"))
+    return sum(1 for r in up.requests_since(since) if not r["target"].startswith("/health"))
 
 
 def server_up(s, upstream, up_port):
@@ -78,8 +78,8 @@ def wait_state(s, upstream, up_port, want, timeout):
 def active_checks(t, s, a, b):
     t.ok(wait_state(s, "checked", a.port, 1, 2) is not None
          and server_up(s, "checked", b.port) == 1, "active: both servers up at start")
-    checks = [r for r in a.requests_since(0) if r["target"] == "/healthz"]
-    t.ok(len(checks) >= 1, "active: a gets GET /healthz")
+    checks = [r for r in a.requests_since(0) if r["target"] == "/health"]
+    t.ok(len(checks) >= 1, "active: a gets GET /health")
     if checks:
         hd = {k.lower(): v for k, v in checks[0]["headers"]}
         t.eq((checks[0]["method"], hd.get("host"), hd.get("user-agent"), hd.get("connection")),
