@@ -42,12 +42,12 @@
 
 #include "sluice/admin_buckets.h"
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/notify.h"
 #include "sluice/proxy.h"
-#include "sluice/health.h"
 #include "sluice/resolver.h"
 #include "util/alloc.h"
 #include "util/clock.h"

@@ -50,8 +50,8 @@ struct sl_health_server {
     char address[sizeof(((struct sl_sockaddr *)0)->text)];
     atomic_uint refs;
     atomic_bool is_down;
-    atomic_uint fails;       /* passive failures in a row */
-    atomic_uint nejections;  /* ejections in a row, for the back-off */
+    atomic_uint fails;      /* passive failures in a row */
+    atomic_uint nejections; /* ejections in a row, for the back-off */
     _Atomic uint64_t ejected_until_us;
     _Atomic uint64_t ejections_total;
     /* main thread only */
@@ -78,10 +78,10 @@ struct checker {
     size_t nservers;
     struct checked_name *names;
     size_t nnames;
-    struct event *timer;                /* with a path: every interval */
-    struct sl_health_server **checked;  /* referenced: the addresses of the last round */
+    struct event *timer;               /* with a path: every interval */
+    struct sl_health_server **checked; /* referenced: the addresses of the last round */
     size_t nchecked;
-    struct probe *probes;               /* in flight */
+    struct probe *probes; /* in flight */
 };
 
 struct probe {
