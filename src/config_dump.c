@@ -665,6 +665,29 @@ put_retry(FILE *out, const struct sl_retry_conf *r)
             r->budget_min);
 }
 
+/* Without a path only the passive keys load back: the others are refused. */
+static void
+put_health(FILE *out, const struct sl_health_conf *hc)
+{
+    fputs(",\n    health = {\n", out);
+    if (hc->path == NULL) {
+        fputs("      -- no active checks (no path)\n", out);
+    } else {
+        fputs("      path = ", out);
+        put_cstring(out, hc->path);
+        fputs(",\n      interval = ", out);
+        put_duration(out, hc->interval_ms);
+        fputs(",\n      timeout = ", out);
+        put_duration(out, hc->timeout_ms);
+        fprintf(out, ",\n      fails = %u,\n      passes = %u,\n", hc->fails, hc->passes);
+    }
+    fprintf(out, "      max_fails = %u,\n      fail_timeout = ", hc->max_fails);
+    put_duration(out, hc->fail_timeout_ms);
+    fputs(",\n      max_fail_timeout = ", out);
+    put_duration(out, hc->max_fail_timeout_ms);
+    fprintf(out, ",\n      passive_5xx = %s,\n    }", hc->is_passive_5xx ? "true" : "false");
+}
+
 static void
 dump_upstreams(struct dumper *d)
 {
@@ -689,6 +712,7 @@ dump_upstreams(struct dumper *d)
                 u->max_inflight, u->queue);
         put_duration(out, u->tunnel_idle_timeout_ms);
         put_retry(out, &u->retry);
+        put_health(out, &u->health);
         fputs(",\n  },\n", out);
     }
     fputs("}\n", out);

@@ -213,6 +213,7 @@ struct sl_proxy {
     unsigned index, nworkers;
     struct sl_limiter_shared *limiter_shared;
     struct sl_resolver *resolver; /* upstream host names; NULL: none */
+    struct sl_health *health;     /* upstream server states; NULL: each pool its own */
     struct wgen *gen;
     struct evconnlistener **listeners;
     struct sl_listen_conf *listen_confs; /* each listener's conf, copied when it opened */

@@ -135,9 +135,11 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     struct conn *c = arg;
     if (status != 0) {
         const char *detail = status == 504 ? "the upstream did not accept the connection in time"
+                             : c->wait.is_all_down ? "no upstream server passes its health check"
                              : status == 503 ? "the upstream is overloaded, retry later"
                                              : "the upstream is unreachable";
         const char *reason = status == 504   ? "upstream connect timeout"
+                             : c->wait.is_all_down ? "upstream all servers down"
                              : status == 503 ? "upstream overloaded"
                                              : "upstream unreachable";
         proxy_respond_error(c, status, reason, detail, false);
@@ -431,6 +433,7 @@ read_response_head(struct conn *c)
             continue;
         }
         c->rq.first_byte_us = sl_clock_cached_us();
+        sl_upstream_report(c->up, (int)status);
         sl_metrics_upstream_response(c->px->mw,
                                      c->rq.use.upstream_slot, (int)status,
                                      c->rq.first_byte_us - c->rq.upstream_start_us);

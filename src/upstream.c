@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/resolver.h"
@@ -30,8 +31,6 @@
 #include "util/stream.h"
 #include "util/timeval.h"
 
-/* A refused server is skipped for this long unless every server is down. */
-#define SERVER_DOWN_US (2u * 1000u * 1000u)
 #define FAILURE_LOG_INTERVAL_US (1000u * 1000u) /* per server and worker */
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
@@ -44,7 +43,7 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 struct server {
     struct sl_sockaddr addr;
     struct sl_balance_peer bal; /* weight, requests in flight, round-robin state */
-    uint64_t down_until_us;
+    struct sl_health_server *health; /* shared with every pool of the process */
     struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
     unsigned nconns;        /* connecting, in use or idle */
@@ -92,6 +91,7 @@ struct sl_upstream_pool {
     unsigned retrying; /* requests on a retry now, for the retry budget */
     struct sl_metrics_worker *metrics;
     unsigned slot;
+    struct sl_health *health;
 };
 
 static void
@@ -189,6 +189,7 @@ server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr, unsign
 
     srv->addr = *addr;
     srv->bal.weight = weight > 0 ? weight : 1;
+    srv->health = sl_health_ref(pool->health, pool->conf->name, addr->text);
     if (pool->nservers == pool->cap) {
         pool->cap = pool->cap ? 2 * pool->cap : 4;
         pool->servers = sl_xrealloc(pool->servers, pool->cap * sizeof(*pool->servers));
@@ -238,17 +239,20 @@ conf_weight(const struct sl_upstream_conf *conf, size_t i)
 static void
 server_put(struct server *srv)
 {
-    if (srv->is_retired && srv->nconns == 0)
+    if (srv->is_retired && srv->nconns == 0) {
+        sl_health_unref(srv->health);
         free(srv);
+    }
 }
 
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
                      unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
-                     struct sl_resolver *resolver)
+                     struct sl_resolver *resolver, struct sl_health *health)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
+    pool->health = health;
     pool->metrics = metrics;
     pool->slot = slot;
     pool->base = base;
@@ -422,7 +426,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         log_connect_failure(pool, conn->server, "timed out");
-        conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
         upconn_free(conn);
         wait->last_status = 504;
         connect_next(wait);
@@ -690,6 +694,47 @@ tries_reset(struct sl_upstream_wait *wait)
     memset(wait->tried, 0, sizeof(wait->tried));
 }
 
+/* ---- health ------------------------------------------------------------------ */
+
+/* Marked down by the active check; only pools that have one believe it. */
+static bool
+is_down(const struct sl_upstream_pool *pool, const struct server *srv)
+{
+    return pool->conf->health.path != NULL && sl_health_is_down(srv->health);
+}
+
+static bool
+is_usable(const struct sl_upstream_pool *pool, const struct server *srv, uint64_t now_us)
+{
+    return !is_down(pool, srv) && !sl_health_is_ejected(srv->health, now_us);
+}
+
+/* With active checks, every server down means no connect is worth trying. */
+static bool
+is_all_down(const struct sl_upstream_pool *pool)
+{
+    if (pool->conf->health.path == NULL)
+        return false;
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        if (!sl_health_is_down(pool->servers[i]->health))
+            return false;
+    }
+    return true;
+}
+
+void
+sl_upstream_report(struct sl_upconn *conn, int status)
+{
+    const struct sl_health_conf *hc = &conn->pool->conf->health;
+
+    if (!hc->is_passive_5xx)
+        return;
+    if (status >= 500)
+        sl_health_failed(conn->server->health, hc, sl_clock_now_us());
+    else
+        sl_health_succeeded(conn->server->health);
+}
+
 static void
 start(struct sl_upstream_wait *wait)
 {
@@ -702,6 +747,11 @@ start(struct sl_upstream_wait *wait)
         return;
     }
     tries_reset(wait);
+    if (is_all_down(pool)) {
+        wait->is_all_down = true;
+        deliver_later(wait, NULL, 503);
+        return;
+    }
     wait->last_status = 502;
     connect_next(wait);
 }
@@ -728,7 +778,8 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
         if (conn->server->addr.ss.ss_family != AF_UNIX)
             setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
-        conn->server->down_until_us = 0;
+        if (!pool->conf->health.is_passive_5xx)
+            sl_health_succeeded(conn->server->health);
         sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
@@ -736,7 +787,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     log_connect_failure(pool, conn->server, strerror(stream->error));
-    conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
     upconn_free(conn);
@@ -760,15 +811,10 @@ is_tried(const struct sl_upstream_wait *wait, unsigned idx)
 }
 
 /* Not marked down by a recent failure. */
-static bool
-server_is_up(const struct server *srv, uint64_t now)
-{
-    return srv->down_until_us <= now;
-}
-
 /*
  * The balance algorithm's choice among the servers this request has not
- * tried, only those up unless is_down_ok; -1 when there is none. The ring of
+ * tried, only those usable unless is_down_ok, and then never one the active
+ * check marked down; -1 when there is none. The ring of
  * "hash:..." is followed past servers not to be taken, so a key whose server
  * is down goes to the next one on the ring (and comes back with it).
  */
@@ -785,7 +831,8 @@ choose(struct sl_upstream_wait *wait, bool is_down_ok)
         struct server *srv = pool->servers[i];
         /* the server a retry avoids counts as down: it is taken last */
         pool->ok[i] = !is_tried(wait, i)
-                      && (is_down_ok || (server_is_up(srv, now) && !is_avoided(wait, srv)));
+                      && (is_down_ok ? !is_down(pool, srv)
+                                     : is_usable(pool, srv, now) && !is_avoided(wait, srv));
         pool->peers[i] = pool->servers[i]->bal;
         is_any = is_any || pool->ok[i];
     }
@@ -817,10 +864,10 @@ choose(struct sl_upstream_wait *wait, bool is_down_ok)
 }
 
 /*
- * The next server for this request: first among those not marked down, then
- * among those that were. Each server is tried at most once per request (a
- * failure marks it down, which must not earn it a second attempt in the
- * second pass); past the first TRIED_BITS servers of a pool that holds more,
+ * The next server for this request: first among those usable, then among
+ * those ejected (passive health), never one the active check marked down.
+ * Each server is tried at most once per request (a failure ejects it, which
+ * must not earn it a second attempt in the second pass); past the first TRIED_BITS servers of a pool that holds more,
  * the bound on attempts is what ends the search.
  */
 static int
@@ -847,7 +894,7 @@ reuse_idle(struct sl_upstream_wait *wait, struct server *srv)
 {
     struct sl_upconn *conn = srv->idle;
 
-    if (conn == NULL || !server_is_up(srv, sl_clock_cached_us()))
+    if (conn == NULL || !is_usable(wait->pool, srv, sl_clock_cached_us()))
         return false;
     idle_unlink(conn);
     event_del(&conn->idle_timer);
@@ -892,7 +939,7 @@ connect_next(struct sl_upstream_wait *wait)
             pool->connect_failures++;
             sl_metrics_upstream_error(pool->metrics, pool->slot,
                                       SL_METRICS_UPSTREAM_CONNECT_ERROR);
-            srv->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            sl_health_failed(srv->health, &pool->conf->health, sl_clock_now_us());
             continue;
         }
         conn->server = srv;
@@ -991,7 +1038,7 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->retrying = pool->retrying;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        if (server_is_up(pool->servers[i], now))
+        if (is_usable(pool, pool->servers[i], now))
             out->has_reachable_server = true;
     }
 }

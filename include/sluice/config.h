@@ -70,6 +70,22 @@ struct sl_retry_conf {
     unsigned budget_min;
 };
 
+/*
+ * An upstream's health (src/health.c): active checks, on when path is set,
+ * and passive ejection after consecutive failures seen by the proxy.
+ */
+struct sl_health_conf {
+    char *path;                   /* GET this; NULL: no active checks */
+    uint64_t interval_ms;         /* between two checks of a server */
+    uint64_t timeout_ms;          /* connect + response status line; at most interval */
+    unsigned fails;               /* consecutive failed checks that mark a server down */
+    unsigned passes;              /* consecutive good checks that mark it up again */
+    unsigned max_fails;           /* consecutive passive failures that eject; 0: never */
+    uint64_t fail_timeout_ms;     /* the first ejection; doubles while the server fails */
+    uint64_t max_fail_timeout_ms; /* the cap of the doubling */
+    bool is_passive_5xx;          /* a 5xx response is a passive failure too */
+};
+
 struct sl_upstream_conf {
     char *name;
     struct sl_sockaddr *servers; /* numeric ones */
@@ -87,6 +103,7 @@ struct sl_upstream_conf {
     unsigned queue;              /* waiting requests per process; past it 503 */
     uint64_t tunnel_idle_timeout_ms; /* an upgraded connection with no byte either way: closed */
     struct sl_retry_conf retry;
+    struct sl_health_conf health;
     const char *file;            /* where it was defined, for later checks */
     int line;
 };

@@ -21,7 +21,8 @@ struct sl_upstream_pool;
 struct sl_upconn;
 
 /* status: 0 with a connection, else the HTTP status to answer: 502 (no server
- * reachable), 504 (connect timeout), 503 (queue full or queue wait timed out). */
+ * reachable), 504 (connect timeout), 503 (queue full or queue wait timed out,
+ * or every server down by the active health check: is_all_down). */
 typedef void sl_upstream_cb(void *arg, struct sl_upconn *conn, int status);
 
 /* A request's place in line; embedded in the caller's request so waiting
@@ -49,19 +50,23 @@ struct sl_upstream_wait {
     unsigned nconnects;       /* connects begun in this acquisition */
     bool is_retry_counted;    /* counted in the pool's retries in flight */
     char avoid[120];          /* the server the last attempt failed on, tried last; "": none */
+    bool is_all_down; /* the 503 is the health check's: no server is up */
 };
 
+struct sl_health;
 struct sl_metrics_worker;
 struct sl_resolver;
 
 /* Counts into `metrics` (may be NULL) under upstream slot `slot`. The
  * servers of conf given by host name take their addresses from resolver
- * (NULL: none are used), checked again at every acquire. */
+ * (NULL: none are used), checked again at every acquire. Server states are
+ * health's, shared with the process's other pools (NULL: the pool's own). */
 struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base,
                                               const struct sl_upstream_conf *conf,
                                               unsigned nworkers,
                                               struct sl_metrics_worker *metrics, unsigned slot,
-                                              struct sl_resolver *resolver);
+                                              struct sl_resolver *resolver,
+                                              struct sl_health *health);
 /* The conf the pool was made from. */
 const struct sl_upstream_conf *sl_upstream_pool_conf(const struct sl_upstream_pool *pool);
 /* Closes idle connections. Every acquired connection must have been released. */
@@ -78,6 +83,8 @@ void sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait 
 void sl_upstream_cancel(struct sl_upstream_wait *wait);
 /* Returns a connection. Reusable ones go to the idle cache (bounded by keepalive). */
 void sl_upstream_release(struct sl_upconn *conn, bool is_reusable);
+/* The response head's status, for passive health (5xx with passive_5xx). */
+void sl_upstream_report(struct sl_upconn *conn, int status);
 
 /*
  * Another attempt at the request that `wait` acquired `conn` for, after the
@@ -129,7 +136,7 @@ struct sl_upstream_stats {
     uint64_t connect_timeouts;
     uint64_t shed;
     unsigned retrying;         /* requests on a retry now */
-    bool has_reachable_server; /* some server not marked down */
+    bool has_reachable_server; /* some server neither down nor ejected */
 };
 void sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_stats *out);
 

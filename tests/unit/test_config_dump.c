@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics", "listen" };
+                                             "routes", "metrics", "listen", "health" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -158,6 +158,9 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "consumer = \"header:x-client-id\", consumer_top = 5"));
     assert_non_null(strstr(text, "retries = 2,\n    retry_on = { \"reset\", \"503\" },\n"
                                  "    retry_budget = { percent = 50, min = 1 }"));
+    assert_non_null(strstr(text, "path = \"/healthz?deep=1\""));
+    assert_non_null(strstr(text, "max_fail_timeout = \"1m\""));
+    assert_non_null(strstr(text, "-- no active checks (no path)"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

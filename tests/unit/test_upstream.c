@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/netaddr.h"
 #include "sluice/upstream.h"
@@ -139,7 +140,7 @@ add_server(enum server_kind kind)
 static void
 pool_new(void)
 {
-    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL);
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL, NULL);
     assert_non_null(f.pool);
 }
 
@@ -273,6 +274,10 @@ setup(void **state)
                                            .on = SL_RETRY_ON_CONNECT_FAILURE | SL_RETRY_ON_RESET,
                                            .budget_percent = 20,
                                            .budget_min = 3 };
+    /* the defaults of health = { ... } without a path */
+    f.conf.health.max_fails = 1;
+    f.conf.health.fail_timeout_ms = 2000;
+    f.conf.health.max_fail_timeout_ms = 30000;
     return 0;
 }
 
@@ -1246,6 +1251,76 @@ test_retry_cancel(void **state)
     assert_int_equal(stats().active, 0);
 }
 
+/* passive_5xx: the proxy's reports of 5xx eject a server after max_fails in a row. */
+static void
+test_passive_5xx(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    static const int statuses[] = { 502, 200, 500 }; /* server 0, 1, 0 */
+
+    (void)state;
+    f.conf.health.max_fails = 2;
+    f.conf.health.is_passive_5xx = true;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    pool_new();
+    for (int i = 0; i < 3; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_conn(&g, &f.servers[i % 2]);
+        sl_upstream_report(g.conn, statuses[i]);
+        release(&g, true);
+    }
+    /* two 5xx in a row from server 0: ejected, server 1 takes everything */
+    for (int i = 0; i < 3; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_conn(&g, &f.servers[1]);
+        sl_upstream_report(g.conn, 200);
+        release(&g, true);
+    }
+}
+
+/* Every server down by the active check: 503 at once, no connect tried. */
+static void
+test_all_down_by_check(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    struct sl_config cfg;
+    struct sl_health *h = sl_health_new(f.base, NULL);
+    int accepted;
+
+    (void)state;
+    f.conf.health.path = (char *)(uintptr_t)"/h";
+    f.conf.health.interval_ms = 100;
+    f.conf.health.timeout_ms = 50;
+    f.conf.health.fails = 1;
+    f.conf.health.passes = 1;
+    add_server(SRV_ACCEPT); /* accepts, never answers: the checks time out */
+    add_server(SRV_ACCEPT);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.upstreams = &f.conf;
+    cfg.nupstreams = 1;
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL, h);
+    sl_health_configure(h, &cfg);
+    run_for(150);
+    assert_false(stats().has_reachable_server);
+    accepted = f.naccepted;
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_status(&g, 503);
+    assert_true(w.is_all_down);
+    assert_int_equal(stats().connect_failures, 0);
+    assert_int_equal(stats().active, 0);
+    sl_upstream_pool_free(f.pool);
+    f.pool = NULL;
+    sl_health_free(h);
+    assert_true(f.naccepted - accepted <= 2); /* at most the checks of one more round */
+}
+
 int
 main(void)
 {
@@ -1280,6 +1355,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_connect_retry_more, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_retry_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_passive_5xx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_down_by_check, setup, teardown),
     };
 
     /* failover and refusals log warnings by design; keep the output to results */
