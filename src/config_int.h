@@ -11,6 +11,7 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_redis_tls.c  the redis store's password_file and tls options
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -242,6 +243,14 @@ bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
 /* The keys of a listener's table form. */
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
+
+/* ---- config_redis_tls.c --------------------------------------------------- */
+
+/* store.password_file = "/path" (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_password_file(struct loader *ld, void *obj, int idx);
+/* The checks that span store.url and the options above, after the store
+ * table is walked; false after reporting an error. */
+bool sl_conf_check_store_redis(struct loader *ld, const struct sl_store_conf *s);
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

@@ -316,8 +316,10 @@ set_store_url(struct loader *ld, void *obj, int idx)
 
     if (url == NULL)
         return false;
-    if (sl_redis_url_parse(url, &parsed, why, sizeof(why)) != 0) {
-        sl_conf_fail_value(ld, idx, "%s", why);
+    if (sl_redis_url_parse_flags(url, SL_REDIS_URL_PASSWORD_LATER, &parsed, why, sizeof(why))) {
+        char *masked = sl_redis_url_mask(url); /* never the password in an error */
+        fail(ld, "url \"%.60s\": %s", masked, why);
+        free(masked);
         return false;
     }
     sl_redis_url_fini(&parsed);
@@ -361,6 +363,7 @@ static const struct opt store_opts[] = {
              on_error),
     ROW_CUSTOM("prefix", set_store_prefix),
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
+    ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
 };
 
 static bool
@@ -380,6 +383,8 @@ set_store(struct loader *ld, void *obj, int idx)
         sl_conf_pop_key(ld);
         w.bad |= 1;
     }
+    if (!sl_conf_check_store_redis(ld, &cfg->store))
+        w.bad |= 1;
     ld->ctx = NULL;
     return w.bad == 0;
 }

@@ -85,13 +85,19 @@ extern const char sl_token_bucket_lua[] __attribute__((visibility("hidden")));
 /* The connect parameters of `url`, read by the parser config validates with
  * (util/redis_url.h), so a URL `sluice -t` accepts is one the store can use. */
 static int
-parse_url(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
+parse_url(const struct sl_store_conf *conf, struct sl_redis_url *u, char *err, size_t err_size)
 {
     char why[200];
 
-    if (sl_redis_url_parse(url, u, why, sizeof(why)) == -1) {
+    if (sl_redis_url_parse_flags(conf->url, SL_REDIS_URL_PASSWORD_LATER, u, why, sizeof(why))
+        == -1) {
         snprintf(err, err_size, "redis url: %s", why);
         return -1;
+    }
+    if (conf->password != NULL) {
+        /* from password_file: config refused a url with a password of its own */
+        free(u->password);
+        u->password = sl_xstrdup(conf->password);
     }
     return 0;
 }
@@ -366,7 +372,7 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     struct redis_store *rs = sl_xcalloc(1, sizeof(*rs));
     char name[512];
 
-    if (parse_url(conf->url, &rs->url, err, err_size) == -1) {
+    if (parse_url(conf, &rs->url, err, err_size) == -1) {
         free(rs);
         return NULL;
     }

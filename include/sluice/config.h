@@ -119,6 +119,10 @@ enum sl_on_error { SL_ON_ERROR_ALLOW, SL_ON_ERROR_DENY, SL_ON_ERROR_LOCAL };
 struct sl_store_conf {
     enum sl_store_kind kind;
     char *url;            /* redis://[user:password@]host:port/db or unix:/path[?db=N] */
+    /* The password kept out of the conf: the file is read at every load
+     * (start and reload) and its content kept here, never printed. */
+    char *password_file;  /* NULL: the password, if any, is in the url */
+    char *password;       /* the file's password; NULL without a file */
     uint64_t timeout_ms;  /* per script call; default 20ms */
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */
