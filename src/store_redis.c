@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The redis backend: one hiredis async connection per worker, on the
- * worker's event_base through an event adapter of our own (hiredis's
- * libevent adapter costs two epoll_ctl per round trip; see
- * store_redis_conn.c), running lua/token_bucket.lua with EVALSHA.
+ * The redis backend: one connection per worker, on the worker's event_base,
+ * plaintext or TLS, made by sluice itself (store_redis_link.c: hiredis 0.14
+ * brings only its reply reader), running lua/token_bucket.lua with EVALSHA.
  *
  * Batching. A script call carries many checks (one per request). When the
  * connection is idle, a check is sent at the end of the current loop pass
@@ -32,12 +31,12 @@
  * A NOSCRIPT reply (Redis restarted, SCRIPT FLUSH) loads the script again
  * and resends the same call, once, so no request notices.
  *
- * Lifetime. hiredis calls every command callback exactly once (with a NULL
- * reply when the context goes away) and frees replies after the callback
- * returns. Its 0.14 API must not see redisAsyncFree() from the connect and
- * disconnect callbacks, so those only detach. The store counts the callbacks
- * hiredis still owes it and the entry points on the stack, and is freed only
- * when both are zero: sl_store_free() from inside a store callback is safe.
+ * Lifetime. The link (store_redis_link.c) calls every command callback
+ * exactly once (with a NULL reply when it is freed first) and frees replies
+ * after the callback returns; freeing it from inside one of its callbacks
+ * is deferred until that returns. The store counts the callbacks the link
+ * still owes it and the entry points on the stack, and is freed only when
+ * both are zero: sl_store_free() from inside a store callback is safe.
  *
  * The script is embedded in the binary at build time (see the .incbin below
  * and cmake/embed.cmake); Redis computes its SHA1 on SCRIPT LOAD.
@@ -351,7 +350,7 @@ redis_free(struct sl_store *store)
     rs->is_freeing = true;
     evtimer_del(rs->reconnect_timer);
     event_del(rs->flush_ev);
-    sl_redis_conn_down(rs, true, SL_STORE_CONNECTION, "store closed");
+    sl_redis_conn_down(rs, SL_STORE_CONNECTION, "store closed");
     sl_redis_fail_all(rs, SL_STORE_CONNECTION); /* when it was down already */
     sl_redis_leave(rs);
 }

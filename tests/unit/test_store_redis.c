@@ -138,7 +138,7 @@ test_params_resp(void **state)
 static redisReader *
 pooled_reader(struct reply_pool *pool)
 {
-    redisReader *r = redisReaderCreateWithFunctions(&reply_functions);
+    redisReader *r = redisReaderCreateWithFunctions(&sl_redis_reply_functions);
 
     assert_non_null(r);
     r->privdata = pool;
