@@ -510,6 +510,38 @@ dump_top(struct dumper *d)
     fputs("\n", out);
 }
 
+/* A tls key: its value, or a comment saying what none means. */
+static void
+put_tls_key(FILE *out, const char *key, const char *value, const char *none)
+{
+    if (value == NULL) {
+        fprintf(out, "    -- %s: none (%s)\n", key, none);
+        return;
+    }
+    fprintf(out, "    %s = ", key);
+    put_cstring(out, value);
+    fputs(",\n", out);
+}
+
+/* store.tls: written out for a rediss:// url (every key, defaults as
+ * comments), a comment otherwise. */
+static void
+dump_store_tls(FILE *out, const struct sl_store_conf *s)
+{
+    const struct sl_redis_tls_conf *tls = &s->tls;
+
+    if (tls->ssl_ctx == NULL && !tls->is_set) {
+        fputs("  -- tls: none (a rediss:// url turns it on)\n", out);
+        return;
+    }
+    fputs("  tls = {\n", out);
+    put_tls_key(out, "ca_file", tls->ca_file, "the system's trust store");
+    put_tls_key(out, "cert_file", tls->cert_file, "no client certificate");
+    put_tls_key(out, "key_file", tls->key_file, "no client certificate");
+    put_tls_key(out, "server_name", tls->server_name, "the url's host");
+    fprintf(out, "    verify = %s,\n  },\n", tls->is_verify ? "true" : "false");
+}
+
 static void
 dump_client_store(struct dumper *d)
 {
@@ -558,6 +590,7 @@ dump_client_store(struct dumper *d)
     } else {
         fputs("  -- password_file: none\n", out);
     }
+    dump_store_tls(out, s);
     fputs("}\n", out);
 }
 

@@ -248,9 +248,15 @@ extern const size_t sl_conf_nlisten_opts;
 
 /* store.password_file = "/path" (an opt_fn on struct sl_store_conf). */
 bool sl_conf_set_store_password_file(struct loader *ld, void *obj, int idx);
+/* store.tls = { ... } (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_tls(struct loader *ld, void *obj, int idx);
 /* The checks that span store.url and the options above, after the store
- * table is walked; false after reporting an error. */
-bool sl_conf_check_store_redis(struct loader *ld, const struct sl_store_conf *s);
+ * table is walked, and the TLS context of a rediss:// url, built now so
+ * that a bad file is an error of the conf; false after reporting one. */
+bool sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s);
+/* The defaults of store.tls; its end (the context included). */
+void sl_conf_redis_tls_defaults(struct sl_redis_tls_conf *tls);
+void sl_conf_redis_tls_fini(struct sl_redis_tls_conf *tls);
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

@@ -364,6 +364,7 @@ static const struct opt store_opts[] = {
     ROW_CUSTOM("prefix", set_store_prefix),
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
     ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
+    ROW_CUSTOM("tls", sl_conf_set_store_tls),
 };
 
 static bool
@@ -1249,6 +1250,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(top_opts, NOPTS(top_opts), cfg);
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
+    sl_conf_redis_tls_defaults(&cfg->store.tls);
     sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;

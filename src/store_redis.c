@@ -53,6 +53,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "sluice/config.h"
 #include "store_int.h"
@@ -109,6 +110,8 @@ destroy(struct redis_store *rs)
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
     sl_redis_url_fini(&rs->url);
+    SSL_CTX_free(rs->ssl_ctx);
+    free(rs->server_name);
     free(rs->name);
     free(rs);
 }
@@ -388,6 +391,20 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     else
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
+    if (rs->url.is_tls) {
+        if (conf->tls.ssl_ctx == NULL) {
+            /* config builds it for every rediss:// url it accepts */
+            snprintf(err, err_size, "redis url: rediss:// without a TLS context");
+            sl_redis_url_fini(&rs->url);
+            free(rs->name);
+            free(rs);
+            return NULL;
+        }
+        SSL_CTX_up_ref(conf->tls.ssl_ctx);
+        rs->ssl_ctx = conf->tls.ssl_ctx;
+        rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
+        rs->is_tls_verify = conf->tls.is_verify;
+    }
     sl_redis_batch_init(rs);
     sl_redis_conn_init(rs);
     sl_redis_set_state(rs, CONN_DOWN);

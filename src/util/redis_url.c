@@ -17,7 +17,8 @@
 #include "util/hex.h"
 
 #define HOST_MAX 255
-#define USAGE "use redis://[user:password@]host[:port][/db] or unix:/path[?db=N]"
+#define USAGE "use redis://[user:password@]host[:port][/db], rediss://... (TLS) or " \
+              "unix:/path[?db=N]"
 #define MASK "********"
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
@@ -242,7 +243,7 @@ parse_host_port(const char *p, const char *end, struct sl_redis_url *u, char *er
     return 0;
 }
 
-/* redis://[userinfo@]host[:port][/[db]]; p is past "redis://". */
+/* redis[s]://[userinfo@]host[:port][/[db]]; p is past "redis://" or "rediss://". */
 static int
 parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
 {
@@ -292,8 +293,8 @@ sl_redis_url_parse_flags(const char *url, unsigned flags, struct sl_redis_url *o
     } else if (strncmp(url, "unix:", 5) == 0) {
         rc = parse_unix(url + 5, out, err, err_size);
     } else if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(err, err_size, "rediss:// (TLS) is not supported yet");
-        return -1;
+        out->is_tls = true;
+        rc = parse_tcp(url + 9, out, err, err_size);
     } else {
         snprintf(err, err_size, "bad url (%s)", USAGE);
         return -1;

@@ -10,11 +10,11 @@
  *   redis://user@host[:port][/db]                 the user's password comes from elsewhere
  *                                                 (store.password_file; see SL_REDIS_URL_PASSWORD_LATER)
  *   redis://[::1]:6379/0                          IPv6 literal in brackets
+ *   rediss://...                                  the same as redis://, over TLS
  *   unix:/path/to.sock[?db=N&user=U&password=P]
  *   unix://[[user]:password@]/path/to.sock[?db=N] as redis-py and redis-cli -u write it
  *
- * user, password and the socket path are %-decoded (%00 is refused). rediss://
- * is refused with its own message: TLS is not supported yet.
+ * user, password and the socket path are %-decoded (%00 is refused).
  */
 #ifndef SL_UTIL_REDIS_URL_H
 #define SL_UTIL_REDIS_URL_H
@@ -26,6 +26,7 @@
 
 struct sl_redis_url {
     bool is_unix;
+    bool is_tls;    /* rediss:// */
     char *host;     /* TCP: a host name or an IPv6 literal without brackets; else NULL */
     int port;       /* TCP: 1..65535; 0 for a unix socket */
     char *path;     /* unix socket path; NULL for TCP */

@@ -71,9 +71,12 @@ test_parse_url(void **state)
         assert_int_equal(u.db, good[i].db);
         sl_redis_url_fini(&u);
     }
-    assert_int_equal(parse_url_text("rediss://h", &u, err, sizeof(err)), -1);
-    assert_string_equal(err, "redis url: rediss:// (TLS) is not supported yet");
+    assert_int_equal(parse_url_text("rediss://h:0", &u, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis url: bad port \"0\" (use 1 to 65535)");
     assert_null(u.host);
+    assert_int_equal(parse_url_text("rediss://h:6380", &u, err, sizeof(err)), 0);
+    assert_true(u.is_tls);
+    sl_redis_url_fini(&u);
     /* credentials never reach the message */
     assert_int_equal(parse_url_text("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
     assert_null(strstr(err, "hunter2"));
