@@ -35,6 +35,7 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <hiredis/hiredis.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -675,7 +676,7 @@ sl_redis_link_new(struct event_base *base, const struct sl_redis_target *t,
     l->down = down;
     l->arg = arg;
     sl_buf_init(&l->out, out_max);
-    l->reader = redisReaderCreateWithFunctions(fn);
+    l->reader = fn != NULL ? redisReaderCreateWithFunctions(fn) : redisReaderCreate();
     if (l->reader == NULL)
         sl_fatalx("redis: out of memory");
     l->reader->privdata = fn_privdata;

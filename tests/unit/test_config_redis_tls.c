@@ -3,7 +3,9 @@
 /*
  * config_redis_tls: store.password_file (read at load, line end stripped,
  * every refusal at the file:line of the key, one place for a password) and
- * the secret never in an error or in `sluice -T`; util/secret's reader.
+ * the secret never in an error or in `sluice -T`; util/secret's reader;
+ * store.tls (its keys, its defaults, the context built at load, a bad file
+ * refused at its line, tls only with rediss://, printed by -T).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -234,6 +236,85 @@ test_dump(void **state)
     sl_config_free(cfg);
 }
 
+static void
+test_tls(void **state)
+{
+    struct sl_config *cfg;
+    char *errors;
+
+    (void)state;
+    /* defaults: the system's trust store, verify on, the url's host */
+    errors = load("{ kind = \"redis\", url = \"rediss://h:6380\" }", &cfg);
+    assert_null(errors);
+    assert_non_null(cfg->store.tls.ssl_ctx);
+    assert_true(cfg->store.tls.is_verify);
+    assert_false(cfg->store.tls.is_set);
+    assert_null(cfg->store.tls.server_name);
+    sl_config_free(cfg);
+    errors = load("{ kind = \"redis\", url = \"rediss://h:6380\", tls = { server_name = "
+                  "\"redis.example\", verify = false } }", &cfg);
+    if (errors != NULL)
+        fail_msg("%s", errors);
+    assert_non_null(cfg->store.tls.ssl_ctx);
+    assert_false(cfg->store.tls.is_verify);
+    assert_string_equal(cfg->store.tls.server_name, "redis.example");
+    sl_config_free(cfg);
+    /* plaintext: no context */
+    errors = load("{ kind = \"redis\", url = \"redis://h\" }", &cfg);
+    assert_null(errors);
+    assert_null(cfg->store.tls.ssl_ctx);
+    sl_config_free(cfg);
+}
+
+static void
+test_tls_refused(void **state)
+{
+    char store[PATH_MAX + 256];
+    const char *junk = write_file("junk.pem", "not a certificate\n", 18);
+
+    (void)state;
+    expect_error("{ kind = \"redis\", url = \"redis://h\", tls = { verify = true } }",
+                 "tls is for a rediss:// url");
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = { ca_file = \"/nonexistent/ca\" } }",
+                 "tls.ca_file \"/nonexistent/ca\": cannot load CA certificates");
+    snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"rediss://h\", tls = { ca_file = "
+             "\"%s\" } }", junk);
+    expect_error(store, "cannot load CA certificates");
+    snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"rediss://h\", tls = { cert_file "
+             "= \"%s\" } }", junk);
+    expect_error(store, "cert_file and key_file go together");
+    snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"rediss://h\", tls = { cert_file "
+             "= \"%s\", key_file = \"%s\" } }", junk, junk);
+    expect_error(store, "tls.cert_file");
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = { server_name = \"a b\" } }",
+                 "not a host name or an address");
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = { verfy = false } }",
+                 "verfy");
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = { verify = \"no\" } }",
+                 "verify");
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = \"on\" }", "tls");
+}
+
+static void
+test_tls_dump(void **state)
+{
+    char *text = NULL, err[256];
+    size_t len = 0;
+    struct sl_config *cfg;
+    FILE *out;
+
+    (void)state;
+    assert_null(load("{ kind = \"redis\", url = \"rediss://h:6380\", tls = { verify = false } }",
+                     &cfg));
+    out = open_memstream(&text, &len);
+    assert_int_equal(sl_config_dump(cfg, out, err, sizeof(err)), 0);
+    fclose(out);
+    assert_non_null(strstr(text, "  tls = {\n    -- ca_file: none (the system's trust store)\n"));
+    assert_non_null(strstr(text, "    verify = false,\n  },\n"));
+    free(text);
+    sl_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -242,6 +323,9 @@ main(void)
         cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_password_file_refused),
         cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_tls_refused),
+        cmocka_unit_test(test_tls_dump),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
