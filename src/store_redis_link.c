@@ -326,16 +326,16 @@ do_write(struct sl_redis_link *l)
     want_write(l, false);
 }
 
-static int
-append(struct sl_redis_link *l, const char *data, size_t len)
+/* Drops what was written from the front of the buffer before it grows,
+ * when that is at least half of it (so each byte moves at most once). */
+static void
+compact(struct sl_redis_link *l)
 {
-    /* what was written goes before the buffer grows */
-    if (l->out_off > 0 && (l->out_off == l->out.len || l->out_off >= l->out.len / 2)) {
+    if (l->out_off > 0 && l->out_off >= l->out.len / 2) {
         memmove(l->out.data, l->out.data + l->out_off, l->out.len - l->out_off);
         sl_buf_truncate(&l->out, l->out.len - l->out_off);
         l->out_off = 0;
     }
-    return sl_buf_append(&l->out, data, len);
 }
 
 static void
@@ -350,7 +350,10 @@ int
 sl_redis_link_send(struct sl_redis_link *link, const char *cmd, size_t len,
                    sl_redis_reply_cb *cb, void *privdata)
 {
-    if (link->state == LINK_DEAD || link->is_freed || append(link, cmd, len) == -1)
+    if (link->state == LINK_DEAD || link->is_freed)
+        return -1;
+    compact(link);
+    if (sl_buf_append(&link->out, cmd, len) == -1)
         return -1;
     fifo_push(link, cb, privdata);
     schedule_write(link);
@@ -374,8 +377,9 @@ sl_redis_link_send_argv(struct sl_redis_link *link, int argc, const char **argv,
     size_t before;
     int rc;
 
-    if (link->state == LINK_DEAD || link->is_freed || append(link, "", 0) == -1)
+    if (link->state == LINK_DEAD || link->is_freed)
         return -1;
+    compact(link);
     before = link->out.len;
     rc = resp_head(&link->out, '*', (size_t)argc);
     for (int i = 0; i < argc && rc == 0; i++) {
