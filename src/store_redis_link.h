@@ -50,10 +50,11 @@ typedef void sl_redis_down_cb(struct sl_redis_link *link, void *arg, const char 
 
 /*
  * Starts connecting to `t` on `base`. Replies are built with `fn` (its
- * privdata `fn_privdata`; NULL: hiredis's own functions, redisReply); commands waiting to be written may hold at most
- * out_max bytes. Returns the link, or NULL with the reason in err when the
- * connection fails at once (a name that does not resolve, nothing listening
- * on a unix path). Never calls back before it returns.
+ * privdata `fn_privdata`; NULL: hiredis's own functions, redisReply);
+ * commands waiting to be written may hold at most out_max bytes. Returns
+ * the link, or NULL with the reason in err when the connection fails at
+ * once (a name that does not resolve, nothing listening on a unix path).
+ * Never calls back before it returns.
  */
 struct sl_redis_link *sl_redis_link_new(struct event_base *base, const struct sl_redis_target *t,
                                         redisReplyObjectFunctions *fn, void *fn_privdata,

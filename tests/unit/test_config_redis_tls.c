@@ -275,7 +275,8 @@ test_tls_refused(void **state)
     (void)state;
     expect_error("{ kind = \"redis\", url = \"redis://h\", tls = { verify = true } }",
                  "tls is for a rediss:// url");
-    expect_error("{ kind = \"redis\", url = \"rediss://h\", tls = { ca_file = \"/nonexistent/ca\" } }",
+    expect_error("{ kind = \"redis\", url = \"rediss://h\", "
+                 "tls = { ca_file = \"/nonexistent/ca\" } }",
                  "tls.ca_file \"/nonexistent/ca\": cannot load CA certificates");
     snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"rediss://h\", tls = { ca_file = "
              "\"%s\" } }", junk);

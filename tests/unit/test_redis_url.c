@@ -198,7 +198,8 @@ test_mask(void **state)
         { "rediss://app:hunter2@h:1", "rediss://app:********@h:1" },
         { "redis://h:1", "redis://h:1" },
         { "unix://app:hunter2@/r.sock?db=1", "unix://app:********@/r.sock?db=1" },
-        { "unix:/r.sock?user=a&password=hunter2&db=2", "unix:/r.sock?user=a&password=********&db=2" },
+        { "unix:/r.sock?user=a&password=hunter2&db=2",
+          "unix:/r.sock?user=a&password=********&db=2" },
         { "unix:/r.sock", "unix:/r.sock" },
     };
 
