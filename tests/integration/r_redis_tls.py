@@ -8,7 +8,7 @@
 # and starts redis-server with --tls-port (its plaintext port only drives
 # the test). Decisions work over TLS (429 after the burst), with the
 # server's name checked by address and by DNS name (SNI); mutual TLS with
-# --tls-auth-clients yes; a wrong CA, a wrong server_name or a missing client
+# --tls-auth-clients yes; an ACL user with password_file over TLS; a wrong CA, a wrong server_name or a missing client
 # certificate are refused with one clear log line and on_error applies
 # (deny: 503, allow: 200); verify = false (tests only) connects anyway; a
 # bad certificate file is a conf error at its file:line.
@@ -121,6 +121,20 @@ def main(env):
         "up": up.port, "url": "rediss://localhost:%d/0" % redis.tls_port, "on_error": "deny",
         "tls": tls_keys(pki, extra='server_name = "localhost"')})
     burst(t, s, "b", "rediss:// to localhost")
+    s.stop()
+
+    # an ACL user over TLS, its password from a file, a database: the
+    # managed-Redis case
+    redis.cmd("ACL", "SETUSER", "sl", "on", ">tls-pw-1", "~*", "+@all")
+    pwfile = env.path("redis.pw")
+    with open(pwfile, "w") as f:
+        f.write("tls-pw-1\n")
+    s = env.sluice(CONF.replace("on_error = ", 'password_file = "%s", on_error = ' % pwfile),
+                   name="sluice-acl", values={
+                       "up": up.port, "url": "rediss://sl@127.0.0.1:%d/3" % redis.tls_port,
+                       "on_error": "deny", "tls": tls_keys(pki)})
+    burst(t, s, "e", "ACL user and password_file over TLS")
+    t.ok(redis.cmd("EXISTS", "sluice:per_key:e", db=3) == 1, "the bucket is in db 3")
     s.stop()
 
     # mutual TLS
