@@ -8,8 +8,9 @@
 # and starts redis-server with --tls-port (its plaintext port only drives
 # the test). Decisions work over TLS (429 after the burst), with the
 # server's name checked by address and by DNS name (SNI); mutual TLS with
-# --tls-auth-clients yes; an ACL user with password_file over TLS; a wrong CA, a wrong server_name or a missing client
-# certificate are refused with one clear log line and on_error applies
+# --tls-auth-clients yes; an ACL user with password_file over TLS; a wrong
+# CA, a wrong server_name or a missing client certificate are refused with
+# one clear log line per store and on_error applies
 # (deny: 503, allow: 200); verify = false (tests only) connects anyway; a
 # bad certificate file is a conf error at its file:line.
 # Client: single requests. Upstream: /echo. Redis: two TLS servers, one
