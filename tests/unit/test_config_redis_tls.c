@@ -68,7 +68,7 @@ write_file(const char *name, const char *text, size_t len)
 static char *
 load(const char *store, struct sl_config **out)
 {
-    char text[4096];
+    char text[PATH_MAX + 1024];
     const char *path;
     char *errors = NULL;
     struct sl_config *cfg;
