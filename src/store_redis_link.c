@@ -66,7 +66,9 @@ struct sl_redis_link {
     redisReader *reader;
     struct sl_buf out;         /* commands not written yet, from out_off on */
     size_t out_off;
-    struct waiter *fifo;       /* a ring: replies owed, oldest first */
+    struct waiter *fifo;       /* a ring: replies owed, oldest first; as long as the
+                                * owner lets it be (the store: INFLIGHT_MAX calls,
+                                * ORPHANS_MAX late ones, the handshake) */
     size_t fifo_head, fifo_len, fifo_cap;
     sl_redis_down_cb *down;
     void *arg;
