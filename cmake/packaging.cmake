@@ -74,6 +74,7 @@ install(FILES ${SL_PKG}/sluice.service DESTINATION lib/systemd/system)
 install(DIRECTORY DESTINATION ${CMAKE_INSTALL_FULL_LOCALSTATEDIR}/log/sluice)
 install(FILES ${SL_PKG}/debian/copyright ${PROJECT_BINARY_DIR}/packaging/changelog.Debian.gz
     README.md docs/configuration.md docs/operations.md docs/metrics.md docs/rate-limiting.md
+    docs/api-lifecycle.md
     DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
 # The packaged conf is checked like every file in conf/.

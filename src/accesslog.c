@@ -46,12 +46,12 @@
 #define MAX_CLIENT 64
 #define MAX_ID 200 /* request_id */
 #define MAX_TRACE 64
-#define MAX_NAME 256 /* route, upstream, limit, reason */
+#define MAX_NAME 256 /* route, upstream, limit, reason, lifecycle, consumer */
 
 /* Every string field at its worst (3 bytes per input byte, plus NUL), the time
  * stamp and six numbers fit. */
 #define SCRATCH_SIZE                                                                             \
-    (3 * (MAX_PATH + MAX_METHOD + 2 * MAX_CLIENT + MAX_ID + MAX_TRACE + 4 * MAX_NAME) + 16 + 48 + \
+    (3 * (MAX_PATH + MAX_METHOD + 2 * MAX_CLIENT + MAX_ID + MAX_TRACE + 6 * MAX_NAME) + 16 + 48 + \
      6 * 32)
 
 #define MAX_FIELDS 20
@@ -466,10 +466,13 @@ sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *e)
     field_ms(&f, log, "limiter_ms", e->limiter_ms);
     field_string(&f, "route", clean_str(log, e->route, MAX_NAME));
     field_string(&f, "upstream", clean_str(log, e->upstream, MAX_NAME));
+    field_u64(&f, log, "retries", e->retries);
     field_string(&f, "limit", clean_str(log, e->limit, MAX_NAME));
     field_string(&f, "request_id", clean(log, e->request_id, e->request_id_len, MAX_ID));
     field_string(&f, "trace_id", clean(log, e->trace_id, e->trace_id_len, MAX_TRACE));
     field_string(&f, "reason", clean_str(log, e->reason, MAX_NAME));
+    field_string(&f, "lifecycle", clean_str(log, e->lifecycle, MAX_NAME));
+    field_string(&f, "consumer", clean_str(log, e->consumer, MAX_NAME));
 
     for (int attempt = 0; attempt < 2; attempt++) {
         size_t room = BUFFER_SIZE - log->len;

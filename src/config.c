@@ -239,11 +239,13 @@ sl_config_free(struct sl_config *cfg)
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);
         free(cfg->upstreams[i].servers);
+        sl_conf_balance_free(&cfg->upstreams[i]);
         for (size_t j = 0; j < cfg->upstreams[i].nnames; j++) {
             free(cfg->upstreams[i].names[j].host);
             free(cfg->upstreams[i].names[j].text);
         }
         free(cfg->upstreams[i].names);
+        free(cfg->upstreams[i].health.path);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->nlimits; i++) {
@@ -257,6 +259,7 @@ sl_config_free(struct sl_config *cfg)
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
         free(cfg->routes[i].limits);
+        sl_conf_free_route_lifecycle(&cfg->routes[i]);
     }
     free(cfg->routes);
     free(cfg->access_log);

@@ -31,6 +31,7 @@
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
 #include "util/redis_url.h"
+#include "util/datetime.h"
 
 #define DUMP_MAX_DEPTH 8 /* of upvalues and tables inside a function's closure */
 
@@ -507,7 +508,7 @@ dump_top(struct dumper *d)
             cfg->path_encoded_slash == SL_PATH_SLASH_REJECT ? "reject" : "keep",
             cfg->path_forward == SL_PATH_FORWARD_ORIGINAL ? "original" : "normalized");
     put_size(out, cfg->lua_max_value_size);
-    fputs("\n", out);
+    fprintf(out, "\nmax_delayed = %u\n", cfg->max_delayed);
 }
 
 /* A tls key: its value, or a comment saying what none means. */
@@ -594,17 +595,30 @@ dump_client_store(struct dumper *d)
     fputs("}\n", out);
 }
 
+/* A weighted server in the table form, the others as plain strings. */
+static void
+put_server(FILE *out, const char *text, unsigned weight)
+{
+    if (weight <= 1) {
+        put_cstring(out, text);
+        return;
+    }
+    fputs("{ address = ", out);
+    put_cstring(out, text);
+    fprintf(out, ", weight = %u }", weight);
+}
+
 /* Numeric servers first, then those given by host name. */
 static void
 put_servers(FILE *out, const struct sl_upstream_conf *u)
 {
     for (size_t i = 0; i < u->nservers; i++) {
         put_sep(out, i);
-        put_cstring(out, u->servers[i].text);
+        put_server(out, u->servers[i].text, u->weights != NULL ? u->weights[i] : 1);
     }
     for (size_t i = 0; i < u->nnames; i++) {
         put_sep(out, u->nservers + i);
-        put_cstring(out, u->names[i].text);
+        put_server(out, u->names[i].text, u->names[i].weight);
     }
     put_close(out, u->nservers + u->nnames);
 }
@@ -628,6 +642,48 @@ dump_resolver(struct dumper *d)
     fputs(",\n}\n", out);
 }
 
+static void put_balance(FILE *out, const struct sl_upstream_conf *u);
+
+static void
+put_retry(FILE *out, const struct sl_retry_conf *r)
+{
+    size_t n = 0;
+
+    fprintf(out, ",\n    retries = %u,\n    retry_on = ", r->retries);
+    for (unsigned bit = 1; bit != 0 && bit <= r->on; bit <<= 1) {
+        if (r->on & bit) {
+            put_sep(out, n++);
+            put_cstring(out, sl_conf_retry_word(bit));
+        }
+    }
+    put_close(out, n);
+    fprintf(out, ",\n    retry_budget = { percent = %u, min = %u }", r->budget_percent,
+            r->budget_min);
+}
+
+/* Without a path only the passive keys load back: the others are refused. */
+static void
+put_health(FILE *out, const struct sl_health_conf *hc)
+{
+    fputs(",\n    health = {\n", out);
+    if (hc->path == NULL) {
+        fputs("      -- no active checks (no path)\n", out);
+    } else {
+        fputs("      path = ", out);
+        put_cstring(out, hc->path);
+        fputs(",\n      interval = ", out);
+        put_duration(out, hc->interval_ms);
+        fputs(",\n      timeout = ", out);
+        put_duration(out, hc->timeout_ms);
+        fprintf(out, ",\n      fails = %u,\n      passes = %u,\n", hc->fails, hc->passes);
+    }
+    fprintf(out, "      max_fails = %u,\n      fail_timeout = ", hc->max_fails);
+    put_duration(out, hc->fail_timeout_ms);
+    fputs(",\n      max_fail_timeout = ", out);
+    put_duration(out, hc->max_fail_timeout_ms);
+    fprintf(out, ",\n      passive_5xx = %s,\n    }", hc->is_passive_5xx ? "true" : "false");
+}
+
 static void
 dump_upstreams(struct dumper *d)
 {
@@ -640,6 +696,8 @@ dump_upstreams(struct dumper *d)
         put_key(out, u->name);
         fputs("{\n    servers = ", out);
         put_servers(out, u);
+        fputs(",\n    balance = ", out);
+        put_balance(out, u);
         fprintf(out, ",\n    keepalive = %u,\n    connect_timeout = ", u->keepalive);
         put_duration(out, u->connect_timeout_ms);
         fputs(",\n    timeout = ", out);
@@ -649,13 +707,16 @@ dump_upstreams(struct dumper *d)
         fprintf(out, ",\n    max_inflight = %u,\n    queue = %u,\n    tunnel_idle_timeout = ",
                 u->max_inflight, u->queue);
         put_duration(out, u->tunnel_idle_timeout_ms);
+        put_retry(out, &u->retry);
+        put_health(out, &u->health);
         fputs(",\n  },\n", out);
     }
     fputs("}\n", out);
 }
 
+/* "hash:" for a balance, "" for a limit's key */
 static void
-put_selector(FILE *out, const struct sl_key_part *p)
+put_selector_as(FILE *out, const char *prefix, const struct sl_key_part *p)
 {
     static const char *const words[] = {
         [SL_KEY_IP] = "ip", [SL_KEY_HEADER] = "header:", [SL_KEY_QUERY] = "query:",
@@ -664,9 +725,30 @@ put_selector(FILE *out, const struct sl_key_part *p)
     };
     char buf[CONF_MAX_NAME + 512];
 
-    snprintf(buf, sizeof(buf), "%s%.*s", words[p->kind], (int)p->name_len,
+    snprintf(buf, sizeof(buf), "%s%s%.*s", prefix, words[p->kind], (int)p->name_len,
              p->name != NULL ? p->name : "");
     put_cstring(out, buf);
+}
+
+static void
+put_selector(FILE *out, const struct sl_key_part *p)
+{
+    put_selector_as(out, "", p);
+}
+
+static void
+put_balance(FILE *out, const struct sl_upstream_conf *u)
+{
+    static const char *const words[] = {
+        [SL_BALANCE_ROUND_ROBIN] = "\"round_robin\"", [SL_BALANCE_LEAST_CONN] = "\"least_conn\"",
+        [SL_BALANCE_RANDOM2] = "\"random2\"",
+    };
+
+    if (u->balance != SL_BALANCE_HASH || u->hash_key == NULL) {
+        fputs(words[u->balance], out);
+        return;
+    }
+    put_selector_as(out, "hash:", u->hash_key);
 }
 
 static void
@@ -699,7 +781,9 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_conf_function(d, l->name, "cost", -1);
     else
         put_number(out, l->cost);
-    fprintf(out, ",\n    shadow = %s,\n", l->is_shadow ? "true" : "false");
+    fprintf(out, ",\n    shadow = %s,\n    delay = ", l->is_shadow ? "true" : "false");
+    put_duration(out, l->delay_ms);
+    fputs(",\n", out);
     /* only beside an ip part: on any other key the conf check refuses it */
     for (size_t j = 0; j < l->nparts; j++) {
         if (l->parts[j].kind == SL_KEY_IP) {
@@ -708,6 +792,57 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         }
     }
     fputs("  },\n", out);
+}
+
+static void
+put_date(FILE *out, const char *key, int64_t epoch_s)
+{
+    char text[SL_RFC3339_SIZE];
+
+    sl_datetime_format_rfc3339(epoch_s, text);
+    fprintf(out, "%s = \"%s\"", key, text);
+}
+
+/* headers on every route; the rest only where a date makes them mean
+ * something (the conf check refuses them elsewhere) */
+static void
+dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
+{
+    const struct sl_lifecycle_conf *lc = &r->lifecycle;
+
+    fputs(",\n    headers = ", out);
+    for (size_t j = 0; j < r->nheaders; j++) {
+        put_sep(out, j);
+        put_key(out, r->headers[j].name);
+        put_string(out, r->headers[j].value, r->headers[j].value_len);
+    }
+    put_close(out, r->nheaders);
+    if (!sl_route_has_lifecycle(r))
+        return;
+    fputs(",\n    ", out);
+    if (lc->has_deprecation)
+        put_date(out, "deprecation", lc->deprecation_s);
+    if (lc->has_sunset) {
+        fputs(lc->has_deprecation ? ", " : "", out);
+        put_date(out, "sunset", lc->sunset_s);
+    }
+    if (lc->link != NULL) {
+        fputs(", link = ", out);
+        put_cstring(out, lc->link);
+    }
+    fputs(",\n    brownouts = ", out);
+    for (size_t j = 0; j < lc->nbrownouts; j++) {
+        put_sep(out, j);
+        fputs("{ ", out);
+        put_date(out, "from", lc->brownouts[j].from_s);
+        fputs(", ", out);
+        put_date(out, "to", lc->brownouts[j].to_s);
+        fputs(" }", out);
+    }
+    put_close(out, lc->nbrownouts);
+    fputs(",\n    consumer = ", out);
+    put_selector(out, &lc->consumer);
+    fprintf(out, ", consumer_top = %u", lc->consumer_top);
 }
 
 static void
@@ -730,6 +865,7 @@ dump_limits_routes(struct dumper *d)
         }
         fputs(", upstream = ", out);
         put_cstring(out, cfg->upstreams[r->upstream].name);
+        dump_route_lifecycle(out, r);
         fputs(",\n    limits = ", out);
         for (size_t j = 0; j < r->nlimits; j++) {
             put_sep(out, j);

@@ -12,6 +12,9 @@
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
  *   config_redis_tls.c  the redis store's password_file and tls options
+ *   config_balance.c an upstream's servers (with weights) and balance
+ *   config_retry.c   an upstream's retry_on and retry_budget
+ *   config_health.c  an upstream's health table: active checks, passive ejection
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -258,16 +261,64 @@ bool sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s);
 void sl_conf_redis_tls_defaults(struct sl_redis_tls_conf *tls);
 void sl_conf_redis_tls_fini(struct sl_redis_tls_conf *tls);
 
+/* ---- config_lifecycle.c --------------------------------------------------- */
+
+/* The route keys of API versions and their end, as rows of the route table:
+ * headers, deprecation, sunset, link, brownouts, consumer, consumer_top. */
+bool sl_conf_set_lifecycle(struct loader *ld, void *obj, int idx);
+#define SL_CONF_LIFECYCLE_ROWS                                                                    \
+    ROW_CUSTOM("headers", sl_conf_set_lifecycle), ROW_CUSTOM("deprecation", sl_conf_set_lifecycle), \
+        ROW_CUSTOM("sunset", sl_conf_set_lifecycle), ROW_CUSTOM("link", sl_conf_set_lifecycle),   \
+        ROW_CUSTOM("brownouts", sl_conf_set_lifecycle),                                           \
+        ROW_CUSTOM("consumer", sl_conf_set_lifecycle),                                            \
+        ROW_CUSTOM("consumer_top", sl_conf_set_lifecycle)
+/* After a route's walk: the checks between those keys, and their defaults. */
+bool sl_conf_check_lifecycle(struct loader *ld, struct sl_route_conf *r);
+/* Same header conditions (both sorted by name)? */
+bool sl_conf_same_headers(const struct sl_route_conf *a, const struct sl_route_conf *b);
+void sl_conf_free_route_lifecycle(struct sl_route_conf *r);
+/* ---- config_retry.c ------------------------------------------------------- */
+
+/* retries = 1, retry_on = { "connect_failure", "reset" }, 20 %, at least 3. */
+void sl_conf_retry_defaults(struct sl_retry_conf *r);
+/* retry_on and retry_budget of an upstream (opt_fn on a struct sl_upstream_conf). */
+bool sl_conf_set_retry_on(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_retry_budget(struct loader *ld, void *obj, int idx);
+/* "reset" for SL_RETRY_ON_RESET...; NULL for anything but one bit. */
+const char *sl_conf_retry_word(unsigned bit);
+/* ---- config_health.c ------------------------------------------------------ */
+
+/* upstreams.NAME.health = { ... }: an option of an upstream (an opt_fn). */
+bool sl_conf_set_health(struct loader *ld, void *obj, int idx);
+void sl_conf_health_defaults(struct sl_health_conf *hc);
+/* NULL-terminated, new array of static strings: the keys of a health table. */
+const char **sl_conf_health_names(void);
+
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */
 const char **sl_conf_top_names(void);
 /* The same for the keys of an entry of a section ("client", "store",
- * "upstreams", "limits", "routes", "metrics", "listen": a listener's table); NULL for another
+ * "upstreams", "limits", "routes", "metrics", "listen": a listener's table, "health": an
+ * upstream's health table); NULL for another
  * name. */
 const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);
+/* One key selector string ("ip", "header:NAME", ...) into a part (a header
+ * name lower-cased, malloc'd); NULL, or a message saying what is wrong. */
+const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
 void sl_conf_walk_top(struct loader *ld);
+/* One key selector string ("ip", "header:X-Key", ...) into a part (its name
+ * malloc'd); returns a message on error. */
+const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
+
+/* ---- config_balance.c ----------------------------------------------------- */
+
+/* An upstream's servers = ... and balance = ... (opt_fns). */
+bool sl_conf_set_servers(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_balance(struct loader *ld, void *obj, int idx);
+/* Frees what those two added to u. */
+void sl_conf_balance_free(struct sl_upstream_conf *u);
 
 #endif

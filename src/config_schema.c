@@ -452,78 +452,9 @@ check_name(struct loader *ld, const char *name, const char *what)
                         what, name, CONF_MAX_NAME);
 }
 
-static const char *const server_help =
-    "bad address (use host:port, e.g. \"10.0.0.1:8080\", \"[::1]:8080\" or "
-    "\"api.default.svc:8080\", or unix:/absolute/path)";
-
-static bool
-is_server_listed(const struct sl_upstream_conf *u, const char *text)
-{
-    for (size_t j = 0; j < u->nservers; j++) {
-        if (strcmp(u->servers[j].text, text) == 0)
-            return true;
-    }
-    for (size_t j = 0; j < u->nnames; j++) {
-        if (strcmp(u->names[j].text, text) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* One server: a numeric address, else a host name the resolver looks up. */
-static bool
-add_server(struct loader *ld, int v, struct sl_upstream_conf *u)
-{
-    const char *s = sl_conf_get_string(ld, v, NULL);
-    char host[256];
-    uint16_t port;
-
-    if (s == NULL)
-        return false;
-    if (strncmp(s, "unix:", 5) == 0 ? sl_sockaddr_parse_unix(s, &u->servers[u->nservers]) == 0
-                                    : sl_sockaddr_parse(s, &u->servers[u->nservers]) == 0) {
-        if (is_server_listed(u, u->servers[u->nservers].text)) {
-            sl_conf_fail_value(ld, v, "listed twice");
-            return false;
-        }
-        u->nservers++;
-        return true;
-    }
-    if (strncmp(s, "unix:", 5) == 0 || sl_hostport_parse(s, host, sizeof(host), &port) != 0) {
-        sl_conf_fail_value(ld, v, "%s", server_help);
-        return false;
-    }
-    if (is_server_listed(u, s)) {
-        sl_conf_fail_value(ld, v, "listed twice");
-        return false;
-    }
-    u->names[u->nnames++] = (struct sl_server_name){ .host = sl_xstrdup(host), .port = port,
-                                                     .text = sl_xstrdup(s) };
-    return true;
-}
-
-static bool
-set_servers(struct loader *ld, void *obj, int idx)
-{
-    struct sl_upstream_conf *u = obj;
-    bool is_single, ok = true;
-    size_t n = sl_conf_items_begin(ld, idx, LUA_TSTRING, "\"host:port\" or a list of them", false,
-                                   &is_single);
-
-    if (n == 0)
-        return false;
-    u->servers = sl_xcalloc(n, sizeof(*u->servers));
-    u->names = sl_xcalloc(n, sizeof(*u->names));
-    for (size_t i = 1; i <= n; i++) {
-        int v = sl_conf_item_push(ld, idx, i, is_single);
-        ok = add_server(ld, v, u) && ok;
-        sl_conf_item_pop(ld, is_single);
-    }
-    return ok;
-}
-
 static const struct opt upstream_opts[] = {
-    ROW_CUSTOM("servers", set_servers),
+    ROW_CUSTOM("servers", sl_conf_set_servers), /* config_balance.c */
+    ROW_CUSTOM("balance", sl_conf_set_balance),
     ROW_UNSIGNED("keepalive", "64", 0, 100000, struct sl_upstream_conf, keepalive),
     ROW_DURATION("connect_timeout", "1s", 1, MS_HOUR, struct sl_upstream_conf, connect_timeout_ms),
     ROW_DURATION("timeout", "30s", 1, 24 * MS_HOUR, struct sl_upstream_conf, timeout_ms),
@@ -532,6 +463,10 @@ static const struct opt upstream_opts[] = {
     ROW_UNSIGNED("queue", "4096", 0, 10000000, struct sl_upstream_conf, queue),
     ROW_DURATION("tunnel_idle_timeout", "1h", 1, 7 * 24 * MS_HOUR, struct sl_upstream_conf,
                  tunnel_idle_timeout_ms),
+    ROW_UNSIGNED("retries", "1", 0, 10, struct sl_upstream_conf, retry.retries),
+    ROW_CUSTOM("retry_on", sl_conf_set_retry_on),
+    ROW_CUSTOM("retry_budget", sl_conf_set_retry_budget),
+    ROW_CUSTOM("health", sl_conf_set_health), /* config_health.c */
 };
 
 static bool
@@ -552,7 +487,9 @@ set_upstreams(struct loader *ld, void *obj, int idx)
         struct sl_upstream_conf *u = &cfg->upstreams[i];
 
         u->name = names[i];
+        sl_conf_retry_defaults(&u->retry);
         sl_conf_defaults(upstream_opts, NOPTS(upstream_opts), u);
+        sl_conf_health_defaults(&u->health);
         sl_conf_push_key(ld, u->name);
         {
             size_t file;
@@ -586,9 +523,8 @@ set_upstreams(struct loader *ld, void *obj, int idx)
 static const char *const selector_help =
     "unknown key selector (use ip, header:NAME, query:NAME, cookie:NAME, path, method or global)";
 
-/* One key selector string into a part; returns a message on error. */
-static const char *
-parse_selector(const char *s, size_t len, struct sl_key_part *part)
+const char *
+sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part)
 {
     static const struct {
         const char *word;
@@ -677,7 +613,7 @@ set_limit_key(struct loader *ld, void *obj, int idx)
             ok = false;
         } else if ((s = sl_conf_get_string(ld, v, &len)) == NULL) {
             ok = false;
-        } else if ((why = parse_selector(s, len, part)) != NULL) {
+        } else if ((why = sl_conf_parse_selector(s, len, part)) != NULL) {
             sl_conf_fail_value(ld, v, "%s", why);
             ok = false;
         } else {
@@ -725,6 +661,7 @@ static const struct opt limit_opts[] = {
     ROW_NUMBER("burst", 1, false, 1e12, struct sl_limit_conf, burst),
     ROW_CUSTOM("cost", set_limit_cost),
     ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
+    ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
 };
 
@@ -982,6 +919,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("ratelimit_headers", "true", struct sl_route_conf, has_ratelimit_headers),
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
+    SL_CONF_LIFECYCLE_ROWS,
 };
 
 static bool
@@ -1025,11 +963,13 @@ set_routes(struct loader *ld, void *obj, int idx)
                 ok = false;
             }
             ok = ok && w.bad == 0;
+            ok = sl_conf_check_lifecycle(ld, r) && ok;
         }
         lua_pop(ld->L, 1);
         for (size_t j = 0; j < i && r->path != NULL; j++) {
             const struct sl_route_conf *o = &cfg->routes[j];
-            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)) {
+            if (o->path != NULL && strcmp(o->path, r->path) == 0 && same_host(o->host, r->host)
+                && sl_conf_same_headers(o, r)) {
                 sl_conf_push_key(ld, "path");
                 fail(ld, "path \"%s\"%s%s%s: same host and path as route %zu", r->path,
                      r->host ? " on host \"" : "", r->host ? r->host : "", r->host ? "\"" : "",
@@ -1194,6 +1134,7 @@ static const struct opt top_opts[] = {
     ROW_ENUM("path_forward", "normalized", path_forwards,
              "unknown choice (use \"normalized\" or \"original\")", struct sl_config, path_forward),
     ROW_SIZE("lua_max_value_size", "1k", 16, 1u << 20, struct sl_config, lua_max_value_size),
+    ROW_UNSIGNED("max_delayed", "1024", 0, 1000000, struct sl_config, max_delayed),
     ROW_STRING("access_log", "stderr", struct sl_config, access_log),
     ROW_CUSTOM("error_log", set_error_log),
     ROW_WORD("log_level", "info", log_levels, "unknown log level (use debug, info, warn or error)",
@@ -1235,6 +1176,8 @@ sl_conf_section_names(const char *section)
         { "metrics", metrics_opts, NOPTS(metrics_opts) },
     };
 
+    if (strcmp(section, "health") == 0) /* an upstream's health table (config_health.c) */
+        return sl_conf_health_names();
     if (strcmp(section, "listen") == 0) /* a listener's table (config_listen.c) */
         return opt_names(sl_conf_listen_opts, sl_conf_nlisten_opts);
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {

@@ -52,6 +52,7 @@ enum outcome {
     OUTCOME_SHADOW_LIMITED,
     OUTCOME_STORE_ERROR,
     OUTCOME_NONE,
+    OUTCOME_DELAYED,
     OUTCOME_COUNT
 };
 
@@ -158,6 +159,7 @@ struct check {
     sl_limiter_cb *cb;
     void *arg;
     uint64_t start_us;
+    uint64_t waited_ms;         /* already spent waiting for tokens (delay) */
     uint64_t call_start_us;     /* the store call in progress */
     uint64_t hash;              /* of the enforced keys and costs (deny cache) */
     struct sl_store *store;     /* where this check's buckets go */
@@ -197,6 +199,7 @@ struct sl_limiter {
     struct check *free_checks;
     size_t npending;
     unsigned ncallbacks;       /* decisions being handed out (finish) */
+    unsigned ndelayed;         /* DELAY decisions whose wait is not over */
     bool is_free_deferred;     /* sl_limiter_free came from inside one */
     bool is_down;              /* the primary store failed within RECOVERY_US of its last answer */
     uint64_t last_failure_us;  /* of the primary store */
@@ -232,7 +235,7 @@ struct deny_entry {
 };
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
-    "admitted", "limited", "shadow_limited", "store_error", "none",
+    "admitted", "limited", "shadow_limited", "store_error", "none", "delayed",
 };
 
 static void
@@ -1072,6 +1075,44 @@ decide_admit(struct check *c)
     finish(c, c->is_shadow_refused ? OUTCOME_SHADOW_LIMITED : OUTCOME_ADMITTED);
 }
 
+/*
+ * A refusal that can wait instead (nginx's limit_req without nodelay,
+ * Traefik's average delay): every refused limit has a `delay` that covers
+ * the whole wait, counted from the request's first refusal, and the worker
+ * has room for one more waiting request. Nothing was taken, so the fleet
+ * bound is untouched: the request checks again when its tokens are due.
+ */
+static bool
+decide_delay(struct check *c)
+{
+    struct sl_limiter *limiter = c->limiter;
+    uint64_t wait_ms = 0;
+
+    if (limiter->ndelayed >= limiter->cfg->max_delayed)
+        return false;
+    for (size_t i = 0; i < c->nenforced; i++) {
+        uint64_t retry = c->results[i].retry_ms;
+        if (retry == 0)
+            continue;
+        if (retry == SL_STORE_RETRY_NEVER
+            || c->waited_ms + retry > limiter->cfg->limits[c->limits[i]].delay_ms)
+            return false;
+        if (retry > wait_ms)
+            wait_ms = retry;
+    }
+    if (wait_ms == 0)
+        return false;
+    limiter->ndelayed++;
+    for (size_t i = 0; i < c->nenforced && c->waited_ms == 0; i++) {
+        count_limit(limiter, c->limits[i],
+                    c->results[i].retry_ms > 0 ? SL_METRICS_DELAYED : SL_METRICS_ADMITTED);
+    }
+    c->decision.verdict = SL_VERDICT_DELAY;
+    c->decision.wait_ms = wait_ms;
+    finish(c, OUTCOME_DELAYED);
+    return true;
+}
+
 static void
 decide_deny(struct check *c)
 {
@@ -1079,6 +1120,9 @@ decide_deny(struct check *c)
     unsigned retry_s = 1;
     size_t nrefused = 0;
     bool is_first = true;
+
+    if (decide_delay(c))
+        return;
 
     for (size_t i = 0; i < c->nenforced; i++) {
         if (c->results[i].retry_ms > 0) {
@@ -1381,9 +1425,24 @@ void
 sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
                  const struct sl_request *req, sl_limiter_cb *cb, void *arg)
 {
+    sl_limiter_recheck(limiter, route, req, 0, cb, arg);
+}
+
+void
+sl_limiter_delay_end(struct sl_limiter *limiter)
+{
+    limiter->ndelayed--;
+}
+
+void
+sl_limiter_recheck(struct sl_limiter *limiter, const struct sl_route_conf *route,
+                   const struct sl_request *req, uint64_t waited_ms, sl_limiter_cb *cb,
+                   void *arg)
+{
     struct check *c = get_check(limiter);
 
     c->route = route;
+    c->waited_ms = waited_ms;
     c->cb = cb;
     c->arg = arg;
     c->start_us = sl_clock_cached_us();

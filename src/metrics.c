@@ -33,6 +33,7 @@
 #include "util/buf.h"
 #include "util/clock.h"
 #include "util/text.h"
+#include "util/topk.h"
 
 #ifndef SL_VERSION
 #define SL_VERSION "unknown"
@@ -48,10 +49,11 @@
 #define NCLASSES 7 /* 1xx..5xx, other, none */
 #define CLASS_OTHER 5
 #define CLASS_NONE 6
-#define NRESULTS 5
+#define NRESULTS 6
 #define NSTORE_ERRORS 3
 #define NSTATES 4
 #define NUPSTREAM_ERRORS 4
+#define NRETRY_REASONS 4
 #define NBACKENDS 2
 
 static const char *const method_names[NMETHODS] = {
@@ -61,12 +63,15 @@ static const char *const class_names[NCLASSES] = {
     "1xx", "2xx", "3xx", "4xx", "5xx", "other", "none",
 };
 static const char *const result_names[NRESULTS] = {
-    "admitted", "limited", "shadow_limited", "skipped", "store_error",
+    "admitted", "limited", "shadow_limited", "skipped", "store_error", "delayed",
 };
 static const char *const store_error_names[NSTORE_ERRORS] = { "timeout", "connection", "reply" };
 static const char *const state_names[NSTATES] = { "redis", "local", "local_fallback", "failing" };
 static const char *const upstream_error_names[NUPSTREAM_ERRORS] = {
     "connect_error", "connect_timeout", "response_timeout", "broken",
+};
+static const char *const retry_reason_names[NRETRY_REASONS] = {
+    "connect_failure", "reset", "502", "503",
 };
 static const char *const backend_names[NBACKENDS] = { "redis", "local" };
 static const char *const kind_labels[NKINDS] = { "route", "limit", "upstream" };
@@ -87,6 +92,8 @@ enum {
     U_ERRORS = NCLASSES,
     U_GAUGES = U_ERRORS + NUPSTREAM_ERRORS, /* idle, active, queued */
     U_SHED = U_GAUGES + 3,
+    U_RETRIES,
+    U_RETRIES_REFUSED = U_RETRIES + NRETRY_REASONS,
     U_HIST,
 };
 /* ... the worker's scalars; the store histograms (one per backend) follow S_HIST */
@@ -103,10 +110,22 @@ enum {
     S_HIST,
 };
 
+/*
+ * Who calls a route that ends (sl_metrics_consumer): a Space-Saving table per
+ * worker and route. Its strings change in place, which no single-word atomic
+ * can carry, so it has a mutex; only its worker and a scrape take it, and
+ * only routes with a deprecation or sunset pay for it.
+ */
+struct consumers {
+    pthread_mutex_t lock;
+    struct sl_topk topk;
+};
+
 struct sl_metrics_worker {
     struct sl_metrics *m;
     _Atomic uint64_t *scalars;
     _Atomic(_Atomic uint64_t *) chunks[NKINDS][NCHUNKS];
+    _Atomic(struct consumers *) consumers[SL_METRICS_MAX_NAMES]; /* by route slot */
 };
 
 struct name_table {
@@ -130,6 +149,7 @@ struct sl_metrics {
      * scrape sees a consistent set of names. Never taken on the request path. */
     pthread_mutex_t lock;
     struct name_table names[NKINDS];
+    unsigned consumer_top[SL_METRICS_MAX_NAMES]; /* by route slot; 0: not counted */
 
     _Atomic double start_time;
     _Atomic uint64_t reloads_ok;
@@ -354,6 +374,14 @@ sl_metrics_free(struct sl_metrics *m)
         for (size_t k = 0; k < NKINDS; k++)
             for (size_t c = 0; c < NCHUNKS; c++)
                 free(atomic_load(&w->chunks[k][c]));
+        for (size_t r = 0; r < SL_METRICS_MAX_NAMES; r++) {
+            struct consumers *c = atomic_load(&w->consumers[r]);
+            if (c != NULL) {
+                sl_topk_fini(&c->topk);
+                pthread_mutex_destroy(&c->lock);
+                free(c);
+            }
+        }
         free(w->scalars);
         free(w);
     }
@@ -385,6 +413,38 @@ sl_metrics_slot(struct sl_metrics *m, enum sl_metrics_kind kind, const char *nam
     slot = register_name(m, kind, name);
     pthread_mutex_unlock(&m->lock);
     return slot;
+}
+
+/* Counters per consumer: four per name shown, so that a caller in the top
+ * N is rarely one the table forgot (Space-Saving's bound is total / cap). */
+static size_t
+consumer_cap(unsigned top)
+{
+    return (size_t)top * 4 < 32 ? 32 : (size_t)top * 4;
+}
+
+void
+sl_metrics_route_consumers(struct sl_metrics *m, unsigned route, unsigned top)
+{
+    if (route >= SL_METRICS_MAX_NAMES || top == 0)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->consumer_top[route] = top;
+    for (unsigned i = 0; i < m->nworkers; i++) {
+        struct consumers *c = atomic_load_explicit(&m->workers[i]->consumers[route],
+                                                   memory_order_acquire);
+        if (c == NULL) {
+            c = sl_xcalloc(1, sizeof(*c));
+            pthread_mutex_init(&c->lock, NULL);
+            sl_topk_init(&c->topk, consumer_cap(top));
+            atomic_store_explicit(&m->workers[i]->consumers[route], c, memory_order_release);
+        } else {
+            pthread_mutex_lock(&c->lock);
+            sl_topk_grow(&c->topk, consumer_cap(top));
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 enum sl_metrics_method
@@ -454,6 +514,22 @@ sl_metrics_request(struct sl_metrics_worker *w, unsigned route, enum sl_metrics_
     bump(&s[R_RX], bytes_in);
     bump(&s[R_TX], bytes_out);
     observe(w->m, &s[R_HIST], duration_us);
+}
+
+void
+sl_metrics_consumer(struct sl_metrics_worker *w, unsigned route, const char *consumer,
+                    size_t len)
+{
+    struct consumers *c;
+
+    if (w == NULL || route >= SL_METRICS_MAX_NAMES)
+        return;
+    c = atomic_load_explicit(&w->consumers[route], memory_order_acquire);
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    sl_topk_add(&c->topk, consumer, len);
+    pthread_mutex_unlock(&c->lock);
 }
 
 void
@@ -566,6 +642,25 @@ sl_metrics_shed(struct sl_metrics_worker *w, unsigned upstream)
 
     if (s != NULL)
         bump(&s[U_SHED], 1);
+}
+
+void
+sl_metrics_upstream_retry(struct sl_metrics_worker *w, unsigned upstream,
+                          enum sl_metrics_retry_reason reason)
+{
+    _Atomic uint64_t *s = slot_words(w, SL_METRICS_UPSTREAM, upstream);
+
+    if (s != NULL && (unsigned)reason < NRETRY_REASONS)
+        bump(&s[U_RETRIES + reason], 1);
+}
+
+void
+sl_metrics_upstream_retry_refused(struct sl_metrics_worker *w, unsigned upstream)
+{
+    _Atomic uint64_t *s = slot_words(w, SL_METRICS_UPSTREAM, upstream);
+
+    if (s != NULL)
+        bump(&s[U_RETRIES_REFUSED], 1);
 }
 
 void
@@ -906,6 +1001,73 @@ render_upstreams(struct out *o, struct sl_metrics *m)
     for (size_t u = 0; u < ups->n; u++)
         emit(o, "sluice_requests_shed_total{upstream=\"%s\"} %" PRIu64 "\n", ups->label[u],
              sum_slot(m, SL_METRICS_UPSTREAM, u, U_SHED));
+    head(o, "sluice_upstream_retries_total", "counter",
+         "Requests sent again after a failed attempt, by upstream and reason.");
+    for (size_t u = 0; u < ups->n; u++)
+        for (size_t r = 0; r < NRETRY_REASONS; r++)
+            emit(o, "sluice_upstream_retries_total{upstream=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                 ups->label[u], retry_reason_names[r],
+                 sum_slot(m, SL_METRICS_UPSTREAM, u, U_RETRIES + r));
+    head(o, "sluice_upstream_retries_refused_total", "counter",
+         "Retries not made because the upstream's retry budget was spent, by upstream.");
+    for (size_t u = 0; u < ups->n; u++)
+        emit(o, "sluice_upstream_retries_refused_total{upstream=\"%s\"} %" PRIu64 "\n",
+             ups->label[u], sum_slot(m, SL_METRICS_UPSTREAM, u, U_RETRIES_REFUSED));
+}
+
+/* One route's consumers: every worker's table locked at once (the scrape is
+ * the only thread that takes more than one), merged, the top N by name. */
+static void
+render_route_consumers(struct out *o, struct sl_metrics *m, size_t route)
+{
+    const struct sl_topk **tables = sl_xcalloc(m->nworkers, sizeof(*tables));
+    struct sl_topk_entry *top = sl_xcalloc(m->consumer_top[route], sizeof(*top));
+    const char *route_label = m->names[SL_METRICS_ROUTE].label[route];
+    size_t n = 0, ntop;
+    uint64_t other;
+
+    for (unsigned i = 0; i < m->nworkers; i++) {
+        struct consumers *c = atomic_load_explicit(&m->workers[i]->consumers[route],
+                                                   memory_order_acquire);
+        pthread_mutex_lock(&c->lock);
+        tables[n++] = &c->topk;
+    }
+    ntop = sl_topk_merge(tables, n, m->consumer_top[route], top, &other);
+    for (unsigned i = 0; i < m->nworkers; i++)
+        pthread_mutex_unlock(&atomic_load(&m->workers[i]->consumers[route])->lock);
+    for (size_t i = 0; i < ntop; i++) {
+        char key[SL_TOPK_KEY_MAX + 1];
+        char *label;
+
+        memcpy(key, top[i].key, top[i].len);
+        key[top[i].len] = '\0';
+        label = escape_label(key);
+        emit(o, "sluice_route_consumer_requests{route=\"%s\",consumer=\"%s\"} %" PRIu64 "\n",
+             route_label, label, top[i].count);
+        free(label);
+    }
+    emit(o, "sluice_route_consumer_requests{route=\"%s\",consumer=\"other\"} %" PRIu64 "\n",
+         route_label, other);
+    free(top);
+    free(tables);
+}
+
+static void
+render_consumers(struct out *o, struct sl_metrics *m)
+{
+    size_t r = 0;
+
+    while (r < m->names[SL_METRICS_ROUTE].n && m->consumer_top[r] == 0)
+        r++;
+    if (r == m->names[SL_METRICS_ROUTE].n)
+        return; /* no route ends: no family at all, as before */
+    head(o, "sluice_route_consumer_requests", "gauge",
+         "Requests to a route with a deprecation or sunset since start, by consumer: the top N "
+         "callers (approximate counts), everyone else under consumer=\"other\".");
+    for (; r < m->names[SL_METRICS_ROUTE].n; r++) {
+        if (m->consumer_top[r] > 0)
+            render_route_consumers(o, m, r);
+    }
 }
 
 char *
@@ -920,6 +1082,7 @@ sl_metrics_render(struct sl_metrics *m, size_t *len)
     render_limits(&o, m);
     render_store(&o, m);
     render_upstreams(&o, m);
+    render_consumers(&o, m);
     pthread_mutex_unlock(&m->lock);
     return sl_buf_take(&o.buf, len);
 }

@@ -24,6 +24,7 @@
  * Deprecation before anything is spent), limits, then idempotency and cache.
  * A new phase is a file of its own and one line here. */
 static const struct sl_phase *const builtin[] = {
+    &sl_phase_lifecycle,
     &sl_phase_limit,
 };
 

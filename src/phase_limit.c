@@ -7,11 +7,18 @@
  * problem+json body; an admitted request passes with those lines attached
  * to whatever response it gets. With Server-Timing on for the route, the
  * limiter's share is attached too. The policy itself is limiter.c's.
+ *
+ * A DELAY decision (a limit's `delay`) parks the request on a timer of its
+ * own until its tokens are due, then checks again; the limiter bounds how
+ * many wait per worker and how long in all. Nothing is attached until the
+ * last decision, so the client sees only that one's fields.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "sluice/accesslog.h"
 #include "sluice/config.h"
@@ -19,21 +26,31 @@
 #include "sluice/metrics.h"
 #include "sluice/phase.h"
 #include "util/alloc.h"
+#include "util/clock.h"
+#include "util/timeval.h"
+
+struct limit_state;
 
 struct limit_conf {
     struct sl_limiter *limiter;
+    struct event_base *base;
     const struct sl_route_conf *route;
     struct sl_metrics_worker *metrics;
     unsigned route_slot;
+    struct limit_state *waiting; /* delayed requests of this route, for teardown */
 };
 
 struct limit_state {
     struct sl_phase_run *run;
-    const struct limit_conf *conf;
+    struct limit_conf *conf;
     const char *outcome; /* static, from the decision */
     const char *reason;  /* why it answered, for the access log; NULL: it passed */
     double limiter_ms;
     bool is_checked;     /* some limit applied: limiter_ms means something */
+    struct event *delay_timer; /* only while waiting out a delay */
+    struct limit_state *next, *prev; /* conf->waiting */
+    uint64_t wait_start_us;
+    uint64_t waited_ms;
 };
 
 /* Every route: a route without limits still gets its "none" in the access
@@ -44,6 +61,7 @@ limit_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, v
     struct limit_conf *lc = sl_xcalloc(1, sizeof(*lc));
 
     lc->limiter = env->limiter;
+    lc->base = env->base;
     lc->route = route;
     lc->metrics = env->metrics;
     lc->route_slot = env->route_slots[route - env->cfg->routes];
@@ -52,8 +70,35 @@ limit_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, v
 }
 
 static void
+waiting_unlink(struct limit_state *st)
+{
+    struct limit_conf *lc = st->conf;
+
+    if (st->prev != NULL)
+        st->prev->next = st->next;
+    else
+        lc->waiting = st->next;
+    if (st->next != NULL)
+        st->next->prev = st->prev;
+    st->next = st->prev = NULL;
+    event_del(st->delay_timer);
+    free(st->delay_timer);
+    st->delay_timer = NULL;
+}
+
+/* Only a request that ended can still wait when its generation goes (a
+ * live one holds the generation); the limiter is gone by then, so the wait
+ * just ends. */
+static void
 limit_teardown(void *conf)
 {
+    struct limit_conf *lc = conf;
+
+    while (lc->waiting != NULL) {
+        struct limit_state *st = lc->waiting;
+        waiting_unlink(st);
+        sl_phase_pass(st->run);
+    }
     free(conf);
 }
 
@@ -68,6 +113,44 @@ attach_server_timing(struct sl_phase_run *run, double limiter_ms)
     sl_phase_attach(run, text, (size_t)n);
 }
 
+static void on_decision(void *arg, const struct sl_decision *d);
+
+static void
+on_delay_over(evutil_socket_t fd, short what, void *arg)
+{
+    struct limit_state *st = arg;
+    struct limit_conf *lc = st->conf;
+
+    (void)fd;
+    (void)what;
+    waiting_unlink(st);
+    sl_limiter_delay_end(lc->limiter);
+    st->waited_ms += (sl_clock_now_us() - st->wait_start_us) / 1000;
+    if (sl_phase_is_abandoned(st->run)) {
+        sl_phase_pass(st->run);
+        return;
+    }
+    sl_limiter_recheck(lc->limiter, lc->route, sl_phase_request(st->run), st->waited_ms,
+                       on_decision, st);
+}
+
+static void
+start_delay(struct limit_state *st, uint64_t wait_ms)
+{
+    struct limit_conf *lc = st->conf;
+    struct timeval tv = sl_timeval_from_ms(wait_ms);
+
+    st->delay_timer = sl_xmalloc(event_get_struct_event_size());
+    evtimer_assign(st->delay_timer, lc->base, on_delay_over, st);
+    st->wait_start_us = sl_clock_now_us();
+    st->next = lc->waiting;
+    st->prev = NULL;
+    if (lc->waiting != NULL)
+        lc->waiting->prev = st;
+    lc->waiting = st;
+    evtimer_add(st->delay_timer, &tv);
+}
+
 static void
 on_decision(void *arg, const struct sl_decision *d)
 {
@@ -75,11 +158,20 @@ on_decision(void *arg, const struct sl_decision *d)
     struct sl_phase_run *run = st->run;
     const struct limit_conf *lc = st->conf;
 
+    if (d->verdict == SL_VERDICT_DELAY && !sl_phase_is_abandoned(run)) {
+        start_delay(st, d->wait_ms);
+        return;
+    }
+    if (d->verdict == SL_VERDICT_DELAY)
+        sl_limiter_delay_end(lc->limiter);
     if (sl_phase_is_abandoned(run)) {
         sl_phase_pass(run); /* the client is gone: nothing to count or answer */
         return;
     }
     st->outcome = d->outcome;
+    /* admitted after waiting: the access log tells the wait apart */
+    if (st->waited_ms > 0 && d->verdict == SL_VERDICT_ALLOW && strcmp(d->outcome, "admitted") == 0)
+        st->outcome = "delayed";
     st->limiter_ms = d->limiter_ms;
     /* "none": no limit applied to this request, so no limiter time to report */
     st->is_checked = strcmp(d->outcome, "none") != 0;
@@ -102,7 +194,7 @@ static void
 limit_request(struct sl_phase_run *run, void *conf, void *state)
 {
     struct limit_state *st = state;
-    const struct limit_conf *lc = conf;
+    struct limit_conf *lc = conf;
 
     st->run = run;
     st->conf = lc;

@@ -146,6 +146,7 @@ build_phases(const struct sl_proxy *px, const struct wgen *gen)
 {
     struct sl_phase_env env = {
         .cfg = gen->cfg,
+        .base = px->base,
         .limiter = gen->limiter,
         .metrics = px->mw,
         .route_slots = gen->route_slots,
@@ -442,6 +443,12 @@ sl_proxy_set_resolver(struct sl_proxy *px, struct sl_resolver *resolver)
 }
 
 void
+sl_proxy_set_health(struct sl_proxy *px, struct sl_health *health)
+{
+    px->health = health;
+}
+
+void
 sl_proxy_free(struct sl_proxy *px)
 {
     if (px == NULL)
@@ -516,7 +523,8 @@ same_path(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* Label values come from the conf only: route [host]path, limit and upstream names. */
+/* Label values come from the conf only: route names (sl_route_name), limit and
+ * upstream names. */
 static void
 register_names(struct sl_proxy *px, struct wgen *gen)
 {
@@ -527,14 +535,13 @@ register_names(struct sl_proxy *px, struct wgen *gen)
     gen->limit_slots = sl_xcalloc(cfg->nlimits + 1, sizeof(*gen->limit_slots));
     gen->upstream_slots = sl_xcalloc(cfg->nupstreams + 1, sizeof(*gen->upstream_slots));
     for (size_t i = 0; i < cfg->nroutes; i++) {
-        const struct sl_route_conf *r = &cfg->routes[i];
-        size_t host_len = r->host ? strlen(r->host) : 0;
-        char *name = sl_xmalloc(host_len + r->path_len + 1);
-        memcpy(name, r->host ? r->host : "", host_len);
-        memcpy(name + host_len, r->path, r->path_len + 1);
+        char *name = sl_route_name(&cfg->routes[i]);
         gen->route_names[i] = name;
         if (px->metrics != NULL)
             gen->route_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_ROUTE, name);
+        if (px->metrics != NULL && sl_route_has_lifecycle(&cfg->routes[i]))
+            sl_metrics_route_consumers(px->metrics, gen->route_slots[i],
+                                       cfg->routes[i].lifecycle.consumer_top);
     }
     for (size_t i = 0; px->metrics != NULL && i < cfg->nlimits; i++)
         gen->limit_slots[i] = sl_metrics_slot(px->metrics, SL_METRICS_LIMIT, cfg->limits[i].name);
@@ -591,7 +598,8 @@ sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
-                                             gen->upstream_slots[i], px->resolver);
+                                             gen->upstream_slots[i], px->resolver,
+                                             px->health);
     pg = sl_xcalloc(1, sizeof(*pg));
     pg->gen = gen;
     if (prepare_accesslog(px, cfg, pg, err, err_size) != 0) {

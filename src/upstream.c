@@ -21,16 +21,16 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/resolver.h"
+#include "upstream_balance.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/stream.h"
 #include "util/timeval.h"
 
-/* A refused server is skipped for this long unless every server is down. */
-#define SERVER_DOWN_US (2u * 1000u * 1000u)
 #define FAILURE_LOG_INTERVAL_US (1000u * 1000u) /* per server and worker */
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
@@ -38,11 +38,12 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 /*
  * Servers come from the conf (numeric) and from the resolver (a host name's
  * addresses). When a name's addresses change, servers that left are taken
- * out of the round-robin at once and freed with their last connection.
+ * out of the choice at once and freed with their last connection.
  */
 struct server {
     struct sl_sockaddr addr;
-    uint64_t down_until_us;
+    struct sl_balance_peer bal; /* weight, requests in flight, round-robin state */
+    struct sl_health_server *health; /* shared with every pool of the process */
     struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
     unsigned nconns;        /* connecting, in use or idle */
@@ -54,6 +55,7 @@ struct pool_name {
     struct sl_resolved *resolved;
     uint16_t port;
     uint64_t version;
+    unsigned weight; /* of each of its addresses */
 };
 
 struct sl_upconn {
@@ -64,24 +66,32 @@ struct sl_upconn {
     struct sl_upconn *next, *prev; /* idle list */
     struct server *server;
     bool is_reused;
+    bool is_inflight; /* counted in its server's bal.inflight */
     bool is_broken; /* closed or talked while parked between idle and handover */
+    bool is_retry_counted; /* carries a retry: counted in pool->retrying until released */
 };
 
 struct sl_upstream_pool {
     struct event_base *base;
     const struct sl_upstream_conf *conf;
-    struct server **servers; /* the round-robin; retired ones are not in it */
+    struct server **servers; /* those to choose from; retired ones are not in it */
     unsigned nservers, cap;
+    struct sl_balance_peer *peers; /* scratch for a choice, cap of them */
+    bool *ok;                      /* scratch: which servers a choice may take */
+    struct sl_ring ring;           /* balance = "hash:...": over servers, rebuilt as they change */
+    unsigned weight_gcd;           /* of the conf's weights, for the ring */
+    uint64_t rng;                  /* random2's state */
     struct pool_name *names;
     unsigned nnames;
-    unsigned rr;
     unsigned nidle;
     unsigned active, max_active;
     struct sl_upstream_wait *queue_head, *queue_tail;
     unsigned nqueued, max_queued;
     uint64_t connect_failures, connect_timeouts, shed;
+    unsigned retrying; /* requests on a retry now, for the retry budget */
     struct sl_metrics_worker *metrics;
     unsigned slot;
+    struct sl_health *health;
 };
 
 static void
@@ -104,8 +114,64 @@ count_shed(struct sl_upstream_pool *pool)
     sl_metrics_shed(pool->metrics, pool->slot);
 }
 
+/* The request's retry is over (it failed, was withdrawn, or its
+ * connection went back): it leaves the budget's count. */
+static void
+retry_uncount(struct sl_upstream_pool *pool, bool *is_counted)
+{
+    if (*is_counted) {
+        *is_counted = false;
+        pool->retrying--;
+    }
+}
+
+static enum sl_metrics_retry_reason
+retry_reason(unsigned bit)
+{
+    return bit == SL_RETRY_ON_CONNECT_FAILURE ? SL_METRICS_RETRY_CONNECT_FAILURE
+           : bit == SL_RETRY_ON_502           ? SL_METRICS_RETRY_502
+           : bit == SL_RETRY_ON_503           ? SL_METRICS_RETRY_503
+                                              : SL_METRICS_RETRY_RESET;
+}
+
+/*
+ * Whether the request may make another attempt for `reason`: the upstream
+ * retries on it, the request has retries left, and the budget has room (a
+ * request already on a retry holds its place in the count). Counts the
+ * retry, or the refusal when the budget alone said no.
+ */
+static bool
+retry_allowed(struct sl_upstream_wait *wait, unsigned reason)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    const struct sl_retry_conf *rc = &pool->conf->retry;
+    unsigned others = pool->retrying - (wait->is_retry_counted ? 1 : 0);
+
+    if (!(rc->on & reason) || wait->retries_used >= rc->retries)
+        return false;
+    if (!sl_upstream_retry_budget_ok(rc->budget_percent, rc->budget_min,
+                                     pool->active + pool->nqueued, others)) {
+        sl_metrics_upstream_retry_refused(pool->metrics, pool->slot);
+        return false;
+    }
+    wait->retries_used++;
+    if (!wait->is_retry_counted) {
+        wait->is_retry_counted = true;
+        pool->retrying++;
+    }
+    sl_metrics_upstream_retry(pool->metrics, pool->slot, retry_reason(reason));
+    return true;
+}
+
+static bool
+is_avoided(const struct sl_upstream_wait *wait, const struct server *srv)
+{
+    return wait->avoid[0] != '\0' && strcmp(wait->avoid, srv->addr.text) == 0;
+}
+
 static void start(struct sl_upstream_wait *wait);
 static void connect_next(struct sl_upstream_wait *wait);
+static void tries_reset(struct sl_upstream_wait *wait);
 static void parked_cb(struct sl_stream *stream, int what, void *arg);
 static void idle_drop(struct sl_upconn *conn);
 
@@ -117,52 +183,114 @@ share(unsigned total, unsigned nworkers)
 }
 
 static void
-server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr)
+server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr, unsigned weight)
 {
     struct server *srv = sl_xcalloc(1, sizeof(*srv));
 
     srv->addr = *addr;
+    srv->bal.weight = weight > 0 ? weight : 1;
+    srv->health = sl_health_ref(pool->health, pool->conf->name, addr->text);
     if (pool->nservers == pool->cap) {
         pool->cap = pool->cap ? 2 * pool->cap : 4;
         pool->servers = sl_xrealloc(pool->servers, pool->cap * sizeof(*pool->servers));
+        pool->peers = sl_xrealloc(pool->peers, pool->cap * sizeof(*pool->peers));
+        pool->ok = sl_xrealloc(pool->ok, pool->cap * sizeof(*pool->ok));
     }
     pool->servers[pool->nservers++] = srv;
+}
+
+static unsigned
+gcd(unsigned a, unsigned b)
+{
+    while (b != 0) {
+        unsigned t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* The ring follows the servers; built when they change, never per request. */
+static void
+ring_update(struct sl_upstream_pool *pool)
+{
+    const char **ids;
+    unsigned *weights;
+
+    if (pool->conf->balance != SL_BALANCE_HASH)
+        return;
+    ids = sl_xcalloc(pool->nservers + 1, sizeof(*ids));
+    weights = sl_xcalloc(pool->nservers + 1, sizeof(*weights));
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        ids[i] = pool->servers[i]->addr.text;
+        weights[i] = pool->servers[i]->bal.weight;
+    }
+    sl_ring_build(&pool->ring, ids, weights, pool->nservers, pool->weight_gcd);
+    free(weights);
+    free(ids);
+}
+
+static unsigned
+conf_weight(const struct sl_upstream_conf *conf, size_t i)
+{
+    return conf->weights != NULL ? conf->weights[i] : 1;
 }
 
 static void
 server_put(struct server *srv)
 {
-    if (srv->is_retired && srv->nconns == 0)
+    if (srv->is_retired && srv->nconns == 0) {
+        sl_health_unref(srv->health);
         free(srv);
+    }
 }
 
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
                      unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
-                     struct sl_resolver *resolver)
+                     struct sl_resolver *resolver, struct sl_health *health)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
+    pool->health = health;
     pool->metrics = metrics;
     pool->slot = slot;
     pool->base = base;
     pool->conf = conf;
-    for (size_t i = 0; i < conf->nservers; i++)
-        server_add(pool, &conf->servers[i]);
+    for (size_t i = 0; i < conf->nservers; i++) {
+        server_add(pool, &conf->servers[i], conf_weight(conf, i));
+        pool->weight_gcd = gcd(conf_weight(conf, i), pool->weight_gcd);
+    }
+    for (size_t i = 0; i < conf->nnames; i++)
+        pool->weight_gcd = gcd(conf->names[i].weight, pool->weight_gcd);
+    pool->rng = sl_balance_seed(sl_clock_now_us() ^ (uint64_t)(uintptr_t)pool);
     pool->names = sl_xcalloc(conf->nnames ? conf->nnames : 1, sizeof(*pool->names));
     for (size_t i = 0; resolver != NULL && i < conf->nnames; i++) {
         struct sl_resolved *res = sl_resolver_ref(resolver, conf->names[i].host);
         if (res != NULL)
-            pool->names[pool->nnames++] = (struct pool_name){ res, conf->names[i].port, 0 };
+            pool->names[pool->nnames++] =
+                (struct pool_name){ res, conf->names[i].port, 0, conf->names[i].weight };
     }
     pool->max_active = share(conf->max_inflight, nworkers ? nworkers : 1);
     pool->max_queued = conf->queue ? share(conf->queue, nworkers ? nworkers : 1) : 0;
+    ring_update(pool);
     return pool;
+}
+
+/* The connection stops counting as a request in flight to its server. */
+static void
+inflight_end(struct sl_upconn *conn)
+{
+    if (conn->is_inflight) {
+        conn->is_inflight = false;
+        conn->server->bal.inflight--;
+    }
 }
 
 static void
 upconn_free(struct sl_upconn *conn)
 {
+    inflight_end(conn);
     event_del(&conn->idle_timer);
     sl_stream_fini(&conn->stream);
     conn->server->nconns--;
@@ -206,6 +334,9 @@ sl_upstream_pool_free(struct sl_upstream_pool *pool)
         sl_resolved_unref(pool->names[i].resolved);
     free(pool->names);
     free(pool->servers);
+    free(pool->peers);
+    free(pool->ok);
+    sl_ring_fini(&pool->ring);
     free(pool);
 }
 
@@ -285,6 +416,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     case PHASE_QUEUED:
         queue_remove(wait);
         count_shed(pool);
+        retry_uncount(pool, &wait->is_retry_counted);
         wait->is_active = false;
         wait->cb(wait->arg, NULL, 503);
         return;
@@ -294,7 +426,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         log_connect_failure(pool, conn->server, "timed out");
-        conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
         upconn_free(conn);
         wait->last_status = 504;
         connect_next(wait);
@@ -307,17 +439,19 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
             /* The kept-alive connection died while parked; nothing was sent
              * on it, so a fresh one is no second attempt at the request. */
             upconn_free(conn);
-            wait->first_server = pool->rr++;
-            wait->servers_tried = 0;
-            wait->skipped_down = 0;
+            tries_reset(wait);
             wait->last_status = 502;
             connect_next(wait);
             return;
         }
         wait->is_active = false;
         if (conn == NULL) {
+            retry_uncount(pool, &wait->is_retry_counted);
             active_add(pool, -1);
             pump_queue(pool);
+        } else {
+            conn->is_retry_counted = wait->is_retry_counted;
+            wait->is_retry_counted = false;
         }
         wait->cb(wait->arg, conn, status);
         return;
@@ -326,16 +460,10 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void
-sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
-                    sl_upstream_cb *cb, void *arg)
+/* A slot, a place in the queue, or 503. */
+static void
+enter(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait)
 {
-    memset(wait, 0, sizeof(*wait));
-    wait->pool = pool;
-    wait->cb = cb;
-    wait->arg = arg;
-    wait->is_active = true;
-    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
     if (pool->active < pool->max_active) {
         active_add(pool, 1);
         start(wait);
@@ -362,6 +490,62 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
     deliver_later(wait, NULL, 503);
 }
 
+/* The hash key is the caller's, set before acquire (see upstream.h). */
+static void
+wait_init(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait, sl_upstream_cb *cb,
+          void *arg)
+{
+    uint64_t hash = wait->hash;
+    bool has_hash = wait->has_hash;
+
+    memset(wait, 0, sizeof(*wait));
+    wait->hash = hash;
+    wait->has_hash = has_hash;
+    wait->pool = pool;
+    wait->cb = cb;
+    wait->arg = arg;
+    wait->is_active = true;
+    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
+}
+
+void
+sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
+                    sl_upstream_cb *cb, void *arg)
+{
+    wait_init(pool, wait, cb, arg);
+    enter(pool, wait);
+}
+
+bool
+sl_upstream_retry(struct sl_upconn *conn, struct sl_upstream_wait *wait, unsigned reason,
+                  sl_upstream_cb *cb, void *arg)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+    unsigned used;
+    bool is_counted;
+
+    /* Weighed while the failed attempt still holds its slot, so the request
+     * counts as in flight; a place it held in the retry count passes on to
+     * this retry rather than being held against it. */
+    wait->pool = pool;
+    wait->is_retry_counted = conn->is_retry_counted;
+    conn->is_retry_counted = false;
+    if (!retry_allowed(wait, reason)) {
+        conn->is_retry_counted = wait->is_retry_counted;
+        wait->is_retry_counted = false;
+        return false;
+    }
+    used = wait->retries_used;
+    is_counted = wait->is_retry_counted;
+    wait_init(pool, wait, cb, arg);
+    wait->retries_used = used;
+    wait->is_retry_counted = is_counted;
+    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
+    sl_upstream_release(conn, false);
+    enter(pool, wait);
+    return true;
+}
+
 void
 sl_upstream_cancel(struct sl_upstream_wait *wait)
 {
@@ -371,6 +555,7 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
         return;
     wait->is_active = false;
     evtimer_del(&wait->timer);
+    retry_uncount(pool, &wait->is_retry_counted);
     if (wait->is_queued) {
         queue_remove(wait);
         return;
@@ -414,15 +599,18 @@ address_of(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr 
 }
 
 /* The pool's addresses as the conf and the names now give them (at most
- * nconf + nnames * SL_RESOLVED_MAX); how many. */
+ * nconf + nnames * SL_RESOLVED_MAX), with their weights (a name's go to
+ * each of its addresses); how many. */
 static size_t
-wanted_addresses(struct sl_upstream_pool *pool, struct sl_sockaddr *out)
+wanted_addresses(struct sl_upstream_pool *pool, struct sl_sockaddr *out, unsigned *weights)
 {
     struct sockaddr_storage found[SL_RESOLVED_MAX];
     size_t n = 0;
 
-    for (size_t i = 0; i < pool->conf->nservers; i++)
+    for (size_t i = 0; i < pool->conf->nservers; i++) {
+        weights[n] = conf_weight(pool->conf, i);
         out[n++] = pool->conf->servers[i];
+    }
     for (unsigned i = 0; i < pool->nnames; i++) {
         struct pool_name *pn = &pool->names[i];
         size_t got = sl_resolved_addresses(pn->resolved, found, SL_RESOLVED_MAX, &pn->version);
@@ -432,8 +620,10 @@ wanted_addresses(struct sl_upstream_pool *pool, struct sl_sockaddr *out)
             address_of(&found[j], pn->port, &a);
             for (size_t k = 0; k < n && !is_dup; k++)
                 is_dup = strcmp(out[k].text, a.text) == 0;
-            if (!is_dup)
+            if (!is_dup) {
+                weights[n] = pn->weight;
                 out[n++] = a;
+            }
         }
     }
     return n;
@@ -449,7 +639,8 @@ servers_update(struct sl_upstream_pool *pool)
 {
     size_t max = pool->conf->nservers + (size_t)pool->nnames * SL_RESOLVED_MAX;
     struct sl_sockaddr *want = sl_xcalloc(max ? max : 1, sizeof(*want));
-    size_t nwant = wanted_addresses(pool, want);
+    unsigned *weights = sl_xcalloc(max ? max : 1, sizeof(*weights));
+    size_t nwant = wanted_addresses(pool, want, weights);
     bool *is_kept = sl_xcalloc(nwant ? nwant : 1, sizeof(*is_kept));
     unsigned n = 0;
 
@@ -475,10 +666,12 @@ servers_update(struct sl_upstream_pool *pool)
     pool->nservers = n;
     for (size_t k = 0; k < nwant; k++) {
         if (!is_kept[k])
-            server_add(pool, &want[k]);
+            server_add(pool, &want[k], weights[k]);
     }
     free(is_kept);
+    free(weights);
     free(want);
+    ring_update(pool);
 }
 
 /* Cheap for every request: one atomic load per host name. */
@@ -493,17 +686,59 @@ refresh_names(struct sl_upstream_pool *pool)
     }
 }
 
-/*
- * Round-robin picks the server first and only then looks for a kept-alive
- * connection to it (as nginx's keepalive module does), so keep-alive never
- * pins all traffic to the server that answered first.
- */
+static void
+tries_reset(struct sl_upstream_wait *wait)
+{
+    wait->attempts = 0;
+    wait->nconnects = 0;
+    memset(wait->tried, 0, sizeof(wait->tried));
+}
+
+/* ---- health ------------------------------------------------------------------ */
+
+/* Marked down by the active check; only pools that have one believe it. */
+static bool
+is_down(const struct sl_upstream_pool *pool, const struct server *srv)
+{
+    return pool->conf->health.path != NULL && sl_health_is_down(srv->health);
+}
+
+static bool
+is_usable(const struct sl_upstream_pool *pool, const struct server *srv, uint64_t now_us)
+{
+    return !is_down(pool, srv) && !sl_health_is_ejected(srv->health, now_us);
+}
+
+/* With active checks, every server down means no connect is worth trying. */
+static bool
+is_all_down(const struct sl_upstream_pool *pool)
+{
+    if (pool->conf->health.path == NULL)
+        return false;
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        if (!sl_health_is_down(pool->servers[i]->health))
+            return false;
+    }
+    return true;
+}
+
+void
+sl_upstream_report(struct sl_upconn *conn, int status)
+{
+    const struct sl_health_conf *hc = &conn->pool->conf->health;
+
+    if (!hc->is_passive_5xx)
+        return;
+    if (status >= 500)
+        sl_health_failed(conn->server->health, hc, sl_clock_now_us());
+    else
+        sl_health_succeeded(conn->server->health);
+}
+
 static void
 start(struct sl_upstream_wait *wait)
 {
     struct sl_upstream_pool *pool = wait->pool;
-    unsigned first = pool->rr++;
-    struct server *srv;
 
     refresh_names(pool);
     if (pool->nservers == 0) {
@@ -511,19 +746,12 @@ start(struct sl_upstream_wait *wait)
         deliver_later(wait, NULL, 502);
         return;
     }
-    srv = pool->servers[first % pool->nservers];
-    if (srv->idle != NULL && srv->down_until_us <= sl_clock_cached_us()) {
-        struct sl_upconn *conn = srv->idle;
-        idle_unlink(conn);
-        event_del(&conn->idle_timer);
-        sl_stream_setcb(&conn->stream, parked_cb, conn);
-        conn->is_reused = true;
-        deliver_later(wait, conn, 0);
+    tries_reset(wait);
+    if (is_all_down(pool)) {
+        wait->is_all_down = true;
+        deliver_later(wait, NULL, 503);
         return;
     }
-    wait->first_server = first;
-    wait->servers_tried = 0;
-    wait->skipped_down = 0;
     wait->last_status = 502;
     connect_next(wait);
 }
@@ -550,7 +778,8 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
         if (conn->server->addr.ss.ss_family != AF_UNIX)
             setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
-        conn->server->down_until_us = 0;
+        if (!pool->conf->health.is_passive_5xx)
+            sl_health_succeeded(conn->server->health);
         sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
@@ -558,7 +787,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     log_connect_failure(pool, conn->server, strerror(stream->error));
-    conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
     upconn_free(conn);
@@ -573,31 +802,108 @@ idle_timer_cb(evutil_socket_t fd, short what, void *arg)
     idle_drop(arg);
 }
 
+#define TRIED_BITS (8 * sizeof(((struct sl_upstream_wait *)0)->tried))
+
+static bool
+is_tried(const struct sl_upstream_wait *wait, unsigned idx)
+{
+    return idx < TRIED_BITS && (wait->tried[idx / 64] & ((uint64_t)1 << (idx % 64)));
+}
+
+/* Not marked down by a recent failure. */
 /*
- * Next server in round-robin order: first those not marked down, then those
- * that were marked down when this request skipped them. Each server is tried
- * at most once per request (a failure marks it down, which must not earn it
- * a second attempt in the second pass).
+ * The balance algorithm's choice among the servers this request has not
+ * tried, only those usable unless is_down_ok, and then never one the active
+ * check marked down; -1 when there is none. The ring of
+ * "hash:..." is followed past servers not to be taken, so a key whose server
+ * is down goes to the next one on the ring (and comes back with it).
+ */
+static int
+choose(struct sl_upstream_wait *wait, bool is_down_ok)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    uint64_t now = sl_clock_cached_us();
+    unsigned n = pool->nservers;
+    bool is_any = false;
+    int idx;
+
+    for (unsigned i = 0; i < n; i++) {
+        struct server *srv = pool->servers[i];
+        /* the server a retry avoids counts as down: it is taken last */
+        pool->ok[i] = !is_tried(wait, i)
+                      && (is_down_ok ? !is_down(pool, srv)
+                                     : is_usable(pool, srv, now) && !is_avoided(wait, srv));
+        pool->peers[i] = pool->servers[i]->bal;
+        is_any = is_any || pool->ok[i];
+    }
+    if (!is_any)
+        return -1;
+    switch (pool->conf->balance) {
+    case SL_BALANCE_LEAST_CONN:
+        idx = sl_balance_least(pool->peers, n, pool->ok);
+        break;
+    case SL_BALANCE_RANDOM2:
+        idx = sl_balance_p2c(pool->peers, n, pool->ok, &pool->rng);
+        break;
+    case SL_BALANCE_HASH:
+        /* a request without the key is spread like any other (HAProxy's
+         * balance hdr() does the same) */
+        if (wait->has_hash) {
+            idx = sl_ring_pick(&pool->ring, wait->hash, pool->ok);
+            break;
+        }
+        /* fall through */
+    case SL_BALANCE_ROUND_ROBIN:
+    default:
+        idx = sl_balance_swrr(pool->peers, n, pool->ok);
+        break;
+    }
+    for (unsigned i = 0; i < n; i++)
+        pool->servers[i]->bal.current = pool->peers[i].current;
+    return idx;
+}
+
+/*
+ * The next server for this request: first among those usable, then among
+ * those ejected (passive health), never one the active check marked down.
+ * Each server is tried at most once per request (a failure ejects it, which
+ * must not earn it a second attempt in the second pass); past the first TRIED_BITS servers of a pool that holds more,
+ * the bound on attempts is what ends the search.
  */
 static int
 next_server(struct sl_upstream_wait *wait)
 {
-    struct sl_upstream_pool *pool = wait->pool;
-    uint64_t now = sl_clock_cached_us();
+    int idx;
 
-    while (wait->servers_tried < 2 * pool->nservers) {
-        unsigned pos = wait->servers_tried++;
-        unsigned idx = (wait->first_server + pos % pool->nservers) % pool->nservers;
-        uint64_t bit = idx < 64 ? (uint64_t)1 << idx : 0;
-        if (pos < pool->nservers) {
-            if (pool->servers[idx]->down_until_us <= now)
-                return (int)idx;
-            wait->skipped_down |= bit;
-        } else if (wait->skipped_down & bit) {
-            return (int)idx;
-        }
-    }
-    return -1;
+    if (wait->attempts >= wait->pool->nservers)
+        return -1;
+    idx = choose(wait, false);
+    if (idx < 0)
+        idx = choose(wait, true);
+    if (idx < 0)
+        return -1;
+    wait->attempts++;
+    if ((unsigned)idx < TRIED_BITS)
+        wait->tried[idx / 64] |= (uint64_t)1 << (idx % 64);
+    return idx;
+}
+
+/* Hands the request a kept-alive connection to srv, if it has one. */
+static bool
+reuse_idle(struct sl_upstream_wait *wait, struct server *srv)
+{
+    struct sl_upconn *conn = srv->idle;
+
+    if (conn == NULL || !is_usable(wait->pool, srv, sl_clock_cached_us()))
+        return false;
+    idle_unlink(conn);
+    event_del(&conn->idle_timer);
+    sl_stream_setcb(&conn->stream, parked_cb, conn);
+    conn->is_reused = true;
+    conn->is_inflight = true;
+    srv->bal.inflight++;
+    deliver_later(wait, conn, 0);
+    return true;
 }
 
 static void
@@ -608,9 +914,19 @@ connect_next(struct sl_upstream_wait *wait)
 
     while ((idx = next_server(wait)) >= 0) {
         struct server *srv = pool->servers[idx];
-        struct sl_upconn *conn = sl_xcalloc(1, sizeof(*conn));
+        struct sl_upconn *conn;
         struct timeval tv = sl_timeval_from_ms(pool->conf->connect_timeout_ms);
 
+        /* The server is chosen first and only then a kept-alive connection
+         * to it looked for (as nginx's keepalive module does), so keep-alive
+         * never pins all traffic to the server that answered first. */
+        if (reuse_idle(wait, srv))
+            return;
+        /* a connect after a failed one is a retry like any other */
+        if (wait->nconnects > 0 && !retry_allowed(wait, SL_RETRY_ON_CONNECT_FAILURE))
+            break;
+        wait->nconnects++;
+        conn = sl_xcalloc(1, sizeof(*conn));
         conn->pool = pool;
         conn->wait = wait;
         evtimer_assign(&conn->idle_timer, pool->base, idle_timer_cb, conn);
@@ -623,11 +939,13 @@ connect_next(struct sl_upstream_wait *wait)
             pool->connect_failures++;
             sl_metrics_upstream_error(pool->metrics, pool->slot,
                                       SL_METRICS_UPSTREAM_CONNECT_ERROR);
-            srv->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            sl_health_failed(srv->health, &pool->conf->health, sl_clock_now_us());
             continue;
         }
         conn->server = srv;
         srv->nconns++;
+        conn->is_inflight = true;
+        srv->bal.inflight++;
         wait->connecting = conn;
         wait->phase = PHASE_CONNECTING;
         evtimer_add(&wait->timer, &tv);
@@ -659,6 +977,8 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
     struct sl_upstream_pool *pool = conn->pool;
 
     active_add(pool, -1);
+    inflight_end(conn);
+    retry_uncount(pool, &conn->is_retry_counted);
     if (is_reusable && !conn->server->is_retired && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
@@ -678,6 +998,12 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
         upconn_free(conn);
     }
     pump_queue(pool);
+}
+
+const struct sl_upstream_conf *
+sl_upstream_pool_conf(const struct sl_upstream_pool *pool)
+{
+    return pool->conf;
 }
 
 struct sl_stream *
@@ -709,9 +1035,10 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->connect_failures = pool->connect_failures;
     out->connect_timeouts = pool->connect_timeouts;
     out->shed = pool->shed;
+    out->retrying = pool->retrying;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        if (pool->servers[i]->down_until_us <= now)
+        if (is_usable(pool, pool->servers[i], now))
             out->has_reachable_server = true;
     }
 }

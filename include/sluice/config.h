@@ -35,6 +35,55 @@ struct sl_server_name {
     char *host;
     uint16_t port;
     char *text; /* "host:port" as written */
+    unsigned weight; /* given to each of its addresses */
+};
+
+/* How a pool picks a server for a request (docs/configuration.md, "balance"). */
+enum sl_balance {
+    SL_BALANCE_ROUND_ROBIN, /* smooth weighted round-robin */
+    SL_BALANCE_LEAST_CONN,  /* fewest requests in flight for the weight, per worker */
+    SL_BALANCE_RANDOM2,     /* two random choices, the less loaded */
+    SL_BALANCE_HASH,        /* consistent hashing of a key selector */
+};
+
+#define SL_UPSTREAM_WEIGHT_MAX 256
+
+struct sl_key_part;
+/* What makes sluice send a request again (src/upstream_retry.c). */
+enum sl_retry_on {
+    SL_RETRY_ON_CONNECT_FAILURE = 1u << 0, /* refused, unreachable, connect timed out */
+    SL_RETRY_ON_RESET = 1u << 1, /* closed or reset before any byte of a response */
+    SL_RETRY_ON_502 = 1u << 2,   /* the upstream answered 502 (opt-in) */
+    SL_RETRY_ON_503 = 1u << 3,   /* the upstream answered 503 (opt-in) */
+};
+
+/*
+ * An upstream's retries: at most `retries` further attempts per request,
+ * each on another server when there is one, and per worker no more retries
+ * in flight than max(budget_min, budget_percent % of the requests in flight)
+ * (Envoy's retry_budget).
+ */
+struct sl_retry_conf {
+    unsigned retries;        /* 0: never */
+    unsigned on;             /* SL_RETRY_ON_* bits */
+    unsigned budget_percent; /* 0..100 */
+    unsigned budget_min;
+};
+
+/*
+ * An upstream's health (src/health.c): active checks, on when path is set,
+ * and passive ejection after consecutive failures seen by the proxy.
+ */
+struct sl_health_conf {
+    char *path;                   /* GET this; NULL: no active checks */
+    uint64_t interval_ms;         /* between two checks of a server */
+    uint64_t timeout_ms;          /* connect + response status line; at most interval */
+    unsigned fails;               /* consecutive failed checks that mark a server down */
+    unsigned passes;              /* consecutive good checks that mark it up again */
+    unsigned max_fails;           /* consecutive passive failures that eject; 0: never */
+    uint64_t fail_timeout_ms;     /* the first ejection; doubles while the server fails */
+    uint64_t max_fail_timeout_ms; /* the cap of the doubling */
+    bool is_passive_5xx;          /* a 5xx response is a passive failure too */
 };
 
 struct sl_upstream_conf {
@@ -43,6 +92,9 @@ struct sl_upstream_conf {
     size_t nservers;
     struct sl_server_name *names; /* by host name, resolved by the daemon */
     size_t nnames;
+    unsigned *weights;           /* of servers[i], 1..SL_UPSTREAM_WEIGHT_MAX; default 1 */
+    enum sl_balance balance;     /* default round-robin */
+    struct sl_key_part *hash_key; /* SL_BALANCE_HASH: what is hashed; NULL otherwise */
     unsigned keepalive;          /* idle connections kept per worker */
     uint64_t connect_timeout_ms;
     uint64_t timeout_ms;         /* response head, and between reads of the body: 504 */
@@ -50,6 +102,8 @@ struct sl_upstream_conf {
     unsigned max_inflight;       /* per process, split between workers */
     unsigned queue;              /* waiting requests per process; past it 503 */
     uint64_t tunnel_idle_timeout_ms; /* an upgraded connection with no byte either way: closed */
+    struct sl_retry_conf retry;
+    struct sl_health_conf health;
     const char *file;            /* where it was defined, for later checks */
     int line;
 };
@@ -92,13 +146,45 @@ struct sl_limit_conf {
     double cost;     /* tokens per request when cost is not a function; default 1 */
     bool is_cost_function;
     bool is_shadow;  /* evaluate and count, never refuse */
+    uint64_t delay_ms; /* a refused request may wait this long for its tokens; 0: 429 at once */
     unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
     const char *file;
     int line;
 };
 
+/* headers = { ["API-Version"] = "2024-06-01" }: one condition of a route. */
+struct sl_route_header {
+    char *name;  /* lower-cased */
+    size_t name_len;
+    char *value; /* compared byte for byte with a field's whole (trimmed) value */
+    size_t value_len;
+};
+
+/* A window [from_s, to_s) in which a route already answers 410. */
+struct sl_brownout {
+    int64_t from_s; /* seconds since the epoch */
+    int64_t to_s;
+};
+
+/* Routes that end: deprecation, sunset, brownouts (src/config_lifecycle.c). */
+struct sl_lifecycle_conf {
+    bool has_deprecation;
+    bool has_sunset;
+    int64_t deprecation_s;  /* seconds since the epoch, when has_deprecation */
+    int64_t sunset_s;       /* from then on 410, when has_sunset */
+    char *link;             /* migration guide URI; NULL: none */
+    struct sl_brownout *brownouts; /* sorted by from_s */
+    size_t nbrownouts;
+    struct sl_key_part consumer; /* who calls: a key selector, default "ip" */
+    bool has_consumer;           /* consumer was written */
+    unsigned consumer_top;       /* consumers shown by name in metrics; default 10 */
+};
+
 struct sl_route_conf {
     char *host;    /* NULL: any host; matched case-insensitively, without port */
+    struct sl_route_header *headers; /* all must match; none: any request */
+    size_t nheaders;
+    struct sl_lifecycle_conf lifecycle;
     char *path;    /* prefix */
     size_t path_len;
     size_t upstream; /* index into sl_config.upstreams */
@@ -108,6 +194,13 @@ struct sl_route_conf {
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
 };
+
+/* Does the route end some day (deprecation or sunset written)? */
+static inline bool
+sl_route_has_lifecycle(const struct sl_route_conf *r)
+{
+    return r->lifecycle.has_deprecation || r->lifecycle.has_sunset;
+}
 
 enum sl_store_kind { SL_STORE_LOCAL, SL_STORE_REDIS };
 /* An encoded slash (%2F) in a request path: kept as it is, or refused with 400. */
@@ -214,6 +307,7 @@ struct sl_config {
     enum sl_path_encoded_slash path_encoded_slash; /* default keep */
     enum sl_path_forward path_forward;             /* default normalized */
     size_t lua_max_value_size; /* request values cut to this for Lua; 0: SL_LUA_VALUE_MAX */
+    unsigned max_delayed;      /* requests waiting out a limit's delay, per worker; default 1024 */
     double *metrics_buckets;    /* histogram bounds in seconds; NULL: the defaults */
     size_t nmetrics_buckets;
 };

@@ -27,11 +27,17 @@ enum sl_verdict {
     SL_VERDICT_ALLOW,       /* forward it (also: shadow-only refusals, fail-open) */
     SL_VERDICT_DENY,        /* 429 */
     SL_VERDICT_UNAVAILABLE, /* store failed and on_error = "deny": 503 */
+    SL_VERDICT_DELAY,       /* refused for now: check again after wait_ms */
 };
 
 struct sl_decision {
     enum sl_verdict verdict;
     unsigned retry_after_s; /* DENY and UNAVAILABLE: >= 1 */
+    /* DELAY: every limit that refused has a `delay` long enough for its
+     * tokens to come back within this wait (it took nothing). The caller
+     * must call sl_limiter_delay_end once the wait is over, then check again
+     * with sl_limiter_recheck. */
+    uint64_t wait_ms;
     /* Complete header lines ("Name: value\r\n" ...) to add to the response,
      * whatever the verdict; may be empty. Retry-After is among them for DENY
      * and UNAVAILABLE. Content-Type is not: the body below is always
@@ -44,7 +50,8 @@ struct sl_decision {
     size_t problem_len;
     double limiter_ms; /* time spent deciding, store round trip included */
     const char *outcome; /* short word for the access log: "admitted", "limited",
-                            "shadow_limited", "store_error", "none"; a static
+                            "shadow_limited", "store_error", "none",
+                            "delayed"; a static
                             string, so it may be kept after the callback */
 };
 
@@ -103,6 +110,20 @@ void sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker
  * until this returns. See sl_limiter_cb for when cb runs. */
 void sl_limiter_check(struct sl_limiter *limiter, const struct sl_route_conf *route,
                       const struct sl_request *req, sl_limiter_cb *cb, void *arg);
+
+/*
+ * The same for a request that has already waited `waited_ms` for its
+ * tokens: a limit's `delay` bounds the whole wait, so the decision is DELAY
+ * only while waited_ms plus the new wait stays within it. sl_limiter_check
+ * is this with 0. A request is counted `delayed` in the metrics at its
+ * first wait only.
+ */
+void sl_limiter_recheck(struct sl_limiter *limiter, const struct sl_route_conf *route,
+                        const struct sl_request *req, uint64_t waited_ms, sl_limiter_cb *cb,
+                        void *arg);
+/* A DELAY decision's wait is over (or abandoned): its place among the
+ * worker's max_delayed waiting requests is free again. */
+void sl_limiter_delay_end(struct sl_limiter *limiter);
 
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);

@@ -9,7 +9,8 @@
  *
  * Label values come only from the conf (route, limit and upstream names,
  * registered with sl_metrics_slot) or from the fixed sets below: nothing a
- * client sends ever becomes a label value.
+ * client sends ever becomes a label value, but for the consumer of a route
+ * that ends (sl_metrics_consumer), which is bounded and made safe first.
  *
  * Threads: sl_metrics_new/free on the main thread while no worker runs;
  * sl_metrics_slot, sl_metrics_render, sl_metrics_config_loaded and
@@ -63,6 +64,7 @@ enum sl_metrics_limit_result {
     SL_METRICS_SHADOW_LIMITED, /* a shadow limit's bucket refused; not enforced */
     SL_METRICS_SKIPPED,        /* the key function returned nil or failed */
     SL_METRICS_STORE_ERROR,    /* the store gave no answer; on_error decided */
+    SL_METRICS_DELAYED,        /* its bucket refused, the request waited (delay) */
 };
 
 enum sl_metrics_backend {
@@ -89,6 +91,14 @@ enum sl_metrics_upstream_error {
     SL_METRICS_UPSTREAM_CONNECT_TIMEOUT,  /* connect_timeout expired */
     SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT, /* timeout waiting for the response (504) */
     SL_METRICS_UPSTREAM_BROKEN,           /* closed or reset before the response was complete */
+};
+
+/* Why a request was sent again (sluice_upstream_retries_total's reason). */
+enum sl_metrics_retry_reason {
+    SL_METRICS_RETRY_CONNECT_FAILURE, /* the connect failed or timed out */
+    SL_METRICS_RETRY_RESET,           /* closed or reset before any byte of a response */
+    SL_METRICS_RETRY_502,             /* the upstream answered 502 */
+    SL_METRICS_RETRY_503,             /* the upstream answered 503 */
 };
 
 enum sl_metrics_upstream_gauge {
@@ -126,6 +136,14 @@ struct sl_metrics_worker *sl_metrics_worker(struct sl_metrics *m, unsigned worke
  */
 unsigned sl_metrics_slot(struct sl_metrics *m, enum sl_metrics_kind kind, const char *name);
 
+/*
+ * Counts who calls route slot `route` (sl_metrics_consumer) and shows the
+ * `top` biggest callers by name, the rest as consumer="other". Called at
+ * every load for each route with a deprecation or sunset; a larger `top`
+ * later keeps the counts so far.
+ */
+void sl_metrics_route_consumers(struct sl_metrics *m, unsigned route, unsigned top);
+
 /* GET, HEAD, ... (case-sensitive, RFC 9110 §9.1); anything else SL_METRICS_OTHER. */
 enum sl_metrics_method sl_metrics_method(const char *method, size_t len);
 
@@ -140,6 +158,15 @@ void sl_metrics_request_start(struct sl_metrics_worker *w);
  */
 void sl_metrics_request(struct sl_metrics_worker *w, unsigned route, enum sl_metrics_method method,
                         int status, uint64_t bytes_in, uint64_t bytes_out, uint64_t duration_us);
+/*
+ * One request of `route` by `consumer`, a label value the caller made safe
+ * to show (no secret, at most 64 bytes: longer is cut). The exception to
+ * "labels come from the conf": bounded by Space-Saving, top N shown. Takes a
+ * lock that only this worker and a scrape share. Ignored for a route
+ * sl_metrics_route_consumers did not name.
+ */
+void sl_metrics_consumer(struct sl_metrics_worker *w, unsigned route, const char *consumer,
+                         size_t len);
 /* Time the limiter took to decide for a request of `route` (key functions and store). */
 void sl_metrics_limiter(struct sl_metrics_worker *w, unsigned route, uint64_t duration_us);
 /* One limit's outcome for one request; once per limit that applied or was skipped. */
@@ -177,6 +204,11 @@ void sl_metrics_upstream_gauge(struct sl_metrics_worker *w, unsigned upstream,
                                enum sl_metrics_upstream_gauge gauge, int delta);
 /* A request refused with 503 because the upstream's in-flight cap and queue were full. */
 void sl_metrics_shed(struct sl_metrics_worker *w, unsigned upstream);
+/* Another attempt at a request began. */
+void sl_metrics_upstream_retry(struct sl_metrics_worker *w, unsigned upstream,
+                               enum sl_metrics_retry_reason reason);
+/* A retry the request was due was not made: the retry budget was spent. */
+void sl_metrics_upstream_retry_refused(struct sl_metrics_worker *w, unsigned upstream);
 
 /* ---- client connections (owning worker's thread only) ---------------------------- */
 

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct event_base;
 struct sl_access_entry;
 struct sl_config;
 struct sl_header;
@@ -49,6 +50,7 @@ struct sl_phase_run;
  */
 struct sl_phase_env {
     const struct sl_config *cfg;
+    struct event_base *base;           /* the worker's loop, for a phase's timers */
     struct sl_limiter *limiter;        /* the generation's limiter */
     struct sl_metrics_worker *metrics; /* this worker's metrics; may be NULL */
     const unsigned *route_slots;       /* metrics slot of cfg->routes[i] */
@@ -147,7 +149,8 @@ const struct sl_request *sl_phase_request(const struct sl_phase_run *run);
 bool sl_phase_is_abandoned(const struct sl_phase_run *run);
 
 /* Every phase the proxy knows, each in a file of its own. */
-extern const struct sl_phase sl_phase_limit; /* src/phase_limit.c */
+extern const struct sl_phase sl_phase_lifecycle; /* src/phase_lifecycle.c */
+extern const struct sl_phase sl_phase_limit;     /* src/phase_limit.c */
 
 /* ---- running the chain (the proxy) ---------------------------------------- */
 

@@ -48,7 +48,7 @@ WANT_REQUESTS = {
     (ODD_ROUTE, "GET", "2xx"): 1,
 }
 WANT_DECISIONS = {"admitted": 6, "limited": 3, "skipped": 2, "shadow_limited": 0,
-                  "store_error": 0}
+                  "store_error": 0, "delayed": 0}
 
 
 def requests_table(samples):

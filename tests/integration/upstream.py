@@ -17,7 +17,9 @@
 #                          chunked response of N chunks; break=1 closes before
 #                          the last chunk
 #   /status/NNN            that status; 1xx/204/304 without a body
-#   /slow?ms=N             waits N ms, then answers like /echo
+#   /slow?ms=N[&only=NAME] waits N ms, then answers like /echo; with only=,
+#                          waits only in the upstream of that name (so that
+#                          one server of a pool is the slow one)
 #   /hang                  reads the request, never answers
 #   /stall                 Content-Length 1000, sends 100 bytes, then hangs
 #   /close-mid-body        Content-Length 1000, sends 100 bytes, closes
@@ -25,6 +27,7 @@
 #   /malformed             a response head with a status line that is not HTTP, then closes
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
+#   /health                status health_status (an attribute a test may flip; 200)
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
@@ -36,6 +39,9 @@
 #                          "flood:N" sends N binary frames of 64 KiB.
 #                          always=1: 101 even to a request that asked for no
 #                          upgrade (a broken upstream). No handshake: /echo
+#
+# force_status (None by default): when a test sets it, every path but /health
+# gets that status, a sick server behind a healthy health endpoint.
 #
 # Every request head it receives is recorded (raw bytes included), and the
 # bytes read on every connection are counted, so a test can assert that the
@@ -241,6 +247,8 @@ class Upstream:
         self.open_socks = set()
         self.lsock = None
         self.thread = None
+        self.health_status = 200  # what /health answers
+        self.force_status = None  # set: every other path answers this status
 
     # ---- lifecycle -----------------------------------------------------
 
@@ -384,6 +392,11 @@ class Upstream:
         pause_ms = int(q.get("pause_ms", "0")) if path == "/upload" else 0
         self._read_body(rd, rec, hget, pause_ms)
 
+        if path == "/health" or self.force_status is not None:
+            status = self.health_status if path == "/health" else self.force_status
+            body = json.dumps({"status": status, "upstream": self.name}).encode()
+            self._send(sock, status, [("Content-Type", "application/json")], body, method, keep)
+            return keep
         if path.endswith("/ws") and (hget("upgrade") or q.get("always") == "1"):
             ws_serve(sock, rd, hget("sec-websocket-key") or "")
             return False
@@ -408,7 +421,7 @@ class Upstream:
             self._sleep(int(q.get("delay_ms", "0")) / 1000.0)
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + EOF_BODY)
             return False
-        if path == "/slow":
+        if path == "/slow" and q.get("only", self.name) == self.name:
             self._sleep(int(q.get("ms", "100")) / 1000.0)
         if path == "/big":
             return self._big(sock, method, keep, int(q.get("bytes", "0")),

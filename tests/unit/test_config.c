@@ -186,6 +186,10 @@ test_full(void **state)
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].max_inflight, 100);
     assert_int_equal(cfg->upstreams[0].queue, 0);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 2);
+    assert_int_equal(cfg->upstreams[0].retry.on, SL_RETRY_ON_RESET | SL_RETRY_ON_503);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 50);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 1);
     assert_int_equal(cfg->upstreams[0].line, 34);
     assert_int_equal(cfg->upstreams[1].line, 33);
     assert_ptr_equal(cfg->upstreams[0].file, cfg->path);
@@ -236,7 +240,7 @@ test_full(void **state)
     assert_int_equal(l->line, 50);
 
     /* routes in written order, indexes into the sorted arrays */
-    assert_int_equal(cfg->nroutes, 3);
+    assert_int_equal(cfg->nroutes, 4);
     r = &cfg->routes[0];
     assert_string_equal(r->host, "api.example.com");
     assert_string_equal(r->path, "/v1/");
@@ -253,7 +257,24 @@ test_full(void **state)
     assert_int_equal(r->limits[0], 4);
     assert_true(r->has_ratelimit_headers);
     assert_false(r->has_server_timing);
+    assert_int_equal(r->nheaders, 0);
+    assert_false(sl_route_has_lifecycle(r));
     r = &cfg->routes[2];
+    /* headers sorted by lower-cased name; dates in UTC seconds */
+    assert_int_equal(r->nheaders, 2);
+    assert_string_equal(r->headers[0].name, "accept");
+    assert_string_equal(r->headers[1].name, "api-version");
+    assert_string_equal(r->headers[1].value, "2024-06-01");
+    assert_true(r->lifecycle.has_deprecation && r->lifecycle.has_sunset);
+    assert_int_equal(r->lifecycle.deprecation_s, 1772323200);
+    assert_int_equal(r->lifecycle.sunset_s, 1788220800);
+    assert_string_equal(r->lifecycle.link, "https://example.com/migrate");
+    assert_int_equal(r->lifecycle.nbrownouts, 2);
+    assert_true(r->lifecycle.brownouts[0].from_s < r->lifecycle.brownouts[1].from_s);
+    assert_int_equal(r->lifecycle.consumer.kind, SL_KEY_HEADER);
+    assert_string_equal(r->lifecycle.consumer.name, "x-client-id");
+    assert_int_equal(r->lifecycle.consumer_top, 5);
+    r = &cfg->routes[3];
     assert_string_equal(r->path, "/");
     assert_int_equal(r->upstream, 1);
     assert_int_equal(r->nlimits, 3);
@@ -455,6 +476,8 @@ static const struct bad_case bad_cases[] = {
     { "bad_resolver.conf", 3, 4, "resolver: timeout \"2m\": must be between 100ms and 1m" },
     { "bad_cidr.conf", 1, 2, "trusted_proxies[2] \"10.0.0.0/33\": bad address or CIDR" },
     { "bad_rate.conf", 1, 4, "limit \"per_ip\": rate 0: must be more than 0" },
+    { "bad_delay.conf", 2, 2, "max_delayed 2000000: must be between 0 and 1000000" },
+    { "bad_delay.conf", 2, 4, "limit \"per_ip\": delay \"2m\": must be between 0s and 1m" },
     { "bad_burst.conf", 1, 4, "limit \"per_ip\": burst 0.5: must be at least 1" },
     { "bad_burst_default.conf", 1, 4, "limit \"slow\": rate 0.5: burst defaults to rate" },
     { "bad_cost.conf", 1, 4, "limit \"per_ip\": cost 0: must be more than 0" },
@@ -729,6 +752,106 @@ test_nested_lines(void **state)
     free(errors);
 }
 
+/* Route keys of API versions and their end (src/config_lifecycle.c): each
+ * error names the line of the key at fault. Lines 1-3 are base_conf's, 4 is blank. */
+static void
+test_lifecycle_errors(void **state)
+{
+    static const struct {
+        const char *conf;
+        int line;
+        const char *phrase;
+    } cases[] = {
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  deprecation = \"2026-03-01\" } }\n",
+          6, "deprecation \"2026-03-01\": a date without a time" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  sunset = \"2026-03-01T00:00:00\" } }\n",
+          6, "sunset \"2026-03-01T00:00:00\": no time zone" },
+        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+          "  sunset = \"2026-02-01T00:00:00+01:00\" } }\n",
+          6, "sunset: must come after the deprecation" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  link = \"https://x.example/\" } }\n",
+          6, "link: only a route with a deprecation or a sunset takes it" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  link = \"https://x.example/a b\" } }\n",
+          6, "not a URI" },
+        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-04-01T00:00:00Z\", to = \"2026-04-01T01:00:00Z\" } } } }\n",
+          6, "brownouts rehearse a sunset: the route has no sunset" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-08-01T00:00:00Z\", to = \"2026-09-02T00:00:00Z\" } } } }\n",
+          6, "the window from 2026-08-01T00:00:00Z ends after the sunset" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  deprecation = \"2026-03-01T00:00:00Z\", brownouts = {\n"
+          "  { from = \"2026-02-01T00:00:00Z\", to = \"2026-02-01T01:00:00Z\" } } } }\n",
+          6, "starts before the deprecation" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = {\n"
+          "  { from = \"2026-08-01T01:00:00Z\", to = \"2026-08-01T00:00:00Z\" } } } }\n",
+          7, "brownout: to must be after from" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  brownouts = { { from = \"2026-08-01T01:00:00Z\" } } } }\n",
+          6, "brownout: needs both from and to" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  consumer = \"global\" } }\n",
+          6, "consumer \"global\": names no caller" },
+        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+          "  consumer_top = 0 } }\n",
+          6, "consumer_top 0: must be a whole number from 1 to 100" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"API-Version\"] = 2 } } }\n",
+          6, "expected a string" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { \"API-Version\" } } }\n",
+          6, "headers: expected [\"Header-Name\"] = \"value\", got a list entry" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"API Version\"] = \"1\" } } }\n",
+          6, "is not a header name" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { [\"a\"] = \"1\", A = \"2\" } } }\n",
+          6, "is written twice" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { Host = \"x\" } } }\n",
+          6, "the host has its own key" },
+        { "routes = { { path = \"/\", upstream = \"api\",\n"
+          "  headers = { v = \" 1\" } } }\n",
+          6, "has blanks around it" },
+        { "routes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
+          "  { path = \"/\", upstream = \"api\", headers = { V = \"1\" } } }\n",
+          6, "same host and path as route 1" },
+    };
+    char path[PATH_MAX + 16];
+    struct sl_config *cfg;
+    char *errors;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/t.conf", scratch);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char conf[1024];
+        /* after base_conf's three lines, a blank one: routes = on line 5 */
+        snprintf(conf, sizeof(conf), "\n%s", cases[i].conf);
+        errors = load_inline(conf, NULL);
+        if (!has_error(errors, path, cases[i].line, cases[i].phrase))
+            fail_msg("case %zu: want line %d \"%s\", got:\n%s", i, cases[i].line,
+                     cases[i].phrase, errors ? errors : "(no error)");
+        free(errors);
+    }
+
+    /* the same path with other header values is another route; the defaults */
+    errors = load_inline("\nroutes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
+                         "  { path = \"/\", upstream = \"api\", headers = { v = \"2\" } },\n"
+                         "  { path = \"/old/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\" } }\n",
+                         &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->nroutes, 3);
+    assert_int_equal(cfg->routes[2].lifecycle.consumer.kind, SL_KEY_IP);
+    assert_int_equal(cfg->routes[2].lifecycle.consumer_top, 10);
+    assert_false(cfg->routes[2].lifecycle.has_deprecation);
+    sl_config_free(cfg);
+}
+
 static void
 test_values(void **state)
 {
@@ -886,6 +1009,75 @@ test_upgrade_and_request_options(void **state)
         errors = load_inline(bad[i], NULL);
         if (errors == NULL)
             fail_msg("should be refused: %s", bad[i]);
+        free(errors);
+    }
+}
+
+/* retries, retry_on, retry_budget (config_retry.c) */
+static void
+test_retry_options(void **state)
+{
+    static const struct {
+        const char *conf;
+        const char *error;
+    } bad[] = {
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retries = 11 } }\n",
+          ":4: upstream \"api\": retries 11: must be between 0 and 10" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = \"504\" } }\n",
+          ":4: upstream \"api\": retry_on \"504\": unknown retry condition" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\",\n"
+          "  retry_on = { \"reset\", 503, \"reset\" } } }\n",
+          ":5: upstream \"api\": retry_on[3] \"reset\": listed twice" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = true } }\n",
+          "retry_on: expected a condition or a list of them, got boolean true" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = { 500 } } }\n",
+          "retry_on[1] 500: unknown retry condition" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\",\n"
+          "  retry_budget = { percent = 120 } } }\n",
+          ":5: upstream \"api\": percent 120: must be between 0 and 100" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_budget = { max = 3 } } }\n",
+          "unknown key \"max\" in upstream \"api\"" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_budget = 20 } }\n",
+          "retry_budget: expected a table { percent = 20, min = 3 }" },
+    };
+    struct sl_config *cfg;
+    char *errors;
+
+    (void)state;
+    errors = load_inline("", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 1);
+    assert_int_equal(cfg->upstreams[0].retry.on, SL_RETRY_ON_CONNECT_FAILURE | SL_RETRY_ON_RESET);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 20);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 3);
+    sl_config_free(cfg);
+
+    errors = load_inline("upstreams = { api = { servers = \"127.0.0.1:9000\", retries = 3,\n"
+                         "  retry_on = { \"502\", 503, \"connect_failure\" },\n"
+                         "  retry_budget = { percent = 50, min = 0 } },\n"
+                         "  b = { servers = \"127.0.0.1:9001\", retry_on = {} },\n"
+                         "  c = { servers = \"127.0.0.1:9002\", retry_on = \"reset\" } }\n"
+                         "routes = { { path = \"/\", upstream = \"api\" },\n"
+                         "  { path = \"/b\", upstream = \"b\" }, { path = \"/c\", upstream = \"c\" } }\n",
+                         &cfg);
+    if (errors != NULL)
+        fail_msg("%s", errors);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 3);
+    assert_int_equal(cfg->upstreams[0].retry.on,
+                     SL_RETRY_ON_502 | SL_RETRY_ON_503 | SL_RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 50);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 0);
+    assert_int_equal(cfg->upstreams[1].retry.on, 0);
+    assert_int_equal(cfg->upstreams[1].retry.retries, 1);
+    assert_int_equal(cfg->upstreams[2].retry.on, SL_RETRY_ON_RESET);
+    sl_config_free(cfg);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].conf, NULL);
+        if (errors == NULL)
+            fail_msg("should be refused: %s", bad[i].conf);
+        if (strstr(errors, bad[i].error) == NULL)
+            fail_msg("case %zu: want \"%s\" in:\n%s", i, bad[i].error, errors);
         free(errors);
     }
 }
@@ -1240,9 +1432,11 @@ main(void)
         cmocka_unit_test(test_long_path),
         cmocka_unit_test(test_nested_lines),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_lifecycle_errors),
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_upgrade_and_request_options),
         cmocka_unit_test(test_metrics_buckets),
+        cmocka_unit_test(test_retry_options),
         cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_listen_forms),
         cmocka_unit_test(test_redis_urls),

@@ -56,6 +56,7 @@ struct fixture {
     bool has_problem;
     char outcome[32];
     double limiter_ms;
+    uint64_t wait_ms;
 
     /* what the limiter reports, observed as a scrape would */
     struct sl_metrics *metrics;
@@ -242,6 +243,15 @@ on_decision(void *arg, const struct sl_decision *d)
         if (strcmp(d->outcome, outcome_words[i]) == 0)
             f->noutcomes[i]++;
     }
+}
+
+static void
+on_delay_decision(void *arg, const struct sl_decision *d)
+{
+    struct fixture *f = arg;
+
+    f->wait_ms = d->wait_ms;
+    on_decision(arg, d);
 }
 
 /* Decisions received with this outcome word. */
@@ -728,6 +738,124 @@ test_cost_above_burst(void **state)
     fake_store_script(f->store, false, &res, 1);
     check(f);
     assert_int_equal(f->retry_after_s, 8);
+    free_parts(f);
+}
+
+/* ---- delay instead of 429 --------------------------------------------------- */
+
+static void
+recheck(struct fixture *f, uint64_t waited_ms)
+{
+    int before = f->ncalls;
+
+    sl_limiter_recheck(f->limiter, &f->route, &f->req, waited_ms, on_delay_decision, f);
+    assert_int_equal(f->ncalls, before + 1);
+}
+
+static void
+test_delay_waits_then_admits(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result refused = { .remaining = 0, .retry_ms = 300, .reset_ms = 1000 };
+    struct sl_store_result ok = { .remaining = 0, .retry_ms = 0, .reset_ms = 1000 };
+    size_t l = add_limit(f, "l", "ip", 1, 1000, 1);
+
+    f->limits[l].delay_ms = 500;
+    f->cfg.max_delayed = 10;
+    start(f);
+    fake_store_script(f->store, false, &refused, 1);
+    recheck(f, 0);
+    assert_int_equal(f->verdict, SL_VERDICT_DELAY);
+    assert_int_equal(f->wait_ms, 300);
+    assert_string_equal(f->outcome, "delayed");
+    assert_int_equal(limit_metric(f, "l", "delayed"), 1);
+    assert_int_equal(limit_metric(f, "l", "limited"), 0);
+    sl_limiter_delay_end(f->limiter);
+
+    fake_store_script(f->store, true, &ok, 1);
+    recheck(f, 300);
+    assert_int_equal(f->verdict, SL_VERDICT_ALLOW);
+    assert_int_equal(limit_metric(f, "l", "admitted"), 1);
+    assert_int_equal(limit_metric(f, "l", "delayed"), 1);
+    free_parts(f);
+}
+
+/* The delay bounds the whole wait, not each one: a second refusal that
+ * would take the request past it is a 429. */
+static void
+test_delay_bounds_the_whole_wait(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result refused = { .remaining = 0, .retry_ms = 300, .reset_ms = 1000 };
+    size_t l = add_limit(f, "l", "ip", 1, 1000, 1);
+
+    f->limits[l].delay_ms = 500;
+    f->cfg.max_delayed = 10;
+    start(f);
+    fake_store_script(f->store, false, &refused, 1);
+    recheck(f, 200);
+    assert_int_equal(f->verdict, SL_VERDICT_DELAY); /* 200 + 300 <= 500 */
+    sl_limiter_delay_end(f->limiter);
+    assert_int_equal(limit_metric(f, "l", "delayed"), 0); /* counted at the first wait only */
+    fake_store_script(f->store, false, &refused, 1);
+    recheck(f, 201);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    assert_int_equal(limit_metric(f, "l", "limited"), 1);
+    free_parts(f);
+}
+
+/* A limit without a delay that refuses makes it a 429, whatever the others allow. */
+static void
+test_delay_needs_every_refused_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result refused[2] = {
+        { .remaining = 0, .retry_ms = 100, .reset_ms = 1000 },
+        { .remaining = 0, .retry_ms = 100, .reset_ms = 1000 },
+    };
+    size_t a = add_limit(f, "a", "ip", 1, 1000, 1);
+
+    add_limit(f, "b", "global", 1, 1000, 1);
+    f->limits[a].delay_ms = 500;
+    f->cfg.max_delayed = 10;
+    start(f);
+    fake_store_script(f->store, false, refused, 2);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    refused[1].retry_ms = 0; /* only the delayed limit refuses */
+    fake_store_script(f->store, false, refused, 2);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DELAY);
+    sl_limiter_delay_end(f->limiter);
+    refused[0].retry_ms = SL_STORE_RETRY_NEVER; /* cost above burst: no wait helps */
+    fake_store_script(f->store, false, refused, 2);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    free_parts(f);
+}
+
+/* max_delayed waiting requests per worker; past it, 429 at once. */
+static void
+test_delay_cap(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_store_result refused = { .remaining = 0, .retry_ms = 100, .reset_ms = 1000 };
+    size_t l = add_limit(f, "l", "ip", 1, 1000, 1);
+
+    f->limits[l].delay_ms = 500;
+    f->cfg.max_delayed = 1;
+    start(f);
+    fake_store_script(f->store, false, &refused, 1);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DELAY);
+    fake_store_script(f->store, false, &refused, 1);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DENY);
+    sl_limiter_delay_end(f->limiter);
+    fake_store_script(f->store, false, &refused, 1);
+    check(f);
+    assert_int_equal(f->verdict, SL_VERDICT_DELAY);
+    sl_limiter_delay_end(f->limiter);
     free_parts(f);
 }
 
@@ -1313,6 +1441,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_deny_two_limits_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_rounding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cost_above_burst, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_waits_then_admits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_bounds_the_whole_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_needs_every_refused_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allow_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow, setup, teardown),
