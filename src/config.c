@@ -30,6 +30,7 @@
 #include "config_int.h"
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
+#include "util/secret.h"
 
 #define CONF_MAX_FILE_SIZE (4u << 20) /* a conf bigger than this is a mistake */
 
@@ -231,6 +232,9 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->resolver.servers);
     free(cfg->trusted_proxies);
     free(cfg->store.url);
+    free(cfg->store.password_file);
+    sl_secret_free(cfg->store.password);
+    sl_conf_redis_tls_fini(&cfg->store.tls);
     free(cfg->store.prefix);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);

@@ -316,8 +316,10 @@ set_store_url(struct loader *ld, void *obj, int idx)
 
     if (url == NULL)
         return false;
-    if (sl_redis_url_parse(url, &parsed, why, sizeof(why)) != 0) {
-        sl_conf_fail_value(ld, idx, "%s", why);
+    if (sl_redis_url_parse_flags(url, SL_REDIS_URL_PASSWORD_LATER, &parsed, why, sizeof(why))) {
+        char *masked = sl_redis_url_mask(url); /* never the password in an error */
+        fail(ld, "url \"%.60s\": %s", masked, why);
+        free(masked);
         return false;
     }
     sl_redis_url_fini(&parsed);
@@ -361,6 +363,8 @@ static const struct opt store_opts[] = {
              on_error),
     ROW_CUSTOM("prefix", set_store_prefix),
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
+    ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
+    ROW_CUSTOM("tls", sl_conf_set_store_tls),
 };
 
 static bool
@@ -380,6 +384,8 @@ set_store(struct loader *ld, void *obj, int idx)
         sl_conf_pop_key(ld);
         w.bad |= 1;
     }
+    if (!sl_conf_check_store_redis(ld, &cfg->store))
+        w.bad |= 1;
     ld->ctx = NULL;
     return w.bad == 0;
 }
@@ -1187,6 +1193,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(top_opts, NOPTS(top_opts), cfg);
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
+    sl_conf_redis_tls_defaults(&cfg->store.tls);
     sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The redis backend: one hiredis async connection per worker, on the
- * worker's event_base through an event adapter of our own (hiredis's
- * libevent adapter costs two epoll_ctl per round trip; see
- * store_redis_conn.c), running lua/token_bucket.lua with EVALSHA.
+ * The redis backend: one connection per worker, on the worker's event_base,
+ * plaintext or TLS, made by sluice itself (store_redis_link.c: hiredis 0.14
+ * brings only its reply reader), running lua/token_bucket.lua with EVALSHA.
  *
  * Batching. A script call carries many checks (one per request). When the
  * connection is idle, a check is sent at the end of the current loop pass
@@ -32,12 +31,12 @@
  * A NOSCRIPT reply (Redis restarted, SCRIPT FLUSH) loads the script again
  * and resends the same call, once, so no request notices.
  *
- * Lifetime. hiredis calls every command callback exactly once (with a NULL
- * reply when the context goes away) and frees replies after the callback
- * returns. Its 0.14 API must not see redisAsyncFree() from the connect and
- * disconnect callbacks, so those only detach. The store counts the callbacks
- * hiredis still owes it and the entry points on the stack, and is freed only
- * when both are zero: sl_store_free() from inside a store callback is safe.
+ * Lifetime. The link (store_redis_link.c) calls every command callback
+ * exactly once (with a NULL reply when it is freed first) and frees replies
+ * after the callback returns; freeing it from inside one of its callbacks
+ * is deferred until that returns. The store counts the callbacks the link
+ * still owes it and the entry points on the stack, and is freed only when
+ * both are zero: sl_store_free() from inside a store callback is safe.
  *
  * The script is embedded in the binary at build time (see the .incbin below
  * and cmake/embed.cmake); Redis computes its SHA1 on SCRIPT LOAD.
@@ -54,6 +53,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "sluice/config.h"
 #include "store_int.h"
@@ -85,13 +85,19 @@ extern const char sl_token_bucket_lua[] __attribute__((visibility("hidden")));
 /* The connect parameters of `url`, read by the parser config validates with
  * (util/redis_url.h), so a URL `sluice -t` accepts is one the store can use. */
 static int
-parse_url(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
+parse_url(const struct sl_store_conf *conf, struct sl_redis_url *u, char *err, size_t err_size)
 {
     char why[200];
 
-    if (sl_redis_url_parse(url, u, why, sizeof(why)) == -1) {
+    if (sl_redis_url_parse_flags(conf->url, SL_REDIS_URL_PASSWORD_LATER, u, why, sizeof(why))
+        == -1) {
         snprintf(err, err_size, "redis url: %s", why);
         return -1;
+    }
+    if (conf->password != NULL) {
+        /* from password_file: config refused a url with a password of its own */
+        free(u->password);
+        u->password = sl_xstrdup(conf->password);
     }
     return 0;
 }
@@ -104,6 +110,8 @@ destroy(struct redis_store *rs)
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
     sl_redis_url_fini(&rs->url);
+    SSL_CTX_free(rs->ssl_ctx);
+    free(rs->server_name);
     free(rs->name);
     free(rs);
 }
@@ -345,7 +353,7 @@ redis_free(struct sl_store *store)
     rs->is_freeing = true;
     evtimer_del(rs->reconnect_timer);
     event_del(rs->flush_ev);
-    sl_redis_conn_down(rs, true, SL_STORE_CONNECTION, "store closed");
+    sl_redis_conn_down(rs, SL_STORE_CONNECTION, "store closed");
     sl_redis_fail_all(rs, SL_STORE_CONNECTION); /* when it was down already */
     sl_redis_leave(rs);
 }
@@ -366,7 +374,7 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     struct redis_store *rs = sl_xcalloc(1, sizeof(*rs));
     char name[512];
 
-    if (parse_url(conf->url, &rs->url, err, err_size) == -1) {
+    if (parse_url(conf, &rs->url, err, err_size) == -1) {
         free(rs);
         return NULL;
     }
@@ -383,6 +391,20 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     else
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
+    if (rs->url.is_tls) {
+        if (conf->tls.ssl_ctx == NULL) {
+            /* config builds it for every rediss:// url it accepts */
+            snprintf(err, err_size, "redis url: rediss:// without a TLS context");
+            sl_redis_url_fini(&rs->url);
+            free(rs->name);
+            free(rs);
+            return NULL;
+        }
+        SSL_CTX_up_ref(conf->tls.ssl_ctx);
+        rs->ssl_ctx = conf->tls.ssl_ctx;
+        rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
+        rs->is_tls_verify = conf->tls.is_verify;
+    }
     sl_redis_batch_init(rs);
     sl_redis_conn_init(rs);
     sl_redis_set_state(rs, CONN_DOWN);

@@ -209,9 +209,29 @@ enum sl_path_encoded_slash { SL_PATH_SLASH_KEEP, SL_PATH_SLASH_REJECT };
 enum sl_path_forward { SL_PATH_FORWARD_NORMALIZED, SL_PATH_FORWARD_ORIGINAL };
 enum sl_on_error { SL_ON_ERROR_ALLOW, SL_ON_ERROR_DENY, SL_ON_ERROR_LOCAL };
 
+struct ssl_ctx_st;
+
+/* store.tls: how a rediss:// url connects (src/config_redis_tls.c). */
+struct sl_redis_tls_conf {
+    char *ca_file;      /* PEM CAs to trust; NULL: the system's trust store */
+    char *cert_file;    /* client certificate chain (PEM), for mutual TLS; with key_file */
+    char *key_file;     /* its private key (PEM) */
+    char *server_name;  /* SNI and the name checked; NULL: the url's host */
+    bool is_verify;     /* check the chain and the name; default true (false: tests only) */
+    bool is_set;        /* a tls table was written */
+    /* Built at load for a rediss:// url, one per config generation, shared
+     * by every worker's connections (each takes a reference). */
+    struct ssl_ctx_st *ssl_ctx;
+};
+
 struct sl_store_conf {
     enum sl_store_kind kind;
     char *url;            /* redis://[user:password@]host:port/db or unix:/path[?db=N] */
+    /* The password kept out of the conf: the file is read at every load
+     * (start and reload) and its content kept here, never printed. */
+    char *password_file;  /* NULL: the password, if any, is in the url */
+    char *password;       /* the file's password; NULL without a file */
+    struct sl_redis_tls_conf tls;
     uint64_t timeout_ms;  /* per script call; default 20ms */
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */

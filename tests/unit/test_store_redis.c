@@ -29,6 +29,15 @@
 
 /* ---- URLs ------------------------------------------------------------------------ */
 
+/* parse_url with a conf of this url alone. */
+static int
+parse_url_text(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    struct sl_store_conf conf = { .kind = SL_STORE_REDIS, .url = (char *)(uintptr_t)url };
+
+    return parse_url(&conf, u, err, err_size);
+}
+
 /* The grammar is util/redis_url's (tests/unit/test_redis_url.c); here, that
  * parse_url hands every parameter over and words its errors for the log. */
 static void
@@ -50,7 +59,7 @@ test_parse_url(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        if (parse_url(good[i].url, &u, err, sizeof(err)) != 0)
+        if (parse_url_text(good[i].url, &u, err, sizeof(err)) != 0)
             fail_msg("%s: %s", good[i].url, err);
 #define SAME(a, b) assert_true(((a) == NULL && (b) == NULL) || ((a) && (b) && !strcmp(a, b)))
         SAME(u.host, good[i].host);
@@ -62,12 +71,42 @@ test_parse_url(void **state)
         assert_int_equal(u.db, good[i].db);
         sl_redis_url_fini(&u);
     }
-    assert_int_equal(parse_url("rediss://h", &u, err, sizeof(err)), -1);
-    assert_string_equal(err, "redis url: rediss:// (TLS) is not supported yet");
+    assert_int_equal(parse_url_text("rediss://h:0", &u, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis url: bad port \"0\" (use 1 to 65535)");
     assert_null(u.host);
+    assert_int_equal(parse_url_text("rediss://h:6380", &u, err, sizeof(err)), 0);
+    assert_true(u.is_tls);
+    sl_redis_url_fini(&u);
     /* credentials never reach the message */
-    assert_int_equal(parse_url("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
+    assert_int_equal(parse_url_text("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
     assert_null(strstr(err, "hunter2"));
+}
+
+/* password_file: the conf's password goes with the url's user, over TCP and
+ * unix sockets alike. */
+static void
+test_parse_url_password_from_file(void **state)
+{
+    struct sl_store_conf conf = { .kind = SL_STORE_REDIS, .password = (char *)"from-file" };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    conf.url = (char *)"redis://app@h:7000/1";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
+    conf.url = (char *)"unix:/r.sock?db=2";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_null(u.user);
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
+    conf.url = (char *)"unix://app@/r.sock";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
 }
 
 /* ---- the script's arguments and its reply ---------------------------------------- */
@@ -102,7 +141,7 @@ test_params_resp(void **state)
 static redisReader *
 pooled_reader(struct reply_pool *pool)
 {
-    redisReader *r = redisReaderCreateWithFunctions(&reply_functions);
+    redisReader *r = redisReaderCreateWithFunctions(&sl_redis_reply_functions);
 
     assert_non_null(r);
     r->privdata = pool;
@@ -760,6 +799,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_parse_url_password_from_file),
         cmocka_unit_test(test_params_resp),
         cmocka_unit_test(test_reply_pool),
         cmocka_unit_test(test_reply_pool_outlives_store),
