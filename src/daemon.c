@@ -1045,6 +1045,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.fault_worker = fault_worker_from_env();
     if (resolver_start(&d, cfg) != 0)
         goto fail;
+    sl_limiter_shared_set_resolver(d.limiter_shared, d.resolver);
     d.health = sl_health_new(d.base, d.resolver);
     sl_health_configure(d.health, cfg);
     watchdog_init(&d);

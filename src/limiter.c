@@ -179,6 +179,7 @@ struct check {
 
 struct sl_limiter_shared {
     struct sl_store_local_table *table;
+    struct sl_resolver *resolver; /* the redis store's host name; NULL: looked up at connect */
     atomic_uint nworkers_down; /* limiters whose store is failing */
     atomic_uint_fast64_t resets; /* buckets reset by the bucket API, ever */
 };
@@ -503,6 +504,12 @@ sl_limiter_shared_new(size_t max_keys)
 }
 
 void
+sl_limiter_shared_set_resolver(struct sl_limiter_shared *shared, struct sl_resolver *resolver)
+{
+    shared->resolver = resolver;
+}
+
+void
 sl_limiter_shared_note_reset(struct sl_limiter_shared *shared)
 {
     if (shared != NULL)
@@ -527,7 +534,7 @@ sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
     struct sl_store *store, *fallback = NULL;
 
     if (cfg->store.kind == SL_STORE_REDIS) {
-        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        store = sl_store_redis_new_resolved(&cfg->store, base, shared->resolver, err, err_size);
         if (store == NULL)
             return NULL;
         if (cfg->store.on_error == SL_ON_ERROR_LOCAL)
@@ -560,7 +567,7 @@ sl_limiter_new_lookup(const struct sl_config *cfg, struct event_base *base,
     struct sl_store *store;
 
     if (cfg->store.kind == SL_STORE_REDIS) {
-        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        store = sl_store_redis_new_resolved(&cfg->store, base, shared->resolver, err, err_size);
         if (store == NULL)
             return NULL;
     } else {

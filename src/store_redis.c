@@ -56,6 +56,7 @@
 #include <openssl/ssl.h>
 
 #include "sluice/config.h"
+#include "sluice/resolver.h"
 #include "store_int.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
@@ -112,6 +113,8 @@ destroy(struct redis_store *rs)
     sl_redis_url_fini(&rs->url);
     SSL_CTX_free(rs->ssl_ctx);
     free(rs->server_name);
+    if (rs->dns != NULL)
+        sl_resolved_unref(rs->dns);
     free(rs->name);
     free(rs);
 }
@@ -371,6 +374,13 @@ struct sl_store *
 sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, char *err,
                    size_t err_size)
 {
+    return sl_store_redis_new_resolved(conf, base, NULL, err, err_size);
+}
+
+struct sl_store *
+sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base *base,
+                            struct sl_resolver *resolver, char *err, size_t err_size)
+{
     struct redis_store *rs = sl_xcalloc(1, sizeof(*rs));
     char name[512];
 
@@ -405,6 +415,9 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
         rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
         rs->is_tls_verify = conf->tls.is_verify;
     }
+    /* NULL when the conf that named it is gone already: the link looks it up */
+    if (resolver != NULL && rs->url.host != NULL && sl_resolver_is_name(rs->url.host))
+        rs->dns = sl_resolver_ref(resolver, rs->url.host);
     sl_redis_batch_init(rs);
     sl_redis_conn_init(rs);
     sl_redis_set_state(rs, CONN_DOWN);

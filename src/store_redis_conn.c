@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <netdb.h>
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
 #include "sluice/log.h"
+#include "sluice/resolver.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -309,6 +312,39 @@ send_handshake(struct redis_store *rs)
     }
 }
 
+/*
+ * The address to connect to when the daemon's resolver looks the host up:
+ * its addresses taken in turn, one per connect, so that a reconnect after a
+ * failure tries the next. TLS still checks (and names in SNI) the host
+ * itself. -1 with err while the name has no address.
+ */
+static int
+resolved_target(struct redis_store *rs, struct sl_redis_target *t, char *host, size_t size,
+                char *err, size_t err_size)
+{
+    struct sockaddr_storage ss[SL_RESOLVED_MAX];
+    uint64_t version;
+    size_t n = sl_resolved_addresses(rs->dns, ss, SL_RESOLVED_MAX, &version);
+    socklen_t len;
+
+    if (n == 0) {
+        snprintf(err, err_size, "no address for %s (yet)", rs->url.host);
+        return -1;
+    }
+    n = rs->dns_turn++ % n;
+    len = ss[n].ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (getnameinfo((const struct sockaddr *)&ss[n], len, host, (socklen_t)size, NULL, 0,
+                    NI_NUMERICHOST)
+        != 0) {
+        snprintf(err, err_size, "no usable address for %s", rs->url.host);
+        return -1;
+    }
+    t->host = host;
+    if (t->server_name == NULL)
+        t->server_name = rs->url.host;
+    return 0;
+}
+
 void
 sl_redis_connect_now(struct redis_store *rs)
 {
@@ -318,12 +354,13 @@ sl_redis_connect_now(struct redis_store *rs)
         .is_verify = rs->is_tls_verify,
     };
     struct timeval tv;
-    char err[256];
+    char err[256], host[NI_MAXHOST];
 
     if (rs->is_freeing || rs->link != NULL)
         return;
-    rs->link = sl_redis_link_new(rs->evbase, &target, &sl_redis_reply_functions, rs->replies,
-                                 LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));
+    if (rs->dns == NULL || resolved_target(rs, &target, host, sizeof(host), err, sizeof(err)) == 0)
+        rs->link = sl_redis_link_new(rs->evbase, &target, &sl_redis_reply_functions, rs->replies,
+                                     LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));
     if (rs->link == NULL) {
         /* refused at once (nothing listens on a unix path, ...) */
         if (!rs->is_logged_down) {

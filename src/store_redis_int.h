@@ -109,6 +109,8 @@ struct redis_store {
 
     struct ssl_ctx_st *ssl_ctx; /* rediss://: the config's, up-referenced; else NULL */
     char *server_name;          /* TLS: SNI and the name checked; NULL: the url's host */
+    struct sl_resolved *dns;    /* the url's host, looked up by the daemon; NULL: by the link */
+    unsigned dns_turn;          /* which of its addresses the next connect takes */
     bool is_tls_verify;
     struct sl_redis_link *link;
     _Atomic int state;       /* enum conn_state; read by is_up from any thread */

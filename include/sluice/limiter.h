@@ -73,6 +73,11 @@ typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
  * across reloads, so buckets survive a reload. Thread-safe. */
 struct sl_limiter_shared *sl_limiter_shared_new(size_t max_keys);
 void sl_limiter_shared_free(struct sl_limiter_shared *shared);
+/* The daemon's resolver, for a redis store whose url names its host: set
+ * before the first limiter is made; it must outlive every limiter. */
+struct sl_resolver;
+void sl_limiter_shared_set_resolver(struct sl_limiter_shared *shared,
+                                    struct sl_resolver *resolver);
 
 /*
  * A worker's limiter for one config generation. `cfg` must outlive it. Redis

@@ -103,10 +103,19 @@ struct sl_store {
     const struct sl_store_ops *ops;
 };
 
-/* One per worker: a hiredis async connection on `base`, connecting at once
- * and reconnecting by itself. NULL and a message in err on a bad url. */
+struct sl_resolver;
+
+/* One per worker: a connection on `base`, connecting at once and
+ * reconnecting by itself. NULL and a message in err on a bad url. */
 struct sl_store *sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base,
                                     char *err, size_t err_size);
+/* The same, the url's host name taken from `resolver` (the daemon's, on its
+ * main loop) rather than looked up, blocking, at each connect. NULL
+ * resolver: as sl_store_redis_new. */
+struct sl_store *sl_store_redis_new_resolved(const struct sl_store_conf *conf,
+                                             struct event_base *base,
+                                             struct sl_resolver *resolver, char *err,
+                                             size_t err_size);
 
 /* The embedded store's table, shared by all workers (thread-safe); bounded to
  * max_keys live buckets, buckets reclaimed once full again. Free it after
