@@ -19,7 +19,7 @@
 
 #define SKETCH_ROWS 4
 #define SKETCH_MAX 15     /* 4-bit counters, kept in bytes for speed */
-#define SKETCH_SAMPLE 10  /* halve every SKETCH_SAMPLE x width counts (the paper's W) */
+#define SKETCH_SAMPLE 10  /* halve every SKETCH_SAMPLE x entries counts (the paper's W) */
 #define ENTRY_OVERHEAD 64 /* allocator headers and the hash slot, roughly */
 
 struct entry {
@@ -55,6 +55,7 @@ struct shard {
 };
 
 struct sl_cache {
+    _Atomic uint64_t events[SL_CACHE_NEVENTS];
     unsigned nshards;
     uint64_t k0, k1; /* the hash key: clients cannot aim URLs at one shard */
     uint64_t max_memory;
@@ -145,8 +146,10 @@ sketch_add(struct shard *s, uint64_t hash)
             (*c)++;
     }
     /* Aging: halving every counter keeps the sketch about the recent past,
-     * so a key hot yesterday does not block today's. */
-    if (++s->sketch_adds >= SKETCH_SAMPLE * (uint64_t)s->width) {
+     * so a key hot yesterday does not block today's. The period is W = 10
+     * times the entries held, as in the paper: long enough to tell hot from
+     * cold, short enough that one-time keys do not fill the counters. */
+    if (++s->sketch_adds >= SKETCH_SAMPLE * (uint64_t)(s->count > 64 ? s->count : 64)) {
         for (size_t i = 0; i < SKETCH_ROWS * s->width; i++)
             s->sketch[i] >>= 1;
         s->sketch_adds = 0;
@@ -178,16 +181,18 @@ pow2_at_least(size_t n)
     return p;
 }
 
-/* One counter per ~256 bytes of room: a few per object of the usual size. */
+/* A row of counters per ~128 bytes of room: several per entry, whatever
+ * their size, so that the counters stay sparse over a period (the sketch
+ * is 1/32 of max_memory at most, outside of it). */
 static size_t
 sketch_width(uint64_t max_bytes)
 {
-    uint64_t n = max_bytes / 256;
+    uint64_t n = max_bytes / 128;
 
     if (n < 1024)
         n = 1024;
-    if (n > (1u << 20))
-        n = 1u << 20;
+    if (n > (1u << 18))
+        n = 1u << 18;
     return pow2_at_least((size_t)n);
 }
 
@@ -288,10 +293,10 @@ sl_cache_new(uint64_t max_memory, unsigned nshards)
     struct sl_cache *cache = sl_xcalloc(1, sizeof(*cache));
     uint64_t k[2];
 
-    if (nshards == 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        nshards = (unsigned)pow2_at_least(ncpu > 0 ? (size_t)ncpu * 4 : 16);
-    }
+    /* 16: little contention for the workers of one process, and a shard's
+     * share stays large next to max_object (config_cache.c checks 1/64) */
+    if (nshards == 0)
+        nshards = 16;
     if (getrandom(k, sizeof(k), 0) != (ssize_t)sizeof(k)) {
         k[0] = (uint64_t)(uintptr_t)cache * 0x9e3779b97f4a7c15ULL;
         k[1] = (uint64_t)getpid();
@@ -520,6 +525,31 @@ sl_cache_claim(struct sl_cache *cache, const char *key, size_t key_len, uint64_t
     return is_mine;
 }
 
+bool
+sl_cache_is_claimed(struct sl_cache *cache, const char *key, size_t key_len, uint64_t now_us,
+                    uint64_t hold_us)
+{
+    uint64_t hash = hash_key(cache, key, key_len);
+    struct shard *s = shard_of(cache, shard_hash(cache, key, key_len));
+    bool is_claimed = false;
+
+    pthread_mutex_lock(&s->lock);
+    for (struct claim *c = s->claims; c != NULL; c = c->next) {
+        if (c->hash == hash && c->key_len == key_len && memcmp(c->key, key, key_len) == 0) {
+            is_claimed = now_us - c->since_us < hold_us;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return is_claimed;
+}
+
+void
+sl_cache_count(struct sl_cache *cache, enum sl_cache_event ev)
+{
+    atomic_fetch_add_explicit(&cache->events[ev], 1, memory_order_relaxed);
+}
+
 void
 sl_cache_release(struct sl_cache *cache, const char *key, size_t key_len)
 {
@@ -543,6 +573,8 @@ sl_cache_stats(struct sl_cache *cache, struct sl_cache_stats *st)
 {
     memset(st, 0, sizeof(*st));
     st->max_memory = cache->max_memory;
+    for (unsigned i = 0; i < SL_CACHE_NEVENTS; i++)
+        st->events[i] = atomic_load_explicit(&cache->events[i], memory_order_relaxed);
     for (unsigned i = 0; i < cache->nshards; i++) {
         struct shard *s = &cache->shards[i];
         pthread_mutex_lock(&s->lock);

@@ -253,6 +253,7 @@ sl_config_free(struct sl_config *cfg)
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
         free(cfg->routes[i].limits);
+        free(cfg->routes[i].cache);
     }
     free(cfg->routes);
     free(cfg->access_log);

@@ -11,6 +11,7 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_cache.c   a route's cache = { ... }
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -242,6 +243,13 @@ bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
 /* The keys of a listener's table form. */
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
+
+/* ---- config_cache.c ------------------------------------------------------- */
+
+/* cache = { ... } on a route (an opt_fn). */
+bool sl_conf_set_route_cache(struct loader *ld, void *obj, int idx);
+extern const struct opt sl_conf_cache_opts[];
+extern const size_t sl_conf_ncache_opts;
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

@@ -68,7 +68,21 @@ bool sl_cache_obj_append(struct sl_cache_obj *obj, const char *at, size_t len, s
 /* Its age now, in seconds, by the monotonic clock (util/clock.h). */
 uint64_t sl_cache_obj_age_s(const struct sl_cache_obj *obj, uint64_t now_us);
 
+/* What the cache phase counts per store (sluice_cache_*_total). */
+enum sl_cache_event {
+    SL_CACHE_EV_HIT,         /* served from the cache, fresh */
+    SL_CACHE_EV_MISS,        /* went upstream: nothing stored, or not usable */
+    SL_CACHE_EV_STALE,       /* served stale (while revalidating, or on an upstream error) */
+    SL_CACHE_EV_COLLAPSED,   /* waited for another request's fetch and was served by it */
+    SL_CACHE_EV_REVALIDATED, /* a stale entry the upstream confirmed (304) */
+    SL_CACHE_EV_NOT_MODIFIED, /* a 304 from the cache to a conditional request */
+    SL_CACHE_NEVENTS,
+};
+
+void sl_cache_count(struct sl_cache *cache, enum sl_cache_event ev);
+
 struct sl_cache_stats {
+    uint64_t events[SL_CACHE_NEVENTS];
     uint64_t bytes;      /* what the entries count against max_memory */
     uint64_t entries;
     uint64_t evictions;  /* entries pushed out to make room */
@@ -117,6 +131,9 @@ size_t sl_cache_purge(struct sl_cache *cache, const char *key, size_t key_len, b
  */
 bool sl_cache_claim(struct sl_cache *cache, const char *key, size_t key_len, uint64_t now_us,
                     uint64_t hold_us);
+/* Is key claimed (by a holder younger than hold_us)? */
+bool sl_cache_is_claimed(struct sl_cache *cache, const char *key, size_t key_len,
+                         uint64_t now_us, uint64_t hold_us);
 void sl_cache_release(struct sl_cache *cache, const char *key, size_t key_len);
 
 void sl_cache_stats(struct sl_cache *cache, struct sl_cache_stats *st);

@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics", "listen" };
+                                             "routes", "metrics", "listen", "cache" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -147,6 +147,10 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "{ address = \"unix:/run/sluice/sluice.sock\", "
                                  "mode = \"0660\" }"));
     assert_non_null(strstr(text, "ipv6_prefix = 64"));
+    assert_non_null(strstr(text, "cache = { ttl = \"30s\", max_memory = \"128m\", "
+                                 "max_object = \"512k\""));
+    assert_non_null(strstr(text, "stale_if_error = \"5m\", lock_timeout = \"2s\" }"));
+    assert_non_null(strstr(text, "cache_hits = false"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

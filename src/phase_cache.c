@@ -1,0 +1,774 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * The cache phase (docs/caching.md): a route with `cache = { ... }` answers
+ * GET and HEAD from the route's store (src/cache.c) when it holds a fresh
+ * response, and stores what the upstream sends when RFC 9111 allows a
+ * shared cache to. It runs after the limits phase, so hits are limited too.
+ *
+ * A miss claims its key: concurrent misses for the same key wait (polling
+ * the store every COLLAPSE_POLL_MS, up to lock_timeout) for the first one's
+ * response instead of all going upstream. A stale entry is revalidated by
+ * the request that claims it (If-None-Match / If-Modified-Since added to
+ * its upstream request; a 304 refreshes the entry and the client gets the
+ * stored response); meanwhile, within stale-while-revalidate, other
+ * requests are served the stale copy. Within stale-if-error, an upstream
+ * that fails, times out or answers 500-504 is replaced by the stale copy.
+ * Every response of the route carries Cache-Status (RFC 9211).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "cache_http.h"
+#include "sluice/cache.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/phase.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+#include "util/timeval.h"
+
+#define COLLAPSE_POLL_MS 5u
+
+struct cache_state;
+
+struct cache_conf {
+    struct sl_cache *store;
+    const struct sl_cache_conf *cc;
+    struct event_base *base;
+    struct cache_state *waiting; /* collapsed requests of this route, for teardown */
+};
+
+/* Why the request went upstream (RFC 9211 section 2.2, fwd). */
+enum fwd { FWD_NONE, FWD_URI_MISS, FWD_VARY_MISS, FWD_STALE, FWD_REQUEST, FWD_BYPASS };
+
+static const char *const fwd_names[] = { "", "uri-miss", "vary-miss", "stale", "request",
+                                         "bypass" };
+
+struct cache_state {
+    struct sl_phase_run *run;
+    struct cache_conf *conf;
+    char *key;                    /* the primary key; NULL: not a cacheable request */
+    size_t key_len;
+    char *store_key;              /* where the response goes: the key or a variant */
+    size_t store_key_len;
+    struct sl_cache_obj *stale;   /* a stale entry: revalidated, or served on error */
+    struct sl_cache_obj *building; /* the response being stored */
+    struct sl_cache_obj *marker;  /* a Vary marker to store at the key with it */
+    struct event *timer;          /* collapsed: polling the store */
+    struct cache_state *next, *prev;
+    uint64_t wait_start_us;
+    enum fwd fwd;
+    bool is_head, has_auth, has_client_cond;
+    bool is_claimed, is_revalidating;
+};
+
+/* ---- setup ------------------------------------------------------------------ */
+
+struct sl_cache *
+sl_phase_cache_store(const struct sl_route_conf *route)
+{
+    char name[512];
+
+    if (route->cache == NULL)
+        return NULL;
+    /* the route's [host]path, its metrics label too: a reload keeps the store */
+    snprintf(name, sizeof(name), "%s%s", route->host ? route->host : "", route->path);
+    return sl_cache_get(name, route->cache->max_memory);
+}
+
+static bool
+cache_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, void **conf)
+{
+    struct cache_conf *cf;
+
+    if (route->cache == NULL)
+        return false;
+    cf = sl_xcalloc(1, sizeof(*cf));
+    cf->store = sl_phase_cache_store(route);
+    cf->cc = route->cache;
+    cf->base = env->base;
+    *conf = cf;
+    return true;
+}
+
+static void
+waiting_unlink(struct cache_state *st)
+{
+    struct cache_conf *cf = st->conf;
+
+    if (st->prev != NULL)
+        st->prev->next = st->next;
+    else
+        cf->waiting = st->next;
+    if (st->next != NULL)
+        st->next->prev = st->prev;
+    st->next = st->prev = NULL;
+    event_free(st->timer);
+    st->timer = NULL;
+}
+
+static void
+cache_teardown(void *conf)
+{
+    struct cache_conf *cf = conf;
+
+    /* only requests that ended can still wait: their continuation goes nowhere */
+    while (cf->waiting != NULL) {
+        struct cache_state *st = cf->waiting;
+        waiting_unlink(st);
+        sl_phase_pass(st->run);
+    }
+    sl_cache_put(cf->store);
+    free(cf);
+}
+
+/* ---- lookups ------------------------------------------------------------------ */
+
+static bool
+has_header(const struct sl_request *req, const char *name, size_t len)
+{
+    return sl_request_header(req, name, len) != NULL;
+}
+
+/*
+ * The entry for req, with a reference, following a Vary marker to the
+ * variant req selects; NULL with *fwd saying why not. *marker gets the
+ * marker when there was one (with a reference).
+ */
+static struct sl_cache_obj *
+find(struct sl_cache *store, const char *key, size_t key_len, const struct sl_request *req,
+     bool is_counted, enum fwd *fwd, char **vkey_out, size_t *vlen_out)
+{
+    struct sl_cache_obj *obj = sl_cache_lookup(store, key, key_len, is_counted);
+    struct sl_cache_obj *variant;
+    size_t vlen;
+    char *vkey;
+
+    *fwd = FWD_URI_MISS;
+    if (obj == NULL || !obj->is_vary)
+        return obj;
+    vkey = sl_cache_variant_key(key, key_len, obj->vary, obj->vary_len, req, &vlen);
+    variant = sl_cache_lookup(store, vkey, vlen, is_counted);
+    if (vkey_out != NULL && variant != NULL) {
+        free(*vkey_out);
+        *vkey_out = vkey;
+        *vlen_out = vlen;
+    } else {
+        free(vkey);
+    }
+    sl_cache_obj_unref(obj);
+    if (variant == NULL)
+        *fwd = FWD_VARY_MISS;
+    return variant;
+}
+
+static uint64_t
+age_ms(const struct sl_cache_obj *obj, uint64_t now_us)
+{
+    return now_us > obj->stored_us ? (now_us - obj->stored_us) / 1000u : 0;
+}
+
+static bool
+is_fresh(const struct sl_cache_obj *obj, uint64_t now_us)
+{
+    return !obj->must_revalidate && age_ms(obj, now_us) < obj->fresh_ms;
+}
+
+/* RFC 5861: may it be served this far past its freshness? must-revalidate
+ * (and no-cache) forbid serving stale at all (RFC 9111 section 5.2.2.2). */
+static bool
+is_within(const struct sl_cache_obj *obj, uint64_t now_us, uint64_t grace_ms)
+{
+    return !obj->must_revalidate && age_ms(obj, now_us) < obj->fresh_ms + grace_ms;
+}
+
+bool
+sl_phase_cache_is_hit(struct sl_cache *store, const struct sl_request *req)
+{
+    bool is_get = sl_http_token_eq(req->method, req->method_len, SL_LIT("GET"));
+    bool is_head = sl_http_token_eq(req->method, req->method_len, SL_LIT("HEAD"));
+    struct sl_cache_obj *obj;
+    enum fwd fwd;
+    size_t key_len;
+    char *key;
+    bool is_hit;
+
+    if (store == NULL || (!is_get && !is_head))
+        return false;
+    key = sl_cache_key(req, &key_len);
+    obj = find(store, key, key_len, req, false, &fwd, NULL, NULL);
+    free(key);
+    is_hit = obj != NULL && is_fresh(obj, sl_clock_now_us())
+        && (obj->is_public || !has_header(req, SL_LIT("authorization")));
+    sl_cache_obj_unref(obj);
+    return is_hit;
+}
+
+/* ---- answers from the store ---------------------------------------------------- */
+
+static void
+release_obj(void *arg)
+{
+    sl_cache_obj_unref(arg);
+}
+
+/* Cache-Status (RFC 9211) and Age (RFC 9111 section 5.1) of a hit. */
+static void
+attach_hit_lines(struct sl_phase_run *run, const struct sl_cache_obj *obj, uint64_t now_us,
+                 const char *extra)
+{
+    char lines[160];
+    int64_t ttl_s = ((int64_t)obj->fresh_ms - (int64_t)age_ms(obj, now_us)) / 1000;
+    int n = snprintf(lines, sizeof(lines), "Age: %" PRIu64 "\r\nCache-Status: sluice; hit; "
+                     "ttl=%" PRId64 "%s\r\n", sl_cache_obj_age_s(obj, now_us), ttl_s, extra);
+
+    sl_phase_attach(run, lines, (size_t)n);
+}
+
+/* RFC 9110 section 13.2.2: If-None-Match first; If-Modified-Since only
+ * without it. True when the client's copy is current: a 304 is due. */
+static bool
+is_not_modified(const struct sl_request *req, const struct sl_cache_obj *obj)
+{
+    const struct sl_header *inm = sl_request_header(req, SL_LIT("if-none-match"));
+    const struct sl_header *ims;
+    int64_t since;
+
+    if (inm != NULL)
+        return sl_cache_etag_match(inm->value, inm->value_len, obj->etag, obj->etag_len);
+    ims = sl_request_header(req, SL_LIT("if-modified-since"));
+    if (ims == NULL || obj->last_modified_s < 0)
+        return false;
+    since = sl_http_date_parse(ims->value, ims->value_len);
+    return since >= 0 && obj->last_modified_s <= since;
+}
+
+/* The fields a 304 carries (RFC 9110 section 15.4.5), from a stored head. */
+static size_t
+not_modified_head(const struct sl_cache_obj *obj, char *out)
+{
+    static const char *const keep[] = { "etag:", "cache-control:", "expires:", "vary:",
+                                        "date:", "last-modified:", "content-location:" };
+    size_t at = 0, p = 0;
+
+    while (p < obj->head_len) {
+        const char *line = obj->head + p;
+        const char *end = memchr(line, '\n', obj->head_len - p);
+        size_t len = end != NULL ? (size_t)(end - line) + 1 : obj->head_len - p;
+
+        for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+            size_t kl = strlen(keep[i]);
+            if (len > kl && strncasecmp(line, keep[i], kl) == 0) {
+                memcpy(out + at, line, len);
+                at += len;
+                break;
+            }
+        }
+        p += len;
+    }
+    return at;
+}
+
+/* Answers with obj (a reference the answer takes over), or replaces the
+ * upstream's response with it (is_replace). */
+static void
+serve(struct cache_state *st, struct sl_cache_obj *obj, bool is_replace)
+{
+    const struct sl_request *req = sl_phase_request(st->run);
+    struct sl_phase_response resp = {
+        .status = obj->status,
+        .headers = obj->head,
+        .headers_len = obj->head_len,
+        .body = obj->body,
+        .body_len = obj->body_len,
+        .release = release_obj,
+        .release_arg = obj,
+    };
+    char *head304 = NULL;
+
+    if (obj->status == 200 && is_not_modified(req, obj)) {
+        head304 = sl_xmalloc(obj->head_len + 1);
+        resp.status = 304;
+        resp.headers = head304;
+        resp.headers_len = not_modified_head(obj, head304);
+        resp.body_len = 0;
+        sl_cache_count(st->conf->store, SL_CACHE_EV_NOT_MODIFIED);
+    }
+    if (is_replace)
+        sl_phase_replace(st->run, &resp);
+    else
+        sl_phase_respond(st->run, &resp);
+    free(head304);
+}
+
+/* ---- going upstream --------------------------------------------------------------- */
+
+static void
+attach_fwd(struct cache_state *st, enum fwd fwd)
+{
+    st->fwd = fwd;
+}
+
+/* Stale and claimed: ask the upstream whether the entry still holds, unless
+ * the client asks a condition of its own (its answer is then the client's). */
+static void
+attach_validators(struct cache_state *st)
+{
+    const struct sl_cache_obj *obj = st->stale;
+    char line[512];
+    int n;
+
+    if (st->has_client_cond)
+        return;
+    if (obj->etag != NULL && obj->etag_len < 400) {
+        n = snprintf(line, sizeof(line), "If-None-Match: %.*s\r\n", (int)obj->etag_len,
+                     obj->etag);
+        sl_phase_attach_upstream(st->run, line, (size_t)n);
+        st->is_revalidating = true;
+    }
+    if (obj->last_modified != NULL && obj->last_modified_len < 400) {
+        n = snprintf(line, sizeof(line), "If-Modified-Since: %.*s\r\n",
+                     (int)obj->last_modified_len, obj->last_modified);
+        sl_phase_attach_upstream(st->run, line, (size_t)n);
+        st->is_revalidating = true;
+    }
+}
+
+static void decide(struct cache_state *st, bool is_poll);
+
+static void
+on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct cache_state *st = arg;
+
+    (void)fd;
+    (void)what;
+    waiting_unlink(st);
+    if (sl_phase_is_abandoned(st->run)) {
+        sl_phase_pass(st->run);
+        return;
+    }
+    decide(st, true);
+}
+
+static void
+wait_for_fetch(struct cache_state *st)
+{
+    struct cache_conf *cf = st->conf;
+    struct timeval tv = sl_timeval_from_ms(COLLAPSE_POLL_MS);
+
+    if (st->wait_start_us == 0)
+        st->wait_start_us = sl_clock_now_us();
+    st->timer = evtimer_new(cf->base, on_poll, st);
+    st->next = cf->waiting;
+    st->prev = NULL;
+    if (cf->waiting != NULL)
+        cf->waiting->prev = st;
+    cf->waiting = st;
+    evtimer_add(st->timer, &tv);
+}
+
+/*
+ * A miss, or a stale entry (st->stale): fetch it, as the one request that
+ * claims the key, or wait for the one that did (collapsing) up to
+ * lock_timeout. Within stale-while-revalidate a stale entry is served at
+ * once instead of waiting.
+ */
+static void
+miss(struct cache_state *st, enum fwd fwd, bool is_poll)
+{
+    struct cache_conf *cf = st->conf;
+    uint64_t now = sl_clock_now_us();
+    uint64_t hold_us = cf->cc->lock_timeout_ms * 1000u;
+    bool is_waited_out = is_poll && now - st->wait_start_us >= hold_us;
+
+    if (st->is_head || is_waited_out || hold_us == 0) {
+        attach_fwd(st, fwd); /* HEAD has no body to store; a wait over goes alone */
+        sl_cache_count(cf->store, SL_CACHE_EV_MISS);
+        sl_phase_pass(st->run);
+        return;
+    }
+    if (sl_cache_claim(cf->store, st->key, st->key_len, now, hold_us)) {
+        st->is_claimed = true;
+        attach_fwd(st, fwd);
+        if (st->stale != NULL)
+            attach_validators(st);
+        sl_cache_count(cf->store, SL_CACHE_EV_MISS);
+        sl_phase_pass(st->run);
+        return;
+    }
+    if (st->stale != NULL && is_within(st->stale, now, st->stale->swr_ms)) {
+        struct sl_cache_obj *obj = st->stale;
+        st->stale = NULL;
+        attach_hit_lines(st->run, obj, now, "; detail=stale-while-revalidate");
+        sl_cache_count(cf->store, SL_CACHE_EV_STALE);
+        serve(st, obj, false);
+        return;
+    }
+    wait_for_fetch(st);
+}
+
+/* Looks the request up and answers, passes or waits. */
+static void
+decide(struct cache_state *st, bool is_poll)
+{
+    struct cache_conf *cf = st->conf;
+    const struct sl_request *req = sl_phase_request(st->run);
+    uint64_t now = sl_clock_now_us();
+    enum fwd fwd;
+    struct sl_cache_obj *obj = find(cf->store, st->key, st->key_len, req, !is_poll, &fwd,
+                                    &st->store_key, &st->store_key_len);
+
+    if (obj != NULL && st->has_auth && !obj->is_public) {
+        /* RFC 9111 section 3.5: not for a request with credentials */
+        sl_cache_obj_unref(obj);
+        attach_fwd(st, FWD_BYPASS);
+        sl_cache_count(cf->store, SL_CACHE_EV_MISS);
+        sl_phase_pass(st->run);
+        return;
+    }
+    if (obj != NULL && is_fresh(obj, now)) {
+        attach_hit_lines(st->run, obj, now, "");
+        sl_cache_count(cf->store, is_poll ? SL_CACHE_EV_COLLAPSED : SL_CACHE_EV_HIT);
+        serve(st, obj, false);
+        return;
+    }
+    if (is_poll && obj == NULL && st->stale == NULL
+        && !sl_cache_is_claimed(cf->store, st->key, st->key_len, now,
+                                cf->cc->lock_timeout_ms * 1000u)) {
+        /* the fetch we waited for stored nothing: everyone goes on their own */
+        attach_fwd(st, fwd);
+        sl_cache_count(cf->store, SL_CACHE_EV_MISS);
+        sl_phase_pass(st->run);
+        return;
+    }
+    if (obj != NULL) {
+        sl_cache_obj_unref(st->stale);
+        st->stale = obj;
+        fwd = FWD_STALE;
+    } else if (st->stale != NULL) {
+        fwd = FWD_STALE;
+    }
+    miss(st, fwd, is_poll);
+}
+
+static void
+cache_request(struct sl_phase_run *run, void *conf, void *state)
+{
+    struct cache_state *st = state;
+    const struct sl_request *req = sl_phase_request(run);
+    bool is_get = sl_http_token_eq(req->method, req->method_len, SL_LIT("GET"));
+
+    st->run = run;
+    st->conf = conf;
+    st->is_head = sl_http_token_eq(req->method, req->method_len, SL_LIT("HEAD"));
+    if (!is_get && !st->is_head) {
+        sl_phase_attach(run, SL_LIT("Cache-Status: sluice; fwd=method\r\n"));
+        sl_phase_pass(run);
+        return;
+    }
+    st->key = sl_cache_key(req, &st->key_len);
+    st->has_auth = has_header(req, SL_LIT("authorization"));
+    st->has_client_cond = has_header(req, SL_LIT("if-none-match"))
+        || has_header(req, SL_LIT("if-modified-since"));
+    decide(st, false);
+}
+
+/* ---- the upstream's response ------------------------------------------------------ */
+
+/* Header lines of a stored response: the upstream's, less hop-by-hop
+ * fields, framing, Age (made per hit) and Cache-Status (ours per hit). */
+static void
+build_head(struct sl_cache_obj *obj, const struct sl_header *h, size_t n)
+{
+    size_t cap = 1, at = 0;
+
+    for (size_t i = 0; i < n; i++)
+        cap += h[i].name_len + h[i].value_len + 4;
+    obj->head = sl_xmalloc(cap);
+    for (size_t i = 0; i < n; i++) {
+        if (sl_http_is_hop_by_hop(h, n, &h[i]) || sl_http_name_is(&h[i], SL_LIT("content-length"))
+            || sl_http_name_is(&h[i], SL_LIT("transfer-encoding"))
+            || sl_http_name_is(&h[i], SL_LIT("age"))
+            || sl_http_name_is(&h[i], SL_LIT("cache-status")))
+            continue;
+        memcpy(obj->head + at, h[i].name, h[i].name_len);
+        at += h[i].name_len;
+        memcpy(obj->head + at, ": ", 2);
+        at += 2;
+        if (sl_http_name_is(&h[i], SL_LIT("etag")) && obj->etag == NULL) {
+            obj->etag = obj->head + at;
+            obj->etag_len = h[i].value_len;
+        } else if (sl_http_name_is(&h[i], SL_LIT("last-modified"))
+                   && obj->last_modified == NULL) {
+            obj->last_modified = obj->head + at;
+            obj->last_modified_len = h[i].value_len;
+            obj->last_modified_s = sl_http_date_parse(h[i].value, h[i].value_len);
+        }
+        memcpy(obj->head + at, h[i].value, h[i].value_len);
+        at += h[i].value_len;
+        memcpy(obj->head + at, "\r\n", 2);
+        at += 2;
+    }
+    obj->head_len = at;
+}
+
+static uint64_t
+stored_at(uint64_t now_us, uint64_t age_s)
+{
+    return age_s * 1000000u < now_us ? now_us - age_s * 1000000u : 0;
+}
+
+/* RFC 5861's directives of the response, else the route's settings. */
+static void
+set_grace(struct sl_cache_obj *obj, const struct sl_cc *cc, const struct sl_cache_conf *conf)
+{
+    obj->swr_ms = cc->swr_s >= 0 ? (uint64_t)cc->swr_s * 1000u : conf->stale_while_revalidate_ms;
+    obj->sie_ms = cc->sie_s >= 0 ? (uint64_t)cc->sie_s * 1000u : conf->stale_if_error_ms;
+}
+
+/* A Vary marker for the key, and the variant key of this request. */
+static bool
+set_variant(struct cache_state *st, const struct sl_header *h, size_t n)
+{
+    bool is_star;
+    size_t names_len;
+    char *names = sl_cache_vary_names(h, n, &names_len, &is_star);
+
+    if (is_star) {
+        free(names); /* RFC 9111 section 4.1: always fails to match */
+        return false;
+    }
+    free(st->store_key);
+    st->store_key = NULL;
+    if (names == NULL)
+        return true;
+    st->marker = sl_cache_obj_new();
+    st->marker->is_vary = true;
+    st->marker->vary = names;
+    st->marker->vary_len = names_len;
+    st->store_key = sl_cache_variant_key(st->key, st->key_len, names, names_len,
+                                         sl_phase_request(st->run), &st->store_key_len);
+    return true;
+}
+
+/* The response as an object to store, or NULL when a shared cache must not
+ * (RFC 9111 section 3) or storing it would be pointless. */
+static struct sl_cache_obj *
+storable(struct cache_state *st, int status, const struct sl_header *h, size_t n)
+{
+    const struct sl_cache_conf *conf = st->conf->cc;
+    const struct sl_header *cl = sl_cache_header(h, n, SL_LIT("content-length"));
+    struct sl_cache_obj *obj;
+    struct sl_cc cc;
+    uint64_t fresh_ms, age_s;
+    bool has_explicit;
+
+    sl_cc_parse(h, n, &cc);
+    if (st->is_head || cc.no_store || cc.is_private)
+        return NULL;
+    if (st->has_auth && !cc.is_public && cc.s_maxage_s < 0)
+        return NULL;
+    if (sl_cache_header(h, n, SL_LIT("set-cookie")) != NULL)
+        return NULL;
+    has_explicit = cc.max_age_s >= 0 || cc.s_maxage_s >= 0
+        || sl_cache_header(h, n, SL_LIT("expires")) != NULL;
+    if (!sl_cache_status_storable(status, has_explicit))
+        return NULL;
+    if (cl != NULL && (cl->value_len > 19 || strtoull(cl->value, NULL, 10) > conf->max_object))
+        return NULL;
+    fresh_ms = sl_cache_freshness_ms(status, h, n, &cc, (int64_t)time(NULL), conf->ttl_ms, &age_s);
+    if (!set_variant(st, h, n))
+        return NULL;
+    obj = sl_cache_obj_new();
+    obj->status = status;
+    build_head(obj, h, n);
+    obj->fresh_ms = fresh_ms;
+    obj->must_revalidate = cc.no_cache || cc.must_revalidate;
+    obj->is_public = cc.is_public || cc.s_maxage_s >= 0;
+    set_grace(obj, &cc, conf);
+    obj->stored_us = stored_at(sl_clock_now_us(), age_s);
+    if ((fresh_ms == 0 || obj->must_revalidate) && obj->etag == NULL
+        && obj->last_modified == NULL) {
+        sl_cache_obj_unref(obj); /* never fresh and no way to revalidate it */
+        return NULL;
+    }
+    return obj;
+}
+
+/* The stale entry, confirmed by a 304: the same response, fresh again with
+ * the freshness the 304 gives (RFC 9111 section 4.3.4), else the old one. */
+static struct sl_cache_obj *
+refreshed(struct cache_state *st, const struct sl_header *h, size_t n)
+{
+    const struct sl_cache_obj *old = st->stale;
+    struct sl_cache_obj *obj = sl_cache_obj_new();
+    struct sl_cc cc;
+    uint64_t age_s = 0;
+
+    sl_cc_parse(h, n, &cc);
+    obj->status = old->status;
+    obj->head = sl_xmalloc(old->head_len + 1);
+    memcpy(obj->head, old->head, old->head_len);
+    obj->head_len = old->head_len;
+    if (old->etag != NULL) {
+        obj->etag = obj->head + (old->etag - old->head);
+        obj->etag_len = old->etag_len;
+    }
+    if (old->last_modified != NULL) {
+        obj->last_modified = obj->head + (old->last_modified - old->head);
+        obj->last_modified_len = old->last_modified_len;
+    }
+    obj->last_modified_s = old->last_modified_s;
+    (void)sl_cache_obj_append(obj, old->body, old->body_len, old->body_len);
+    obj->fresh_ms = old->fresh_ms;
+    obj->must_revalidate = old->must_revalidate;
+    obj->is_public = old->is_public;
+    obj->swr_ms = old->swr_ms;
+    obj->sie_ms = old->sie_ms;
+    if (cc.max_age_s >= 0 || cc.s_maxage_s >= 0
+        || sl_cache_header(h, n, SL_LIT("expires")) != NULL) {
+        obj->fresh_ms = sl_cache_freshness_ms(old->status, h, n, &cc, (int64_t)time(NULL),
+                                              st->conf->cc->ttl_ms, &age_s);
+        obj->must_revalidate = cc.no_cache || cc.must_revalidate;
+        set_grace(obj, &cc, st->conf->cc);
+    }
+    obj->stored_us = stored_at(sl_clock_now_us(), age_s);
+    return obj;
+}
+
+static void
+revalidated(struct cache_state *st, const struct sl_header *h, size_t n)
+{
+    struct cache_conf *cf = st->conf;
+    struct sl_cache_obj *obj = refreshed(st, h, n);
+    char lines[96];
+    int len;
+
+    sl_cache_insert(cf->store, st->store_key ? st->store_key : st->key,
+                    st->store_key ? st->store_key_len : st->key_len, obj);
+    sl_cache_count(cf->store, SL_CACHE_EV_REVALIDATED);
+    len = snprintf(lines, sizeof(lines), "Age: 0\r\nCache-Status: sluice; fwd=stale; "
+                   "fwd-status=304; stored\r\n");
+    sl_phase_attach(st->run, lines, (size_t)len);
+    serve(st, obj, true);
+}
+
+static void stale_on_error(struct cache_state *st, int status);
+
+static void
+response_head(struct cache_state *st, int status, const struct sl_header *h, size_t n)
+{
+    char line[96];
+    int len;
+
+    if (st->is_revalidating && status == 304 && st->stale != NULL) {
+        revalidated(st, h, n);
+        return;
+    }
+    if (st->stale != NULL && status >= 500 && status <= 504
+        && is_within(st->stale, sl_clock_now_us(), st->stale->sie_ms)) {
+        stale_on_error(st, status);
+        return;
+    }
+    len = snprintf(line, sizeof(line), "Cache-Status: sluice; fwd=%s; fwd-status=%d\r\n",
+                   fwd_names[st->fwd], status);
+    sl_phase_attach(st->run, line, (size_t)len);
+    st->building = storable(st, status, h, n);
+}
+
+static void
+cache_response_head(struct sl_phase_run *run, void *conf, void *state, int status,
+                    const struct sl_header *headers, size_t nheaders)
+{
+    struct cache_state *st = state;
+
+    (void)run;
+    (void)conf;
+    if (st->key == NULL)
+        return;
+    response_head(st, status, headers, nheaders);
+}
+
+/* RFC 5861 section 4: the stale entry instead of an upstream error. */
+static void
+stale_on_error(struct cache_state *st, int status)
+{
+    char extra[64];
+    uint64_t now = sl_clock_now_us();
+
+    snprintf(extra, sizeof(extra), "; fwd=stale; fwd-status=%d", status);
+    attach_hit_lines(st->run, st->stale, now, extra);
+    sl_cache_count(st->conf->store, SL_CACHE_EV_STALE);
+    serve(st, sl_cache_obj_ref(st->stale), true);
+}
+
+static void
+cache_upstream_error(struct sl_phase_run *run, void *conf, void *state, int status)
+{
+    struct cache_state *st = state;
+
+    (void)run;
+    (void)conf;
+    if (st->stale != NULL && is_within(st->stale, sl_clock_now_us(), st->stale->sie_ms))
+        stale_on_error(st, status);
+}
+
+static void
+cache_response_body(struct sl_phase_run *run, void *conf, void *state, const char *at,
+                    size_t len)
+{
+    struct cache_state *st = state;
+
+    (void)run;
+    (void)conf;
+    if (st->building == NULL)
+        return;
+    /* past max_object: streamed on to the client, not stored */
+    if (!sl_cache_obj_append(st->building, at, len, st->conf->cc->max_object)) {
+        sl_cache_obj_unref(st->building);
+        st->building = NULL;
+    }
+}
+
+static void
+cache_end(struct sl_phase_run *run, void *conf, void *state, const char *reason,
+          struct sl_access_entry *log)
+{
+    struct cache_state *st = state;
+    struct cache_conf *cf = conf;
+
+    (void)run;
+    (void)log;
+    if (st->building != NULL && reason == NULL) {
+        if (st->marker != NULL)
+            sl_cache_insert(cf->store, st->key, st->key_len, st->marker);
+        sl_cache_insert(cf->store, st->store_key ? st->store_key : st->key,
+                        st->store_key ? st->store_key_len : st->key_len, st->building);
+    }
+    if (st->is_claimed)
+        sl_cache_release(cf->store, st->key, st->key_len);
+    sl_cache_obj_unref(st->building);
+    sl_cache_obj_unref(st->marker);
+    sl_cache_obj_unref(st->stale);
+    free(st->key);
+    free(st->store_key);
+}
+
+const struct sl_phase sl_phase_cache = {
+    .name = "cache",
+    .state_size = sizeof(struct cache_state),
+    .setup = cache_setup,
+    .teardown = cache_teardown,
+    .on_request = cache_request,
+    .on_response_head = cache_response_head,
+    .on_response_body = cache_response_body,
+    .on_upstream_error = cache_upstream_error,
+    .on_end = cache_end,
+};
