@@ -31,7 +31,8 @@
 #                          Set-Cookie, status N (200), waits ms first; the JSON body
 #                          says how many requests this target got ("n") and the
 #                          Accept-Language seen, padded to size bytes. A request
-#                          whose If-None-Match holds etag gets 304
+#                          whose If-None-Match holds etag gets 304. cache_mode
+#                          "500" answers 500 instead, "hang" never answers
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
@@ -240,6 +241,7 @@ class Upstream:
         self.port = port
         self.record = record    # False: count requests but keep no records (demo)
         self.target_counts = {} # /cache/... requests by target
+        self.cache_mode = None  # /cache/...: None, "500" (a 500, no-store) or "hang"
         self.nrequests = 0
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -437,7 +439,7 @@ class Upstream:
                            method, keep)
             return keep
         if path.startswith("/cache/"):
-            return self._cache(sock, method, keep, target, q, hget)
+            return self._cache(sock, rd, method, keep, target, q, hget)
         if path == "/hop":
             extra = [("Connection", "X-Up-Hop"), ("X-Up-Hop", "1"),
                      ("Keep-Alive", "timeout=5, max=100"), ("Trailer", "X-Trailer"),
@@ -455,11 +457,16 @@ class Upstream:
         self._send(sock, 200, [("Content-Type", "application/json")], body, method, keep)
         return keep
 
-    def _cache(self, sock, method, keep, target, q, hget):
+    def _cache(self, sock, rd, method, keep, target, q, hget):
         with self.lock:
             self.target_counts[target] = self.target_counts.get(target, 0) + 1
             n = self.target_counts[target]
         self._sleep(int(q.get("ms", "0")) / 1000.0)
+        if self.cache_mode == "hang":
+            rd.wait_eof()
+            return False
+        if self.cache_mode == "500":
+            q = dict(q, status="500", cc="no-store")
         extra = []
         if "cc" in q:
             extra.append(("Cache-Control", q["cc"]))

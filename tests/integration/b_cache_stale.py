@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Copyright (c) 2026 the sluice developers
+#
+# Stale responses (issue 15, point 3, RFC 5861): within
+# stale_while_revalidate, while one request refreshes a stale entry, the
+# others get the stale copy at once; within stale_if_error, an upstream that
+# answers 500, times out, or is gone (killed) is replaced by the stale copy;
+# past the window, or without it, the client gets the error.
+# Client: raw requests, some concurrent. Upstream: /cache/... with
+# cache_mode "500" / "hang", then stopped. Daemon: cached routes with and
+# without the windows.
+
+import threading
+import time
+
+import harness as h
+
+CONF = """\
+listen = "${listen}"
+admin = "${admin}"
+workers = 2
+access_log = "off"
+upstreams = { app = { servers = { "127.0.0.1:${up}" }, timeout = "700ms",
+                      connect_timeout = "300ms" } }
+routes = {
+  { path = "/cache/s/", upstream = "app",
+    cache = { ttl = "1s", stale_while_revalidate = "30s", stale_if_error = "5m" } },
+  { path = "/cache/", upstream = "app", cache = { ttl = "1s" } },
+  { path = "/", upstream = "app" },
+}
+"""
+
+
+def get(s, target, headers=()):
+    return h.request(s.addr, "GET", target, headers)
+
+
+def count(up, target):
+    with up.lock:
+        return up.target_counts.get(target, 0)
+
+
+def main(env):
+    t = env.t
+    up = env.upstream("app")
+    s = env.sluice(CONF, values={"up": up.port})
+
+    # stale-while-revalidate: one request refreshes, the others get stale at once
+    tgt = "/cache/s/swr?ms=600"
+    first = get(s, tgt)
+    time.sleep(1.1)
+    slow = {}
+
+    def refresher():
+        slow["r"] = get(s, tgt)
+
+    th = threading.Thread(target=refresher)
+    th.start()
+    time.sleep(0.15)
+    t0 = time.monotonic()
+    r = get(s, tgt)
+    took = time.monotonic() - t0
+    t.eq(r.status, 200, "swr: stale served")
+    t.eq(r.body, first.body, "swr: the stale body")
+    t.ok(took < 0.4, "swr: served at once, not after the refresh", "%.3f s" % took)
+    t.ok("stale-while-revalidate" in (r.header("cache-status") or ""),
+         "swr: Cache-Status says so", r.header("cache-status"))
+    th.join()
+    t.eq(slow["r"].json()["n"], 2, "swr: the refreshing request got the new response")
+    t.eq(count(up, tgt), 2, "swr: one refresh upstream")
+    r = get(s, tgt)
+    t.eq(r.json()["n"], 2, "swr: the refreshed entry is served after")
+
+    # stale-if-error: a 500
+    tgt = "/cache/s/sie"
+    first = get(s, tgt)
+    time.sleep(1.1)
+    up.cache_mode = "500"
+    r = get(s, tgt)
+    t.eq(r.status, 200, "sie: a 500 replaced by the stale entry")
+    t.eq(r.body, first.body, "sie: the stale body")
+    t.ok("fwd=stale; fwd-status=500" in (r.header("cache-status") or ""),
+         "sie: Cache-Status fwd-status=500", r.header("cache-status"))
+    t.eq(get(s, "/cache/nosie").status, 500, "without stale_if_error: the 500 passes")
+    # a timeout
+    up.cache_mode = "hang"
+    r = get(s, tgt)
+    t.eq(r.status, 200, "sie: an upstream timeout replaced by the stale entry")
+    t.ok("fwd-status=504" in (r.header("cache-status") or ""), "sie: fwd-status=504",
+         r.header("cache-status"))
+    up.cache_mode = None
+    # the upstream killed
+    get(s, "/cache/gone")
+    up.stop()
+    time.sleep(1.1)
+    r = get(s, tgt)
+    t.eq(r.status, 200, "sie: upstream gone, the stale entry served")
+    t.ok("fwd-status=502" in (r.header("cache-status") or ""), "sie: fwd-status=502",
+         r.header("cache-status"))
+    r = get(s, "/cache/gone")
+    t.eq(r.status, 502, "without stale_if_error: 502 when the upstream is gone")
+    r = get(s, "/cache/s/never-stored")
+    t.eq(r.status, 502, "nothing stored: 502")
+    _, body = h.admin_get(s.admin, "/metrics")
+    text = body.decode()
+    t.ok('sluice_cache_requests_total{route="/cache/s/",result="stale"} 4' in text,
+         "metrics: stale served counted",
+         [ln for ln in text.splitlines() if "cache_requests" in ln])
+
+
+if __name__ == "__main__":
+    h.run(main, time_limit=60)
