@@ -410,11 +410,19 @@ sl_cache_insert(struct sl_cache *cache, const char *key, size_t key_len, struct 
 {
     uint64_t hash = hash_key(cache, key, key_len);
     struct shard *s = shard_of(cache, shard_hash(cache, key, key_len));
-    size_t charge = obj_charge(obj, key_len);
     struct entry *old, *e;
     uint64_t need;
+    size_t charge;
 
+    /* the room a streamed body grew into, given back while the object is
+     * still the caller's alone */
+    if (obj->body_cap > obj->body_len && atomic_load(&obj->refs) == 1) {
+        obj->body = obj->body_len ? sl_xrealloc(obj->body, obj->body_len) : obj->body;
+        obj->body_cap = obj->body_len ? obj->body_len : obj->body_cap;
+    }
+    charge = obj_charge(obj, key_len);
     obj->charge = charge;
+
     pthread_mutex_lock(&s->lock);
     if (charge > s->max_bytes) {
         pthread_mutex_unlock(&s->lock);
