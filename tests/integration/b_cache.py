@@ -8,7 +8,8 @@
 # Authorization and Set-Cookie not stored; 304 from the cache to
 # If-None-Match and If-Modified-Since; a stale entry revalidated with the
 # upstream's ETag (a 304 refreshes it); HEAD served from a GET's entry;
-# bodies over max_object not stored; a route without cache is untouched.
+# bodies over max_object not stored; a reload keeps the store; a route
+# without cache is untouched.
 # Client: raw requests. Upstream: /cache/... (counts requests per target,
 # headers from the query). Daemon: one cached route, one not.
 
@@ -158,6 +159,17 @@ def main(env):
     r3 = get(s, tgt)
     t.eq(count(up, tgt), 2, "refreshed: fresh again, upstream not asked")
     t.ok("hit" in (r3.header("cache-status") or ""), "refreshed: a hit", r3.header("cache-status"))
+
+    # a reload that keeps the route keeps its store (and its entries)
+    tgt = "/cache/keep?cc=max-age=60"
+    get(s, tgt)
+    s.reload(CONF.replace('max_object = "16k"', 'max_object = "32k"'))
+    done = h.wait_until(lambda: (h.admin_get(s.admin, "/metrics") or (0, b""))[1].find(
+        b'sluice_config_reloads_total{result="success"} 1') >= 0, 5)
+    t.ok(done, "reload: the new conf (max_object changed) is in use")
+    r = get(s, tgt)
+    t.eq(count(up, tgt), 1, "reload: the entry is still served")
+    t.ok("hit" in (r.header("cache-status") or ""), "reload: a hit", r.header("cache-status"))
 
     # a route without cache is untouched
     r = get(s, "/echo")
