@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/http.h"
 #include "util/alloc.h"
 
 /* The phases a route may run, in the order they run: version policy (410 and
@@ -213,6 +214,7 @@ sl_phase_run_start(struct sl_phase_run *run, const struct sl_phase_chain *chain,
     run->end_reason = NULL;
     run->headers_len = 0;
     run->up_headers_len = 0;
+    run->nhidden = 0;
     drop_response(run);
     memset(run->state, 0, chain->state_size);
     run_from(run);
@@ -323,6 +325,27 @@ void
 sl_phase_attach_upstream(struct sl_phase_run *run, const char *lines, size_t len)
 {
     append_lines(&run->up_headers, &run->up_headers_len, &run->up_headers_cap, lines, len);
+}
+
+bool
+sl_phase_hide_upstream(struct sl_phase_run *run, const char *name, size_t len)
+{
+    if (run->nhidden >= SL_PHASE_HIDE_MAX)
+        return false;
+    run->hidden[run->nhidden].name = name;
+    run->hidden[run->nhidden].len = len;
+    run->nhidden++;
+    return true;
+}
+
+bool
+sl_phase_is_hidden(const struct sl_phase_run *run, const struct sl_header *h)
+{
+    for (unsigned i = 0; i < run->nhidden; i++) {
+        if (sl_http_name_is(h, run->hidden[i].name, run->hidden[i].len))
+            return true;
+    }
+    return false;
 }
 
 const char *

@@ -315,8 +315,23 @@ attach_fwd(struct cache_state *st, enum fwd fwd)
     st->fwd = fwd;
 }
 
-/* Stale and claimed: ask the upstream whether the entry still holds, unless
- * the client asks a condition of its own (its answer is then the client's). */
+/*
+ * The request that fills or refreshes the entry goes up without the
+ * client's conditionals (as nginx's proxy_cache does): a 304 for one
+ * client's copy could not be stored. The client may get a 200 where the
+ * upstream would have said 304, which RFC 9110 section 13.2.1 allows; the
+ * cache answers its conditionals from then on.
+ */
+static void
+hide_client_conditionals(struct cache_state *st)
+{
+    if (!st->has_client_cond)
+        return;
+    sl_phase_hide_upstream(st->run, SL_LIT("if-none-match"));
+    sl_phase_hide_upstream(st->run, SL_LIT("if-modified-since"));
+}
+
+/* Stale and claimed: ask the upstream whether the entry still holds. */
 static void
 attach_validators(struct cache_state *st)
 {
@@ -324,8 +339,6 @@ attach_validators(struct cache_state *st)
     char line[512];
     int n;
 
-    if (st->has_client_cond)
-        return;
     if (obj->etag != NULL && obj->etag_len < 400) {
         n = snprintf(line, sizeof(line), "If-None-Match: %.*s\r\n", (int)obj->etag_len,
                      obj->etag);
@@ -397,6 +410,7 @@ miss(struct cache_state *st, enum fwd fwd, bool is_poll)
     if (sl_cache_claim(cf->store, st->key, st->key_len, now, hold_us)) {
         st->is_claimed = true;
         attach_fwd(st, fwd);
+        hide_client_conditionals(st);
         if (st->stale != NULL)
             attach_validators(st);
         sl_cache_count(cf->store, SL_CACHE_EV_MISS);

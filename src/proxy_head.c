@@ -381,6 +381,8 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
         if ((c->rq.request_id_len && sl_http_name_is(h, SL_LIT("x-request-id")))
             || sl_http_name_is(h, SL_LIT("traceparent")))
             continue;
+        if (c->phases.nhidden > 0 && sl_phase_is_hidden(&c->phases, h))
+            continue; /* a phase's choice: the cache's own conditionals go up instead */
         hb_header(&b, h);
     }
     hb_host(&b, c);

@@ -179,6 +179,17 @@ void sl_phase_replace(struct sl_phase_run *run, const struct sl_phase_response *
  */
 void sl_phase_attach_upstream(struct sl_phase_run *run, const char *lines, size_t len);
 /*
+ * Leaves the client's header fields named `name` (a static lower-case
+ * string) out of the request sent upstream: a cache filling an entry drops
+ * the client's If-None-Match. At most SL_PHASE_HIDE_MAX names per request;
+ * past it, false and nothing is hidden. From on_request, before its
+ * continuation.
+ */
+#define SL_PHASE_HIDE_MAX 4
+bool sl_phase_hide_upstream(struct sl_phase_run *run, const char *name, size_t len);
+/* Is the client's field h to be left out of the upstream request? */
+bool sl_phase_is_hidden(const struct sl_phase_run *run, const struct sl_header *h);
+/*
  * Adds complete header lines ("Name: value\r\n"...) to the response this
  * request gets: the upstream's, or an answer from this or a later phase
  * (not the proxy's own 502/503/504). Copied; from on_request (before its
@@ -250,6 +261,11 @@ struct sl_phase_run {
     size_t headers_len, headers_cap;
     char *up_headers;     /* lines for the upstream request; storage kept too */
     size_t up_headers_len, up_headers_cap;
+    struct {
+        const char *name;
+        size_t len;
+    } hidden[SL_PHASE_HIDE_MAX]; /* sl_phase_hide_upstream's names */
+    unsigned nhidden;
     struct sl_phase_response response; /* sl_phase_respond's or sl_phase_replace's */
     bool has_response;
     _Alignas(16) unsigned char state[SL_PHASE_STATE_MAX];

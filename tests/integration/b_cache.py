@@ -160,6 +160,24 @@ def main(env):
     t.eq(count(up, tgt), 2, "refreshed: fresh again, upstream not asked")
     t.ok("hit" in (r3.header("cache-status") or ""), "refreshed: a hit", r3.header("cache-status"))
 
+    # a miss with the client's conditional: filled without it, answered 200
+    tgt = "/cache/cm?etag=%22m1%22&cc=max-age=1"
+    r = get(s, tgt, [("If-None-Match", '"m1"')])
+    up_req = [q for q in up.requests if q["target"] == tgt][-1]
+    t.eq([v for k, v in up_req["headers"] if k.lower() == "if-none-match"], [],
+         "miss: the client's If-None-Match is not sent up")
+    t.eq(r.status, 200, "miss with If-None-Match: 200 (filled)")
+    r = get(s, tgt, [("If-None-Match", '"m1"')])
+    t.eq(r.status, 304, "then 304 from the cache")
+    # stale, revalidated for a client with its own condition: ours goes up
+    time.sleep(1.2)
+    r = get(s, tgt, [("If-None-Match", '"m1"')])
+    up_req = [q for q in up.requests if q["target"] == tgt][-1]
+    t.eq([v for k, v in up_req["headers"] if k.lower() == "if-none-match"], ['"m1"'],
+         "stale: the cache's own If-None-Match goes up, once")
+    t.eq(r.status, 304, "stale, confirmed: the client's condition answered 304")
+    t.eq(count(up, tgt), 2, "conditional fill and revalidation: two upstream requests")
+
     # a reload that keeps the route keeps its store (and its entries)
     tgt = "/cache/keep?cc=max-age=60"
     get(s, tgt)

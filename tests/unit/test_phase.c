@@ -544,6 +544,15 @@ test_replace_and_upstream_lines(void **state)
     confs[1].is_replacing = true;
     confs[2].is_replacing = true;
     start(o, 0);
+    {
+        struct sl_header inm = { SL_LIT("If-None-Match"), SL_LIT("\"x\"") };
+        assert_false(sl_phase_is_hidden(&o->run, &inm));
+        for (int i = 0; i < SL_PHASE_HIDE_MAX; i++)
+            assert_true(sl_phase_hide_upstream(&o->run, SL_LIT("if-none-match")));
+        assert_false(sl_phase_hide_upstream(&o->run, SL_LIT("if-modified-since")));
+        assert_true(sl_phase_is_hidden(&o->run, &inm));
+        assert_false(sl_phase_is_hidden(&o->run, &h));
+    }
     up = sl_phase_upstream_headers(&o->run, &len);
     assert_int_equal(len, strlen("If-None-Match: \"a\"\r\nX-B: 2\r\n"));
     assert_memory_equal(up, "If-None-Match: \"a\"\r\nX-B: 2\r\n", len);
