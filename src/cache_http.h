@@ -4,8 +4,9 @@
  * The HTTP caching rules the cache phase needs (RFC 9111, RFC 9110 section
  * 13 conditionals, RFC 5861), as pure functions of header arrays: what a
  * response's Cache-Control says, its freshness lifetime, the cache key and
- * a Vary variant key, validators. No I/O, no clock: times are passed in.
- * src/phase_cache.c and tests/unit/test_cache_http.c are the users.
+ * a Vary variant key, validators, and (cache_obj.c) the objects stored.
+ * No I/O, no clock: times are passed in. src/phase_cache.c,
+ * src/cache_fetch.c and tests/unit/test_cache_http.c are the users.
  */
 #ifndef SL_CACHE_HTTP_H
 #define SL_CACHE_HTTP_H
@@ -43,6 +44,36 @@ bool sl_cache_status_storable(int status, bool has_explicit);
 uint64_t sl_cache_freshness_ms(int status, const struct sl_header *headers, size_t n,
                                const struct sl_cc *cc, int64_t now_s, uint64_t default_ms,
                                uint64_t *age_s);
+
+struct sl_cache_conf;
+struct sl_cache_obj;
+
+/* ---- cache_obj.c: stored objects from responses ---------------------------- */
+
+/*
+ * May a shared cache store this response (RFC 9111 section 3): no no-store
+ * or private, no Set-Cookie, a storable status, Content-Length within
+ * max_object, and for a request with credentials (has_auth), public or
+ * s-maxage. Vary is the caller's.
+ */
+bool sl_cache_is_storable(const struct sl_cache_conf *conf, int status,
+                          const struct sl_header *h, size_t n, bool has_auth);
+/*
+ * The object to store for a response received at now_s (wall) / now_us
+ * (monotonic): its head, validators, freshness and grace; the body is the
+ * caller's to append. NULL when it would never be fresh and cannot be
+ * revalidated (no ETag, no Last-Modified).
+ */
+struct sl_cache_obj *sl_cache_obj_build(const struct sl_cache_conf *conf, int status,
+                                        const struct sl_header *h, size_t n, int64_t now_s,
+                                        uint64_t now_us);
+/* The stale object `old`, confirmed by a 304 with headers h: the same
+ * response, fresh again with the freshness the 304 gives, else old's
+ * (RFC 9111 section 4.3.4). */
+struct sl_cache_obj *sl_cache_obj_refreshed(const struct sl_cache_obj *old,
+                                            const struct sl_cache_conf *conf,
+                                            const struct sl_header *h, size_t n, int64_t now_s,
+                                            uint64_t now_us);
 
 /* The first header of that name in a response's array, or NULL. */
 const struct sl_header *sl_cache_header(const struct sl_header *headers, size_t n,

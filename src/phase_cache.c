@@ -496,57 +496,6 @@ cache_request(struct sl_phase_run *run, void *conf, void *state)
 
 /* ---- the upstream's response ------------------------------------------------------ */
 
-/* Header lines of a stored response: the upstream's, less hop-by-hop
- * fields, framing, Age (made per hit) and Cache-Status (ours per hit). */
-static void
-build_head(struct sl_cache_obj *obj, const struct sl_header *h, size_t n)
-{
-    size_t cap = 1, at = 0;
-
-    for (size_t i = 0; i < n; i++)
-        cap += h[i].name_len + h[i].value_len + 4;
-    obj->head = sl_xmalloc(cap);
-    for (size_t i = 0; i < n; i++) {
-        if (sl_http_is_hop_by_hop(h, n, &h[i]) || sl_http_name_is(&h[i], SL_LIT("content-length"))
-            || sl_http_name_is(&h[i], SL_LIT("transfer-encoding"))
-            || sl_http_name_is(&h[i], SL_LIT("age"))
-            || sl_http_name_is(&h[i], SL_LIT("cache-status")))
-            continue;
-        memcpy(obj->head + at, h[i].name, h[i].name_len);
-        at += h[i].name_len;
-        memcpy(obj->head + at, ": ", 2);
-        at += 2;
-        if (sl_http_name_is(&h[i], SL_LIT("etag")) && obj->etag == NULL) {
-            obj->etag = obj->head + at;
-            obj->etag_len = h[i].value_len;
-        } else if (sl_http_name_is(&h[i], SL_LIT("last-modified"))
-                   && obj->last_modified == NULL) {
-            obj->last_modified = obj->head + at;
-            obj->last_modified_len = h[i].value_len;
-            obj->last_modified_s = sl_http_date_parse(h[i].value, h[i].value_len);
-        }
-        memcpy(obj->head + at, h[i].value, h[i].value_len);
-        at += h[i].value_len;
-        memcpy(obj->head + at, "\r\n", 2);
-        at += 2;
-    }
-    obj->head_len = at;
-}
-
-static uint64_t
-stored_at(uint64_t now_us, uint64_t age_s)
-{
-    return age_s * 1000000u < now_us ? now_us - age_s * 1000000u : 0;
-}
-
-/* RFC 5861's directives of the response, else the route's settings. */
-static void
-set_grace(struct sl_cache_obj *obj, const struct sl_cc *cc, const struct sl_cache_conf *conf)
-{
-    obj->swr_ms = cc->swr_s >= 0 ? (uint64_t)cc->swr_s * 1000u : conf->stale_while_revalidate_ms;
-    obj->sie_ms = cc->sie_s >= 0 ? (uint64_t)cc->sie_s * 1000u : conf->stale_if_error_ms;
-}
-
 /* A Vary marker for the key, and the variant key of this request. */
 static bool
 set_variant(struct cache_state *st, const struct sl_header *h, size_t n)
@@ -572,96 +521,26 @@ set_variant(struct cache_state *st, const struct sl_header *h, size_t n)
     return true;
 }
 
-/* The response as an object to store, or NULL when a shared cache must not
- * (RFC 9111 section 3) or storing it would be pointless. */
+/* The response as an object to store, or NULL (see sl_cache_obj_build). */
 static struct sl_cache_obj *
 storable(struct cache_state *st, int status, const struct sl_header *h, size_t n)
 {
-    const struct sl_cache_conf *conf = st->conf->cc;
-    const struct sl_header *cl = sl_cache_header(h, n, SL_LIT("content-length"));
-    struct sl_cache_obj *obj;
-    struct sl_cc cc;
-    uint64_t fresh_ms, age_s;
-    bool has_explicit;
-
-    sl_cc_parse(h, n, &cc);
-    if (st->is_head || cc.no_store || cc.is_private)
+    if (st->is_head)
+        return NULL; /* no body to store */
+    if (!sl_cache_is_storable(st->conf->cc, status, h, n, st->has_auth))
         return NULL;
-    if (st->has_auth && !cc.is_public && cc.s_maxage_s < 0)
-        return NULL;
-    if (sl_cache_header(h, n, SL_LIT("set-cookie")) != NULL)
-        return NULL;
-    has_explicit = cc.max_age_s >= 0 || cc.s_maxage_s >= 0
-        || sl_cache_header(h, n, SL_LIT("expires")) != NULL;
-    if (!sl_cache_status_storable(status, has_explicit))
-        return NULL;
-    if (cl != NULL && (cl->value_len > 19 || strtoull(cl->value, NULL, 10) > conf->max_object))
-        return NULL;
-    fresh_ms = sl_cache_freshness_ms(status, h, n, &cc, (int64_t)time(NULL), conf->ttl_ms, &age_s);
     if (!set_variant(st, h, n))
         return NULL;
-    obj = sl_cache_obj_new();
-    obj->status = status;
-    build_head(obj, h, n);
-    obj->fresh_ms = fresh_ms;
-    obj->must_revalidate = cc.no_cache || cc.must_revalidate;
-    obj->is_public = cc.is_public || cc.s_maxage_s >= 0;
-    set_grace(obj, &cc, conf);
-    obj->stored_us = stored_at(sl_clock_now_us(), age_s);
-    if ((fresh_ms == 0 || obj->must_revalidate) && obj->etag == NULL
-        && obj->last_modified == NULL) {
-        sl_cache_obj_unref(obj); /* never fresh and no way to revalidate it */
-        return NULL;
-    }
-    return obj;
-}
-
-/* The stale entry, confirmed by a 304: the same response, fresh again with
- * the freshness the 304 gives (RFC 9111 section 4.3.4), else the old one. */
-static struct sl_cache_obj *
-refreshed(struct cache_state *st, const struct sl_header *h, size_t n)
-{
-    const struct sl_cache_obj *old = st->stale;
-    struct sl_cache_obj *obj = sl_cache_obj_new();
-    struct sl_cc cc;
-    uint64_t age_s = 0;
-
-    sl_cc_parse(h, n, &cc);
-    obj->status = old->status;
-    obj->head = sl_xmalloc(old->head_len + 1);
-    memcpy(obj->head, old->head, old->head_len);
-    obj->head_len = old->head_len;
-    if (old->etag != NULL) {
-        obj->etag = obj->head + (old->etag - old->head);
-        obj->etag_len = old->etag_len;
-    }
-    if (old->last_modified != NULL) {
-        obj->last_modified = obj->head + (old->last_modified - old->head);
-        obj->last_modified_len = old->last_modified_len;
-    }
-    obj->last_modified_s = old->last_modified_s;
-    (void)sl_cache_obj_append(obj, old->body, old->body_len, old->body_len);
-    obj->fresh_ms = old->fresh_ms;
-    obj->must_revalidate = old->must_revalidate;
-    obj->is_public = old->is_public;
-    obj->swr_ms = old->swr_ms;
-    obj->sie_ms = old->sie_ms;
-    if (cc.max_age_s >= 0 || cc.s_maxage_s >= 0
-        || sl_cache_header(h, n, SL_LIT("expires")) != NULL) {
-        obj->fresh_ms = sl_cache_freshness_ms(old->status, h, n, &cc, (int64_t)time(NULL),
-                                              st->conf->cc->ttl_ms, &age_s);
-        obj->must_revalidate = cc.no_cache || cc.must_revalidate;
-        set_grace(obj, &cc, st->conf->cc);
-    }
-    obj->stored_us = stored_at(sl_clock_now_us(), age_s);
-    return obj;
+    return sl_cache_obj_build(st->conf->cc, status, h, n, (int64_t)time(NULL),
+                              sl_clock_now_us());
 }
 
 static void
 revalidated(struct cache_state *st, const struct sl_header *h, size_t n)
 {
     struct cache_conf *cf = st->conf;
-    struct sl_cache_obj *obj = refreshed(st, h, n);
+    struct sl_cache_obj *obj = sl_cache_obj_refreshed(st->stale, cf->cc, h, n, (int64_t)time(NULL),
+                                                      sl_clock_now_us());
     char lines[96];
     int len;
 
