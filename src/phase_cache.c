@@ -8,11 +8,12 @@
  *
  * A miss claims its key: concurrent misses for the same key wait (polling
  * the store every COLLAPSE_POLL_MS, up to lock_timeout) for the first one's
- * response instead of all going upstream. A stale entry is revalidated by
- * the request that claims it (If-None-Match / If-Modified-Since added to
- * its upstream request; a 304 refreshes the entry and the client gets the
- * stored response); meanwhile, within stale-while-revalidate, other
- * requests are served the stale copy. Within stale-if-error, an upstream
+ * response instead of all going upstream. A stale entry within
+ * stale-while-revalidate is served at once, and the request that claims
+ * it starts a background refresh (src/cache_fetch.c); past that window it
+ * is revalidated by the request that claims it (If-None-Match /
+ * If-Modified-Since added to its upstream request; a 304 refreshes the
+ * entry and the client gets the stored response). Within stale-if-error, an upstream
  * that fails, times out or answers 500-504 is replaced by the stale copy.
  * Every response of the route carries Cache-Status (RFC 9211).
  */
@@ -24,6 +25,7 @@
 
 #include <event2/event.h>
 
+#include "cache_fetch.h"
 #include "cache_http.h"
 #include "sluice/cache.h"
 #include "sluice/config.h"
@@ -42,6 +44,9 @@ struct cache_conf {
     const struct sl_cache_conf *cc;
     struct event_base *base;
     struct cache_state *waiting; /* collapsed requests of this route, for teardown */
+    struct sl_upstream_pool *pool; /* for background refreshes; NULL: none (tests) */
+    uint64_t timeout_ms;         /* the upstream's timeout */
+    struct sl_cache_fetch *fetches; /* background refreshes under way */
 };
 
 /* Why the request went upstream (RFC 9211 section 2.2, fwd). */
@@ -93,6 +98,8 @@ cache_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, v
     cf->store = sl_phase_cache_store(route);
     cf->cc = route->cache;
     cf->base = env->base;
+    cf->pool = env->pools != NULL ? env->pools[route->upstream] : NULL;
+    cf->timeout_ms = env->cfg->upstreams[route->upstream].timeout_ms;
     *conf = cf;
     return true;
 }
@@ -124,6 +131,7 @@ cache_teardown(void *conf)
         waiting_unlink(st);
         sl_phase_pass(st->run);
     }
+    sl_cache_fetch_abort_all(&cf->fetches);
     sl_cache_put(cf->store);
     free(cf);
 }
@@ -275,6 +283,22 @@ not_modified_head(const struct sl_cache_obj *obj, char *out)
     return at;
 }
 
+/* A 304's head, made from obj's, lives as long as the answer: a replaced
+ * response is written after serve returns. */
+struct not_modified {
+    struct sl_cache_obj *obj;
+    char head[];
+};
+
+static void
+release_not_modified(void *arg)
+{
+    struct not_modified *nm = arg;
+
+    sl_cache_obj_unref(nm->obj);
+    free(nm);
+}
+
 /* Answers with obj (a reference the answer takes over), or replaces the
  * upstream's response with it (is_replace). */
 static void
@@ -290,21 +314,22 @@ serve(struct cache_state *st, struct sl_cache_obj *obj, bool is_replace)
         .release = release_obj,
         .release_arg = obj,
     };
-    char *head304 = NULL;
 
     if (obj->status == 200 && is_not_modified(req, obj)) {
-        head304 = sl_xmalloc(obj->head_len + 1);
+        struct not_modified *nm = sl_xmalloc(sizeof(*nm) + obj->head_len + 1);
+        nm->obj = obj;
         resp.status = 304;
-        resp.headers = head304;
-        resp.headers_len = not_modified_head(obj, head304);
+        resp.headers = nm->head;
+        resp.headers_len = not_modified_head(obj, nm->head);
         resp.body_len = 0;
+        resp.release = release_not_modified;
+        resp.release_arg = nm;
         sl_cache_count(st->conf->store, SL_CACHE_EV_NOT_MODIFIED);
     }
     if (is_replace)
         sl_phase_replace(st->run, &resp);
     else
         sl_phase_respond(st->run, &resp);
-    free(head304);
 }
 
 /* ---- going upstream --------------------------------------------------------------- */
@@ -351,6 +376,119 @@ attach_validators(struct cache_state *st)
         sl_phase_attach_upstream(st->run, line, (size_t)n);
         st->is_revalidating = true;
     }
+}
+
+static bool
+is_left_out(const struct sl_request *req, const struct sl_header *h)
+{
+    static const char *const names[] = { "content-length", "transfer-encoding", "expect",
+                                         "if-none-match", "if-modified-since", "if-match",
+                                         "if-unmodified-since", "if-range", "range" };
+
+    if (sl_http_is_hop_by_hop(req->headers, req->nheaders, h))
+        return true;
+    if (req->authority != NULL && sl_http_name_is(h, SL_LIT("host")))
+        return true;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (sl_http_name_is(h, names[i], strlen(names[i])))
+            return true;
+    }
+    return false;
+}
+
+static void
+put(char *buf, size_t *at, const char *s, size_t len)
+{
+    memcpy(buf + *at, s, len);
+    *at += len;
+}
+
+/*
+ * The head of a background refresh: a GET of the path (normalised) and
+ * query, with the triggering request's end-to-end fields (so that its
+ * variant and its credentials are asked for again) less conditionals and
+ * framing, and the entry's validators.
+ */
+static char *
+refresh_head(const struct sl_request *req, const struct sl_cache_obj *stale, size_t *len)
+{
+    size_t cap = req->path_len + req->query_len + req->authority_len + stale->etag_len
+        + stale->last_modified_len + 96;
+    size_t at = 0;
+    char *buf;
+
+    for (size_t i = 0; i < req->nheaders; i++)
+        cap += req->headers[i].name_len + req->headers[i].value_len + 4;
+    buf = sl_xmalloc(cap);
+    put(buf, &at, SL_LIT("GET "));
+    put(buf, &at, req->path, req->path_len);
+    if (req->query != NULL) {
+        put(buf, &at, SL_LIT("?"));
+        put(buf, &at, req->query, req->query_len);
+    }
+    put(buf, &at, SL_LIT(" HTTP/1.1\r\n"));
+    if (req->authority != NULL) {
+        put(buf, &at, SL_LIT("Host: "));
+        put(buf, &at, req->authority, req->authority_len);
+        put(buf, &at, SL_LIT("\r\n"));
+    }
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct sl_header *h = &req->headers[i];
+        if (is_left_out(req, h))
+            continue;
+        put(buf, &at, h->name, h->name_len);
+        put(buf, &at, SL_LIT(": "));
+        put(buf, &at, h->value, h->value_len);
+        put(buf, &at, SL_LIT("\r\n"));
+    }
+    if (stale->etag != NULL) {
+        put(buf, &at, SL_LIT("If-None-Match: "));
+        put(buf, &at, stale->etag, stale->etag_len);
+        put(buf, &at, SL_LIT("\r\n"));
+    }
+    if (stale->last_modified != NULL) {
+        put(buf, &at, SL_LIT("If-Modified-Since: "));
+        put(buf, &at, stale->last_modified, stale->last_modified_len);
+        put(buf, &at, SL_LIT("\r\n"));
+    }
+    put(buf, &at, SL_LIT("\r\n"));
+    *len = at;
+    return buf;
+}
+
+static char *
+dup_key(const char *key, size_t len)
+{
+    char *out = sl_xmalloc(len ? len : 1);
+
+    memcpy(out, key, len);
+    return out;
+}
+
+/* RFC 5861 section 3: the claimed, stale entry is refreshed by a request of
+ * the cache's own, which takes the claim over; this request is served stale. */
+static void
+refresh_in_background(struct cache_state *st)
+{
+    struct cache_conf *cf = st->conf;
+    struct sl_cache_fetch_args a = {
+        .store = cf->store,
+        .cc = cf->cc,
+        .base = cf->base,
+        .pool = cf->pool,
+        .timeout_ms = cf->timeout_ms,
+        .claim_key = dup_key(st->key, st->key_len),
+        .claim_key_len = st->key_len,
+        .stale = sl_cache_obj_ref(st->stale),
+    };
+
+    if (st->store_key != NULL) {
+        a.store_key = dup_key(st->store_key, st->store_key_len);
+        a.store_key_len = st->store_key_len;
+    }
+    a.head = refresh_head(sl_phase_request(st->run), st->stale, &a.head_len);
+    st->is_claimed = false;
+    sl_cache_fetch_start(&cf->fetches, &a);
 }
 
 static void decide(struct cache_state *st, bool is_poll);
@@ -409,6 +547,15 @@ miss(struct cache_state *st, enum fwd fwd, bool is_poll)
     }
     if (sl_cache_claim(cf->store, st->key, st->key_len, now, hold_us)) {
         st->is_claimed = true;
+        if (st->stale != NULL && cf->pool != NULL && is_within(st->stale, now, st->stale->swr_ms)) {
+            struct sl_cache_obj *obj = st->stale;
+            refresh_in_background(st);
+            st->stale = NULL;
+            attach_hit_lines(st->run, obj, now, "; detail=stale-while-revalidate");
+            sl_cache_count(cf->store, SL_CACHE_EV_STALE);
+            serve(st, obj, false);
+            return;
+        }
         attach_fwd(st, fwd);
         hide_client_conditionals(st);
         if (st->stale != NULL)

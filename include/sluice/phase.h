@@ -47,6 +47,7 @@ struct sl_route_conf;
 struct sl_phase_chain;
 struct sl_phase_table;
 struct sl_phase_run;
+struct sl_upstream_pool;
 
 /* ---- writing a phase ------------------------------------------------------ */
 
@@ -61,6 +62,9 @@ struct sl_phase_env {
     struct sl_limiter *limiter;        /* the generation's limiter */
     struct sl_metrics_worker *metrics; /* this worker's metrics; may be NULL */
     const unsigned *route_slots;       /* metrics slot of cfg->routes[i] */
+    /* the generation's pool of cfg->upstreams[i], for requests of a
+     * phase's own (a cache's background refresh); NULL in tests */
+    struct sl_upstream_pool *const *pools;
 };
 
 /*
