@@ -334,6 +334,16 @@ hb_host(struct head_builder *b, const struct conn *c)
     }
 }
 
+/* Lines the phases add to the upstream request (a cache's If-None-Match). */
+static void
+hb_phase_lines(struct head_builder *b, const struct conn *c)
+{
+    size_t len;
+    const char *lines = sl_phase_upstream_headers(&c->phases, &len);
+
+    hb_add(b, lines, len);
+}
+
 void
 proxy_write_request_head(struct conn *c, struct evbuffer *out)
 {
@@ -400,11 +410,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
     HB_LIT(&b, "traceparent: ");
     hb_add(&b, c->traceparent, 55);
     HB_LIT(&b, "\r\n");
-    {
-        size_t up_len;
-        const char *up = sl_phase_upstream_headers(&c->phases, &up_len);
-        hb_add(&b, up, up_len); /* a phase's own lines, a cache's If-None-Match */
-    }
+    hb_phase_lines(&b, c);
     if (c->rq.framing == SL_FRAMING_LENGTH) {
         HB_LIT(&b, "Content-Length: ");
         hb_u64(&b, c->rq.body_left);

@@ -8,8 +8,9 @@
  * (the continuation still comes exactly once, on_end after it, the owner
  * freed in done: ASan sees any use after free), and a generation freed
  * under an abandoned run; full responses (respond, replace, released
- * exactly once) and lines for the upstream request. The owner plays the proxy: a heap object holding
- * the run, freed only once done has been called.
+ * exactly once) and lines for the upstream request. The owner plays the
+ * proxy: a heap object holding the run, freed only once done has been
+ * called.
  */
 #include <setjmp.h>
 #include <stdarg.h>
