@@ -783,7 +783,7 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_number(out, l->cost);
     fprintf(out, ",\n    shadow = %s,\n    delay = ", l->is_shadow ? "true" : "false");
     put_duration(out, l->delay_ms);
-    fputs(",\n", out);
+    fprintf(out, ",\n    cache_hits = %s,\n", l->is_cache_hits ? "true" : "false");
     /* only beside an ip part: on any other key the conf check refuses it */
     for (size_t j = 0; j < l->nparts; j++) {
         if (l->parts[j].kind == SL_KEY_IP) {
@@ -846,6 +846,24 @@ dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
 }
 
 static void
+dump_cache(FILE *out, const struct sl_cache_conf *c)
+{
+    fputs(",\n    cache = { ttl = ", out);
+    put_duration(out, c->ttl_ms);
+    fputs(", max_memory = ", out);
+    put_size(out, c->max_memory);
+    fputs(", max_object = ", out);
+    put_size(out, c->max_object);
+    fputs(",\n              stale_while_revalidate = ", out);
+    put_duration(out, c->stale_while_revalidate_ms);
+    fputs(", stale_if_error = ", out);
+    put_duration(out, c->stale_if_error_ms);
+    fputs(", lock_timeout = ", out);
+    put_duration(out, c->lock_timeout_ms);
+    fputs(" }", out);
+}
+
+static void
 dump_limits_routes(struct dumper *d)
 {
     const struct sl_config *cfg = d->cfg;
@@ -872,9 +890,12 @@ dump_limits_routes(struct dumper *d)
             put_cstring(out, cfg->limits[r->limits[j]].name);
         }
         put_close(out, r->nlimits);
-        fprintf(out, ", ratelimit_headers = %s, server_timing = %s, websocket = %s },\n",
+        fprintf(out, ", ratelimit_headers = %s, server_timing = %s, websocket = %s",
                 r->has_ratelimit_headers ? "true" : "false",
                 r->has_server_timing ? "true" : "false", r->has_websocket ? "true" : "false");
+        if (r->cache != NULL)
+            dump_cache(out, r->cache);
+        fputs(" },\n", out);
     }
     fputs("}\n", out);
 }

@@ -15,6 +15,7 @@
  *   config_balance.c an upstream's servers (with weights) and balance
  *   config_retry.c   an upstream's retry_on and retry_budget
  *   config_health.c  an upstream's health table: active checks, passive ejection
+ *   config_cache.c   a route's cache = { ... }
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -293,6 +294,12 @@ bool sl_conf_set_health(struct loader *ld, void *obj, int idx);
 void sl_conf_health_defaults(struct sl_health_conf *hc);
 /* NULL-terminated, new array of static strings: the keys of a health table. */
 const char **sl_conf_health_names(void);
+/* ---- config_cache.c ------------------------------------------------------- */
+
+/* cache = { ... } on a route (an opt_fn). */
+bool sl_conf_set_route_cache(struct loader *ld, void *obj, int idx);
+extern const struct opt sl_conf_cache_opts[];
+extern const size_t sl_conf_ncache_opts;
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

@@ -663,6 +663,7 @@ static const struct opt limit_opts[] = {
     ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
     ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
+    ROW_BOOL("cache_hits", "true", struct sl_limit_conf, is_cache_hits),
 };
 
 static bool
@@ -920,6 +921,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
     SL_CONF_LIFECYCLE_ROWS,
+    ROW_CUSTOM("cache", sl_conf_set_route_cache),
 };
 
 static bool
@@ -1180,6 +1182,8 @@ sl_conf_section_names(const char *section)
         return sl_conf_health_names();
     if (strcmp(section, "listen") == 0) /* a listener's table (config_listen.c) */
         return opt_names(sl_conf_listen_opts, sl_conf_nlisten_opts);
+    if (strcmp(section, "cache") == 0) /* a route's cache (config_cache.c) */
+        return opt_names(sl_conf_cache_opts, sl_conf_ncache_opts);
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
         if (strcmp(section, sections[i].name) == 0)
             return opt_names(sections[i].opts, sections[i].n);

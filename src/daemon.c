@@ -41,6 +41,7 @@
 #include <event2/listener.h>
 
 #include "sluice/admin_buckets.h"
+#include "sluice/admin_cache.h"
 #include "sluice/config.h"
 #include "sluice/health.h"
 #include "sluice/limiter.h"
@@ -440,6 +441,15 @@ admin_buckets(struct evhttp_request *req, void *arg)
 }
 
 static void
+admin_cache_purge(struct evhttp_request *req, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (admin_is_authorized(d, req))
+        sl_admin_cache_purge(req);
+}
+
+static void
 admin_other(struct evhttp_request *req, void *arg)
 {
     struct daemon *d = arg;
@@ -511,6 +521,7 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
     evhttp_set_cb(d->admin, "/metrics", admin_metrics, d);
     evhttp_set_cb(d->admin, SL_ADMIN_BUCKETS_PATH, admin_buckets, d);
+    evhttp_set_cb(d->admin, SL_ADMIN_CACHE_PURGE_PATH, admin_cache_purge, d);
     evhttp_set_gencb(d->admin, admin_other, d);
     colon = strrchr(cfg->admin.text, ':');
     host_len = (size_t)(colon - cfg->admin.text);

@@ -688,6 +688,8 @@ LABELS = {
     "nginx_reject": "nginx, reject path (429)",
     "sluice_reject_redis": "sluice, reject path, redis store",
     "sluice_reject_local": "sluice, reject path, local store",
+    "nginx_cache": "nginx proxy_cache, hits",
+    "sluice_cache": "sluice cache, hits",
     "sluice_mem_conns": "sluice, redis store",
     "sluice_mem_keys": "sluice, local store, key header:X-Key, 1 per 1h",
     "sluice_mem_reclaim": "sluice, local store, key header:X-Key, refill in seconds",
@@ -823,6 +825,12 @@ def build_report(run_dir, machine):
            "≤ 1.00", lambda v: v <= 1.0)
     target("sluice 429 CPU/req ÷ nginx 429 CPU/req (local store)",
            _paired_ratio(rounds, "sluice_reject_local", "nginx_reject", "proxy_us_per_req"),
+           "≤ 1.00", lambda v: v <= 1.0)
+    target("sluice cache hits req/s ÷ nginx proxy_cache hits req/s (issue 15)",
+           _paired_ratio(rounds, "sluice_cache", "nginx_cache", "rps"),
+           "≥ 1.20", lambda v: v >= 1.2)
+    target("sluice cache CPU/hit ÷ nginx proxy_cache CPU/hit (issue 15)",
+           _paired_ratio(rounds, "sluice_cache", "nginx_cache", "proxy_us_per_req"),
            "≤ 1.00", lambda v: v <= 1.0)
     conns = [m for m in mem if m["kind"] == "idle_conns" and m["config"].startswith("sluice")]
     if conns:

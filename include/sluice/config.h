@@ -148,6 +148,7 @@ struct sl_limit_conf {
     bool is_shadow;  /* evaluate and count, never refuse */
     uint64_t delay_ms; /* a refused request may wait this long for its tokens; 0: 429 at once */
     unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
+    bool is_cache_hits; /* also applies to responses served from the cache; default true */
     const char *file;
     int line;
 };
@@ -180,6 +181,16 @@ struct sl_lifecycle_conf {
     unsigned consumer_top;       /* consumers shown by name in metrics; default 10 */
 };
 
+/* A route's response cache (src/config_cache.c, docs/caching.md). */
+struct sl_cache_conf {
+    uint64_t ttl_ms;         /* freshness when the upstream gives none; default 60s */
+    uint64_t max_memory;     /* bytes, the route's store; default 64m */
+    uint64_t max_object;     /* bytes, a larger response is not stored; default 1m */
+    uint64_t stale_while_revalidate_ms; /* default 0: off; the upstream's own wins */
+    uint64_t stale_if_error_ms;         /* default 0: off; the upstream's own wins */
+    uint64_t lock_timeout_ms; /* collapsed misses wait this long at most; default 5s */
+};
+
 struct sl_route_conf {
     char *host;    /* NULL: any host; matched case-insensitively, without port */
     struct sl_route_header *headers; /* all must match; none: any request */
@@ -193,6 +204,7 @@ struct sl_route_conf {
     bool has_ratelimit_headers; /* RateLimit fields on admitted responses; default true */
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
+    struct sl_cache_conf *cache; /* NULL: responses are not cached */
 };
 
 /* Does the route end some day (deprecation or sunset written)? */

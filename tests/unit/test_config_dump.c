@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics", "listen", "health" };
+                                             "routes", "metrics", "listen", "health", "cache" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -164,6 +164,10 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "path = \"/healthz?deep=1\""));
     assert_non_null(strstr(text, "max_fail_timeout = \"1m\""));
     assert_non_null(strstr(text, "-- no active checks (no path)"));
+    assert_non_null(strstr(text, "cache = { ttl = \"30s\", max_memory = \"128m\", "
+                                 "max_object = \"512k\""));
+    assert_non_null(strstr(text, "stale_if_error = \"5m\", lock_timeout = \"2s\" }"));
+    assert_non_null(strstr(text, "cache_hits = false"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */
