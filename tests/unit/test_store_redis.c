@@ -224,7 +224,7 @@ test_reply_parsing(void **state)
 {
     struct redis_store rs = { 0 };
     struct batch b = { 0 };
-    struct pending checks[2] = { { record, NULL, 2 }, { record, NULL, 1 } };
+    struct pending checks[2] = { { .cb = record, .nbuckets = 2 }, { .cb = record, .nbuckets = 1 } };
     /* check 1: admitted, two buckets; check 2: refused, one bucket */
     long long vals[11] = { 1, 2500, 0, 100, 7, 3, 9, 0, 12000, -1, 0 };
     redisReply arr = { .type = REDIS_REPLY_ARRAY }, *el[11];
