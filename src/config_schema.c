@@ -361,6 +361,7 @@ static const struct opt store_opts[] = {
              on_error),
     ROW_CUSTOM("prefix", set_store_prefix),
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
+    ROW_CUSTOM("lease", sl_conf_set_store_lease),
 };
 
 static bool
@@ -721,6 +722,7 @@ static const struct opt limit_opts[] = {
     ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
     ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
+    ROW_BOOL("lease", "false", struct sl_limit_conf, is_leased),
 };
 
 static bool
@@ -1246,6 +1248,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(top_opts, NOPTS(top_opts), cfg);
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
+    sl_conf_lease_defaults(&cfg->store);
     sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;

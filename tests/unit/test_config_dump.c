@@ -147,6 +147,8 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "{ address = \"unix:/run/sluice/sluice.sock\", "
                                  "mode = \"0660\" }"));
     assert_non_null(strstr(text, "ipv6_prefix = 64"));
+    assert_non_null(strstr(text, "lease = { ttl = \"400ms\", max_share = 0.25 }"));
+    assert_non_null(strstr(text, "lease = true"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */
@@ -183,7 +185,8 @@ test_defaults_written(void **state)
         "on_error = \"allow\"", "prefix = \"sluice\"", "max_keys = 2000000",
         "keepalive = 64", "connect_timeout = \"1s\"", "timeout = \"30s\"",
         "max_inflight = 1024", "queue = 4096", "per = \"1s\"", "burst = 2.5", "cost = 1",
-        "shadow = false", "limits = {}", "ratelimit_headers = true", "server_timing = false",
+        "shadow = false", "lease = false", "lease = { ttl = \"250ms\", max_share = 0.1 }",
+        "limits = {}", "ratelimit_headers = true", "server_timing = false",
         "metrics = {}", "-- pidfile: none",
     };
     char path[PATH_MAX + 16];
