@@ -42,6 +42,7 @@ struct sl_store_bucket {
     uint64_t per_ms;
     double burst;      /* capacity */
     double cost;       /* tokens this request takes */
+    bool is_leased;    /* its limit has lease = true: a leasing store may use a block */
 };
 
 struct sl_store_result {
