@@ -744,10 +744,9 @@ sl_lease_store_set_metrics(struct sl_store *store, struct sl_metrics_worker *met
         ((struct lease_store *)store)->metrics = metrics;
 }
 
-void
-sl_limiter_return_leases(struct sl_limiter *limiter, void (*cb)(void *arg), void *arg)
+static void
+store_return_leases(struct sl_store *store, void (*cb)(void *arg), void *arg)
 {
-    struct sl_store *store = limiter != NULL ? sl_limiter_store(limiter) : NULL;
     struct lease_store *ls;
 
     if (store == NULL || store->ops != &lease_ops) {
@@ -764,4 +763,10 @@ sl_limiter_return_leases(struct sl_limiter *limiter, void (*cb)(void *arg), void
     ls->returned_arg = arg;
     if (!return_all(ls))
         returned(ls);
+}
+
+void
+sl_limiter_return_leases(struct sl_limiter *limiter, void (*cb)(void *arg), void *arg)
+{
+    store_return_leases(limiter != NULL ? sl_limiter_store(limiter) : NULL, cb, arg);
 }
