@@ -334,8 +334,16 @@ on_lease_reply(void *arg, enum sl_store_status status, int64_t moved,
 static void
 maybe_refill(struct lease_store *ls, struct entry *e, int64_t cost_milli, uint64_t now)
 {
-    double rate_us = e->rate_milli_s / 1e6; /* milli-tokens per us */
-    double low = rate_us * (3 * ls->rtt_us + 2000.0);
+    uint64_t el = now - e->win_start_us;
+    /* milli-tokens per us: the estimate, or this window's pace when higher
+     * (a key that comes back after a quiet spell gets full blocks at once) */
+    double rate_us = e->rate_milli_s / 1e6;
+    double cur = (double)e->win_milli / (double)(el > WINDOW_US / 10 ? el : WINDOW_US / 10);
+    double low;
+
+    if (cur > rate_us)
+        rate_us = cur;
+    low = rate_us * (3 * ls->rtt_us + 2000.0);
     double block = rate_us * (double)(ls->ttl_us / 4 > 4 * ls->rtt_us ? ls->ttl_us / 4
                                                                      : 4 * ls->rtt_us);
     int64_t burst_milli, max, want;
