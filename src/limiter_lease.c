@@ -118,12 +118,32 @@ struct lease_store {
     unsigned nops;          /* lease operations out */
     bool is_returning;      /* drain or free: no new blocks, no spending */
     bool is_freeing;
+    bool is_destroy_wanted; /* once no entry point is on the stack */
     bool is_destroying;
+    unsigned depth;         /* our entry points on the stack */
     void (*returned_cb)(void *arg);
     void *returned_arg;
 };
 
 static const struct sl_store_ops lease_ops;
+static void destroy(struct lease_store *ls);
+
+/* Every entry point (a check, a store callback, a timer) brackets itself,
+ * so that a store freed from inside a callback it made (the limiter goes
+ * when a decision's callback returns) is destroyed only once the stack has
+ * unwound, as the redis store does. */
+static void
+enter(struct lease_store *ls)
+{
+    ls->depth++;
+}
+
+static void
+leave(struct lease_store *ls)
+{
+    if (--ls->depth == 0 && ls->is_destroy_wanted && !ls->is_destroying)
+        destroy(ls);
+}
 
 static void
 count(struct lease_store *ls, enum sl_metrics_lease what, uint64_t n)
@@ -246,6 +266,8 @@ entry_count(struct lease_store *ls, struct entry *e, const struct sl_store_bucke
 
 static void on_lease_reply(void *arg, enum sl_store_status status, int64_t moved,
                            const struct sl_store_result *result);
+static void lease_reply(struct lease_store *ls, struct entry *e, enum sl_store_status status,
+                        int64_t moved, const struct sl_store_result *result);
 static void maybe_returned(struct lease_store *ls);
 
 static void
@@ -284,6 +306,16 @@ on_lease_reply(void *arg, enum sl_store_status status, int64_t moved,
 {
     struct entry *e = arg;
     struct lease_store *ls = e->ls;
+
+    enter(ls);
+    lease_reply(ls, e, status, moved, result);
+    leave(ls);
+}
+
+static void
+lease_reply(struct lease_store *ls, struct entry *e, enum sl_store_status status, int64_t moved,
+            const struct sl_store_result *result)
+{
     uint64_t now = sl_clock_now_us();
     bool was_take = e->is_taking;
 
@@ -471,9 +503,11 @@ on_inner(void *arg, enum sl_store_status status, bool is_admitted,
     struct wcheck *w = arg;
     struct lease_store *ls = w->ls;
 
+    enter(ls);
     pending_remove(ls, w);
     if (w->is_detached) {
         wcheck_put(ls, w);
+        leave(ls);
         return;
     }
     if (status != SL_STORE_OK || nresults != w->nsub || !is_admitted)
@@ -490,6 +524,7 @@ on_inner(void *arg, enum sl_store_status status, bool is_admitted,
         w->cb(w->arg, status == SL_STORE_OK ? SL_STORE_REPLY : status, false, NULL, 0);
     }
     wcheck_put(ls, w);
+    leave(ls);
 }
 
 /* Takes bucket i of the check from its block when it can; counts it. */
@@ -523,6 +558,7 @@ lease_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
     struct wcheck *w = wcheck_get(ls, n);
     uint64_t now = sl_clock_now_us();
 
+    enter(ls);
     w->cb = cb;
     w->arg = arg;
     for (size_t i = 0; i < n; i++) {
@@ -539,10 +575,11 @@ lease_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
         count(ls, SL_METRICS_LEASE_ADMITTED, 1);
         cb(arg, SL_STORE_OK, true, w->results, n);
         wcheck_put(ls, w);
-        return;
+    } else {
+        pending_add(ls, w);
+        sl_store_check(ls->inner, w->sub, w->nsub, on_inner, w);
     }
-    pending_add(ls, w);
-    sl_store_check(ls->inner, w->sub, w->nsub, on_inner, w);
+    leave(ls);
 }
 
 /* ---- expiry, drain, free ---------------------------------------------------------- */
@@ -555,6 +592,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    enter(ls);
     for (size_t i = 0; i < SLOTS; i++) {
         struct entry *e = &ls->slots[i];
         if (e->hash == 0)
@@ -565,6 +603,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
         else if (entry_is_idle(e, now) && e->key != NULL)
             entry_clear(ls, e);
     }
+    leave(ls);
 }
 
 static void
@@ -598,7 +637,7 @@ returned(struct lease_store *ls)
     if (cb != NULL)
         cb(ls->returned_arg);
     if (ls->is_freeing)
-        destroy(ls);
+        ls->is_destroy_wanted = true;
 }
 
 static void
@@ -612,9 +651,13 @@ maybe_returned(struct lease_store *ls)
 static void
 on_return_timeout(evutil_socket_t fd, short what, void *arg)
 {
+    struct lease_store *ls = arg;
+
     (void)fd;
     (void)what;
-    returned(arg);
+    enter(ls);
+    returned(ls);
+    leave(ls);
 }
 
 /* Gives every block back; true when something is out to wait for. */
@@ -646,6 +689,7 @@ lease_free(struct sl_store *store)
 
     if (ls->is_freeing)
         return;
+    enter(ls);
     event_del(ls->sweep);
     /* the limiter going away wants its checks answered now */
     for (w = ls->pending; w != NULL; w = w->next) {
@@ -657,7 +701,8 @@ lease_free(struct sl_store *store)
     /* with the loop stopped (the end of the process) no reply would come */
     if (event_base_got_exit(ls->evbase) || event_base_got_break(ls->evbase)
         || !return_all(ls))
-        destroy(ls);
+        ls->is_destroy_wanted = true;
+    leave(ls);
 }
 
 static bool
@@ -769,8 +814,10 @@ store_return_leases(struct sl_store *store, void (*cb)(void *arg), void *arg)
     }
     ls->returned_cb = cb;
     ls->returned_arg = arg;
+    enter(ls);
     if (!return_all(ls))
         returned(ls);
+    leave(ls);
 }
 
 void

@@ -7,8 +7,8 @@
 #  1. fleet bound with leases on: three sluice processes, uneven load on one
 #     key (6, 3 and 1 client threads), admit at most burst + rate x T and at
 #     least 97 % of it, and most admissions come from leased blocks;
-#  2. tokens given back at SIGTERM: the bucket in Redis holds every token
-#     not admitted at once, and no holder is left in it;
+#  2. tokens given back at reload and at SIGTERM: the bucket in Redis holds
+#     every token not admitted at once, and no holder is left in it;
 #  3. Redis down with a block outstanding: the block may still be spent,
 #     then on_error = "deny" answers 503; never more than the block;
 #  4. all-or-nothing between a leased and a plain limit: requests the plain
@@ -180,6 +180,19 @@ def given_back_at_sigterm(env, t, up, redis):
     t.ok(metric(s, "sluice_lease_admitted_total") > 0, "sigterm: requests admitted from it")
     held_before = 1000 - admitted - (st[0] / 1000.0 if st else 0)
     t.ok(held_before >= 1, "sigterm: tokens are out in the block (%.1f)" % held_before)
+
+    # a reload retires the limiter that holds the block: it goes back
+    s.reload(SLOW.replace("per = \"1000s\", burst = 5", "per = \"1000s\", burst = 6"))
+    h.wait_until(lambda: (bucket_state(redis, key) or (0, [0]))[1] == [], 5)
+    st = bucket_state(redis, key)
+    t.ok(st is not None and st[1] == [], "reload: no holder left in the bucket", st)
+    t.ok(st is not None and 1000 - admitted <= st[0] / 1000.0 <= 1000 - admitted + 1,
+         "reload: the bucket holds every token not admitted", st)
+    for _ in range(3):
+        admitted += burst_of(s.addr, 20).count(200)
+    st = bucket_state(redis, key)
+    t.ok(st is not None and len(st[1]) == 3, "sigterm: after the reload a block is held again",
+         st)
     s.stop()
     st = bucket_state(redis, key)
     t.ok(st is not None and st[1] == [], "sigterm: no holder left in the bucket", st)
@@ -203,10 +216,13 @@ def redis_down(env, t, up):
     statuses = []
     for _ in range(10):
         statuses += burst_of(s.addr, 20)
+    time.sleep(2.2)  # past the block's ttl: nothing is left to spend
+    late = burst_of(s.addr, 20)
+    statuses += late
     ok = statuses.count(200)
     t.note("redis down: held %.0f, then %s" % (held, {x: statuses.count(x) for x in set(statuses)}))
     t.ok(ok <= held, "redis down: no more admitted than the block held (%d <= %.0f)" % (ok, held))
-    t.ok(statuses.count(503) > 0, "redis down: then on_error = deny answers 503")
+    t.eq(late, [503] * 20, "redis down: once the block is spent or expired, on_error = deny: 503")
     t.ok(set(statuses) <= {200, 503}, "redis down: only 200 and 503", set(statuses))
     t.ok(s.alive(), "redis down: the daemon lives")
     s.stop()

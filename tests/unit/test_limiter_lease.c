@@ -377,6 +377,49 @@ test_free_with_blocks_out(void **state)
     e->store = NULL;
 }
 
+/* The limiter may free the store from inside a decision's callback. */
+static void
+on_answer_free(void *arg, enum sl_store_status status, bool is_admitted,
+               const struct sl_store_result *results, size_t n)
+{
+    struct env *e = arg;
+
+    (void)status;
+    (void)is_admitted;
+    (void)results;
+    (void)n;
+    sl_store_free(e->store);
+    e->store = NULL;
+}
+
+static void
+test_free_inside_callback(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = leased("k");
+
+    make_hot(e, &b);
+    /* admitted from the block, at once: the store waits for its give-back */
+    sl_store_check(e->store, &b, 1, on_answer_free, e);
+    assert_null(e->store);
+    assert_false(e->is_inner_freed);
+    inner_answer(e->in, SL_STORE_OK);
+    assert_true(e->is_inner_freed);
+}
+
+static void
+test_free_inside_inner_callback(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket plain = leased("p");
+
+    plain.is_leased = false;
+    /* nothing leased: the store goes when the stack unwinds */
+    sl_store_check(e->store, &plain, 1, on_answer_free, e);
+    assert_null(e->store);
+    assert_true(e->is_inner_freed);
+}
+
 static void
 test_no_lease_no_wrapper(void **state)
 {
@@ -399,6 +442,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_late_take_not_spent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_returns_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_blocks_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_inner_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_lease_no_wrapper, setup, teardown),
     };
 
