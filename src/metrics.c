@@ -852,7 +852,8 @@ render_store(struct out *o, struct sl_metrics *m)
          sum_scalar(m, S_LOCAL_EVICTIONS));
     head(o, "sluice_lease_takes_total", "counter",
          "Lease blocks asked of the store (limits with lease = true).");
-    emit(o, "sluice_lease_takes_total %" PRIu64 "\n", sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKES));
+    emit(o, "sluice_lease_takes_total %" PRIu64 "\n",
+         sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKES));
     head(o, "sluice_lease_tokens_taken_total", "counter",
          "Tokens the store handed out in lease blocks.");
     emit(o, "sluice_lease_tokens_taken_total %.3f\n",
