@@ -283,19 +283,21 @@ lease_op(struct lease_store *ls, struct entry *e, enum sl_lease_op op, int64_t m
                    2 * ls->ttl_us / 1000, ls->holder, on_lease_reply, e);
 }
 
-/* The block ends: what is left goes back, and late put-backs are dropped. */
+/* The block ends: nothing more is spent from it, what is left goes back
+ * (with a take out: when it returns, with what it brings), and late
+ * put-backs are dropped. */
 static void
 give_back(struct lease_store *ls, struct entry *e)
 {
     int64_t milli = e->balance;
 
-    e->balance = 0;
     e->expiry_us = 0;
     e->gen = ++ls->gen_seq;
     if (e->is_op) {
         e->is_give_after = e->is_taking;
         return;
     }
+    e->balance = 0;
     /* a give of 0 still ends the holder's share in Redis at once */
     lease_op(ls, e, SL_LEASE_GIVE, milli);
 }
@@ -323,8 +325,11 @@ lease_reply(struct lease_store *ls, struct entry *e, enum sl_store_status status
     e->is_op = false;
     e->is_taking = false;
     if (status != SL_STORE_OK) {
-        /* a take may or may not have run: Redis forgets it in 2 x ttl */
+        /* a take may or may not have run: Redis forgets it in 2 x ttl; a
+         * block that was to go back with it cannot: it is dropped */
         e->backoff_until_us = now + BACKOFF_US;
+        if (e->is_give_after)
+            e->balance = 0;
         e->is_give_after = false;
         maybe_returned(ls);
         return;

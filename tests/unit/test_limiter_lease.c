@@ -306,6 +306,54 @@ test_expiry_gives_back(void **state)
     assert_true(e->in->level > 0);
 }
 
+static int ncalled;
+
+static void
+on_returned(void *arg)
+{
+    (void)arg;
+    ncalled++;
+}
+
+/* A block that ends while its refill is out goes back whole, with the refill. */
+static void
+test_end_while_taking(void **state)
+{
+    struct env *e = *state;
+    struct lease_store *ls = (struct lease_store *)e->store;
+    struct sl_store_bucket b = leased("k");
+    struct entry *ent;
+    int64_t block = make_hot(e, &b), level, held, asked;
+    size_t before;
+
+    ent = entry_find(ls, &b, e->now);
+    /* spend until a refill goes out */
+    while (e->in->nops == 0) {
+        e->now += 100;
+        assert_true(check(e, &b, 1).is_admitted);
+    }
+    assert_int_equal(e->in->ops[0].op, SL_LEASE_TAKE);
+    assert_true(ent->balance > 0 && ent->balance < block);
+    held = ent->balance;
+    asked = e->in->ops[0].milli;
+    ncalled = 0;
+    store_return_leases(e->store, on_returned, NULL);
+    assert_int_equal(ncalled, 0);
+    /* nothing is spent from it meanwhile */
+    before = e->in->nchecks;
+    check(e, &b, 1);
+    assert_int_equal(e->in->nchecks, before + 1);
+    level = e->in->level;
+    inner_answer(e->in, SL_STORE_OK); /* the take returns: all of it goes back */
+    assert_int_equal(e->in->nops, 1);
+    assert_int_equal(e->in->ops[0].op, SL_LEASE_GIVE);
+    assert_int_equal(e->in->ops[0].milli, held + asked);
+    assert_int_equal(ent->balance, 0);
+    inner_answer(e->in, SL_STORE_OK);
+    assert_int_equal(ncalled, 1);
+    assert_true(e->in->level > level);
+}
+
 static void
 test_late_take_not_spent(void **state)
 {
@@ -327,15 +375,6 @@ test_late_take_not_spent(void **state)
     assert_int_equal(e->in->nops, 1);
     assert_int_equal(e->in->ops[0].op, SL_LEASE_GIVE);
     assert_int_equal(e->in->ops[0].milli, 0);
-}
-
-static int ncalled;
-
-static void
-on_returned(void *arg)
-{
-    (void)arg;
-    ncalled++;
 }
 
 static void
@@ -439,6 +478,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_hot_key_admitted_locally, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_or_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_gives_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_end_while_taking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_take_not_spent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_returns_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_blocks_out, setup, teardown),
