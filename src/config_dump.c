@@ -582,7 +582,11 @@ dump_client_store(struct dumper *d)
             : s->on_error == SL_ON_ERROR_LOCAL ? "local"
                                                : "allow");
     put_cstring(out, s->prefix);
-    fprintf(out, ",\n  max_keys = %zu,\n", s->max_keys);
+    fprintf(out, ",\n  max_keys = %zu,\n  lease = { ttl = ", s->max_keys);
+    put_duration(out, s->lease_ttl_ms);
+    fputs(", max_share = ", out);
+    put_number(out, s->lease_max_share);
+    fputs(" },\n", out);
     if (s->password_file != NULL) {
         /* the file's name, never its content */
         fputs("  password_file = ", out);
@@ -783,7 +787,8 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_number(out, l->cost);
     fprintf(out, ",\n    shadow = %s,\n    delay = ", l->is_shadow ? "true" : "false");
     put_duration(out, l->delay_ms);
-    fprintf(out, ",\n    cache_hits = %s,\n", l->is_cache_hits ? "true" : "false");
+    fprintf(out, ",\n    cache_hits = %s,\n    lease = %s,\n", l->is_cache_hits ? "true" : "false",
+            l->is_leased ? "true" : "false");
     /* only beside an ip part: on any other key the conf check refuses it */
     for (size_t j = 0; j < l->nparts; j++) {
         if (l->parts[j].kind == SL_KEY_IP) {

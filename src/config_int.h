@@ -244,6 +244,10 @@ struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapsh
 
 /* listen = ...: the option of the top-level table (an opt_fn). */
 bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
+/* config_lease.c: store.lease, its defaults, its key names */
+bool sl_conf_set_store_lease(struct loader *ld, void *obj, int idx);
+void sl_conf_lease_defaults(struct sl_store_conf *store);
+const char **sl_conf_lease_names(void);
 /* The keys of a listener's table form. */
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;

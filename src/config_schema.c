@@ -365,6 +365,7 @@ static const struct opt store_opts[] = {
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
     ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
     ROW_CUSTOM("tls", sl_conf_set_store_tls),
+    ROW_CUSTOM("lease", sl_conf_set_store_lease),
 };
 
 static bool
@@ -664,6 +665,7 @@ static const struct opt limit_opts[] = {
     ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
     ROW_BOOL("cache_hits", "true", struct sl_limit_conf, is_cache_hits),
+    ROW_BOOL("lease", "false", struct sl_limit_conf, is_leased),
 };
 
 static bool
@@ -1198,6 +1200,7 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
     sl_conf_redis_tls_defaults(&cfg->store.tls);
+    sl_conf_lease_defaults(&cfg->store);
     sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;

@@ -148,13 +148,23 @@ drain_knocks(int fd)
 }
 
 static void
-worker_drained(void *arg)
+worker_leases_returned(void *arg)
 {
     struct worker *w = arg;
 
     event_base_loopexit(w->base, NULL);
     atomic_fetch_add(&w->d->nworkers_done, 1);
     knock(w->d->worker_done_fd);
+}
+
+/* Leased tokens go back to the store before the loop stops: other
+ * instances can use them at once (bounded wait, see the limiter). */
+static void
+worker_drained(void *arg)
+{
+    struct worker *w = arg;
+
+    sl_proxy_return_leases(w->proxy, worker_leases_returned, w);
 }
 
 static void

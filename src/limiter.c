@@ -252,6 +252,7 @@ sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *met
 {
     limiter->metrics = metrics;
     limiter->limit_slots = limit_slots;
+    sl_lease_store_set_metrics(limiter->store, metrics);
     sl_metrics_store_state(metrics, limiter->cfg->store.kind == SL_STORE_REDIS
                                         ? SL_METRICS_STATE_REDIS
                                         : SL_METRICS_STATE_LOCAL);
@@ -537,6 +538,7 @@ sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
         store = sl_store_redis_new_resolved(&cfg->store, base, shared->resolver, err, err_size);
         if (store == NULL)
             return NULL;
+        store = sl_lease_store_wrap(store, cfg, base);
         if (cfg->store.on_error == SL_ON_ERROR_LOCAL)
             fallback = sl_store_local_new(shared->table);
     } else {
@@ -994,6 +996,7 @@ collect(struct check *c, const struct sl_request *req, bool want_shadow)
         b->per_ms = conf->per_ms;
         b->burst = conf->burst;
         b->cost = limit_cost(limiter, limit, req);
+        b->is_leased = conf->is_leased;
         c->limits[c->n] = limit;
         c->is_refused[c->n] = false;
         c->n++;

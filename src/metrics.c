@@ -108,7 +108,8 @@ enum {
     S_RECONNECTS = S_STORE_ERRORS + NSTORE_ERRORS,
     S_NOSCRIPT,
     S_LOCAL_EVICTIONS,
-    S_STATE, /* state + 1; 0: never set */
+    S_LEASE, /* SL_METRICS_LEASE_COUNT counters */
+    S_STATE = S_LEASE + SL_METRICS_LEASE_COUNT, /* state + 1; 0: never set */
     S_HIST,
 };
 
@@ -591,6 +592,13 @@ sl_metrics_store_noscript(struct sl_metrics_worker *w)
 }
 
 void
+sl_metrics_lease(struct sl_metrics_worker *w, enum sl_metrics_lease what, uint64_t n)
+{
+    if (w != NULL)
+        bump(&w->scalars[S_LEASE + what], n);
+}
+
+void
 sl_metrics_local_store_evictions(struct sl_metrics_worker *w, uint64_t n)
 {
     if (w != NULL)
@@ -939,6 +947,22 @@ render_store(struct out *o, struct sl_metrics *m)
          "max_keys.");
     emit(o, "sluice_local_store_evictions_total %" PRIu64 "\n",
          sum_scalar(m, S_LOCAL_EVICTIONS));
+    head(o, "sluice_lease_takes_total", "counter",
+         "Lease blocks asked of the store (limits with lease = true).");
+    emit(o, "sluice_lease_takes_total %" PRIu64 "\n",
+         sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKES));
+    head(o, "sluice_lease_tokens_taken_total", "counter",
+         "Tokens the store handed out in lease blocks.");
+    emit(o, "sluice_lease_tokens_taken_total %.3f\n",
+         (double)sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKEN_MILLI) / 1000.0);
+    head(o, "sluice_lease_tokens_returned_total", "counter",
+         "Unused leased tokens given back to the store (lease expiry, reload, shutdown).");
+    emit(o, "sluice_lease_tokens_returned_total %.3f\n",
+         (double)sum_scalar(m, S_LEASE + SL_METRICS_LEASE_RETURNED_MILLI) / 1000.0);
+    head(o, "sluice_lease_admitted_total", "counter",
+         "Requests admitted from a leased block without a store call.");
+    emit(o, "sluice_lease_admitted_total %" PRIu64 "\n",
+         sum_scalar(m, S_LEASE + SL_METRICS_LEASE_ADMITTED));
 
     for (unsigned i = 0; i < m->nworkers; i++) {
         uint64_t s = peek(&m->workers[i]->scalars[S_STATE]);

@@ -678,6 +678,12 @@ sl_proxy_drain(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
 }
 
 void
+sl_proxy_return_leases(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
+{
+    sl_limiter_return_leases(px->gen != NULL ? px->gen->limiter : NULL, cb, arg);
+}
+
+void
 sl_proxy_reopen_logs(struct sl_proxy *px)
 {
     if (px->accesslog != NULL && sl_accesslog_reopen(px->accesslog) != 0)

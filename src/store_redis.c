@@ -296,6 +296,84 @@ out:
     sl_redis_leave(rs);
 }
 
+/* A lease operation: a check of one bucket with a negative count (see
+ * lua/token_bucket.lua), so it shares the batches, their order, timeouts
+ * and failure paths with the checks. */
+static int
+batch_add_lease(struct redis_store *rs, struct batch *b, const struct sl_store_bucket *bucket,
+                enum sl_lease_op op, const int64_t nums[3], const char *holder)
+{
+    size_t args_before = b->args.len, keys_before = b->keys.len;
+    const struct param_cache *pc = params_resp(rs, bucket);
+    char tmp[21];
+    int rc = sl_redis_resp_arg(&b->args, op == SL_LEASE_TAKE ? "-1" : "-2", 2);
+
+    if (rc == 0)
+        rc = sl_buf_append(&b->args, pc->resp, pc->len);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = sl_redis_resp_arg(&b->args, tmp, sl_redis_fmt_i64(tmp, nums[i]));
+    if (rc == 0)
+        rc = sl_redis_resp_arg(&b->args, holder, strlen(holder));
+    if (rc == 0)
+        rc = sl_redis_resp_arg(&b->keys, bucket->key, bucket->key_len);
+    if (rc == -1) {
+        sl_buf_truncate(&b->args, args_before);
+        sl_buf_truncate(&b->keys, keys_before);
+        return -1;
+    }
+    b->nargs += 10;
+    b->nkeys += 1;
+    return 0;
+}
+
+static void
+lease_fail_now(struct redis_store *rs, sl_store_lease_cb *cb, void *arg,
+               enum sl_store_status status)
+{
+    sl_redis_count_status(rs, status, 1);
+    cb(arg, status, 0, NULL);
+}
+
+static void
+redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum sl_lease_op op,
+            int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
+            sl_store_lease_cb *cb, void *arg)
+{
+    struct redis_store *rs = (struct redis_store *)store;
+    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
+    enum sl_store_status status;
+    size_t keys_before;
+    struct batch *b;
+    bool is_new;
+
+    sl_redis_enter(rs);
+    if (!may_queue(rs, bucket->key_len, &status)) {
+        lease_fail_now(rs, cb, arg, status);
+        goto out;
+    }
+    if (params_resp(rs, bucket) == NULL || milli < 0 || held_milli < 0
+        || strlen(holder) == 0 || strlen(holder) > 32 || strspn(holder, "0123456789abcdef")
+        != strlen(holder)) {
+        lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
+        goto out;
+    }
+    b = rs->queue_tail;
+    is_new = b == NULL || sl_redis_batch_is_full(b);
+    if (is_new)
+        b = sl_redis_batch_get(rs);
+    keys_before = b->keys.len;
+    if (batch_add_lease(rs, b, bucket, op, nums, holder) == -1) {
+        if (is_new)
+            sl_redis_batch_release(rs, b);
+        lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+        goto out;
+    }
+    enqueue(rs, b, is_new, keys_before,
+            (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
+out:
+    sl_redis_leave(rs);
+}
+
 /* A DEL of its own, queued like a check: it shares the connection's
  * timeouts, failure paths and ordering, and no script change is needed, as
  * an absent key is the script's full bucket. */
@@ -368,6 +446,7 @@ static const struct sl_store_ops redis_ops = {
     .free = redis_free,
     .stats = redis_stats,
     .reset = redis_reset,
+    .lease = redis_lease,
 };
 
 struct sl_store *

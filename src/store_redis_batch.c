@@ -158,8 +158,12 @@ batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
     b->state = BATCH_DONE;
     sl_redis_count_status(rs, status, b->nchecks);
-    for (size_t i = 0; i < b->nchecks; i++)
-        b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
+    for (size_t i = 0; i < b->nchecks; i++) {
+        if (b->checks[i].lease_cb != NULL)
+            b->checks[i].lease_cb(b->checks[i].arg, status, 0, NULL);
+        else
+            b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
+    }
 }
 
 static void
@@ -426,7 +430,8 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
     }
     for (size_t i = 0; i < b->nchecks; i++) {
         const struct pending *p = &b->checks[i];
-        bool is_admitted = reply->element[r++]->integer == 1;
+        long long first = reply->element[r++]->integer;
+        bool is_admitted = first == 1;
 
         if (p->nbuckets > rs->results_cap) {
             rs->results_cap = p->nbuckets;
@@ -443,7 +448,10 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
             };
             r += 3;
         }
-        p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
+        if (p->lease_cb != NULL)
+            p->lease_cb(p->arg, SL_STORE_OK, first < 0 ? 0 : first, rs->results);
+        else
+            p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
 }
 

@@ -60,6 +60,7 @@ enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 /* One check in a batch. */
 struct pending {
     sl_store_cb *cb;
+    sl_store_lease_cb *lease_cb; /* a lease operation: this is called instead */
     void *arg;
     size_t nbuckets;
 };

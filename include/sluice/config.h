@@ -149,6 +149,7 @@ struct sl_limit_conf {
     uint64_t delay_ms; /* a refused request may wait this long for its tokens; 0: 429 at once */
     unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
     bool is_cache_hits; /* also applies to responses served from the cache; default true */
+    bool is_leased;  /* lease = true: hot keys are admitted from leased blocks (redis) */
     const char *file;
     int line;
 };
@@ -248,6 +249,8 @@ struct sl_store_conf {
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
+    uint64_t lease_ttl_ms;   /* lease.ttl: a block is spent within it; default 250ms */
+    double lease_max_share;  /* lease.max_share: a block is at most this share of burst; 0.1 */
 };
 
 /* A file the conf included, kept so that every Lua state runs the same bytes. */

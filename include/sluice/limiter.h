@@ -130,6 +130,14 @@ void sl_limiter_recheck(struct sl_limiter *limiter, const struct sl_route_conf *
  * worker's max_delayed waiting requests is free again. */
 void sl_limiter_delay_end(struct sl_limiter *limiter);
 
+/*
+ * Gives every leased block back to the store (docs/rate-limiting.md,
+ * "Leases") and stops leasing; cb runs once the store has answered, or
+ * after at most a second, or at once when nothing is leased. For the end of
+ * a drain: the worker's loop must keep running until cb. NULL: cb at once.
+ */
+void sl_limiter_return_leases(struct sl_limiter *limiter, void (*cb)(void *arg), void *arg);
+
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);
 

@@ -173,6 +173,8 @@ test_full(void **state)
     assert_int_equal(cfg->store.on_error, SL_ON_ERROR_DENY);
     assert_string_equal(cfg->store.prefix, "edge:prod");
     assert_int_equal(cfg->store.max_keys, 1000);
+    assert_int_equal(cfg->store.lease_ttl_ms, 400);
+    assert_true(cfg->store.lease_max_share == 0.25);
 
     /* upstreams sorted by name */
     assert_int_equal(cfg->nupstreams, 2);
@@ -326,6 +328,8 @@ test_minimal_defaults(void **state)
     assert_int_equal(cfg->store.on_error, SL_ON_ERROR_ALLOW);
     assert_string_equal(cfg->store.prefix, "sluice");
     assert_int_equal(cfg->store.max_keys, 2000000);
+    assert_int_equal(cfg->store.lease_ttl_ms, 250);
+    assert_true(cfg->store.lease_max_share == 0.1);
 
     assert_int_equal(cfg->nupstreams, 1);
     assert_int_equal(cfg->upstreams[0].keepalive, 64);
@@ -482,6 +486,10 @@ static const struct bad_case bad_cases[] = {
     { "bad_cache.conf", 4, 6, "cache: expected a table" },
     { "bad_delay.conf", 2, 2, "max_delayed 2000000: must be between 0 and 1000000" },
     { "bad_delay.conf", 2, 4, "limit \"per_ip\": delay \"2m\": must be between 0s and 1m" },
+    { "bad_lease.conf", 4, 2, "ttl \"5ms\": must be between 10ms and 10s" },
+    { "bad_lease.conf", 4, 2, "max_share 1.5: must be" },
+    { "bad_lease.conf", 4, 2, "size" },
+    { "bad_lease.conf", 4, 4, "limit \"per_ip\": lease" },
     { "bad_burst.conf", 1, 4, "limit \"per_ip\": burst 0.5: must be at least 1" },
     { "bad_burst_default.conf", 1, 4, "limit \"slow\": rate 0.5: burst defaults to rate" },
     { "bad_cost.conf", 1, 4, "limit \"per_ip\": cost 0: must be more than 0" },

@@ -168,6 +168,8 @@ test_full_round_trip(void **state)
                                  "max_object = \"512k\""));
     assert_non_null(strstr(text, "stale_if_error = \"5m\", lock_timeout = \"2s\" }"));
     assert_non_null(strstr(text, "cache_hits = false"));
+    assert_non_null(strstr(text, "lease = { ttl = \"400ms\", max_share = 0.25 }"));
+    assert_non_null(strstr(text, "lease = true"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */
@@ -206,7 +208,7 @@ test_defaults_written(void **state)
         "max_inflight = 1024", "queue = 4096", "balance = \"round_robin\"", "retries = 1",
         "retry_on = { \"connect_failure\", \"reset\" }",
         "retry_budget = { percent = 20, min = 3 }", "per = \"1s\"", "burst = 2.5", "cost = 1",
-        "shadow = false", "limits = {}", "ratelimit_headers = true", "server_timing = false",
+        "shadow = false", "lease = false", "lease = { ttl = \"250ms\", max_share = 0.1 }", "limits = {}", "ratelimit_headers = true", "server_timing = false",
         "metrics = {}", "-- pidfile: none",
     };
     char path[PATH_MAX + 16];

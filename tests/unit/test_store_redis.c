@@ -263,7 +263,7 @@ test_reply_parsing(void **state)
 {
     struct redis_store rs = { 0 };
     struct batch b = { 0 };
-    struct pending checks[2] = { { record, NULL, 2 }, { record, NULL, 1 } };
+    struct pending checks[2] = { { .cb = record, .nbuckets = 2 }, { .cb = record, .nbuckets = 1 } };
     /* check 1: admitted, two buckets; check 2: refused, one bucket */
     long long vals[11] = { 1, 2500, 0, 100, 7, 3, 9, 0, 12000, -1, 0 };
     redisReply arr = { .type = REDIS_REPLY_ARRAY }, *el[11];
@@ -783,6 +783,50 @@ test_reset(void **state)
     assert_int_equal(last_status, SL_STORE_CONNECTION);
 }
 
+static int64_t last_moved;
+
+static void
+record_lease(void *arg, enum sl_store_status status, int64_t moved,
+             const struct sl_store_result *result)
+{
+    (*(int *)arg)++;
+    last_status = status;
+    last_moved = moved;
+    if (result != NULL)
+        last_results[0] = *result;
+}
+
+/* Lease operations go in the same batches as checks, in order, and run the
+ * script's take / give-back (lua/token_bucket.lua). */
+static void
+test_lease(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:l", 100);
+    int count = 0;
+
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    sl_store_check(e->store, &b, 1, record, &count);
+    sl_store_lease(e->store, &b, SL_LEASE_TAKE, 30000, 0, 500, "ab12", record_lease, &count);
+    assert_true(run_until(e, &count, 2, 1000));
+    assert_int_equal(e->fr.nevalsha, 1);
+    assert_int_equal(last_status, SL_STORE_OK);
+    assert_int_equal(last_moved, 30000);
+    assert_true(last_results[0].remaining == 69);
+    /* what is held stays out of the bucket; given back, it is in again */
+    sl_store_lease(e->store, &b, SL_LEASE_GIVE, 20000, 0, 500, "ab12", record_lease, &count);
+    sl_store_check(e->store, &b, 1, record, &count);
+    assert_true(run_until(e, &count, 4, 1000));
+    assert_true(last_admitted);
+    assert_true(last_results[0].remaining == 88);
+    /* a bad holder id fails at once, and nothing goes out */
+    count = 0;
+    sl_store_lease(e->store, &b, SL_LEASE_TAKE, 1000, 0, 500, "x y", record_lease, &count);
+    assert_int_equal(count, 1);
+    assert_int_equal(last_status, SL_STORE_REPLY);
+}
+
 static void
 test_bad_url(void **state)
 {
@@ -817,6 +861,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_only_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending_and_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_url, setup, teardown),
     };
 
