@@ -266,6 +266,16 @@ bool sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s);
 void sl_conf_redis_tls_defaults(struct sl_redis_tls_conf *tls);
 void sl_conf_redis_tls_fini(struct sl_redis_tls_conf *tls);
 
+/* ---- config_redis_sentinel.c ---------------------------------------------- */
+
+struct sl_redis_url;
+/* store.sentinel = { ... } (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_sentinel(struct loader *ld, void *obj, int idx);
+/* Its checks against the parsed store.url; reports, does not return. */
+void sl_conf_check_store_sentinel(struct loader *ld, const struct sl_store_conf *s,
+                                  const struct sl_redis_url *u);
+void sl_conf_redis_sentinel_fini(struct sl_redis_sentinel_conf *sc);
+
 /* ---- config_lifecycle.c --------------------------------------------------- */
 
 /* The route keys of API versions and their end, as rows of the route table:
