@@ -306,7 +306,7 @@ add_sentinel(const char *p, const char *end, struct sl_redis_url *u, char *err, 
     return 0;
 }
 
-/* The master's name as Sentinel knows it: printable, no space or '/'. */
+/* The master's name as Sentinel knows it: printable ASCII, none of " /%@,?#". */
 static bool
 master_name_ok(const char *s, size_t len)
 {
@@ -314,7 +314,7 @@ master_name_ok(const char *s, size_t len)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c >= 0x7f || c == '%' || c == '@' || c == ',')
+        if (c <= ' ' || c >= 0x7f || strchr("%@,?#", c) != NULL)
             return false;
     }
     return true;
@@ -348,6 +348,10 @@ parse_sentinel(const char *p, struct sl_redis_url *u, char *err, size_t err_size
         p = comma + 1;
     }
     name = *end == '/' ? end + 1 : end;
+    if (strpbrk(name, "?#") != NULL) {
+        snprintf(err, err_size, "query and fragment are not supported (%s)", SENTINEL_USAGE);
+        return -1;
+    }
     name_end = name + strcspn(name, "/");
     if (!master_name_ok(name, (size_t)(name_end - name))) {
         snprintf(err, err_size, "missing or bad master name after the sentinels (%s)",
