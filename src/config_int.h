@@ -12,6 +12,7 @@
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
  *   config_redis_tls.c  the redis store's password_file and tls options
+ *   config_redis_sentinel.c  store.sentinel (AUTH to the sentinels)
  *   config_balance.c an upstream's servers (with weights) and balance
  *   config_retry.c   an upstream's retry_on and retry_budget
  *   config_health.c  an upstream's health table: active checks, passive ejection
