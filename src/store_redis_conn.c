@@ -401,6 +401,7 @@ sl_redis_connect_now(struct redis_store *rs)
                                      LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));
     if (rs->link == NULL) {
         /* refused at once (nothing listens on a unix path, ...) */
+        sl_redis_sentinel_forget(rs);
         if (!rs->is_logged_down) {
             sl_log_warnx("redis %s: %s; retrying with backoff", rs->name, err);
             rs->is_logged_down = true;

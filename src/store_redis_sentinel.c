@@ -18,9 +18,13 @@
  * time, is subscribed to +switch-master. A message for our master name
  * drops the master connection at once and connects to the new address
  * (still confirmed with ROLE). When that link fails it is opened again to
- * the next sentinel after SUB_RETRY_MS. The subscription makes a switch
- * quick; the rediscovery on errors makes it certain when the message is
- * missed (the sentinel link down at that moment).
+ * the next sentinel after SUB_RETRY_MS. A message missed while no
+ * subscription was up is caught by asking that same sentinel for the
+ * master once subscribed, and every VERIFY_MS while connected; a
+ * different answer is followed like the message. (Only that sentinel: one
+ * that has not seen a failover yet would send us back to the old master,
+ * which may go on taking writes for seconds.) The rediscovery on errors
+ * and READONLY covers the rest.
  *
  * While the master is unknown the store is down: checks fail at once and
  * on_error decides (nothing queues). Sentinel addresses are IP addresses
@@ -45,6 +49,7 @@
 
 #define QUERY_TIMEOUT_MIN_MS 500 /* a sentinel gets this long to answer, at least */
 #define SUB_RETRY_MS 1000        /* the subscription opened again after a failure */
+#define VERIFY_MS 10000          /* while connected, the sentinels are asked this often */
 #define SENTINEL_OUT_MAX (64u << 10)
 
 struct sentinel {
@@ -55,6 +60,8 @@ struct sentinel {
     unsigned query_turn;         /* the sentinel the next query asks */
     unsigned query_tried;        /* sentinels asked in this round */
     struct event *query_timer;
+    bool is_verifying;           /* connected already: the answer checks the master */
+    struct event *verify_timer;  /* asks again every VERIFY_MS while connected */
     char last_why[160];          /* why the last sentinel asked gave no master */
 
     bool has_master;
@@ -65,6 +72,7 @@ struct sentinel {
 
     struct sl_redis_link *sub;   /* subscribed to +switch-master; NULL while reopening */
     unsigned sub_turn;
+    bool is_subscribed;          /* SUBSCRIBE confirmed on sub */
     struct event *sub_timer;
     bool is_sub_logged_down;
     bool is_stopped;
@@ -72,6 +80,8 @@ struct sentinel {
 
 static void query_start(struct sentinel *s);
 static void sub_open(struct sentinel *s);
+static void switch_to(struct sentinel *s, const char *host, int port, const char *how);
+static void sub_retry(struct sentinel *s, const char *why);
 
 static const struct sl_redis_addr *
 addr_of(const struct sentinel *s, unsigned turn)
@@ -143,6 +153,13 @@ query_next(struct sentinel *s, const char *why)
     s->query_turn++;
     if (++s->query_tried < rs->url.nsentinels) {
         query_start(s);
+        return;
+    }
+    if (s->is_verifying) {
+        /* the master keeps serving; the subscribed sentinel did not answer,
+         * so it may be gone without a word: the subscription moves on */
+        s->is_verifying = false;
+        sub_retry(s, s->last_why);
         return;
     }
     if (!rs->is_logged_down) {
@@ -230,9 +247,14 @@ on_query_reply(struct sl_redis_link *link, void *r, void *privdata)
     } else {
         a = addr_of(s, s->query_turn);
         snprintf(why, sizeof(why), "from sentinel %s:%d", a->host, a->port);
-        master_set(s, host, port, why);
         query_stop(s);
-        sl_redis_connect_now(rs);
+        if (s->is_verifying) {
+            s->is_verifying = false;
+            switch_to(s, host, port, why);
+        } else {
+            master_set(s, host, port, why);
+            sl_redis_connect_now(rs);
+        }
     }
 out:
     sl_redis_leave(rs);
@@ -296,10 +318,68 @@ sub_retry(struct sentinel *s, const char *why)
         s->is_sub_logged_down = true;
     }
     s->sub = NULL;
+    s->is_subscribed = false;
     sl_redis_link_free(link);
     s->sub_turn++;
     if (!s->is_stopped)
         evtimer_add(s->sub_timer, &tv);
+}
+
+/* The master is at host:port now: when connected elsewhere, the old
+ * master's checks fail (on_error) and the new one takes the next. Nothing
+ * changes when it is the master already (another sentinel telling of a
+ * switch followed already, a check that confirms). */
+static void
+switch_to(struct sentinel *s, const char *host, int port, const char *how)
+{
+    struct redis_store *rs = s->rs;
+    struct timeval now = { 0, 0 };
+    char why[200];
+
+    if (s->has_master && rs->link != NULL && strcmp(s->master_host, host) == 0
+        && s->master_port == port)
+        return;
+    snprintf(why, sizeof(why), "the master moved (%s)", how);
+    sl_redis_conn_down(rs, SL_STORE_CONNECTION, why);
+    if (s->query != NULL)
+        query_stop(s);
+    s->is_verifying = false;
+    master_set(s, host, port, how);
+    evtimer_del(rs->reconnect_timer);
+    rs->backoff_ms = BACKOFF_MIN_MS;
+    evtimer_add(rs->reconnect_timer, &now);
+}
+
+/* Connected: asks the sentinel we are subscribed to whether the master is
+ * still where we are, in case a +switch-master was missed (the subscription
+ * down or just made). Only that one: its messages are the ones followed, and
+ * another that has not seen a failover yet would send us back. */
+static void
+verify(struct sentinel *s)
+{
+    if (s->is_stopped || !s->is_subscribed || s->query != NULL || !s->has_master
+        || s->rs->link == NULL)
+        return;
+    s->is_verifying = true;
+    s->query_turn = s->sub_turn;
+    s->query_tried = (unsigned)s->rs->url.nsentinels - 1; /* this one alone */
+    query_start(s);
+}
+
+static void
+on_verify_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_store *rs = arg;
+    struct timeval tv = sl_timeval_from_ms(VERIFY_MS);
+
+    (void)fd;
+    (void)what;
+    sl_redis_enter(rs);
+    if (!rs->sentinel->is_stopped) {
+        evtimer_add(rs->sentinel->verify_timer, &tv);
+        verify(rs->sentinel);
+    }
+    sl_redis_leave(rs);
 }
 
 /* "+switch-master" payload: "<name> <old ip> <old port> <new ip> <new port>". */
@@ -310,23 +390,12 @@ on_switch(struct sentinel *s, const char *payload)
     char name[SL_REDIS_MASTER_NAME_MAX + 1], oldh[64], newh[64];
     int oldp, newp;
     unsigned char bin[16];
-    struct timeval now = { 0, 0 };
 
     if (sscanf(payload, "%128s %63s %d %63s %d", name, oldh, &oldp, newh, &newp) != 5
         || strcmp(name, rs->url.master_name) != 0 || newp < 1 || newp > 65535
         || (inet_pton(AF_INET, newh, bin) != 1 && inet_pton(AF_INET6, newh, bin) != 1))
         return;
-    if (s->has_master && rs->link != NULL && strcmp(s->master_host, newh) == 0
-        && s->master_port == newp)
-        return; /* another sentinel telling of the switch we followed already */
-    /* the old master's checks fail (on_error) and the new one takes the next */
-    sl_redis_conn_down(rs, SL_STORE_CONNECTION, "+switch-master: failover");
-    if (s->query != NULL)
-        query_stop(s);
-    master_set(s, newh, newp, "+switch-master");
-    evtimer_del(rs->reconnect_timer);
-    rs->backoff_ms = BACKOFF_MIN_MS;
-    evtimer_add(rs->reconnect_timer, &now);
+    switch_to(s, newh, newp, "+switch-master");
 }
 
 /* A message on the subscribed link: ["message", channel, payload]. */
@@ -364,7 +433,10 @@ on_sub_reply(struct sl_redis_link *link, void *r, void *privdata)
         snprintf(why, sizeof(why), "%.180s", reply->str);
         sub_retry(s, why);
     } else if (reply->type == REDIS_REPLY_ARRAY) {
-        s->is_sub_logged_down = false; /* subscribed */
+        /* subscribed: a switch made while it was not is caught by asking */
+        s->is_sub_logged_down = false;
+        s->is_subscribed = true;
+        verify(s);
     }
 out:
     sl_redis_leave(rs);
@@ -418,15 +490,18 @@ void
 sl_redis_sentinel_init(struct redis_store *rs, const struct sl_store_conf *conf)
 {
     struct sentinel *s = sl_xcalloc(1, sizeof(*s));
+    struct timeval tv = sl_timeval_from_ms(VERIFY_MS);
 
     s->rs = rs;
     s->user = conf->sentinel.user != NULL ? sl_xstrdup(conf->sentinel.user) : NULL;
     s->password = conf->sentinel.password != NULL ? sl_xstrdup(conf->sentinel.password) : NULL;
     s->query_timer = evtimer_new(rs->evbase, on_query_timeout, rs);
     s->sub_timer = evtimer_new(rs->evbase, on_sub_timer, rs);
-    if (s->query_timer == NULL || s->sub_timer == NULL)
+    s->verify_timer = evtimer_new(rs->evbase, on_verify_timer, rs);
+    if (s->query_timer == NULL || s->sub_timer == NULL || s->verify_timer == NULL)
         sl_fatalx("redis store: cannot create timers");
     rs->sentinel = s;
+    evtimer_add(s->verify_timer, &tv);
     sub_open(s);
 }
 
@@ -440,10 +515,12 @@ sl_redis_sentinel_stop(struct redis_store *rs)
         return;
     s->is_stopped = true;
     evtimer_del(s->sub_timer);
+    evtimer_del(s->verify_timer);
     if (s->query != NULL)
         query_stop(s);
     sub = s->sub;
     s->sub = NULL;
+    s->is_subscribed = false;
     sl_redis_link_free(sub);
 }
 
@@ -456,6 +533,7 @@ sl_redis_sentinel_fini(struct redis_store *rs)
         return;
     event_free(s->query_timer);
     event_free(s->sub_timer);
+    event_free(s->verify_timer);
     free(s->user);
     if (s->password != NULL)
         explicit_bzero(s->password, strlen(s->password));
@@ -472,6 +550,8 @@ sl_redis_sentinel_target(struct redis_store *rs, struct sl_redis_target *t)
     if (s->is_stopped)
         return false;
     if (!s->has_master) {
+        /* a verification under way becomes the discovery */
+        s->is_verifying = false;
         if (s->query == NULL) {
             s->query_tried = 0;
             query_start(s);

@@ -187,7 +187,7 @@ def main(env):
             key = "new-%s-%f" % (p, time.monotonic())
             return (h.request(s.addr, "GET", "/echo", [("X-Key", key)]).status == 200
                     and has_key(replica, key))
-        ok = h.wait_until(follows, 10, 0.1)
+        ok = h.wait_until(follows, 5, 0.1)
         t.ok(ok and failed_over, "%s: follows the failover within seconds (%.1fs after the "
              "promotion, %.1fs after SENTINEL FAILOVER)"
              % (p, time.monotonic() - t_promoted, time.monotonic() - t_fail))
