@@ -8,7 +8,8 @@
 # asked), then SENTINEL FAILOVER under load: both daemons follow the new
 # master within seconds (their buckets land there), nothing crashes, requests
 # during the switch follow on_error ("allow": only 200; "deny": 200 or 503),
-# and afterwards the fleet bound holds on a fresh key.
+# and afterwards the fleet bound holds on a fresh key. A wrong sentinel
+# password: on_error decides, the refusal is logged without the password.
 # Client: 2 load threads per daemon with fresh keys; then 4 threads on one
 # key. Upstream: /echo. Redis: a master, a replica (--replicaof), three
 # sentinels (redis-sentinel, or redis-server --sentinel when that package is
@@ -217,6 +218,23 @@ def main(env):
         t.note("%s: followed by %s" % (p, "+switch-master" if "+switch-master)" in log
                                        else "rediscovery"))
         s.stop()
+
+    # a wrong sentinel password: no sentinel answers, on_error decides, the
+    # refusal is logged once with the sentinel's words and without the password
+    badpw = env.path("bad.pw")
+    with open(badpw, "w") as f:
+        f.write("wr0ng-S3cret\n")
+    os.chmod(badpw, 0o600)
+    s = env.sluice(CONF, name="sluice-badpw",
+                   values={"up": up.port, "url": url, "policy": "deny", "pwfile": badpw})
+    r = h.request(s.addr, "GET", "/echo", [("X-Key", "badpw")])
+    t.eq(r.status, 503, "wrong sentinel password: on_error = deny answers 503")
+    t.ok(h.wait_until(lambda: "no sentinel named the master" in s.stderr_text(), 5, 0.05),
+         "wrong sentinel password: logged", s.stderr_text()[-1500:])
+    log = s.stderr_text()
+    t.ok("AUTH" in log and "wr0ng-S3cret" not in log,
+         "wrong sentinel password: the AUTH refusal is logged, the password is not", log[-1500:])
+    s.stop()
 
     # -T prints store.sentinel: the file's name, never the password
     conf = env.path("check.conf")
