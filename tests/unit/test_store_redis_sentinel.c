@@ -5,9 +5,10 @@
  * reads them (statics, reached by including the sources): a master's
  * address from SENTINEL GET-MASTER-ADDR-BY-NAME, accepted only as an IP
  * address and a port; +switch-master messages, followed only for our
- * master name and only when whole; a store freed while its sentinel
- * links are out. The sentinels here are 127.0.0.1 port 1, where nothing
- * listens: nothing leaves the host.
+ * master name and only when whole, and only from the subscription; a
+ * store freed while its sentinel links are out. The sentinel here is a
+ * socket on 127.0.0.1 that listens and never answers: nothing leaves the
+ * host.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,11 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "sluice/log.h"
 
@@ -90,18 +96,37 @@ test_master_addr(void **state)
 struct env {
     struct event_base *base;
     struct sl_store *store;
+    int silent_fd;
+    char url[128];
 };
+
+/* A sentinel that accepts (the kernel does) and never answers. */
+static int
+silent_listener(int *port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
 
 static int
 setup(void **state)
 {
     static struct env e;
-    struct sl_store_conf conf = {
-        .kind = SL_STORE_REDIS, .timeout_ms = 100,
-        .url = (char *)(uintptr_t)"redis-sentinel://127.0.0.1:1,127.0.0.1:1/mymaster/0",
-    };
+    struct sl_store_conf conf = { .kind = SL_STORE_REDIS, .timeout_ms = 100 };
     char err[256];
+    int port;
 
+    e.silent_fd = silent_listener(&port);
+    snprintf(e.url, sizeof(e.url), "redis-sentinel://127.0.0.1:%d/mymaster/0", port);
+    conf.url = e.url;
     e.base = event_base_new();
     e.store = sl_store_redis_new(&conf, e.base, err, sizeof(err));
     if (e.store == NULL)
@@ -118,22 +143,46 @@ teardown(void **state)
     sl_store_free(e->store);
     event_base_loop(e->base, EVLOOP_NONBLOCK);
     event_base_free(e->base);
+    close(e->silent_fd);
     return 0;
 }
 
-/* Nothing answers: the store is down, and checks fail at once (on_error). */
+static int nanswers;
+static enum sl_store_status last_status;
+
+static void
+record(void *arg, enum sl_store_status status, bool is_admitted,
+       const struct sl_store_result *results, size_t n)
+{
+    (void)arg;
+    (void)is_admitted;
+    (void)results;
+    (void)n;
+    nanswers++;
+    last_status = status;
+}
+
+/* No sentinel answers: the store is down, and checks fail at once (on_error
+ * decides for them); nothing waits for the master. */
 static void
 test_no_sentinel_answers(void **state)
 {
     struct env *e = *state;
     struct redis_store *rs = (struct redis_store *)e->store;
+    struct sl_store_bucket b = { .key = "k", .key_len = 1, .rate = 1, .per_ms = 1000,
+                                 .burst = 1, .cost = 1 };
     struct timeval tv = { 0, 50000 };
 
     event_base_loopexit(e->base, &tv);
     event_base_dispatch(e->base);
     assert_false(e->store->ops->is_up(e->store));
     assert_false(rs->sentinel->has_master);
+    assert_non_null(rs->sentinel->query);
     assert_null(rs->link);
+    nanswers = 0;
+    e->store->ops->check(e->store, &b, 1, record, NULL);
+    assert_int_equal(nanswers, 1);
+    assert_int_equal(last_status, SL_STORE_CONNECTION);
 }
 
 /* +switch-master: our name only, the message whole, the new address numeric. */
@@ -209,11 +258,11 @@ test_push_shapes(void **state)
 
         on_sub_push((struct sl_redis_link *)(uintptr_t)1, r, rs);
         assert_false(s->has_master);
-        if (sub != NULL) {
-            on_sub_push(sub, r, rs);
-            assert_true(s->has_master);
-            assert_string_equal(s->master_host, "127.0.0.3");
-        }
+        assert_non_null(sub);
+        on_sub_push(sub, r, rs);
+        assert_true(s->has_master);
+        assert_string_equal(s->master_host, "127.0.0.3");
+        assert_int_equal(s->master_port, 6380);
         freeReplyObject(r);
     }
 }
