@@ -9,7 +9,8 @@
 # master within seconds (their buckets land there), nothing crashes, requests
 # during the switch follow on_error ("allow": only 200; "deny": 200 or 503),
 # and afterwards the fleet bound holds on a fresh key. A wrong sentinel
-# password: on_error decides, the refusal is logged without the password.
+# password: on_error decides, the refusal is logged without the password;
+# the right one written to the file is used after a reload.
 # Client: 2 load threads per daemon with fresh keys; then 4 threads on one
 # key. Upstream: /echo. Redis: a master, a replica (--replicaof), three
 # sentinels (redis-sentinel, or redis-server --sentinel when that package is
@@ -234,6 +235,18 @@ def main(env):
     log = s.stderr_text()
     t.ok("AUTH" in log and "wr0ng-S3cret" not in log,
          "wrong sentinel password: the AUTH refusal is logged, the password is not", log[-1500:])
+    # the right password in the file: a reload reads it, the new stores find
+    # the current master, the old ones go (valgrind: no leak)
+    with open(badpw, "w") as f:
+        f.write(SENTINEL_PW + "\n")
+    s.reload(CONF)
+
+    def fixed():
+        key = "reload-%f" % time.monotonic()
+        return (h.request(s.addr, "GET", "/echo", [("X-Key", key)]).status == 200
+                and has_key(replica, key))
+    t.ok(h.wait_until(fixed, 5, 0.1), "after a reload with the right sentinel password the "
+         "current master is used")
     s.stop()
 
     # -T prints store.sentinel: the file's name, never the password
