@@ -308,8 +308,7 @@ command(struct redis_store *rs, sl_redis_reply_cb *fn, int argc, const char **ar
 }
 
 /* AUTH and SELECT when the url asks for them, ROLE for Sentinel, then
- * SCRIPT LOAD: pipelined,
- * written once the link is ready, in this order. */
+ * SCRIPT LOAD: pipelined, written once the link is ready, in this order. */
 static void
 send_handshake(struct redis_store *rs)
 {
