@@ -235,6 +235,7 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->store.password_file);
     sl_secret_free(cfg->store.password);
     sl_conf_redis_tls_fini(&cfg->store.tls);
+    sl_conf_redis_sentinel_fini(&cfg->store.sentinel);
     free(cfg->store.prefix);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);

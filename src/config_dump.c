@@ -543,6 +543,23 @@ dump_store_tls(FILE *out, const struct sl_store_conf *s)
     fprintf(out, "    verify = %s,\n  },\n", tls->is_verify ? "true" : "false");
 }
 
+/* store.sentinel: written out for a redis-sentinel:// url (the file's name,
+ * never the password), a comment otherwise. */
+static void
+dump_store_sentinel(FILE *out, const struct sl_store_conf *s)
+{
+    const struct sl_redis_sentinel_conf *sc = &s->sentinel;
+
+    if (!sc->is_set && (s->url == NULL || strncmp(s->url, "redis-sentinel://", 17) != 0)) {
+        fputs("  -- sentinel: none (a redis-sentinel:// url uses it)\n", out);
+        return;
+    }
+    fputs("  sentinel = {\n", out);
+    put_tls_key(out, "user", sc->user, "AUTH with the password alone");
+    put_tls_key(out, "password_file", sc->password_file, "the sentinels take no AUTH");
+    fputs("  },\n", out);
+}
+
 static void
 dump_client_store(struct dumper *d)
 {
@@ -596,6 +613,7 @@ dump_client_store(struct dumper *d)
         fputs("  -- password_file: none\n", out);
     }
     dump_store_tls(out, s);
+    dump_store_sentinel(out, s);
     fputs("}\n", out);
 }
 

@@ -12,6 +12,7 @@
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
  *   config_redis_tls.c  the redis store's password_file and tls options
+ *   config_redis_sentinel.c  store.sentinel (AUTH to the sentinels)
  *   config_balance.c an upstream's servers (with weights) and balance
  *   config_retry.c   an upstream's retry_on and retry_budget
  *   config_health.c  an upstream's health table: active checks, passive ejection
@@ -265,6 +266,16 @@ bool sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s);
 /* The defaults of store.tls; its end (the context included). */
 void sl_conf_redis_tls_defaults(struct sl_redis_tls_conf *tls);
 void sl_conf_redis_tls_fini(struct sl_redis_tls_conf *tls);
+
+/* ---- config_redis_sentinel.c ---------------------------------------------- */
+
+struct sl_redis_url;
+/* store.sentinel = { ... } (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_sentinel(struct loader *ld, void *obj, int idx);
+/* Its checks against the parsed store.url; reports, does not return. */
+void sl_conf_check_store_sentinel(struct loader *ld, const struct sl_store_conf *s,
+                                  const struct sl_redis_url *u);
+void sl_conf_redis_sentinel_fini(struct sl_redis_sentinel_conf *sc);
 
 /* ---- config_lifecycle.c --------------------------------------------------- */
 

@@ -241,6 +241,7 @@ sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s)
     if (sl_redis_url_parse_flags(s->url, SL_REDIS_URL_PASSWORD_LATER, &u, why, sizeof(why)) != 0)
         return true;
     check_password(ld, s, &u);
+    sl_conf_check_store_sentinel(ld, s, &u);
     if (s->tls.is_set && !u.is_tls) {
         sl_conf_push_key(ld, "tls");
         fail(ld, "tls is for a rediss:// url (write url = \"rediss://host:port\")");

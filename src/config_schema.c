@@ -365,6 +365,7 @@ static const struct opt store_opts[] = {
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
     ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
     ROW_CUSTOM("tls", sl_conf_set_store_tls),
+    ROW_CUSTOM("sentinel", sl_conf_set_store_sentinel),
     ROW_CUSTOM("lease", sl_conf_set_store_lease),
 };
 

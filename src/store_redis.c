@@ -110,6 +110,7 @@ destroy(struct redis_store *rs)
 {
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
+    sl_redis_sentinel_fini(rs);
     sl_redis_url_fini(&rs->url);
     SSL_CTX_free(rs->ssl_ctx);
     free(rs->server_name);
@@ -432,6 +433,7 @@ redis_free(struct sl_store *store)
 
     sl_redis_enter(rs);
     rs->is_freeing = true;
+    sl_redis_sentinel_stop(rs);
     evtimer_del(rs->reconnect_timer);
     event_del(rs->flush_ev);
     sl_redis_conn_down(rs, SL_STORE_CONNECTION, "store closed");
@@ -473,7 +475,9 @@ sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base 
     rs->script = sl_token_bucket_lua;
     rs->script_len = strlen(sl_token_bucket_lua);
     rs->backoff_ms = BACKOFF_MIN_MS;
-    if (rs->url.path != NULL)
+    if (rs->url.is_sentinel)
+        snprintf(name, sizeof(name), "master \"%s\"", rs->url.master_name);
+    else if (rs->url.path != NULL)
         snprintf(name, sizeof(name), "unix:%s", rs->url.path);
     else if (strchr(rs->url.host, ':') != NULL)
         snprintf(name, sizeof(name), "[%s]:%d", rs->url.host, rs->url.port);
@@ -499,6 +503,8 @@ sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base 
         rs->dns = sl_resolver_ref(resolver, rs->url.host);
     sl_redis_batch_init(rs);
     sl_redis_conn_init(rs);
+    if (rs->url.is_sentinel)
+        sl_redis_sentinel_init(rs, conf);
     sl_redis_set_state(rs, CONN_DOWN);
     sl_redis_enter(rs);
     sl_redis_connect_now(rs);

@@ -501,6 +501,13 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         }
         goto out;
     }
+    if (rs->sentinel != NULL && reply->type == REDIS_REPLY_ERROR && link == rs->link
+        && strstr(reply->str, "READONLY") != NULL) {
+        /* the master was demoted: b fails with the rest, the sentinels are asked again */
+        sl_redis_conn_down(rs, SL_STORE_CONNECTION, "READONLY: the master is a replica now");
+        sl_redis_batch_release(rs, b);
+        goto out;
+    }
     inflight_remove(rs, b);
     if (reply_fits(b, reply)) {
         rs->is_logged_reply_error = false;

@@ -56,6 +56,7 @@ sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const ch
         return;
     rs->link = NULL;
     sl_redis_set_state(rs, CONN_DOWN);
+    sl_redis_sentinel_forget(rs);
     rs->is_accepting = false;
     evtimer_del(rs->connect_timer);
     evtimer_del(rs->queue_timer);
@@ -122,6 +123,27 @@ on_setup_reply(struct sl_redis_link *link, void *r, void *privdata)
     sl_redis_enter(rs);
     rs->nowned--;
     sl_redis_handshake_reply_ok(rs, link, r, "AUTH/SELECT");
+    sl_redis_leave(rs);
+}
+
+/* Sentinel: the server named as master must say it is one. A stale answer
+ * (a sentinel that has not seen the failover yet) drops the connection, and
+ * the sentinels are asked again after the backoff. */
+static void
+on_role(struct sl_redis_link *link, void *r, void *privdata)
+{
+    struct redis_store *rs = privdata;
+    const redisReply *reply = r;
+
+    sl_redis_enter(rs);
+    rs->nowned--;
+    if (!sl_redis_handshake_reply_ok(rs, link, reply, "ROLE"))
+        goto out;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || strcmp(reply->element[0]->str, "master") != 0)
+        sl_redis_conn_down(rs, SL_STORE_CONNECTION, "ROLE: not a master (stale sentinel answer)");
+out:
     sl_redis_leave(rs);
 }
 
@@ -250,6 +272,13 @@ on_reconnect(evutil_socket_t fd, short what, void *arg)
 /* ---- connecting ------------------------------------------------------------------ */
 
 void
+sl_redis_retry_later(struct redis_store *rs)
+{
+    schedule_reconnect(rs, rs->backoff_ms);
+    rs->backoff_ms = rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rs->backoff_ms * 2;
+}
+
+void
 sl_redis_conn_init(struct redis_store *rs)
 {
     rs->reconnect_timer = evtimer_new(rs->evbase, on_reconnect, rs);
@@ -278,8 +307,8 @@ command(struct redis_store *rs, sl_redis_reply_cb *fn, int argc, const char **ar
         rs->nowned++;
 }
 
-/* AUTH and SELECT when the url asks for them, then SCRIPT LOAD: pipelined,
- * written once the link is ready, in this order. */
+/* AUTH and SELECT when the url asks for them, ROLE for Sentinel, then
+ * SCRIPT LOAD: pipelined, written once the link is ready, in this order. */
 static void
 send_handshake(struct redis_store *rs)
 {
@@ -303,6 +332,12 @@ send_handshake(struct redis_store *rs)
         size_t lens[2] = { 6, sl_redis_fmt_i64(db, rs->url.db) };
 
         command(rs, on_setup_reply, 2, argv, lens);
+    }
+    if (rs->url.is_sentinel) {
+        const char *argv[1] = { "ROLE" };
+        size_t lens[1] = { 4 };
+
+        command(rs, on_role, 1, argv, lens);
     }
     {
         const char *argv[3] = { "SCRIPT", "LOAD", rs->script };
@@ -358,17 +393,19 @@ sl_redis_connect_now(struct redis_store *rs)
 
     if (rs->is_freeing || rs->link != NULL)
         return;
+    if (rs->sentinel != NULL && !sl_redis_sentinel_target(rs, &target))
+        return; /* the sentinels are asked; they call again */
     if (rs->dns == NULL || resolved_target(rs, &target, host, sizeof(host), err, sizeof(err)) == 0)
         rs->link = sl_redis_link_new(rs->evbase, &target, &sl_redis_reply_functions, rs->replies,
                                      LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));
     if (rs->link == NULL) {
         /* refused at once (nothing listens on a unix path, ...) */
+        sl_redis_sentinel_forget(rs);
         if (!rs->is_logged_down) {
             sl_log_warnx("redis %s: %s; retrying with backoff", rs->name, err);
             rs->is_logged_down = true;
         }
-        schedule_reconnect(rs, rs->backoff_ms);
-        rs->backoff_ms = rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rs->backoff_ms * 2;
+        sl_redis_retry_later(rs);
         return;
     }
     sl_redis_set_state(rs, CONN_CONNECTING);

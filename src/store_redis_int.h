@@ -9,7 +9,9 @@
  *   store_redis_link.c   the bytes of one connection, plaintext or TLS, and
  *                        the replies matched to their commands;
  *   store_redis_batch.c  batches of checks, EVALSHA and NOSCRIPT recovery,
- *                        reply parsing into a pool of elements.
+ *                        reply parsing into a pool of elements;
+ *   store_redis_sentinel.c  redis-sentinel:// urls: the master asked of the
+ *                        sentinels, and +switch-master followed.
  * Everything here runs on the worker that owns the store, except the
  * counters and `state`, which other threads read with relaxed atomics.
  */
@@ -31,6 +33,8 @@
 struct event;
 struct event_base;
 struct reply_pool;
+struct sentinel;
+struct sl_store_conf;
 
 #define BATCH_CHECKS 128            /* checks per script call */
 #define BATCH_BYTES (256u << 10)    /* key bytes per script call */
@@ -113,6 +117,7 @@ struct redis_store {
     struct sl_resolved *dns;    /* the url's host, looked up by the daemon; NULL: by the link */
     unsigned dns_turn;          /* which of its addresses the next connect takes */
     bool is_tls_verify;
+    struct sentinel *sentinel;  /* redis-sentinel:// url; else NULL */
     struct sl_redis_link *link;
     _Atomic int state;       /* enum conn_state; read by is_up from any thread */
     bool is_accepting;       /* CONNECTING: still within timeout_ms, checks may queue */
@@ -196,6 +201,8 @@ void sl_redis_connect_now(struct redis_store *rs);
 void sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const char *why);
 bool sl_redis_handshake_reply_ok(struct redis_store *rs, struct sl_redis_link *link,
                                  const redisReply *reply, const char *what);
+/* A connection attempt found no address: the next after the backoff. */
+void sl_redis_retry_later(struct redis_store *rs);
 /* A call timed out and its reply is now owed late; a late reply came. */
 void sl_redis_orphan_added(struct redis_store *rs);
 void sl_redis_orphan_answered(struct redis_store *rs);
@@ -218,6 +225,22 @@ void sl_redis_fail_queue(struct redis_store *rs, enum sl_store_status status);
 void sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status);
 /* Sends what may go now (see the batching notes in store_redis.c). */
 void sl_redis_flush(struct redis_store *rs);
+
+/* ---- store_redis_sentinel.c -------------------------------------------------------- */
+
+/* Sets up rs->sentinel for a redis-sentinel:// url and opens its
+ * +switch-master subscription; stop closes the sentinel links (the store
+ * is freeing), fini frees what is left. */
+void sl_redis_sentinel_init(struct redis_store *rs, const struct sl_store_conf *conf);
+void sl_redis_sentinel_stop(struct redis_store *rs);
+void sl_redis_sentinel_fini(struct redis_store *rs);
+/* The master's address into t when known; else false, and the sentinels
+ * are asked (unless they are being asked already): sl_redis_connect_now()
+ * is called again once one answers, or sl_redis_retry_later() when none
+ * does. */
+bool sl_redis_sentinel_target(struct redis_store *rs, struct sl_redis_target *t);
+/* The connection to the master is gone: ask the sentinels again. */
+void sl_redis_sentinel_forget(struct redis_store *rs);
 
 /* Decimal text of v plus a NUL; returns the length without the NUL. */
 size_t sl_redis_fmt_i64(char *out, int64_t v);

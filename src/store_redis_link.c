@@ -72,6 +72,8 @@ struct sl_redis_link {
     size_t fifo_head, fifo_len, fifo_cap;
     sl_redis_down_cb *down;
     void *arg;
+    sl_redis_reply_cb *push;   /* subscriber mode: replies no command is owed */
+    void *push_arg;
     unsigned depth;            /* our callbacks on the stack */
     bool is_freed;             /* sl_redis_link_free ran: destroy when depth is 0 */
 };
@@ -109,6 +111,13 @@ fifo_pop(struct sl_redis_link *l)
     l->fifo_head = (l->fifo_head + 1) % l->fifo_cap;
     l->fifo_len--;
     return w;
+}
+
+void
+sl_redis_link_on_push(struct sl_redis_link *link, sl_redis_reply_cb *cb, void *privdata)
+{
+    link->push = cb;
+    link->push_arg = privdata;
 }
 
 size_t
@@ -419,6 +428,13 @@ dispatch(struct sl_redis_link *l)
         }
         if (reply == NULL)
             return true;
+        if (l->fifo_len == 0 && l->push != NULL) {
+            l->push(l, reply, l->push_arg);
+            l->reader->fn->freeObject(reply);
+            if (l->is_freed || l->state == LINK_DEAD)
+                return false;
+            continue;
+        }
         if (l->fifo_len == 0) {
             l->reader->fn->freeObject(reply);
             fail(l, "protocol error: a reply no command asked for");

@@ -76,6 +76,14 @@ int sl_redis_link_send_argv(struct sl_redis_link *link, int argc, const char **a
  * is a no-op. */
 void sl_redis_link_free(struct sl_redis_link *link);
 
+/*
+ * Subscriber mode (SUBSCRIBE): a reply that comes while no command is owed
+ * one is a pushed message, handed to cb(link, reply, privdata) (freed once
+ * it returns) instead of failing the link as a protocol error. Replies to
+ * commands still go to their own callbacks first.
+ */
+void sl_redis_link_on_push(struct sl_redis_link *link, sl_redis_reply_cb *cb, void *privdata);
+
 /* Replies owed (commands sent or queued, not answered yet). */
 size_t sl_redis_link_pending(const struct sl_redis_link *link);
 

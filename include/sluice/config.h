@@ -237,6 +237,14 @@ struct sl_redis_tls_conf {
     struct ssl_ctx_st *ssl_ctx;
 };
 
+/* store.sentinel: how to AUTH to the Sentinels of a redis-sentinel:// url. */
+struct sl_redis_sentinel_conf {
+    char *user;           /* NULL: AUTH with the password alone */
+    char *password_file;  /* NULL: the Sentinels take no AUTH */
+    char *password;       /* the file's content, never printed */
+    bool is_set;          /* a sentinel table was written */
+};
+
 struct sl_store_conf {
     enum sl_store_kind kind;
     char *url;            /* redis://[user:password@]host:port/db or unix:/path[?db=N] */
@@ -245,6 +253,7 @@ struct sl_store_conf {
     char *password_file;  /* NULL: the password, if any, is in the url */
     char *password;       /* the file's password; NULL without a file */
     struct sl_redis_tls_conf tls;
+    struct sl_redis_sentinel_conf sentinel;
     uint64_t timeout_ms;  /* per script call; default 20ms */
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */

@@ -7,6 +7,7 @@
  */
 #include "util/redis_url.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
@@ -17,8 +18,9 @@
 #include "util/hex.h"
 
 #define HOST_MAX 255
-#define USAGE "use redis://[user:password@]host[:port][/db], rediss://... (TLS) or " \
-              "unix:/path[?db=N]"
+#define USAGE "use redis://[user:password@]host[:port][/db], rediss://... (TLS), " \
+              "unix:/path[?db=N] or redis-sentinel://ip[:port][,ip[:port]...]/name[/db]"
+#define SENTINEL_USAGE "write redis-sentinel://ip[:port][,ip[:port]...]/name[/db]"
 #define MASK "********"
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
@@ -192,10 +194,10 @@ host_ok(const char *h, size_t len, bool is_v6)
     return true;
 }
 
-/* host[:port] or [v6][:port] in [p, end). */
+/* host[:port] or [v6][:port] in [p, end); default_port without one. */
 static int
-parse_host_port(const char *p, const char *end, struct sl_redis_url *u, char *err,
-                size_t err_size)
+parse_host_port(const char *p, const char *end, int default_port, struct sl_redis_url *u,
+                char *err, size_t err_size)
 {
     const char *host = p, *host_end, *port = NULL;
     bool is_v6 = *p == '[';
@@ -231,7 +233,7 @@ parse_host_port(const char *p, const char *end, struct sl_redis_url *u, char *er
         return -1;
     }
     u->host = sl_xstrndup(host, (size_t)(host_end - host));
-    u->port = SL_REDIS_DEFAULT_PORT;
+    u->port = default_port;
     if (port != NULL) {
         if (parse_number(port, (size_t)(end - port), 1, 65535, &v) == -1) {
             snprintf(err, err_size, "bad port \"%.*s\" (use 1 to 65535)",
@@ -260,11 +262,106 @@ parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
             return -1;
         p = at + 1;
     }
-    if (parse_host_port(p, end, u, err, err_size) == -1)
+    if (parse_host_port(p, end, SL_REDIS_DEFAULT_PORT, u, err, err_size) == -1)
         return -1;
     if (*end == '/' && end[1] != '\0'
         && parse_number(end + 1, strlen(end + 1), 0, INT_MAX, &u->db) == -1) {
         snprintf(err, err_size, "bad database number \"%.*s\" (use /0 to /%d)", 16, end + 1,
+                 INT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* One Sentinel's ip[:port] in [p, end), appended to u->sentinels. Names
+ * are refused: the store connects to Sentinels without a lookup, and a
+ * lookup on a worker would block it. */
+static int
+add_sentinel(const char *p, const char *end, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    struct sl_redis_url tmp = { 0 };
+    unsigned char bin[16];
+
+    if (u->nsentinels == SL_REDIS_SENTINELS_MAX) {
+        snprintf(err, err_size, "more than %d sentinels", SL_REDIS_SENTINELS_MAX);
+        return -1;
+    }
+    if (p == end) {
+        snprintf(err, err_size, "empty sentinel address (%s)", SENTINEL_USAGE);
+        return -1;
+    }
+    if (parse_host_port(p, end, SL_REDIS_SENTINEL_PORT, &tmp, err, err_size) == -1) {
+        free(tmp.host);
+        return -1;
+    }
+    if (inet_pton(AF_INET, tmp.host, bin) != 1 && inet_pton(AF_INET6, tmp.host, bin) != 1) {
+        snprintf(err, err_size, "sentinel \"%.64s\" is not an IP address (host names are not "
+                 "supported for sentinels)", tmp.host);
+        free(tmp.host);
+        return -1;
+    }
+    if (u->sentinels == NULL)
+        u->sentinels = sl_xcalloc(SL_REDIS_SENTINELS_MAX, sizeof(*u->sentinels));
+    u->sentinels[u->nsentinels++] = (struct sl_redis_addr){ tmp.host, tmp.port };
+    return 0;
+}
+
+/* The master's name as Sentinel knows it: printable ASCII, none of " /%@,?#". */
+static bool
+master_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > SL_REDIS_MASTER_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c >= 0x7f || strchr("%@,?#", c) != NULL)
+            return false;
+    }
+    return true;
+}
+
+/* [userinfo@]ip[:port][,ip[:port]...]/name[/db]; p is past "redis-sentinel://". */
+static int
+parse_sentinel(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    const char *end = p + strcspn(p, "/?#"), *at, *name, *name_end;
+
+    u->is_sentinel = true;
+    if (*end == '?' || *end == '#') {
+        snprintf(err, err_size, "query and fragment are not supported (%s)", SENTINEL_USAGE);
+        return -1;
+    }
+    at = memrchr(p, '@', (size_t)(end - p));
+    if (at != NULL) {
+        if (parse_userinfo(p, (size_t)(at - p), u, err, err_size) == -1)
+            return -1;
+        p = at + 1;
+    }
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *seg_end = comma != NULL ? comma : end;
+
+        if (add_sentinel(p, seg_end, u, err, err_size) == -1)
+            return -1;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    name = *end == '/' ? end + 1 : end;
+    if (strpbrk(name, "?#") != NULL) {
+        snprintf(err, err_size, "query and fragment are not supported (%s)", SENTINEL_USAGE);
+        return -1;
+    }
+    name_end = name + strcspn(name, "/");
+    if (!master_name_ok(name, (size_t)(name_end - name))) {
+        snprintf(err, err_size, "missing or bad master name after the sentinels (%s)",
+                 SENTINEL_USAGE);
+        return -1;
+    }
+    u->master_name = sl_xstrndup(name, (size_t)(name_end - name));
+    if (*name_end == '/' && name_end[1] != '\0'
+        && parse_number(name_end + 1, strlen(name_end + 1), 0, INT_MAX, &u->db) == -1) {
+        snprintf(err, err_size, "bad database number \"%.16s\" (use /0 to /%d)", name_end + 1,
                  INT_MAX);
         return -1;
     }
@@ -295,6 +392,12 @@ sl_redis_url_parse_flags(const char *url, unsigned flags, struct sl_redis_url *o
     } else if (strncmp(url, "rediss://", 9) == 0) {
         out->is_tls = true;
         rc = parse_tcp(url + 9, out, err, err_size);
+    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
+        rc = parse_sentinel(url + 17, out, err, err_size);
+    } else if (strncmp(url, "rediss-sentinel://", 18) == 0) {
+        snprintf(err, err_size, "rediss-sentinel:// (TLS) is not supported yet (use "
+                 "redis-sentinel://)");
+        return -1;
     } else {
         snprintf(err, err_size, "bad url (%s)", USAGE);
         return -1;
@@ -319,6 +422,10 @@ sl_redis_url_fini(struct sl_redis_url *u)
     if (u->password != NULL)
         explicit_bzero(u->password, strlen(u->password));
     free(u->password);
+    free(u->master_name);
+    for (size_t i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
     *u = (struct sl_redis_url){ 0 };
 }
 
@@ -334,6 +441,9 @@ sl_redis_url_mask(const char *url)
         auth_end = auth + strcspn(auth, "/?#");
     } else if (strncmp(url, "rediss://", 9) == 0) {
         auth = url + 9;
+        auth_end = auth + strcspn(auth, "/?#");
+    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
+        auth = url + 17;
         auth_end = auth + strcspn(auth, "/?#");
     } else if (strncmp(url, "unix://", 7) == 0) {
         auth = url + 7;

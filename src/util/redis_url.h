@@ -13,6 +13,11 @@
  *   rediss://...                                  the same as redis://, over TLS
  *   unix:/path/to.sock[?db=N&user=U&password=P]
  *   unix://[[user]:password@]/path/to.sock[?db=N] as redis-py and redis-cli -u write it
+ *   redis-sentinel://[userinfo@]ip[:port][,ip[:port]...]/NAME[/db]
+ *                                                 the master NAME, asked of these Sentinels
+ *                                                 (port 26379 by default; IP addresses only,
+ *                                                 at most SL_REDIS_SENTINELS_MAX); the
+ *                                                 userinfo is the master's, as in redis://
  *
  * user, password and the socket path are %-decoded (%00 is refused).
  */
@@ -23,6 +28,14 @@
 #include <stddef.h>
 
 #define SL_REDIS_DEFAULT_PORT 6379
+#define SL_REDIS_SENTINEL_PORT 26379
+#define SL_REDIS_SENTINELS_MAX 16
+#define SL_REDIS_MASTER_NAME_MAX 128
+
+struct sl_redis_addr {
+    char *host;     /* an IPv4 or IPv6 address, without brackets */
+    int port;
+};
 
 struct sl_redis_url {
     bool is_unix;
@@ -33,6 +46,11 @@ struct sl_redis_url {
     char *user;     /* NULL: AUTH with the password alone */
     char *password; /* NULL: no AUTH */
     long db;        /* SELECT on connect when not 0 */
+    /* redis-sentinel://: host and path are NULL, the master is asked of these */
+    bool is_sentinel;
+    char *master_name;
+    struct sl_redis_addr *sentinels;
+    size_t nsentinels;
 };
 
 /* Flags of sl_redis_url_parse_flags. */

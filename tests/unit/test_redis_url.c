@@ -201,6 +201,9 @@ test_mask(void **state)
         { "unix:/r.sock?user=a&password=hunter2&db=2",
           "unix:/r.sock?user=a&password=********&db=2" },
         { "unix:/r.sock", "unix:/r.sock" },
+        { "redis-sentinel://app:hunter2@10.0.0.1,10.0.0.2:26380/m/1",
+          "redis-sentinel://app:********@10.0.0.1,10.0.0.2:26380/m/1" },
+        { "redis-sentinel://10.0.0.1/m", "redis-sentinel://10.0.0.1/m" },
     };
 
     (void)state;
@@ -209,6 +212,86 @@ test_mask(void **state)
         assert_string_equal(m, cases[i].want);
         free(m);
     }
+}
+
+/* redis-sentinel://: the sentinels, in order, with their default port,
+ * the master name, the db, and the userinfo kept for the master. */
+static void
+test_sentinel(void **state)
+{
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        { "redis-sentinel://", "empty sentinel address" },
+        { "redis-sentinel:///mymaster", "empty sentinel address" },
+        { "redis-sentinel://127.0.0.1", "missing or bad master name" },
+        { "redis-sentinel://127.0.0.1/", "missing or bad master name" },
+        { "redis-sentinel://127.0.0.1//0", "missing or bad master name" },
+        { "redis-sentinel://127.0.0.1,/m", "empty sentinel address" },
+        { "redis-sentinel://,127.0.0.1/m", "empty sentinel address" },
+        { "redis-sentinel://127.0.0.1:0/m", "bad port \"0\"" },
+        { "redis-sentinel://127.0.0.1:26379,10.0.0.2:x/m", "bad port" },
+        { "redis-sentinel://sentinel.internal:26379/m", "is not an IP address" },
+        { "redis-sentinel://[::1/m", "unterminated [" },
+        { "redis-sentinel://127.0.0.1/m/x", "bad database number" },
+        { "redis-sentinel://127.0.0.1/m?db=1", "query and fragment are not supported" },
+        { "redis-sentinel://127.0.0.1/m%20x", "missing or bad master name" },
+        { "redis-sentinel://app@127.0.0.1/m", "user without a password" },
+        { "rediss-sentinel://127.0.0.1/m", "not supported yet" },
+        { "redis-sentinel://1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5,1.1.1.6,1.1.1.7,1.1.1.8,"
+          "1.1.1.9,1.1.1.10,1.1.1.11,1.1.1.12,1.1.1.13,1.1.1.14,1.1.1.15,1.1.1.16,1.1.1.17/m",
+          "more than 16 sentinels" },
+    };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(sl_redis_url_parse("redis-sentinel://:pw@127.0.0.1,10.0.0.2:26380,"
+                                        "[::1]:5000/my-master.1/3", &u, err, sizeof(err)), 0);
+    assert_true(u.is_sentinel);
+    assert_false(u.is_tls);
+    assert_null(u.host);
+    assert_null(u.path);
+    assert_null(u.user);
+    assert_string_equal(u.password, "pw");
+    assert_string_equal(u.master_name, "my-master.1");
+    assert_int_equal(u.db, 3);
+    assert_int_equal(u.nsentinels, 3);
+    assert_string_equal(u.sentinels[0].host, "127.0.0.1");
+    assert_int_equal(u.sentinels[0].port, 26379);
+    assert_string_equal(u.sentinels[1].host, "10.0.0.2");
+    assert_int_equal(u.sentinels[1].port, 26380);
+    assert_string_equal(u.sentinels[2].host, "::1");
+    assert_int_equal(u.sentinels[2].port, 5000);
+    sl_redis_url_fini(&u);
+    assert_int_equal(u.nsentinels, 0);
+    assert_null(u.sentinels);
+
+    assert_int_equal(sl_redis_url_parse("redis-sentinel://10.1.2.3:1/m/", &u, err, sizeof(err)),
+                     0);
+    assert_int_equal(u.nsentinels, 1);
+    assert_int_equal(u.db, 0);
+    sl_redis_url_fini(&u);
+    /* a user whose password comes from store.password_file */
+    assert_int_equal(sl_redis_url_parse_flags("redis-sentinel://app@127.0.0.1/m",
+                                              SL_REDIS_URL_PASSWORD_LATER, &u, err, sizeof(err)),
+                     0);
+    assert_string_equal(u.user, "app");
+    sl_redis_url_fini(&u);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (sl_redis_url_parse(bad[i].url, &u, err, sizeof(err)) != -1)
+            fail_msg("%s: accepted", bad[i].url);
+        if (strstr(err, bad[i].why) == NULL)
+            fail_msg("%s: reason \"%s\" lacks \"%s\"", bad[i].url, err, bad[i].why);
+        assert_null(u.sentinels);
+        assert_null(u.master_name);
+        assert_null(u.password);
+    }
+    assert_int_equal(sl_redis_url_parse("redis-sentinel://:hunter2@127.0.0.1:0/m", &u, err,
+                                        sizeof(err)), -1);
+    assert_null(strstr(err, "hunter2"));
 }
 
 static void
@@ -230,6 +313,7 @@ main(void)
         cmocka_unit_test(test_no_credentials_in_reasons),
         cmocka_unit_test(test_password_later),
         cmocka_unit_test(test_mask),
+        cmocka_unit_test(test_sentinel),
         cmocka_unit_test(test_fini_zeroed),
     };
 

@@ -7,7 +7,8 @@
  * read, reach their callbacks in command order, each exactly once; freeing
  * the link inside a callback hands the rest NULL replies afterwards; a
  * closed connection or a reply nobody asked for brings the link down once;
- * a refused connection and a full output buffer fail at once. (TLS takes
+ * a refused connection and a full output buffer fail at once; in subscriber
+ * mode unsolicited replies go to the push callback. (TLS takes
  * the same paths above io_read/io_write: r_redis_tls.py covers it against
  * a real redis-server.)
  */
@@ -252,6 +253,57 @@ test_reply_nobody_asked_for(void **state)
     assert_int_equal(sl_redis_link_send(f->link, "x", 1, on_reply, (void *)0), -1);
 }
 
+static int npushes;
+static char push_last[64];
+
+static void
+on_push(struct sl_redis_link *link, void *r, void *privdata)
+{
+    redisReply *reply = r;
+
+    assert_ptr_equal(link, F->link);
+    assert_ptr_equal(privdata, F);
+    npushes++;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3)
+        snprintf(push_last, sizeof(push_last), "%s", reply->element[2]->str);
+    if (F->free_at == 99) {
+        sl_redis_link_free(link);
+        F->link = NULL;
+    }
+}
+
+/* Subscriber mode: replies owed go to their commands first, the rest to the
+ * push callback (SUBSCRIBE's messages); freeing the link in it is safe. */
+static void
+test_push(void **state)
+{
+    struct fixture *f = *state;
+    const char *argv[2] = { "SUBSCRIBE", "+switch-master" };
+    size_t lens[2] = { 9, 14 };
+    char buf[256];
+
+    npushes = 0;
+    sl_redis_link_on_push(f->link, on_push, f);
+    assert_int_equal(sl_redis_link_send_argv(f->link, 2, argv, lens, on_reply, (void *)0), 0);
+    peer_read(f, buf, sizeof(buf));
+    /* the confirmation, then two messages in one read */
+    peer_write(f, "*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+                  "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$3\r\none\r\n"
+                  "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$3\r\ntwo\r\n");
+    assert_int_equal(f->got[0].ncalls, 1);
+    assert_int_equal(f->got[0].type, REDIS_REPLY_ARRAY);
+    assert_int_equal(npushes, 2);
+    assert_string_equal(push_last, "two");
+    assert_int_equal(f->ndown, 0);
+    /* freed inside the push callback: the next message is not handed out */
+    f->free_at = 99;
+    peer_write(f, "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$5\r\nthree\r\n"
+                  "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$4\r\nfour\r\n");
+    assert_int_equal(npushes, 3);
+    assert_string_equal(push_last, "three");
+    assert_null(f->link);
+}
+
 static void
 test_bad_protocol(void **state)
 {
@@ -297,6 +349,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_nobody_asked_for, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_protocol, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_max, setup, teardown),
         cmocka_unit_test(test_refused),
