@@ -193,21 +193,36 @@ sl_resolver_is_name(const char *host)
            && strcasecmp(host, "localhost") != 0;
 }
 
-/* The redis store's host, when it is a name (into buf); else false. */
+/* The redis store's host and sentinels that are names, as a parsed url
+ * (its owner frees it); false when there are none. */
 static bool
-store_name(const struct sl_config *cfg, char *buf, size_t size)
+store_names(const struct sl_config *cfg, struct sl_redis_url *url)
 {
-    struct sl_redis_url url;
-    bool is_name;
+    bool has_name;
 
     if (cfg->store.kind != SL_STORE_REDIS || cfg->store.url == NULL
-        || sl_redis_url_parse(cfg->store.url, &url, NULL, 0) != 0)
+        || sl_redis_url_parse(cfg->store.url, url, NULL, 0) != 0)
         return false;
-    is_name = url.host != NULL && sl_resolver_is_name(url.host);
-    if (is_name)
-        snprintf(buf, size, "%s", url.host);
-    sl_redis_url_fini(&url);
-    return is_name;
+    has_name = url->host != NULL && sl_resolver_is_name(url->host);
+    for (size_t i = 0; i < url->nsentinels; i++)
+        has_name = has_name || sl_resolver_is_name(url->sentinels[i].host);
+    if (!has_name)
+        sl_redis_url_fini(url);
+    return has_name;
+}
+
+static int
+store_names_add(struct sl_resolver *r, const struct sl_redis_url *url)
+{
+    int nnew = 0;
+
+    if (url->host != NULL && sl_resolver_is_name(url->host))
+        nnew += name_add(r, url->host);
+    for (size_t i = 0; i < url->nsentinels; i++) {
+        if (sl_resolver_is_name(url->sentinels[i].host))
+            nnew += name_add(r, url->sentinels[i].host);
+    }
+    return nnew;
 }
 
 int
@@ -215,15 +230,18 @@ sl_resolver_configure(struct sl_resolver *r, const struct sl_config *cfg, char *
                       size_t err_size)
 {
     int nnew = 0;
-    char redis_host[256];
-    bool has_redis_name = store_name(cfg, redis_host, sizeof(redis_host));
+    struct sl_redis_url url;
+    bool has_redis_name = store_names(cfg, &url);
     bool has_names = has_redis_name;
 
     for (size_t u = 0; u < cfg->nupstreams; u++)
         has_names = has_names || cfg->upstreams[u].nnames > 0;
     /* a conf of numeric servers reads no /etc/resolv.conf and opens no socket */
-    if ((has_names || r->dns != NULL) && set_name_servers(r, &cfg->resolver, err, err_size) != 0)
+    if ((has_names || r->dns != NULL) && set_name_servers(r, &cfg->resolver, err, err_size) != 0) {
+        if (has_redis_name)
+            sl_redis_url_fini(&url);
         return -1;
+    }
     r->valid_ms = cfg->resolver.valid_ms;
     for (struct sl_resolved *name = r->names; name != NULL; name = name->next)
         name->is_named = false;
@@ -231,8 +249,10 @@ sl_resolver_configure(struct sl_resolver *r, const struct sl_config *cfg, char *
         for (size_t i = 0; i < cfg->upstreams[u].nnames; i++)
             nnew += name_add(r, cfg->upstreams[u].names[i].host);
     }
-    if (has_redis_name)
-        nnew += name_add(r, redis_host);
+    if (has_redis_name) {
+        nnew += store_names_add(r, &url);
+        sl_redis_url_fini(&url);
+    }
     /* names only an old conf had stop refreshing (the sweep frees them once
      * the old pools let go); one named again, idle since, is looked up now */
     for (struct sl_resolved *name = r->names; name != NULL; name = name->next) {

@@ -498,6 +498,7 @@ sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base 
         rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
         rs->is_tls_verify = conf->tls.is_verify;
     }
+    rs->resolver = resolver;
     /* NULL when the conf that named it is gone already: the link looks it up */
     if (resolver != NULL && rs->url.host != NULL && sl_resolver_is_name(rs->url.host))
         rs->dns = sl_resolver_ref(resolver, rs->url.host);

@@ -115,6 +115,7 @@ struct redis_store {
     struct ssl_ctx_st *ssl_ctx; /* rediss://: the config's, up-referenced; else NULL */
     char *server_name;          /* TLS: SNI and the name checked; NULL: the url's host */
     struct sl_resolved *dns;    /* the url's host, looked up by the daemon; NULL: by the link */
+    struct sl_resolver *resolver; /* the daemon's, for sentinel names; NULL: none */
     unsigned dns_turn;          /* which of its addresses the next connect takes */
     bool is_tls_verify;
     struct sentinel *sentinel;  /* redis-sentinel:// url; else NULL */

@@ -43,6 +43,7 @@
 
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/resolver.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
 #include "util/timeval.h"
@@ -51,10 +52,25 @@
 #define SUB_RETRY_MS 1000        /* the subscription opened again after a failure */
 #define VERIFY_MS 10000          /* while connected, the sentinels are asked this often */
 #define SENTINEL_OUT_MAX (64u << 10)
+#define ENDPOINTS_MAX 64         /* sentinels asked, names' addresses included */
+
+/* One sentinel to ask: an address of the url, or one of a name's. */
+struct endpoint {
+    char host[INET6_ADDRSTRLEN];
+    int port;
+};
 
 struct sentinel {
     struct redis_store *rs;
     char *user, *password;      /* AUTH to the sentinels; password NULL: none */
+
+    /* The sentinels as addresses: a name of the url (a headless Service
+     * with a pod per sentinel, say) stands for every address the daemon's
+     * resolver has for it. Rebuilt when a name's addresses change. */
+    struct sl_resolved *dns[SL_REDIS_SENTINELS_MAX]; /* NULL: numeric, or no resolver */
+    uint64_t dns_version[SL_REDIS_SENTINELS_MAX];
+    struct endpoint eps[ENDPOINTS_MAX];
+    unsigned neps;
 
     struct sl_redis_link *query; /* asking one sentinel; NULL: no discovery running */
     unsigned query_turn;         /* the sentinel the next query asks */
@@ -83,10 +99,56 @@ static void sub_open(struct sentinel *s);
 static void switch_to(struct sentinel *s, const char *host, int port, const char *how);
 static void sub_retry(struct sentinel *s, const char *why);
 
-static const struct sl_redis_addr *
+/* A name's current addresses as endpoints, at most `room`. */
+static unsigned
+name_endpoints(struct sentinel *s, size_t i, struct endpoint *out, unsigned room)
+{
+    struct sockaddr_storage ss[SL_RESOLVED_MAX];
+    size_t n = sl_resolved_addresses(s->dns[i], ss, SL_RESOLVED_MAX, &s->dns_version[i]);
+    unsigned k = 0;
+
+    for (size_t j = 0; j < n && k < room; j++) {
+        const void *a = ss[j].ss_family == AF_INET6
+                            ? (const void *)&((const struct sockaddr_in6 *)&ss[j])->sin6_addr
+                            : (const void *)&((const struct sockaddr_in *)&ss[j])->sin_addr;
+        if (inet_ntop(ss[j].ss_family, a, out[k].host, sizeof(out[k].host)) == NULL)
+            continue;
+        out[k++].port = s->rs->url.sentinels[i].port;
+    }
+    return k;
+}
+
+/* The endpoints again when a name's addresses moved (or the first time). */
+static void
+endpoints_refresh(struct sentinel *s)
+{
+    const struct sl_redis_url *u = &s->rs->url;
+    bool is_stale = s->neps == 0;
+
+    for (size_t i = 0; i < u->nsentinels && !is_stale; i++)
+        is_stale = s->dns[i] != NULL && sl_resolved_version(s->dns[i]) != s->dns_version[i];
+    if (!is_stale)
+        return;
+    s->neps = 0;
+    for (size_t i = 0; i < u->nsentinels && s->neps < ENDPOINTS_MAX; i++) {
+        if (s->dns[i] != NULL) {
+            s->neps += name_endpoints(s, i, s->eps + s->neps, ENDPOINTS_MAX - s->neps);
+        } else {
+            snprintf(s->eps[s->neps].host, sizeof(s->eps[s->neps].host), "%s",
+                     u->sentinels[i].host);
+            s->eps[s->neps++].port = u->sentinels[i].port;
+        }
+    }
+}
+
+/* Turns go round the endpoints; with none yet (names without an answer),
+ * a placeholder that link_to refuses. */
+static const struct endpoint *
 addr_of(const struct sentinel *s, unsigned turn)
 {
-    return &s->rs->url.sentinels[turn % s->rs->url.nsentinels];
+    static const struct endpoint none = { "(no address yet)", 0 };
+
+    return s->neps > 0 ? &s->eps[turn % s->neps] : &none;
 }
 
 static void
@@ -120,8 +182,16 @@ send_auth(struct sentinel *s, struct sl_redis_link *link, sl_redis_reply_cb *cb)
 static struct sl_redis_link *
 link_to(struct sentinel *s, unsigned turn, sl_redis_down_cb *down, char *err, size_t err_size)
 {
-    const struct sl_redis_addr *a = addr_of(s, turn);
-    struct sl_redis_target t = { .host = a->host, .port = a->port };
+    const struct endpoint *a;
+    struct sl_redis_target t;
+
+    endpoints_refresh(s);
+    if (s->neps == 0) {
+        snprintf(err, err_size, "no address for the sentinels' names (yet)");
+        return NULL;
+    }
+    a = addr_of(s, turn);
+    t = (struct sl_redis_target){ .host = a->host, .port = a->port };
 
     return sl_redis_link_new(s->rs->evbase, &t, NULL, NULL, SENTINEL_OUT_MAX, down, s->rs, err,
                              err_size);
@@ -145,13 +215,13 @@ static void
 query_next(struct sentinel *s, const char *why)
 {
     struct redis_store *rs = s->rs;
-    const struct sl_redis_addr *a = addr_of(s, s->query_turn);
+    const struct endpoint *a = addr_of(s, s->query_turn);
 
     snprintf(s->last_why, sizeof(s->last_why), "sentinel %s:%d: %s", a->host, a->port, why);
     sl_log_debug("redis %s: %s", rs->name, s->last_why);
     query_stop(s);
     s->query_turn++;
-    if (++s->query_tried < rs->url.nsentinels) {
+    if (++s->query_tried < s->neps) {
         query_start(s);
         return;
     }
@@ -230,7 +300,7 @@ on_query_reply(struct sl_redis_link *link, void *r, void *privdata)
     struct sentinel *s = rs->sentinel;
     const redisReply *reply = r;
     char host[INET6_ADDRSTRLEN], why[200];
-    const struct sl_redis_addr *a;
+    const struct endpoint *a;
     int port;
 
     sl_redis_enter(rs);
@@ -309,7 +379,7 @@ static void
 sub_retry(struct sentinel *s, const char *why)
 {
     struct sl_redis_link *link = s->sub;
-    const struct sl_redis_addr *a = addr_of(s, s->sub_turn);
+    const struct endpoint *a = addr_of(s, s->sub_turn);
     struct timeval tv = sl_timeval_from_ms(SUB_RETRY_MS);
 
     if (!s->is_sub_logged_down) {
@@ -362,7 +432,7 @@ verify(struct sentinel *s)
         return;
     s->is_verifying = true;
     s->query_turn = s->sub_turn;
-    s->query_tried = (unsigned)s->rs->url.nsentinels - 1; /* this one alone */
+    s->query_tried = s->neps > 0 ? s->neps - 1 : 0; /* this one alone */
     query_start(s);
 }
 
@@ -493,6 +563,12 @@ sl_redis_sentinel_init(struct redis_store *rs, const struct sl_store_conf *conf)
     struct timeval tv = sl_timeval_from_ms(VERIFY_MS);
 
     s->rs = rs;
+    for (size_t i = 0; i < rs->url.nsentinels; i++) {
+        const char *host = rs->url.sentinels[i].host;
+        /* NULL when the conf naming it is gone already: then as written */
+        if (rs->resolver != NULL && sl_resolver_is_name(host))
+            s->dns[i] = sl_resolver_ref(rs->resolver, host);
+    }
     s->user = conf->sentinel.user != NULL ? sl_xstrdup(conf->sentinel.user) : NULL;
     s->password = conf->sentinel.password != NULL ? sl_xstrdup(conf->sentinel.password) : NULL;
     s->query_timer = evtimer_new(rs->evbase, on_query_timeout, rs);
@@ -534,6 +610,10 @@ sl_redis_sentinel_fini(struct redis_store *rs)
     event_free(s->query_timer);
     event_free(s->sub_timer);
     event_free(s->verify_timer);
+    for (size_t i = 0; i < SL_REDIS_SENTINELS_MAX; i++) {
+        if (s->dns[i] != NULL)
+            sl_resolved_unref(s->dns[i]);
+    }
     free(s->user);
     if (s->password != NULL)
         explicit_bzero(s->password, strlen(s->password));

@@ -280,7 +280,6 @@ static int
 add_sentinel(const char *p, const char *end, struct sl_redis_url *u, char *err, size_t err_size)
 {
     struct sl_redis_url tmp = { 0 };
-    unsigned char bin[16];
 
     if (u->nsentinels == SL_REDIS_SENTINELS_MAX) {
         snprintf(err, err_size, "more than %d sentinels", SL_REDIS_SENTINELS_MAX);
@@ -291,12 +290,6 @@ add_sentinel(const char *p, const char *end, struct sl_redis_url *u, char *err, 
         return -1;
     }
     if (parse_host_port(p, end, SL_REDIS_SENTINEL_PORT, &tmp, err, err_size) == -1) {
-        free(tmp.host);
-        return -1;
-    }
-    if (inet_pton(AF_INET, tmp.host, bin) != 1 && inet_pton(AF_INET6, tmp.host, bin) != 1) {
-        snprintf(err, err_size, "sentinel \"%.64s\" is not an IP address (host names are not "
-                 "supported for sentinels)", tmp.host);
         free(tmp.host);
         return -1;
     }

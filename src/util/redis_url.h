@@ -33,7 +33,7 @@
 #define SL_REDIS_MASTER_NAME_MAX 128
 
 struct sl_redis_addr {
-    char *host;     /* an IPv4 or IPv6 address, without brackets */
+    char *host;     /* an address (IPv6 without brackets) or a host name */
     int port;
 };
 

@@ -249,6 +249,32 @@ def main(env):
          "current master is used")
     s.stop()
 
+    # the sentinels by host name (a headless Service): every address of the
+    # name is a sentinel, looked up by the daemon's resolver (dnsmasq here)
+    if shutil.which("dnsmasq") is not None:
+        from b_dns_upstream import Dnsmasq
+        hosts = env.path("hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 sentinels.sluice.test\n")
+        dns = Dnsmasq(env, hosts)
+        by_name = "redis-sentinel://%s/%s/0" % (
+            ",".join("sentinels.sluice.test:%d" % x.port for x in sentinels), NAME)
+        s = env.sluice(CONF.replace("access_log = \"off\"\n", "access_log = \"off\"\n"
+                                    "resolver = { servers = { \"127.0.0.1:${dns}\" } }\n"),
+                       name="sluice-byname",
+                       values={"up": up.port, "url": by_name, "policy": "deny",
+                               "pwfile": pwfile, "dns": dns.port})
+
+        def by_name_ok():
+            key = "byname-%f" % time.monotonic()
+            return (h.request(s.addr, "GET", "/echo", [("X-Key", key)]).status == 200
+                    and has_key(replica, key))
+        t.ok(h.wait_until(by_name_ok, 5, 0.1), "sentinels by host name: the current master "
+             "is found through the resolver's addresses")
+        s.stop()
+    else:
+        t.skip("sentinels by host name", "dnsmasq not installed (Debian: dnsmasq-base)")
+
     # -T prints store.sentinel: the file's name, never the password
     conf = env.path("check.conf")
     with open(conf, "w") as f:
