@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* Copyright (c) 2026 the sluice developers */
+/*
+ * Idempotency records (draft-ietf-httpapi-idempotency-key-header-06): what
+ * the idempotency phase (src/phase_idem.c) keeps per key. A key is first
+ * claimed by one request (in flight, under a claim token); when its response
+ * completes, the claim becomes a record holding the request's fingerprint
+ * and the response to replay; a failed request releases its claim so the
+ * client may retry. Only the holder of a claim's token can complete or
+ * release it, so a claim that expired (its instance died) and was taken
+ * again is never overwritten by the late first holder.
+ *
+ * Two backends behind one set of calls: the embedded table (one per
+ * process, shared by the workers: src/idem_table.c) and Redis (one script,
+ * shared by every instance: src/idem_redis.c).
+ */
+#ifndef SL_IDEM_H
+#define SL_IDEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/sha256.h"
+
+#define SL_IDEM_TOKEN_LEN 16 /* bytes of a claim token */
+
+enum sl_idem_result {
+    SL_IDEM_CLAIMED,   /* the key was free: this request holds it now */
+    SL_IDEM_IN_FLIGHT, /* another request holds it: 409 */
+    SL_IDEM_DONE,      /* a completed record: replay it or 422 */
+    SL_IDEM_FULL,      /* the embedded table has no room (only claims left) */
+    SL_IDEM_ERROR,     /* the store did not answer */
+};
+
+/* A completed record, shared: hold a reference while its bytes are in use. */
+struct sl_idem_record {
+    _Atomic unsigned refs; /* the backend's */
+    uint8_t fingerprint[SL_SHA256_LEN];
+    size_t len;
+    char response[]; /* the stored response, sl_idem_response_* format */
+};
+
+/* ---- the embedded table ---------------------------------------------------- */
+
+struct sl_idem_table;
+
+/* A table that keeps at most max_bytes of keys and records. Thread-safe. */
+struct sl_idem_table *sl_idem_table_new(size_t max_bytes);
+void sl_idem_table_free(struct sl_idem_table *t);
+
+/*
+ * Claims `key` for lock_ms with `token`, unless a live claim or record has
+ * it. SL_IDEM_DONE sets *record to a new reference (sl_idem_record_put).
+ * Expired entries count as absent. When the table is full, completed
+ * records go first, oldest first; claims are never evicted.
+ */
+enum sl_idem_result sl_idem_table_claim(struct sl_idem_table *t, const char *key,
+                                        size_t key_len, const uint8_t *token,
+                                        uint64_t lock_ms, const struct sl_idem_record **record);
+/* The claim under `token` becomes a record for ttl_ms. False when the claim
+ * is no longer this token's (expired, taken again) or there is no room. */
+bool sl_idem_table_complete(struct sl_idem_table *t, const char *key, size_t key_len,
+                            const uint8_t *token, const uint8_t *fingerprint,
+                            const char *response, size_t len, uint64_t ttl_ms);
+/* Drops the claim under `token` (not a record, nor another's claim). */
+void sl_idem_table_release(struct sl_idem_table *t, const char *key, size_t key_len,
+                           const uint8_t *token);
+/* Entries and bytes held now, for metrics and tests. */
+void sl_idem_table_usage(struct sl_idem_table *t, size_t *entries, size_t *bytes);
+
+/* A record of `len` response bytes, one reference, fingerprint and bytes
+ * to be filled in. */
+struct sl_idem_record *sl_idem_record_new(size_t len);
+/* Another reference, and releasing one (the last frees it). */
+const struct sl_idem_record *sl_idem_record_get(const struct sl_idem_record *record);
+void sl_idem_record_put(const struct sl_idem_record *record);
+
+#endif
