@@ -466,6 +466,7 @@ sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *e)
     field_ms(&f, log, "limiter_ms", e->limiter_ms);
     field_string(&f, "route", clean_str(log, e->route, MAX_NAME));
     field_string(&f, "upstream", clean_str(log, e->upstream, MAX_NAME));
+    field_u64(&f, log, "retries", e->retries);
     field_string(&f, "limit", clean_str(log, e->limit, MAX_NAME));
     field_string(&f, "request_id", clean(log, e->request_id, e->request_id_len, MAX_ID));
     field_string(&f, "trace_id", clean(log, e->trace_id, e->trace_id_len, MAX_TRACE));

@@ -241,6 +241,7 @@ sl_config_free(struct sl_config *cfg)
             free(cfg->upstreams[i].names[j].text);
         }
         free(cfg->upstreams[i].names);
+        free(cfg->upstreams[i].health.path);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->nlimits; i++) {

@@ -649,6 +649,46 @@ dump_resolver(struct dumper *d)
 static void put_balance(FILE *out, const struct sl_upstream_conf *u);
 
 static void
+put_retry(FILE *out, const struct sl_retry_conf *r)
+{
+    size_t n = 0;
+
+    fprintf(out, ",\n    retries = %u,\n    retry_on = ", r->retries);
+    for (unsigned bit = 1; bit != 0 && bit <= r->on; bit <<= 1) {
+        if (r->on & bit) {
+            put_sep(out, n++);
+            put_cstring(out, sl_conf_retry_word(bit));
+        }
+    }
+    put_close(out, n);
+    fprintf(out, ",\n    retry_budget = { percent = %u, min = %u }", r->budget_percent,
+            r->budget_min);
+}
+
+/* Without a path only the passive keys load back: the others are refused. */
+static void
+put_health(FILE *out, const struct sl_health_conf *hc)
+{
+    fputs(",\n    health = {\n", out);
+    if (hc->path == NULL) {
+        fputs("      -- no active checks (no path)\n", out);
+    } else {
+        fputs("      path = ", out);
+        put_cstring(out, hc->path);
+        fputs(",\n      interval = ", out);
+        put_duration(out, hc->interval_ms);
+        fputs(",\n      timeout = ", out);
+        put_duration(out, hc->timeout_ms);
+        fprintf(out, ",\n      fails = %u,\n      passes = %u,\n", hc->fails, hc->passes);
+    }
+    fprintf(out, "      max_fails = %u,\n      fail_timeout = ", hc->max_fails);
+    put_duration(out, hc->fail_timeout_ms);
+    fputs(",\n      max_fail_timeout = ", out);
+    put_duration(out, hc->max_fail_timeout_ms);
+    fprintf(out, ",\n      passive_5xx = %s,\n    }", hc->is_passive_5xx ? "true" : "false");
+}
+
+static void
 dump_upstreams(struct dumper *d)
 {
     FILE *out = d->out;
@@ -671,6 +711,8 @@ dump_upstreams(struct dumper *d)
         fprintf(out, ",\n    max_inflight = %u,\n    queue = %u,\n    tunnel_idle_timeout = ",
                 u->max_inflight, u->queue);
         put_duration(out, u->tunnel_idle_timeout_ms);
+        put_retry(out, &u->retry);
+        put_health(out, &u->health);
         fputs(",\n  },\n", out);
     }
     fputs("}\n", out);

@@ -12,6 +12,8 @@
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
  *   config_balance.c an upstream's servers (with weights) and balance
+ *   config_retry.c   an upstream's retry_on and retry_budget
+ *   config_health.c  an upstream's health table: active checks, passive ejection
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -260,13 +262,30 @@ bool sl_conf_check_lifecycle(struct loader *ld, struct sl_route_conf *r);
 /* Same header conditions (both sorted by name)? */
 bool sl_conf_same_headers(const struct sl_route_conf *a, const struct sl_route_conf *b);
 void sl_conf_free_route_lifecycle(struct sl_route_conf *r);
+/* ---- config_retry.c ------------------------------------------------------- */
+
+/* retries = 1, retry_on = { "connect_failure", "reset" }, 20 %, at least 3. */
+void sl_conf_retry_defaults(struct sl_retry_conf *r);
+/* retry_on and retry_budget of an upstream (opt_fn on a struct sl_upstream_conf). */
+bool sl_conf_set_retry_on(struct loader *ld, void *obj, int idx);
+bool sl_conf_set_retry_budget(struct loader *ld, void *obj, int idx);
+/* "reset" for SL_RETRY_ON_RESET...; NULL for anything but one bit. */
+const char *sl_conf_retry_word(unsigned bit);
+/* ---- config_health.c ------------------------------------------------------ */
+
+/* upstreams.NAME.health = { ... }: an option of an upstream (an opt_fn). */
+bool sl_conf_set_health(struct loader *ld, void *obj, int idx);
+void sl_conf_health_defaults(struct sl_health_conf *hc);
+/* NULL-terminated, new array of static strings: the keys of a health table. */
+const char **sl_conf_health_names(void);
 
 /* ---- config_schema.c ------------------------------------------------------ */
 
 /* NULL-terminated, new array of static strings: the top-level keys. */
 const char **sl_conf_top_names(void);
 /* The same for the keys of an entry of a section ("client", "store",
- * "upstreams", "limits", "routes", "metrics", "listen": a listener's table); NULL for another
+ * "upstreams", "limits", "routes", "metrics", "listen": a listener's table, "health": an
+ * upstream's health table); NULL for another
  * name. */
 const char **sl_conf_section_names(const char *section);
 void sl_conf_set_defaults(struct sl_config *cfg);

@@ -457,6 +457,10 @@ static const struct opt upstream_opts[] = {
     ROW_UNSIGNED("queue", "4096", 0, 10000000, struct sl_upstream_conf, queue),
     ROW_DURATION("tunnel_idle_timeout", "1h", 1, 7 * 24 * MS_HOUR, struct sl_upstream_conf,
                  tunnel_idle_timeout_ms),
+    ROW_UNSIGNED("retries", "1", 0, 10, struct sl_upstream_conf, retry.retries),
+    ROW_CUSTOM("retry_on", sl_conf_set_retry_on),
+    ROW_CUSTOM("retry_budget", sl_conf_set_retry_budget),
+    ROW_CUSTOM("health", sl_conf_set_health), /* config_health.c */
 };
 
 static bool
@@ -477,7 +481,9 @@ set_upstreams(struct loader *ld, void *obj, int idx)
         struct sl_upstream_conf *u = &cfg->upstreams[i];
 
         u->name = names[i];
+        sl_conf_retry_defaults(&u->retry);
         sl_conf_defaults(upstream_opts, NOPTS(upstream_opts), u);
+        sl_conf_health_defaults(&u->health);
         sl_conf_push_key(ld, u->name);
         {
             size_t file;
@@ -1164,6 +1170,8 @@ sl_conf_section_names(const char *section)
         { "metrics", metrics_opts, NOPTS(metrics_opts) },
     };
 
+    if (strcmp(section, "health") == 0) /* an upstream's health table (config_health.c) */
+        return sl_conf_health_names();
     if (strcmp(section, "listen") == 0) /* a listener's table (config_listen.c) */
         return opt_names(sl_conf_listen_opts, sl_conf_nlisten_opts);
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {

@@ -42,6 +42,7 @@
 
 #include "sluice/admin_buckets.h"
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/limiter.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -95,6 +96,7 @@ struct daemon {
     struct sl_shared_config *shared;
     struct sl_limiter_shared *limiter_shared;
     struct sl_resolver *resolver; /* upstream host names, on the main loop */
+    struct sl_health *health;     /* upstream server states and checks, on the main loop */
     struct event_base *base;
     struct event *signals[4];
     struct event *worker_done;
@@ -423,6 +425,7 @@ admin_metrics(struct evhttp_request *req, void *arg)
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       SL_METRICS_CONTENT_TYPE);
     evbuffer_add_reference(out, text, len, free_rendered, NULL);
+    sl_health_render(d->health, out);
     evhttp_send_reply(req, 200, NULL, out);
     evbuffer_free(out);
 }
@@ -706,6 +709,7 @@ reload_decide(struct daemon *d)
         if (d->buckets != NULL
             && sl_admin_buckets_set_config(d->buckets, d->next->cfg, err, sizeof(err)) != 0)
             sl_log_error("reload: bucket API: %s; it answers 503 until the next reload", err);
+        sl_health_configure(d->health, d->next->cfg);
         sl_shared_config_unref(d->shared);
         d->shared = d->next;
     } else {
@@ -872,6 +876,7 @@ workers_start(struct daemon *d)
         event_add(w->notify, NULL);
         w->proxy = sl_proxy_new(w->base, i, d->nworkers, d->limiter_shared, d->metrics);
         sl_proxy_set_resolver(w->proxy, d->resolver);
+        sl_proxy_set_health(w->proxy, d->health);
         if (sl_proxy_set_config(w->proxy, d->shared, err, sizeof(err)) != 0
             || sl_proxy_listen(w->proxy, cfg, err, sizeof(err)) != 0) {
             sl_log_error("worker %u: %s", i, err);
@@ -991,6 +996,8 @@ daemon_fini(struct daemon *d)
     event_free(d->answer);
     close(d->answer_fd);
     sl_shared_config_unref(d->next);
+    /* its checks hold names of the resolver */
+    sl_health_free(d->health);
     if (d->resolver != NULL)
         sl_resolver_free(d->resolver);
     event_base_free(d->base);
@@ -1038,6 +1045,8 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.fault_worker = fault_worker_from_env();
     if (resolver_start(&d, cfg) != 0)
         goto fail;
+    d.health = sl_health_new(d.base, d.resolver);
+    sl_health_configure(d.health, cfg);
     watchdog_init(&d);
     for (size_t i = 0; i < 4; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);

@@ -53,6 +53,7 @@
 #define NSTORE_ERRORS 3
 #define NSTATES 4
 #define NUPSTREAM_ERRORS 4
+#define NRETRY_REASONS 4
 #define NBACKENDS 2
 
 static const char *const method_names[NMETHODS] = {
@@ -68,6 +69,9 @@ static const char *const store_error_names[NSTORE_ERRORS] = { "timeout", "connec
 static const char *const state_names[NSTATES] = { "redis", "local", "local_fallback", "failing" };
 static const char *const upstream_error_names[NUPSTREAM_ERRORS] = {
     "connect_error", "connect_timeout", "response_timeout", "broken",
+};
+static const char *const retry_reason_names[NRETRY_REASONS] = {
+    "connect_failure", "reset", "502", "503",
 };
 static const char *const backend_names[NBACKENDS] = { "redis", "local" };
 static const char *const kind_labels[NKINDS] = { "route", "limit", "upstream" };
@@ -88,6 +92,8 @@ enum {
     U_ERRORS = NCLASSES,
     U_GAUGES = U_ERRORS + NUPSTREAM_ERRORS, /* idle, active, queued */
     U_SHED = U_GAUGES + 3,
+    U_RETRIES,
+    U_RETRIES_REFUSED = U_RETRIES + NRETRY_REASONS,
     U_HIST,
 };
 /* ... the worker's scalars; the store histograms (one per backend) follow S_HIST */
@@ -639,6 +645,25 @@ sl_metrics_shed(struct sl_metrics_worker *w, unsigned upstream)
 }
 
 void
+sl_metrics_upstream_retry(struct sl_metrics_worker *w, unsigned upstream,
+                          enum sl_metrics_retry_reason reason)
+{
+    _Atomic uint64_t *s = slot_words(w, SL_METRICS_UPSTREAM, upstream);
+
+    if (s != NULL && (unsigned)reason < NRETRY_REASONS)
+        bump(&s[U_RETRIES + reason], 1);
+}
+
+void
+sl_metrics_upstream_retry_refused(struct sl_metrics_worker *w, unsigned upstream)
+{
+    _Atomic uint64_t *s = slot_words(w, SL_METRICS_UPSTREAM, upstream);
+
+    if (s != NULL)
+        bump(&s[U_RETRIES_REFUSED], 1);
+}
+
+void
 sl_metrics_client_open(struct sl_metrics_worker *w)
 {
     if (w == NULL)
@@ -976,6 +1001,18 @@ render_upstreams(struct out *o, struct sl_metrics *m)
     for (size_t u = 0; u < ups->n; u++)
         emit(o, "sluice_requests_shed_total{upstream=\"%s\"} %" PRIu64 "\n", ups->label[u],
              sum_slot(m, SL_METRICS_UPSTREAM, u, U_SHED));
+    head(o, "sluice_upstream_retries_total", "counter",
+         "Requests sent again after a failed attempt, by upstream and reason.");
+    for (size_t u = 0; u < ups->n; u++)
+        for (size_t r = 0; r < NRETRY_REASONS; r++)
+            emit(o, "sluice_upstream_retries_total{upstream=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                 ups->label[u], retry_reason_names[r],
+                 sum_slot(m, SL_METRICS_UPSTREAM, u, U_RETRIES + r));
+    head(o, "sluice_upstream_retries_refused_total", "counter",
+         "Retries not made because the upstream's retry budget was spent, by upstream.");
+    for (size_t u = 0; u < ups->n; u++)
+        emit(o, "sluice_upstream_retries_refused_total{upstream=\"%s\"} %" PRIu64 "\n",
+             ups->label[u], sum_slot(m, SL_METRICS_UPSTREAM, u, U_RETRIES_REFUSED));
 }
 
 /* One route's consumers: every worker's table locked at once (the scrape is

@@ -443,6 +443,12 @@ sl_proxy_set_resolver(struct sl_proxy *px, struct sl_resolver *resolver)
 }
 
 void
+sl_proxy_set_health(struct sl_proxy *px, struct sl_health *health)
+{
+    px->health = health;
+}
+
+void
 sl_proxy_free(struct sl_proxy *px)
 {
     if (px == NULL)
@@ -592,7 +598,8 @@ sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
-                                             gen->upstream_slots[i], px->resolver);
+                                             gen->upstream_slots[i], px->resolver,
+                                             px->health);
     pg = sl_xcalloc(1, sizeof(*pg));
     pg->gen = gen;
     if (prepare_accesslog(px, cfg, pg, err, err_size) != 0) {

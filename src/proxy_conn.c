@@ -101,6 +101,7 @@ conn_destroy(struct conn *c)
 
     sl_head_fini(&c->head);
     sl_head_fini(&c->resp);
+    proxy_retry_end(c);
     free(c->rq.head_buf);
     sl_phase_run_fini(&c->phases);
     free(c);
@@ -242,6 +243,7 @@ proxy_request_finish(struct conn *c, const char *reason)
         : -1.0;
     e.limiter_ms = -1.0; /* the limits phase fills it in, and e.limit */
     e.upstream = c->rq.upstream_addr[0] != '\0' ? c->rq.upstream_addr : NULL;
+    e.retries = c->rq.is_upstream_asked ? c->wait.retries_used : 0;
     rid = c->rq.request_id_len ? NULL : sl_request_header(&c->rq.req, SL_LIT("x-request-id"));
     if (c->rq.request_id_len) {
         e.request_id = c->request_id;
@@ -269,6 +271,7 @@ request_reset(struct conn *c)
     free(c->rq.head_buf);
     proxy_gen_release(c->rq.gen);
     evtimer_del(&c->req_timer);
+    proxy_retry_end(c);
     c->rq = (struct request_state){ .framing = SL_FRAMING_NONE };
     sl_head_reset(&c->head, HTTP_REQUEST);
 }
@@ -501,6 +504,7 @@ request_begin(struct conn *c)
                             "the request framing is ambiguous or invalid", true);
         return;
     }
+    c->rq.content_length = c->rq.body_left;
     c->rq.is_body_done = c->rq.framing == SL_FRAMING_NONE;
     if (c->rq.is_body_done)
         evtimer_del(&c->req_timer);
@@ -770,10 +774,12 @@ proxy_forward_body(struct conn *c)
     struct evbuffer *in = c->cs.in;
     struct evbuffer *out;
     size_t avail = evbuffer_get_length(in);
+    size_t from;
 
     if (c->up == NULL || c->rq.is_body_done || avail == 0)
         return;
     out = c->us->out;
+    from = evbuffer_get_length(out);
     if (c->rq.framing == SL_FRAMING_LENGTH) {
         size_t n = avail < c->rq.body_left ? avail : (size_t)c->rq.body_left;
         evbuffer_remove_buffer(in, out, n);
@@ -797,6 +803,7 @@ proxy_forward_body(struct conn *c)
             return;
         }
     }
+    proxy_retry_keep(c, from);
     sl_stream_flush(c->us);
     sl_stream_rearm(&c->cs);
     if (!c->rq.is_body_done) {

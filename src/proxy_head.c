@@ -398,7 +398,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
     HB_LIT(&b, "\r\n");
     if (c->rq.framing == SL_FRAMING_LENGTH) {
         HB_LIT(&b, "Content-Length: ");
-        hb_u64(&b, c->rq.body_left);
+        hb_u64(&b, c->rq.content_length); /* body_left runs down as it goes */
         HB_LIT(&b, "\r\n");
     } else if (c->rq.framing == SL_FRAMING_CHUNKED) {
         HB_LIT(&b, "Transfer-Encoding: chunked\r\n");

@@ -13,6 +13,8 @@
  *                     stream it back, timeouts
  *   proxy_tunnel.c    upgraded connections (WebSocket after a 101): bytes
  *                     relayed both ways, half-close, backpressure, idle timeout
+ *   proxy_retry.c     what a request needs to go up again: whether it may,
+ *                     and the copy of its body kept for it
  *
  * Everything here runs on one worker's event loop.
  */
@@ -55,6 +57,7 @@ struct sl_upstream_pool;
 #define CLIENT_PROBE_MS 1000u /* while waiting for a response head: is the client still there? */
 #define FLUSH_TIMEOUT_MS 10000u
 #define MAX_REQUEST_ID SL_HTTP_MAX_REQUEST_ID
+#define RETRY_BODY_MAX (64u * 1024u) /* request bodies kept for a retry up to this */
 
 /* What one worker built from one config (proxy.c); only proxy.c sees inside. */
 struct wgen;
@@ -114,6 +117,7 @@ struct request_state {
     struct route_use use;      /* valid when route != NULL */
     enum sl_framing framing;
     uint64_t body_left;
+    uint64_t content_length; /* SL_FRAMING_LENGTH: the body's length as the client sent it */
     uint64_t body_seen;
     bool is_body_done;
     bool is_body_too_large;
@@ -130,6 +134,15 @@ struct request_state {
     size_t xff_len;
     size_t request_id_len;  /* 0: the client's X-Request-Id is kept */
     struct ident ident;     /* X-Forwarded-* and Forwarded, as proxy_ident.c decided */
+
+    /* attempts upstream (proxy_retry.c) */
+    unsigned attempts;      /* connections the request was sent on */
+    bool is_upstream_asked; /* c->wait is this request's (its retries are counted there) */
+    bool is_idempotent;     /* RFC 9110 section 9.2.2 */
+    bool is_body_kept;      /* the body sent so far can be sent again: none, or in conn.replay */
+    bool is_resp_byte_seen; /* the attempt's upstream sent something */
+    uint64_t up_written_base; /* the upstream stream's bytes_written when the attempt began */
+    size_t up_head_len;       /* the request head's length in that stream's output */
 
     /* the response */
     enum sl_framing resp_framing;
@@ -192,6 +205,7 @@ struct conn {
     struct sl_stream *us;       /* the upstream socket, while c->up is held */
     struct event up_timer;      /* upstream response timeout, between reads */
     struct sl_head resp;
+    struct evbuffer *replay;    /* the request body as sent up, for a retry; NULL: none */
 };
 
 struct sl_proxy {
@@ -199,6 +213,7 @@ struct sl_proxy {
     unsigned index, nworkers;
     struct sl_limiter_shared *limiter_shared;
     struct sl_resolver *resolver; /* upstream host names; NULL: none */
+    struct sl_health *health;     /* upstream server states; NULL: each pool its own */
     struct wgen *gen;
     struct evconnlistener **listeners;
     struct sl_listen_conf *listen_confs; /* each listener's conf, copied when it opened */
@@ -306,6 +321,22 @@ void proxy_up_timer_set(struct conn *c);
 void proxy_up_timer_for_body(struct conn *c);
 void proxy_up_timer_cb(evutil_socket_t fd, short what, void *arg);
 void proxy_forward_response(struct conn *c);
+
+/* ---- proxy_retry.c: another attempt ---------------------------------------- */
+
+/* An attempt begins on c->us: its first decides what of the body is kept;
+ * later ones get the body sent so far again. Call after the head went into
+ * c->us->out. */
+void proxy_retry_attempt(struct conn *c);
+/* Request body bytes went into c->us->out from offset `from` on: kept while
+ * the request may want them again. */
+void proxy_retry_keep(struct conn *c, size_t from);
+/* Whether the request may go up again after the attempt on c->us failed:
+ * nothing of it was written to the socket, or it is idempotent and its body
+ * is kept. May take a copy of the unsent body from c->us->out. */
+bool proxy_retry_resendable(struct conn *c);
+/* The request is over: the kept body goes. */
+void proxy_retry_end(struct conn *c);
 
 /* ---- proxy_ident.c: who the client is ---------------------------------- */
 

@@ -80,6 +80,7 @@ proxy_upstream_start(struct conn *c)
                        && balance_key(&c->rq.req, conf->hash_key, &value, &len);
     if (c->wait.has_hash)
         c->wait.hash = sl_balance_key_hash(value, len);
+    c->rq.is_upstream_asked = true;
     sl_upstream_acquire(c->rq.use.pool, &c->wait, on_upstream, c);
 }
 
@@ -134,9 +135,11 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     struct conn *c = arg;
     if (status != 0) {
         const char *detail = status == 504 ? "the upstream did not accept the connection in time"
+                             : c->wait.is_all_down ? "no upstream server passes its health check"
                              : status == 503 ? "the upstream is overloaded, retry later"
                                              : "the upstream is unreachable";
         const char *reason = status == 504   ? "upstream connect timeout"
+                             : c->wait.is_all_down ? "upstream all servers down"
                              : status == 503 ? "upstream overloaded"
                                              : "upstream unreachable";
         proxy_respond_error(c, status, reason, detail, false);
@@ -155,8 +158,13 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
     c->us->in_max = HIGH_WATER;
     sl_stream_set_reading(c->us, true);
     proxy_up_timer_set(c);
+    c->rq.is_resp_byte_seen = false;
+    c->rq.up_written_base = c->us->bytes_written;
     proxy_write_request_head(c, c->us->out);
-    if (c->rq.is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
+    c->rq.up_head_len = evbuffer_get_length(c->us->out);
+    proxy_retry_attempt(c);
+    /* decided at the first attempt only: a retry owes the client nothing new */
+    if (c->rq.is_expect_continue && c->rq.attempts == 1 && evbuffer_get_length(c->cs.in) == 0) {
         evbuffer_add(c->cs.out, SL_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         sl_stream_flush(&c->cs);
     }
@@ -171,6 +179,27 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
             proxy_up_timer_for_body(c);
     }
     proxy_conn_unhold(c);
+}
+
+/*
+ * The attempt on c->up failed for `reason` (an SL_RETRY_ON_* bit) before
+ * anything of a response went to the client: the request goes up again when
+ * it is safe (proxy_retry_resendable) and the pool grants a retry. True
+ * when it does; else c->up is still held and the caller answers.
+ */
+static bool
+retry(struct conn *c, unsigned reason)
+{
+    if (c->rq.is_resp_started || !proxy_retry_resendable(c)
+        || !sl_upstream_retry(c->up, &c->wait, reason, on_upstream, c))
+        return false;
+    evtimer_del(&c->up_timer);
+    evtimer_del(&c->timer); /* on_upstream sets the body timeout again */
+    c->up = NULL;
+    c->us = NULL;
+    c->is_up_read_paused = false;
+    c->state = C_UPSTREAM_WAIT;
+    return true;
 }
 
 /*
@@ -404,9 +433,15 @@ read_response_head(struct conn *c)
             continue;
         }
         c->rq.first_byte_us = sl_clock_cached_us();
+        sl_upstream_report(c->up, (int)status);
         sl_metrics_upstream_response(c->px->mw,
                                      c->rq.use.upstream_slot, (int)status,
                                      c->rq.first_byte_us - c->rq.upstream_start_us);
+        /* opt-in (retry_on): the upstream's own 502 or 503 is dropped for
+         * another server's answer; its connection goes with it */
+        if ((status == 502 || status == 503)
+            && retry(c, status == 502 ? SL_RETRY_ON_502 : SL_RETRY_ON_503))
+            return false;
         c->rq.resp_framing = sl_http_response_framing(&c->resp, c->rq.is_head_method);
         c->rq.resp_left =
             c->rq.resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
@@ -423,6 +458,7 @@ read_response_head(struct conn *c)
 static void
 up_read(struct conn *c)
 {
+    c->rq.is_resp_byte_seen = true;
     if (c->rq.is_resp_started || read_response_head(c)) {
         if (!c->is_dead && c->up != NULL)
             proxy_forward_response(c);
@@ -451,6 +487,9 @@ up_failed(struct conn *c, bool is_timeout)
                               is_timeout ? SL_METRICS_UPSTREAM_RESPONSE_TIMEOUT
                                          : SL_METRICS_UPSTREAM_BROKEN);
     if (!c->rq.is_resp_started) {
+        /* Not after a timeout: the upstream may still be working on it. */
+        if (!is_timeout && !c->rq.is_resp_byte_seen && retry(c, SL_RETRY_ON_RESET))
+            return;
         proxy_upstream_drop(c, false);
         proxy_respond_error(c, is_timeout ? 504 : 502,
                             is_timeout ? "upstream timed out" : "upstream closed without answering",

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/resolver.h"
@@ -30,8 +31,6 @@
 #include "util/stream.h"
 #include "util/timeval.h"
 
-/* A refused server is skipped for this long unless every server is down. */
-#define SERVER_DOWN_US (2u * 1000u * 1000u)
 #define FAILURE_LOG_INTERVAL_US (1000u * 1000u) /* per server and worker */
 
 enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
@@ -44,7 +43,7 @@ enum { PHASE_QUEUED = 1, PHASE_CONNECTING, PHASE_DELIVER };
 struct server {
     struct sl_sockaddr addr;
     struct sl_balance_peer bal; /* weight, requests in flight, round-robin state */
-    uint64_t down_until_us;
+    struct sl_health_server *health; /* shared with every pool of the process */
     struct sl_log_gate failure_log; /* connect failures */
     struct sl_upconn *idle; /* keep-alive connections to this server, most recent first */
     unsigned nconns;        /* connecting, in use or idle */
@@ -69,6 +68,7 @@ struct sl_upconn {
     bool is_reused;
     bool is_inflight; /* counted in its server's bal.inflight */
     bool is_broken; /* closed or talked while parked between idle and handover */
+    bool is_retry_counted; /* carries a retry: counted in pool->retrying until released */
 };
 
 struct sl_upstream_pool {
@@ -88,8 +88,10 @@ struct sl_upstream_pool {
     struct sl_upstream_wait *queue_head, *queue_tail;
     unsigned nqueued, max_queued;
     uint64_t connect_failures, connect_timeouts, shed;
+    unsigned retrying; /* requests on a retry now, for the retry budget */
     struct sl_metrics_worker *metrics;
     unsigned slot;
+    struct sl_health *health;
 };
 
 static void
@@ -112,6 +114,61 @@ count_shed(struct sl_upstream_pool *pool)
     sl_metrics_shed(pool->metrics, pool->slot);
 }
 
+/* The request's retry is over (it failed, was withdrawn, or its
+ * connection went back): it leaves the budget's count. */
+static void
+retry_uncount(struct sl_upstream_pool *pool, bool *is_counted)
+{
+    if (*is_counted) {
+        *is_counted = false;
+        pool->retrying--;
+    }
+}
+
+static enum sl_metrics_retry_reason
+retry_reason(unsigned bit)
+{
+    return bit == SL_RETRY_ON_CONNECT_FAILURE ? SL_METRICS_RETRY_CONNECT_FAILURE
+           : bit == SL_RETRY_ON_502           ? SL_METRICS_RETRY_502
+           : bit == SL_RETRY_ON_503           ? SL_METRICS_RETRY_503
+                                              : SL_METRICS_RETRY_RESET;
+}
+
+/*
+ * Whether the request may make another attempt for `reason`: the upstream
+ * retries on it, the request has retries left, and the budget has room (a
+ * request already on a retry holds its place in the count). Counts the
+ * retry, or the refusal when the budget alone said no.
+ */
+static bool
+retry_allowed(struct sl_upstream_wait *wait, unsigned reason)
+{
+    struct sl_upstream_pool *pool = wait->pool;
+    const struct sl_retry_conf *rc = &pool->conf->retry;
+    unsigned others = pool->retrying - (wait->is_retry_counted ? 1 : 0);
+
+    if (!(rc->on & reason) || wait->retries_used >= rc->retries)
+        return false;
+    if (!sl_upstream_retry_budget_ok(rc->budget_percent, rc->budget_min,
+                                     pool->active + pool->nqueued, others)) {
+        sl_metrics_upstream_retry_refused(pool->metrics, pool->slot);
+        return false;
+    }
+    wait->retries_used++;
+    if (!wait->is_retry_counted) {
+        wait->is_retry_counted = true;
+        pool->retrying++;
+    }
+    sl_metrics_upstream_retry(pool->metrics, pool->slot, retry_reason(reason));
+    return true;
+}
+
+static bool
+is_avoided(const struct sl_upstream_wait *wait, const struct server *srv)
+{
+    return wait->avoid[0] != '\0' && strcmp(wait->avoid, srv->addr.text) == 0;
+}
+
 static void start(struct sl_upstream_wait *wait);
 static void connect_next(struct sl_upstream_wait *wait);
 static void tries_reset(struct sl_upstream_wait *wait);
@@ -132,6 +189,7 @@ server_add(struct sl_upstream_pool *pool, const struct sl_sockaddr *addr, unsign
 
     srv->addr = *addr;
     srv->bal.weight = weight > 0 ? weight : 1;
+    srv->health = sl_health_ref(pool->health, pool->conf->name, addr->text);
     if (pool->nservers == pool->cap) {
         pool->cap = pool->cap ? 2 * pool->cap : 4;
         pool->servers = sl_xrealloc(pool->servers, pool->cap * sizeof(*pool->servers));
@@ -181,17 +239,20 @@ conf_weight(const struct sl_upstream_conf *conf, size_t i)
 static void
 server_put(struct server *srv)
 {
-    if (srv->is_retired && srv->nconns == 0)
+    if (srv->is_retired && srv->nconns == 0) {
+        sl_health_unref(srv->health);
         free(srv);
+    }
 }
 
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
                      unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
-                     struct sl_resolver *resolver)
+                     struct sl_resolver *resolver, struct sl_health *health)
 {
     struct sl_upstream_pool *pool = sl_xcalloc(1, sizeof(*pool));
 
+    pool->health = health;
     pool->metrics = metrics;
     pool->slot = slot;
     pool->base = base;
@@ -355,6 +416,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     case PHASE_QUEUED:
         queue_remove(wait);
         count_shed(pool);
+        retry_uncount(pool, &wait->is_retry_counted);
         wait->is_active = false;
         wait->cb(wait->arg, NULL, 503);
         return;
@@ -364,7 +426,7 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         pool->connect_timeouts++;
         sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_TIMEOUT);
         log_connect_failure(pool, conn->server, "timed out");
-        conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+        sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
         upconn_free(conn);
         wait->last_status = 504;
         connect_next(wait);
@@ -384,8 +446,12 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
         }
         wait->is_active = false;
         if (conn == NULL) {
+            retry_uncount(pool, &wait->is_retry_counted);
             active_add(pool, -1);
             pump_queue(pool);
+        } else {
+            conn->is_retry_counted = wait->is_retry_counted;
+            wait->is_retry_counted = false;
         }
         wait->cb(wait->arg, conn, status);
         return;
@@ -394,21 +460,10 @@ wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void
-sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
-                    sl_upstream_cb *cb, void *arg)
+/* A slot, a place in the queue, or 503. */
+static void
+enter(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait)
 {
-    uint64_t hash = wait->hash;
-    bool has_hash = wait->has_hash;
-
-    memset(wait, 0, sizeof(*wait));
-    wait->hash = hash;
-    wait->has_hash = has_hash;
-    wait->pool = pool;
-    wait->cb = cb;
-    wait->arg = arg;
-    wait->is_active = true;
-    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
     if (pool->active < pool->max_active) {
         active_add(pool, 1);
         start(wait);
@@ -435,6 +490,62 @@ sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait
     deliver_later(wait, NULL, 503);
 }
 
+/* The hash key is the caller's, set before acquire (see upstream.h). */
+static void
+wait_init(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait, sl_upstream_cb *cb,
+          void *arg)
+{
+    uint64_t hash = wait->hash;
+    bool has_hash = wait->has_hash;
+
+    memset(wait, 0, sizeof(*wait));
+    wait->hash = hash;
+    wait->has_hash = has_hash;
+    wait->pool = pool;
+    wait->cb = cb;
+    wait->arg = arg;
+    wait->is_active = true;
+    evtimer_assign(&wait->timer, pool->base, wait_timer_cb, wait);
+}
+
+void
+sl_upstream_acquire(struct sl_upstream_pool *pool, struct sl_upstream_wait *wait,
+                    sl_upstream_cb *cb, void *arg)
+{
+    wait_init(pool, wait, cb, arg);
+    enter(pool, wait);
+}
+
+bool
+sl_upstream_retry(struct sl_upconn *conn, struct sl_upstream_wait *wait, unsigned reason,
+                  sl_upstream_cb *cb, void *arg)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+    unsigned used;
+    bool is_counted;
+
+    /* Weighed while the failed attempt still holds its slot, so the request
+     * counts as in flight; a place it held in the retry count passes on to
+     * this retry rather than being held against it. */
+    wait->pool = pool;
+    wait->is_retry_counted = conn->is_retry_counted;
+    conn->is_retry_counted = false;
+    if (!retry_allowed(wait, reason)) {
+        conn->is_retry_counted = wait->is_retry_counted;
+        wait->is_retry_counted = false;
+        return false;
+    }
+    used = wait->retries_used;
+    is_counted = wait->is_retry_counted;
+    wait_init(pool, wait, cb, arg);
+    wait->retries_used = used;
+    wait->is_retry_counted = is_counted;
+    snprintf(wait->avoid, sizeof(wait->avoid), "%s", conn->server->addr.text);
+    sl_upstream_release(conn, false);
+    enter(pool, wait);
+    return true;
+}
+
 void
 sl_upstream_cancel(struct sl_upstream_wait *wait)
 {
@@ -444,6 +555,7 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
         return;
     wait->is_active = false;
     evtimer_del(&wait->timer);
+    retry_uncount(pool, &wait->is_retry_counted);
     if (wait->is_queued) {
         queue_remove(wait);
         return;
@@ -578,7 +690,49 @@ static void
 tries_reset(struct sl_upstream_wait *wait)
 {
     wait->attempts = 0;
+    wait->nconnects = 0;
     memset(wait->tried, 0, sizeof(wait->tried));
+}
+
+/* ---- health ------------------------------------------------------------------ */
+
+/* Marked down by the active check; only pools that have one believe it. */
+static bool
+is_down(const struct sl_upstream_pool *pool, const struct server *srv)
+{
+    return pool->conf->health.path != NULL && sl_health_is_down(srv->health);
+}
+
+static bool
+is_usable(const struct sl_upstream_pool *pool, const struct server *srv, uint64_t now_us)
+{
+    return !is_down(pool, srv) && !sl_health_is_ejected(srv->health, now_us);
+}
+
+/* With active checks, every server down means no connect is worth trying. */
+static bool
+is_all_down(const struct sl_upstream_pool *pool)
+{
+    if (pool->conf->health.path == NULL)
+        return false;
+    for (unsigned i = 0; i < pool->nservers; i++) {
+        if (!sl_health_is_down(pool->servers[i]->health))
+            return false;
+    }
+    return true;
+}
+
+void
+sl_upstream_report(struct sl_upconn *conn, int status)
+{
+    const struct sl_health_conf *hc = &conn->pool->conf->health;
+
+    if (!hc->is_passive_5xx)
+        return;
+    if (status >= 500)
+        sl_health_failed(conn->server->health, hc, sl_clock_now_us());
+    else
+        sl_health_succeeded(conn->server->health);
 }
 
 static void
@@ -593,6 +747,11 @@ start(struct sl_upstream_wait *wait)
         return;
     }
     tries_reset(wait);
+    if (is_all_down(pool)) {
+        wait->is_all_down = true;
+        deliver_later(wait, NULL, 503);
+        return;
+    }
     wait->last_status = 502;
     connect_next(wait);
 }
@@ -619,7 +778,8 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
         if (conn->server->addr.ss.ss_family != AF_UNIX)
             setsockopt(stream->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn->wait = NULL;
-        conn->server->down_until_us = 0;
+        if (!pool->conf->health.is_passive_5xx)
+            sl_health_succeeded(conn->server->health);
         sl_stream_setcb(stream, parked_cb, conn);
         deliver_later(wait, conn, 0);
         return;
@@ -627,7 +787,7 @@ connect_event_cb(struct sl_stream *stream, int what, void *arg)
     pool->connect_failures++;
     sl_metrics_upstream_error(pool->metrics, pool->slot, SL_METRICS_UPSTREAM_CONNECT_ERROR);
     log_connect_failure(pool, conn->server, strerror(stream->error));
-    conn->server->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+    sl_health_failed(conn->server->health, &pool->conf->health, sl_clock_now_us());
     evtimer_del(&wait->timer);
     wait->connecting = NULL;
     upconn_free(conn);
@@ -651,15 +811,10 @@ is_tried(const struct sl_upstream_wait *wait, unsigned idx)
 }
 
 /* Not marked down by a recent failure. */
-static bool
-server_is_up(const struct server *srv, uint64_t now)
-{
-    return srv->down_until_us <= now;
-}
-
 /*
  * The balance algorithm's choice among the servers this request has not
- * tried, only those up unless is_down_ok; -1 when there is none. The ring of
+ * tried, only those usable unless is_down_ok, and then never one the active
+ * check marked down; -1 when there is none. The ring of
  * "hash:..." is followed past servers not to be taken, so a key whose server
  * is down goes to the next one on the ring (and comes back with it).
  */
@@ -673,7 +828,11 @@ choose(struct sl_upstream_wait *wait, bool is_down_ok)
     int idx;
 
     for (unsigned i = 0; i < n; i++) {
-        pool->ok[i] = !is_tried(wait, i) && (is_down_ok || server_is_up(pool->servers[i], now));
+        struct server *srv = pool->servers[i];
+        /* the server a retry avoids counts as down: it is taken last */
+        pool->ok[i] = !is_tried(wait, i)
+                      && (is_down_ok ? !is_down(pool, srv)
+                                     : is_usable(pool, srv, now) && !is_avoided(wait, srv));
         pool->peers[i] = pool->servers[i]->bal;
         is_any = is_any || pool->ok[i];
     }
@@ -705,10 +864,10 @@ choose(struct sl_upstream_wait *wait, bool is_down_ok)
 }
 
 /*
- * The next server for this request: first among those not marked down, then
- * among those that were. Each server is tried at most once per request (a
- * failure marks it down, which must not earn it a second attempt in the
- * second pass); past the first TRIED_BITS servers of a pool that holds more,
+ * The next server for this request: first among those usable, then among
+ * those ejected (passive health), never one the active check marked down.
+ * Each server is tried at most once per request (a failure ejects it, which
+ * must not earn it a second attempt in the second pass); past the first TRIED_BITS servers of a pool that holds more,
  * the bound on attempts is what ends the search.
  */
 static int
@@ -735,7 +894,7 @@ reuse_idle(struct sl_upstream_wait *wait, struct server *srv)
 {
     struct sl_upconn *conn = srv->idle;
 
-    if (conn == NULL || !server_is_up(srv, sl_clock_cached_us()))
+    if (conn == NULL || !is_usable(wait->pool, srv, sl_clock_cached_us()))
         return false;
     idle_unlink(conn);
     event_del(&conn->idle_timer);
@@ -763,6 +922,10 @@ connect_next(struct sl_upstream_wait *wait)
          * never pins all traffic to the server that answered first. */
         if (reuse_idle(wait, srv))
             return;
+        /* a connect after a failed one is a retry like any other */
+        if (wait->nconnects > 0 && !retry_allowed(wait, SL_RETRY_ON_CONNECT_FAILURE))
+            break;
+        wait->nconnects++;
         conn = sl_xcalloc(1, sizeof(*conn));
         conn->pool = pool;
         conn->wait = wait;
@@ -776,7 +939,7 @@ connect_next(struct sl_upstream_wait *wait)
             pool->connect_failures++;
             sl_metrics_upstream_error(pool->metrics, pool->slot,
                                       SL_METRICS_UPSTREAM_CONNECT_ERROR);
-            srv->down_until_us = sl_clock_now_us() + SERVER_DOWN_US;
+            sl_health_failed(srv->health, &pool->conf->health, sl_clock_now_us());
             continue;
         }
         conn->server = srv;
@@ -815,6 +978,7 @@ sl_upstream_release(struct sl_upconn *conn, bool is_reusable)
 
     active_add(pool, -1);
     inflight_end(conn);
+    retry_uncount(pool, &conn->is_retry_counted);
     if (is_reusable && !conn->server->is_retired && pool->nidle < pool->conf->keepalive
         && evbuffer_get_length(conn->stream.in) == 0 && evbuffer_get_length(conn->stream.out) == 0
         && !conn->stream.is_eof) {
@@ -871,9 +1035,10 @@ sl_upstream_pool_stats(const struct sl_upstream_pool *pool, struct sl_upstream_s
     out->connect_failures = pool->connect_failures;
     out->connect_timeouts = pool->connect_timeouts;
     out->shed = pool->shed;
+    out->retrying = pool->retrying;
     out->has_reachable_server = false;
     for (unsigned i = 0; i < pool->nservers; i++) {
-        if (server_is_up(pool->servers[i], now))
+        if (is_usable(pool, pool->servers[i], now))
             out->has_reachable_server = true;
     }
 }

@@ -30,6 +30,7 @@ struct sl_access_entry {
     double upstream_ms;      /* < 0: no upstream was involved */
     double limiter_ms;       /* < 0: no limit was checked */
     const char *upstream;    /* "127.0.0.1:9000" or NULL */
+    unsigned retries;        /* attempts made again after a failed one (0: none) */
     const char *request_id;
     size_t request_id_len;
     const char *trace_id;    /* the 32 hex digits of traceparent */

@@ -49,6 +49,42 @@ enum sl_balance {
 #define SL_UPSTREAM_WEIGHT_MAX 256
 
 struct sl_key_part;
+/* What makes sluice send a request again (src/upstream_retry.c). */
+enum sl_retry_on {
+    SL_RETRY_ON_CONNECT_FAILURE = 1u << 0, /* refused, unreachable, connect timed out */
+    SL_RETRY_ON_RESET = 1u << 1, /* closed or reset before any byte of a response */
+    SL_RETRY_ON_502 = 1u << 2,   /* the upstream answered 502 (opt-in) */
+    SL_RETRY_ON_503 = 1u << 3,   /* the upstream answered 503 (opt-in) */
+};
+
+/*
+ * An upstream's retries: at most `retries` further attempts per request,
+ * each on another server when there is one, and per worker no more retries
+ * in flight than max(budget_min, budget_percent % of the requests in flight)
+ * (Envoy's retry_budget).
+ */
+struct sl_retry_conf {
+    unsigned retries;        /* 0: never */
+    unsigned on;             /* SL_RETRY_ON_* bits */
+    unsigned budget_percent; /* 0..100 */
+    unsigned budget_min;
+};
+
+/*
+ * An upstream's health (src/health.c): active checks, on when path is set,
+ * and passive ejection after consecutive failures seen by the proxy.
+ */
+struct sl_health_conf {
+    char *path;                   /* GET this; NULL: no active checks */
+    uint64_t interval_ms;         /* between two checks of a server */
+    uint64_t timeout_ms;          /* connect + response status line; at most interval */
+    unsigned fails;               /* consecutive failed checks that mark a server down */
+    unsigned passes;              /* consecutive good checks that mark it up again */
+    unsigned max_fails;           /* consecutive passive failures that eject; 0: never */
+    uint64_t fail_timeout_ms;     /* the first ejection; doubles while the server fails */
+    uint64_t max_fail_timeout_ms; /* the cap of the doubling */
+    bool is_passive_5xx;          /* a 5xx response is a passive failure too */
+};
 
 struct sl_upstream_conf {
     char *name;
@@ -66,6 +102,8 @@ struct sl_upstream_conf {
     unsigned max_inflight;       /* per process, split between workers */
     unsigned queue;              /* waiting requests per process; past it 503 */
     uint64_t tunnel_idle_timeout_ms; /* an upgraded connection with no byte either way: closed */
+    struct sl_retry_conf retry;
+    struct sl_health_conf health;
     const char *file;            /* where it was defined, for later checks */
     int line;
 };

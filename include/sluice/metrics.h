@@ -93,6 +93,14 @@ enum sl_metrics_upstream_error {
     SL_METRICS_UPSTREAM_BROKEN,           /* closed or reset before the response was complete */
 };
 
+/* Why a request was sent again (sluice_upstream_retries_total's reason). */
+enum sl_metrics_retry_reason {
+    SL_METRICS_RETRY_CONNECT_FAILURE, /* the connect failed or timed out */
+    SL_METRICS_RETRY_RESET,           /* closed or reset before any byte of a response */
+    SL_METRICS_RETRY_502,             /* the upstream answered 502 */
+    SL_METRICS_RETRY_503,             /* the upstream answered 503 */
+};
+
 enum sl_metrics_upstream_gauge {
     SL_METRICS_UPSTREAM_IDLE,   /* keep-alive connections parked in the pool */
     SL_METRICS_UPSTREAM_ACTIVE, /* connections carrying a request */
@@ -196,6 +204,11 @@ void sl_metrics_upstream_gauge(struct sl_metrics_worker *w, unsigned upstream,
                                enum sl_metrics_upstream_gauge gauge, int delta);
 /* A request refused with 503 because the upstream's in-flight cap and queue were full. */
 void sl_metrics_shed(struct sl_metrics_worker *w, unsigned upstream);
+/* Another attempt at a request began. */
+void sl_metrics_upstream_retry(struct sl_metrics_worker *w, unsigned upstream,
+                               enum sl_metrics_retry_reason reason);
+/* A retry the request was due was not made: the retry budget was spent. */
+void sl_metrics_upstream_retry_refused(struct sl_metrics_worker *w, unsigned upstream);
 
 /* ---- client connections (owning worker's thread only) ---------------------------- */
 

@@ -17,6 +17,7 @@ struct event_base;
 struct sl_config;
 struct sl_limiter_shared;
 struct sl_resolver;
+struct sl_health;
 struct sl_metrics;
 struct sl_proxy;
 struct sl_proxy_gen;
@@ -40,6 +41,8 @@ struct sl_proxy *sl_proxy_new(struct event_base *base, unsigned index, unsigned 
 void sl_proxy_free(struct sl_proxy *proxy);
 /* Where upstream host names get their addresses; before the first config. */
 void sl_proxy_set_resolver(struct sl_proxy *proxy, struct sl_resolver *resolver);
+/* The process's upstream server states (health.h); before the first config. */
+void sl_proxy_set_health(struct sl_proxy *proxy, struct sl_health *health);
 
 /* Opens this worker's SO_REUSEPORT listeners on every `listen` address. */
 int sl_proxy_listen(struct sl_proxy *proxy, const struct sl_config *cfg, char *err,

@@ -45,6 +45,7 @@ sl_stream_init(struct sl_stream *s, struct event_base *base, evutil_socket_t fd,
     s->cb = cb;
     s->arg = arg;
     s->error = 0;
+    s->bytes_written = 0;
     s->is_reading = true;
     s->is_read_ready = false;
     s->is_write_ready = true;
@@ -219,6 +220,7 @@ do_write(struct sl_stream *s)
             s->error = errno;
             return SL_STREAM_ERROR;
         }
+        s->bytes_written += (uint64_t)n;
     }
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -43,6 +44,7 @@ struct sl_stream {
     sl_stream_cb *cb;
     void *arg;
     int error;          /* errno of the failure reported with SL_STREAM_ERROR */
+    uint64_t bytes_written; /* into the socket since init: what the peer may have seen */
     bool is_reading;    /* the owner wants input */
     bool is_read_ready; /* an edge said readable and we have not drained it */
     bool is_write_ready;

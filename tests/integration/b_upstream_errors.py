@@ -7,8 +7,8 @@
 # the upstream timeout, a response that breaks or stalls mid-body reaches the
 # client visibly broken (closed before Content-Length bytes, or without the
 # last chunk), an upstream's own 5xx passes through untouched, a pool
-# balances round-robin and skips a server that refuses connections, and no
-# request is ever sent upstream twice.
+# balances round-robin and skips a server that refuses connections, and with
+# retries = 0 no request is ever sent upstream twice (retries: b_retries.py).
 # Client: raw connections. Upstreams: "a", "b" (/echo, /hang, /stall,
 # /close-mid-body, /chunked?break=1, /reset, /close, /status/NNN) and a dead
 # port. Daemon: routes /down (dead port), /rr (a+b), /skip (a, dead, b), /skip0
@@ -25,7 +25,8 @@ workers = 1
 access_log = "off"
 client = { header_timeout = "2s", idle_timeout = "10s" }
 upstreams = {
-  app  = { servers = { "127.0.0.1:${a}" }, connect_timeout = "500ms", timeout = "1s" },
+  app  = { servers = { "127.0.0.1:${a}" }, connect_timeout = "500ms", timeout = "1s",
+           retries = 0 },
   down = { servers = { "127.0.0.1:${dead}" }, connect_timeout = "500ms", timeout = "1s" },
   rr   = { servers = { "127.0.0.1:${a}", "127.0.0.1:${b}" }, timeout = "1s" },
   skip = { servers = { "127.0.0.1:${a}", "127.0.0.1:${dead}", "127.0.0.1:${b}" },

@@ -27,6 +27,7 @@
 #   /malformed             a response head with a status line that is not HTTP, then closes
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
+#   /health                status health_status (an attribute a test may flip; 200)
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
@@ -38,6 +39,9 @@
 #                          "flood:N" sends N binary frames of 64 KiB.
 #                          always=1: 101 even to a request that asked for no
 #                          upgrade (a broken upstream). No handshake: /echo
+#
+# force_status (None by default): when a test sets it, every path but /health
+# gets that status, a sick server behind a healthy health endpoint.
 #
 # Every request head it receives is recorded (raw bytes included), and the
 # bytes read on every connection are counted, so a test can assert that the
@@ -243,6 +247,8 @@ class Upstream:
         self.open_socks = set()
         self.lsock = None
         self.thread = None
+        self.health_status = 200  # what /health answers
+        self.force_status = None  # set: every other path answers this status
 
     # ---- lifecycle -----------------------------------------------------
 
@@ -386,6 +392,11 @@ class Upstream:
         pause_ms = int(q.get("pause_ms", "0")) if path == "/upload" else 0
         self._read_body(rd, rec, hget, pause_ms)
 
+        if path == "/health" or self.force_status is not None:
+            status = self.health_status if path == "/health" else self.force_status
+            body = json.dumps({"status": status, "upstream": self.name}).encode()
+            self._send(sock, status, [("Content-Type", "application/json")], body, method, keep)
+            return keep
         if path.endswith("/ws") and (hget("upgrade") or q.get("always") == "1"):
             ws_serve(sock, rd, hget("sec-websocket-key") or "")
             return False

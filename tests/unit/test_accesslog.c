@@ -162,6 +162,7 @@ sample_entry(void)
         .upstream_ms = 10.5,
         .limiter_ms = 0.25,
         .upstream = "127.0.0.1:9000",
+        .retries = 2,
         .request_id = rid,
         .request_id_len = sizeof(rid) - 1,
         .trace_id = tid,
@@ -241,6 +242,7 @@ test_fields(void **state)
     assert_true(num(line, "limiter_ms") == 0.25);
     assert_string_equal(str(line, "route"), "/v1/");
     assert_string_equal(str(line, "upstream"), "127.0.0.1:9000");
+    assert_int_equal(num(line, "retries"), 2);
     assert_string_equal(str(line, "limit"), "admitted");
     assert_string_equal(str(line, "request_id"), "req-1");
     assert_string_equal(str(line, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -248,7 +250,7 @@ test_fields(void **state)
     assert_string_equal(str(line, "peer"), "10.0.0.9");
     assert_true(is_null(line, "lifecycle"));
     assert_true(is_null(line, "consumer"));
-    assert_int_equal(cJSON_GetArraySize(line), 19);
+    assert_int_equal(cJSON_GetArraySize(line), 20);
     cJSON_Delete(line);
 
     /* a route that ends: where it stands and who called */
@@ -277,6 +279,7 @@ test_absent_fields_are_null(void **state)
             fail_msg("%s should be null", nulls[i]);
     assert_string_equal(str(line, "time"), "2026-01-02T03:04:05.000Z");
     assert_int_equal(num(line, "bytes_in"), 0);
+    assert_int_equal(num(line, "retries"), 0);
     assert_true(num(line, "duration_ms") == 0.5);
     cJSON_Delete(line);
 }

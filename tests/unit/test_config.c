@@ -186,6 +186,10 @@ test_full(void **state)
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].max_inflight, 100);
     assert_int_equal(cfg->upstreams[0].queue, 0);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 2);
+    assert_int_equal(cfg->upstreams[0].retry.on, SL_RETRY_ON_RESET | SL_RETRY_ON_503);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 50);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 1);
     assert_int_equal(cfg->upstreams[0].line, 34);
     assert_int_equal(cfg->upstreams[1].line, 33);
     assert_ptr_equal(cfg->upstreams[0].file, cfg->path);
@@ -1009,6 +1013,75 @@ test_upgrade_and_request_options(void **state)
     }
 }
 
+/* retries, retry_on, retry_budget (config_retry.c) */
+static void
+test_retry_options(void **state)
+{
+    static const struct {
+        const char *conf;
+        const char *error;
+    } bad[] = {
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retries = 11 } }\n",
+          ":4: upstream \"api\": retries 11: must be between 0 and 10" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = \"504\" } }\n",
+          ":4: upstream \"api\": retry_on \"504\": unknown retry condition" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\",\n"
+          "  retry_on = { \"reset\", 503, \"reset\" } } }\n",
+          ":5: upstream \"api\": retry_on[3] \"reset\": listed twice" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = true } }\n",
+          "retry_on: expected a condition or a list of them, got boolean true" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_on = { 500 } } }\n",
+          "retry_on[1] 500: unknown retry condition" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\",\n"
+          "  retry_budget = { percent = 120 } } }\n",
+          ":5: upstream \"api\": percent 120: must be between 0 and 100" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_budget = { max = 3 } } }\n",
+          "unknown key \"max\" in upstream \"api\"" },
+        { "upstreams = { api = { servers = \"127.0.0.1:9000\", retry_budget = 20 } }\n",
+          "retry_budget: expected a table { percent = 20, min = 3 }" },
+    };
+    struct sl_config *cfg;
+    char *errors;
+
+    (void)state;
+    errors = load_inline("", &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 1);
+    assert_int_equal(cfg->upstreams[0].retry.on, SL_RETRY_ON_CONNECT_FAILURE | SL_RETRY_ON_RESET);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 20);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 3);
+    sl_config_free(cfg);
+
+    errors = load_inline("upstreams = { api = { servers = \"127.0.0.1:9000\", retries = 3,\n"
+                         "  retry_on = { \"502\", 503, \"connect_failure\" },\n"
+                         "  retry_budget = { percent = 50, min = 0 } },\n"
+                         "  b = { servers = \"127.0.0.1:9001\", retry_on = {} },\n"
+                         "  c = { servers = \"127.0.0.1:9002\", retry_on = \"reset\" } }\n"
+                         "routes = { { path = \"/\", upstream = \"api\" },\n"
+                         "  { path = \"/b\", upstream = \"b\" }, { path = \"/c\", upstream = \"c\" } }\n",
+                         &cfg);
+    if (errors != NULL)
+        fail_msg("%s", errors);
+    assert_int_equal(cfg->upstreams[0].retry.retries, 3);
+    assert_int_equal(cfg->upstreams[0].retry.on,
+                     SL_RETRY_ON_502 | SL_RETRY_ON_503 | SL_RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(cfg->upstreams[0].retry.budget_percent, 50);
+    assert_int_equal(cfg->upstreams[0].retry.budget_min, 0);
+    assert_int_equal(cfg->upstreams[1].retry.on, 0);
+    assert_int_equal(cfg->upstreams[1].retry.retries, 1);
+    assert_int_equal(cfg->upstreams[2].retry.on, SL_RETRY_ON_RESET);
+    sl_config_free(cfg);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errors = load_inline(bad[i].conf, NULL);
+        if (errors == NULL)
+            fail_msg("should be refused: %s", bad[i].conf);
+        if (strstr(errors, bad[i].error) == NULL)
+            fail_msg("case %zu: want \"%s\" in:\n%s", i, bad[i].error, errors);
+        free(errors);
+    }
+}
+
 static void
 test_metrics_buckets(void **state)
 {
@@ -1362,6 +1435,7 @@ main(void)
         cmocka_unit_test(test_slow_request),
         cmocka_unit_test(test_upgrade_and_request_options),
         cmocka_unit_test(test_metrics_buckets),
+        cmocka_unit_test(test_retry_options),
         cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_listen_forms),
         cmocka_unit_test(test_redis_urls),

@@ -116,7 +116,7 @@ static void
 test_full_round_trip(void **state)
 {
     static const char *const sections[] = { "client", "store", "upstreams", "limits",
-                                             "routes", "metrics", "listen" };
+                                             "routes", "metrics", "listen", "health" };
     char path[PATH_MAX];
     char *text;
     (void)state;
@@ -156,6 +156,11 @@ test_full_round_trip(void **state)
                                  "{ { from = \"2026-07-01T00:00:00Z\", to = \"2026-07-01T00:30:00Z\" }, "
                                  "{ from = \"2026-08-02T00:00:00Z\", to = \"2026-08-02T01:00:00Z\" } }"));
     assert_non_null(strstr(text, "consumer = \"header:x-client-id\", consumer_top = 5"));
+    assert_non_null(strstr(text, "retries = 2,\n    retry_on = { \"reset\", \"503\" },\n"
+                                 "    retry_budget = { percent = 50, min = 1 }"));
+    assert_non_null(strstr(text, "path = \"/healthz?deep=1\""));
+    assert_non_null(strstr(text, "max_fail_timeout = \"1m\""));
+    assert_non_null(strstr(text, "-- no active checks (no path)"));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */
@@ -191,7 +196,9 @@ test_defaults_written(void **state)
         "max_connections = 10000", "kind = \"local\"", "timeout = \"20ms\"",
         "on_error = \"allow\"", "prefix = \"sluice\"", "max_keys = 2000000",
         "keepalive = 64", "connect_timeout = \"1s\"", "timeout = \"30s\"",
-        "max_inflight = 1024", "queue = 4096", "balance = \"round_robin\"", "per = \"1s\"", "burst = 2.5", "cost = 1",
+        "max_inflight = 1024", "queue = 4096", "balance = \"round_robin\"", "retries = 1",
+        "retry_on = { \"connect_failure\", \"reset\" }",
+        "retry_budget = { percent = 20, min = 3 }", "per = \"1s\"", "burst = 2.5", "cost = 1",
         "shadow = false", "limits = {}", "ratelimit_headers = true", "server_timing = false",
         "metrics = {}", "-- pidfile: none",
     };

@@ -399,6 +399,8 @@ test_slots(void **state)
     sl_metrics_limit(w, 5, SL_METRICS_LIMITED);
     sl_metrics_upstream_response(w, 0, 200, 1);
     sl_metrics_upstream_error(NULL, 0, SL_METRICS_UPSTREAM_BROKEN);
+    sl_metrics_upstream_retry(w, 0, (enum sl_metrics_retry_reason)99);
+    sl_metrics_upstream_retry_refused(NULL, 0);
     sl_metrics_request(NULL, first, SL_METRICS_GET, 200, 1, 2, 3);
     sl_metrics_limit(w, other, (enum sl_metrics_limit_result)99);
     sl_metrics_store_state(w, (enum sl_metrics_store_state)99);
@@ -602,6 +604,10 @@ golden_scenario(void)
     sl_metrics_upstream_gauge(w1, api, SL_METRICS_UPSTREAM_ACTIVE, 1);
     sl_metrics_upstream_gauge(w1, api, SL_METRICS_UPSTREAM_QUEUED, 2);
     sl_metrics_shed(w1, api);
+    sl_metrics_upstream_retry(w0, api, SL_METRICS_RETRY_RESET);
+    sl_metrics_upstream_retry(w1, api, SL_METRICS_RETRY_RESET);
+    sl_metrics_upstream_retry(w1, api, SL_METRICS_RETRY_503);
+    sl_metrics_upstream_retry_refused(w1, api);
     return m;
 }
 

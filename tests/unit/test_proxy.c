@@ -57,6 +57,7 @@ parsed_from(const char *raw, const char *peer)
     memcpy(c->rq.head_buf, raw, head_len);
     assert_int_equal(sl_head_to_request(&c->head, c->rq.head_buf, c->rq.headers, &c->rq.req), 0);
     assert_int_equal(sl_http_request_framing(&c->rq.req, &c->rq.framing, &c->rq.body_left), 0);
+    c->rq.content_length = c->rq.body_left; /* as request_begin does */
     if (strchr(peer, ':') != NULL) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)&c->peer;
         sin6->sin6_family = AF_INET6;
@@ -607,6 +608,182 @@ test_head_absolute_form(void **state)
     discard(c);
 }
 
+/* ---- retries: what of a request can go again (proxy_retry.c) ----------------- */
+
+static struct sl_upstream_conf retry_upstream;
+static struct sl_route_conf retry_route; /* upstream 0: retry_upstream */
+static struct sl_stream retry_us;
+
+/* c as on_upstream leaves it after the head: an attempt begins on a fresh
+ * output; the bytes written so far are `written`. */
+static void
+attempt(struct conn *c)
+{
+    if (retry_us.out != NULL)
+        evbuffer_free(retry_us.out);
+    retry_us.out = evbuffer_new();
+    retry_us.bytes_written = 0;
+    c->us = &retry_us;
+    c->rq.up_written_base = 0;
+    proxy_write_request_head(c, retry_us.out);
+    c->rq.up_head_len = evbuffer_get_length(retry_us.out);
+    proxy_retry_attempt(c);
+}
+
+/* Body bytes going up, as proxy_forward_body sends them. */
+static void
+body(struct conn *c, const char *bytes, size_t len)
+{
+    size_t from = evbuffer_get_length(retry_us.out);
+
+    evbuffer_add(retry_us.out, bytes, len);
+    proxy_retry_keep(c, from);
+}
+
+/* What the attempt's output holds after its head. */
+static char *
+after_head(const struct conn *c)
+{
+    size_t len = evbuffer_get_length(retry_us.out) - c->rq.up_head_len;
+    char *s = sl_xmalloc(len + 1);
+
+    evbuffer_drain(retry_us.out, c->rq.up_head_len);
+    evbuffer_remove(retry_us.out, s, len);
+    s[len] = '\0';
+    return s;
+}
+
+static struct conn *
+retry_conn(const char *raw)
+{
+    struct conn *c = parsed(raw);
+
+    retry_upstream.retry = (struct sl_retry_conf){ .retries = 1, .on = SL_RETRY_ON_RESET,
+                                                   .budget_percent = 20, .budget_min = 3 };
+    cfg.upstreams = &retry_upstream;
+    cfg.nupstreams = 1;
+    c->rq.route = &retry_route;
+    c->rq.content_length = c->rq.body_left;
+    return c;
+}
+
+static void
+retry_done(struct conn *c)
+{
+    proxy_retry_end(c);
+    evbuffer_free(retry_us.out);
+    retry_us.out = NULL;
+    cfg.upstreams = NULL;
+    cfg.nupstreams = 0;
+    discard(c);
+}
+
+static void
+test_retry_put_body_kept(void **state)
+{
+    struct conn *c = retry_conn("PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n");
+    char *s;
+
+    (void)state;
+    attempt(c);
+    assert_true(c->rq.is_idempotent);
+    body(c, "01234", 5);
+    body(c, "56789", 5);
+    retry_us.bytes_written = 40; /* the upstream may have seen it: the copy counts */
+    assert_true(proxy_retry_resendable(c));
+    attempt(c); /* the next attempt sends the body again after its head */
+    s = after_head(c);
+    assert_string_equal(s, "0123456789");
+    free(s);
+    retry_done(c);
+}
+
+static void
+test_retry_post(void **state)
+{
+    struct conn *c = retry_conn("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n");
+    char *s;
+
+    (void)state;
+    attempt(c);
+    assert_false(c->rq.is_idempotent);
+    assert_false(c->rq.is_body_kept);
+    body(c, "abc", 3);
+    retry_us.bytes_written = 1; /* one byte went out: never again */
+    assert_false(proxy_retry_resendable(c));
+    /* none went out: what waits in the output is taken back */
+    retry_us.bytes_written = 0;
+    assert_true(proxy_retry_resendable(c));
+    attempt(c);
+    body(c, "def", 3);
+    s = after_head(c);
+    assert_string_equal(s, "abcdef");
+    free(s);
+    retry_done(c);
+}
+
+static void
+test_retry_large_bodies(void **state)
+{
+    static char big[RETRY_BODY_MAX / 2 + 1];
+    struct conn *c;
+    char line[128];
+
+    (void)state;
+    memset(big, 'x', sizeof(big));
+    /* a declared length past the bound: no copy at all */
+    snprintf(line, sizeof(line), "PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: %u\r\n\r\n",
+             RETRY_BODY_MAX + 1);
+    c = retry_conn(line);
+    attempt(c);
+    assert_false(c->rq.is_body_kept);
+    assert_null(c->replay);
+    retry_us.bytes_written = 10;
+    assert_false(proxy_retry_resendable(c));
+    retry_done(c);
+
+    /* chunked: kept until it grows past the bound */
+    c = retry_conn("PUT /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    attempt(c);
+    body(c, big, sizeof(big));
+    assert_true(c->rq.is_body_kept);
+    body(c, big, sizeof(big));
+    assert_false(c->rq.is_body_kept);
+    assert_null(c->replay);
+    retry_us.bytes_written = 10;
+    assert_false(proxy_retry_resendable(c));
+    retry_done(c);
+
+    /* no retries, or none after the request went out: no copy either */
+    c = retry_conn("PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n");
+    retry_upstream.retry.on = SL_RETRY_ON_CONNECT_FAILURE;
+    attempt(c);
+    assert_null(c->replay);
+    retry_done(c);
+    /* a GET has no body to keep: always resendable */
+    c = retry_conn("GET /p HTTP/1.1\r\nHost: a\r\n\r\n");
+    attempt(c);
+    retry_us.bytes_written = 100;
+    assert_true(proxy_retry_resendable(c));
+    retry_done(c);
+}
+
+/* A retry writes the head again after the body went up (body_left ran down
+ * to 0): the length sent is still the client's. */
+static void
+test_head_again_after_body(void **state)
+{
+    struct conn *c = parsed("PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n");
+    char *head;
+
+    (void)state;
+    c->rq.body_left = 0;
+    head = upstream_head(c);
+    expect_field(head, "Content-Length", "12");
+    free(head);
+    discard(c);
+}
+
 static void
 test_head_reparses(void **state)
 {
@@ -797,6 +974,10 @@ main(void)
         cmocka_unit_test(test_head_expect_removed),
         cmocka_unit_test(test_head_http10),
         cmocka_unit_test(test_head_reparses),
+        cmocka_unit_test(test_head_again_after_body),
+        cmocka_unit_test(test_retry_put_body_kept),
+        cmocka_unit_test(test_retry_post),
+        cmocka_unit_test(test_retry_large_bodies),
         cmocka_unit_test(test_ident_untrusted_set),
         cmocka_unit_test(test_ident_trusted_kept),
         cmocka_unit_test(test_ident_forwarded),

@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/netaddr.h"
 #include "sluice/upstream.h"
@@ -139,7 +140,7 @@ add_server(enum server_kind kind)
 static void
 pool_new(void)
 {
-    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL);
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL, NULL);
     assert_non_null(f.pool);
 }
 
@@ -269,6 +270,14 @@ setup(void **state)
     f.conf.idle_timeout_ms = 10000;
     f.conf.max_inflight = 64;
     f.conf.queue = 0;
+    f.conf.retry = (struct sl_retry_conf){ .retries = 1,
+                                           .on = SL_RETRY_ON_CONNECT_FAILURE | SL_RETRY_ON_RESET,
+                                           .budget_percent = 20,
+                                           .budget_min = 3 };
+    /* the defaults of health = { ... } without a path */
+    f.conf.health.max_fails = 1;
+    f.conf.health.fail_timeout_ms = 2000;
+    f.conf.health.max_fail_timeout_ms = 30000;
     return 0;
 }
 
@@ -968,6 +977,350 @@ test_free_with_idle(void **state)
     /* teardown frees the pool with three idle connections; ASan counts leaks */
 }
 
+/* ---- retries -------------------------------------------------------------------- */
+
+/* Another attempt at the request g holds a connection for: what
+ * sl_upstream_retry said. On true the connection is gone and g waits anew. */
+static bool
+retry(struct sl_upstream_wait *wait, struct got *g, unsigned reason)
+{
+    struct sl_upconn *conn = g->conn;
+    bool is_ok;
+
+    g->calls = 0;
+    g->was_early = false;
+    is_in_acquire = true;
+    is_ok = sl_upstream_retry(conn, wait, reason, on_conn, g);
+    is_in_acquire = false;
+    assert_int_equal(g->calls, 0);
+    if (is_ok)
+        g->conn = NULL;
+    return is_ok;
+}
+
+static void
+test_retry_decisions(void **state)
+{
+    static const char *const yes[] = { "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE" };
+    static const char *const no[] = { "POST", "PATCH", "CONNECT", "get", "GETX", "PUTS", "" };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_true(sl_upstream_method_is_idempotent(yes[i], strlen(yes[i])));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_false(sl_upstream_method_is_idempotent(no[i], strlen(no[i])));
+
+    /* nothing written: any request, body kept or not */
+    assert_true(sl_upstream_is_resendable(false, false, 0));
+    assert_true(sl_upstream_is_resendable(true, false, 0));
+    /* written: only an idempotent one whose body is at hand */
+    assert_true(sl_upstream_is_resendable(true, true, 1));
+    assert_false(sl_upstream_is_resendable(true, false, 1));
+    assert_false(sl_upstream_is_resendable(false, true, 1));
+    assert_false(sl_upstream_is_resendable(false, false, 100000));
+
+    /* max(min, percent of in flight) */
+    assert_true(sl_upstream_retry_budget_ok(20, 3, 0, 2));
+    assert_false(sl_upstream_retry_budget_ok(20, 3, 0, 3));
+    assert_false(sl_upstream_retry_budget_ok(20, 3, 10, 3)); /* 20 % of 10 is 2 < 3 */
+    assert_true(sl_upstream_retry_budget_ok(20, 3, 100, 19));
+    assert_false(sl_upstream_retry_budget_ok(20, 3, 100, 20));
+    assert_false(sl_upstream_retry_budget_ok(20, 3, 24, 4)); /* 4.8 rounds down */
+    assert_false(sl_upstream_retry_budget_ok(0, 0, 1000, 0));
+    assert_true(sl_upstream_retry_budget_ok(100, 0, 1, 0));
+    assert_true(sl_upstream_retry_budget_ok(100, 0, 4000000000u, 3999999999u));
+}
+
+static void
+test_retry_other_server(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    int first;
+
+    (void)state;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[0]);
+    assert_true(retry(&w, &g, SL_RETRY_ON_RESET));
+    assert_int_equal(stats().retrying, 1);
+    assert_int_equal(stats().active, 1);
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[1]);
+    /* retries = 1: no second one; the connection is still ours */
+    assert_false(retry(&w, &g, SL_RETRY_ON_RESET));
+    assert_non_null(g.conn);
+    assert_int_equal(stats().retrying, 1);
+    release(&g, false);
+    assert_int_equal(stats().retrying, 0);
+    assert_int_equal(stats().active, 0);
+
+    /* the next request starts with its own count, and its retry too goes
+     * to the server its first attempt did not use */
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    assert_non_null(g.conn);
+    first = strcmp(sl_upconn_address(g.conn), f.servers[0].text) == 0 ? 0 : 1;
+    assert_true(retry(&w, &g, SL_RETRY_ON_CONNECT_FAILURE));
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[1 - first]);
+    release(&g, true);
+}
+
+static void
+test_retry_single_server(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    f.conf.retry.retries = 2;
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    for (int i = 0; i < 2; i++) {
+        expect_conn(&g, &f.servers[0]);
+        assert_true(retry(&w, &g, SL_RETRY_ON_RESET));
+        run_until(&g.calls, 1, 2000);
+    }
+    expect_conn(&g, &f.servers[0]); /* the same one: there is no other */
+    assert_false(retry(&w, &g, SL_RETRY_ON_RESET));
+    assert_int_equal(f.naccepted, 3);
+    release(&g, false);
+    assert_int_equal(stats().retrying, 0);
+}
+
+static void
+test_retry_on_filter(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    f.conf.retry.on = SL_RETRY_ON_503;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    assert_false(retry(&w, &g, SL_RETRY_ON_RESET));
+    assert_false(retry(&w, &g, SL_RETRY_ON_502));
+    assert_true(retry(&w, &g, SL_RETRY_ON_503));
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[1]);
+    release(&g, false);
+
+    /* retries = 0: never */
+    f.conf.retry.on = SL_RETRY_ON_503;
+    f.conf.retry.retries = 0;
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    assert_false(retry(&w, &g, SL_RETRY_ON_503));
+    release(&g, false);
+}
+
+static void
+test_retry_budget(void **state)
+{
+    static struct sl_upstream_wait w[3];
+    static struct got g[3];
+
+    (void)state;
+    f.conf.retry.budget_percent = 0;
+    f.conf.retry.budget_min = 1;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    for (int i = 0; i < 3; i++) {
+        acquire(&w[i], &g[i]);
+        run_until(&g[i].calls, 1, 2000);
+    }
+    assert_true(retry(&w[0], &g[0], SL_RETRY_ON_RESET));
+    assert_false(retry(&w[1], &g[1], SL_RETRY_ON_RESET)); /* one retry in flight at most */
+    run_until(&g[0].calls, 1, 2000);
+    assert_int_equal(stats().retrying, 1);
+    release(&g[0], false);
+    /* the first retry is over: room again */
+    assert_true(retry(&w[1], &g[1], SL_RETRY_ON_RESET));
+    run_until(&g[1].calls, 1, 2000);
+    assert_int_equal(g[1].status, 0);
+    release(&g[1], false);
+    release(&g[2], false);
+    assert_int_equal(stats().retrying, 0);
+    assert_int_equal(stats().active, 0);
+}
+
+/* Connect failures are retries too: bounded by retries, and by nothing else
+ * than the servers there are. */
+static void
+test_connect_retry_bounded(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    add_server(SRV_REFUSE);
+    add_server(SRV_REFUSE);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    /* retries = 1: two refused connects, then 502 */
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_status(&g, 502);
+    assert_int_equal(stats().connect_failures, 2);
+    assert_int_equal(stats().retrying, 0);
+    assert_int_equal(stats().active, 0);
+}
+
+static void
+test_connect_retry_more(void **state)
+{
+    uint64_t now = sl_clock_now_us();
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    sl_clock_set_fake(&now);
+    f.conf.retry.retries = 2;
+    add_server(SRV_REFUSE);
+    add_server(SRV_REFUSE);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[2]);
+    assert_int_equal(stats().connect_failures, 2);
+    assert_int_equal(stats().retrying, 1);
+    release(&g, false);
+    assert_int_equal(stats().retrying, 0);
+    sl_clock_set_fake(NULL);
+}
+
+/* retries = 0: the first failure is the answer, even with a server up (the
+ * first choice of a new pool is its first server) */
+static void
+test_connect_retry_zero(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    f.conf.retry.retries = 0;
+    add_server(SRV_REFUSE);
+    add_server(SRV_ACCEPT);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_status(&g, 502);
+    assert_int_equal(stats().connect_failures, 1);
+}
+
+/* A request waiting on its retry can be withdrawn: the budget's count goes. */
+static void
+test_retry_cancel(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+
+    (void)state;
+    f.conf.connect_timeout_ms = 2000;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_FULL);
+    pool_new();
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_conn(&g, &f.servers[0]);
+    assert_true(retry(&w, &g, SL_RETRY_ON_RESET));
+    run_for(20); /* connecting to the full server */
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(stats().retrying, 1);
+    sl_upstream_cancel(&w);
+    assert_int_equal(stats().retrying, 0);
+    assert_int_equal(stats().active, 0);
+}
+
+/* passive_5xx: the proxy's reports of 5xx eject a server after max_fails in a row. */
+static void
+test_passive_5xx(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    static const int statuses[] = { 502, 200, 500 }; /* server 0, 1, 0 */
+
+    (void)state;
+    f.conf.health.max_fails = 2;
+    f.conf.health.is_passive_5xx = true;
+    add_server(SRV_ACCEPT);
+    add_server(SRV_ACCEPT);
+    pool_new();
+    for (int i = 0; i < 3; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_conn(&g, &f.servers[i % 2]);
+        sl_upstream_report(g.conn, statuses[i]);
+        release(&g, true);
+    }
+    /* two 5xx in a row from server 0: ejected, server 1 takes everything */
+    for (int i = 0; i < 3; i++) {
+        acquire(&w, &g);
+        run_until(&g.calls, 1, 2000);
+        expect_conn(&g, &f.servers[1]);
+        sl_upstream_report(g.conn, 200);
+        release(&g, true);
+    }
+}
+
+/* Every server down by the active check: 503 at once, no connect tried. */
+static void
+test_all_down_by_check(void **state)
+{
+    static struct sl_upstream_wait w;
+    static struct got g;
+    struct sl_config cfg;
+    struct sl_health *h = sl_health_new(f.base, NULL);
+    int accepted;
+
+    (void)state;
+    f.conf.health.path = (char *)(uintptr_t)"/h";
+    f.conf.health.interval_ms = 100;
+    f.conf.health.timeout_ms = 50;
+    f.conf.health.fails = 1;
+    f.conf.health.passes = 1;
+    add_server(SRV_ACCEPT); /* accepts, never answers: the checks time out */
+    add_server(SRV_ACCEPT);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.upstreams = &f.conf;
+    cfg.nupstreams = 1;
+    f.pool = sl_upstream_pool_new(f.base, &f.conf, 1, NULL, 0, NULL, h);
+    sl_health_configure(h, &cfg);
+    run_for(150);
+    assert_false(stats().has_reachable_server);
+    accepted = f.naccepted;
+
+    acquire(&w, &g);
+    run_until(&g.calls, 1, 2000);
+    expect_status(&g, 503);
+    assert_true(w.is_all_down);
+    assert_int_equal(stats().connect_failures, 0);
+    assert_int_equal(stats().active, 0);
+    sl_upstream_pool_free(f.pool);
+    f.pool = NULL;
+    sl_health_free(h);
+    assert_true(f.naccepted - accepted <= 2); /* at most the checks of one more round */
+}
+
 int
 main(void)
 {
@@ -993,6 +1346,17 @@ main(void)
         cmocka_unit_test_setup_teardown(test_cancel_connecting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_pending_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_idle, setup, teardown),
+        cmocka_unit_test(test_retry_decisions),
+        cmocka_unit_test_setup_teardown(test_retry_other_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_single_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_on_filter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_retry_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_retry_more, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_retry_zero, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_passive_5xx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_down_by_check, setup, teardown),
     };
 
     /* failover and refusals log warnings by design; keep the output to results */
