@@ -596,7 +596,9 @@ dump_client_store(struct dumper *d)
             : s->on_error == SL_ON_ERROR_LOCAL ? "local"
                                                : "allow");
     put_cstring(out, s->prefix);
-    fprintf(out, ",\n  max_keys = %zu,\n}\n", s->max_keys);
+    fprintf(out, ",\n  max_keys = %zu,\n  idempotency_memory = ", s->max_keys);
+    put_size(out, s->idempotency_memory);
+    fputs(",\n}\n", out);
 }
 
 /* A weighted server in the table form, the others as plain strings. */
@@ -850,6 +852,28 @@ dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
 }
 
 static void
+dump_route_idempotency(FILE *out, const struct sl_idempotency_conf *ic)
+{
+    if (ic == NULL)
+        return;
+    fputs(",\n    idempotency = { methods = ", out);
+    for (size_t i = 0; i < ic->nmethods; i++) {
+        put_sep(out, i);
+        put_cstring(out, ic->methods[i]);
+    }
+    put_close(out, ic->nmethods);
+    fprintf(out, ", required = %s, ttl = ", ic->is_required ? "true" : "false");
+    put_duration(out, ic->ttl_ms);
+    fputs(", lock = ", out);
+    put_duration(out, ic->lock_ms);
+    fputs(",\n      max_response = ", out);
+    put_size(out, ic->max_response);
+    fputs(", scope = ", out);
+    put_selector(out, &ic->scope);
+    fputs(" }", out);
+}
+
+static void
 dump_limits_routes(struct dumper *d)
 {
     const struct sl_config *cfg = d->cfg;
@@ -870,6 +894,7 @@ dump_limits_routes(struct dumper *d)
         fputs(", upstream = ", out);
         put_cstring(out, cfg->upstreams[r->upstream].name);
         dump_route_lifecycle(out, r);
+        dump_route_idempotency(out, r->idempotency);
         fputs(",\n    limits = ", out);
         for (size_t j = 0; j < r->nlimits; j++) {
             put_sep(out, j);

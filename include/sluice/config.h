@@ -180,6 +180,17 @@ struct sl_lifecycle_conf {
     unsigned consumer_top;       /* consumers shown by name in metrics; default 10 */
 };
 
+/* A route's Idempotency-Key handling (src/phase_idem.c, docs/idempotency.md). */
+struct sl_idempotency_conf {
+    char **methods;     /* upper-case method names it applies to; default POST, PATCH */
+    size_t nmethods;
+    bool is_required;   /* no key on those methods: 400 */
+    uint64_t ttl_ms;    /* how long a completed response is kept; default 24h */
+    uint64_t lock_ms;   /* how long a claim outlives an instance that died; default 5m */
+    size_t max_response; /* head and body; a larger response is not kept; default 1m */
+    struct sl_key_part scope; /* whose keys: the same key of two scopes never meet */
+};
+
 struct sl_route_conf {
     char *host;    /* NULL: any host; matched case-insensitively, without port */
     struct sl_route_header *headers; /* all must match; none: any request */
@@ -193,6 +204,7 @@ struct sl_route_conf {
     bool has_ratelimit_headers; /* RateLimit fields on admitted responses; default true */
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
+    struct sl_idempotency_conf *idempotency; /* NULL: Idempotency-Key passes untouched */
 };
 
 /* Does the route end some day (deprecation or sunset written)? */
@@ -216,6 +228,7 @@ struct sl_store_conf {
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
+    size_t idempotency_memory; /* local store: idempotency records, bytes; default 64m */
 };
 
 /* A file the conf included, kept so that every Lua state runs the same bytes. */
