@@ -41,6 +41,41 @@ struct sl_idem_record {
     char response[]; /* the stored response, sl_idem_response_* format */
 };
 
+/* ---- keys, fingerprints and stored responses (src/idem_record.c) ------------ */
+
+#define SL_IDEM_KEY_MAX 255 /* characters of an Idempotency-Key */
+
+struct sl_buf;
+struct sl_header;
+
+/*
+ * The key of an Idempotency-Key field value: a Structured Field String
+ * (RFC 8941 section 3.3.3, the draft's form: "8e03978e-...") or, as many
+ * clients send it, the bare characters. 1 to SL_IDEM_KEY_MAX visible ASCII
+ * characters. Returns the key's length and points *key into value (the
+ * quotes left out; a string with escapes is refused), or 0 when invalid.
+ */
+size_t sl_idem_parse_key(const char *value, size_t len, const char **key);
+
+/*
+ * The response kept for a key, as one byte string: "SSS HHH\n" (status,
+ * length of the header block in decimal), the header lines ("Name:
+ * value\r\n"...) without framing and hop-by-hop fields, then the body.
+ * begin writes the head; the caller appends the body to the same buffer.
+ * Returns -1 when the buffer's bound is passed.
+ */
+int sl_idem_response_begin(struct sl_buf *out, int status, const struct sl_header *headers,
+                           size_t nheaders);
+/* The parts of a kept response; false when the bytes are not one. */
+struct sl_idem_response {
+    int status;
+    const char *headers;
+    size_t headers_len;
+    const char *body;
+    size_t body_len;
+};
+bool sl_idem_response_parse(const char *data, size_t len, struct sl_idem_response *out);
+
 /* ---- the embedded table ---------------------------------------------------- */
 
 struct sl_idem_table;
