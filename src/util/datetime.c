@@ -116,7 +116,7 @@ parse_offset(const char *s, size_t len, size_t *i, int64_t *offset_s)
 const char *
 sl_datetime_parse_rfc3339(const char *s, size_t len, int64_t *epoch_s)
 {
-    unsigned y, mo, d, h, mi, sec;
+    unsigned y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
     size_t i = 0;
     int64_t offset_s, t;
     const char *err;
@@ -194,6 +194,8 @@ sl_datetime_format_rfc3339(int64_t epoch_s, char out[SL_RFC3339_SIZE])
     unsigned mo, d, h, mi, s, wday;
 
     split(epoch_s, &y, &mo, &d, &h, &mi, &s, &wday);
-    snprintf(out, SL_RFC3339_SIZE, "%04u-%02u-%02uT%02u:%02u:%02uZ", (unsigned)y, mo, d, h, mi,
-             s);
+    /* split() keeps every field to two digits; the remainders say so to the
+     * compiler, which otherwise warns of ten */
+    snprintf(out, SL_RFC3339_SIZE, "%04u-%02u-%02uT%02u:%02u:%02uZ", (unsigned)(y % 10000),
+             mo % 100, d % 100, h % 100, mi % 100, s % 100);
 }
