@@ -8,7 +8,8 @@
 # references (nginx proxy_pass + limit_req, nginx's 429 path, HAProxy with a
 # stick table), each with one worker; runs wrk against each in interleaved
 # rounds and records req/s, p50/p99 and the CPU the proxy and Redis spent per
-# request; then the memory runs (10,000 idle keep-alive connections,
+# request; the cache hit path (sluice's cache against nginx proxy_cache, one
+# URL); then the memory runs (10,000 idle keep-alive connections,
 # 1,000,000 keys in the local store). Writes docs/benchmarks.md.
 #
 #   bench/run.sh                 # full run, about 10 minutes
@@ -66,7 +67,7 @@ DOC=${DOC:-$ROOT/docs/benchmarks.md}
 WRITE_DOC=${WRITE_DOC:-1}
 REQUIRE_SLUICE=${REQUIRE_SLUICE:-0}
 BUILD_DIR=${BUILD_DIR:-$HERE/build}
-ALL_CONFIGS="direct nginx_limit haproxy sluice_redis sluice_local nginx_reject sluice_reject_redis sluice_reject_local"
+ALL_CONFIGS="direct nginx_limit haproxy sluice_redis sluice_local nginx_reject sluice_reject_redis sluice_reject_local nginx_cache sluice_cache sluice_hot_lease sluice_mixed sluice_mixed_lease"
 CONFIGS=${CONFIGS:-$ALL_CONFIGS}
 
 . "$HERE/lib/common.sh"
@@ -118,12 +119,13 @@ PID_direct=$PID_upstream
 
 start_redis "${REDIS_CPU:-$LOAD_CPU}"
 
-for name in nginx_limit nginx_reject; do
+for name in nginx_limit nginx_reject nginx_cache; do
     want "$name" || continue
     port=$($PY freeport 1)
     printf -v "PORT_$name" '%s' "$port"
     tmpl=$HERE/conf/nginx-limit.conf
     [ "$name" = nginx_reject ] && tmpl=$HERE/conf/nginx-reject.conf
+    [ "$name" = nginx_cache ] && tmpl=$HERE/conf/nginx-cache.conf
     mkdir -p "$RUN_DIR/$name-tmp"
     render "$tmpl" "$RUN_DIR/$name.conf" DIR="$RUN_DIR" NAME="$name" PORT="$port" UPORT="$UPORT"
     start "$name" "$PROXY_CPU" "$NGINX" -p "$RUN_DIR" -e "$RUN_DIR/$name.err" -c "$RUN_DIR/$name.conf"
@@ -143,7 +145,15 @@ if [ "$HAVE_SLUICE" = 1 ]; then
     sluice_conf sluice_local "$LOCAL_STORE" ip "$HUGE" 1s "$HUGE"
     sluice_conf sluice_reject_redis "$REDIS_STORE" ip 1 1h 1
     sluice_conf sluice_reject_local "$LOCAL_STORE" ip 1 1h 1
-    for name in sluice_redis sluice_local sluice_reject_redis sluice_reject_local; do
+    sluice_conf sluice_cache "$LOCAL_STORE" ip 1 1s 1 "" "$HERE/conf/sluice-cache.conf.in"
+    # issue 13.2: a per-tenant limit, every request the same tenant, leased;
+    # and 90 % of requests over 10 hot keys, 10 % over 100,000 cold ones,
+    # without and with leases (bench/lib/wrk-hot.lua, wrk-mixed.lua)
+    sluice_conf sluice_hot_lease "$REDIS_STORE" "header:X-Tenant" "$HUGE" 1s "$HUGE" ", lease = true"
+    sluice_conf sluice_mixed "$REDIS_STORE" "header:X-Key" "$HUGE" 1s "$HUGE"
+    sluice_conf sluice_mixed_lease "$REDIS_STORE" "header:X-Key" "$HUGE" 1s "$HUGE" ", lease = true"
+    for name in sluice_redis sluice_local sluice_reject_redis sluice_reject_local sluice_cache \
+            sluice_hot_lease sluice_mixed sluice_mixed_lease; do
         want "$name" || continue
         if ! start_sluice "$name"; then
             NOTES+=("$name did not start")
@@ -184,6 +194,15 @@ done
 
 # ---------------------------------------------------------------- rounds
 
+# the wrk script of a configuration: the requests it sends, and the stats line
+script_for() {
+    case $1 in
+        sluice_hot_lease) echo "$HERE/lib/wrk-hot.lua" ;;
+        sluice_mixed*) echo "$HERE/lib/wrk-mixed.lua" ;;
+        *) echo "$HERE/lib/wrk-stats.lua" ;;
+    esac
+}
+
 # round NAME N OUT DURATION [RETRY_BUDGET]
 round() {
     local name=$1 n=$2 out=$3 dur=$4 port_var="PORT_$1" pid_var="PID_$1" retries=$NOISE_RETRIES
@@ -191,7 +210,7 @@ round() {
     [ "$name" = direct ] && retries=0
     $PY round --config "$name" --round "$n" --port "${!port_var}" --pid "${!pid_var}" \
         --redis-pid "$PID_redis" --upstream-pid "$PID_upstream" --duration "$dur" --connections "$CONNECTIONS" \
-        --threads "$THREADS" --cpu "$LOAD_CPU" --script "$HERE/lib/wrk-stats.lua" --out "$out" \
+        --threads "$THREADS" --cpu "$LOAD_CPU" --script "$(script_for "$name")" --out "$out" \
         --noise-max "$NOISE_MAX" --retries "$retries" --retry-budget "${5:-$RETRY_BUDGET}"
 }
 
@@ -216,7 +235,8 @@ for name in "${active[@]}"; do
 done
 
 # the throughput instances are done: free the CPU and memory for the memory runs
-for name in nginx_reject haproxy sluice_redis sluice_local sluice_reject_redis sluice_reject_local; do
+for name in nginx_reject nginx_cache haproxy sluice_redis sluice_local sluice_reject_redis \
+        sluice_reject_local sluice_cache sluice_hot_lease sluice_mixed sluice_mixed_lease; do
     stop "$name"
 done
 

@@ -28,13 +28,31 @@
 -- each written key expires 1 ms after it would be full again, so idle keys
 -- vanish and Redis memory stays bounded.
 --
+-- Leases (docs/rate-limiting.md). A proxy worker (a "holder", named by a
+-- random hex id) may take a block of tokens in one call and admit from it
+-- locally. Redis remembers, per bucket, each holder's outstanding amount and
+-- when it lapses: the state string goes on with " <id> <milli> <until>"
+-- per holder (at most MAX_HOLDERS). The level can only refill to burst
+-- minus the sum L of those amounts, so level + L <= b at all times and the
+-- fleet bound stays exact however long a block is held. A holder reports
+-- what it still holds when it takes again (its amount becomes that plus the
+-- new block: what it spent leaves L) and gives the rest back when the lease
+-- ends (its amount leaves L, the rest goes back into the level). A holder
+-- that vanishes is forgotten at <until>: what it held is lost, never
+-- credited, and the holder must stop spending before then (it spends for
+-- `ttl` after sending a take; <until> is `ttl2` after Redis ran it).
+--
 -- KEYS: the bucket keys of all checks, check after check.
 -- ARGV: n, then per check: its bucket count k, then k times: q p tu b c.
+-- A lease operation is a check of one bucket with k = -1 (take up to `a`
+-- milli-tokens, still holding `held`) or k = -2 (give back `a`), then
+-- q p tu b c a held ttl2_us holder.
 -- Returns a flat array of integers, per check: admitted (1/0), then per
 -- bucket: remaining milli-tokens, retry_ms (until c milli-tokens are there;
 -- 0 when they are; -1 when c > b: never), reset_ms (until full again).
 -- With a refused check nothing is taken and the numbers describe the
--- buckets as they are.
+-- buckets as they are. A lease operation answers the milli-tokens it took
+-- (or took back) in place of admitted, then its bucket as a check does.
 
 local floor, ceil = math.floor, math.ceil
 local tonumber = tonumber
@@ -42,18 +60,36 @@ local tonumber = tonumber
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 
+local MAX_HOLDERS = 64
+
 -- state of every key this call has read: milli-tokens (-1: absent, i.e.
--- full), remainder units, stamp
+-- full), remainder units, stamp; its holders (nil: none) and their sum
 local tok, rem, stamp = {}, {}, {}
+local hold, lsum = {}, {}
 -- keys to write back, and their expiry in ms
 local dirty, px = {}, {}
 
 local function load(key)
     local s = redis.call('GET', key)
+    lsum[key] = 0
     if s then
-        local m, r, t = string.match(s, '^(%d+) (%d+) (%d+)$')
+        local m, r, t, rest = string.match(s, '^(%d+) (%d+) (%d+)(.*)$')
         if m then
             tok[key], rem[key], stamp[key] = tonumber(m), tonumber(r), tonumber(t)
+            if rest ~= '' then
+                -- lapsed holders are dropped here: what they held is gone
+                local h, sum = {}, 0
+                for id, a, u in string.gmatch(rest, ' (%x+) (%d+) (%d+)') do
+                    a, u = tonumber(a), tonumber(u)
+                    if u > now then
+                        h[#h + 1] = { id, a, u }
+                        sum = sum + a
+                    end
+                end
+                if #h > 0 then
+                    hold[key], lsum[key] = h, sum
+                end
+            end
             return
         end
     end
@@ -68,8 +104,12 @@ local function level(key, q, p, tu, b)
         m = tok[key]
     end
     local cur = floor(now / tu) * tu
-    local full = b * p
-    if m < 0 or m >= b then
+    local cap = b - lsum[key]
+    if cap < 0 then
+        cap = 0
+    end
+    local full = cap * p
+    if m < 0 or m >= cap then
         return full, cur
     end
     local r = rem[key]
@@ -115,10 +155,131 @@ local bkey, bq, bp, btu, bb, bc = {}, {}, {}, {}, {}, {}
 local ukey, utok, urem, ustamp = {}, {}, {}, {}
 
 local out, o = {}, 0
+
+-- one bucket as it now is: remaining, retry, reset; marks it to be written
+-- when `is_written`
+local function report(key, q, p, tu, b, c, is_written)
+    local v, t = level(key, q, p, tu, b)
+    local retry
+    if c > b then
+        retry = -1
+    elseif v >= c * p then
+        retry = 0
+    else
+        retry = ms_until(ceil((c * p - v) / q), tu, t)
+    end
+    local cap = b - lsum[key]
+    if cap < 0 then
+        cap = 0
+    end
+    local reset = ms_until(ceil((cap * p - v) / q), tu, t)
+    out[o + 1], out[o + 2], out[o + 3] = floor(v / p), retry, reset
+    o = o + 3
+    if is_written then
+        if px[key] == nil then
+            dirty[#dirty + 1] = key
+        end
+        local ms = reset + 1
+        local h = hold[key]
+        if h then
+            -- the key must outlive its holders (a lapsed key would forget
+            -- what they hold and be full), and then until the level, short
+            -- of burst by at most what they held, is full again
+            local last = 0
+            for j = 1, #h do
+                if h[j][3] > last then
+                    last = h[j][3]
+                end
+            end
+            local after = ceil((last - now + ceil(lsum[key] * p / q) * tu) / 1000) + 1
+            local to_b = ms_until(ceil((b * p - v) / q), tu, t) + 1
+            if after > ms then
+                ms = after
+            end
+            if to_b > ms then
+                ms = to_b
+            end
+        end
+        px[key] = ms
+    end
+end
+
+local function find_holder(key, id)
+    local h = hold[key]
+    if h then
+        for i = 1, #h do
+            if h[i][1] == id then
+                return h, i
+            end
+        end
+    end
+    return h, nil
+end
+
+-- k = -1: take up to a milli-tokens; k = -2: give a back. Returns the
+-- milli-tokens moved.
+local function lease_op(k, key, q, p, tu, b, a, held, ttl2, id)
+    local v, t = level(key, q, p, tu, b)
+    local h, i = find_holder(key, id)
+    local moved = 0
+    if k == -1 then
+        if i == nil and h ~= nil and #h >= MAX_HOLDERS then
+            return 0
+        end
+        moved = floor(v / p)
+        if a < moved then
+            moved = a
+        end
+        -- what it says it holds, never more than Redis knows it holds
+        local keep = 0
+        if i ~= nil then
+            keep = h[i][2]
+            if held < keep then
+                keep = held
+            end
+        end
+        if i == nil then
+            if moved <= 0 then
+                return 0
+            end
+            if h == nil then
+                h = {}
+                hold[key] = h
+            end
+            i = #h + 1
+            h[i] = { id, 0, 0 }
+        end
+        lsum[key] = lsum[key] - h[i][2] + keep + moved
+        h[i][2], h[i][3] = keep + moved, now + ttl2
+        v = v - moved * p
+    else
+        if i == nil then
+            return 0
+        end
+        moved = h[i][2]
+        if a < moved then
+            moved = a
+        end
+        lsum[key] = lsum[key] - h[i][2]
+        table.remove(h, i)
+        if #h == 0 then
+            hold[key] = nil
+        end
+        v = v + moved * p
+        local full = (b - lsum[key]) * p
+        if v > full then
+            v = full
+        end
+    end
+    local m = floor(v / p)
+    tok[key], rem[key], stamp[key] = m, v - m * p, t
+    return moved
+end
+
 local ki, ai = 1, 2
-for _ = 1, arg(1) do
-    local k = arg(ai)
-    ai = ai + 1
+
+-- a check of k buckets, from KEYS[ki] and ARGV[ai] on
+local function check(k)
     -- pass 1: take from every bucket in turn (a key named twice sees its
     -- first take), remembering what to undo if a later one refuses
     local admitted, nundo = true, 0
@@ -151,31 +312,40 @@ for _ = 1, arg(1) do
     out[o] = admitted and 1 or 0
     -- pass 2: report on every bucket as it now is
     for j = 1, k do
-        local key, q, p, tu, b, c = bkey[j], bq[j], bp[j], btu[j], bb[j], bc[j]
-        local v, t = level(key, q, p, tu, b)
-        local retry
-        if c > b then
-            retry = -1
-        elseif v >= c * p then
-            retry = 0
-        else
-            retry = ms_until(ceil((c * p - v) / q), tu, t)
+        report(bkey[j], bq[j], bp[j], btu[j], bb[j], bc[j], admitted)
+    end
+end
+
+for _ = 1, arg(1) do
+    local k = arg(ai)
+    ai = ai + 1
+    if k < 0 then
+        local key = KEYS[ki]
+        local q, p, tu, b, c = arg(ai), arg(ai + 1), arg(ai + 2), arg(ai + 3), arg(ai + 4)
+        local a, held, ttl2 = arg(ai + 5), arg(ai + 6), arg(ai + 7)
+        local id = ARGV[ai + 8]
+        ki, ai = ki + 1, ai + 9
+        if not string.match(id, '^%x+$') or #id > 32 then
+            error('lease: bad holder id')
         end
-        local reset = ms_until(ceil((b * p - v) / q), tu, t)
-        out[o + 1], out[o + 2], out[o + 3] = floor(v / p), retry, reset
-        o = o + 3
-        if admitted then
-            if px[key] == nil then
-                dirty[#dirty + 1] = key
-            end
-            px[key] = reset + 1
-        end
+        local moved = lease_op(k, key, q, p, tu, b, a, held, ttl2, id)
+        o = o + 1
+        out[o] = moved
+        report(key, q, p, tu, b, c, moved > 0 or (k == -1 and find_holder(key, id) ~= nil))
+    else
+        check(k)
     end
 end
 
 for i = 1, #dirty do
     local key = dirty[i]
-    redis.call('SET', key, string.format('%d %d %d', tok[key], rem[key], stamp[key]),
-               'PX', px[key])
+    local s = string.format('%d %d %d', tok[key], rem[key], stamp[key])
+    local h = hold[key]
+    if h then
+        for j = 1, #h do
+            s = s .. string.format(' %s %d %d', h[j][1], h[j][2], h[j][3])
+        end
+    end
+    redis.call('SET', key, s, 'PX', px[key])
 end
 return out

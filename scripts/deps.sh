@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages sluice builds, runs and tests with.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libevent-dev libhiredis-dev libluajit-5.1-dev
-          libcjson-dev libhttp-parser-dev libcmocka-dev redis-server redis-tools curl wrk
+          libcjson-dev libhttp-parser-dev libcmocka-dev libssl-dev openssl redis-server redis-tools curl wrk
           python3 valgrind prometheus
           dpkg-dev fakeroot file lintian pandoc mandoc groff logrotate adduser systemd
           dnsmasq-base)

@@ -30,6 +30,7 @@
 #include "config_int.h"
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
+#include "util/secret.h"
 
 #define CONF_MAX_FILE_SIZE (4u << 20) /* a conf bigger than this is a mistake */
 
@@ -231,6 +232,9 @@ sl_config_free(struct sl_config *cfg)
     free(cfg->resolver.servers);
     free(cfg->trusted_proxies);
     free(cfg->store.url);
+    free(cfg->store.password_file);
+    sl_secret_free(cfg->store.password);
+    sl_conf_redis_tls_fini(&cfg->store.tls);
     free(cfg->store.prefix);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].name);
@@ -257,6 +261,7 @@ sl_config_free(struct sl_config *cfg)
         free(cfg->routes[i].limits);
         sl_conf_free_route_lifecycle(&cfg->routes[i]);
         sl_conf_free_idempotency(cfg->routes[i].idempotency);
+        free(cfg->routes[i].cache);
     }
     free(cfg->routes);
     free(cfg->access_log);

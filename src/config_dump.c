@@ -6,7 +6,8 @@
  * operator sees what sluice will run and can load the text again. Written
  * from the C structs, not the file: what is printed is what was checked.
  *
- * Passwords in store.url are masked. Key and cost functions exist only in
+ * Passwords in store.url are masked; of store.password_file only the name
+ * is printed. Key and cost functions exist only in
  * Lua, so the conf runs once more in a sandbox (as a worker's would) and
  * each function is printed from its source text, wrapped in a closure that
  * gives back the locals it uses (its upvalues). A function that cannot be
@@ -29,10 +30,10 @@
 #include "config_int.h"
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
+#include "util/redis_url.h"
 #include "util/datetime.h"
 
 #define DUMP_MAX_DEPTH 8 /* of upvalues and tables inside a function's closure */
-#define MASK "********"
 
 struct dumper {
     const struct sl_config *cfg;
@@ -138,53 +139,6 @@ put_key(FILE *out, const char *name)
         put_cstring(out, name);
         fputs("] = ", out);
     }
-}
-
-/*
- * The URL with its password replaced by MASK, in the form it was written:
- * the userinfo of redis:// and unix:// URLs, the password= parameter of a
- * unix: query. The masked URL still parses, so the text still loads.
- */
-static char *
-mask_url(const char *url)
-{
-    size_t len = strlen(url), cut = 0, resume = 0;
-    const char *auth = NULL, *auth_end = NULL, *q;
-    char *out;
-
-    if (strncmp(url, "redis://", 8) == 0) {
-        auth = url + 8;
-        auth_end = auth + strcspn(auth, "/?#");
-    } else if (strncmp(url, "unix://", 7) == 0) {
-        auth = url + 7;
-        auth_end = auth + strcspn(auth, "/");
-    }
-    if (auth != NULL) {
-        const char *at = memrchr(auth, '@', (size_t)(auth_end - auth));
-        const char *colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-        if (colon != NULL) {
-            cut = (size_t)(colon + 1 - url);
-            resume = (size_t)(at - url);
-        }
-    }
-    if (cut == 0 && strncmp(url, "unix:", 5) == 0 && (q = strchr(url, '?')) != NULL) {
-        for (const char *p = q + 1; *p != '\0'; p += strcspn(p, "&"), p += *p == '&') {
-            if (strncmp(p, "password=", 9) == 0) {
-                cut = (size_t)(p + 9 - url);
-                resume = cut + strcspn(p + 9, "&");
-                break;
-            }
-        }
-    }
-    out = sl_xmalloc(len + sizeof(MASK));
-    if (cut == 0) {
-        memcpy(out, url, len + 1);
-    } else {
-        memcpy(out, url, cut);
-        memcpy(out + cut, MASK, strlen(MASK));
-        memcpy(out + cut + strlen(MASK), url + resume, len - resume + 1);
-    }
-    return out;
 }
 
 /* ---- functions ------------------------------------------------------------ */
@@ -557,6 +511,38 @@ dump_top(struct dumper *d)
     fprintf(out, "\nmax_delayed = %u\n", cfg->max_delayed);
 }
 
+/* A tls key: its value, or a comment saying what none means. */
+static void
+put_tls_key(FILE *out, const char *key, const char *value, const char *none)
+{
+    if (value == NULL) {
+        fprintf(out, "    -- %s: none (%s)\n", key, none);
+        return;
+    }
+    fprintf(out, "    %s = ", key);
+    put_cstring(out, value);
+    fputs(",\n", out);
+}
+
+/* store.tls: written out for a rediss:// url (every key, defaults as
+ * comments), a comment otherwise. */
+static void
+dump_store_tls(FILE *out, const struct sl_store_conf *s)
+{
+    const struct sl_redis_tls_conf *tls = &s->tls;
+
+    if (tls->ssl_ctx == NULL && !tls->is_set) {
+        fputs("  -- tls: none (a rediss:// url turns it on)\n", out);
+        return;
+    }
+    fputs("  tls = {\n", out);
+    put_tls_key(out, "ca_file", tls->ca_file, "the system's trust store");
+    put_tls_key(out, "cert_file", tls->cert_file, "no client certificate");
+    put_tls_key(out, "key_file", tls->key_file, "no client certificate");
+    put_tls_key(out, "server_name", tls->server_name, "the url's host");
+    fprintf(out, "    verify = %s,\n  },\n", tls->is_verify ? "true" : "false");
+}
+
 static void
 dump_client_store(struct dumper *d)
 {
@@ -583,7 +569,7 @@ dump_client_store(struct dumper *d)
     fprintf(out, "\nstore = {\n  kind = \"%s\",\n",
             s->kind == SL_STORE_REDIS ? "redis" : "local");
     if (s->url != NULL) {
-        char *masked = mask_url(s->url);
+        char *masked = sl_redis_url_mask(s->url);
         fputs("  url = ", out);
         put_cstring(out, masked);
         fputs(",\n", out);
@@ -596,9 +582,23 @@ dump_client_store(struct dumper *d)
             : s->on_error == SL_ON_ERROR_LOCAL ? "local"
                                                : "allow");
     put_cstring(out, s->prefix);
-    fprintf(out, ",\n  max_keys = %zu,\n  idempotency_memory = ", s->max_keys);
+    fprintf(out, ",\n  max_keys = %zu,\n  lease = { ttl = ", s->max_keys);
+    put_duration(out, s->lease_ttl_ms);
+    fputs(", max_share = ", out);
+    put_number(out, s->lease_max_share);
+    fputs(" },\n  idempotency_memory = ", out);
     put_size(out, s->idempotency_memory);
-    fputs(",\n}\n", out);
+    fputs(",\n", out);
+    if (s->password_file != NULL) {
+        /* the file's name, never its content */
+        fputs("  password_file = ", out);
+        put_cstring(out, s->password_file);
+        fputs(",\n", out);
+    } else {
+        fputs("  -- password_file: none\n", out);
+    }
+    dump_store_tls(out, s);
+    fputs("}\n", out);
 }
 
 /* A weighted server in the table form, the others as plain strings. */
@@ -789,7 +789,8 @@ dump_limit(struct dumper *d, const struct sl_limit_conf *l)
         put_number(out, l->cost);
     fprintf(out, ",\n    shadow = %s,\n    delay = ", l->is_shadow ? "true" : "false");
     put_duration(out, l->delay_ms);
-    fputs(",\n", out);
+    fprintf(out, ",\n    cache_hits = %s,\n    lease = %s,\n", l->is_cache_hits ? "true" : "false",
+            l->is_leased ? "true" : "false");
     /* only beside an ip part: on any other key the conf check refuses it */
     for (size_t j = 0; j < l->nparts; j++) {
         if (l->parts[j].kind == SL_KEY_IP) {
@@ -874,6 +875,24 @@ dump_route_idempotency(FILE *out, const struct sl_idempotency_conf *ic)
 }
 
 static void
+dump_cache(FILE *out, const struct sl_cache_conf *c)
+{
+    fputs(",\n    cache = { ttl = ", out);
+    put_duration(out, c->ttl_ms);
+    fputs(", max_memory = ", out);
+    put_size(out, c->max_memory);
+    fputs(", max_object = ", out);
+    put_size(out, c->max_object);
+    fputs(",\n              stale_while_revalidate = ", out);
+    put_duration(out, c->stale_while_revalidate_ms);
+    fputs(", stale_if_error = ", out);
+    put_duration(out, c->stale_if_error_ms);
+    fputs(", lock_timeout = ", out);
+    put_duration(out, c->lock_timeout_ms);
+    fputs(" }", out);
+}
+
+static void
 dump_limits_routes(struct dumper *d)
 {
     const struct sl_config *cfg = d->cfg;
@@ -901,9 +920,12 @@ dump_limits_routes(struct dumper *d)
             put_cstring(out, cfg->limits[r->limits[j]].name);
         }
         put_close(out, r->nlimits);
-        fprintf(out, ", ratelimit_headers = %s, server_timing = %s, websocket = %s },\n",
+        fprintf(out, ", ratelimit_headers = %s, server_timing = %s, websocket = %s",
                 r->has_ratelimit_headers ? "true" : "false",
                 r->has_server_timing ? "true" : "false", r->has_websocket ? "true" : "false");
+        if (r->cache != NULL)
+            dump_cache(out, r->cache);
+        fputs(" },\n", out);
     }
     fputs("}\n", out);
 }

@@ -11,9 +11,11 @@
  *   config_schema.c  the option table of every section and the checks no
  *                    table can express
  *   config_listen.c  the listen option: addresses, unix paths, listener tables
+ *   config_redis_tls.c  the redis store's password_file and tls options
  *   config_balance.c an upstream's servers (with weights) and balance
  *   config_retry.c   an upstream's retry_on and retry_budget
  *   config_health.c  an upstream's health table: active checks, passive ejection
+ *   config_cache.c   a route's cache = { ... }
  */
 #ifndef SL_CONFIG_INT_H
 #define SL_CONFIG_INT_H
@@ -242,9 +244,27 @@ struct sl_config *sl_conf_load_direct(const char *path, struct sl_config *snapsh
 
 /* listen = ...: the option of the top-level table (an opt_fn). */
 bool sl_conf_set_listen(struct loader *ld, void *obj, int idx);
+/* config_lease.c: store.lease, its defaults, its key names */
+bool sl_conf_set_store_lease(struct loader *ld, void *obj, int idx);
+void sl_conf_lease_defaults(struct sl_store_conf *store);
+const char **sl_conf_lease_names(void);
 /* The keys of a listener's table form. */
 extern const struct opt sl_conf_listen_opts[];
 extern const size_t sl_conf_nlisten_opts;
+
+/* ---- config_redis_tls.c --------------------------------------------------- */
+
+/* store.password_file = "/path" (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_password_file(struct loader *ld, void *obj, int idx);
+/* store.tls = { ... } (an opt_fn on struct sl_store_conf). */
+bool sl_conf_set_store_tls(struct loader *ld, void *obj, int idx);
+/* The checks that span store.url and the options above, after the store
+ * table is walked, and the TLS context of a rediss:// url, built now so
+ * that a bad file is an error of the conf; false after reporting one. */
+bool sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s);
+/* The defaults of store.tls; its end (the context included). */
+void sl_conf_redis_tls_defaults(struct sl_redis_tls_conf *tls);
+void sl_conf_redis_tls_fini(struct sl_redis_tls_conf *tls);
 
 /* ---- config_lifecycle.c --------------------------------------------------- */
 
@@ -278,6 +298,12 @@ bool sl_conf_set_health(struct loader *ld, void *obj, int idx);
 void sl_conf_health_defaults(struct sl_health_conf *hc);
 /* NULL-terminated, new array of static strings: the keys of a health table. */
 const char **sl_conf_health_names(void);
+/* ---- config_cache.c ------------------------------------------------------- */
+
+/* cache = { ... } on a route (an opt_fn). */
+bool sl_conf_set_route_cache(struct loader *ld, void *obj, int idx);
+extern const struct opt sl_conf_cache_opts[];
+extern const size_t sl_conf_ncache_opts;
 
 /* ---- config_schema.c ------------------------------------------------------ */
 

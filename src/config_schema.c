@@ -316,8 +316,10 @@ set_store_url(struct loader *ld, void *obj, int idx)
 
     if (url == NULL)
         return false;
-    if (sl_redis_url_parse(url, &parsed, why, sizeof(why)) != 0) {
-        sl_conf_fail_value(ld, idx, "%s", why);
+    if (sl_redis_url_parse_flags(url, SL_REDIS_URL_PASSWORD_LATER, &parsed, why, sizeof(why))) {
+        char *masked = sl_redis_url_mask(url); /* never the password in an error */
+        fail(ld, "url \"%.60s\": %s", masked, why);
+        free(masked);
         return false;
     }
     sl_redis_url_fini(&parsed);
@@ -363,6 +365,9 @@ static const struct opt store_opts[] = {
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
     ROW_SIZE("idempotency_memory", "64m", 64 * 1024, (size_t)1 << 40, struct sl_store_conf,
              idempotency_memory),
+    ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
+    ROW_CUSTOM("tls", sl_conf_set_store_tls),
+    ROW_CUSTOM("lease", sl_conf_set_store_lease),
 };
 
 static bool
@@ -382,6 +387,8 @@ set_store(struct loader *ld, void *obj, int idx)
         sl_conf_pop_key(ld);
         w.bad |= 1;
     }
+    if (!sl_conf_check_store_redis(ld, &cfg->store))
+        w.bad |= 1;
     ld->ctx = NULL;
     return w.bad == 0;
 }
@@ -659,6 +666,8 @@ static const struct opt limit_opts[] = {
     ROW_BOOL("shadow", "false", struct sl_limit_conf, is_shadow),
     ROW_DURATION("delay", "0s", 0, 60 * 1000, struct sl_limit_conf, delay_ms),
     ROW_UNSIGNED("ipv6_prefix", "128", 1, 128, struct sl_limit_conf, ipv6_prefix),
+    ROW_BOOL("cache_hits", "true", struct sl_limit_conf, is_cache_hits),
+    ROW_BOOL("lease", "false", struct sl_limit_conf, is_leased),
 };
 
 static bool
@@ -917,6 +926,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
     SL_CONF_LIFECYCLE_ROWS,
     ROW_CUSTOM("idempotency", sl_conf_set_idempotency), /* config_idempotency.c */
+    ROW_CUSTOM("cache", sl_conf_set_route_cache),
 };
 
 static bool
@@ -1177,6 +1187,8 @@ sl_conf_section_names(const char *section)
         return sl_conf_health_names();
     if (strcmp(section, "listen") == 0) /* a listener's table (config_listen.c) */
         return opt_names(sl_conf_listen_opts, sl_conf_nlisten_opts);
+    if (strcmp(section, "cache") == 0) /* a route's cache (config_cache.c) */
+        return opt_names(sl_conf_cache_opts, sl_conf_ncache_opts);
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
         if (strcmp(section, sections[i].name) == 0)
             return opt_names(sections[i].opts, sections[i].n);
@@ -1190,6 +1202,8 @@ sl_conf_set_defaults(struct sl_config *cfg)
     sl_conf_defaults(top_opts, NOPTS(top_opts), cfg);
     sl_conf_defaults(client_opts, NOPTS(client_opts), &cfg->client);
     sl_conf_defaults(store_opts, NOPTS(store_opts), &cfg->store);
+    sl_conf_redis_tls_defaults(&cfg->store.tls);
+    sl_conf_lease_defaults(&cfg->store);
     sl_conf_defaults(resolver_opts, NOPTS(resolver_opts), &cfg->resolver);
     (void)sl_sockaddr_parse("127.0.0.1:9901", &cfg->admin);
     cfg->has_admin = true;

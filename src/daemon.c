@@ -41,6 +41,7 @@
 #include <event2/listener.h>
 
 #include "sluice/admin_buckets.h"
+#include "sluice/admin_cache.h"
 #include "sluice/config.h"
 #include "sluice/health.h"
 #include "sluice/limiter.h"
@@ -147,13 +148,23 @@ drain_knocks(int fd)
 }
 
 static void
-worker_drained(void *arg)
+worker_leases_returned(void *arg)
 {
     struct worker *w = arg;
 
     event_base_loopexit(w->base, NULL);
     atomic_fetch_add(&w->d->nworkers_done, 1);
     knock(w->d->worker_done_fd);
+}
+
+/* Leased tokens go back to the store before the loop stops: other
+ * instances can use them at once (bounded wait, see the limiter). */
+static void
+worker_drained(void *arg)
+{
+    struct worker *w = arg;
+
+    sl_proxy_return_leases(w->proxy, worker_leases_returned, w);
 }
 
 static void
@@ -440,6 +451,15 @@ admin_buckets(struct evhttp_request *req, void *arg)
 }
 
 static void
+admin_cache_purge(struct evhttp_request *req, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (admin_is_authorized(d, req))
+        sl_admin_cache_purge(req);
+}
+
+static void
 admin_other(struct evhttp_request *req, void *arg)
 {
     struct daemon *d = arg;
@@ -511,6 +531,7 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
     evhttp_set_cb(d->admin, "/metrics", admin_metrics, d);
     evhttp_set_cb(d->admin, SL_ADMIN_BUCKETS_PATH, admin_buckets, d);
+    evhttp_set_cb(d->admin, SL_ADMIN_CACHE_PURGE_PATH, admin_cache_purge, d);
     evhttp_set_gencb(d->admin, admin_other, d);
     colon = strrchr(cfg->admin.text, ':');
     host_len = (size_t)(colon - cfg->admin.text);
@@ -1045,6 +1066,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.fault_worker = fault_worker_from_env();
     if (resolver_start(&d, cfg) != 0)
         goto fail;
+    sl_limiter_shared_set_resolver(d.limiter_shared, d.resolver);
     d.health = sl_health_new(d.base, d.resolver);
     sl_health_configure(d.health, cfg);
     watchdog_init(&d);

@@ -179,6 +179,7 @@ struct check {
 
 struct sl_limiter_shared {
     struct sl_store_local_table *table;
+    struct sl_resolver *resolver; /* the redis store's host name; NULL: looked up at connect */
     atomic_uint nworkers_down; /* limiters whose store is failing */
     atomic_uint_fast64_t resets; /* buckets reset by the bucket API, ever */
 };
@@ -251,6 +252,7 @@ sl_limiter_set_metrics(struct sl_limiter *limiter, struct sl_metrics_worker *met
 {
     limiter->metrics = metrics;
     limiter->limit_slots = limit_slots;
+    sl_lease_store_set_metrics(limiter->store, metrics);
     sl_metrics_store_state(metrics, limiter->cfg->store.kind == SL_STORE_REDIS
                                         ? SL_METRICS_STATE_REDIS
                                         : SL_METRICS_STATE_LOCAL);
@@ -503,6 +505,12 @@ sl_limiter_shared_new(size_t max_keys)
 }
 
 void
+sl_limiter_shared_set_resolver(struct sl_limiter_shared *shared, struct sl_resolver *resolver)
+{
+    shared->resolver = resolver;
+}
+
+void
 sl_limiter_shared_note_reset(struct sl_limiter_shared *shared)
 {
     if (shared != NULL)
@@ -527,9 +535,10 @@ sl_limiter_new(const struct sl_config *cfg, struct event_base *base,
     struct sl_store *store, *fallback = NULL;
 
     if (cfg->store.kind == SL_STORE_REDIS) {
-        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        store = sl_store_redis_new_resolved(&cfg->store, base, shared->resolver, err, err_size);
         if (store == NULL)
             return NULL;
+        store = sl_lease_store_wrap(store, cfg, base);
         if (cfg->store.on_error == SL_ON_ERROR_LOCAL)
             fallback = sl_store_local_new(shared->table);
     } else {
@@ -560,7 +569,7 @@ sl_limiter_new_lookup(const struct sl_config *cfg, struct event_base *base,
     struct sl_store *store;
 
     if (cfg->store.kind == SL_STORE_REDIS) {
-        store = sl_store_redis_new(&cfg->store, base, err, err_size);
+        store = sl_store_redis_new_resolved(&cfg->store, base, shared->resolver, err, err_size);
         if (store == NULL)
             return NULL;
     } else {
@@ -987,6 +996,7 @@ collect(struct check *c, const struct sl_request *req, bool want_shadow)
         b->per_ms = conf->per_ms;
         b->burst = conf->burst;
         b->cost = limit_cost(limiter, limit, req);
+        b->is_leased = conf->is_leased;
         c->limits[c->n] = limit;
         c->is_refused[c->n] = false;
         c->n++;

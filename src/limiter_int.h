@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+struct event_base;
+struct sl_metrics_worker;
 struct sl_config;
 struct sl_limiter;
 struct sl_limiter_shared;
@@ -32,5 +34,13 @@ size_t sl_limiter_bucket_key(const struct sl_limiter *limiter, size_t limit,
 /* A bucket was reset: every limiter sharing `shared` forgets its cached
  * refusals before its next check. Any thread; NULL is a no-op. */
 void sl_limiter_shared_note_reset(struct sl_limiter_shared *shared);
+
+/* limiter_lease.c: `inner` (redis) behind a store that admits hot keys of
+ * `lease = true` limits from leased blocks; `inner` itself when no limit
+ * leases or it cannot lease. The result owns inner. */
+struct sl_store *sl_lease_store_wrap(struct sl_store *inner, const struct sl_config *cfg,
+                                     struct event_base *base);
+/* Lease counters go to `metrics`; a no-op for any other store. */
+void sl_lease_store_set_metrics(struct sl_store *store, struct sl_metrics_worker *metrics);
 
 #endif

@@ -23,11 +23,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/cache.h"
 #include "sluice/log.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -106,7 +108,8 @@ enum {
     S_RECONNECTS = S_STORE_ERRORS + NSTORE_ERRORS,
     S_NOSCRIPT,
     S_LOCAL_EVICTIONS,
-    S_STATE, /* state + 1; 0: never set */
+    S_LEASE, /* SL_METRICS_LEASE_COUNT counters */
+    S_STATE = S_LEASE + SL_METRICS_LEASE_COUNT, /* state + 1; 0: never set */
     S_HIST,
 };
 
@@ -589,6 +592,13 @@ sl_metrics_store_noscript(struct sl_metrics_worker *w)
 }
 
 void
+sl_metrics_lease(struct sl_metrics_worker *w, enum sl_metrics_lease what, uint64_t n)
+{
+    if (w != NULL)
+        bump(&w->scalars[S_LEASE + what], n);
+}
+
+void
 sl_metrics_local_store_evictions(struct sl_metrics_worker *w, uint64_t n)
 {
     if (w != NULL)
@@ -937,6 +947,22 @@ render_store(struct out *o, struct sl_metrics *m)
          "max_keys.");
     emit(o, "sluice_local_store_evictions_total %" PRIu64 "\n",
          sum_scalar(m, S_LOCAL_EVICTIONS));
+    head(o, "sluice_lease_takes_total", "counter",
+         "Lease blocks asked of the store (limits with lease = true).");
+    emit(o, "sluice_lease_takes_total %" PRIu64 "\n",
+         sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKES));
+    head(o, "sluice_lease_tokens_taken_total", "counter",
+         "Tokens the store handed out in lease blocks.");
+    emit(o, "sluice_lease_tokens_taken_total %.3f\n",
+         (double)sum_scalar(m, S_LEASE + SL_METRICS_LEASE_TAKEN_MILLI) / 1000.0);
+    head(o, "sluice_lease_tokens_returned_total", "counter",
+         "Unused leased tokens given back to the store (lease expiry, reload, shutdown).");
+    emit(o, "sluice_lease_tokens_returned_total %.3f\n",
+         (double)sum_scalar(m, S_LEASE + SL_METRICS_LEASE_RETURNED_MILLI) / 1000.0);
+    head(o, "sluice_lease_admitted_total", "counter",
+         "Requests admitted from a leased block without a store call.");
+    emit(o, "sluice_lease_admitted_total %" PRIu64 "\n",
+         sum_scalar(m, S_LEASE + SL_METRICS_LEASE_ADMITTED));
 
     for (unsigned i = 0; i < m->nworkers; i++) {
         uint64_t s = peek(&m->workers[i]->scalars[S_STATE]);
@@ -1070,6 +1096,79 @@ render_consumers(struct out *o, struct sl_metrics *m)
     }
 }
 
+/* ---- the response cache: its stores count for themselves (src/cache.c) ---- */
+
+struct cache_row {
+    char *label;
+    struct sl_cache_stats st;
+};
+
+struct cache_rows {
+    struct cache_row *rows;
+    size_t n;
+};
+
+static void
+collect_cache(void *arg, const char *name, struct sl_cache *cache)
+{
+    struct cache_rows *r = arg;
+
+    r->rows = sl_xrealloc(r->rows, (r->n + 1) * sizeof(*r->rows));
+    r->rows[r->n].label = escape_label(name);
+    sl_cache_stats(cache, &r->rows[r->n].st);
+    r->n++;
+}
+
+static void
+cache_counter(struct out *o, const struct cache_rows *r, const char *name, const char *type,
+              const char *help, size_t off)
+{
+    head(o, name, type, help);
+    for (size_t i = 0; i < r->n; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&r->rows[i].st + off, sizeof(v));
+        emit(o, "%s{route=\"%s\"} %" PRIu64 "\n", name, r->rows[i].label, v);
+    }
+}
+
+static void
+render_cache(struct out *o)
+{
+    static const char *const results[] = { "hit", "miss", "stale", "collapsed", "revalidated" };
+    struct cache_rows r = { NULL, 0 };
+
+    sl_cache_each(collect_cache, &r);
+    head(o, "sluice_cache_requests_total", "counter",
+         "Requests on cached routes, by route and result: hit (fresh), miss (went upstream), "
+         "stale (served stale), collapsed (served by another request's fetch), revalidated "
+         "(a stale entry the upstream confirmed with 304).");
+    for (size_t i = 0; i < r.n; i++)
+        for (size_t e = 0; e < sizeof(results) / sizeof(results[0]); e++)
+            emit(o, "sluice_cache_requests_total{route=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                 r.rows[i].label, results[e], r.rows[i].st.events[e]);
+    cache_counter(o, &r, "sluice_cache_not_modified_total", "counter",
+                  "304 answers the cache gave to conditional requests, by route.",
+                  offsetof(struct sl_cache_stats, events[SL_CACHE_EV_NOT_MODIFIED]));
+    cache_counter(o, &r, "sluice_cache_stored_bytes", "gauge",
+                  "Bytes the cache's entries count against max_memory, by route.",
+                  offsetof(struct sl_cache_stats, bytes));
+    cache_counter(o, &r, "sluice_cache_max_bytes", "gauge", "The cache's max_memory, by route.",
+                  offsetof(struct sl_cache_stats, max_memory));
+    cache_counter(o, &r, "sluice_cache_entries", "gauge",
+                  "Entries in the cache (Vary markers included), by route.",
+                  offsetof(struct sl_cache_stats, entries));
+    cache_counter(o, &r, "sluice_cache_evictions_total", "counter",
+                  "Entries pushed out of the cache to make room, by route.",
+                  offsetof(struct sl_cache_stats, evictions));
+    cache_counter(o, &r, "sluice_cache_admissions_refused_total", "counter",
+                  "Responses the admission filter kept out: asked for less often than what "
+                  "they would have pushed out, by route.",
+                  offsetof(struct sl_cache_stats, refused));
+    for (size_t i = 0; i < r.n; i++)
+        free(r.rows[i].label);
+    free(r.rows);
+}
+
 char *
 sl_metrics_render(struct sl_metrics *m, size_t *len)
 {
@@ -1083,6 +1182,7 @@ sl_metrics_render(struct sl_metrics *m, size_t *len)
     render_store(&o, m);
     render_upstreams(&o, m);
     render_consumers(&o, m);
+    render_cache(&o);
     pthread_mutex_unlock(&m->lock);
     return sl_buf_take(&o.buf, len);
 }

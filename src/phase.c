@@ -18,14 +18,18 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/http.h"
 #include "util/alloc.h"
 
 /* The phases a route may run, in the order they run: version policy (410 and
- * Deprecation before anything is spent), limits, then idempotency and cache.
+ * Deprecation before anything is spent), limits, then idempotency and cache
+ * (after limits: hits are limited too, unless a limit says cache_hits =
+ * false, which the limits phase asks the cache about).
  * A new phase is a file of its own and one line here. */
 static const struct sl_phase *const builtin[] = {
     &sl_phase_lifecycle,
     &sl_phase_limit,
+    &sl_phase_cache,
 };
 
 struct sl_phase_entry {
@@ -142,12 +146,23 @@ sl_phase_run_init(struct sl_phase_run *run)
     memset(run, 0, sizeof(*run));
 }
 
+static void
+drop_response(struct sl_phase_run *run)
+{
+    if (run->has_response && run->response.release != NULL)
+        run->response.release(run->response.release_arg);
+    run->has_response = false;
+}
+
 void
 sl_phase_run_fini(struct sl_phase_run *run)
 {
     assert(!run->is_pending);
+    drop_response(run);
     free(run->headers);
     run->headers = NULL;
+    free(run->up_headers);
+    run->up_headers = NULL;
 }
 
 static void
@@ -199,6 +214,9 @@ sl_phase_run_start(struct sl_phase_run *run, const struct sl_phase_chain *chain,
     run->is_ended = false;
     run->end_reason = NULL;
     run->headers_len = 0;
+    run->up_headers_len = 0;
+    run->nhidden = 0;
+    drop_response(run);
     memset(run->state, 0, chain->state_size);
     run_from(run);
 }
@@ -247,17 +265,95 @@ sl_phase_answer(struct sl_phase_run *run, int status, const char *body, size_t b
 }
 
 void
+sl_phase_respond(struct sl_phase_run *run, const struct sl_phase_response *resp)
+{
+    assert(run->is_pending);
+    run->is_pending = false;
+    if (run->sync_result != NULL) {
+        *run->sync_result = SYNC_ANSWERED;
+        run->sync_result = NULL;
+    } else if (run->is_ended) {
+        if (resp->release != NULL)
+            resp->release(resp->release_arg);
+        abandon(run);
+        return;
+    }
+    drop_response(run);
+    run->response = *resp;
+    run->has_response = true;
+    run->done(run->done_arg, SL_PHASE_RESPONDED, resp->status, NULL, 0);
+}
+
+void
+sl_phase_replace(struct sl_phase_run *run, const struct sl_phase_response *resp)
+{
+    drop_response(run);
+    run->response = *resp;
+    run->has_response = true;
+}
+
+bool
+sl_phase_take_response(struct sl_phase_run *run, struct sl_phase_response *resp)
+{
+    if (!run->has_response)
+        return false;
+    *resp = run->response;
+    run->has_response = false;
+    return true;
+}
+
+/* Grows to the largest set of lines seen on this connection, then stays. */
+static void
+append_lines(char **buf, size_t *len, size_t *cap, const char *lines, size_t n)
+{
+    if (n == 0)
+        return;
+    if (*len + n > *cap) {
+        *cap = *len + n;
+        *buf = sl_xrealloc(*buf, *cap);
+    }
+    memcpy(*buf + *len, lines, n);
+    *len += n;
+}
+
+void
 sl_phase_attach(struct sl_phase_run *run, const char *lines, size_t len)
 {
-    if (len == 0)
-        return;
-    if (run->headers_len + len > run->headers_cap) {
-        /* grows to the largest set of lines seen on this connection, then stays */
-        run->headers_cap = run->headers_len + len;
-        run->headers = sl_xrealloc(run->headers, run->headers_cap);
+    append_lines(&run->headers, &run->headers_len, &run->headers_cap, lines, len);
+}
+
+void
+sl_phase_attach_upstream(struct sl_phase_run *run, const char *lines, size_t len)
+{
+    append_lines(&run->up_headers, &run->up_headers_len, &run->up_headers_cap, lines, len);
+}
+
+bool
+sl_phase_hide_upstream(struct sl_phase_run *run, const char *name, size_t len)
+{
+    if (run->nhidden >= SL_PHASE_HIDE_MAX)
+        return false;
+    run->hidden[run->nhidden].name = name;
+    run->hidden[run->nhidden].len = len;
+    run->nhidden++;
+    return true;
+}
+
+bool
+sl_phase_is_hidden(const struct sl_phase_run *run, const struct sl_header *h)
+{
+    for (unsigned i = 0; i < run->nhidden; i++) {
+        if (sl_http_name_is(h, run->hidden[i].name, run->hidden[i].len))
+            return true;
     }
-    memcpy(run->headers + run->headers_len, lines, len);
-    run->headers_len += len;
+    return false;
+}
+
+const char *
+sl_phase_upstream_headers(const struct sl_phase_run *run, size_t *len)
+{
+    *len = run->up_headers_len;
+    return run->up_headers;
 }
 
 const struct sl_request *
@@ -288,6 +384,16 @@ sl_phase_response_head(struct sl_phase_run *run, int status, const struct sl_hea
         if (e->phase->on_response_head != NULL)
             e->phase->on_response_head(run, e->conf, state_of(run, e), status, headers,
                                        nheaders);
+    }
+}
+
+void
+sl_phase_upstream_error(struct sl_phase_run *run, int status)
+{
+    for (unsigned i = 0; run->chain != NULL && i < run->next; i++) {
+        const struct sl_phase_entry *e = &run->chain->entries[i];
+        if (e->phase->on_upstream_error != NULL)
+            e->phase->on_upstream_error(run, e->conf, state_of(run, e), status);
     }
 }
 

@@ -12,6 +12,10 @@
  * own until its tokens are due, then checks again; the limiter bounds how
  * many wait per worker and how long in all. Nothing is attached until the
  * last decision, so the client sees only that one's fields.
+ *
+ * Limits apply to cache hits too (this phase runs before the cache's); a
+ * limit with cache_hits = false is left out for a request the route's cache
+ * holds a fresh answer to, as the cache says when asked here.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +25,7 @@
 #include <event2/event.h>
 
 #include "sluice/accesslog.h"
+#include "sluice/cache.h"
 #include "sluice/config.h"
 #include "sluice/limiter.h"
 #include "sluice/metrics.h"
@@ -38,11 +43,16 @@ struct limit_conf {
     struct sl_metrics_worker *metrics;
     unsigned route_slot;
     struct limit_state *waiting; /* delayed requests of this route, for teardown */
+    /* With a cache and a limit that says cache_hits = false: the route as
+     * seen by a request the cache will answer, without those limits. */
+    struct sl_cache *cache;
+    struct sl_route_conf *hit_route;
 };
 
 struct limit_state {
     struct sl_phase_run *run;
     struct limit_conf *conf;
+    const struct sl_route_conf *route; /* lc->route, or lc->hit_route for a cache hit */
     const char *outcome; /* static, from the decision */
     const char *reason;  /* why it answered, for the access log; NULL: it passed */
     double limiter_ms;
@@ -65,6 +75,20 @@ limit_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, v
     lc->route = route;
     lc->metrics = env->metrics;
     lc->route_slot = env->route_slots[route - env->cfg->routes];
+    for (size_t i = 0; route->cache != NULL && i < route->nlimits; i++) {
+        if (env->cfg->limits[route->limits[i]].is_cache_hits)
+            continue;
+        lc->hit_route = sl_xmalloc(sizeof(*lc->hit_route));
+        *lc->hit_route = *route;
+        lc->hit_route->limits = sl_xcalloc(route->nlimits, sizeof(*route->limits));
+        lc->hit_route->nlimits = 0;
+        for (size_t j = 0; j < route->nlimits; j++) {
+            if (env->cfg->limits[route->limits[j]].is_cache_hits)
+                lc->hit_route->limits[lc->hit_route->nlimits++] = route->limits[j];
+        }
+        lc->cache = sl_phase_cache_store(route);
+        break;
+    }
     *conf = lc;
     return true;
 }
@@ -99,6 +123,10 @@ limit_teardown(void *conf)
         waiting_unlink(st);
         sl_phase_pass(st->run);
     }
+    if (lc->hit_route != NULL)
+        free(lc->hit_route->limits);
+    free(lc->hit_route);
+    sl_cache_put(lc->cache);
     free(conf);
 }
 
@@ -130,7 +158,7 @@ on_delay_over(evutil_socket_t fd, short what, void *arg)
         sl_phase_pass(st->run);
         return;
     }
-    sl_limiter_recheck(lc->limiter, lc->route, sl_phase_request(st->run), st->waited_ms,
+    sl_limiter_recheck(lc->limiter, st->route, sl_phase_request(st->run), st->waited_ms,
                        on_decision, st);
 }
 
@@ -198,8 +226,13 @@ limit_request(struct sl_phase_run *run, void *conf, void *state)
 
     st->run = run;
     st->conf = lc;
+    st->route = lc->route;
+    /* A peek, not a hold: an entry that goes before the cache phase looks
+     * makes this one request go upstream without those limits. */
+    if (lc->hit_route != NULL && sl_phase_cache_is_hit(lc->cache, sl_phase_request(run)))
+        st->route = lc->hit_route;
     /* on_decision may run before this returns (embedded store) */
-    sl_limiter_check(lc->limiter, lc->route, sl_phase_request(run), on_decision, st);
+    sl_limiter_check(lc->limiter, st->route, sl_phase_request(run), on_decision, st);
 }
 
 static void

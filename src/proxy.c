@@ -97,11 +97,12 @@ wgen_unref(struct wgen *gen)
     free(gen->route_slots);
     free(gen->limit_slots);
     free(gen->upstream_slots);
+    sl_limiter_free(gen->limiter);
+    sl_phase_table_free(gen->phases); /* after the limiter: its last callbacks end runs */
+    /* after the phases: their own upstream requests give connections back */
     for (size_t i = 0; i < gen->cfg->nupstreams; i++)
         sl_upstream_pool_free(gen->pools[i]);
     free(gen->pools);
-    sl_limiter_free(gen->limiter);
-    sl_phase_table_free(gen->phases); /* after the limiter: its last callbacks end runs */
     sl_shared_config_unref(gen->shared);
     free(gen);
 }
@@ -150,6 +151,7 @@ build_phases(const struct sl_proxy *px, const struct wgen *gen)
         .limiter = gen->limiter,
         .metrics = px->mw,
         .route_slots = gen->route_slots,
+        .pools = gen->pools,
     };
 
     return sl_phase_table_new(&env);
@@ -594,12 +596,12 @@ sl_proxy_prepare(struct sl_proxy *px, struct sl_shared_config *shared, char *err
     gen->limiter = limiter;
     register_names(px, gen);
     sl_limiter_set_metrics(limiter, px->mw, gen->limit_slots);
-    gen->phases = build_phases(px, gen);
     gen->pools = sl_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*gen->pools));
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gen->pools[i] = sl_upstream_pool_new(px->base, &cfg->upstreams[i], px->nworkers, px->mw,
                                              gen->upstream_slots[i], px->resolver,
                                              px->health);
+    gen->phases = build_phases(px, gen);
     pg = sl_xcalloc(1, sizeof(*pg));
     pg->gen = gen;
     if (prepare_accesslog(px, cfg, pg, err, err_size) != 0) {
@@ -673,6 +675,12 @@ sl_proxy_drain(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
         px->drained_cb = NULL;
         cb(arg);
     }
+}
+
+void
+sl_proxy_return_leases(struct sl_proxy *px, sl_proxy_drained_cb *cb, void *arg)
+{
+    sl_limiter_return_leases(px->gen != NULL ? px->gen->limiter : NULL, cb, arg);
 }
 
 void

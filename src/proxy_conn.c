@@ -680,6 +680,13 @@ on_phases_done(void *arg, enum sl_phase_result result, int status, const char *b
             c->rq.reason = "answered by a phase";
         proxy_write_local_response(c, status, headers, headers_len, body, body_len, must_close);
         proxy_request_done(c, must_close);
+    } else if (result == SL_PHASE_RESPONDED) {
+        bool must_close = c->rq.framing != SL_FRAMING_NONE;
+        struct sl_phase_response resp;
+
+        if (sl_phase_take_response(&c->phases, &resp))
+            proxy_write_phase_response(c, &resp, must_close);
+        proxy_request_done(c, must_close);
     } else {
         proxy_upstream_start(c);
     }

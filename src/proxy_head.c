@@ -12,12 +12,14 @@
 #include "proxy_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "util/alloc.h"
 #include "util/text.h"
 
 /* ---- ids ------------------------------------------------------------------ */
@@ -332,6 +334,16 @@ hb_host(struct head_builder *b, const struct conn *c)
     }
 }
 
+/* Lines the phases add to the upstream request (a cache's If-None-Match). */
+static void
+hb_phase_lines(struct head_builder *b, const struct conn *c)
+{
+    size_t len;
+    const char *lines = sl_phase_upstream_headers(&c->phases, &len);
+
+    hb_add(b, lines, len);
+}
+
 void
 proxy_write_request_head(struct conn *c, struct evbuffer *out)
 {
@@ -379,6 +391,8 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
         if ((c->rq.request_id_len && sl_http_name_is(h, SL_LIT("x-request-id")))
             || sl_http_name_is(h, SL_LIT("traceparent")))
             continue;
+        if (c->phases.nhidden > 0 && sl_phase_is_hidden(&c->phases, h))
+            continue; /* a phase's choice: the cache's own conditionals go up instead */
         hb_header(&b, h);
     }
     hb_host(&b, c);
@@ -396,6 +410,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
     HB_LIT(&b, "traceparent: ");
     hb_add(&b, c->traceparent, 55);
     HB_LIT(&b, "\r\n");
+    hb_phase_lines(&b, c);
     if (c->rq.framing == SL_FRAMING_LENGTH) {
         HB_LIT(&b, "Content-Length: ");
         hb_u64(&b, c->rq.content_length); /* body_left runs down as it goes */
@@ -409,7 +424,7 @@ proxy_write_request_head(struct conn *c, struct evbuffer *out)
 
 /* ---- response heads ---------------------------------------------------------- */
 
-void
+bool
 proxy_write_response_head(struct conn *c, const char *head, bool must_close)
 {
     struct sl_header headers[MAX_RESPONSE_HEADERS];
@@ -421,8 +436,10 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     const char *attached;
     size_t attached_len;
 
-    /* before the head is built: phases may attach lines to it */
+    /* before the head is built: phases may attach lines to it, or replace it */
     sl_phase_response_head(&c->phases, status, headers, n);
+    if (c->phases.has_response)
+        return false;
     c->rq.status = status;
     c->rq.is_resp_chunked = c->rq.resp_framing == SL_FRAMING_CHUNKED
         || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor >= 1);
@@ -452,6 +469,76 @@ proxy_write_response_head(struct conn *c, const char *head, bool must_close)
     hb_finish(&b);
     c->rq.bytes_out += evbuffer_get_length(out) - before;
     c->rq.is_resp_started = true;
+    return true;
+}
+
+struct body_ref {
+    void (*release)(void *arg);
+    void *arg;
+};
+
+static void
+body_ref_done(const void *data, size_t len, void *extra)
+{
+    struct body_ref *ref = extra;
+
+    (void)data;
+    (void)len;
+    ref->release(ref->arg);
+    free(ref);
+}
+
+/* RFC 9110 section 6.4.1: no content in a 1xx, 204 or 304, nor for HEAD. */
+static bool
+is_bodiless(const struct conn *c, int status)
+{
+    return c->rq.is_head_method || status / 100 == 1 || status == 204 || status == 304;
+}
+
+/*
+ * A small body is copied in behind the head (one send, as move_body in
+ * proxy_upstream.c); a larger one goes out by reference, held by the phase
+ * until the client has taken it.
+ */
+void
+proxy_write_phase_response(struct conn *c, const struct sl_phase_response *r, bool must_close)
+{
+    struct evbuffer *out = c->cs.out;
+    size_t before = evbuffer_get_length(out);
+    bool is_ref = false;
+    const char *attached;
+    size_t attached_len;
+    struct head_builder b;
+
+    hb_status_line(&b, out, r->status);
+    hb_add(&b, r->headers, r->headers_len);
+    attached = sl_phase_headers(&c->phases, &attached_len);
+    hb_add(&b, attached, attached_len);
+    if (r->status != 304 && r->status != 204 && r->status / 100 != 1) {
+        HB_LIT(&b, "Content-Length: ");
+        hb_u64(&b, r->body_len);
+        HB_LIT(&b, "\r\n");
+    }
+    hb_end(&b, c, must_close);
+    if (!is_bodiless(c, r->status) && r->body_len > 0) {
+        if (r->body_len <= COPY_BODY_MAX || r->release == NULL) {
+            hb_add(&b, r->body, r->body_len);
+        } else {
+            struct body_ref *ref = sl_xmalloc(sizeof(*ref));
+            ref->release = r->release;
+            ref->arg = r->release_arg;
+            hb_finish(&b);
+            evbuffer_add_reference(out, r->body, r->body_len, body_ref_done, ref);
+            is_ref = true;
+        }
+    }
+    hb_finish(&b);
+    if (!is_ref && r->release != NULL)
+        r->release(r->release_arg);
+    c->rq.bytes_out += evbuffer_get_length(out) - before;
+    c->rq.status = r->status;
+    c->rq.is_resp_started = true;
+    sl_stream_flush(&c->cs);
 }
 
 void

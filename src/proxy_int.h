@@ -304,7 +304,12 @@ size_t proxy_collect_xff(struct conn *c);
 /* Makes X-Request-Id (unless a valid one came) and traceparent, once. */
 void proxy_ensure_ids(struct conn *c);
 void proxy_write_request_head(struct conn *c, struct evbuffer *out);
-void proxy_write_response_head(struct conn *c, const char *head, bool must_close);
+/* false: a phase replaced the response (sl_phase_take_response); nothing written */
+bool proxy_write_response_head(struct conn *c, const char *head, bool must_close);
+/* A phase's full response (a cache hit); resp's release is called, now or
+ * once the client took the body. */
+void proxy_write_phase_response(struct conn *c, const struct sl_phase_response *resp,
+                                bool must_close);
 void proxy_write_local_response(struct conn *c, int status, const char *extra_headers,
                                 size_t extra_len, const char *body, size_t body_len,
                                 bool must_close);

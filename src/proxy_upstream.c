@@ -129,6 +129,45 @@ client_gone(const struct conn *c)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/*
+ * The upstream failed before a response head: a phase may answer in its
+ * place (a cache's stale-if-error). True when one did.
+ */
+static bool
+error_replaced(struct conn *c, int status)
+{
+    struct sl_phase_response resp;
+    bool must_close = !c->rq.is_body_done;
+
+    sl_phase_upstream_error(&c->phases, status);
+    if (!sl_phase_take_response(&c->phases, &resp))
+        return false;
+    proxy_upstream_drop(c, false);
+    proxy_write_phase_response(c, &resp, must_close);
+    proxy_request_done(c, must_close);
+    return true;
+}
+
+/* A phase replaced the upstream's response (its head is in c->resp): the
+ * upstream's body, if any, is not read; its connection goes back only when
+ * there is none. */
+static void
+response_replaced(struct conn *c, bool must_close)
+{
+    struct sl_phase_response resp;
+    bool has_body = c->rq.resp_framing != SL_FRAMING_NONE
+        && !(c->rq.resp_framing == SL_FRAMING_LENGTH && c->rq.resp_left == 0);
+    bool is_reusable = !has_body && c->rq.is_body_done
+        && http_should_keep_alive(&c->resp.parser) && evbuffer_get_length(c->us->out) == 0;
+
+    evbuffer_drain(c->us->in, c->resp.head_len);
+    c->rq.upstream_end_us = sl_clock_cached_us();
+    proxy_upstream_drop(c, is_reusable);
+    if (sl_phase_take_response(&c->phases, &resp))
+        proxy_write_phase_response(c, &resp, must_close);
+    proxy_request_done(c, must_close);
+}
+
 static void
 on_upstream(void *arg, struct sl_upconn *up, int status)
 {
@@ -142,6 +181,9 @@ on_upstream(void *arg, struct sl_upconn *up, int status)
                              : c->wait.is_all_down ? "upstream all servers down"
                              : status == 503 ? "upstream overloaded"
                                              : "upstream unreachable";
+        /* a stale response the cache may serve instead (stale-if-error) */
+        if (error_replaced(c, status))
+            return;
         proxy_respond_error(c, status, reason, detail, false);
         return;
     }
@@ -390,7 +432,7 @@ start_tunnel(struct conn *c, const char *data)
                                  c->rq.first_byte_us - c->rq.upstream_start_us);
     c->rq.resp_framing = SL_FRAMING_NONE;
     c->rq.is_keepalive = false;
-    proxy_write_response_head(c, data, false);
+    (void)proxy_write_response_head(c, data, false);
     evbuffer_drain(c->us->in, c->resp.head_len);
     proxy_tunnel_start(c);
 }
@@ -447,9 +489,12 @@ read_response_head(struct conn *c)
             c->rq.resp_framing == SL_FRAMING_LENGTH ? c->resp.parser.content_length : 0;
         must_close = !c->rq.is_body_done || !c->rq.is_keepalive || c->px->is_draining
             || (c->rq.resp_framing == SL_FRAMING_EOF && c->rq.req.http_minor == 0);
-        proxy_write_response_head(c, data, must_close);
         if (must_close)
             c->rq.is_keepalive = false;
+        if (!proxy_write_response_head(c, data, must_close)) {
+            response_replaced(c, must_close);
+            return false;
+        }
         evbuffer_drain(in, c->resp.head_len);
         return true;
     }
@@ -489,6 +534,8 @@ up_failed(struct conn *c, bool is_timeout)
     if (!c->rq.is_resp_started) {
         /* Not after a timeout: the upstream may still be working on it. */
         if (!is_timeout && !c->rq.is_resp_byte_seen && retry(c, SL_RETRY_ON_RESET))
+            return;
+        if (error_replaced(c, is_timeout ? 504 : 502))
             return;
         proxy_upstream_drop(c, false);
         proxy_respond_error(c, is_timeout ? 504 : 502,

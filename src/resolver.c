@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -25,6 +26,7 @@
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "util/alloc.h"
+#include "util/redis_url.h"
 #include "util/timeval.h"
 
 /* A TTL of 0 (dnsmasq's default for its hosts files) must not mean a lookup
@@ -182,12 +184,40 @@ name_add(struct sl_resolver *r, const char *host)
     return true;
 }
 
+bool
+sl_resolver_is_name(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1
+           && strcasecmp(host, "localhost") != 0;
+}
+
+/* The redis store's host, when it is a name (into buf); else false. */
+static bool
+store_name(const struct sl_config *cfg, char *buf, size_t size)
+{
+    struct sl_redis_url url;
+    bool is_name;
+
+    if (cfg->store.kind != SL_STORE_REDIS || cfg->store.url == NULL
+        || sl_redis_url_parse(cfg->store.url, &url, NULL, 0) != 0)
+        return false;
+    is_name = url.host != NULL && sl_resolver_is_name(url.host);
+    if (is_name)
+        snprintf(buf, size, "%s", url.host);
+    sl_redis_url_fini(&url);
+    return is_name;
+}
+
 int
 sl_resolver_configure(struct sl_resolver *r, const struct sl_config *cfg, char *err,
                       size_t err_size)
 {
     int nnew = 0;
-    bool has_names = false;
+    char redis_host[256];
+    bool has_redis_name = store_name(cfg, redis_host, sizeof(redis_host));
+    bool has_names = has_redis_name;
 
     for (size_t u = 0; u < cfg->nupstreams; u++)
         has_names = has_names || cfg->upstreams[u].nnames > 0;
@@ -201,6 +231,8 @@ sl_resolver_configure(struct sl_resolver *r, const struct sl_config *cfg, char *
         for (size_t i = 0; i < cfg->upstreams[u].nnames; i++)
             nnew += name_add(r, cfg->upstreams[u].names[i].host);
     }
+    if (has_redis_name)
+        nnew += name_add(r, redis_host);
     /* names only an old conf had stop refreshing (the sweep frees them once
      * the old pools let go); one named again, idle since, is looked up now */
     for (struct sl_resolved *name = r->names; name != NULL; name = name->next) {

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Copyright (c) 2026 the sluice developers */
 /*
- * The redis backend: one hiredis async connection per worker, on the
- * worker's event_base through an event adapter of our own (hiredis's
- * libevent adapter costs two epoll_ctl per round trip; see
- * store_redis_conn.c), running lua/token_bucket.lua with EVALSHA.
+ * The redis backend: one connection per worker, on the worker's event_base,
+ * plaintext or TLS, made by sluice itself (store_redis_link.c: hiredis 0.14
+ * brings only its reply reader), running lua/token_bucket.lua with EVALSHA.
  *
  * Batching. A script call carries many checks (one per request). When the
  * connection is idle, a check is sent at the end of the current loop pass
@@ -32,12 +31,12 @@
  * A NOSCRIPT reply (Redis restarted, SCRIPT FLUSH) loads the script again
  * and resends the same call, once, so no request notices.
  *
- * Lifetime. hiredis calls every command callback exactly once (with a NULL
- * reply when the context goes away) and frees replies after the callback
- * returns. Its 0.14 API must not see redisAsyncFree() from the connect and
- * disconnect callbacks, so those only detach. The store counts the callbacks
- * hiredis still owes it and the entry points on the stack, and is freed only
- * when both are zero: sl_store_free() from inside a store callback is safe.
+ * Lifetime. The link (store_redis_link.c) calls every command callback
+ * exactly once (with a NULL reply when it is freed first) and frees replies
+ * after the callback returns; freeing it from inside one of its callbacks
+ * is deferred until that returns. The store counts the callbacks the link
+ * still owes it and the entry points on the stack, and is freed only when
+ * both are zero: sl_store_free() from inside a store callback is safe.
  *
  * The script is embedded in the binary at build time (see the .incbin below
  * and cmake/embed.cmake); Redis computes its SHA1 on SCRIPT LOAD.
@@ -54,8 +53,10 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "sluice/config.h"
+#include "sluice/resolver.h"
 #include "store_int.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
@@ -85,13 +86,19 @@ extern const char sl_token_bucket_lua[] __attribute__((visibility("hidden")));
 /* The connect parameters of `url`, read by the parser config validates with
  * (util/redis_url.h), so a URL `sluice -t` accepts is one the store can use. */
 static int
-parse_url(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
+parse_url(const struct sl_store_conf *conf, struct sl_redis_url *u, char *err, size_t err_size)
 {
     char why[200];
 
-    if (sl_redis_url_parse(url, u, why, sizeof(why)) == -1) {
+    if (sl_redis_url_parse_flags(conf->url, SL_REDIS_URL_PASSWORD_LATER, u, why, sizeof(why))
+        == -1) {
         snprintf(err, err_size, "redis url: %s", why);
         return -1;
+    }
+    if (conf->password != NULL) {
+        /* from password_file: config refused a url with a password of its own */
+        free(u->password);
+        u->password = sl_xstrdup(conf->password);
     }
     return 0;
 }
@@ -104,6 +111,10 @@ destroy(struct redis_store *rs)
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
     sl_redis_url_fini(&rs->url);
+    SSL_CTX_free(rs->ssl_ctx);
+    free(rs->server_name);
+    if (rs->dns != NULL)
+        sl_resolved_unref(rs->dns);
     free(rs->name);
     free(rs);
 }
@@ -285,6 +296,84 @@ out:
     sl_redis_leave(rs);
 }
 
+/* A lease operation: a check of one bucket with a negative count (see
+ * lua/token_bucket.lua), so it shares the batches, their order, timeouts
+ * and failure paths with the checks. */
+static int
+batch_add_lease(struct redis_store *rs, struct batch *b, const struct sl_store_bucket *bucket,
+                enum sl_lease_op op, const int64_t nums[3], const char *holder)
+{
+    size_t args_before = b->args.len, keys_before = b->keys.len;
+    const struct param_cache *pc = params_resp(rs, bucket);
+    char tmp[21];
+    int rc = sl_redis_resp_arg(&b->args, op == SL_LEASE_TAKE ? "-1" : "-2", 2);
+
+    if (rc == 0)
+        rc = sl_buf_append(&b->args, pc->resp, pc->len);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = sl_redis_resp_arg(&b->args, tmp, sl_redis_fmt_i64(tmp, nums[i]));
+    if (rc == 0)
+        rc = sl_redis_resp_arg(&b->args, holder, strlen(holder));
+    if (rc == 0)
+        rc = sl_redis_resp_arg(&b->keys, bucket->key, bucket->key_len);
+    if (rc == -1) {
+        sl_buf_truncate(&b->args, args_before);
+        sl_buf_truncate(&b->keys, keys_before);
+        return -1;
+    }
+    b->nargs += 10;
+    b->nkeys += 1;
+    return 0;
+}
+
+static void
+lease_fail_now(struct redis_store *rs, sl_store_lease_cb *cb, void *arg,
+               enum sl_store_status status)
+{
+    sl_redis_count_status(rs, status, 1);
+    cb(arg, status, 0, NULL);
+}
+
+static void
+redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum sl_lease_op op,
+            int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
+            sl_store_lease_cb *cb, void *arg)
+{
+    struct redis_store *rs = (struct redis_store *)store;
+    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
+    enum sl_store_status status;
+    size_t keys_before;
+    struct batch *b;
+    bool is_new;
+
+    sl_redis_enter(rs);
+    if (!may_queue(rs, bucket->key_len, &status)) {
+        lease_fail_now(rs, cb, arg, status);
+        goto out;
+    }
+    if (params_resp(rs, bucket) == NULL || milli < 0 || held_milli < 0
+        || strlen(holder) == 0 || strlen(holder) > 32 || strspn(holder, "0123456789abcdef")
+        != strlen(holder)) {
+        lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
+        goto out;
+    }
+    b = rs->queue_tail;
+    is_new = b == NULL || sl_redis_batch_is_full(b);
+    if (is_new)
+        b = sl_redis_batch_get(rs);
+    keys_before = b->keys.len;
+    if (batch_add_lease(rs, b, bucket, op, nums, holder) == -1) {
+        if (is_new)
+            sl_redis_batch_release(rs, b);
+        lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+        goto out;
+    }
+    enqueue(rs, b, is_new, keys_before,
+            (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
+out:
+    sl_redis_leave(rs);
+}
+
 /* A DEL of its own, queued like a check: it shares the connection's
  * timeouts, failure paths and ordering, and no script change is needed, as
  * an absent key is the script's full bucket. */
@@ -345,7 +434,7 @@ redis_free(struct sl_store *store)
     rs->is_freeing = true;
     evtimer_del(rs->reconnect_timer);
     event_del(rs->flush_ev);
-    sl_redis_conn_down(rs, true, SL_STORE_CONNECTION, "store closed");
+    sl_redis_conn_down(rs, SL_STORE_CONNECTION, "store closed");
     sl_redis_fail_all(rs, SL_STORE_CONNECTION); /* when it was down already */
     sl_redis_leave(rs);
 }
@@ -357,16 +446,24 @@ static const struct sl_store_ops redis_ops = {
     .free = redis_free,
     .stats = redis_stats,
     .reset = redis_reset,
+    .lease = redis_lease,
 };
 
 struct sl_store *
 sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, char *err,
                    size_t err_size)
 {
+    return sl_store_redis_new_resolved(conf, base, NULL, err, err_size);
+}
+
+struct sl_store *
+sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base *base,
+                            struct sl_resolver *resolver, char *err, size_t err_size)
+{
     struct redis_store *rs = sl_xcalloc(1, sizeof(*rs));
     char name[512];
 
-    if (parse_url(conf->url, &rs->url, err, err_size) == -1) {
+    if (parse_url(conf, &rs->url, err, err_size) == -1) {
         free(rs);
         return NULL;
     }
@@ -383,6 +480,23 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     else
         snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
     rs->name = sl_xstrdup(name);
+    if (rs->url.is_tls) {
+        if (conf->tls.ssl_ctx == NULL) {
+            /* config builds it for every rediss:// url it accepts */
+            snprintf(err, err_size, "redis url: rediss:// without a TLS context");
+            sl_redis_url_fini(&rs->url);
+            free(rs->name);
+            free(rs);
+            return NULL;
+        }
+        SSL_CTX_up_ref(conf->tls.ssl_ctx);
+        rs->ssl_ctx = conf->tls.ssl_ctx;
+        rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
+        rs->is_tls_verify = conf->tls.is_verify;
+    }
+    /* NULL when the conf that named it is gone already: the link looks it up */
+    if (resolver != NULL && rs->url.host != NULL && sl_resolver_is_name(rs->url.host))
+        rs->dns = sl_resolver_ref(resolver, rs->url.host);
     sl_redis_batch_init(rs);
     sl_redis_conn_init(rs);
     sl_redis_set_state(rs, CONN_DOWN);

@@ -5,15 +5,14 @@
  * failure rules): batches of checks sent as one EVALSHA, written in RESP by
  * hand; their replies checked for shape and handed to each check's
  * callback; a NOSCRIPT reply answered by loading the script again and
- * resending the call once; calls timing out become orphans. hiredis builds
- * the replies from a pool of elements kept here.
+ * resending the call once; calls timing out become orphans. The link's
+ * reply reader builds the replies from a pool of elements kept here.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "sluice/log.h"
@@ -27,7 +26,7 @@ static void on_batch_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 static int send_batch(struct redis_store *rs, struct batch *b);
 
-/* A reply element and the pool it goes back to: hiredis's freeObject is
+/* A reply element and the pool it goes back to: freeObject is
  * handed the element only. */
 struct reply_node {
     struct reply_pool *pool;
@@ -36,11 +35,11 @@ struct reply_node {
 };
 
 /* Outlives the store when it must: a store freed from inside a reply's
- * callback is destroyed before hiredis hands that reply back. */
+ * callback is destroyed before the link hands that reply back. */
 struct reply_pool {
     struct reply_node *free;
     size_t nfree;
-    size_t nlive;       /* elements hiredis holds */
+    size_t nlive;       /* elements the reader or a callback holds */
     bool is_detached;   /* the store is gone: the last element back frees it */
 };
 
@@ -159,8 +158,12 @@ batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
     b->state = BATCH_DONE;
     sl_redis_count_status(rs, status, b->nchecks);
-    for (size_t i = 0; i < b->nchecks; i++)
-        b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
+    for (size_t i = 0; i < b->nchecks; i++) {
+        if (b->checks[i].lease_cb != NULL)
+            b->checks[i].lease_cb(b->checks[i].arg, status, 0, NULL);
+        else
+            b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
+    }
 }
 
 static void
@@ -201,7 +204,7 @@ sl_redis_fail_queue(struct redis_store *rs, enum sl_store_status status)
 }
 
 /*
- * Fails every check not answered yet: calls out (hiredis still owes their
+ * Fails every check not answered yet: calls out (the link still owes their
  * callbacks, which will only release them) and the queue.
  */
 void
@@ -223,14 +226,7 @@ sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
 /*
  * hiredis builds each reply element with calloc and frees them one by one:
  * four allocations per check. These object functions take elements from a
- * free list of the store's instead. hiredis hands freeObject the top reply
- * only, once its callback has returned (or a half-read one when the
- * connection goes), and the elements go back with it.
- */
-/*
- * hiredis builds each reply element with calloc and frees them one by one:
- * four allocations per check. These object functions take elements from a
- * free list of the store's instead. hiredis hands freeObject the top reply
+ * free list of the store's instead. the link hands freeObject the top reply
  * only, once its callback has returned (or a half-read one when the
  * connection goes), and the elements go back with it.
  */
@@ -330,7 +326,7 @@ reply_free(void *obj)
     pool->nfree++;
 }
 
-static redisReplyObjectFunctions reply_functions = {
+redisReplyObjectFunctions sl_redis_reply_functions = {
     reply_string, reply_array, reply_integer, reply_nil, reply_free,
 };
 
@@ -346,7 +342,7 @@ reply_pool_drain(struct reply_pool *pool)
     pool->nfree = 0;
 }
 
-/* The store's end: the pool goes now, or with the last element hiredis
+/* The store's end: the pool goes now, or with the last element the link
  * still holds. */
 static void
 reply_pool_release(struct reply_pool *pool)
@@ -385,25 +381,17 @@ sl_redis_batch_fini(struct redis_store *rs)
     reply_pool_release(rs->replies);
 }
 
-void
-sl_redis_use_reply_pool(struct redis_store *rs, redisAsyncContext *ac)
-{
-    /* nothing was read yet: no element was made by the default functions */
-    ac->c.reader->fn = &reply_functions;
-    ac->c.reader->privdata = rs->replies;
-}
-
 /* ---- replies --------------------------------------------------------------------- */
 
 /* After a NOSCRIPT: only errors matter (the resent call shows them too). */
 static void
-on_script_reloaded(redisAsyncContext *ac, void *r, void *privdata)
+on_script_reloaded(struct sl_redis_link *link, void *r, void *privdata)
 {
     struct redis_store *rs = privdata;
 
     sl_redis_enter(rs);
     rs->nowned--;
-    sl_redis_handshake_reply_ok(rs, ac, r, "SCRIPT LOAD");
+    sl_redis_handshake_reply_ok(rs, link, r, "SCRIPT LOAD");
     sl_redis_leave(rs);
 }
 
@@ -442,7 +430,8 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
     }
     for (size_t i = 0; i < b->nchecks; i++) {
         const struct pending *p = &b->checks[i];
-        bool is_admitted = reply->element[r++]->integer == 1;
+        long long first = reply->element[r++]->integer;
+        bool is_admitted = first == 1;
 
         if (p->nbuckets > rs->results_cap) {
             rs->results_cap = p->nbuckets;
@@ -459,12 +448,15 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
             };
             r += 3;
         }
-        p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
+        if (p->lease_cb != NULL)
+            p->lease_cb(p->arg, SL_STORE_OK, first < 0 ? 0 : first, rs->results);
+        else
+            p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
 }
 
 static void
-on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
+on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
 {
     struct batch *b = privdata;
     struct redis_store *rs = b->rs;
@@ -474,18 +466,17 @@ on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
     rs->nowned--;
     if (b->state == BATCH_DONE) {
         /* answered already: it timed out, or conn_down failed it */
-        if (b->is_orphan && ac == rs->ac && reply != NULL)
+        if (b->is_orphan && link == rs->link && reply != NULL)
             sl_redis_orphan_answered(rs);
         sl_redis_batch_release(rs, b);
         goto out;
     }
     evtimer_del(b->timer);
     if (reply == NULL) {
-        /* the context is going away: fails b with everything else */
-        if (ac == rs->ac)
-            sl_redis_conn_down(rs, false, SL_STORE_CONNECTION,
-                               ac->err != 0 && ac->errstr != NULL ? ac->errstr : "connection lost");
-        else {
+        /* the link is going away: fails b with everything else */
+        if (link == rs->link) {
+            sl_redis_conn_down(rs, SL_STORE_CONNECTION, "connection lost");
+        } else {
             inflight_remove(rs, b);
             batch_fail(rs, b, SL_STORE_CONNECTION);
         }
@@ -493,7 +484,7 @@ on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
         goto out;
     }
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && !b->is_retried && ac == rs->ac) {
+        && !b->is_retried && link == rs->link) {
         const char *load[3] = { "SCRIPT", "LOAD", rs->script };
         size_t load_lens[3] = { 6, 4, rs->script_len };
 
@@ -501,7 +492,7 @@ on_eval_reply(redisAsyncContext *ac, void *r, void *privdata)
          * same call again behind it, on the same connection */
         b->is_retried = true;
         sl_redis_bump(&rs->noscript_reloads, 1);
-        if (redisAsyncCommandArgv(ac, on_script_reloaded, rs, 3, load, load_lens) == REDIS_OK)
+        if (sl_redis_link_send_argv(link, 3, load, load_lens, on_script_reloaded, rs) == 0)
             rs->nowned++;
         inflight_remove(rs, b);
         if (send_batch(rs, b) == -1) {
@@ -559,19 +550,18 @@ format_call(struct redis_store *rs, const struct batch *b)
     return 0;
 }
 
-/* Sends b; 0, or -1 when hiredis refuses (the context is going away). b
+/* Sends b; 0, or -1 when the link refuses (it is going away). b
  * joins the calls in flight. */
 static int
 send_batch(struct redis_store *rs, struct batch *b)
 {
     struct timeval tv;
 
-    /* RESP by hand (redisAsyncFormattedCommand): hiredis's own formatting
-     * runs sdscatfmt per argument, a visible share of each decision. */
+    /* RESP by hand: hiredis's own formatting runs sdscatfmt per argument,
+     * a visible share of each decision. */
     if (format_call(rs, b) == -1)
         return -1;
-    if (redisAsyncFormattedCommand(rs->ac, on_eval_reply, b, rs->cmd.data, rs->cmd.len)
-        != REDIS_OK)
+    if (sl_redis_link_send(rs->link, rs->cmd.data, rs->cmd.len, on_eval_reply, b) == -1)
         return -1;
     rs->nowned++;
     b->state = BATCH_SENT;
@@ -637,7 +627,7 @@ on_batch_timeout(evutil_socket_t fd, short what, void *arg)
     if (rs->norphans > ORPHANS_MAX) {
         snprintf(why, sizeof(why), "%u calls not answered within %llu ms", rs->norphans,
                  (unsigned long long)rs->timeout_ms);
-        sl_redis_conn_down(rs, true, SL_STORE_TIMEOUT, why);
+        sl_redis_conn_down(rs, SL_STORE_TIMEOUT, why);
     } else {
         sl_redis_flush(rs); /* the next call goes out behind the late one */
     }

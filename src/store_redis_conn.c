@@ -2,21 +2,23 @@
 /* Copyright (c) 2026 the sluice developers */
 /*
  * The redis store's connection (see store_redis.c for the whole picture):
- * an event adapter of its own between hiredis and the worker's event_base,
- * the pipelined handshake (AUTH, SELECT, SCRIPT LOAD), the timers that
- * bound connecting and waiting, the stall watch over late replies, and
- * reconnection with backoff. sl_redis_conn_down() is the one way down.
+ * a link (store_redis_link.c: the socket, TLS, the replies) made and
+ * dropped here, the pipelined handshake (AUTH, SELECT, SCRIPT LOAD), the
+ * timers that bound connecting and waiting, the stall watch over late
+ * replies, and reconnection with backoff. sl_redis_conn_down() is the one
+ * way down.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <netdb.h>
 
 #include <event2/event.h>
-#include <event2/event_struct.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "sluice/log.h"
+#include "sluice/resolver.h"
 #include "store_redis_int.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -26,141 +28,6 @@ static void on_reconnect(evutil_socket_t fd, short what, void *arg);
 static void on_stall(evutil_socket_t fd, short what, void *arg);
 static void on_connect_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_queue_timeout(evutil_socket_t fd, short what, void *arg);
-
-/*
- * hiredis's own libevent adapter re-registers its events with the kernel for
- * every command (a one-shot read event, a write event added and deleted):
- * two epoll_ctl per round trip. This one keeps a persistent read event for
- * the connection's life and writes from a deferred callback in the same loop
- * pass; a real write event is registered only while the socket is full or
- * the connect is pending.
- */
-struct redis_events {
-    redisAsyncContext *ac;
-    struct event rev;  /* persistent, level-triggered */
-    struct event wev;  /* only while a write could not finish, or connecting */
-    struct event kick; /* "write now", without asking the kernel */
-    bool is_reading;
-    bool is_wev_added;
-    bool is_writing;   /* inside redisAsyncHandleWrite */
-    bool *freed;       /* set when cleanup runs inside our own write call */
-};
-
-static void
-events_write(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_events *e = arg;
-    bool freed = false;
-
-    (void)fd;
-    (void)what;
-    e->is_writing = true;
-    e->freed = &freed;
-    redisAsyncHandleWrite(e->ac);
-    if (freed)
-        return; /* the context and e went away in there */
-    e->is_writing = false;
-    e->freed = NULL;
-}
-
-static void
-events_read(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_events *e = arg;
-    /* the replies' callbacks finish many requests: one clock read for all */
-    uint64_t saved = sl_clock_enter();
-
-    (void)fd;
-    (void)what;
-    redisAsyncHandleRead(e->ac);
-    sl_clock_leave(saved);
-}
-
-static void
-events_add_read(void *privdata)
-{
-    struct redis_events *e = privdata;
-
-    if (!e->is_reading) {
-        event_add(&e->rev, NULL);
-        e->is_reading = true;
-    }
-}
-
-static void
-events_del_read(void *privdata)
-{
-    struct redis_events *e = privdata;
-
-    if (e->is_reading) {
-        event_del(&e->rev);
-        e->is_reading = false;
-    }
-}
-
-static void
-events_add_write(void *privdata)
-{
-    struct redis_events *e = privdata;
-
-    /* A write that stopped short, or a connect in progress: wait for the
-     * kernel to say writable. Otherwise just write later in this pass. */
-    if (e->is_writing || !(e->ac->c.flags & REDIS_CONNECTED)) {
-        if (!e->is_wev_added) {
-            event_add(&e->wev, NULL);
-            e->is_wev_added = true;
-        }
-        return;
-    }
-    event_active(&e->kick, EV_WRITE, 0);
-}
-
-static void
-events_del_write(void *privdata)
-{
-    struct redis_events *e = privdata;
-
-    if (e->is_wev_added) {
-        event_del(&e->wev);
-        e->is_wev_added = false;
-    }
-}
-
-static void
-events_cleanup(void *privdata)
-{
-    struct redis_events *e = privdata;
-
-    event_del(&e->rev);
-    event_del(&e->wev);
-    event_del(&e->kick);
-    if (e->freed != NULL)
-        *e->freed = true;
-    free(e);
-}
-
-static int
-attach(redisAsyncContext *ac, struct event_base *base)
-{
-    struct redis_events *e;
-
-    if (ac->ev.data != NULL)
-        return REDIS_ERR;
-    e = sl_xcalloc(1, sizeof(*e));
-    e->ac = ac;
-    event_assign(&e->rev, base, ac->c.fd, EV_READ | EV_PERSIST, events_read, e);
-    event_assign(&e->wev, base, ac->c.fd, EV_WRITE | EV_PERSIST, events_write, e);
-    event_assign(&e->kick, base, -1, 0, events_write, e);
-    ac->ev.addRead = events_add_read;
-    ac->ev.delRead = events_del_read;
-    ac->ev.addWrite = events_add_write;
-    ac->ev.delWrite = events_del_write;
-    ac->ev.cleanup = events_cleanup;
-    ac->ev.data = e;
-    events_add_read(e);
-    events_add_write(e);
-    return REDIS_OK;
-}
 
 /* ---- down and up ----------------------------------------------------------------- */
 
@@ -174,31 +41,27 @@ schedule_reconnect(struct redis_store *rs, uint64_t delay_ms)
 }
 
 /*
- * The one way down: detaches the connection, fails every pending check with
- * `status`, schedules the reconnection, and frees the hiredis context when
- * `free_ac` (hiredis defers that while one of its callbacks runs). Pass
- * free_ac false from the connect/disconnect callbacks and for NULL replies:
- * hiredis is already freeing the context then.
+ * The one way down: detaches the link, fails every pending check with
+ * `status`, schedules the reconnection, and frees the link (at once, or
+ * when its callback on the stack returns; the replies it still owed come
+ * back NULL and only release what they held).
  */
 void
-sl_redis_conn_down(struct redis_store *rs, bool free_ac, enum sl_store_status status,
-                   const char *why)
+sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const char *why)
 {
-    redisAsyncContext *ac = rs->ac;
+    struct sl_redis_link *link = rs->link;
     bool was_up = sl_redis_get_state(rs) == CONN_UP;
 
-    if (ac == NULL && sl_redis_get_state(rs) == CONN_DOWN)
+    if (link == NULL && sl_redis_get_state(rs) == CONN_DOWN)
         return;
-    rs->ac = NULL;
+    rs->link = NULL;
     sl_redis_set_state(rs, CONN_DOWN);
     rs->is_accepting = false;
     evtimer_del(rs->connect_timer);
     evtimer_del(rs->queue_timer);
-    /* the orphans' callbacks come with a NULL reply as the context goes */
+    /* the orphans' callbacks come with a NULL reply as the link goes */
     rs->norphans = 0;
     evtimer_del(rs->stall_timer);
-    if (ac != NULL)
-        ac->data = NULL;
     if (!rs->is_freeing && !rs->is_logged_down) {
         sl_log_warnx("redis %s: %s; %s", rs->name, why,
                      was_up ? "reconnecting" : "retrying with backoff");
@@ -212,85 +75,68 @@ sl_redis_conn_down(struct redis_store *rs, bool free_ac, enum sl_store_status st
         rs->backoff_ms = rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rs->backoff_ms * 2;
     }
     sl_redis_fail_all(rs, status);
-    if (ac != NULL && free_ac)
-        redisAsyncFree(ac);
+    sl_redis_link_free(link);
 }
 
-/* ---- hiredis callbacks ----------------------------------------------------------- */
+/* ---- link callbacks -------------------------------------------------------------- */
 
+/* Refused, closed, reset, a TLS or protocol error: `why` says which. */
 static void
-on_connect(const redisAsyncContext *ac, int status)
+on_link_down(struct sl_redis_link *link, void *arg, const char *why)
 {
-    struct redis_store *rs = ac->data;
+    struct redis_store *rs = arg;
 
-    if (rs == NULL || status == REDIS_OK)
-        return; /* the handshake replies tell when it is ready */
+    if (link != rs->link)
+        return; /* an old link going away */
     sl_redis_enter(rs);
-    /* hiredis frees the context after this returns */
-    sl_redis_conn_down(rs, false, SL_STORE_CONNECTION,
-                       ac->errstr != NULL ? ac->errstr : "connect failed");
-    sl_redis_leave(rs);
-}
-
-static void
-on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct redis_store *rs = ac->data;
-
-    (void)status;
-    if (rs == NULL)
-        return;
-    sl_redis_enter(rs);
-    sl_redis_conn_down(rs, false, SL_STORE_CONNECTION,
-                       ac->err != 0 && ac->errstr != NULL ? ac->errstr : "connection closed");
+    sl_redis_conn_down(rs, SL_STORE_CONNECTION, why);
     sl_redis_leave(rs);
 }
 
 /* Common head of the handshake callbacks: true when the reply is usable. */
 bool
-sl_redis_handshake_reply_ok(struct redis_store *rs, redisAsyncContext *ac,
+sl_redis_handshake_reply_ok(struct redis_store *rs, struct sl_redis_link *link,
                             const redisReply *reply, const char *what)
 {
     char why[256];
 
-    if (ac != rs->ac)
-        return false; /* an old connection going away */
+    if (link != rs->link)
+        return false; /* an old link going away */
     if (reply == NULL) {
-        sl_redis_conn_down(rs, false, SL_STORE_CONNECTION,
-                           ac->errstr != NULL && ac->err != 0 ? ac->errstr : "connection lost");
+        sl_redis_conn_down(rs, SL_STORE_CONNECTION, "connection lost");
         return false;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(why, sizeof(why), "%s: %s", what, reply->str);
-        sl_redis_conn_down(rs, true, SL_STORE_CONNECTION, why);
+        sl_redis_conn_down(rs, SL_STORE_CONNECTION, why);
         return false;
     }
     return true;
 }
 
 static void
-on_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
+on_setup_reply(struct sl_redis_link *link, void *r, void *privdata)
 {
     struct redis_store *rs = privdata;
 
     sl_redis_enter(rs);
     rs->nowned--;
-    sl_redis_handshake_reply_ok(rs, ac, r, "AUTH/SELECT");
+    sl_redis_handshake_reply_ok(rs, link, r, "AUTH/SELECT");
     sl_redis_leave(rs);
 }
 
 static void
-on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
+on_script_loaded(struct sl_redis_link *link, void *r, void *privdata)
 {
     struct redis_store *rs = privdata;
     const redisReply *reply = r;
 
     sl_redis_enter(rs);
     rs->nowned--;
-    if (!sl_redis_handshake_reply_ok(rs, ac, reply, "SCRIPT LOAD"))
+    if (!sl_redis_handshake_reply_ok(rs, link, reply, "SCRIPT LOAD"))
         goto out;
     if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
-        sl_redis_conn_down(rs, true, SL_STORE_CONNECTION, "SCRIPT LOAD: unexpected reply");
+        sl_redis_conn_down(rs, SL_STORE_CONNECTION, "SCRIPT LOAD: unexpected reply");
         goto out;
     }
     memcpy(rs->sha, reply->str, 40);
@@ -358,7 +204,7 @@ on_stall(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sl_redis_enter(rs);
     snprintf(why, sizeof(why), "no reply for %llu ms", (unsigned long long)stall_ms(rs));
-    sl_redis_conn_down(rs, true, SL_STORE_TIMEOUT, why);
+    sl_redis_conn_down(rs, SL_STORE_TIMEOUT, why);
     sl_redis_leave(rs);
 }
 
@@ -370,7 +216,7 @@ on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sl_redis_enter(rs);
-    sl_redis_conn_down(rs, true, SL_STORE_TIMEOUT, "connect timeout");
+    sl_redis_conn_down(rs, SL_STORE_TIMEOUT, "connect timeout");
     sl_redis_leave(rs);
 }
 
@@ -425,48 +271,20 @@ sl_redis_conn_fini(struct redis_store *rs)
 }
 
 static void
-command(struct redis_store *rs, redisCallbackFn *fn, int argc, const char **argv,
+command(struct redis_store *rs, sl_redis_reply_cb *fn, int argc, const char **argv,
         const size_t *lens)
 {
-    if (redisAsyncCommandArgv(rs->ac, fn, rs, argc, argv, lens) == REDIS_OK)
+    if (sl_redis_link_send_argv(rs->link, argc, argv, lens, fn, rs) == 0)
         rs->nowned++;
 }
 
-void
-sl_redis_connect_now(struct redis_store *rs)
+/* AUTH and SELECT when the url asks for them, then SCRIPT LOAD: pipelined,
+ * written once the link is ready, in this order. */
+static void
+send_handshake(struct redis_store *rs)
 {
-    redisAsyncContext *ac;
-    struct timeval tv;
     char db[21];
 
-    if (rs->is_freeing || rs->ac != NULL)
-        return;
-    ac = rs->url.path != NULL ? redisAsyncConnectUnix(rs->url.path)
-                              : redisAsyncConnect(rs->url.host, rs->url.port);
-    if (ac == NULL)
-        sl_fatalx("redis %s: out of memory", rs->name);
-    if (ac->err != 0) {
-        /* refused at once (nothing listens on a unix path, ...) */
-        if (!rs->is_logged_down) {
-            sl_log_warnx("redis %s: %s; retrying with backoff", rs->name, ac->errstr);
-            rs->is_logged_down = true;
-        }
-        redisAsyncFree(ac);
-        schedule_reconnect(rs, rs->backoff_ms);
-        rs->backoff_ms = rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rs->backoff_ms * 2;
-        return;
-    }
-    ac->data = rs;
-    sl_redis_use_reply_pool(rs, ac);
-    if (attach(ac, rs->evbase) != REDIS_OK)
-        sl_fatalx("redis %s: cannot attach to the event loop", rs->name);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    rs->ac = ac;
-    sl_redis_set_state(rs, CONN_CONNECTING);
-    rs->is_accepting = true;
-
-    /* pipelined: hiredis sends them once connected, in this order */
     if (rs->url.password != NULL) {
         const char *argv[3] = { "AUTH", rs->url.user, rs->url.password };
         size_t lens[3] = { 4, rs->url.user != NULL ? strlen(rs->url.user) : 0,
@@ -492,6 +310,70 @@ sl_redis_connect_now(struct redis_store *rs)
 
         command(rs, on_script_loaded, 3, argv, lens);
     }
+}
+
+/*
+ * The address to connect to when the daemon's resolver looks the host up:
+ * its addresses taken in turn, one per connect, so that a reconnect after a
+ * failure tries the next. TLS still checks (and names in SNI) the host
+ * itself. -1 with err while the name has no address.
+ */
+static int
+resolved_target(struct redis_store *rs, struct sl_redis_target *t, char *host, size_t size,
+                char *err, size_t err_size)
+{
+    struct sockaddr_storage ss[SL_RESOLVED_MAX];
+    uint64_t version;
+    size_t n = sl_resolved_addresses(rs->dns, ss, SL_RESOLVED_MAX, &version);
+    socklen_t len;
+
+    if (n == 0) {
+        snprintf(err, err_size, "no address for %s (yet)", rs->url.host);
+        return -1;
+    }
+    n = rs->dns_turn++ % n;
+    len = ss[n].ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (getnameinfo((const struct sockaddr *)&ss[n], len, host, (socklen_t)size, NULL, 0,
+                    NI_NUMERICHOST)
+        != 0) {
+        snprintf(err, err_size, "no usable address for %s", rs->url.host);
+        return -1;
+    }
+    t->host = host;
+    if (t->server_name == NULL)
+        t->server_name = rs->url.host;
+    return 0;
+}
+
+void
+sl_redis_connect_now(struct redis_store *rs)
+{
+    struct sl_redis_target target = {
+        .host = rs->url.host, .port = rs->url.port, .path = rs->url.path,
+        .ssl_ctx = rs->ssl_ctx, .server_name = rs->server_name,
+        .is_verify = rs->is_tls_verify,
+    };
+    struct timeval tv;
+    char err[256], host[NI_MAXHOST];
+
+    if (rs->is_freeing || rs->link != NULL)
+        return;
+    if (rs->dns == NULL || resolved_target(rs, &target, host, sizeof(host), err, sizeof(err)) == 0)
+        rs->link = sl_redis_link_new(rs->evbase, &target, &sl_redis_reply_functions, rs->replies,
+                                     LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));
+    if (rs->link == NULL) {
+        /* refused at once (nothing listens on a unix path, ...) */
+        if (!rs->is_logged_down) {
+            sl_log_warnx("redis %s: %s; retrying with backoff", rs->name, err);
+            rs->is_logged_down = true;
+        }
+        schedule_reconnect(rs, rs->backoff_ms);
+        rs->backoff_ms = rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rs->backoff_ms * 2;
+        return;
+    }
+    sl_redis_set_state(rs, CONN_CONNECTING);
+    rs->is_accepting = true;
+    send_handshake(rs);
     tv = sl_timeval_from_ms(rs->timeout_ms > CONNECT_TIMEOUT_MIN_MS ? rs->timeout_ms
                                                                     : CONNECT_TIMEOUT_MIN_MS);
     evtimer_add(rs->connect_timer, &tv);

@@ -4,8 +4,10 @@
  * Shared by the files of the redis store, and by nothing else:
  *   store_redis.c        the store interface (check, stats, free), the URL,
  *                        the embedded script, the store's lifetime;
- *   store_redis_conn.c   the connection: its event adapter, the handshake,
- *                        timeouts, stalls, reconnection with backoff;
+ *   store_redis_conn.c   the connection: the handshake, timeouts, stalls,
+ *                        reconnection with backoff;
+ *   store_redis_link.c   the bytes of one connection, plaintext or TLS, and
+ *                        the replies matched to their commands;
  *   store_redis_batch.c  batches of checks, EVALSHA and NOSCRIPT recovery,
  *                        reply parsing into a pool of elements.
  * Everything here runs on the worker that owns the store, except the
@@ -19,10 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "sluice/store.h"
+#include "store_redis_link.h"
 #include "util/buf.h"
 #include "util/redis_url.h"
 
@@ -49,20 +51,24 @@ struct reply_pool;
 #define REPLY_POOL_MAX 4096         /* spare reply elements kept (4 per check in a batch) */
 #define ORPHANS_MAX 8               /* late replies owed before the connection is dropped */
 #define STALL_MIN_MS 1000           /* silence, while owing a late reply, before it is */
+/* Bytes a connection may hold unwritten: the calls that may be out at once
+ * (INFLIGHT_MAX, the orphans, a NOSCRIPT resend) and the handshake. */
+#define LINK_OUT_MAX ((INFLIGHT_MAX + ORPHANS_MAX + 2) * (size_t)CMD_BUF_MAX)
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
 /* One check in a batch. */
 struct pending {
     sl_store_cb *cb;
+    sl_store_lease_cb *lease_cb; /* a lease operation: this is called instead */
     void *arg;
     size_t nbuckets;
 };
 
 enum batch_state {
     BATCH_QUEUED,   /* filling or waiting to be sent */
-    BATCH_SENT,     /* hiredis owes us its callback */
-    BATCH_DONE,     /* its checks are answered; hiredis may still owe the callback */
+    BATCH_SENT,     /* the link owes us its callback */
+    BATCH_DONE,     /* its checks are answered; the link may still owe the callback */
 };
 
 struct batch {
@@ -102,7 +108,12 @@ struct redis_store {
     char sha[41];
     bool has_sha;
 
-    redisAsyncContext *ac;
+    struct ssl_ctx_st *ssl_ctx; /* rediss://: the config's, up-referenced; else NULL */
+    char *server_name;          /* TLS: SNI and the name checked; NULL: the url's host */
+    struct sl_resolved *dns;    /* the url's host, looked up by the daemon; NULL: by the link */
+    unsigned dns_turn;          /* which of its addresses the next connect takes */
+    bool is_tls_verify;
+    struct sl_redis_link *link;
     _Atomic int state;       /* enum conn_state; read by is_up from any thread */
     bool is_accepting;       /* CONNECTING: still within timeout_ms, checks may queue */
     bool was_ever_up;
@@ -125,7 +136,7 @@ struct redis_store {
     struct batch *free_batches;
 
     unsigned depth;          /* our entry points on the stack */
-    unsigned nowned;         /* hiredis callbacks still owed to us */
+    unsigned nowned;         /* link callbacks still owed to us */
     bool is_freeing;
 
     struct param_cache params[PARAM_CACHE];
@@ -161,7 +172,7 @@ sl_redis_get_state(const struct redis_store *rs)
     return (enum conn_state)atomic_load_explicit(&rs->state, memory_order_relaxed);
 }
 
-/* Every entry point (a hiredis or libevent callback, a store call) brackets
+/* Every entry point (a link or libevent callback, a store call) brackets
  * itself with enter/leave, so that a store freed meanwhile is destroyed only
  * once the stack has unwound. */
 static inline void
@@ -182,9 +193,8 @@ void sl_redis_conn_init(struct redis_store *rs);
 void sl_redis_conn_fini(struct redis_store *rs);
 /* Starts connecting unless connected, connecting, or the store is freeing. */
 void sl_redis_connect_now(struct redis_store *rs);
-void sl_redis_conn_down(struct redis_store *rs, bool free_ac, enum sl_store_status status,
-                        const char *why);
-bool sl_redis_handshake_reply_ok(struct redis_store *rs, redisAsyncContext *ac,
+void sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const char *why);
+bool sl_redis_handshake_reply_ok(struct redis_store *rs, struct sl_redis_link *link,
                                  const redisReply *reply, const char *what);
 /* A call timed out and its reply is now owed late; a late reply came. */
 void sl_redis_orphan_added(struct redis_store *rs);
@@ -196,8 +206,8 @@ void sl_redis_orphan_answered(struct redis_store *rs);
  * free batches (the pool may outlive the store, see reply_pool). */
 void sl_redis_batch_init(struct redis_store *rs);
 void sl_redis_batch_fini(struct redis_store *rs);
-/* Makes hiredis build the replies of ac from the store's pool. */
-void sl_redis_use_reply_pool(struct redis_store *rs, redisAsyncContext *ac);
+/* The reply object functions that build replies from the store's pool. */
+extern redisReplyObjectFunctions sl_redis_reply_functions;
 
 struct batch *sl_redis_batch_get(struct redis_store *rs);
 void sl_redis_batch_release(struct redis_store *rs, struct batch *b);

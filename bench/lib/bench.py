@@ -623,7 +623,8 @@ def cmd_cgsum(a):
 
 _SCRAPE = ("sluice_ratelimit_decisions_total", "sluice_store_errors_total",
            "sluice_store_call_duration_seconds_count", "sluice_http_requests_total",
-           "sluice_store_noscript_reloads_total")
+           "sluice_store_noscript_reloads_total", "sluice_lease_admitted_total",
+           "sluice_lease_takes_total")
 
 
 def cmd_scrape(a):
@@ -688,6 +689,11 @@ LABELS = {
     "nginx_reject": "nginx, reject path (429)",
     "sluice_reject_redis": "sluice, reject path, redis store",
     "sluice_reject_local": "sluice, reject path, local store",
+    "nginx_cache": "nginx proxy_cache, hits",
+    "sluice_cache": "sluice cache, hits",
+    "sluice_hot_lease": "sluice, redis store, leases, one tenant (header:X-Tenant)",
+    "sluice_mixed": "sluice, redis store, 90 % over 10 hot keys / 10 % over 100k cold",
+    "sluice_mixed_lease": "sluice, redis store, leases, 90 % hot / 10 % cold (as above)",
     "sluice_mem_conns": "sluice, redis store",
     "sluice_mem_keys": "sluice, local store, key header:X-Key, 1 per 1h",
     "sluice_mem_reclaim": "sluice, local store, key header:X-Key, refill in seconds",
@@ -824,6 +830,27 @@ def build_report(run_dir, machine):
     target("sluice 429 CPU/req ÷ nginx 429 CPU/req (local store)",
            _paired_ratio(rounds, "sluice_reject_local", "nginx_reject", "proxy_us_per_req"),
            "≤ 1.00", lambda v: v <= 1.0)
+    target("sluice cache hits req/s ÷ nginx proxy_cache hits req/s (issue 15)",
+           _paired_ratio(rounds, "sluice_cache", "nginx_cache", "rps"),
+           "≥ 1.20", lambda v: v >= 1.2)
+    target("sluice cache CPU/hit ÷ nginx proxy_cache CPU/hit (issue 15)",
+           _paired_ratio(rounds, "sluice_cache", "nginx_cache", "proxy_us_per_req"),
+           "≤ 1.00", lambda v: v <= 1.0)
+    # leases (issue 13.2): Redis CPU per admitted request, all of them 2xx here
+    target("sluice-redis with leases, hot key: req/s ÷ nginx+limit_req req/s",
+           _paired_ratio(rounds, "sluice_hot_lease", "nginx_limit", "rps"),
+           "≥ 1.00", lambda v: v >= 1.0)
+    target("sluice-redis with leases, hot key: req/s ÷ sluice-local req/s",
+           _paired_ratio(rounds, "sluice_hot_lease", "sluice_local", "rps"),
+           "≥ 0.95", lambda v: v >= 0.95)
+    target("sluice-redis with leases, hot key: p99 ÷ nginx+limit_req p99",
+           _paired_ratio(rounds, "sluice_hot_lease", "nginx_limit", "p99_us"),
+           "≤ 1.00", lambda v: v <= 1.0)
+    target("Redis CPU µs per admitted request (leases, hot key)", S("sluice_hot_lease", "redis"),
+           "≤ 0.5 µs", lambda v: v <= 0.5)
+    target("mixed keys: req/s with leases ÷ without",
+           _paired_ratio(rounds, "sluice_mixed_lease", "sluice_mixed", "rps"),
+           "≥ 0.97 (no worse, within noise)", lambda v: v >= 0.97)
     conns = [m for m in mem if m["kind"] == "idle_conns" and m["config"].startswith("sluice")]
     if conns:
         m = conns[-1]
@@ -888,11 +915,12 @@ def build_report(run_dir, machine):
         L.append("### sluice's own counters over the whole run (warm-up, probes and rounds)")
         L.append("")
         L.append("| configuration | admitted | limited | store_error | store errors "
-                 "(timeout / connection / reply) | NOSCRIPT reloads |")
-        L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+                 "(timeout / connection / reply) | NOSCRIPT reloads | from leases "
+                 "| lease takes |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for m in scraped:
             c = m["counters"]
-            L.append("| %s | %.0f | %.0f | %.0f | %.0f / %.0f / %.0f | %.0f |" % (
+            L.append("| %s | %.0f | %.0f | %.0f | %.0f / %.0f / %.0f | %.0f | %.0f | %.0f |" % (
                 LABELS.get(m["config"], m["config"]),
                 _counter_sum(c, "sluice_ratelimit_decisions_total", result="admitted"),
                 _counter_sum(c, "sluice_ratelimit_decisions_total", result="limited"),
@@ -900,7 +928,9 @@ def build_report(run_dir, machine):
                 _counter_sum(c, "sluice_store_errors_total", kind="timeout"),
                 _counter_sum(c, "sluice_store_errors_total", kind="connection"),
                 _counter_sum(c, "sluice_store_errors_total", kind="reply"),
-                _counter_sum(c, "sluice_store_noscript_reloads_total")))
+                _counter_sum(c, "sluice_store_noscript_reloads_total"),
+                _counter_sum(c, "sluice_lease_admitted_total"),
+                _counter_sum(c, "sluice_lease_takes_total")))
         L.append("")
     noisy = [r for r in rounds if r.get("ok") and r.get("foreign_cpu_pct", 0) > machine.get(
         "noise_max", 25)]
@@ -961,6 +991,13 @@ What runs, all on loopback, each proxy with one worker and no access log:
   configuration (they share one redis-server, not their buckets).
 - **sluice, reject path**: the same with rate 1 per 1h, burst 1: after the
   first request, every request is refused with 429.
+- **sluice, leases** (issue 13.2): the redis store with `lease = true` on
+  the limit (`store.lease` defaults: ttl 250ms, max_share 0.1).
+  *Hot key*: a per-tenant limit (`header:X-Tenant`), every request the same
+  tenant (static wrk headers, `bench/lib/wrk-hot.lua`). *Mixed*: a limit
+  on `header:X-Key`, 90 % of requests over 10 hot keys and 10 % over
+  100,000 cold ones (`bench/lib/wrk-mixed.lua`, Lua per request in wrk),
+  measured without and with leases. Same huge rate and burst as above.
 - **load**: wrk, 1 thread, 64 connections, fixed-duration rounds, the
   configurations interleaved (A B C ... A B C ...). By default the proxy under
   test is pinned to the last CPU and wrk, the upstream and redis-server to the

@@ -137,12 +137,14 @@ build_sluice() {
 # in STORE becomes NAME (each instance gets its own Redis key prefix: sharing
 # one would make the configurations share, and refill, each other's buckets)
 sluice_conf() {
-    local name=$1 store=${2//@NAME@/$1} key=$3 rate=$4 per=$5 burst=$6 port aport
+    local name=$1 store=${2//@NAME@/$1} key=$3 rate=$4 per=$5 burst=$6 extra=${7:-} port aport
+    local tmpl=${8:-$HERE/conf/sluice.conf.in}
     read -r port aport <<<"$($PY freeport 2)"
     printf -v "PORT_$name" '%s' "$port"
     printf -v "APORT_$name" '%s' "$aport"
-    render "$HERE/conf/sluice.conf.in" "$RUN_DIR/$name.conf" PORT="$port" APORT="$aport" \
-        UPORT="$UPORT" STORE="$store" KEY="$key" RATE="$rate" PER="$per" BURST="$burst"
+    render "$tmpl" "$RUN_DIR/$name.conf" PORT="$port" APORT="$aport" \
+        UPORT="$UPORT" STORE="$store" KEY="$key" RATE="$rate" PER="$per" BURST="$burst" \
+        EXTRA="$extra"
 }
 
 # start_sluice NAME: check the conf, start, wait for the listener

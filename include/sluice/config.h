@@ -148,6 +148,8 @@ struct sl_limit_conf {
     bool is_shadow;  /* evaluate and count, never refuse */
     uint64_t delay_ms; /* a refused request may wait this long for its tokens; 0: 429 at once */
     unsigned ipv6_prefix; /* `ip` key parts: an IPv6 client counts as its /N; default 128 */
+    bool is_cache_hits; /* also applies to responses served from the cache; default true */
+    bool is_leased;  /* lease = true: hot keys are admitted from leased blocks (redis) */
     const char *file;
     int line;
 };
@@ -191,6 +193,16 @@ struct sl_idempotency_conf {
     struct sl_key_part scope; /* whose keys: the same key of two scopes never meet */
 };
 
+/* A route's response cache (src/config_cache.c, docs/caching.md). */
+struct sl_cache_conf {
+    uint64_t ttl_ms;         /* freshness when the upstream gives none; default 60s */
+    uint64_t max_memory;     /* bytes, the route's store; default 64m */
+    uint64_t max_object;     /* bytes, a larger response is not stored; default 1m */
+    uint64_t stale_while_revalidate_ms; /* default 0: off; the upstream's own wins */
+    uint64_t stale_if_error_ms;         /* default 0: off; the upstream's own wins */
+    uint64_t lock_timeout_ms; /* collapsed misses wait this long at most; default 5s */
+};
+
 struct sl_route_conf {
     char *host;    /* NULL: any host; matched case-insensitively, without port */
     struct sl_route_header *headers; /* all must match; none: any request */
@@ -205,6 +217,7 @@ struct sl_route_conf {
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
     struct sl_idempotency_conf *idempotency; /* NULL: Idempotency-Key passes untouched */
+    struct sl_cache_conf *cache; /* NULL: responses are not cached */
 };
 
 /* Does the route end some day (deprecation or sunset written)? */
@@ -221,14 +234,36 @@ enum sl_path_encoded_slash { SL_PATH_SLASH_KEEP, SL_PATH_SLASH_REJECT };
 enum sl_path_forward { SL_PATH_FORWARD_NORMALIZED, SL_PATH_FORWARD_ORIGINAL };
 enum sl_on_error { SL_ON_ERROR_ALLOW, SL_ON_ERROR_DENY, SL_ON_ERROR_LOCAL };
 
+struct ssl_ctx_st;
+
+/* store.tls: how a rediss:// url connects (src/config_redis_tls.c). */
+struct sl_redis_tls_conf {
+    char *ca_file;      /* PEM CAs to trust; NULL: the system's trust store */
+    char *cert_file;    /* client certificate chain (PEM), for mutual TLS; with key_file */
+    char *key_file;     /* its private key (PEM) */
+    char *server_name;  /* SNI and the name checked; NULL: the url's host */
+    bool is_verify;     /* check the chain and the name; default true (false: tests only) */
+    bool is_set;        /* a tls table was written */
+    /* Built at load for a rediss:// url, one per config generation, shared
+     * by every worker's connections (each takes a reference). */
+    struct ssl_ctx_st *ssl_ctx;
+};
+
 struct sl_store_conf {
     enum sl_store_kind kind;
     char *url;            /* redis://[user:password@]host:port/db or unix:/path[?db=N] */
+    /* The password kept out of the conf: the file is read at every load
+     * (start and reload) and its content kept here, never printed. */
+    char *password_file;  /* NULL: the password, if any, is in the url */
+    char *password;       /* the file's password; NULL without a file */
+    struct sl_redis_tls_conf tls;
     uint64_t timeout_ms;  /* per script call; default 20ms */
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
     size_t idempotency_memory; /* local store: idempotency records, bytes; default 64m */
+    uint64_t lease_ttl_ms;   /* lease.ttl: a block is spent within it; default 250ms */
+    double lease_max_share;  /* lease.max_share: a block is at most this share of burst; 0.1 */
 };
 
 /* A file the conf included, kept so that every Lua state runs the same bytes. */

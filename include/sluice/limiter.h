@@ -73,6 +73,11 @@ typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
  * across reloads, so buckets survive a reload. Thread-safe. */
 struct sl_limiter_shared *sl_limiter_shared_new(size_t max_keys);
 void sl_limiter_shared_free(struct sl_limiter_shared *shared);
+/* The daemon's resolver, for a redis store whose url names its host: set
+ * before the first limiter is made; it must outlive every limiter. */
+struct sl_resolver;
+void sl_limiter_shared_set_resolver(struct sl_limiter_shared *shared,
+                                    struct sl_resolver *resolver);
 
 /*
  * A worker's limiter for one config generation. `cfg` must outlive it. Redis
@@ -124,6 +129,14 @@ void sl_limiter_recheck(struct sl_limiter *limiter, const struct sl_route_conf *
 /* A DELAY decision's wait is over (or abandoned): its place among the
  * worker's max_delayed waiting requests is free again. */
 void sl_limiter_delay_end(struct sl_limiter *limiter);
+
+/*
+ * Gives every leased block back to the store (docs/rate-limiting.md,
+ * "Leases") and stops leasing; cb runs once the store has answered, or
+ * after at most a second, or at once when nothing is leased. For the end of
+ * a drain: the worker's loop must keep running until cb. NULL: cb at once.
+ */
+void sl_limiter_return_leases(struct sl_limiter *limiter, void (*cb)(void *arg), void *arg);
 
 /* True when the store answers, or when on_error lets requests through anyway. */
 bool sl_limiter_is_ready(const struct sl_limiter *limiter);

@@ -183,6 +183,17 @@ void sl_metrics_store_call(struct sl_metrics_worker *w, enum sl_metrics_backend 
 void sl_metrics_store_error(struct sl_metrics_worker *w, enum sl_metrics_store_error kind);
 /* A reconnection attempt to redis succeeded. */
 void sl_metrics_store_reconnect(struct sl_metrics_worker *w);
+/* Leases (limits with lease = true): blocks asked for, milli-tokens taken and
+ * given back, requests admitted from a block. */
+enum sl_metrics_lease {
+    SL_METRICS_LEASE_TAKES,
+    SL_METRICS_LEASE_TAKEN_MILLI,
+    SL_METRICS_LEASE_RETURNED_MILLI,
+    SL_METRICS_LEASE_ADMITTED,
+    SL_METRICS_LEASE_COUNT
+};
+void sl_metrics_lease(struct sl_metrics_worker *w, enum sl_metrics_lease what, uint64_t n);
+
 /* EVALSHA got NOSCRIPT and the script was loaded again. */
 void sl_metrics_store_noscript(struct sl_metrics_worker *w);
 /* n live buckets were evicted from the embedded store's table to stay within

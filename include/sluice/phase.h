@@ -12,12 +12,19 @@
  * A phase, given a request, does exactly one of:
  *   - answer it itself (sl_phase_answer): a status and a problem+json body;
  *     later phases do not run and the request never reaches an upstream;
+ *   - answer it with a full response of its own (sl_phase_respond: status,
+ *     header lines, a body it keeps alive until released), e.g. a cache hit;
  *   - let it pass (sl_phase_pass) to the next phase, and after the last one
  *     to the upstream;
  * and may, before either, attach header lines to the response sent to the
- * client (sl_phase_attach). A phase that asked for them is also told when the
- * upstream's response head and body pass, and when the request ends, so a
- * cache can store a response and an idempotency phase record one.
+ * client (sl_phase_attach) and to the request sent upstream
+ * (sl_phase_attach_upstream). A phase that asked for them is also told when
+ * the upstream's response head and body pass, when the upstream failed, and
+ * when the request ends, so a cache can store a response and an idempotency
+ * phase record one. From on_response_head or on_upstream_error, a phase may
+ * replace the upstream's response (or the proxy's 502/504) with one of its
+ * own (sl_phase_replace): a cache answers a 304 of a revalidation with its
+ * stored response, or an upstream error with a stale one.
  *
  * Everything here runs on one worker's event loop; nothing is thread-safe.
  * The proxy (src/proxy_*.c) owns runs and tables; phase files
@@ -40,6 +47,7 @@ struct sl_route_conf;
 struct sl_phase_chain;
 struct sl_phase_table;
 struct sl_phase_run;
+struct sl_upstream_pool;
 
 /* ---- writing a phase ------------------------------------------------------ */
 
@@ -54,6 +62,9 @@ struct sl_phase_env {
     struct sl_limiter *limiter;        /* the generation's limiter */
     struct sl_metrics_worker *metrics; /* this worker's metrics; may be NULL */
     const unsigned *route_slots;       /* metrics slot of cfg->routes[i] */
+    /* the generation's pool of cfg->upstreams[i], for requests of a
+     * phase's own (a cache's background refresh); NULL in tests */
+    struct sl_upstream_pool *const *pools;
 };
 
 /*
@@ -91,7 +102,8 @@ struct sl_phase {
      * (asynchronously; sl_phase_run_start has then returned). That call is
      * the last use of run and state by the phase: the run may have moved on,
      * ended, even started the connection's next request, before it returns.
-     * The request (sl_phase_request) is valid until that call.
+     * The request (sl_phase_request) is valid until that call, and again
+     * in on_response_head, on_response_body and on_upstream_error.
      */
     void (*on_request)(struct sl_phase_run *run, void *conf, void *state);
 
@@ -109,6 +121,13 @@ struct sl_phase {
      */
     void (*on_response_body)(struct sl_phase_run *run, void *conf, void *state, const char *at,
                              size_t len);
+    /*
+     * The upstream could not be reached, timed out or broke before a
+     * response head came: the client is about to get `status` (502, 503 or
+     * 504) from the proxy, unless a phase calls sl_phase_replace. Called
+     * for every phase of a run that passed its request, in order.
+     */
+    void (*on_upstream_error)(struct sl_phase_run *run, void *conf, void *state, int status);
     /*
      * The request ended: its response was sent completely (reason NULL), or
      * the connection ended first (reason says why, as in the access log).
@@ -133,6 +152,48 @@ void sl_phase_pass(struct sl_phase_run *run);
  */
 void sl_phase_answer(struct sl_phase_run *run, int status, const char *body, size_t body_len);
 /*
+ * A full response of a phase's own. `headers` are complete lines, borrowed
+ * until the call that takes the response returns; they must not carry
+ * framing (Content-Length, Transfer-Encoding) nor Connection: the proxy
+ * writes those. `body` is not copied: it must stay valid until `release`
+ * (if not NULL) is called with release_arg, exactly once, which may be
+ * before or long after the call returns (when the client has taken it).
+ */
+struct sl_phase_response {
+    int status;
+    const char *headers;
+    size_t headers_len;
+    const char *body;
+    size_t body_len;
+    void (*release)(void *arg);
+    void *release_arg;
+};
+/* Answers the request with `resp`, plus every header line attached so far;
+ * like sl_phase_answer otherwise. */
+void sl_phase_respond(struct sl_phase_run *run, const struct sl_phase_response *resp);
+/*
+ * From on_response_head or on_upstream_error: the client gets `resp` (and
+ * the attached lines) instead of the upstream's response or the proxy's
+ * error. The last call wins; each response replaced is released.
+ */
+void sl_phase_replace(struct sl_phase_run *run, const struct sl_phase_response *resp);
+/*
+ * Adds complete header lines to the request head sent upstream (a cache's
+ * If-None-Match). Copied; from on_request, before its continuation.
+ */
+void sl_phase_attach_upstream(struct sl_phase_run *run, const char *lines, size_t len);
+/*
+ * Leaves the client's header fields named `name` (a static lower-case
+ * string) out of the request sent upstream: a cache filling an entry drops
+ * the client's If-None-Match. At most SL_PHASE_HIDE_MAX names per request;
+ * past it, false and nothing is hidden. From on_request, before its
+ * continuation.
+ */
+#define SL_PHASE_HIDE_MAX 4
+bool sl_phase_hide_upstream(struct sl_phase_run *run, const char *name, size_t len);
+/* Is the client's field h to be left out of the upstream request? */
+bool sl_phase_is_hidden(const struct sl_phase_run *run, const struct sl_header *h);
+/*
  * Adds complete header lines ("Name: value\r\n"...) to the response this
  * request gets: the upstream's, or an answer from this or a later phase
  * (not the proxy's own 502/503/504). Copied; from on_request (before its
@@ -151,16 +212,26 @@ bool sl_phase_is_abandoned(const struct sl_phase_run *run);
 /* Every phase the proxy knows, each in a file of its own. */
 extern const struct sl_phase sl_phase_lifecycle; /* src/phase_lifecycle.c */
 extern const struct sl_phase sl_phase_limit;     /* src/phase_limit.c */
+extern const struct sl_phase sl_phase_cache; /* src/phase_cache.c */
+
+struct sl_cache;
+/* The route's cache store, with a reference (sl_cache_put); NULL when the
+ * route has no cache. */
+struct sl_cache *sl_phase_cache_store(const struct sl_route_conf *route);
+/* Would req be answered from the cache now, without the upstream? For the
+ * limits phase, which exempts hits from limits with cache_hits = false. */
+bool sl_phase_cache_is_hit(struct sl_cache *store, const struct sl_request *req);
 
 /* ---- running the chain (the proxy) ---------------------------------------- */
 
 /* Per-request storage of a whole chain: phases' state_size added up. */
-#define SL_PHASE_STATE_MAX 256u
+#define SL_PHASE_STATE_MAX 512u
 
 enum sl_phase_result {
     SL_PHASE_PASSED,    /* every phase passed: forward the request */
     SL_PHASE_ANSWERED,  /* write the answer; status and body are given */
     SL_PHASE_ABANDONED, /* the request ended while a phase was pending */
+    SL_PHASE_RESPONDED, /* write sl_phase_response(run) */
 };
 
 /*
@@ -193,6 +264,15 @@ struct sl_phase_run {
     const char *end_reason;
     char *headers;        /* attached header lines; storage kept across requests */
     size_t headers_len, headers_cap;
+    char *up_headers;     /* lines for the upstream request; storage kept too */
+    size_t up_headers_len, up_headers_cap;
+    struct {
+        const char *name;
+        size_t len;
+    } hidden[SL_PHASE_HIDE_MAX]; /* sl_phase_hide_upstream's names */
+    unsigned nhidden;
+    struct sl_phase_response response; /* sl_phase_respond's or sl_phase_replace's */
+    bool has_response;
     _Alignas(16) unsigned char state[SL_PHASE_STATE_MAX];
 };
 
@@ -224,6 +304,17 @@ void sl_phase_run_start(struct sl_phase_run *run, const struct sl_phase_chain *c
                         const struct sl_request *req, sl_phase_done_cb *done, void *arg);
 /* The header lines attached so far (for the response head or an answer). */
 const char *sl_phase_headers(const struct sl_phase_run *run, size_t *len);
+/* The lines for the upstream request head. */
+const char *sl_phase_upstream_headers(const struct sl_phase_run *run, size_t *len);
+/*
+ * The response a phase answered with (SL_PHASE_RESPONDED) or replaced the
+ * upstream's with (after sl_phase_response_head or sl_phase_upstream_error)
+ * into *resp; false when there is none. Taking it leaves the run without
+ * it: the caller writes it and calls its release.
+ */
+bool sl_phase_take_response(struct sl_phase_run *run, struct sl_phase_response *resp);
+/* The upstream failed before a response head (see on_upstream_error). */
+void sl_phase_upstream_error(struct sl_phase_run *run, int status);
 /* The upstream's response head and body, for the phases' hooks. */
 void sl_phase_response_head(struct sl_phase_run *run, int status,
                             const struct sl_header *headers, size_t nheaders);

@@ -80,6 +80,9 @@ int sl_proxy_set_config(struct sl_proxy *proxy, struct sl_shared_config *shared,
 /* Stops accepting, closes idle connections, lets requests in flight finish;
  * calls cb (on this worker's thread) once no connection is left. */
 void sl_proxy_drain(struct sl_proxy *proxy, sl_proxy_drained_cb *cb, void *arg);
+/* Gives the current limiter's leased tokens back (sl_limiter_return_leases);
+ * cb runs when done, within about a second, the loop running meanwhile. */
+void sl_proxy_return_leases(struct sl_proxy *proxy, sl_proxy_drained_cb *cb, void *arg);
 /* Closes every remaining connection now (drain timed out). */
 void sl_proxy_close_all(struct sl_proxy *proxy);
 void sl_proxy_reopen_logs(struct sl_proxy *proxy);

@@ -20,6 +20,7 @@
 #ifndef SL_RESOLVER_H
 #define SL_RESOLVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,12 @@ void sl_resolver_wait(struct sl_resolver *r, uint64_t timeout_ms, sl_resolver_se
 int sl_resolver_is_settled(const struct sl_resolver *r);
 /* Frees the names that no conf names and no worker holds. */
 void sl_resolver_sweep(struct sl_resolver *r);
+
+/*
+ * Whether `host` is a name for the resolver: not an IPv4 or IPv6 literal,
+ * nor "localhost" (which /etc/hosts answers, as for upstream servers).
+ */
+bool sl_resolver_is_name(const char *host);
 
 /* Any thread. The name `host` as configured; NULL if no conf named it. */
 struct sl_resolved *sl_resolver_ref(struct sl_resolver *r, const char *host);

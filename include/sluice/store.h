@@ -42,6 +42,7 @@ struct sl_store_bucket {
     uint64_t per_ms;
     double burst;      /* capacity */
     double cost;       /* tokens this request takes */
+    bool is_leased;    /* its limit has lease = true: a leasing store may use a block */
 };
 
 struct sl_store_result {
@@ -68,6 +69,28 @@ enum sl_store_status {
  */
 typedef void sl_store_cb(void *arg, enum sl_store_status status, bool is_admitted,
                          const struct sl_store_result *results, size_t nresults);
+
+/*
+ * Leases (docs/rate-limiting.md, lua/token_bucket.lua): a worker, the
+ * "holder" (a random hex id of at most 32 digits), takes a block of tokens
+ * in one call and admits from it locally, and gives the rest back when it is
+ * done. The store remembers what each holder was given, so the bucket never
+ * refills over burst minus what is held, and forgets a holder ttl2_ms after
+ * its last take (the holder must stop spending long before).
+ */
+enum sl_lease_op {
+    SL_LEASE_TAKE, /* take up to `milli`, the holder still holding `held_milli` */
+    SL_LEASE_GIVE, /* give back `milli` (the lease ends: the holder holds nothing) */
+};
+
+/*
+ * The answer to a lease operation: the milli-tokens taken (TAKE) or put
+ * back (GIVE), and the bucket as it now is (for a request of the bucket's
+ * cost); `result` is NULL unless status is SL_STORE_OK, valid until the
+ * callback returns. Called exactly once, as a check's callback is.
+ */
+typedef void sl_store_lease_cb(void *arg, enum sl_store_status status, int64_t moved_milli,
+                               const struct sl_store_result *result);
 
 struct sl_store_ops {
     const char *name;
@@ -97,16 +120,34 @@ struct sl_store_ops {
      */
     void (*reset)(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb,
                   void *arg);
+    /*
+     * One lease operation on one bucket, queued and ordered with the checks
+     * (a give-back sent before a take runs before it). Calls cb exactly
+     * once, as check does. NULL: the store does not lease (the embedded
+     * store, whose checks cost no round trip).
+     */
+    void (*lease)(struct sl_store *store, const struct sl_store_bucket *bucket,
+                  enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
+                  const char *holder, sl_store_lease_cb *cb, void *arg);
 };
 
 struct sl_store {
     const struct sl_store_ops *ops;
 };
 
-/* One per worker: a hiredis async connection on `base`, connecting at once
- * and reconnecting by itself. NULL and a message in err on a bad url. */
+struct sl_resolver;
+
+/* One per worker: a connection on `base`, connecting at once and
+ * reconnecting by itself. NULL and a message in err on a bad url. */
 struct sl_store *sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base,
                                     char *err, size_t err_size);
+/* The same, the url's host name taken from `resolver` (the daemon's, on its
+ * main loop) rather than looked up, blocking, at each connect. NULL
+ * resolver: as sl_store_redis_new. */
+struct sl_store *sl_store_redis_new_resolved(const struct sl_store_conf *conf,
+                                             struct event_base *base,
+                                             struct sl_resolver *resolver, char *err,
+                                             size_t err_size);
 
 /* The embedded store's table, shared by all workers (thread-safe); bounded to
  * max_keys live buckets, buckets reclaimed once full again. Free it after
@@ -169,6 +210,18 @@ sl_store_reset(struct sl_store *store, const char *key, size_t key_len, sl_store
         cb(arg, SL_STORE_REPLY, false, NULL, 0);
     else
         store->ops->reset(store, key, key_len, cb, arg);
+}
+
+/* See sl_store_ops.lease; SL_STORE_REPLY from a store that cannot lease. */
+static inline void
+sl_store_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum sl_lease_op op,
+               int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
+               sl_store_lease_cb *cb, void *arg)
+{
+    if (store->ops->lease == NULL)
+        cb(arg, SL_STORE_REPLY, 0, NULL);
+    else
+        store->ops->lease(store, bucket, op, milli, held_milli, ttl2_ms, holder, cb, arg);
 }
 
 /* See sl_store_ops.free; NULL is a no-op. */

@@ -17,7 +17,9 @@
 #include "util/hex.h"
 
 #define HOST_MAX 255
-#define USAGE "use redis://[user:password@]host[:port][/db] or unix:/path[?db=N]"
+#define USAGE "use redis://[user:password@]host[:port][/db], rediss://... (TLS) or " \
+              "unix:/path[?db=N]"
+#define MASK "********"
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
 static char *
@@ -80,17 +82,15 @@ set_credential(char **dst, const char *s, size_t len, const char *what, char *er
     return 0;
 }
 
-/* "[user]:password" of [s, s+len), the part before '@'. */
+/* "[user]:password" or "user" of [s, s+len), the part before '@'. A user
+ * alone is checked by the caller: its password may come from a file. */
 static int
 parse_userinfo(const char *s, size_t len, struct sl_redis_url *u, char *err, size_t err_size)
 {
     const char *colon = memchr(s, ':', len);
 
-    if (colon == NULL) {
-        snprintf(err, err_size, "user without a password (write :password@ or "
-                 "user:password@)");
-        return -1;
-    }
+    if (colon == NULL)
+        return set_credential(&u->user, s, len, "user", err, err_size);
     if (colon > s && set_credential(&u->user, s, (size_t)(colon - s), "user", err, err_size))
         return -1;
     return set_credential(&u->password, colon + 1, (size_t)(len - (size_t)(colon - s) - 1),
@@ -243,7 +243,7 @@ parse_host_port(const char *p, const char *end, struct sl_redis_url *u, char *er
     return 0;
 }
 
-/* redis://[userinfo@]host[:port][/[db]]; p is past "redis://". */
+/* redis[s]://[userinfo@]host[:port][/[db]]; p is past "redis://" or "rediss://". */
 static int
 parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
 {
@@ -274,6 +274,13 @@ parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
 int
 sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, size_t err_size)
 {
+    return sl_redis_url_parse_flags(url, 0, out, err, err_size);
+}
+
+int
+sl_redis_url_parse_flags(const char *url, unsigned flags, struct sl_redis_url *out, char *err,
+                         size_t err_size)
+{
     int rc;
 
     *out = (struct sl_redis_url){ 0 };
@@ -286,14 +293,16 @@ sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, size_t 
     } else if (strncmp(url, "unix:", 5) == 0) {
         rc = parse_unix(url + 5, out, err, err_size);
     } else if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(err, err_size, "rediss:// (TLS) is not supported yet");
-        return -1;
+        out->is_tls = true;
+        rc = parse_tcp(url + 9, out, err, err_size);
     } else {
         snprintf(err, err_size, "bad url (%s)", USAGE);
         return -1;
     }
-    if (rc == 0 && out->user != NULL && out->password == NULL) {
-        snprintf(err, err_size, "user without a password (AUTH needs one)");
+    if (rc == 0 && out->user != NULL && out->password == NULL
+        && !(flags & SL_REDIS_URL_PASSWORD_LATER)) {
+        snprintf(err, err_size, "user without a password (write user:password@, or set "
+                 "password_file)");
         rc = -1;
     }
     if (rc != 0)
@@ -307,6 +316,53 @@ sl_redis_url_fini(struct sl_redis_url *u)
     free(u->host);
     free(u->path);
     free(u->user);
+    if (u->password != NULL)
+        explicit_bzero(u->password, strlen(u->password));
     free(u->password);
     *u = (struct sl_redis_url){ 0 };
+}
+
+char *
+sl_redis_url_mask(const char *url)
+{
+    size_t len = strlen(url), cut = 0, resume = 0;
+    const char *auth = NULL, *auth_end = NULL, *q;
+    char *out;
+
+    if (strncmp(url, "redis://", 8) == 0) {
+        auth = url + 8;
+        auth_end = auth + strcspn(auth, "/?#");
+    } else if (strncmp(url, "rediss://", 9) == 0) {
+        auth = url + 9;
+        auth_end = auth + strcspn(auth, "/?#");
+    } else if (strncmp(url, "unix://", 7) == 0) {
+        auth = url + 7;
+        auth_end = auth + strcspn(auth, "/");
+    }
+    if (auth != NULL) {
+        const char *at = memrchr(auth, '@', (size_t)(auth_end - auth));
+        const char *colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon != NULL) {
+            cut = (size_t)(colon + 1 - url);
+            resume = (size_t)(at - url);
+        }
+    }
+    if (cut == 0 && strncmp(url, "unix:", 5) == 0 && (q = strchr(url, '?')) != NULL) {
+        for (const char *p = q + 1; *p != '\0'; p += strcspn(p, "&"), p += *p == '&') {
+            if (strncmp(p, "password=", 9) == 0) {
+                cut = (size_t)(p + 9 - url);
+                resume = cut + strcspn(p + 9, "&");
+                break;
+            }
+        }
+    }
+    out = sl_xmalloc(len + sizeof(MASK));
+    if (cut == 0) {
+        memcpy(out, url, len + 1);
+    } else {
+        memcpy(out, url, cut);
+        memcpy(out + cut, MASK, strlen(MASK));
+        memcpy(out + cut + strlen(MASK), url + resume, len - resume + 1);
+    }
+    return out;
 }

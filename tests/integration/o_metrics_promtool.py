@@ -11,7 +11,7 @@
 # requests are not counted.
 # Client: one request per connection (keys a, b, none; GET, POST, PURGE).
 # Upstream: /echo. Daemon: 2 workers, local store, per_key = 3 per hour on
-# X-Key, routes /api/ (limited), /free/ and /q"uo\te/ (unlimited).
+# X-Key, routes /api/ (limited), /free/ and /q"uo\te/ (unlimited, cached).
 
 import harness as h
 import obs_util as o
@@ -26,7 +26,7 @@ limits = { per_key = { key = "header:X-Key", rate = 3, per = "1h" } }
 routes = {
   { path = "/api/", upstream = "app", limits = "per_key" },
   { path = "/free/", upstream = "app" },
-  { path = "/q\"uo\\te/", upstream = "app" },
+  { path = "/q\"uo\\te/", upstream = "app", cache = {} },
 }
 """
 ODD_ROUTE = '/q"uo\\te/'
@@ -109,6 +109,8 @@ def main(env):
          "route label with \" and \\ reads back unescaped as %s" % ODD_ROUTE, sorted(got_req))
     raw_odd = 'route="/q\\"uo\\\\te/"'
     t.ok(raw_odd in text, "route label is escaped in the exposition as %s" % raw_odd)
+    t.ok(o.value(samples, "sluice_cache_max_bytes", route=ODD_ROUTE) == 64.0 * 1024 * 1024,
+         "sluice_cache_max_bytes of the cached route, its label escaped alike")
     methods = {k[1] for k in got_req}
     t.ok(methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"},
          "method label values come from the fixed set", methods)

@@ -3,8 +3,8 @@
 # Copyright (c) 2026 the sluice developers
 #
 # Redis URLs (issue 3, point 2): redis://:password@host:port/db (AUTH and
-# SELECT on connect), redis://user:password@... (ACL user), and unix:/path
-# sockets with ?db=N. With on_error = "deny" a failed connection would show
+# SELECT on connect), redis://user:password@... (ACL user), and unix
+# sockets with ?db=N and credentials (unix://:password@/path, ?user=&password=). With on_error = "deny" a failed connection would show
 # as 503, so 200 plus the bucket found in the right database proves the URL
 # was honoured. A wrong password is a store failure, not a crash.
 # Client: single requests. Upstream: /echo. Redis: requirepass, an ACL user,
@@ -36,14 +36,10 @@ def main(env):
     cases = [
         ("password, db 3", "redis://:s3cret@127.0.0.1:%d/3" % redis.port, 3),
         ("ACL user, db 0", "redis://sl:pw-sl@127.0.0.1:%d/0" % redis.port, 0),
-        ("unix socket, db 5", "unix:%s?db=5" % sock, 5),
+        ("unix socket with a password, db 5", "unix://:s3cret@%s?db=5" % sock, 5),
+        ("unix socket with an ACL user, db 6", "unix:%s?db=6&user=sl&password=pw-sl" % sock, 6),
     ]
     for i, (label, url, db) in enumerate(cases):
-        if label.startswith("unix"):
-            # a unix socket cannot carry a password in the URL form: let the
-            # socket skip AUTH by using a server without requirepass
-            redis.cmd("CONFIG", "SET", "requirepass", "")
-            redis.password = None
         before = redis.cmd("DBSIZE", db=db)
         s = env.sluice(CONF, name="sluice-%d" % i, values={"up": up.port, "url": url})
         r = h.request(s.addr, "GET", "/echo", [("X-K", "k%d" % i)])
@@ -52,8 +48,6 @@ def main(env):
              redis.cmd("KEYS", "*", db=db))
         s.stop()
 
-    redis.cmd("CONFIG", "SET", "requirepass", "s3cret")
-    redis.password = "s3cret"
     s = env.sluice(CONF, name="sluice-badpw", values={
         "up": up.port, "url": "redis://:wrong@127.0.0.1:%d/0" % redis.port})
     r = h.request(s.addr, "GET", "/echo", [("X-K", "bad")])

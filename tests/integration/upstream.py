@@ -28,6 +28,14 @@
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
 #   /health                status health_status (an attribute a test may flip; 200)
+#   /cache/...?cc=&etag=&lm=&vary=&cookie=1&status=N&size=N&ms=N
+#                          a response for cache tests: Cache-Control cc, ETag etag,
+#                          Last-Modified lm (epoch seconds), Vary vary, a
+#                          Set-Cookie, status N (200), waits ms first; the JSON body
+#                          says how many requests this target got ("n") and the
+#                          Accept-Language seen, padded to size bytes. A request
+#                          whose If-None-Match holds etag gets 304. cache_mode
+#                          "500" answers 500 instead, "hang" never answers
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
@@ -238,6 +246,8 @@ class Upstream:
         self.unix_path = unix_path
         self.port = port
         self.record = record    # False: count requests but keep no records (demo)
+        self.target_counts = {} # /cache/... requests by target
+        self.cache_mode = None  # /cache/...: None, "500" (a 500, no-store) or "hang"
         self.nrequests = 0
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -441,6 +451,8 @@ class Upstream:
                 self._send(sock, status, [("Content-Type", "application/json")], body,
                            method, keep)
             return keep
+        if path.startswith("/cache/"):
+            return self._cache(sock, rd, method, keep, target, q, hget)
         if path == "/hop":
             extra = [("Connection", "X-Up-Hop"), ("X-Up-Hop", "1"),
                      ("Keep-Alive", "timeout=5, max=100"), ("Trailer", "X-Trailer"),
@@ -456,6 +468,41 @@ class Upstream:
                "body_sha256": rec["body_sha256"], "conn": cid, "seq": seq}
         body = json.dumps(doc).encode()
         self._send(sock, 200, [("Content-Type", "application/json")], body, method, keep)
+        return keep
+
+    def _cache(self, sock, rd, method, keep, target, q, hget):
+        with self.lock:
+            self.target_counts[target] = self.target_counts.get(target, 0) + 1
+            n = self.target_counts[target]
+        self._sleep(int(q.get("ms", "0")) / 1000.0)
+        if self.cache_mode == "hang":
+            rd.wait_eof()
+            return False
+        if self.cache_mode == "500":
+            q = dict(q, status="500", cc="no-store")
+        extra = []
+        if "cc" in q:
+            extra.append(("Cache-Control", q["cc"]))
+        if "etag" in q:
+            extra.append(("ETag", q["etag"]))
+        if "lm" in q:
+            extra.append(("Last-Modified", time.strftime("%a, %d %b %Y %H:%M:%S GMT",
+                                                         time.gmtime(int(q["lm"])))))
+        if "vary" in q:
+            extra.append(("Vary", q["vary"]))
+        if q.get("cookie") == "1":
+            extra.append(("Set-Cookie", "s=%d" % n))
+        inm = hget("if-none-match")
+        if inm is not None and "etag" in q and q["etag"] in inm:
+            self._send(sock, 304, extra, None, method, keep)
+            return keep
+        doc = {"n": n, "lang": hget("accept-language"), "upstream": self.name}
+        body = json.dumps(doc).encode()
+        size = int(q.get("size", "0"))
+        if size > len(body):
+            body = body + b" " * (size - len(body))
+        extra.append(("Content-Type", "application/json"))
+        self._send(sock, int(q.get("status", "200")), extra, body, method, keep)
         return keep
 
     def _sleep(self, seconds):

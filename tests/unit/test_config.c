@@ -173,6 +173,8 @@ test_full(void **state)
     assert_int_equal(cfg->store.on_error, SL_ON_ERROR_DENY);
     assert_string_equal(cfg->store.prefix, "edge:prod");
     assert_int_equal(cfg->store.max_keys, 1000);
+    assert_int_equal(cfg->store.lease_ttl_ms, 400);
+    assert_true(cfg->store.lease_max_share == 0.25);
 
     /* upstreams sorted by name */
     assert_int_equal(cfg->nupstreams, 2);
@@ -326,6 +328,8 @@ test_minimal_defaults(void **state)
     assert_int_equal(cfg->store.on_error, SL_ON_ERROR_ALLOW);
     assert_string_equal(cfg->store.prefix, "sluice");
     assert_int_equal(cfg->store.max_keys, 2000000);
+    assert_int_equal(cfg->store.lease_ttl_ms, 250);
+    assert_true(cfg->store.lease_max_share == 0.1);
 
     assert_int_equal(cfg->nupstreams, 1);
     assert_int_equal(cfg->upstreams[0].keepalive, 64);
@@ -476,8 +480,16 @@ static const struct bad_case bad_cases[] = {
     { "bad_resolver.conf", 3, 4, "resolver: timeout \"2m\": must be between 100ms and 1m" },
     { "bad_cidr.conf", 1, 2, "trusted_proxies[2] \"10.0.0.0/33\": bad address or CIDR" },
     { "bad_rate.conf", 1, 4, "limit \"per_ip\": rate 0: must be more than 0" },
+    { "bad_cache.conf", 4, 4, "route 1: max_object is more than 1/64 of max_memory" },
+    { "bad_cache.conf", 4, 5, "unknown key \"tll\" in route 2" },
+    { "bad_cache.conf", 4, 5, "ttl \"soon\"" },
+    { "bad_cache.conf", 4, 6, "cache: expected a table" },
     { "bad_delay.conf", 2, 2, "max_delayed 2000000: must be between 0 and 1000000" },
     { "bad_delay.conf", 2, 4, "limit \"per_ip\": delay \"2m\": must be between 0s and 1m" },
+    { "bad_lease.conf", 4, 2, "ttl \"5ms\": must be between 10ms and 10s" },
+    { "bad_lease.conf", 4, 2, "max_share 1.5: must be" },
+    { "bad_lease.conf", 4, 2, "size" },
+    { "bad_lease.conf", 4, 4, "limit \"per_ip\": lease" },
     { "bad_burst.conf", 1, 4, "limit \"per_ip\": burst 0.5: must be at least 1" },
     { "bad_burst_default.conf", 1, 4, "limit \"slow\": rate 0.5: burst defaults to rate" },
     { "bad_cost.conf", 1, 4, "limit \"per_ip\": cost 0: must be more than 0" },
@@ -1309,7 +1321,7 @@ test_redis_urls(void **state)
     static const char *const bad[] = {
         "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
         "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
-        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:6380",
+        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:x",
     };
     (void)state;
 
@@ -1330,15 +1342,16 @@ test_redis_urls(void **state)
             fail_msg("%s should be refused", bad[i]);
         free(errors);
     }
-    /* TLS has its own word, not a generic "bad url" */
+    /* TLS: rediss:// with the system's trust store by default */
     {
+        struct sl_config *cfg = NULL;
         char *errors = load_inline("store = { kind = \"redis\", url = \"rediss://h:6380\" }\n",
-                                   NULL);
-        if (errors == NULL
-            || strstr(errors, "store: url \"rediss://h:6380\": rediss:// (TLS) is not supported "
-                              "yet") == NULL)
-            fail_msg("got %s", errors ? errors : "(accepted)");
-        free(errors);
+                                   &cfg);
+        if (errors != NULL)
+            fail_msg("got %s", errors);
+        assert_non_null(cfg->store.tls.ssl_ctx);
+        assert_true(cfg->store.tls.is_verify);
+        sl_config_free(cfg);
     }
 }
 

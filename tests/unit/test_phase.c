@@ -7,8 +7,10 @@
  * attached and the response hooks, the request ending while a phase waits
  * (the continuation still comes exactly once, on_end after it, the owner
  * freed in done: ASan sees any use after free), and a generation freed
- * under an abandoned run. The owner plays the proxy: a heap object holding
- * the run, freed only once done has been called.
+ * under an abandoned run; full responses (respond, replace, released
+ * exactly once) and lines for the upstream request. The owner plays the
+ * proxy: a heap object holding the run, freed only once done has been
+ * called.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,13 +30,29 @@
 
 /* ---- fake phases ------------------------------------------------------------ */
 
-enum fake_mode { PASS_NOW, PASS_LATER, ANSWER_NOW, ANSWER_LATER };
+enum fake_mode { PASS_NOW, PASS_LATER, ANSWER_NOW, ANSWER_LATER, RESPOND_NOW, RESPOND_LATER };
 
 struct fake_conf {
     enum fake_mode mode;
     const char *attach;       /* attached in on_request, before deciding */
     const char *attach_head;  /* attached in on_response_head */
+    const char *attach_up;    /* attached to the upstream request in on_request */
+    bool is_replacing;        /* replaces the response in on_response_head */
     int answer_status;
+};
+
+static int releases; /* full responses released */
+
+static void
+release(void *arg)
+{
+    (void)arg;
+    releases++;
+}
+
+static const struct sl_phase_response cached = {
+    .status = 200, .headers = "X-R: 1\r\n", .headers_len = 8, .body = "cached", .body_len = 6,
+    .release = release,
 };
 
 /* What happened, in order, across all fake phases of a test. */
@@ -70,6 +88,8 @@ decide(struct sl_phase_run *run, struct fake_conf *fc)
 {
     if (fc->mode == ANSWER_NOW || fc->mode == ANSWER_LATER)
         sl_phase_answer(run, fc->answer_status, SL_LIT("{\"status\":403}"));
+    else if (fc->mode == RESPOND_NOW || fc->mode == RESPOND_LATER)
+        sl_phase_respond(run, &cached);
     else
         sl_phase_pass(run);
 }
@@ -87,7 +107,9 @@ fake_request(struct sl_phase_run *run, void *conf, void *state)
     assert_false(sl_phase_is_abandoned(run));
     if (fc->attach != NULL)
         sl_phase_attach(run, fc->attach, strlen(fc->attach));
-    if (fc->mode == PASS_LATER || fc->mode == ANSWER_LATER) {
+    if (fc->attach_up != NULL)
+        sl_phase_attach_upstream(run, fc->attach_up, strlen(fc->attach_up));
+    if (fc->mode == PASS_LATER || fc->mode == ANSWER_LATER || fc->mode == RESPOND_LATER) {
         waiting_run = run;
         waiting_conf = fc;
         return;
@@ -108,6 +130,20 @@ fake_head(struct sl_phase_run *run, void *conf, void *state, int status,
     assert_true(sl_http_name_is(&headers[0], SL_LIT("content-type")));
     if (fc->attach_head != NULL)
         sl_phase_attach(run, fc->attach_head, strlen(fc->attach_head));
+    if (fc->is_replacing)
+        sl_phase_replace(run, &cached);
+}
+
+static void
+fake_upstream_error(struct sl_phase_run *run, void *conf, void *state, int status)
+{
+    struct fake_conf *fc = conf;
+
+    (void)state;
+    note("error:%s ", name_of(fc, confs));
+    assert_int_equal(status, 502);
+    if (fc->is_replacing)
+        sl_phase_replace(run, &cached);
 }
 
 static void
@@ -165,7 +201,8 @@ static bool setup_c(const struct sl_phase_env *e, const struct sl_route_conf *r,
     {                                                                                            \
         .name = "fake", .state_size = sizeof(struct fake_state), .setup = setup_fn,              \
         .teardown = fake_teardown, .on_request = fake_request, .on_response_head = fake_head,   \
-        .on_response_body = fake_body, .on_end = fake_end,                                       \
+        .on_response_body = fake_body, .on_upstream_error = fake_upstream_error,                \
+        .on_end = fake_end,                                                                      \
     }
 
 static const struct sl_phase phase_a = FAKE(setup_a);
@@ -212,9 +249,10 @@ on_done(void *arg, enum sl_phase_result result, int status, const char *body, si
     o->ndone++;
     o->result = result;
     o->status = status;
-    note("done%s ", result == SL_PHASE_PASSED     ? ":passed"
-                    : result == SL_PHASE_ANSWERED ? ":answered"
-                                                  : ":abandoned");
+    note("done%s ", result == SL_PHASE_PASSED      ? ":passed"
+                    : result == SL_PHASE_ANSWERED  ? ":answered"
+                    : result == SL_PHASE_RESPONDED ? ":responded"
+                                                   : ":abandoned");
     if (result == SL_PHASE_ANSWERED) {
         assert_true(body_len < sizeof(o->body));
         memcpy(o->body, body, body_len);
@@ -264,6 +302,7 @@ setup(void **state)
     events[0] = '\0';
     waiting_run = NULL;
     teardowns = 0;
+    releases = 0;
     table = sl_phase_table_new_with(fakes, 3, &env);
     return 0;
 }
@@ -444,10 +483,115 @@ test_generation_freed_under_abandoned_run(void **state)
     assert_string_equal(events, "req:a end:a(shutdown) done:abandoned ");
 }
 
+/* A full response: taken by the owner, released once, later phases not run. */
+static void
+test_respond(void **state)
+{
+    struct owner *o = owner_new();
+    struct sl_phase_response r;
+
+    (void)state;
+    confs[1].mode = RESPOND_NOW;
+    start(o, 0);
+    assert_int_equal(o->result, SL_PHASE_RESPONDED);
+    assert_int_equal(o->status, 200);
+    assert_true(sl_phase_take_response(&o->run, &r));
+    assert_false(sl_phase_take_response(&o->run, &r)); /* taken: gone from the run */
+    assert_int_equal(r.body_len, 6);
+    assert_memory_equal(r.body, "cached", 6);
+    assert_int_equal(releases, 0);
+    r.release(r.release_arg);
+    sl_phase_run_end(&o->run, NULL, NULL);
+    assert_string_equal(events, "req:a req:b done:responded end:a(ok) end:b(ok) ");
+    owner_free(o);
+    assert_int_equal(releases, 1);
+}
+
+/* Responding after the request ended: the response is released, not sent;
+ * one left untaken in the run is released by the next start or fini. */
+static void
+test_respond_abandoned(void **state)
+{
+    struct owner *o = owner_new();
+
+    (void)state;
+    confs[0].mode = RESPOND_LATER;
+    start(o, 0);
+    sl_phase_run_end(&o->run, "client closed", NULL);
+    decide(waiting_run, waiting_conf);
+    waiting_run = NULL;
+    assert_int_equal(releases, 1);
+    assert_string_equal(events, "req:a end:a(client closed) done:abandoned ");
+    confs[0].mode = RESPOND_NOW;
+    start(o, 0); /* the owner leaves the response in the run */
+    owner_free(o);
+    assert_int_equal(releases, 2);
+}
+
+/* Lines for the upstream request; a phase replacing the upstream's head or
+ * error; the last replacement wins, the one it replaced is released. */
+static void
+test_replace_and_upstream_lines(void **state)
+{
+    struct owner *o = owner_new();
+    struct sl_header h = { SL_LIT("Content-Type"), SL_LIT("text/plain") };
+    struct sl_phase_response r;
+    const char *up;
+    size_t len;
+
+    (void)state;
+    confs[0].attach_up = "If-None-Match: \"a\"\r\n";
+    confs[2].attach_up = "X-B: 2\r\n";
+    confs[1].is_replacing = true;
+    confs[2].is_replacing = true;
+    start(o, 0);
+    {
+        struct sl_header inm = { SL_LIT("If-None-Match"), SL_LIT("\"x\"") };
+        assert_false(sl_phase_is_hidden(&o->run, &inm));
+        for (int i = 0; i < SL_PHASE_HIDE_MAX; i++)
+            assert_true(sl_phase_hide_upstream(&o->run, SL_LIT("if-none-match")));
+        assert_false(sl_phase_hide_upstream(&o->run, SL_LIT("if-modified-since")));
+        assert_true(sl_phase_is_hidden(&o->run, &inm));
+        assert_false(sl_phase_is_hidden(&o->run, &h));
+    }
+    up = sl_phase_upstream_headers(&o->run, &len);
+    assert_int_equal(len, strlen("If-None-Match: \"a\"\r\nX-B: 2\r\n"));
+    assert_memory_equal(up, "If-None-Match: \"a\"\r\nX-B: 2\r\n", len);
+    sl_phase_response_head(&o->run, 200, &h, 1);
+    assert_int_equal(releases, 1); /* b's, replaced by c's */
+    assert_true(sl_phase_take_response(&o->run, &r));
+    r.release(r.release_arg);
+    sl_phase_upstream_error(&o->run, 502);
+    assert_int_equal(releases, 3);
+    assert_true(sl_phase_take_response(&o->run, &r));
+    r.release(r.release_arg);
+    sl_phase_run_end(&o->run, NULL, NULL);
+    assert_string_equal(events, "req:a req:b req:c done:passed head:a head:b head:c error:a "
+                                "error:b error:c end:a(ok) end:b(ok) end:c(ok) ");
+    owner_free(o);
+    assert_int_equal(releases, 4);
+}
+
+/* A route may have every built-in phase at once (a deprecated, cached,
+ * limited route): their states together must fit, or the load aborts. */
+static void
+test_builtin_states_fit(void **state)
+{
+    const struct sl_phase *const all[] = { &sl_phase_lifecycle, &sl_phase_limit,
+                                           &sl_phase_cache };
+    size_t total = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        total += (all[i]->state_size + 15) & ~(size_t)15;
+    assert_true(total <= SL_PHASE_STATE_MAX);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builtin_states_fit),
         cmocka_unit_test_setup_teardown(test_pass_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_without_phases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_stops_the_chain, setup, teardown),
@@ -456,6 +600,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_connection_dies_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_generation_freed_under_abandoned_run, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_respond, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_respond_abandoned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_and_upstream_lines, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

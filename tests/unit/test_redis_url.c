@@ -49,6 +49,8 @@ test_accepted(void **state)
         { "redis://[::1]:6380/2", "::1", NULL, NULL, NULL, 6380, 2 },
         { "redis://[::1]", "::1", NULL, NULL, NULL, 6379, 0 },
         { "redis://:pw@[2001:db8::7]:7000", "2001:db8::7", NULL, NULL, "pw", 7000, 0 },
+        { "rediss://u:pw@h:6380/1", "h", NULL, "u", "pw", 6380, 1 },
+        { "rediss://h", "h", NULL, NULL, NULL, 6379, 0 },
         { "unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 0, 0 },
         { "unix:/tmp/r.sock?db=2", NULL, "/tmp/r.sock", NULL, NULL, 0, 2 },
         { "unix:/tmp/a%20b@c.sock", NULL, "/tmp/a b@c.sock", NULL, NULL, 0, 0 },
@@ -88,7 +90,8 @@ test_refused(void **state)
         { "", "missing url" },
         { "http://h:6379", "bad url (use redis://" },
         { "redis:/127.0.0.1:6379", "bad url" },
-        { "rediss://h:6380", "rediss:// (TLS) is not supported yet" },
+        { "rediss://h:x", "bad port" },
+        { "rediss://", "missing host" },
         { "redis://", "missing host" },
         { "redis://:6379", "missing host" },
         { "redis://h:0", "bad port \"0\"" },
@@ -103,7 +106,7 @@ test_refused(void **state)
         { "redis://pass@h:6379", "user without a password" },
         { "redis://:p%zz@h", "bad %-escape in the password" },
         { "redis://:p%00@h", "bad %-escape in the password" },
-        { "redis://u%4@h", "user without a password" },
+        { "redis://u%4@h", "bad %-escape in the user" },
         { "redis://u%4:p@h", "bad %-escape in the user" },
         { "redis://[::1", "unterminated [" },
         { "redis://[::1]6379", "junk after ]" },
@@ -161,6 +164,53 @@ test_no_credentials_in_reasons(void **state)
     }
 }
 
+/* A user alone, its password supplied later (store.password_file). */
+static void
+test_password_later(void **state)
+{
+    static const char *const urls[] = { "redis://app@h:1/2", "unix://app@/r.sock",
+                                        "unix:/r.sock?user=app" };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        assert_int_equal(sl_redis_url_parse(urls[i], &u, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "password_file"));
+        if (sl_redis_url_parse_flags(urls[i], SL_REDIS_URL_PASSWORD_LATER, &u, err, sizeof(err)))
+            fail_msg("%s: %s", urls[i], err);
+        assert_string_equal(u.user, "app");
+        assert_null(u.password);
+        sl_redis_url_fini(&u);
+    }
+}
+
+static void
+test_mask(void **state)
+{
+    static const struct {
+        const char *url, *want;
+    } cases[] = {
+        { "redis://:hunter2@h:1/2", "redis://:********@h:1/2" },
+        { "redis://app:hunter2@h", "redis://app:********@h" },
+        { "redis://app:a@b@h", "redis://app:********@h" },
+        { "redis://app@h", "redis://app@h" },
+        { "rediss://app:hunter2@h:1", "rediss://app:********@h:1" },
+        { "redis://h:1", "redis://h:1" },
+        { "unix://app:hunter2@/r.sock?db=1", "unix://app:********@/r.sock?db=1" },
+        { "unix:/r.sock?user=a&password=hunter2&db=2",
+          "unix:/r.sock?user=a&password=********&db=2" },
+        { "unix:/r.sock", "unix:/r.sock" },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *m = sl_redis_url_mask(cases[i].url);
+        assert_string_equal(m, cases[i].want);
+        free(m);
+    }
+}
+
 static void
 test_fini_zeroed(void **state)
 {
@@ -178,6 +228,8 @@ main(void)
         cmocka_unit_test(test_accepted),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_no_credentials_in_reasons),
+        cmocka_unit_test(test_password_later),
+        cmocka_unit_test(test_mask),
         cmocka_unit_test(test_fini_zeroed),
     };
 

@@ -29,6 +29,15 @@
 
 /* ---- URLs ------------------------------------------------------------------------ */
 
+/* parse_url with a conf of this url alone. */
+static int
+parse_url_text(const char *url, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    struct sl_store_conf conf = { .kind = SL_STORE_REDIS, .url = (char *)(uintptr_t)url };
+
+    return parse_url(&conf, u, err, err_size);
+}
+
 /* The grammar is util/redis_url's (tests/unit/test_redis_url.c); here, that
  * parse_url hands every parameter over and words its errors for the log. */
 static void
@@ -50,7 +59,7 @@ test_parse_url(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        if (parse_url(good[i].url, &u, err, sizeof(err)) != 0)
+        if (parse_url_text(good[i].url, &u, err, sizeof(err)) != 0)
             fail_msg("%s: %s", good[i].url, err);
 #define SAME(a, b) assert_true(((a) == NULL && (b) == NULL) || ((a) && (b) && !strcmp(a, b)))
         SAME(u.host, good[i].host);
@@ -62,12 +71,42 @@ test_parse_url(void **state)
         assert_int_equal(u.db, good[i].db);
         sl_redis_url_fini(&u);
     }
-    assert_int_equal(parse_url("rediss://h", &u, err, sizeof(err)), -1);
-    assert_string_equal(err, "redis url: rediss:// (TLS) is not supported yet");
+    assert_int_equal(parse_url_text("rediss://h:0", &u, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis url: bad port \"0\" (use 1 to 65535)");
     assert_null(u.host);
+    assert_int_equal(parse_url_text("rediss://h:6380", &u, err, sizeof(err)), 0);
+    assert_true(u.is_tls);
+    sl_redis_url_fini(&u);
     /* credentials never reach the message */
-    assert_int_equal(parse_url("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
+    assert_int_equal(parse_url_text("redis://:hunter2@h:99999", &u, err, sizeof(err)), -1);
     assert_null(strstr(err, "hunter2"));
+}
+
+/* password_file: the conf's password goes with the url's user, over TCP and
+ * unix sockets alike. */
+static void
+test_parse_url_password_from_file(void **state)
+{
+    struct sl_store_conf conf = { .kind = SL_STORE_REDIS, .password = (char *)"from-file" };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    conf.url = (char *)"redis://app@h:7000/1";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
+    conf.url = (char *)"unix:/r.sock?db=2";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_null(u.user);
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
+    conf.url = (char *)"unix://app@/r.sock";
+    assert_int_equal(parse_url(&conf, &u, err, sizeof(err)), 0);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "from-file");
+    sl_redis_url_fini(&u);
 }
 
 /* ---- the script's arguments and its reply ---------------------------------------- */
@@ -102,7 +141,7 @@ test_params_resp(void **state)
 static redisReader *
 pooled_reader(struct reply_pool *pool)
 {
-    redisReader *r = redisReaderCreateWithFunctions(&reply_functions);
+    redisReader *r = redisReaderCreateWithFunctions(&sl_redis_reply_functions);
 
     assert_non_null(r);
     r->privdata = pool;
@@ -224,7 +263,7 @@ test_reply_parsing(void **state)
 {
     struct redis_store rs = { 0 };
     struct batch b = { 0 };
-    struct pending checks[2] = { { record, NULL, 2 }, { record, NULL, 1 } };
+    struct pending checks[2] = { { .cb = record, .nbuckets = 2 }, { .cb = record, .nbuckets = 1 } };
     /* check 1: admitted, two buckets; check 2: refused, one bucket */
     long long vals[11] = { 1, 2500, 0, 100, 7, 3, 9, 0, 12000, -1, 0 };
     redisReply arr = { .type = REDIS_REPLY_ARRAY }, *el[11];
@@ -744,6 +783,50 @@ test_reset(void **state)
     assert_int_equal(last_status, SL_STORE_CONNECTION);
 }
 
+static int64_t last_moved;
+
+static void
+record_lease(void *arg, enum sl_store_status status, int64_t moved,
+             const struct sl_store_result *result)
+{
+    (*(int *)arg)++;
+    last_status = status;
+    last_moved = moved;
+    if (result != NULL)
+        last_results[0] = *result;
+}
+
+/* Lease operations go in the same batches as checks, in order, and run the
+ * script's take / give-back (lua/token_bucket.lua). */
+static void
+test_lease(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bk("t:l", 100);
+    int count = 0;
+
+    e->store = sl_store_redis_new(&e->conf, e->base, NULL, 0);
+    assert_true(run_until(e, NULL, 0, 1000));
+    sl_store_check(e->store, &b, 1, record, &count);
+    sl_store_lease(e->store, &b, SL_LEASE_TAKE, 30000, 0, 500, "ab12", record_lease, &count);
+    assert_true(run_until(e, &count, 2, 1000));
+    assert_int_equal(e->fr.nevalsha, 1);
+    assert_int_equal(last_status, SL_STORE_OK);
+    assert_int_equal(last_moved, 30000);
+    assert_true(last_results[0].remaining == 69);
+    /* what is held stays out of the bucket; given back, it is in again */
+    sl_store_lease(e->store, &b, SL_LEASE_GIVE, 20000, 0, 500, "ab12", record_lease, &count);
+    sl_store_check(e->store, &b, 1, record, &count);
+    assert_true(run_until(e, &count, 4, 1000));
+    assert_true(last_admitted);
+    assert_true(last_results[0].remaining == 88);
+    /* a bad holder id fails at once, and nothing goes out */
+    count = 0;
+    sl_store_lease(e->store, &b, SL_LEASE_TAKE, 1000, 0, 500, "x y", record_lease, &count);
+    assert_int_equal(count, 1);
+    assert_int_equal(last_status, SL_STORE_REPLY);
+}
+
 static void
 test_bad_url(void **state)
 {
@@ -760,6 +843,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_parse_url_password_from_file),
         cmocka_unit_test(test_params_resp),
         cmocka_unit_test(test_reply_pool),
         cmocka_unit_test(test_reply_pool_outlives_store),
@@ -777,6 +861,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_only_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending_and_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_url, setup, teardown),
     };
 

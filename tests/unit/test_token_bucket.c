@@ -569,6 +569,193 @@ test_bound_lua(void **state)
     run_bound(e, true, 3, 1000, 2, 1, 500, 10000);
 }
 
+/* ---- leases ---------------------------------------------------------------- */
+
+/* One lease operation through the script at e->now; returns the milli-tokens
+ * moved, *res the bucket after it. */
+static long long
+lua_lease(struct env *e, const struct sl_store_bucket *b, int op, long long a, long long held,
+          long long ttl2_us, const char *holder, struct sl_store_result *res)
+{
+    const char *keys[1] = { b->key }, *argv[11];
+    size_t key_lens[1] = { b->key_len }, argv_lens[11];
+    char numbers[11][24];
+    long long reply[8], v[10];
+    struct sl_tb_params pr = { 0 };
+    char err[256];
+    long nreply;
+
+    assert_int_equal(sl_tb_params_from_bucket(&pr, b), 0);
+    v[0] = 1;
+    v[1] = op;
+    v[2] = pr.q;
+    v[3] = pr.p;
+    v[4] = pr.tu;
+    v[5] = pr.burst;
+    v[6] = pr.cost;
+    v[7] = a;
+    v[8] = held;
+    v[9] = ttl2_us;
+    for (int i = 0; i < 10; i++) {
+        argv_lens[i] = (size_t)snprintf(numbers[i], sizeof(numbers[0]), "%lld", v[i]);
+        argv[i] = numbers[i];
+    }
+    argv[10] = holder;
+    argv_lens[10] = strlen(holder);
+    tb_lua_set_now(&e->lua, e->now);
+    nreply = tb_lua_eval(&e->lua, keys, key_lens, 1, argv, argv_lens, 11, reply, 8, err,
+                         sizeof(err));
+    if (nreply < 0)
+        fail_msg("script error: %s", err);
+    assert_int_equal(nreply, 4);
+    if (res != NULL) {
+        res->remaining = (double)reply[1] / 1000.0;
+        res->retry_ms = reply[2] < 0 ? SL_STORE_RETRY_NEVER : (uint64_t)reply[2];
+        res->reset_ms = (uint64_t)reply[3];
+    }
+    return reply[0];
+}
+
+#define TAKE (-1)
+#define GIVE (-2)
+#define TTL2 500000 /* us */
+
+static void
+test_lease_take_give(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bucket("l", 10, 1000, 10, 1); /* 10/s, burst 10 */
+    struct sl_store_result r;
+    struct outcome o;
+
+    /* a take never gets more than the bucket holds */
+    assert_int_equal(lua_lease(e, &b, TAKE, 3000, 0, TTL2, "a1", &r), 3000);
+    assert_true(r.remaining == 7.0);
+    /* while it is held the bucket refills to burst minus it, not to burst */
+    e->now += 200000;
+    lua_check(e, &b, 1, &o);
+    assert_true(o.is_admitted);
+    assert_true(o.res[0].remaining == 6.0);
+    /* another holder gets what is there, no more */
+    assert_int_equal(lua_lease(e, &b, TAKE, 100000, 0, TTL2, "b2", &r), 6000);
+    assert_true(r.remaining == 0.0);
+    lua_check(e, &b, 1, &o);
+    assert_false(o.is_admitted);
+    assert_int_equal(o.res[0].retry_ms, 100);
+    /* a1 gives 2 tokens back: the level gets them, its share leaves L */
+    assert_int_equal(lua_lease(e, &b, GIVE, 2000, 0, TTL2, "a1", &r), 2000);
+    assert_true(r.remaining == 2.0);
+    /* b2 takes again still holding 1 token: its share is 1 + what it got */
+    assert_int_equal(lua_lease(e, &b, TAKE, 1000, 1000, TTL2, "b2", &r), 1000);
+    assert_true(r.remaining == 1.0);
+    e->now += 200000;
+    lua_check(e, &b, 1, &o);
+    assert_true(o.res[0].remaining == 2.0); /* 1 + 2 refilled - this request's 1 */
+    /* giving back more than it holds puts back only what it held */
+    assert_int_equal(lua_lease(e, &b, GIVE, 5000, 0, TTL2, "b2", &r), 2000);
+    assert_true(r.remaining == 4.0);
+    /* a holder the store does not know gets nothing back in */
+    assert_int_equal(lua_lease(e, &b, GIVE, 5000, 0, TTL2, "c3", &r), 0);
+    assert_true(r.remaining == 4.0);
+    /* with nothing held the cap is burst again */
+    e->now += 10 * 1000000ull;
+    lua_check(e, &b, 1, &o);
+    assert_true(o.res[0].remaining == 9.0);
+}
+
+static void
+test_lease_lapse(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bucket("l", 10, 1000, 10, 1);
+    struct sl_store_result r;
+    struct outcome o;
+
+    assert_int_equal(lua_lease(e, &b, TAKE, 4000, 0, TTL2, "a1", &r), 4000);
+    /* the key outlives the holder, though the bucket is "full" (6) at once */
+    e->now += 400000;
+    assert_true(tb_lua_shim_int(&e->lua, "pttl", "l") > 0);
+    lua_check(e, &b, 1, &o);
+    assert_true(o.res[0].remaining == 5.0);
+    /* lapsed: what it held is gone, never credited back; the cap is burst */
+    e->now += 200000;
+    assert_int_equal(lua_lease(e, &b, GIVE, 4000, 0, TTL2, "a1", &r), 0);
+    assert_true(r.remaining == 7.0); /* 5 + 2 refilled, nothing of a1's */
+    e->now += 1000000;
+    lua_check(e, &b, 1, &o);
+    assert_true(o.res[0].remaining == 9.0);
+    /* an empty bucket leases nothing and remembers no holder */
+    b = bucket("e", 1, 60000, 1, 1);
+    lua_check(e, &b, 1, &o);
+    assert_int_equal(lua_lease(e, &b, TAKE, 1000, 0, TTL2, "a1", &r), 0);
+    assert_int_equal(lua_lease(e, &b, GIVE, 1000, 0, TTL2, "a1", &r), 0);
+}
+
+/*
+ * The fleet bound with leases: three holders taking, spending locally for
+ * less than the lapse, giving back, next to plain checks; over every window
+ * the tokens admitted (spent from leases or by checks) stay within
+ * burst + rate x T.
+ */
+struct spend {
+    uint64_t at;
+    long long milli;
+};
+
+static void
+test_lease_bound(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bucket("f", 200, 1000, 20, 1); /* 200/s, burst 20 */
+    long long held[3] = { 0 }, budget_until[3] = { 0 };
+    const char *ids[3] = { "a1", "b2", "c3" };
+    struct spend *log = calloc(20000, sizeof(*log));
+    size_t nlog = 0;
+    struct outcome o;
+
+    for (int step = 0; step < 6000; step++) {
+        int h = (int)rnd(4);
+
+        /* idle spells: the bucket refills while blocks are held */
+        e->now += step % 300 == 299 ? 200000 : rnd(3000);
+        if (h == 3) {
+            lua_check(e, &b, 1, &o);
+            if (o.is_admitted)
+                log[nlog++] = (struct spend){ e->now, 1000 };
+            continue;
+        }
+        if (held[h] >= 1000 && e->now < (uint64_t)budget_until[h]) {
+            held[h] -= 1000;
+            log[nlog++] = (struct spend){ e->now, 1000 };
+        } else if (held[h] > 0 || rnd(2) == 0) {
+            if (e->now >= (uint64_t)budget_until[h] || rnd(3) == 0) {
+                lua_lease(e, &b, GIVE, held[h], 0, TTL2, ids[h], NULL);
+                held[h] = 0;
+            } else {
+                held[h] += lua_lease(e, &b, TAKE, 1000 * (long long)(1 + rnd(6)), held[h],
+                                     TTL2, ids[h], NULL);
+                budget_until[h] = (long long)e->now + TTL2 / 2;
+            }
+        } else {
+            held[h] = lua_lease(e, &b, TAKE, 1000 * (long long)(1 + rnd(6)), 0, TTL2, ids[h],
+                                NULL);
+            budget_until[h] = (long long)e->now + TTL2 / 2;
+        }
+    }
+    assert_true(nlog > 100);
+    for (size_t i = 0; i < nlog; i++) {
+        long long sum = 0;
+        for (size_t j = i; j < nlog; j++) {
+            double allowed = 20000.0 + 200.0 * (double)(log[j].at - log[i].at) / 1000.0;
+            sum += log[j].milli;
+            if ((double)sum > allowed + 1e-6)
+                fail_msg("window %zu..%zu: %lld milli-tokens admitted, bound %.0f", i, j, sum,
+                         allowed);
+        }
+    }
+    free(log);
+}
+
 int
 main(void)
 {
@@ -583,6 +770,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lua_equals_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_lua, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_take_give, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_lapse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_bound, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
