@@ -111,4 +111,29 @@ struct sl_idem_record *sl_idem_record_new(size_t len);
 const struct sl_idem_record *sl_idem_record_get(const struct sl_idem_record *record);
 void sl_idem_record_put(const struct sl_idem_record *record);
 
+/* ---- Redis (src/idem_redis.c) -------------------------------------------------- */
+
+struct redisReply;
+struct sl_metrics_worker;
+struct sl_store;
+typedef void sl_store_reply_cb(void *arg, const struct redisReply *reply);
+
+/* Claims the record `name` for lock_ms under `token`; cb gets the reply
+ * (sl_idem_redis_claim_result reads it). -1 (cb never called) when the
+ * store cannot take the command now. */
+int sl_idem_redis_claim(struct sl_store *store, const char *name, size_t name_len,
+                        const uint8_t *token, uint64_t lock_ms, sl_store_reply_cb *cb, void *arg);
+/* The claim's outcome; SL_IDEM_DONE sets *record to a new reference. */
+enum sl_idem_result sl_idem_redis_claim_result(const struct redisReply *reply,
+                                               const struct sl_idem_record **record);
+/* The claim under `token` becomes a record for ttl_ms (counted as stored, or
+ * released when it was no longer the token's). Fire and forget. */
+void sl_idem_redis_complete(struct sl_store *store, const char *name, size_t name_len,
+                            const uint8_t *token, const uint8_t *fingerprint,
+                            const char *response, size_t len, uint64_t ttl_ms,
+                            struct sl_metrics_worker *metrics);
+/* Drops the claim under `token`. Fire and forget. */
+void sl_idem_redis_release(struct sl_store *store, const char *name, size_t name_len,
+                           const uint8_t *token);
+
 #endif
