@@ -478,6 +478,16 @@ sl_phase_request_body_end(struct sl_phase_run *run, bool is_complete)
 }
 
 void
+sl_phase_request_body_done(struct sl_phase_run *run)
+{
+    for (unsigned i = 0; run->chain != NULL && !run->is_reading_body && i < run->next; i++) {
+        const struct sl_phase_entry *e = &run->chain->entries[i];
+        if (e->phase->on_request_body_end != NULL)
+            e->phase->on_request_body_end(run, e->conf, state_of(run, e), true);
+    }
+}
+
+void
 sl_phase_run_end(struct sl_phase_run *run, const char *reason, struct sl_access_entry *log)
 {
     unsigned ndecided;

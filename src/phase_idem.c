@@ -82,6 +82,7 @@ struct idem_state {
     uint8_t stage;   /* enum stage */
     uint16_t status; /* what it answered with, for the access log; 0: it did not */
     bool is_unkept; /* the response will not be kept: release the claim */
+    bool is_body_done; /* ST_CLAIMED: the fingerprint holds the whole body */
 };
 
 /* ---- setup ------------------------------------------------------------------- */
@@ -429,6 +430,8 @@ idem_request(struct sl_phase_run *run, void *conf, void *state)
     struct sl_sha256 s;
     const char *key;
     size_t key_len;
+    enum sl_framing framing;
+    uint64_t left;
 
     st->run = run;
     st->conf = c;
@@ -458,6 +461,8 @@ idem_request(struct sl_phase_run *run, void *conf, void *state)
     sl_sha256_update(&st->sha, " ", 1);
     sl_sha256_update(&st->sha, req->target, req->target_len);
     sl_sha256_update(&st->sha, "\n", 1);
+    st->is_body_done = sl_http_request_framing(req, &framing, &left) == 0
+                       && framing == SL_FRAMING_NONE;
     claim(st);
 }
 
@@ -478,6 +483,10 @@ idem_request_body_end(struct sl_phase_run *run, void *conf, void *state, bool is
     struct idem_state *st = state;
 
     (void)conf;
+    if (st->stage != ST_DONE) {
+        st->is_body_done = true; /* forwarded whole: no continuation owed */
+        return;
+    }
     if (!is_complete) {
         sl_phase_pass(run); /* goes nowhere: the proxy answers or closes */
         return;
@@ -600,7 +609,9 @@ settle(struct idem_state *st, const char *reason)
     char name[NAME_MAX_LEN];
     size_t name_len = 0;
     uint8_t fp[SL_SHA256_LEN];
-    bool is_kept = reason == NULL && !st->is_unkept && st->resp != NULL;
+    /* an upstream that answered before the body was all up: the fingerprint
+     * would be of part of it */
+    bool is_kept = reason == NULL && !st->is_unkept && st->resp != NULL && st->is_body_done;
 
     st->stage = ST_SETTLED;
     if (c->redis != NULL)

@@ -842,6 +842,7 @@ static void
 body_finished(struct conn *c)
 {
     c->rq.is_body_done = true;
+    sl_phase_request_body_done(&c->phases);
     evtimer_del(&c->timer);
     evtimer_del(&c->req_timer);
     if (c->up != NULL && !c->rq.is_resp_started)

@@ -158,6 +158,9 @@ struct sl_phase {
      * calls its continuation: sl_phase_answer or sl_phase_respond when
      * complete, anything (it goes nowhere) otherwise; never sl_phase_pass
      * after a complete read, the body is gone.
+     * Also, for every phase that passed its request, when a forwarded body
+     * has gone up whole (is_complete true, no continuation to call): a
+     * phase that fingerprints bodies knows it saw all of one.
      */
     void (*on_request_body_end)(struct sl_phase_run *run, void *conf, void *state,
                                 bool is_complete);
@@ -346,6 +349,8 @@ void sl_phase_request_body(struct sl_phase_run *run, const char *at, size_t len)
 /* The body a phase reads is complete, or will never be. Only while one
  * reads (sl_phase_run_end also ends the read, incomplete). */
 void sl_phase_request_body_end(struct sl_phase_run *run, bool is_complete);
+/* A forwarded body went up whole (see on_request_body_end). */
+void sl_phase_request_body_done(struct sl_phase_run *run);
 /* Is a phase reading the request's body now? */
 bool sl_phase_is_reading_body(const struct sl_phase_run *run);
 void sl_phase_run_fini(struct sl_phase_run *run);

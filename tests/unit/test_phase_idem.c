@@ -260,6 +260,31 @@ test_release(void **state)
     idem_end(&f->run, &f->conf, &f->st, NULL, NULL);
 }
 
+/* An upstream that answers before the body is all up: the fingerprint would
+ * be of part of it, so nothing is kept. */
+static void
+test_early_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_header cl[] = { HDR("Idempotency-Key", "k5"), HDR("Content-Length", "5") };
+    struct sl_request req = post("/a", cl, 2);
+
+    assert_int_equal(start(f, &req), 0);
+    idem_request_body(&f->run, &f->conf, &f->st, "ab", 2);
+    respond(f, 200, "early", NULL);
+    assert_int_equal(start(f, &req), 0); /* released */
+    idem_request_body(&f->run, &f->conf, &f->st, "abcde", 5);
+    idem_request_body_end(&f->run, &f->conf, &f->st, true); /* forwarded whole */
+    respond(f, 200, "late", NULL);
+    sl_phase_run_set_reader(&f->run, fake_reader, f);
+    assert_int_equal(start(f, &req), -2); /* kept: read the body to compare */
+    idem_request_body(&f->run, &f->conf, &f->st, "abcde", 5);
+    idem_request_body_end(&f->run, &f->conf, &f->st, true);
+    assert_int_equal(f->status, 200);
+    idem_end(&f->run, &f->conf, &f->st, NULL, NULL);
+    sl_phase_run_set_reader(&f->run, NULL, NULL);
+}
+
 static void
 test_no_store(void **state)
 {
@@ -283,6 +308,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_claim_replay_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_early_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_store, setup, teardown),
     };
 
