@@ -11,7 +11,8 @@
 # Authorization's keys from another's; a chunked body fingerprints like the
 # same bytes with Content-Length; a 64 MiB body is hashed as it streams (and
 # read, not forwarded, for a replay) while sluice's RSS stays small; the
-# embedded store on one instance.
+# embedded store on one instance; Redis down: 503, nothing forwarded;
+# Expect: 100-continue and a client leaving mid-body on a replay.
 # Client: raw requests. Upstream: /echo, /slow, /upload, force_status.
 # Daemons: two on one Redis, one with the embedded store.
 
@@ -110,6 +111,20 @@ def check_store(t, a, b, up, label):
              "%s: a chunked body of the same bytes is replayed" % label, r)
         c.send(h.request_bytes("GET", "/echo"))
         t.eq(c.read_response().status, 200, "%s: keep-alive after a replay with a body" % label)
+    # Expect: 100-continue on a replay: the body is read for the fingerprint
+    with h.Conn(b.addr) as c:
+        c.send(h.request_bytes("POST", "/echo?k=1", [("Idempotency-Key", "k1"),
+                                                      ("Expect", "100-continue")],
+                               b'{"x":1}'))
+        r = c.read_response()
+        t.ok(r.status == 200 and r.header("idempotent-replayed") == "true",
+             "%s: Expect: 100-continue, replayed" % label, r)
+    # a client that leaves while its body is read for a replay
+    with h.Conn(b.addr) as c:
+        c.send(b"POST /echo?k=1 HTTP/1.1\r\nHost: test\r\nIdempotency-Key: k1\r\n"
+               b"Content-Length: 100\r\n\r\n{\"x\"")
+        time.sleep(0.1)
+    t.eq(post(b, "/echo", None).status, 200, "%s: serves on after a client left mid-body" % label)
     # 422: same key, another body
     r = post(b, "/echo?k=1", "k1", b'{"x":2}')
     doc = h.problem_ok(t, r, 422, "%s: another body" % label)
@@ -207,6 +222,13 @@ def main(env):
          % (rs.max_kb, base_kb))
     t.ok((metric(a, 'sluice_idempotency_total{result="replayed"}') or 0) >= 1,
          "metrics: replayed counted")
+    # without its store a keyed request is refused, never forwarded unprotected
+    redis.stop()
+    r = post(a, "/echo?down=1", "k6")
+    h.problem_ok(t, r, 503, "redis down")
+    t.eq(r.header("retry-after"), "1", "redis down: Retry-After: 1")
+    t.eq(count(up, "/echo?down=1"), 0, "redis down: the upstream got nothing")
+    t.eq(post(a, "/echo?down=2", None).status, 200, "redis down: a request without a key passes")
     a.stop()
     b.stop()
 
