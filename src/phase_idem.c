@@ -83,6 +83,7 @@ struct idem_state {
     uint16_t status; /* what it answered with, for the access log; 0: it did not */
     bool is_unkept; /* the response will not be kept: release the claim */
     bool is_body_done; /* ST_CLAIMED: the fingerprint holds the whole body */
+    bool is_stored;    /* ST_SETTLED: kept (sent to Redis), not released */
 };
 
 /* ---- setup ------------------------------------------------------------------- */
@@ -550,16 +551,18 @@ idem_response_head(struct sl_phase_run *run, void *conf, void *state, int status
 
     if (st->stage != ST_CLAIMED || st->is_unkept)
         return;
-    /* a 5xx is the server's failure, not the operation's outcome: retryable */
+    /* a 5xx is the server's failure, not the operation's outcome: retryable,
+     * and released now, before the client can retry */
     if (status >= 500) {
         st->is_unkept = true;
+        settle(st, "5xx");
         return;
     }
     st->resp = sl_xcalloc(1, sizeof(*st->resp));
     sl_buf_init(&st->resp->buf, c->ic->max_response);
     if (sl_idem_response_begin(&st->resp->buf, status, headers, nheaders) != 0) {
         st->is_unkept = true;
-        drop_resp(st);
+        settle(st, "too large");
         return;
     }
     /* HEAD, 204 and 304 have no body whatever the length says */
@@ -579,8 +582,8 @@ idem_response_body(struct sl_phase_run *run, void *conf, void *state, const char
     if (st->stage != ST_CLAIMED || st->resp == NULL)
         return;
     if (sl_buf_append(&st->resp->buf, at, len) != 0) {
-        st->is_unkept = true; /* over max_response: released at the end */
-        drop_resp(st);
+        st->is_unkept = true; /* over max_response */
+        settle(st, "too large");
         return;
     }
     if (!st->resp->has_length)
@@ -598,7 +601,10 @@ idem_upstream_error(struct sl_phase_run *run, void *conf, void *state, int statu
     (void)run;
     (void)conf;
     (void)status;
+    if (st->stage != ST_CLAIMED)
+        return;
     st->is_unkept = true;
+    settle(st, "upstream error");
 }
 
 /* The claim becomes a record, or goes. */
@@ -618,6 +624,7 @@ settle(struct idem_state *st, const char *reason)
         name_len = record_name(st, name, sizeof(name));
     if (is_kept) {
         sl_sha256_final(&st->sha, fp);
+        st->is_stored = true;
         if (c->redis != NULL) {
             sl_idem_redis_complete(c->redis, name, name_len, st->token, fp, st->resp->buf.data,
                                    st->resp->buf.len, c->ic->ttl_ms, c->metrics);
@@ -630,6 +637,7 @@ settle(struct idem_state *st, const char *reason)
             drop_resp(st);
             return;
         }
+        st->is_stored = false;
     }
     drop_resp(st);
     sl_metrics_idem(c->metrics, SL_METRICS_IDEM_RELEASED);
@@ -637,6 +645,29 @@ settle(struct idem_state *st, const char *reason)
         sl_idem_redis_release(c->redis, name, name_len, st->token);
     else
         sl_idem_table_release(c->table, (const char *)st->key, sizeof(st->key), st->token);
+}
+
+/* The access log's idempotency field; NULL: no key was looked at. */
+static const char *
+log_word(const struct idem_state *st, const char *reason)
+{
+    switch (st->status) {
+    case 400:
+        return "missing";
+    case 409:
+        return "conflict";
+    case 422:
+        return "mismatch";
+    case 0:
+        break;
+    default:
+        return "unavailable";
+    }
+    if (st->stage == ST_SETTLED)
+        return st->is_stored ? "stored" : "released";
+    if (st->stage == ST_DONE && reason == NULL)
+        return "replayed";
+    return NULL;
 }
 
 static void
@@ -652,8 +683,11 @@ idem_end(struct sl_phase_run *run, void *conf, void *state, const char *reason,
     else if (st->stage == ST_DONE)
         sl_idem_record_put(st->record);
     st->record = NULL;
-    if (log != NULL && st->status != 0 && reason == NULL)
+    if (log == NULL)
+        return;
+    if (st->status != 0 && reason == NULL)
         log->reason = answer_reason(st->status);
+    log->idempotency = log_word(st, reason);
 }
 
 const struct sl_phase sl_phase_idem = {

@@ -16,6 +16,8 @@
 # Client: raw requests. Upstream: /echo, /slow, /upload, force_status.
 # Daemons: two on one Redis, one with the embedded store.
 
+import json
+import os
 import threading
 import time
 
@@ -234,12 +236,24 @@ def main(env):
 
     # the embedded store, one instance
     up2 = env.upstream("app2")
-    e = env.sluice(CONF, name="sluice-e", values={"up": up2.port})
+    e = env.sluice(CONF.replace('access_log = "off"', 'access_log = "${tmp}/access.log"'),
+                   name="sluice-e", values={"up": up2.port})
     check_store(t, e, e, up2, "embedded")
     check_conflict(t, e, e, "embedded")
     for res in ("stored", "replayed", "conflict", "mismatch", "released", "missing"):
         t.ok((metric(e, 'sluice_idempotency_total{result="%s"}' % res) or 0) >= 1,
              "metrics: %s counted" % res)
+    e.stop()
+    with open(os.path.join(e.dir, "access.log")) as f:
+        lines = [json.loads(ln) for ln in f if ln.strip()]
+    words = [ln.get("idempotency") for ln in lines if ln.get("path") == "/echo?k=1"]
+    # each worker writes its own lines: no order across them
+    t.ok(words.count("stored") == 2 and words.count("replayed") >= 3,
+         "access log: stored once per scope, then replayed", words)
+    t.ok("mismatch" in words, "access log: mismatch", words)
+    t.ok(any(ln.get("idempotency") == "released" for ln in lines), "access log: released")
+    t.ok(all(ln.get("idempotency") is None for ln in lines if ln.get("method") == "GET"),
+         "access log: null where no key was looked at")
 
 
 if __name__ == "__main__":
