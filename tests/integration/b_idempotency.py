@@ -12,7 +12,8 @@
 # same bytes with Content-Length; a 64 MiB body is hashed as it streams (and
 # read, not forwarded, for a replay) while sluice's RSS stays small; the
 # embedded store on one instance; Redis down: 503, nothing forwarded;
-# Expect: 100-continue and a client leaving mid-body on a replay.
+# Expect: 100-continue and a client leaving mid-body on a replay; a response
+# kept by a generation a reload replaced.
 # Client: raw requests. Upstream: /echo, /slow, /upload, force_status.
 # Daemons: two on one Redis, one with the embedded store.
 
@@ -202,6 +203,17 @@ def main(env):
     b = env.sluice(REDIS + CONF, name="sluice-b", values=vals)
     check_store(t, a, b, up, "redis")
     check_conflict(t, a, b, "redis")
+    # a response that completes as its generation goes (a reload): still kept
+    first = {}
+    th = threading.Thread(target=lambda: first.update(r=post(a, "/slow?ms=800", "k7")))
+    th.start()
+    time.sleep(0.3)
+    a.reload(REDIS + CONF.replace('max_response = "64k"', 'max_response = "65k"'))
+    th.join(10)
+    r = post(b, "/slow?ms=800", "k7")
+    t.ok(first.get("r") is not None and first["r"].status == 200
+         and r.header("idempotent-replayed") == "true",
+         "redis: kept by the generation a reload replaced", r)
     keys = redis.cmd("KEYS", "*idem*")
     t.ok(keys and all(len(k) == len("sluice:idem:") + 64 for k in keys),
          "redis: records named by a digest only", keys)
