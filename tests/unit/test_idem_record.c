@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include "sluice/http.h"
 #include "sluice/idem.h"
@@ -80,12 +81,50 @@ test_response_round_trip(void **state)
     sl_buf_fini(&b);
 }
 
+/* What the Redis script answers to a claim (src/idem_redis.c). */
+static void
+test_redis_claim_result(void **state)
+{
+    char rec[1 + SL_SHA256_LEN + 5];
+    redisReply r = { .type = REDIS_REPLY_STRING, .str = "C", .len = 1 };
+    const struct sl_idem_record *record = (const void *)1;
+
+    (void)state;
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_CLAIMED);
+    assert_null(record);
+    r.str = "I";
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_IN_FLIGHT);
+    rec[0] = 'R';
+    memset(rec + 1, 0xab, SL_SHA256_LEN);
+    memcpy(rec + 1 + SL_SHA256_LEN, "hello", 5);
+    r.str = rec;
+    r.len = sizeof(rec);
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_DONE);
+    assert_non_null(record);
+    assert_int_equal(record->fingerprint[0], 0xab);
+    assert_int_equal(record->len, 5);
+    assert_memory_equal(record->response, "hello", 5);
+    sl_idem_record_put(record);
+    r.len = 1 + SL_SHA256_LEN - 1; /* too short for a fingerprint */
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_ERROR);
+    r.str = "X";
+    r.len = 1;
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_ERROR);
+    r.type = REDIS_REPLY_ERROR;
+    r.str = "ERR";
+    r.len = 3;
+    assert_int_equal(sl_idem_redis_claim_result(&r, &record), SL_IDEM_ERROR);
+    assert_int_equal(sl_idem_redis_claim_result(NULL, &record), SL_IDEM_ERROR); /* timed out */
+    assert_null(record);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_key),
         cmocka_unit_test(test_response_round_trip),
+        cmocka_unit_test(test_redis_claim_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
