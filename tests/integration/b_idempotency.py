@@ -6,7 +6,8 @@
 # by one instance is replayed by another sharing the Redis (the upstream
 # counts one request) with Idempotent-Replayed: true; 409 while the first
 # request is in flight; 422 for the same key with another body; 400 when
-# required and missing, or with two keys; a record expires after ttl; a 5xx
+# required and missing, or with two keys; eight at once: one goes up, seven
+# get 409; a record expires after ttl; a 5xx
 # releases the key (the retry reaches the upstream); the scope keeps one
 # Authorization's keys from another's; a chunked body fingerprints like the
 # same bytes with Content-Length; a 64 MiB body is hashed as it streams (and
@@ -201,6 +202,22 @@ def check_conflict(t, a, b, label):
     t.eq(first.get("r") and first["r"].status, 200, "%s: the first completes" % label)
     r = retry(b, "/slow?ms=1500", "k5")
     t.eq(r.header("idempotent-replayed"), "true", "%s: then replayed" % label)
+    # eight at once, through both instances: one goes up, seven get 409
+    go = threading.Event()
+    got = []
+
+    def racer(s):
+        go.wait(5)
+        got.append(post(s, "/slow?ms=400&race=1", "k8").status)
+
+    ths = [threading.Thread(target=racer, args=(a if i % 2 else b,)) for i in range(8)]
+    for th in ths:
+        th.start()
+    go.set()
+    for th in ths:
+        th.join(10)
+    t.ok(sorted(got) == [200] + [409] * 7, "%s: eight at once: one 200, seven 409" % label,
+         got)
 
 
 def main(env):
@@ -215,6 +232,7 @@ def main(env):
     b = env.sluice(REDIS + CONF, name="sluice-b", values=vals)
     check_store(t, a, b, up, "redis")
     check_conflict(t, a, b, "redis")
+    t.eq(count(up, "/slow?ms=400&race=1"), 1, "redis: eight at once: the upstream saw one")
     # a response that completes as its generation goes (a reload): still kept
     first = {}
     th = threading.Thread(target=lambda: first.update(r=post(a, "/slow?ms=800", "k7")))
@@ -264,6 +282,7 @@ def main(env):
                    name="sluice-e", values={"up": up2.port})
     check_store(t, e, e, up2, "embedded")
     check_conflict(t, e, e, "embedded")
+    t.eq(count(up2, "/slow?ms=400&race=1"), 1, "embedded: eight at once: the upstream saw one")
     for res in ("stored", "replayed", "conflict", "mismatch", "released", "missing"):
         t.ok((metric(e, 'sluice_idempotency_total{result="%s"}' % res) or 0) >= 1,
              "metrics: %s counted" % res)
