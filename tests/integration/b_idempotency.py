@@ -7,8 +7,8 @@
 # counts one request) with Idempotent-Replayed: true; 409 while the first
 # request is in flight; 422 for the same key with another body; 400 when
 # required and missing, or with two keys; eight at once: one goes up, seven
-# get 409; a record expires after ttl; a 5xx
-# releases the key (the retry reaches the upstream); the scope keeps one
+# get 409; a record expires after ttl; a 5xx releases the key (the retry
+# reaches the upstream); the scope keeps one
 # Authorization's keys from another's; a chunked body fingerprints like the
 # same bytes with Content-Length; a 64 MiB body is hashed as it streams (and
 # read, not forwarded, for a replay) while sluice's RSS stays small; the
