@@ -46,15 +46,15 @@
 #define MAX_CLIENT 64
 #define MAX_ID 200 /* request_id */
 #define MAX_TRACE 64
-#define MAX_NAME 256 /* route, upstream, limit, reason, lifecycle, consumer */
+#define MAX_NAME 256 /* route, upstream, limit, reason, lifecycle, consumer, idempotency */
 
 /* Every string field at its worst (3 bytes per input byte, plus NUL), the time
  * stamp and six numbers fit. */
 #define SCRATCH_SIZE                                                                             \
-    (3 * (MAX_PATH + MAX_METHOD + 2 * MAX_CLIENT + MAX_ID + MAX_TRACE + 6 * MAX_NAME) + 16 + 48 + \
+    (3 * (MAX_PATH + MAX_METHOD + 2 * MAX_CLIENT + MAX_ID + MAX_TRACE + 7 * MAX_NAME) + 16 + 48 + \
      6 * 32)
 
-#define MAX_FIELDS 20
+#define MAX_FIELDS 21
 
 struct sl_accesslog {
     char *path;          /* NULL for stderr and off */
@@ -473,6 +473,7 @@ sl_accesslog_write(struct sl_accesslog *log, const struct sl_access_entry *e)
     field_string(&f, "reason", clean_str(log, e->reason, MAX_NAME));
     field_string(&f, "lifecycle", clean_str(log, e->lifecycle, MAX_NAME));
     field_string(&f, "consumer", clean_str(log, e->consumer, MAX_NAME));
+    field_string(&f, "idempotency", clean_str(log, e->idempotency, MAX_NAME));
 
     for (int attempt = 0; attempt < 2; attempt++) {
         size_t room = BUFFER_SIZE - log->len;

@@ -261,6 +261,7 @@ sl_config_free(struct sl_config *cfg)
         free(cfg->routes[i].path);
         free(cfg->routes[i].limits);
         sl_conf_free_route_lifecycle(&cfg->routes[i]);
+        sl_conf_free_idempotency(cfg->routes[i].idempotency);
         free(cfg->routes[i].cache);
     }
     free(cfg->routes);

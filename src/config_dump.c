@@ -603,7 +603,9 @@ dump_client_store(struct dumper *d)
     put_duration(out, s->lease_ttl_ms);
     fputs(", max_share = ", out);
     put_number(out, s->lease_max_share);
-    fputs(" },\n", out);
+    fputs(" },\n  idempotency_memory = ", out);
+    put_size(out, s->idempotency_memory);
+    fputs(",\n", out);
     if (s->password_file != NULL) {
         /* the file's name, never its content */
         fputs("  password_file = ", out);
@@ -869,6 +871,28 @@ dump_route_lifecycle(FILE *out, const struct sl_route_conf *r)
 }
 
 static void
+dump_route_idempotency(FILE *out, const struct sl_idempotency_conf *ic)
+{
+    if (ic == NULL)
+        return;
+    fputs(",\n    idempotency = { methods = ", out);
+    for (size_t i = 0; i < ic->nmethods; i++) {
+        put_sep(out, i);
+        put_cstring(out, ic->methods[i]);
+    }
+    put_close(out, ic->nmethods);
+    fprintf(out, ", required = %s, ttl = ", ic->is_required ? "true" : "false");
+    put_duration(out, ic->ttl_ms);
+    fputs(", lock = ", out);
+    put_duration(out, ic->lock_ms);
+    fputs(",\n      max_response = ", out);
+    put_size(out, ic->max_response);
+    fputs(", scope = ", out);
+    put_selector(out, &ic->scope);
+    fputs(" }", out);
+}
+
+static void
 dump_cache(FILE *out, const struct sl_cache_conf *c)
 {
     fputs(",\n    cache = { ttl = ", out);
@@ -907,6 +931,7 @@ dump_limits_routes(struct dumper *d)
         fputs(", upstream = ", out);
         put_cstring(out, cfg->upstreams[r->upstream].name);
         dump_route_lifecycle(out, r);
+        dump_route_idempotency(out, r->idempotency);
         fputs(",\n    limits = ", out);
         for (size_t j = 0; j < r->nlimits; j++) {
             put_sep(out, j);

@@ -331,9 +331,12 @@ void sl_conf_set_defaults(struct sl_config *cfg);
 const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
 /* Walks the assigned globals (at ld->values) into ld->cfg and checks the whole. */
 void sl_conf_walk_top(struct loader *ld);
-/* One key selector string ("ip", "header:X-Key", ...) into a part (its name
- * malloc'd); returns a message on error. */
-const char *sl_conf_parse_selector(const char *s, size_t len, struct sl_key_part *part);
+
+/* ---- config_idempotency.c ------------------------------------------------- */
+
+/* A route's idempotency = { ... } (an opt_fn on a struct sl_route_conf). */
+bool sl_conf_set_idempotency(struct loader *ld, void *obj, int idx);
+void sl_conf_free_idempotency(struct sl_idempotency_conf *ic);
 
 /* ---- config_balance.c ----------------------------------------------------- */
 

@@ -363,6 +363,8 @@ static const struct opt store_opts[] = {
              on_error),
     ROW_CUSTOM("prefix", set_store_prefix),
     ROW_COUNT("max_keys", "2000000", 1, 1000000000, struct sl_store_conf, max_keys),
+    ROW_SIZE("idempotency_memory", "64m", 64 * 1024, (size_t)1 << 40, struct sl_store_conf,
+             idempotency_memory),
     ROW_CUSTOM("password_file", sl_conf_set_store_password_file),
     ROW_CUSTOM("tls", sl_conf_set_store_tls),
     ROW_CUSTOM("sentinel", sl_conf_set_store_sentinel),
@@ -924,6 +926,7 @@ static const struct opt route_opts[] = {
     ROW_BOOL("server_timing", "false", struct sl_route_conf, has_server_timing),
     ROW_BOOL("websocket", "true", struct sl_route_conf, has_websocket),
     SL_CONF_LIFECYCLE_ROWS,
+    ROW_CUSTOM("idempotency", sl_conf_set_idempotency), /* config_idempotency.c */
     ROW_CUSTOM("cache", sl_conf_set_route_cache),
 };
 

@@ -28,6 +28,7 @@
 #include "reqfield.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/idem.h"
 #include "sluice/log.h"
 #include "sluice/lua_rt.h"
 #include "sluice/metrics.h"
@@ -182,6 +183,7 @@ struct sl_limiter_shared {
     struct sl_resolver *resolver; /* the redis store's host name; NULL: looked up at connect */
     atomic_uint nworkers_down; /* limiters whose store is failing */
     atomic_uint_fast64_t resets; /* buckets reset by the bucket API, ever */
+    struct sl_idem_table *_Atomic idem; /* made by the first phase to need it */
 };
 
 #define SL_IP_KEY_MAX (INET6_ADDRSTRLEN + 4) /* "<IPv6>/128" */
@@ -523,6 +525,7 @@ sl_limiter_shared_free(struct sl_limiter_shared *shared)
     if (shared == NULL)
         return;
     sl_store_local_table_free(shared->table);
+    sl_idem_table_free(shared->idem);
     free(shared);
 }
 
@@ -707,6 +710,12 @@ struct sl_store *
 sl_limiter_store(const struct sl_limiter *limiter)
 {
     return limiter->store;
+}
+
+struct sl_idem_table *_Atomic *
+sl_limiter_idem_slot(const struct sl_limiter *limiter)
+{
+    return limiter->shared != NULL ? &limiter->shared->idem : NULL;
 }
 
 struct sl_limiter_shared *

@@ -160,6 +160,7 @@ struct sl_metrics {
     _Atomic bool is_last_reload_ok;
     _Atomic double load_time;
     _Atomic uint64_t load_duration_us;
+    _Atomic uint64_t idem[SL_METRICS_IDEM_N]; /* any worker: fetch_add */
 };
 
 /* ==== helpers ========================================================================= */
@@ -1169,6 +1170,33 @@ render_cache(struct out *o)
     free(r.rows);
 }
 
+/* ---- idempotency keys (src/phase_idem.c) ---- */
+
+void
+sl_metrics_idem(struct sl_metrics_worker *w, enum sl_metrics_idem ev)
+{
+    if (w != NULL)
+        atomic_fetch_add_explicit(&w->m->idem[ev], 1, memory_order_relaxed);
+}
+
+static void
+render_idem(struct out *o, struct sl_metrics *m)
+{
+    static const char *const names[SL_METRICS_IDEM_N] = {
+        [SL_METRICS_IDEM_STORED] = "stored",       [SL_METRICS_IDEM_REPLAYED] = "replayed",
+        [SL_METRICS_IDEM_CONFLICT] = "conflict",   [SL_METRICS_IDEM_MISMATCH] = "mismatch",
+        [SL_METRICS_IDEM_RELEASED] = "released",   [SL_METRICS_IDEM_MISSING] = "missing",
+        [SL_METRICS_IDEM_UNAVAILABLE] = "unavailable",
+    };
+
+    head(o, "sluice_idempotency_total", "counter",
+         "Idempotency-Key outcomes: responses stored, replayed, 409 conflict, 422 mismatch, "
+         "claims released, 400 missing or invalid key, 503 store unavailable.");
+    for (size_t i = 0; i < SL_METRICS_IDEM_N; i++)
+        emit(o, "sluice_idempotency_total{result=\"%s\"} %" PRIu64 "\n", names[i],
+             atomic_load_explicit(&m->idem[i], memory_order_relaxed));
+}
+
 char *
 sl_metrics_render(struct sl_metrics *m, size_t *len)
 {
@@ -1183,6 +1211,7 @@ sl_metrics_render(struct sl_metrics *m, size_t *len)
     render_upstreams(&o, m);
     render_consumers(&o, m);
     render_cache(&o);
+    render_idem(&o, m);
     pthread_mutex_unlock(&m->lock);
     return sl_buf_take(&o.buf, len);
 }

@@ -24,11 +24,15 @@
 /* The phases a route may run, in the order they run: version policy (410 and
  * Deprecation before anything is spent), limits, then idempotency and cache
  * (after limits: hits are limited too, unless a limit says cache_hits =
- * false, which the limits phase asks the cache about).
+ * false, which the limits phase asks the cache about; a limited request
+ * claims no idempotency key). Idempotency before the cache: a replay is
+ * answered from its own record and never looks at the cache, and a request
+ * that claims a key goes on to the cache like any other.
  * A new phase is a file of its own and one line here. */
 static const struct sl_phase *const builtin[] = {
     &sl_phase_lifecycle,
     &sl_phase_limit,
+    &sl_phase_idem,
     &sl_phase_cache,
 };
 
@@ -43,6 +47,7 @@ struct sl_phase_chain {
     unsigned n;
     size_t state_size;
     bool wants_body;
+    bool wants_request_body;
 };
 
 struct sl_phase_table {
@@ -72,6 +77,7 @@ chain_build(struct sl_phase_chain *chain, const struct sl_phase *const *phases, 
         e->state_off = chain->state_size;
         chain->state_size += (phases[i]->state_size + align - 1) & ~(align - 1);
         chain->wants_body |= phases[i]->on_response_body != NULL;
+        chain->wants_request_body |= phases[i]->on_request_body != NULL;
         chain->n++;
     }
     /* A compiled-in phase set that does not fit is our bug, not input. */
@@ -132,6 +138,12 @@ sl_phase_chain_wants_body(const struct sl_phase_chain *chain)
     return chain != NULL && chain->wants_body;
 }
 
+bool
+sl_phase_chain_wants_request_body(const struct sl_phase_chain *chain)
+{
+    return chain != NULL && chain->wants_request_body;
+}
+
 /* ---- runs ------------------------------------------------------------------ */
 
 static void *
@@ -152,6 +164,13 @@ drop_response(struct sl_phase_run *run)
     if (run->has_response && run->response.release != NULL)
         run->response.release(run->response.release_arg);
     run->has_response = false;
+}
+
+void
+sl_phase_run_set_reader(struct sl_phase_run *run, bool (*read)(void *arg), void *arg)
+{
+    run->reader = read;
+    run->reader_arg = arg;
 }
 
 void
@@ -216,6 +235,7 @@ sl_phase_run_start(struct sl_phase_run *run, const struct sl_phase_chain *chain,
     run->headers_len = 0;
     run->up_headers_len = 0;
     run->nhidden = 0;
+    run->is_reading_body = false;
     drop_response(run);
     memset(run->state, 0, chain->state_size);
     run_from(run);
@@ -407,6 +427,66 @@ sl_phase_response_body(struct sl_phase_run *run, const char *at, size_t len)
     }
 }
 
+bool
+sl_phase_read_body(struct sl_phase_run *run)
+{
+    assert(run->is_pending);
+    if (run->reader == NULL || run->is_reading_body)
+        return false;
+    run->is_reading_body = true;
+    if (!run->reader(run->reader_arg)) {
+        run->is_reading_body = false;
+        return false;
+    }
+    return true;
+}
+
+bool
+sl_phase_is_reading_body(const struct sl_phase_run *run)
+{
+    return run->chain != NULL && run->is_reading_body;
+}
+
+void
+sl_phase_request_body(struct sl_phase_run *run, const char *at, size_t len)
+{
+    unsigned from = 0, to = run->next;
+
+    if (run->chain == NULL)
+        return;
+    if (run->is_reading_body) {
+        from = run->next;
+        to = run->next + 1;
+    }
+    for (unsigned i = from; i < to && i < run->chain->n; i++) {
+        const struct sl_phase_entry *e = &run->chain->entries[i];
+        if (e->phase->on_request_body != NULL)
+            e->phase->on_request_body(run, e->conf, state_of(run, e), at, len);
+    }
+}
+
+void
+sl_phase_request_body_end(struct sl_phase_run *run, bool is_complete)
+{
+    const struct sl_phase_entry *e;
+
+    if (run->chain == NULL || !run->is_reading_body)
+        return;
+    run->is_reading_body = false;
+    e = &run->chain->entries[run->next];
+    e->phase->on_request_body_end(run, e->conf, state_of(run, e), is_complete);
+}
+
+void
+sl_phase_request_body_done(struct sl_phase_run *run)
+{
+    for (unsigned i = 0; run->chain != NULL && !run->is_reading_body && i < run->next; i++) {
+        const struct sl_phase_entry *e = &run->chain->entries[i];
+        if (e->phase->on_request_body_end != NULL)
+            e->phase->on_request_body_end(run, e->conf, state_of(run, e), true);
+    }
+}
+
 void
 sl_phase_run_end(struct sl_phase_run *run, const char *reason, struct sl_access_entry *log)
 {
@@ -420,6 +500,9 @@ sl_phase_run_end(struct sl_phase_run *run, const char *reason, struct sl_access_
     if (run->is_pending) {
         run->is_ended = true;
         run->end_reason = reason;
+        /* a phase waiting for a body that will never come is told now; its
+         * continuation then abandons the run */
+        sl_phase_request_body_end(run, false);
         return;
     }
     run->chain = NULL;

@@ -39,6 +39,8 @@
 static void conn_process(struct conn *c);
 static void on_phases_done(void *arg, enum sl_phase_result result, int status,
                            const char *body, size_t body_len);
+static bool phase_read_body(void *arg);
+static void phase_body_feed(struct conn *c);
 static void conn_stream_cb(struct sl_stream *s, int what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void req_timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -77,6 +79,7 @@ proxy_conn_new(struct sl_proxy *px, evutil_socket_t fd, const struct sockaddr *s
     c->head.max_uri_size = client->max_uri_size;
     sl_head_init(&c->resp, HTTP_RESPONSE, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS);
     sl_phase_run_init(&c->phases);
+    sl_phase_run_set_reader(&c->phases, phase_read_body, c);
     evtimer_assign(&c->timer, px->base, conn_timer_cb, c);
     evtimer_assign(&c->up_timer, px->base, proxy_up_timer_cb, c);
     evtimer_assign(&c->req_timer, px->base, req_timer_cb, c);
@@ -624,6 +627,12 @@ conn_process(struct conn *c)
     c->is_processing = true;
     while (!c->is_dead) {
         struct evbuffer *in = c->cs.in;
+        if (c->state == C_PHASES && sl_phase_is_reading_body(&c->phases)) {
+            phase_body_feed(c);
+            if (c->state == C_PHASES)
+                break;
+            continue;
+        }
         if (c->state == C_FORWARD) {
             if (!c->rq.is_body_done)
                 proxy_forward_body(c);
@@ -671,7 +680,8 @@ on_phases_done(void *arg, enum sl_phase_result result, int status, const char *b
     }
     c->rq.decided_us = sl_clock_cached_us();
     if (result == SL_PHASE_ANSWERED) {
-        bool must_close = c->rq.framing != SL_FRAMING_NONE;
+        /* a body a phase read (sl_phase_read_body) is gone from the input */
+        bool must_close = c->rq.framing != SL_FRAMING_NONE && !c->rq.is_body_done;
         size_t headers_len;
         const char *headers = sl_phase_headers(&c->phases, &headers_len);
 
@@ -681,7 +691,7 @@ on_phases_done(void *arg, enum sl_phase_result result, int status, const char *b
         proxy_write_local_response(c, status, headers, headers_len, body, body_len, must_close);
         proxy_request_done(c, must_close);
     } else if (result == SL_PHASE_RESPONDED) {
-        bool must_close = c->rq.framing != SL_FRAMING_NONE;
+        bool must_close = c->rq.framing != SL_FRAMING_NONE && !c->rq.is_body_done;
         struct sl_phase_response resp;
 
         if (sl_phase_take_response(&c->phases, &resp))
@@ -695,18 +705,132 @@ on_phases_done(void *arg, enum sl_phase_result result, int status, const char *b
 
 /* ---- request body ------------------------------------------------------------ */
 
+/* The phases' share of request content (an idempotency fingerprint). */
 static void
-chunk_to_upstream(void *arg, const char *at, size_t len)
+body_to_phases(struct conn *c, struct evbuffer *in, size_t n)
 {
-    struct conn *c = arg;
+    struct evbuffer_iovec vec[16];
+    struct evbuffer_ptr at;
+
+    if (!sl_phase_chain_wants_request_body(c->rq.use.phases) && !c->rq.is_phase_body)
+        return;
+    evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+    while (n > 0) {
+        int nvec = evbuffer_peek(in, (ev_ssize_t)n, &at, vec, 16);
+        size_t done = 0;
+        for (int i = 0; i < nvec && i < 16 && done < n; i++) {
+            size_t len = vec[i].iov_len < n - done ? vec[i].iov_len : n - done;
+            sl_phase_request_body(&c->phases, vec[i].iov_base, len);
+            done += len;
+        }
+        if (done == 0)
+            break;
+        n -= done;
+        evbuffer_ptr_set(in, &at, done, EVBUFFER_PTR_ADD);
+    }
+}
+
+/* Counts decoded chunked content against client.max_body_size. */
+static bool
+chunk_fits(struct conn *c, size_t len)
+{
     const struct sl_client_conf *client = &c->rq.cfg->client;
-    struct evbuffer *out = c->us->out;
 
     c->rq.body_seen += len;
     if (client->max_body_size != 0 && c->rq.body_seen > client->max_body_size) {
         c->rq.is_body_too_large = true;
+        return false;
+    }
+    return true;
+}
+
+static void
+chunk_to_phase(void *arg, const char *at, size_t len)
+{
+    struct conn *c = arg;
+
+    if (chunk_fits(c, len))
+        sl_phase_request_body(&c->phases, at, len);
+}
+
+/*
+ * A phase reads the body for itself (sl_phase_read_body): the client's
+ * body timeout and max_body_size hold as for a forwarded body; the request
+ * timer runs again. False when there is no body left to read.
+ */
+static bool
+phase_read_body(void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->rq.is_body_done || c->state != C_PHASES)
+        return false;
+    c->rq.is_phase_body = true;
+    proxy_request_timer_resume(c);
+    proxy_timer_set(c, c->rq.cfg->client.body_timeout_ms);
+    if (c->rq.is_expect_continue && evbuffer_get_length(c->cs.in) == 0) {
+        evbuffer_add(c->cs.out, SL_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
+        sl_stream_flush(&c->cs);
+    }
+    c->rq.is_expect_continue = false;
+    /* From an event of the phase's own (a store's reply): read what is there. */
+    if (!c->is_processing && evbuffer_get_length(c->cs.in) > 0)
+        conn_process(c);
+    return true;
+}
+
+/* The body a phase reads: fed to it, drained, never forwarded. */
+static void
+phase_body_feed(struct conn *c)
+{
+    struct evbuffer *in = c->cs.in;
+    int status = 0;
+
+    if (c->rq.framing == SL_FRAMING_LENGTH) {
+        size_t avail = evbuffer_get_length(in);
+        size_t n = avail < c->rq.body_left ? avail : (size_t)c->rq.body_left;
+        body_to_phases(c, in, n);
+        evbuffer_drain(in, n);
+        c->rq.body_left -= n;
+        c->rq.bytes_in += n;
+    } else {
+        size_t consumed = 0;
+        c->head.on_body = chunk_to_phase;
+        c->head.body_arg = c;
+        if (proxy_feed_parser(&c->head, in, &consumed) != 0 || c->rq.is_body_too_large)
+            status = c->rq.is_body_too_large ? 413 : 400;
+        c->rq.bytes_in += consumed;
+    }
+    if (status != 0) {
+        c->rq.is_body_done = true; /* nothing more is read: the connection closes */
+        proxy_respond_error(c, status,
+                            status == 413 ? "request body too large" : "bad chunked body",
+                            status == 413 ? "the request body is larger than allowed"
+                                          : "the chunked request body is malformed",
+                            true);
         return;
     }
+    if (c->rq.framing == SL_FRAMING_LENGTH ? c->rq.body_left == 0 : c->head.is_message_complete) {
+        c->rq.is_body_done = true;
+        c->rq.is_phase_body = false;
+        evtimer_del(&c->timer);
+        evtimer_del(&c->req_timer);
+        sl_phase_request_body_end(&c->phases, true);
+        return;
+    }
+    sl_stream_rearm(&c->cs);
+    proxy_timer_set(c, c->rq.cfg->client.body_timeout_ms);
+}
+
+static void
+chunk_to_upstream(void *arg, const char *at, size_t len)
+{
+    struct conn *c = arg;
+    struct evbuffer *out = c->us->out;
+
+    if (!chunk_fits(c, len))
+        return;
+    sl_phase_request_body(&c->phases, at, len);
     proxy_add_chunk_size(out, len);
     evbuffer_add(out, at, len);
     evbuffer_add(out, SL_LIT("\r\n"));
@@ -718,6 +842,7 @@ static void
 body_finished(struct conn *c)
 {
     c->rq.is_body_done = true;
+    sl_phase_request_body_done(&c->phases);
     evtimer_del(&c->timer);
     evtimer_del(&c->req_timer);
     if (c->up != NULL && !c->rq.is_resp_started)
@@ -789,6 +914,7 @@ proxy_forward_body(struct conn *c)
     from = evbuffer_get_length(out);
     if (c->rq.framing == SL_FRAMING_LENGTH) {
         size_t n = avail < c->rq.body_left ? avail : (size_t)c->rq.body_left;
+        body_to_phases(c, in, n);
         evbuffer_remove_buffer(in, out, n);
         c->rq.body_left -= n;
         c->rq.bytes_in += n;
@@ -903,6 +1029,15 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         break;
     case C_TUNNEL:
         proxy_conn_close(c, "tunnel idle timeout");
+        break;
+    case C_PHASES:
+        if (sl_phase_is_reading_body(&c->phases)) {
+            c->rq.is_body_done = true;
+            proxy_respond_error(c, 408, "client body timeout",
+                                "the request body did not arrive in time", true);
+            break;
+        }
+        proxy_conn_close(c, "flush timeout");
         break;
     default:
         proxy_conn_close(c, "flush timeout");

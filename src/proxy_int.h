@@ -121,6 +121,7 @@ struct request_state {
     uint64_t body_seen;
     bool is_body_done;
     bool is_body_too_large;
+    bool is_phase_body;      /* a phase reads the body (sl_phase_read_body), not the upstream */
     bool is_expect_continue;
     bool is_head_method;
     bool is_keepalive;

@@ -128,9 +128,24 @@ sl_redis_link_pending(const struct sl_redis_link *link)
 
 /* ---- lifetime -------------------------------------------------------------------- */
 
+enum io_result { IO_OK, IO_AGAIN, IO_CLOSED, IO_ERROR };
+static enum io_result io_write(struct sl_redis_link *l, size_t *n, char *why, size_t why_size);
+
 static void
 destroy(struct sl_redis_link *l)
 {
+    char why[320];
+
+    /* Best effort, never waiting: what was queued before the free goes out
+     * if the socket takes it now. A store freed with its generation at a
+     * reload would otherwise drop commands sent without waiting for their
+     * reply (an idempotency record's completion). */
+    while (l->state == LINK_UP && !l->is_write_wants_read && l->out_off < l->out.len) {
+        size_t n = 0;
+        if (io_write(l, &n, why, sizeof(why)) != IO_OK || n == 0)
+            break;
+        l->out_off += n;
+    }
     event_del(&l->rev);
     event_del(&l->wev);
     event_del(&l->kick);
@@ -215,8 +230,6 @@ tls_reason(struct sl_redis_link *l, int rc, const char *what, char *out, size_t 
 }
 
 /* ---- raw I/O: the only place plaintext and TLS differ ---------------------------- */
-
-enum io_result { IO_OK, IO_AGAIN, IO_CLOSED, IO_ERROR };
 
 /* Reads into buf: IO_OK with *n > 0, IO_AGAIN, IO_CLOSED, or IO_ERROR with
  * the reason in why. */

@@ -40,6 +40,7 @@ struct sl_access_entry {
     const char *route;       /* name of the matched route, NULL when none matched */
     const char *lifecycle;   /* a route that ends: "active", "deprecated", "brownout", "sunset" */
     const char *consumer;    /* ... and who called it, as the consumer metric label shows */
+    const char *idempotency; /* what an Idempotency-Key came to: "stored", "replayed", ... */
 };
 
 /* path: a file (opened O_APPEND), "stderr", or "off" (returns a writer that drops).

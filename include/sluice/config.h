@@ -182,6 +182,17 @@ struct sl_lifecycle_conf {
     unsigned consumer_top;       /* consumers shown by name in metrics; default 10 */
 };
 
+/* A route's Idempotency-Key handling (src/phase_idem.c, docs/idempotency.md). */
+struct sl_idempotency_conf {
+    char **methods;     /* upper-case method names it applies to; default POST, PATCH */
+    size_t nmethods;
+    bool is_required;   /* no key on those methods: 400 */
+    uint64_t ttl_ms;    /* how long a completed response is kept; default 24h */
+    uint64_t lock_ms;   /* how long a claim outlives an instance that died; default 5m */
+    size_t max_response; /* head and body; a larger response is not kept; default 1m */
+    struct sl_key_part scope; /* whose keys: the same key of two scopes never meet */
+};
+
 /* A route's response cache (src/config_cache.c, docs/caching.md). */
 struct sl_cache_conf {
     uint64_t ttl_ms;         /* freshness when the upstream gives none; default 60s */
@@ -205,6 +216,7 @@ struct sl_route_conf {
     bool has_ratelimit_headers; /* RateLimit fields on admitted responses; default true */
     bool has_server_timing;     /* Server-Timing header; default false */
     bool has_websocket;         /* WebSocket upgrades pass; default true, else 403 */
+    struct sl_idempotency_conf *idempotency; /* NULL: Idempotency-Key passes untouched */
     struct sl_cache_conf *cache; /* NULL: responses are not cached */
 };
 
@@ -258,6 +270,7 @@ struct sl_store_conf {
     enum sl_on_error on_error;
     char *prefix;         /* key namespace, default "sluice" */
     size_t max_keys;      /* local store: bound on live buckets, default 2,000,000 */
+    size_t idempotency_memory; /* local store: idempotency records, bytes; default 64m */
     uint64_t lease_ttl_ms;   /* lease.ttl: a block is spent within it; default 250ms */
     double lease_max_share;  /* lease.max_share: a block is at most this share of burst; 0.1 */
 };

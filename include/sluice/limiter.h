@@ -73,6 +73,10 @@ typedef void sl_limiter_cb(void *arg, const struct sl_decision *decision);
  * across reloads, so buckets survive a reload. Thread-safe. */
 struct sl_limiter_shared *sl_limiter_shared_new(size_t max_keys);
 void sl_limiter_shared_free(struct sl_limiter_shared *shared);
+struct sl_idem_table;
+/* Where the process's embedded idempotency table goes (made on first use
+ * by src/phase_idem.c, freed with the shared state); NULL without one. */
+struct sl_idem_table *_Atomic *sl_limiter_idem_slot(const struct sl_limiter *limiter);
 /* The daemon's resolver, for a redis store whose url names its host: set
  * before the first limiter is made; it must outlive every limiter. */
 struct sl_resolver;

@@ -230,6 +230,21 @@ void sl_metrics_client_close(struct sl_metrics_worker *w);
 /* An upgraded connection (a tunnel after 101) began (+1) or ended (-1). */
 void sl_metrics_tunnel(struct sl_metrics_worker *w, int delta);
 
+/* ---- idempotency keys (any thread) ----------------------------------------------- */
+
+enum sl_metrics_idem {
+    SL_METRICS_IDEM_STORED,      /* a response kept under its key */
+    SL_METRICS_IDEM_REPLAYED,    /* a kept response sent again */
+    SL_METRICS_IDEM_CONFLICT,    /* 409: the key's first request still in flight */
+    SL_METRICS_IDEM_MISMATCH,    /* 422: the key came with another request */
+    SL_METRICS_IDEM_RELEASED,    /* a claim dropped so the client may retry */
+    SL_METRICS_IDEM_MISSING,     /* 400: no key where required, or an invalid one */
+    SL_METRICS_IDEM_UNAVAILABLE, /* 503: the store could not claim */
+    SL_METRICS_IDEM_N
+};
+/* One more of `ev`; w may be NULL. */
+void sl_metrics_idem(struct sl_metrics_worker *w, enum sl_metrics_idem ev);
+
 /* ---- process (any thread) --------------------------------------------------------- */
 
 /*

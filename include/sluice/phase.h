@@ -141,7 +141,40 @@ struct sl_phase {
      */
     void (*on_end)(struct sl_phase_run *run, void *conf, void *state, const char *reason,
                    struct sl_access_entry *log);
+
+    /*
+     * Request content as it goes upstream, without chunk framing (so a
+     * chunked body and a Content-Length one of the same bytes look alike),
+     * in pieces borrowed until the call returns. Called for every phase of
+     * a run that passed its request; and, while a phase reads the body for
+     * itself (sl_phase_read_body), for that phase only.
+     */
+    void (*on_request_body)(struct sl_phase_run *run, void *conf, void *state, const char *at,
+                            size_t len);
+    /*
+     * The body a phase asked for with sl_phase_read_body was read whole
+     * (is_complete), or will never be (too large, malformed, timed out, the
+     * client left: the proxy answers or closes by itself). The phase then
+     * calls its continuation: sl_phase_answer or sl_phase_respond when
+     * complete, anything (it goes nowhere) otherwise; never sl_phase_pass
+     * after a complete read, the body is gone.
+     * Also, for every phase that passed its request, when a forwarded body
+     * has gone up whole (is_complete true, no continuation to call): a
+     * phase that fingerprints bodies knows it saw all of one.
+     */
+    void (*on_request_body_end)(struct sl_phase_run *run, void *conf, void *state,
+                                bool is_complete);
 };
+
+/*
+ * From on_request, before its continuation: the proxy reads the request's
+ * body without forwarding it, hands it to this phase's on_request_body and
+ * then calls on_request_body_end (possibly before this returns). The
+ * connection stays usable for a next request, the body being consumed.
+ * False (and nothing happens) when the request has no body or the run's
+ * owner cannot read one (tests).
+ */
+bool sl_phase_read_body(struct sl_phase_run *run);
 
 /* Lets the request go on to the next phase (the upstream after the last). */
 void sl_phase_pass(struct sl_phase_run *run);
@@ -212,6 +245,7 @@ bool sl_phase_is_abandoned(const struct sl_phase_run *run);
 /* Every phase the proxy knows, each in a file of its own. */
 extern const struct sl_phase sl_phase_lifecycle; /* src/phase_lifecycle.c */
 extern const struct sl_phase sl_phase_limit;     /* src/phase_limit.c */
+extern const struct sl_phase sl_phase_idem;  /* src/phase_idem.c */
 extern const struct sl_phase sl_phase_cache; /* src/phase_cache.c */
 
 struct sl_cache;
@@ -273,6 +307,10 @@ struct sl_phase_run {
     unsigned nhidden;
     struct sl_phase_response response; /* sl_phase_respond's or sl_phase_replace's */
     bool has_response;
+    bool is_reading_body; /* the pending phase reads the body (sl_phase_read_body) */
+    /* the owner's reader for sl_phase_read_body (sl_phase_run_set_reader) */
+    bool (*reader)(void *arg);
+    void *reader_arg;
     _Alignas(16) unsigned char state[SL_PHASE_STATE_MAX];
 };
 
@@ -293,8 +331,28 @@ const struct sl_phase_chain *sl_phase_table_chain(const struct sl_phase_table *t
 /* Does any phase of the chain look at response bodies? (Costs a peek.) */
 bool sl_phase_chain_wants_body(const struct sl_phase_chain *chain);
 
+/* Does any phase of the chain look at request bodies? */
+bool sl_phase_chain_wants_request_body(const struct sl_phase_chain *chain);
+
 /* Per connection. fini must not be called while a phase is pending. */
 void sl_phase_run_init(struct sl_phase_run *run);
+/*
+ * How the owner reads a body for a phase (sl_phase_read_body): `read(arg)`
+ * starts reading (returns false when there is no body to read), feeding
+ * sl_phase_request_body and ending with sl_phase_request_body_end. Kept
+ * across requests.
+ */
+void sl_phase_run_set_reader(struct sl_phase_run *run, bool (*read)(void *arg), void *arg);
+/* Request content (see on_request_body): to the phases that passed, or to
+ * the one reading it. */
+void sl_phase_request_body(struct sl_phase_run *run, const char *at, size_t len);
+/* The body a phase reads is complete, or will never be. Only while one
+ * reads (sl_phase_run_end also ends the read, incomplete). */
+void sl_phase_request_body_end(struct sl_phase_run *run, bool is_complete);
+/* A forwarded body went up whole (see on_request_body_end). */
+void sl_phase_request_body_done(struct sl_phase_run *run);
+/* Is a phase reading the request's body now? */
+bool sl_phase_is_reading_body(const struct sl_phase_run *run);
 void sl_phase_run_fini(struct sl_phase_run *run);
 /*
  * Runs `chain` over `req` (borrowed until done is called). Must not be

@@ -250,7 +250,8 @@ test_fields(void **state)
     assert_string_equal(str(line, "peer"), "10.0.0.9");
     assert_true(is_null(line, "lifecycle"));
     assert_true(is_null(line, "consumer"));
-    assert_int_equal(cJSON_GetArraySize(line), 20);
+    assert_true(is_null(line, "idempotency"));
+    assert_int_equal(cJSON_GetArraySize(line), 21);
     cJSON_Delete(line);
 
     /* a route that ends: where it stands and who called */
@@ -259,6 +260,11 @@ test_fields(void **state)
     assert_int_equal(roundtrip("lifecycle.log", &e, 1, &line, 1), 1);
     assert_string_equal(str(line, "lifecycle"), "deprecated");
     assert_string_equal(str(line, "consumer"), "sha256:0123456789abcdef");
+    cJSON_Delete(line);
+
+    e.idempotency = "replayed";
+    assert_int_equal(roundtrip("idempotency.log", &e, 1, &line, 1), 1);
+    assert_string_equal(str(line, "idempotency"), "replayed");
     cJSON_Delete(line);
 }
 
@@ -269,7 +275,7 @@ test_absent_fields_are_null(void **state)
                                  .limiter_ms = -1 };
     const char *nulls[] = { "client", "method", "path", "status", "upstream_ms", "limiter_ms",
                             "route", "upstream", "limit", "request_id", "trace_id", "reason",
-                            "lifecycle", "consumer" };
+                            "lifecycle", "consumer", "idempotency" };
     cJSON *line;
 
     (void)state;

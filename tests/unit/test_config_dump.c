@@ -170,6 +170,10 @@ test_full_round_trip(void **state)
     assert_non_null(strstr(text, "cache_hits = false"));
     assert_non_null(strstr(text, "lease = { ttl = \"400ms\", max_share = 0.25 }"));
     assert_non_null(strstr(text, "lease = true"));
+    assert_non_null(strstr(text, "idempotency = { methods = { \"POST\", \"PUT\" }, required = true, "
+                                 "ttl = \"1h\", lock = \"2m\",\n      max_response = \"256k\", "
+                                 "scope = \"header:authorization\" }"));
+    assert_non_null(strstr(text, "idempotency_memory = \"32m\""));
     assert_non_null(strstr(text, "key = function(r) return r.header[\"x-tenant\"] end"));
     assert_non_null(strstr(text, "cost = function(r) return r.method == \"POST\" and 5 or 1 end"));
     /* the password is not */

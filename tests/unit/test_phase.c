@@ -578,7 +578,7 @@ static void
 test_builtin_states_fit(void **state)
 {
     const struct sl_phase *const all[] = { &sl_phase_lifecycle, &sl_phase_limit,
-                                           &sl_phase_cache };
+                                           &sl_phase_idem, &sl_phase_cache };
     size_t total = 0;
 
     (void)state;
