@@ -440,28 +440,6 @@ probe_start(struct checker *ck, struct sl_health_server *s, const struct sl_sock
 
 /* ---- checkers ---------------------------------------------------------------- */
 
-static void
-address_of(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr *out)
-{
-    char ip[INET6_ADDRSTRLEN];
-
-    memset(out, 0, sizeof(*out));
-    out->ss = *ss;
-    if (ss->ss_family == AF_INET6) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
-        sin6->sin6_port = htons(port);
-        out->len = sizeof(*sin6);
-        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-        snprintf(out->text, sizeof(out->text), "[%s]:%u", ip, port);
-    } else {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-        sin->sin_port = htons(port);
-        out->len = sizeof(*sin);
-        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-        snprintf(out->text, sizeof(out->text), "%s:%u", ip, port);
-    }
-}
-
 /* The Host of a numeric server's checks: its address, as for requests
  * without a Host of their own (unix sockets: "localhost"). */
 static const char *
@@ -513,7 +491,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
         got = sl_resolved_addresses(ck->names[i].resolved, found, SL_RESOLVED_MAX, &version);
         for (size_t j = 0; j < got; j++) {
             struct sl_sockaddr a;
-            address_of(&found[j], ck->names[i].port, &a);
+            sl_sockaddr_from(&found[j], ck->names[i].port, &a);
             check_round(ck, now, &n, &a, ck->names[i].text);
         }
     }

@@ -576,28 +576,6 @@ sl_upstream_cancel(struct sl_upstream_wait *wait)
 
 /* ---- host names ---------------------------------------------------------- */
 
-static void
-address_of(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr *out)
-{
-    char ip[INET6_ADDRSTRLEN];
-
-    memset(out, 0, sizeof(*out));
-    out->ss = *ss;
-    if (ss->ss_family == AF_INET6) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
-        sin6->sin6_port = htons(port);
-        out->len = sizeof(*sin6);
-        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-        snprintf(out->text, sizeof(out->text), "[%s]:%u", ip, port);
-    } else {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-        sin->sin_port = htons(port);
-        out->len = sizeof(*sin);
-        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-        snprintf(out->text, sizeof(out->text), "%s:%u", ip, port);
-    }
-}
-
 /* The pool's addresses as the conf and the names now give them (at most
  * nconf + nnames * SL_RESOLVED_MAX), with their weights (a name's go to
  * each of its addresses); how many. */
@@ -617,7 +595,7 @@ wanted_addresses(struct sl_upstream_pool *pool, struct sl_sockaddr *out, unsigne
         for (size_t j = 0; j < got; j++) {
             struct sl_sockaddr a;
             bool is_dup = false;
-            address_of(&found[j], pn->port, &a);
+            sl_sockaddr_from(&found[j], pn->port, &a);
             for (size_t k = 0; k < n && !is_dup; k++)
                 is_dup = strcmp(out[k].text, a.text) == 0;
             if (!is_dup) {

@@ -35,6 +35,8 @@ int sl_sockaddr_parse_unix(const char *text, struct sl_sockaddr *out);
  * host (size >= 254) and sets *port; -1 on anything else.
  */
 int sl_hostport_parse(const char *text, char *host, size_t host_size, uint16_t *port);
+/* An address of a name's answer (port 0) with `port`, and its text. */
+void sl_sockaddr_from(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr *out);
 /* "10.0.0.0/8", "::1/128" or a bare address (full prefix); -1 on a bad block. */
 int sl_cidr_parse(const char *text, struct sl_cidr *out);
 bool sl_cidr_match(const struct sl_cidr *cidrs, size_t ncidrs, const struct sockaddr *sa);

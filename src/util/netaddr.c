@@ -360,3 +360,25 @@ sl_client_address(const struct sockaddr *peer, const char *xff, size_t xff_len,
     }
     return canonical(buf, len, size);
 }
+
+void
+sl_sockaddr_from(const struct sockaddr_storage *ss, uint16_t port, struct sl_sockaddr *out)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    memset(out, 0, sizeof(*out));
+    out->ss = *ss;
+    if (ss->ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+        sin6->sin6_port = htons(port);
+        out->len = sizeof(*sin6);
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+        snprintf(out->text, sizeof(out->text), "[%s]:%u", ip, port);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+        sin->sin_port = htons(port);
+        out->len = sizeof(*sin);
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+        snprintf(out->text, sizeof(out->text), "%s:%u", ip, port);
+    }
+}

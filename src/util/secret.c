@@ -15,9 +15,8 @@
 
 #include "util/alloc.h"
 
-/* Reads at most `size` bytes of the file into buf; -1 with errno set. */
-static ssize_t
-read_bounded(const char *path, char *buf, size_t size)
+ssize_t
+sl_secret_read_bounded(const char *path, char *buf, size_t size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     size_t got = 0;
@@ -72,7 +71,7 @@ sl_secret_read(const char *path, char **out, char *err, size_t err_size)
 {
     /* room for the secret, its line end, and one byte to see it is too long */
     char buf[SL_SECRET_MAX + 2 + 1];
-    ssize_t n = read_bounded(path, buf, sizeof(buf));
+    ssize_t n = sl_secret_read_bounded(path, buf, sizeof(buf));
     size_t len;
     int rc = -1;
 

@@ -8,6 +8,7 @@
 #define SL_UTIL_SECRET_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define SL_SECRET_MAX 4096 /* bytes of a secret */
 
@@ -21,6 +22,11 @@
  * than one line. Never logs.
  */
 int sl_secret_read(const char *path, char **out, char *err, size_t err_size);
+
+/* Reads at most `size` bytes of the file at path into buf (no more, however
+ * large the file: a secret file is small or a mistake); the bytes read, or
+ * -1 with errno set. */
+ssize_t sl_secret_read_bounded(const char *path, char *buf, size_t size);
 
 /* Wipes and frees a secret; NULL is a no-op. */
 void sl_secret_free(char *secret);

@@ -13,38 +13,12 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "util/secret.h"
+
 static bool
 is_blank(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* Reads at most `size` bytes of the file into buf; -1 with errno set. */
-static ssize_t
-read_bounded(const char *path, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    size_t got = 0;
-    int saved;
-
-    if (fd < 0)
-        return -1;
-    while (got < size) {
-        ssize_t n = read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            saved = errno;
-            close(fd);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    return (ssize_t)got;
 }
 
 int
@@ -52,7 +26,7 @@ sl_token_read(const char *path, uint8_t digest[SL_SHA256_LEN], char *err, size_t
 {
     /* room for the token, blanks around it, and one byte to see it is too long */
     char buf[SL_TOKEN_MAX + 64 + 1];
-    ssize_t n = read_bounded(path, buf, sizeof(buf));
+    ssize_t n = sl_secret_read_bounded(path, buf, sizeof(buf));
     size_t start = 0, end;
     int rc = -1;
 

@@ -327,10 +327,35 @@ test_xff_small_buffer(void **state)
     assert_int_equal(strlen(buf), 7);
 }
 
+/* A resolved address (port 0) with the port of its name, and its text. */
+static void
+test_sockaddr_from(void **state)
+{
+    struct sockaddr_storage ss;
+    struct sl_sockaddr a;
+
+    (void)state;
+    memset(&ss, 0, sizeof(ss));
+    ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+    inet_pton(AF_INET, "10.1.2.3", &((struct sockaddr_in *)&ss)->sin_addr);
+    sl_sockaddr_from(&ss, 8080, &a);
+    assert_string_equal(a.text, "10.1.2.3:8080");
+    assert_int_equal(a.len, sizeof(struct sockaddr_in));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&a.ss)->sin_port), 8080);
+
+    memset(&ss, 0, sizeof(ss));
+    ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "fd00::1", &((struct sockaddr_in6 *)&ss)->sin6_addr);
+    sl_sockaddr_from(&ss, 443, &a);
+    assert_string_equal(a.text, "[fd00::1]:443");
+    assert_int_equal(a.len, sizeof(struct sockaddr_in6));
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sockaddr_from),
         cmocka_unit_test(test_sockaddr_parse),
         cmocka_unit_test(test_sockaddr_parse_unix),
         cmocka_unit_test(test_hostport_parse),
