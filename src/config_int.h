@@ -255,6 +255,10 @@ extern const size_t sl_conf_nlisten_opts;
 
 /* ---- config_redis_tls.c --------------------------------------------------- */
 
+/* A password_file option at idx: the file read (sl_secret_read), its path
+ * into *file and its secret into *password, replacing what they held; false
+ * after a config error at the option's line. */
+bool sl_conf_read_password_file(struct loader *ld, int idx, char **file, char **password);
 /* store.password_file = "/path" (an opt_fn on struct sl_store_conf). */
 bool sl_conf_set_store_password_file(struct loader *ld, void *obj, int idx);
 /* store.tls = { ... } (an opt_fn on struct sl_store_conf). */

@@ -16,26 +16,12 @@
 #include "util/redis_url.h"
 #include "util/secret.h"
 
-/* Read now, at every load, so a rotated password comes with a reload. */
 static bool
 set_password_file(struct loader *ld, void *obj, int idx)
 {
     struct sl_redis_sentinel_conf *sc = obj;
-    const char *path = sl_conf_get_string(ld, idx, NULL);
-    char why[160];
-    char *password;
 
-    if (path == NULL)
-        return false;
-    if (sl_secret_read(path, &password, why, sizeof(why)) == -1) {
-        sl_conf_fail_value(ld, idx, "%s", why);
-        return false;
-    }
-    free(sc->password_file);
-    sc->password_file = sl_xstrdup(path);
-    sl_secret_free(sc->password);
-    sc->password = password;
-    return true;
+    return sl_conf_read_password_file(ld, idx, &sc->password_file, &sc->password);
 }
 
 static const struct opt sentinel_opts[] = {

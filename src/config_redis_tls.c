@@ -26,26 +26,34 @@
 #include "util/secret.h"
 
 /* Read now, at every load: a password that cannot be used is an error of
- * the conf, at the line that names the file. */
+ * the conf, at the line that names the file, and a rotated one comes with a
+ * reload. */
+bool
+sl_conf_read_password_file(struct loader *ld, int idx, char **file, char **password)
+{
+    const char *path = sl_conf_get_string(ld, idx, NULL);
+    char why[160];
+    char *secret;
+
+    if (path == NULL)
+        return false;
+    if (sl_secret_read(path, &secret, why, sizeof(why)) == -1) {
+        sl_conf_fail_value(ld, idx, "%s", why);
+        return false;
+    }
+    free(*file);
+    *file = sl_xstrdup(path);
+    sl_secret_free(*password);
+    *password = secret;
+    return true;
+}
+
 bool
 sl_conf_set_store_password_file(struct loader *ld, void *obj, int idx)
 {
     struct sl_store_conf *s = obj;
-    const char *path = sl_conf_get_string(ld, idx, NULL);
-    char why[160];
-    char *password;
 
-    if (path == NULL)
-        return false;
-    if (sl_secret_read(path, &password, why, sizeof(why)) == -1) {
-        sl_conf_fail_value(ld, idx, "%s", why);
-        return false;
-    }
-    free(s->password_file);
-    s->password_file = sl_xstrdup(path);
-    sl_secret_free(s->password);
-    s->password = password;
-    return true;
+    return sl_conf_read_password_file(ld, idx, &s->password_file, &s->password);
 }
 
 /* ---- store.tls ------------------------------------------------------------ */
