@@ -124,12 +124,11 @@ expect_errors(const char *path, size_t nerrors, int line, const char *phrase)
 
 /* ------------------------------------------------------------------------ */
 
+/* full.conf sets every key; these read it back in three parts. */
 static void
-test_full(void **state)
+test_full_top(void **state)
 {
     struct sl_config *cfg = load_fixture("full.conf");
-    const struct sl_limit_conf *l;
-    const struct sl_route_conf *r;
     (void)state;
 
     assert_non_null(strstr(cfg->path, "tests/unit/conf/full.conf"));
@@ -175,6 +174,24 @@ test_full(void **state)
     assert_int_equal(cfg->store.max_keys, 1000);
     assert_int_equal(cfg->store.lease_ttl_ms, 400);
     assert_true(cfg->store.lease_max_share == 0.25);
+    assert_int_equal(cfg->store.idempotency_memory, 32u << 20);
+
+    assert_int_equal(cfg->slow_request_ms, 750);
+    assert_int_equal(cfg->nmetrics_buckets, 7);
+    assert_non_null(cfg->metrics_buckets);
+    assert_true(cfg->metrics_buckets[0] == 0.0005);
+    assert_true(cfg->metrics_buckets[2] == 0.01);
+    assert_true(cfg->metrics_buckets[6] == 60);
+
+    sl_config_free(cfg);
+}
+
+static void
+test_full_upstreams_limits(void **state)
+{
+    struct sl_config *cfg = load_fixture("full.conf");
+    const struct sl_limit_conf *l;
+    (void)state;
 
     /* upstreams sorted by name */
     assert_int_equal(cfg->nupstreams, 2);
@@ -241,6 +258,17 @@ test_full(void **state)
     assert_false(l->is_shadow);
     assert_int_equal(l->line, 50);
 
+    sl_config_free(cfg);
+}
+
+static void
+test_full_routes(void **state)
+{
+    struct sl_config *cfg = load_fixture("full.conf");
+    const struct sl_route_conf *r;
+    const struct sl_idempotency_conf *ic;
+    (void)state;
+
     /* routes in written order, indexes into the sorted arrays */
     assert_int_equal(cfg->nroutes, 4);
     r = &cfg->routes[0];
@@ -283,13 +311,17 @@ test_full(void **state)
     assert_int_equal(r->limits[0], 2);
     assert_int_equal(r->limits[1], 0);
     assert_int_equal(r->limits[2], 1);
-
-    assert_int_equal(cfg->slow_request_ms, 750);
-    assert_int_equal(cfg->nmetrics_buckets, 7);
-    assert_non_null(cfg->metrics_buckets);
-    assert_true(cfg->metrics_buckets[0] == 0.0005);
-    assert_true(cfg->metrics_buckets[2] == 0.01);
-    assert_true(cfg->metrics_buckets[6] == 60);
+    ic = r->idempotency;
+    assert_non_null(ic);
+    assert_int_equal(ic->nmethods, 2);
+    assert_string_equal(ic->methods[1], "PUT");
+    assert_true(ic->is_required);
+    assert_int_equal(ic->ttl_ms, 3600000);
+    assert_int_equal(ic->lock_ms, 120000);
+    assert_int_equal(ic->max_response, 256 * 1024);
+    assert_int_equal(ic->scope.kind, SL_KEY_HEADER);
+    assert_string_equal(ic->scope.name, "authorization");
+    assert_null(cfg->routes[0].idempotency);
 
     sl_config_free(cfg);
 }
@@ -765,89 +797,91 @@ test_nested_lines(void **state)
 }
 
 /* Route keys of API versions and their end (src/config_lifecycle.c): each
- * error names the line of the key at fault. Lines 1-3 are base_conf's, 4 is blank. */
+ * error names the line of the key at fault. Lines 1-3 are base_conf's, 4 is
+ * blank, routes = is on line 5. */
+static const struct {
+    const char *conf;
+    int line;
+    const char *phrase;
+} lifecycle_cases[] = {
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  deprecation = \"2026-03-01\" } }\n",
+      6, "deprecation \"2026-03-01\": a date without a time" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  sunset = \"2026-03-01T00:00:00\" } }\n",
+      6, "sunset \"2026-03-01T00:00:00\": no time zone" },
+    { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+      "  sunset = \"2026-02-01T00:00:00+01:00\" } }\n",
+      6, "sunset: must come after the deprecation" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  link = \"https://x.example/\" } }\n",
+      6, "link: only a route with a deprecation or a sunset takes it" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  link = \"https://x.example/a b\" } }\n",
+      6, "not a URI" },
+    { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
+      "  brownouts = { { from = \"2026-04-01T00:00:00Z\", to = \"2026-04-01T01:00:00Z\" } } } }\n",
+      6, "brownouts rehearse a sunset: the route has no sunset" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  brownouts = { { from = \"2026-08-01T00:00:00Z\", to = \"2026-09-02T00:00:00Z\" } } } }\n",
+      6, "the window from 2026-08-01T00:00:00Z ends after the sunset" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  deprecation = \"2026-03-01T00:00:00Z\", brownouts = {\n"
+      "  { from = \"2026-02-01T00:00:00Z\", to = \"2026-02-01T01:00:00Z\" } } } }\n",
+      6, "starts before the deprecation" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  brownouts = {\n"
+      "  { from = \"2026-08-01T01:00:00Z\", to = \"2026-08-01T00:00:00Z\" } } } }\n",
+      7, "brownout: to must be after from" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  brownouts = { { from = \"2026-08-01T01:00:00Z\" } } } }\n",
+      6, "brownout: needs both from and to" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  consumer = \"global\" } }\n",
+      6, "consumer \"global\": names no caller" },
+    { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
+      "  consumer_top = 0 } }\n",
+      6, "consumer_top 0: must be a whole number from 1 to 100" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { [\"API-Version\"] = 2 } } }\n",
+      6, "expected a string" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { \"API-Version\" } } }\n",
+      6, "headers: expected [\"Header-Name\"] = \"value\", got a list entry" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { [\"API Version\"] = \"1\" } } }\n",
+      6, "is not a header name" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { [\"a\"] = \"1\", A = \"2\" } } }\n",
+      6, "is written twice" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { Host = \"x\" } } }\n",
+      6, "the host has its own key" },
+    { "routes = { { path = \"/\", upstream = \"api\",\n"
+      "  headers = { v = \" 1\" } } }\n",
+      6, "has blanks around it" },
+    { "routes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
+      "  { path = \"/\", upstream = \"api\", headers = { V = \"1\" } } }\n",
+      6, "same host and path as route 1" },
+};
+
 static void
 test_lifecycle_errors(void **state)
 {
-    static const struct {
-        const char *conf;
-        int line;
-        const char *phrase;
-    } cases[] = {
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  deprecation = \"2026-03-01\" } }\n",
-          6, "deprecation \"2026-03-01\": a date without a time" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  sunset = \"2026-03-01T00:00:00\" } }\n",
-          6, "sunset \"2026-03-01T00:00:00\": no time zone" },
-        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
-          "  sunset = \"2026-02-01T00:00:00+01:00\" } }\n",
-          6, "sunset: must come after the deprecation" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  link = \"https://x.example/\" } }\n",
-          6, "link: only a route with a deprecation or a sunset takes it" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  link = \"https://x.example/a b\" } }\n",
-          6, "not a URI" },
-        { "routes = { { path = \"/\", upstream = \"api\", deprecation = \"2026-03-01T00:00:00Z\",\n"
-          "  brownouts = { { from = \"2026-04-01T00:00:00Z\", to = \"2026-04-01T01:00:00Z\" } } } }\n",
-          6, "brownouts rehearse a sunset: the route has no sunset" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  brownouts = { { from = \"2026-08-01T00:00:00Z\", to = \"2026-09-02T00:00:00Z\" } } } }\n",
-          6, "the window from 2026-08-01T00:00:00Z ends after the sunset" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  deprecation = \"2026-03-01T00:00:00Z\", brownouts = {\n"
-          "  { from = \"2026-02-01T00:00:00Z\", to = \"2026-02-01T01:00:00Z\" } } } }\n",
-          6, "starts before the deprecation" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  brownouts = {\n"
-          "  { from = \"2026-08-01T01:00:00Z\", to = \"2026-08-01T00:00:00Z\" } } } }\n",
-          7, "brownout: to must be after from" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  brownouts = { { from = \"2026-08-01T01:00:00Z\" } } } }\n",
-          6, "brownout: needs both from and to" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  consumer = \"global\" } }\n",
-          6, "consumer \"global\": names no caller" },
-        { "routes = { { path = \"/\", upstream = \"api\", sunset = \"2026-09-01T00:00:00Z\",\n"
-          "  consumer_top = 0 } }\n",
-          6, "consumer_top 0: must be a whole number from 1 to 100" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { [\"API-Version\"] = 2 } } }\n",
-          6, "expected a string" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { \"API-Version\" } } }\n",
-          6, "headers: expected [\"Header-Name\"] = \"value\", got a list entry" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { [\"API Version\"] = \"1\" } } }\n",
-          6, "is not a header name" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { [\"a\"] = \"1\", A = \"2\" } } }\n",
-          6, "is written twice" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { Host = \"x\" } } }\n",
-          6, "the host has its own key" },
-        { "routes = { { path = \"/\", upstream = \"api\",\n"
-          "  headers = { v = \" 1\" } } }\n",
-          6, "has blanks around it" },
-        { "routes = { { path = \"/\", upstream = \"api\", headers = { v = \"1\" } },\n"
-          "  { path = \"/\", upstream = \"api\", headers = { V = \"1\" } } }\n",
-          6, "same host and path as route 1" },
-    };
     char path[PATH_MAX + 16];
     struct sl_config *cfg;
     char *errors;
     (void)state;
 
     snprintf(path, sizeof(path), "%s/t.conf", scratch);
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < sizeof(lifecycle_cases) / sizeof(lifecycle_cases[0]); i++) {
         char conf[1024];
         /* after base_conf's three lines, a blank one: routes = on line 5 */
-        snprintf(conf, sizeof(conf), "\n%s", cases[i].conf);
+        snprintf(conf, sizeof(conf), "\n%s", lifecycle_cases[i].conf);
         errors = load_inline(conf, NULL);
-        if (!has_error(errors, path, cases[i].line, cases[i].phrase))
-            fail_msg("case %zu: want line %d \"%s\", got:\n%s", i, cases[i].line,
-                     cases[i].phrase, errors ? errors : "(no error)");
+        if (!has_error(errors, path, lifecycle_cases[i].line, lifecycle_cases[i].phrase))
+            fail_msg("case %zu: want line %d \"%s\", got:\n%s", i, lifecycle_cases[i].line,
+                     lifecycle_cases[i].phrase, errors ? errors : "(no error)");
         free(errors);
     }
 
@@ -1432,7 +1466,9 @@ main(void)
     struct CMUnitTest tests[sizeof(bad_cases) / sizeof(bad_cases[0]) + 32];
     size_t n = 0;
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_full_top),
+        cmocka_unit_test(test_full_upstreams_limits),
+        cmocka_unit_test(test_full_routes),
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_program),
         cmocka_unit_test(test_source_kept),
