@@ -839,38 +839,13 @@ part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_r
            const char **value, size_t *len)
 {
     const struct sl_key_part *part = &limiter->cfg->limits[limit].parts[j];
-    const struct sl_header *h;
 
     switch (part->kind) {
     case SL_KEY_IP:
-        if (req->client_ip == NULL || req->client_ip_len == 0)
+        if (!sl_reqfield_selector(req, part, value, len))
             return false;
-        *len = req->client_ip_len;
         *value = ip_key(limiter->cfg->limits[limit].ipv6_prefix, req->client_ip, len,
                         limiter->ip_key);
-        return true;
-    case SL_KEY_HEADER:
-        h = sl_request_header(req, part->name, part->name_len);
-        if (h == NULL)
-            return false;
-        *value = h->value;
-        *len = h->value_len;
-        return true;
-    case SL_KEY_QUERY:
-        return sl_reqfield_query(req, part->name, part->name_len, value, len);
-    case SL_KEY_COOKIE:
-        return sl_reqfield_cookie(req, part->name, part->name_len, value, len);
-    case SL_KEY_PATH:
-        *value = req->path;
-        *len = req->path_len;
-        return req->path != NULL;
-    case SL_KEY_METHOD:
-        *value = req->method;
-        *len = req->method_len;
-        return req->method != NULL;
-    case SL_KEY_GLOBAL:
-        *value = "";
-        *len = 0;
         return true;
     case SL_KEY_FUNCTION:
         if (limiter->rt == NULL)
@@ -885,8 +860,9 @@ part_value(struct sl_limiter *limiter, size_t limit, size_t j, const struct sl_r
             return false;
         }
         return false;
+    default:
+        return sl_reqfield_selector(req, part, value, len);
     }
-    return false;
 }
 
 /*

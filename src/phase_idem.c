@@ -365,31 +365,8 @@ hash_scope(struct sl_sha256 *s, const struct sl_key_part *part, const struct sl_
 {
     const char *v = NULL;
     size_t len = 0;
-    bool ok = false;
-    const struct sl_header *h;
 
-    switch (part->kind) {
-    case SL_KEY_HEADER:
-        h = sl_request_header(req, part->name, part->name_len);
-        ok = h != NULL;
-        if (ok) {
-            v = h->value;
-            len = h->value_len;
-        }
-        break;
-    case SL_KEY_QUERY:
-        ok = sl_reqfield_query(req, part->name, part->name_len, &v, &len);
-        break;
-    case SL_KEY_COOKIE:
-        ok = sl_reqfield_cookie(req, part->name, part->name_len, &v, &len);
-        break;
-    case SL_KEY_GLOBAL:
-        ok = true;
-        break;
-    default:
-        break;
-    }
-    if (ok) {
+    if (sl_reqfield_selector(req, part, &v, &len)) {
         sl_sha256_update(s, "s", 1);
         sl_sha256_update(s, v, len);
     } else {

@@ -122,32 +122,6 @@ needs_hash(const char *v, size_t len)
     return false;
 }
 
-static bool
-consumer_value(const struct sl_key_part *p, const struct sl_request *req, const char **v,
-               size_t *len)
-{
-    const struct sl_header *h;
-
-    switch (p->kind) {
-    case SL_KEY_IP:
-        *v = req->client_ip;
-        *len = req->client_ip_len;
-        return *v != NULL;
-    case SL_KEY_HEADER:
-        if ((h = sl_request_header(req, p->name, p->name_len)) == NULL)
-            return false;
-        *v = h->value;
-        *len = h->value_len;
-        return true;
-    case SL_KEY_QUERY:
-        return sl_reqfield_query(req, p->name, p->name_len, v, len);
-    case SL_KEY_COOKIE:
-        return sl_reqfield_cookie(req, p->name, p->name_len, v, len);
-    default:
-        return false;
-    }
-}
-
 /* The consumer as metrics and the access log show it: the value, "(none)",
  * or "sha256:" and 16 hex digits of the value's SHA-256. */
 static void
@@ -159,7 +133,7 @@ consumer_label(const struct lifecycle_conf *conf, const struct sl_request *req,
     const char *v = NULL;
     size_t len = 0;
 
-    if (!consumer_value(&conf->lc->consumer, req, &v, &len) || len == 0) {
+    if (!sl_reqfield_selector(req, &conf->lc->consumer, &v, &len) || len == 0) {
         memcpy(out, "(none)", sizeof("(none)"));
         return;
     }

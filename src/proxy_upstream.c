@@ -32,42 +32,6 @@ static void on_upstream(void *arg, struct sl_upconn *up, int status);
 static void up_stream_cb(struct sl_stream *s, int what, void *arg);
 static void up_failed(struct conn *c, bool is_timeout);
 
-/* The value balance = "hash:SELECTOR" hashes; false when the request has
- * none (an absent header, query parameter or cookie). */
-static bool
-balance_key(const struct sl_request *req, const struct sl_key_part *part, const char **value,
-            size_t *len)
-{
-    const struct sl_header *h;
-
-    switch (part->kind) {
-    case SL_KEY_IP:
-        *value = req->client_ip;
-        *len = req->client_ip_len;
-        return req->client_ip != NULL && req->client_ip_len > 0;
-    case SL_KEY_HEADER:
-        if ((h = sl_request_header(req, part->name, part->name_len)) == NULL)
-            return false;
-        *value = h->value;
-        *len = h->value_len;
-        return true;
-    case SL_KEY_QUERY:
-        return sl_reqfield_query(req, part->name, part->name_len, value, len);
-    case SL_KEY_COOKIE:
-        return sl_reqfield_cookie(req, part->name, part->name_len, value, len);
-    case SL_KEY_PATH:
-        *value = req->path;
-        *len = req->path_len;
-        return req->path != NULL;
-    case SL_KEY_METHOD:
-        *value = req->method;
-        *len = req->method_len;
-        return req->method != NULL;
-    default:
-        return false;
-    }
-}
-
 void
 proxy_upstream_start(struct conn *c)
 {
@@ -77,7 +41,7 @@ proxy_upstream_start(struct conn *c)
 
     c->state = C_UPSTREAM_WAIT;
     c->wait.has_hash = conf->balance == SL_BALANCE_HASH && conf->hash_key != NULL
-                       && balance_key(&c->rq.req, conf->hash_key, &value, &len);
+                       && sl_reqfield_selector(&c->rq.req, conf->hash_key, &value, &len);
     if (c->wait.has_hash)
         c->wait.hash = sl_balance_key_hash(value, len);
     c->rq.is_upstream_asked = true;

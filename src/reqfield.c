@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "sluice/config.h"
 #include "sluice/http.h"
 
 static bool
@@ -88,4 +89,42 @@ sl_reqfield_cookie(const struct sl_request *req, const char *name, size_t name_l
             return true;
     }
     return false;
+}
+
+bool
+sl_reqfield_selector(const struct sl_request *req, const struct sl_key_part *part,
+                     const char **value, size_t *len)
+{
+    const struct sl_header *h;
+
+    switch (part->kind) {
+    case SL_KEY_IP:
+        *value = req->client_ip;
+        *len = req->client_ip_len;
+        return req->client_ip != NULL && req->client_ip_len > 0;
+    case SL_KEY_HEADER:
+        if ((h = sl_request_header(req, part->name, part->name_len)) == NULL)
+            return false;
+        *value = h->value;
+        *len = h->value_len;
+        return true;
+    case SL_KEY_QUERY:
+        return sl_reqfield_query(req, part->name, part->name_len, value, len);
+    case SL_KEY_COOKIE:
+        return sl_reqfield_cookie(req, part->name, part->name_len, value, len);
+    case SL_KEY_PATH:
+        *value = req->path;
+        *len = req->path_len;
+        return req->path != NULL;
+    case SL_KEY_METHOD:
+        *value = req->method;
+        *len = req->method_len;
+        return req->method != NULL;
+    case SL_KEY_GLOBAL:
+        *value = "";
+        *len = 0;
+        return true;
+    default:
+        return false;
+    }
 }

@@ -11,7 +11,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct sl_key_part;
 struct sl_request;
+
+/*
+ * The value one key selector ("ip", "header:NAME", "query:NAME",
+ * "cookie:NAME", "path", "method", "global") picks from the request, as
+ * sent: the one reading of selectors that limits, balance = "hash:...",
+ * route consumers and idempotency scopes share. "ip" is the client address
+ * after trust (an IPv6 prefix is the limiter's to apply); "global" is the
+ * empty string. False when the request lacks it, and for a key function,
+ * which is the limiter's.
+ */
+bool sl_reqfield_selector(const struct sl_request *req, const struct sl_key_part *part,
+                          const char **value, size_t *len);
 
 /*
  * The first parameter of the query string ("a=1&b=2") whose name equals
