@@ -1010,8 +1010,7 @@ render_node_histograms(struct out *o, const struct sl_redis_node_stats *st, char
          "the workers.");
     for (size_t i = 0; i < n; i++) {
         snprintf(series, sizeof(series), "node=\"%s\",", labels[i]);
-        histogram_lines(o, name, series, st[i].nbounds, le, st[i].buckets,
-                        st[i].sum_us);
+        histogram_lines(o, name, series, st[i].nbounds, le, st[i].buckets, st[i].sum_us);
     }
 }
 
