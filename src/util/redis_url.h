@@ -84,8 +84,9 @@ int sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, siz
 /*
  * A new copy of `url` (one that parses) with its password replaced by
  * "********", in the form it was written: the userinfo of redis://,
- * rediss://, redis-sentinel://, redis[s]-cluster:// and unix:// URLs, the password= parameter of a unix: query. The masked URL
- * still parses. For every place a URL is shown: logs, errors, sluice -T.
+ * rediss://, redis-sentinel://, redis[s]-cluster:// and unix:// URLs, the
+ * password= parameter of a unix: query. The masked URL still parses. For
+ * every place a URL is shown: logs, errors, sluice -T.
  */
 char *sl_redis_url_mask(const char *url);
 

@@ -545,6 +545,9 @@ static const struct bad_case bad_cases[] = {
     { "bad_no_listen.conf", 1, 1, "no listen address" },
     { "bad_redis_no_url.conf", 1, 3, "store: kind \"redis\" needs a url" },
     { "bad_redis_url.conf", 1, 3, "store: url \"redis:/127.0.0.1:6379\": bad url" },
+    { "bad_redis_cluster.conf", 1, 3, "store: url \"redis-cluster://:********@10.0.0.1:7000,"
+                                      "10.0.0.2:7001/3\": database 3: Redis Cluster has only "
+                                      "db 0" },
     { "bad_on_error.conf", 1, 2, "store: on_error \"retry\": unknown policy" },
     { "bad_no_servers.conf", 1, 3, "upstream \"api\": no servers" },
     { "bad_unused_upstream.conf", 1, 4, "upstream \"old\" is not used by any route" },
