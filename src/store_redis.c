@@ -105,6 +105,8 @@ parse_url(const struct sl_store_conf *conf, struct sl_redis_url *u, char *err, s
     return 0;
 }
 
+static const struct sl_store_ops redis_ops;
+
 #define SWAP(T, a, b)                                                                     \
     do {                                                                                  \
         T swap_tmp_ = (a);                                                                \
@@ -487,6 +489,22 @@ sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t ke
     enqueue(rs, b, true, 0, (struct pending){ .cb = cb, .arg = arg, .nbuckets = 0 });
 out:
     sl_redis_leave(rs);
+}
+
+bool
+sl_redis_is_store(const struct sl_store *store)
+{
+    return store != NULL && (store->ops == &redis_ops || sl_redis_cluster_is(store));
+}
+
+struct redis_store *
+sl_redis_store_for_key(struct sl_store *store, const char *key, size_t key_len)
+{
+    if (store == NULL)
+        return NULL;
+    if (store->ops == &redis_ops)
+        return (struct redis_store *)store;
+    return sl_redis_cluster_node_for(store, key, key_len);
 }
 
 static void

@@ -120,6 +120,7 @@ struct split {
 };
 
 static void refresh_soon(struct redis_cluster *c);
+static const struct sl_store_ops cluster_ops;
 
 static void
 enter(struct redis_cluster *c)
@@ -706,6 +707,25 @@ cluster_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_
     else
         sl_redis_node_reset(node->rs, (int)slot, key, key_len, cb, arg);
     leave(c);
+}
+
+bool
+sl_redis_cluster_is(const struct sl_store *store)
+{
+    return store->ops == &cluster_ops;
+}
+
+struct redis_store *
+sl_redis_cluster_node_for(struct sl_store *store, const char *key, size_t key_len)
+{
+    struct redis_cluster *c = (struct redis_cluster *)store;
+    struct cluster_node *node;
+
+    if (store->ops != &cluster_ops)
+        return NULL;
+    if (c->is_freeing || (node = master_of(c, sl_redis_key_slot(key, key_len))) == NULL)
+        return NULL;
+    return node->rs;
 }
 
 /* Up when every master of the map is connected. */

@@ -291,6 +291,13 @@ void sl_redis_batch_move(struct redis_store *from, struct batch *b, struct redis
                          bool is_asking);
 void sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status);
 
+/* The redis store a command about `key` goes to: `store` itself, or a
+ * cluster's master of the key's slot; NULL for any other store. */
+struct redis_store *sl_redis_store_for_key(struct sl_store *store, const char *key,
+                                           size_t key_len);
+/* A redis store, single server or cluster. */
+bool sl_redis_is_store(const struct sl_store *store);
+
 /* ---- store_redis_cluster.c ----------------------------------------------------------- */
 
 struct sl_store *sl_redis_cluster_new(const struct sl_store_conf *conf, struct event_base *base,
@@ -300,6 +307,10 @@ struct sl_store *sl_redis_cluster_new(const struct sl_store_conf *conf, struct e
  * slot map asked again. */
 struct redis_store *sl_redis_cluster_redirect(struct redis_cluster *c, const char *text,
                                               bool *is_ask);
+/* The master of key's slot when store is a cluster; else NULL. */
+struct redis_store *sl_redis_cluster_node_for(struct sl_store *store, const char *key,
+                                              size_t key_len);
+bool sl_redis_cluster_is(const struct sl_store *store);
 /* A node's connection went down: the map may have changed. */
 void sl_redis_cluster_node_down(struct redis_cluster *c);
 
