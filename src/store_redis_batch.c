@@ -112,9 +112,9 @@ sl_redis_batch_get(struct redis_store *rs)
     b->is_retried = false;
     b->is_orphan = false;
     b->is_reset = false;
+    b->is_declared = false;
     b->is_asking = false;
     b->redirects = 0;
-    b->slot = -1;
     b->nchecks = b->nkeys = b->nargs = 0;
     return b;
 }
@@ -138,11 +138,13 @@ batch_destroy(struct batch *b)
     free(b);
 }
 
-/* A reset is full at once: a check joining it would go out as a DEL. */
+/* A reset is full at once: a check joining it would go out as a DEL; a
+ * declared batch too: its one check's keys are its only keys. */
 bool
 sl_redis_batch_is_full(const struct batch *b)
 {
-    return b->is_reset || b->nchecks >= BATCH_CHECKS || b->keys.len >= BATCH_BYTES;
+    return b->is_reset || b->is_declared || b->nchecks >= BATCH_CHECKS
+           || b->keys.len >= BATCH_BYTES;
 }
 
 void
@@ -193,8 +195,6 @@ queue_pop(struct redis_store *rs)
     rs->queue_head = b->next;
     if (rs->queue_head == NULL)
         rs->queue_tail = NULL;
-    if (b->slot >= 0 && rs->slot_queued != NULL && rs->slot_queued[b->slot] == b)
-        rs->slot_queued[b->slot] = NULL;
     rs->nqueued -= b->nchecks;
     rs->queued_bytes -= b->keys.len;
     return b;
@@ -403,6 +403,9 @@ on_script_reloaded(struct sl_redis_link *link, void *r, void *privdata)
     sl_redis_leave(rs);
 }
 
+/* The script's answer for a check on a key this master does not serve. */
+#define SCRIPT_NOT_SERVED (-9)
+
 /* Checks the reply's shape against the batch before anyone is answered. */
 static bool
 reply_fits(const struct batch *b, const redisReply *reply)
@@ -428,11 +431,11 @@ reply_fits(const struct batch *b, const redisReply *reply)
 static void
 deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
 {
-    size_t r = 0;
+    size_t r = 0, nresent = 0;
 
     b->state = BATCH_DONE;
-    sl_redis_bump(&rs->checks, b->nchecks);
     if (b->is_reset) {
+        sl_redis_bump(&rs->checks, 1);
         b->checks[0].cb(b->checks[0].arg, SL_STORE_OK, true, NULL, 0);
         return;
     }
@@ -441,6 +444,12 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         long long first = reply->element[r++]->integer;
         bool is_admitted = first == 1;
 
+        if (first == SCRIPT_NOT_SERVED && rs->cluster != NULL) {
+            r += 3 * p->nbuckets;
+            nresent++;
+            sl_redis_check_resend(rs, b, i);
+            continue;
+        }
         if (p->nbuckets > rs->results_cap) {
             rs->results_cap = p->nbuckets;
             rs->results = sl_xrealloc(rs->results, p->nbuckets * sizeof(*rs->results));
@@ -461,6 +470,7 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         else
             p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
+    sl_redis_bump(&rs->checks, b->nchecks - nresent);
 }
 
 /* A cluster node's MOVED or ASK: b's checks go to the node named, or fail
@@ -544,6 +554,18 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         goto out;
     }
     inflight_remove(rs, b);
+    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && !b->is_declared
+        && strncmp(reply->str, "READONLY", 8) == 0) {
+        /* a master turned replica (a failover): each check goes again with
+         * its keys declared, to be sent on with MOVED; the map is read again */
+        b->state = BATCH_DONE;
+        for (size_t i = 0; i < b->nchecks; i++)
+            sl_redis_check_resend(rs, b, i);
+        sl_redis_batch_release(rs, b);
+        sl_redis_cluster_node_down(rs->cluster);
+        sl_redis_flush(rs);
+        goto out;
+    }
     if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && follow_redirect(rs, b, reply)) {
         sl_redis_batch_release(rs, b);
         sl_redis_flush(rs);
@@ -601,11 +623,22 @@ format_call(struct redis_store *rs, const struct batch *b)
             return -1;
         return 0;
     }
-    if (resp_count(&rs->cmd, '*', argc) == -1
-        || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
-        || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
-        || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1
-        || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
+    if (rs->cluster != NULL && !b->is_declared) {
+        /* keys of many slots: none declared, all in ARGV (see the script) */
+        if (resp_count(&rs->cmd, '*', argc + 2) == -1
+            || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+            || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
+            || sl_redis_resp_arg(&rs->cmd, "0", 1) == -1
+            || sl_redis_resp_arg(&rs->cmd, "keys", 4) == -1
+            || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1)
+            return -1;
+    } else if (resp_count(&rs->cmd, '*', argc) == -1
+               || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+               || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
+               || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1) {
+        return -1;
+    }
+    if (sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
         || sl_redis_resp_arg(&rs->cmd, nchecks, nchecks_len) == -1
         || sl_buf_append(&rs->cmd, b->args.data, b->args.len) == -1)
         return -1;
@@ -647,14 +680,11 @@ send_batch(struct redis_store *rs, struct batch *b)
 void
 sl_redis_flush(struct redis_store *rs)
 {
-    size_t inflight_max = rs->cluster != NULL ? NODE_INFLIGHT_MAX : INFLIGHT_MAX;
-
     while (sl_redis_get_state(rs) == CONN_UP && rs->queue_head != NULL
-           && rs->ninflight < inflight_max) {
+           && rs->ninflight < INFLIGHT_MAX) {
         struct batch *b;
 
-        if (rs->cluster == NULL && rs->ninflight > 0
-            && !sl_redis_batch_is_full(rs->queue_head))
+        if (rs->ninflight > 0 && !sl_redis_batch_is_full(rs->queue_head))
             break;
         b = queue_pop(rs);
         if (send_batch(rs, b) == -1) {

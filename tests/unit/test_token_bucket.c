@@ -159,6 +159,53 @@ lua_check(struct env *e, const struct sl_store_bucket *b, size_t n, struct outco
     lua_checks(e, &b, &n, 1, o);
 }
 
+/* Redis Cluster's calls: no key declared, the keys in ARGV after 'keys' and
+ * their count; one check per bucket here. Returns the reply's length. */
+static long
+lua_sharded(struct env *e, const struct sl_store_bucket *b, size_t n, long long *reply)
+{
+    const char *argv[128];
+    size_t argv_lens[128], nargv = 0;
+    char numbers[128][24], err[256];
+    long nreply;
+
+#define PUSH_NUM(v)                                                                      \
+    do {                                                                                 \
+        argv_lens[nargv] = (size_t)snprintf(numbers[nargv], sizeof(numbers[0]), "%lld", \
+                                            (long long)(v));                            \
+        argv[nargv] = numbers[nargv];                                                    \
+        nargv++;                                                                         \
+    } while (0)
+
+    argv[nargv] = "keys";
+    argv_lens[nargv++] = 4;
+    PUSH_NUM(n);
+    for (size_t i = 0; i < n; i++) {
+        argv[nargv] = b[i].key;
+        argv_lens[nargv++] = b[i].key_len;
+    }
+    PUSH_NUM(n);
+    for (size_t i = 0; i < n; i++) {
+        struct sl_tb_params pr = { 0 };
+
+        assert_int_equal(sl_tb_params_from_bucket(&pr, &b[i]), 0);
+        PUSH_NUM(1);
+        PUSH_NUM(pr.q);
+        PUSH_NUM(pr.p);
+        PUSH_NUM(pr.tu);
+        PUSH_NUM(pr.burst);
+        PUSH_NUM(pr.cost);
+    }
+#undef PUSH_NUM
+    tb_lua_set_now(&e->lua, e->now);
+    nreply = tb_lua_eval(&e->lua, NULL, NULL, 0, argv, argv_lens, nargv, reply, 64, err,
+                         sizeof(err));
+    if (nreply < 0)
+        fail_msg("script error: %s", err);
+    return nreply;
+}
+
+
 static struct sl_store_bucket
 bucket(const char *key, double rate, uint64_t per_ms, double burst, double cost)
 {
@@ -657,6 +704,27 @@ lua_refund(struct env *e, const struct sl_store_bucket *b, struct sl_store_resul
     return reply[0];
 }
 
+/* A check on a key the master does not serve answers -9 and takes
+ * nothing; the others in the call are decided as usual. */
+static void
+test_sharded_call(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b[3] = { bucket("a", 1, 1000, 5, 1), bucket("far:b", 1, 1000, 5, 1),
+                                    bucket("c", 1, 1000, 5, 2) };
+    long long reply[64];
+
+    assert_int_equal(lua_sharded(e, b, 3, reply), 12);
+    assert_int_equal(reply[0], 1);
+    assert_int_equal(reply[1], 4000);
+    assert_int_equal(reply[4], -9);
+    assert_int_equal(reply[5] | reply[6] | reply[7], 0);
+    assert_int_equal(reply[8], 1);
+    assert_int_equal(reply[9], 3000);
+    assert_true(tb_lua_shim_int(&e->lua, "pttl", "a") > 0);
+    assert_int_equal(tb_lua_shim_int(&e->lua, "pttl", "far:b"), -2);
+}
+
 /* Redis Cluster's take-then-refund: a refund undoes a take, and never fills
  * a bucket past what it can hold (it may have refilled meanwhile). */
 static void
@@ -835,6 +903,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_bound_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_lua, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sharded_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_take_give, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_lapse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_bound, setup, teardown),
