@@ -78,8 +78,8 @@ class Cluster:
     def by_port(self, port):
         return next(x for x in self.nodes if x.port == int(port))
 
-    def seeds_url(self, count=3):
-        return "redis-cluster://" + ",".join(self.addr(x) for x in self.nodes[:count])
+    def seeds_url(self, seeds):
+        return "redis-cluster://" + ",".join(self.addr(x) for x in seeds)
 
     def create(self, timeout=30):
         """Joins the nodes; True once every node reports cluster_state:ok and

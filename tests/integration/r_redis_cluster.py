@@ -5,7 +5,9 @@
 # Redis Cluster (issue 11, points 4 and 5): store.url =
 # "redis-cluster://seed1,seed2,seed3" against a real cluster of 6
 # redis-servers (3 masters, 1 replica each) made by `redis-cli --cluster
-# create` on loopback.
+# create` on loopback. The url's seeds are one master and two replicas: the
+# other masters are learned from CLUSTER SLOTS. Every daemon first reports
+# ready and decides a key on each master.
 #  1. the fleet bound with three daemons and keys spread over every master
 #     (DBSIZE > 0 on each): per key, admitted <= burst + rate x T;
 #  2. all-or-nothing across nodes: limits a and b on one route with their
@@ -151,8 +153,9 @@ def check_bound(t, load, label, extra_bursts=0):
     over = {k: load.admitted(k) for k in load.keys if load.admitted(k) > bound}
     t.note("%s: statuses %s over %.2fs, %d keys, most admitted %d (%s), bound %.1f"
            % (label, load.by_status(), T, len(load.keys), load.admitted(worst), worst, bound))
-    t.ok(not over, "%s: per key admitted <= %s burst + rate x T = %.1f"
-         % (label, "%d x" % (1 + extra_bursts) if extra_bursts else "", bound), over)
+    bursts = "%d x burst" % (1 + extra_bursts) if extra_bursts else "burst"
+    t.ok(not over, "%s: per key admitted <= %s + rate x T = %.1f" % (label, bursts, bound),
+         over)
     t.ok(load.by_status().get(429, 0) > 0, "%s: the load exceeded the limit" % label,
          load.by_status())
 
@@ -183,6 +186,22 @@ def decides_on(cluster, s, node, label_prefix, owned):
         return r.status == 200 and node.cmd("EXISTS", fleet_key(v[0]), timeout=1.0) == 1
     except (OSError, h.RedisError):
         return False
+
+
+def ready(t, cluster, daemons):
+    """Before any bound: /readyz (deny: every worker's store has its map),
+    then a fresh key on each master decided there, by every daemon."""
+    for policy, s in daemons:
+        if policy == "deny":
+            ok, took = cu.wait_time(lambda s=s: (h.admin_get(s.admin, "/readyz") or (0,))[0]
+                                    == 200, 10, 0.05)
+            t.ok(ok, "%s: /readyz 200 (%.1fs)" % (s.name, took))
+        owners = cluster.slot_owners()
+        for m in cluster.masters():
+            ok, took = cu.wait_time(lambda s=s, m=m: decides_on(
+                cluster, s, cluster.by_port(m), "warm", lambda x: owners[x] == m), 10, 0.05)
+            t.ok(ok, "%s: decides a key on master %d, its bucket written there (%.1fs)"
+                 % (s.name, m, took))
 
 
 # ---------------------------------------------------------------------------
@@ -397,13 +416,19 @@ def main(env):
                 "cluster_state:ok on every node", getattr(cluster, "create_output", "")[-2000:]):
         return
     t.note("cluster up in %.1fs, masters %s" % (time.monotonic() - t0, cluster.masters()))
-    url = cluster.seeds_url(3)
+    # seeds: one master and two replicas, so two masters are only learned
+    # from CLUSTER SLOTS
+    masters = cluster.masters()
+    replicas = [x for x in cluster.nodes if x.port not in masters]
+    url = cluster.seeds_url([cluster.by_port(masters[0])] + replicas[:2])
+    t.note("store url %s" % url)
     fleet = [env.sluice(CONF, name="sluice-deny-%d" % i,
                         values={"up": up.port, "url": url, "policy": "deny"})
              for i in range(3)]
     spare = env.sluice(CONF, name="sluice-allow",
                        values={"up": up.port, "url": url, "policy": "allow"})
 
+    ready(t, cluster, [("deny", s) for s in fleet] + [("allow", spare)])
     fleet_over_masters(t, cluster, fleet)
     all_or_nothing(t, cluster, fleet[0])
     moved_to = reshard_under_load(t, cluster, fleet, spare)
