@@ -169,6 +169,26 @@ def check_outcomes(t, load, daemons, label):
              % (label, s.name, policy, sorted(OUTCOMES[policy])), got)
 
 
+class Churn:
+    """A store call per request: GET /fleet with keys from `values` taken in
+    turn (mostly fresh buckets, so few answers come from the deny cache),
+    one thread per daemon; statuses by daemon."""
+
+    def __init__(self, daemons, values):
+        self.loads = [(policy, s, h.Load(s.addr, 1, lambda i, n, v=values, o=j * 500: (
+            h.request_bytes("GET", "/fleet", [("X-Key", v[(o + n) % len(v)])]))).start())
+            for j, (policy, s) in enumerate(daemons)]
+
+    def stop(self, t, label):
+        for policy, s, load in self.loads:
+            got = load.stop()
+            bad = {k: v for k, v in got.items() if k not in OUTCOMES[policy]}
+            t.ok(not bad and got.get(200, 0) > 0, "%s: %s (on_error = %s) answered only %s "
+                 "to calls on fresh keys" % (label, s.name, policy, sorted(OUTCOMES[policy])),
+                 got)
+            t.note("%s: %s fresh-key statuses %s" % (label, s.name, got))
+
+
 def run_load(addrs, keys, seconds):
     load = KeyLoad(addrs, keys).start()
     time.sleep(seconds)
@@ -308,6 +328,8 @@ def reshard_under_load(t, cluster, fleet, spare):
     keys = cu.values_where(fleet_key, lambda x: x in head, 12, prefix="rs-")
     keys += cu.values_where(fleet_key, lambda x: owners[x] == dst.port, 4, prefix="rs-dst-")
     spare_keys = cu.values_where(fleet_key, lambda x: x in head, 6, prefix="rs-allow-")
+    pairs = [("deny", s) for s in fleet] + [("allow", spare)]
+    churn = Churn(pairs, cu.values_where(fleet_key, lambda x: x in head, 2000, prefix="rs-c-"))
     load = KeyLoad([s.addr for s in fleet], keys).start()
     spare_load = KeyLoad([spare.addr], spare_keys).start()
     time.sleep(0.5)
@@ -319,6 +341,7 @@ def reshard_under_load(t, cluster, fleet, spare):
     time.sleep(0.5)
     load.stop()
     spare_load.stop()
+    churn.stop(t, "reshard")
     t.ok(rc == 0, "reshard: redis-cli --cluster reshard of 1000 slots succeeded (%.1fs)" % took,
          out[-1500:])
     t.ok(cluster.wait_converged(), "reshard: the nodes agree on the new slot map")
@@ -329,7 +352,6 @@ def reshard_under_load(t, cluster, fleet, spare):
     migrated = [k for k in keys if cu.key_slot(fleet_key(k)) in moved]
     t.ok(len(migrated) >= 12, "reshard: 12 loaded keys were in the moved slots",
          len(migrated))
-    pairs = [("deny", s) for s in fleet] + [("allow", spare)]
     for _, s in pairs:
         t.ok(s.alive(), "reshard: %s still running" % s.name)
     check_outcomes(t, load, [("deny", s) for s in fleet], "reshard")
@@ -358,6 +380,8 @@ def failover_under_load(t, cluster, fleet, spare, master):
     keys = cu.values_where(fleet_key, lambda x: x in theirs, 12, prefix="fo-")
     spare_keys = cu.values_where(fleet_key, lambda x: x in theirs, 6, prefix="fo-allow-")
     h.wait_until(lambda: "master_link_status:up" in replica.cmd("INFO", "replication"), 5, 0.1)
+    pairs = [("deny", s) for s in fleet] + [("allow", spare)]
+    churn = Churn(pairs, cu.values_where(fleet_key, lambda x: x in theirs, 2000, prefix="fo-c-"))
     load = KeyLoad([s.addr for s in fleet], keys).start()
     spare_load = KeyLoad([spare.addr], spare_keys).start()
     time.sleep(0.5)
@@ -367,14 +391,15 @@ def failover_under_load(t, cluster, fleet, spare, master):
     t.ok(reply == "OK" and promoted, "failover: CLUSTER FAILOVER promoted replica %d "
          "(%.1fs)" % (replica.port, time.monotonic() - t0), reply)
     t.ok(cluster.wait_converged(), "failover: the nodes agree on the new slot map")
-    pairs = [("deny", s) for s in fleet] + [("allow", spare)]
     for _, s in pairs:
         ok, took = cu.wait_time(lambda s=s: decides_on(
             cluster, s, replica, "fo-new", lambda x: x in theirs), 5, 0.1)
         t.ok(ok, "failover: %s follows to the promoted replica (%.1fs after the promotion)"
              % (s.name, took))
+    time.sleep(max(0.0, t0 + 1.5 - time.monotonic()))   # load on the new master too
     load.stop()
     spare_load.stop()
+    churn.stop(t, "failover")
     for _, s in pairs:
         t.ok(s.alive(), "failover: %s still running" % s.name)
     check_outcomes(t, load, [("deny", s) for s in fleet], "failover")
@@ -400,6 +425,11 @@ def node_metrics(t, cluster, daemons):
                       h.metric(samples, "sluice_redis_node_call_duration_seconds_bucket",
                                node=node, le="+Inf"))
         bad = {m: v for m, v in per.items() if not (v[0] > 0 and v[1] >= 1 and v[2] > 0)}
+        t.note("%s: redirects moved %d, ask %d; node errors %s" % (
+            s.name, h.metric(samples, "sluice_redis_node_redirects_total", kind="moved"),
+            h.metric(samples, "sluice_redis_node_redirects_total", kind="ask"),
+            {k: h.metric(samples, "sluice_redis_node_errors_total", kind=k)
+             for k in ("timeout", "connection", "reply")}))
         t.ok(not bad, "metrics: %s shows every master with calls, an up connection and "
              "call durations (calls, up, durations: %s)" % (s.name, per), bad)
 
