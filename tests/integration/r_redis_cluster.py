@@ -25,7 +25,10 @@
 # T in a bound is measured from the first request sent to the last answer,
 # so it can only loosen the bound, never make it wrong; no other slack.
 # Client: per-key load threads (2 per daemon, keep-alive connections, keys
-# taken in turn). Upstream: any path answers 200. Daemons: three with
+# taken in turn); through the reshard and the failover also one thread per
+# daemon on fresh keys in the slots concerned (nearly every request a store
+# call, where the bounded keys are mostly answered by the deny cache). The
+# note lines give the MOVED/ASK redirects each daemon counted. Upstream: any path answers 200. Daemons: three with
 # on_error = "deny" (the fleet) and one with "allow" on keys of its own (its
 # store errors admit, so it stays off the fleet's keys); 2 workers each;
 # timeout 200ms.
