@@ -160,18 +160,23 @@ sl_redis_count_status(struct redis_store *rs, enum sl_store_status status, uint6
         sl_redis_bump(&rs->errors_reply, n);
 }
 
+static void
+answer_error(const struct pending *p, enum sl_store_status status)
+{
+    if (p->lease_cb != NULL)
+        p->lease_cb(p->arg, status, 0, NULL);
+    else
+        p->cb(p->arg, status, false, NULL, 0);
+}
+
 /* Answers every check of b with an error; b is then DONE. */
 void
 sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
     b->state = BATCH_DONE;
     sl_redis_count_status(rs, status, b->nchecks);
-    for (size_t i = 0; i < b->nchecks; i++) {
-        if (b->checks[i].lease_cb != NULL)
-            b->checks[i].lease_cb(b->checks[i].arg, status, 0, NULL);
-        else
-            b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
-    }
+    for (size_t i = 0; i < b->nchecks; i++)
+        answer_error(&b->checks[i], status);
 }
 
 static void
@@ -220,6 +225,14 @@ sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
 {
     struct batch *b;
 
+    if ((b = rs->delivering) != NULL) {
+        size_t first = rs->delivered;
+
+        rs->delivering = NULL;
+        sl_redis_count_status(rs, status, b->nchecks - first);
+        for (size_t i = first; i < b->nchecks; i++)
+            answer_error(&b->checks[i], status);
+    }
     while ((b = rs->inflight) != NULL) {
         rs->inflight = b->next;
         rs->ninflight--;
@@ -431,7 +444,7 @@ reply_fits(const struct batch *b, const redisReply *reply)
 static void
 deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
 {
-    size_t r = 0, nresent = 0;
+    size_t r = 0, nanswered = 0;
 
     b->state = BATCH_DONE;
     if (b->is_reset) {
@@ -439,17 +452,19 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         b->checks[0].cb(b->checks[0].arg, SL_STORE_OK, true, NULL, 0);
         return;
     }
-    for (size_t i = 0; i < b->nchecks; i++) {
+    rs->delivering = b;
+    for (size_t i = 0; i < b->nchecks && rs->delivering == b; i++) {
         const struct pending *p = &b->checks[i];
         long long first = reply->element[r++]->integer;
         bool is_admitted = first == 1;
 
+        rs->delivered = i + 1;
         if (first == SCRIPT_NOT_SERVED && rs->cluster != NULL) {
             r += 3 * p->nbuckets;
-            nresent++;
             sl_redis_check_resend(rs, b, i);
             continue;
         }
+        nanswered++;
         if (p->nbuckets > rs->results_cap) {
             rs->results_cap = p->nbuckets;
             rs->results = sl_xrealloc(rs->results, p->nbuckets * sizeof(*rs->results));
@@ -470,7 +485,9 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         else
             p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
-    sl_redis_bump(&rs->checks, b->nchecks - nresent);
+    if (rs->delivering == b)
+        rs->delivering = NULL;
+    sl_redis_bump(&rs->checks, nanswered);
 }
 
 /* A cluster node's MOVED or ASK: b's checks go to the node named, or fail

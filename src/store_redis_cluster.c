@@ -472,6 +472,8 @@ sl_redis_cluster_redirect(struct redis_cluster *c, const char *text, bool *is_as
         snprintf(host, sizeof(host), "%.*s", (int)(colon - p - 2), p + 1);
     else
         snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
+    if (host[0] == '\0' || strpbrk(host, " \t[]") != NULL)
+        return NULL;
     node = node_get(c, host, (int)port);
     if (node == NULL)
         return NULL;

@@ -154,6 +154,11 @@ struct redis_store {
     size_t nqueued;          /* checks */
     size_t queued_bytes;
     struct batch *inflight;  /* sent, not answered; unordered */
+    /* the batch whose checks deliver() is answering, and the first of them
+     * not answered yet: a store freed from one of their callbacks fails
+     * the rest at once, as it does every other pending check */
+    struct batch *delivering;
+    size_t delivered;
     size_t ninflight;
     struct batch *free_batches;
 
