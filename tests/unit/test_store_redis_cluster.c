@@ -863,6 +863,33 @@ test_free_mid_batch(void **state)
     assert_false(second.is_admitted);
 }
 
+/* A batch delivered is over: its (reused) batch structure filled with new
+ * checks, each is answered once at free. */
+static void
+test_free_after_delivery(void **state)
+{
+    struct env *e = *state;
+    struct redis_store *a = node_at(e->c, e->a_port)->rs;
+    struct sl_store_bucket one = bucket(KEY_A), other = bucket(KEY_A2);
+    struct answer ans[3] = { { 0 } };
+    struct batch *delivered;
+
+    e->store->ops->check(e->store, &one, 1, record, &ans[0]);
+    delivered = queued(a, KEY_A);
+    answer_reply(a, KEY_A, REPLY1(ONE_ADMITTED("1000")));
+    assert_int_equal(ans[0].n, 1);
+    e->store->ops->check(e->store, &other, 1, record, &ans[1]);
+    e->store->ops->check(e->store, &one, 1, record, &ans[2]);
+    assert_ptr_equal(a->queue_head, delivered); /* from the free list */
+    assert_int_equal(delivered->nchecks, 2);
+    free_store(e);
+    assert_int_equal(ans[0].n, 1);
+    for (size_t i = 1; i < 3; i++) {
+        if (ans[i].n != 1 || ans[i].status != SL_STORE_CONNECTION)
+            fail_msg("check %zu: %d answers, status %d", i, ans[i].n, ans[i].status);
+    }
+}
+
 /* ---- a master's batches -------------------------------------------------------------- */
 
 /* Two buckets of one slot on A (KEY_A2's), and a lease operation. */
@@ -1412,6 +1439,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_free_pending, setup_mapped, teardown),
         cmocka_unit_test(test_free_from_callback),
         cmocka_unit_test_setup_teardown(test_free_mid_batch, setup_mapped, teardown),
+        cmocka_unit_test_setup_teardown(test_free_after_delivery, setup_mapped, teardown),
         cmocka_unit_test_setup_teardown(test_batch_per_master, setup_mapped, teardown),
         cmocka_unit_test_setup_teardown(test_not_served, setup_mapped, teardown),
         cmocka_unit_test_setup_teardown(test_declared_not_joined, setup_mapped, teardown),
