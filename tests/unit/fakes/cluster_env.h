@@ -434,16 +434,22 @@ unqueue(struct redis_store *rs, const char *key)
 /* b (off the queue) as if sent, answered by the link with `resp`: the
  * reply goes through on_eval_reply, redirects and READONLY included. */
 static void
-reply_batch(struct redis_store *rs, struct batch *b, const char *resp)
+mark_sent(struct redis_store *rs, struct batch *b)
 {
-    redisReply *r = reply_of(resp);
-
     b->state = BATCH_SENT;
     b->sent_us = sl_clock_now_us();
     b->next = rs->inflight;
     rs->inflight = b;
     rs->ninflight++;
-    rs->nowned++;
+    rs->nowned++; /* the link's callback, owed */
+}
+
+static void
+reply_batch(struct redis_store *rs, struct batch *b, const char *resp)
+{
+    redisReply *r = reply_of(resp);
+
+    mark_sent(rs, b);
     on_eval_reply(rs->link, r, b);
     freeReplyObject(r);
 }
