@@ -28,7 +28,6 @@
 #include <cmocka.h>
 
 #include "sluice/log.h"
-#include "store_int.h"
 
 /* store_redis.c and store_redis_cluster.c both have a static destroy():
  * the first comes from the library. */
@@ -481,22 +480,6 @@ test_split_unserved_slot(void **state)
 }
 
 /* ---- slot maps ----------------------------------------------------------------------- */
-
-static void
-apply_resp(struct redis_cluster *c, const char *resp)
-{
-    redisReply *reply = reply_of(resp);
-    struct sl_redis_slot_map map = { 0 };
-    char err[200];
-
-    if (sl_redis_slot_map_parse(reply, "127.0.0.1", &map, err, sizeof(err)) == -1)
-        fail_msg("%s", err);
-    enter(c);
-    apply_map(c, &map);
-    leave(c);
-    sl_redis_slot_map_fini(&map);
-    freeReplyObject(reply);
-}
 
 static void
 test_map_applied(void **state)
@@ -964,72 +947,6 @@ test_free_after_delivery(void **state)
 
 /* ---- a master's batches -------------------------------------------------------------- */
 
-/* Two buckets of one slot on A (KEY_A2's), and a lease operation. */
-#define KEY_A2_2 "{c}:y"
-#define TWO_NOT_SERVED ":-9\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"
-
-static void
-take(struct sl_store *store, const char *key, struct answer *ans)
-{
-    struct sl_store_bucket bk = bucket(key);
-
-    store->ops->lease(store, &bk, SL_LEASE_TAKE, 1000, 0, 1000, "ab12", record_lease, ans);
-}
-
-/* The script's arguments of one operation: its count (or k), then each
- * bucket's q p tu b c, then a lease's numbers and holder. */
-static void
-expect_args(struct sl_buf *out, const char *k, const char *const *keys, size_t n,
-            bool is_lease)
-{
-    char num[24];
-
-    sl_redis_resp_arg(out, k, strlen(k));
-    for (size_t i = 0; i < n; i++) {
-        struct sl_store_bucket bk = bucket(keys[i]);
-        struct sl_tb_params pr = { 0 };
-        int64_t v[5];
-
-        assert_int_equal(sl_tb_params_from_bucket(&pr, &bk), 0);
-        v[0] = pr.q, v[1] = pr.p, v[2] = pr.tu, v[3] = pr.burst, v[4] = pr.cost;
-        for (size_t j = 0; j < 5; j++)
-            sl_redis_resp_arg(out, num, sl_redis_fmt_i64(num, v[j]));
-    }
-    if (is_lease) {
-        sl_redis_resp_arg(out, "1000", 4);     /* milli */
-        sl_redis_resp_arg(out, "0", 1);        /* held */
-        sl_redis_resp_arg(out, "1000000", 7); /* ttl2, in us */
-        sl_redis_resp_arg(out, "ab12", 4);
-    }
-}
-
-/* A declared batch of one operation: exactly its keys and args. */
-static void
-assert_declared(const struct batch *d, const char *keys_resp, size_t nkeys, const char *k,
-                const char *const *keys, bool is_lease)
-{
-    struct sl_buf args;
-
-    sl_buf_init(&args, 4096);
-    expect_args(&args, k, keys, nkeys, is_lease);
-    assert_true(d->is_declared);
-    assert_false(d->is_asking);
-    assert_int_equal(d->nchecks, 1);
-    assert_int_equal(d->nkeys, nkeys);
-    assert_int_equal(d->nargs, is_lease ? 10 : 1 + 5 * nkeys);
-    assert_int_equal(d->keys.len, strlen(keys_resp));
-    assert_memory_equal(d->keys.data, keys_resp, d->keys.len);
-    assert_int_equal(d->args.len, args.len);
-    assert_memory_equal(d->args.data, args.data, args.len);
-    assert_int_equal(d->checks[0].keys_off, 0);
-    assert_int_equal(d->checks[0].keys_len, d->keys.len);
-    assert_int_equal(d->checks[0].args_off, 0);
-    assert_int_equal(d->checks[0].args_len, d->args.len);
-    assert_int_equal(d->checks[0].nkeys, nkeys);
-    assert_int_equal(d->checks[0].nargs, d->nargs);
-    sl_buf_fini(&args);
-}
-
 /* Checks of all of a master's slots share one batch, answered check by
  * check in order; a reset goes alone; B's checks are B's. */
 static void
@@ -1227,16 +1144,6 @@ test_readonly(void **state)
     assert_int_equal(ans[0].n + ans[1].n + ans[2].n, 3);
 }
 
-/* Answers the batch of `key` on rs with a MOVED or ASK to port. */
-static void
-redirect_to(struct redis_store *rs, const char *key, const char *kind, int port)
-{
-    char text[128];
-
-    snprintf(text, sizeof(text), "-%s %u 127.0.0.1:%d\r\n", kind, slot_of(key), port);
-    answer_reply(rs, key, text);
-}
-
 /* ---- redirects followed by a node's batch -------------------------------------------- */
 
 static void
@@ -1338,22 +1245,6 @@ test_resend_max(void **state)
     assert_null(a->queue_head);
     assert_null(b->queue_head);
     assert_int_equal(atomic_load(&a->errors_reply), 2);
-}
-
-/* The command as Redis reads it: every argument, and nothing after. */
-static void
-assert_command(const struct sl_buf *cmd, const char *const *want, size_t n)
-{
-    redisReply *r = reply_of_len(cmd->data, cmd->len);
-
-    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, n);
-    for (size_t i = 0; i < n; i++) {
-        assert_int_equal(r->element[i]->type, REDIS_REPLY_STRING);
-        if (strcmp(r->element[i]->str, want[i]) != 0)
-            fail_msg("argument %zu: \"%s\", want \"%s\"", i, r->element[i]->str, want[i]);
-    }
-    freeReplyObject(r);
 }
 
 #define SHA "0123456789abcdef0123456789abcdef01234567"
