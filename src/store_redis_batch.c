@@ -529,6 +529,11 @@ cluster_error_reply(struct redis_store *rs, struct batch *b, const redisReply *r
         sl_redis_cluster_node_down(rs->cluster);
         return true;
     }
+    if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0) {
+        /* the checks fail; the cluster may be electing a new master */
+        sl_redis_cluster_node_down(rs->cluster);
+        return false;
+    }
     return follow_redirect(rs, b, reply);
 }
 
