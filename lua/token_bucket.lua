@@ -47,12 +47,17 @@
 -- A lease operation is a check of one bucket with k = -1 (take up to `a`
 -- milli-tokens, still holding `held`) or k = -2 (give back `a`), then
 -- q p tu b c a held ttl2_us holder.
+-- A refund (Redis Cluster: a check split over nodes that one of them
+-- refused, see src/store_redis_cluster.c) is a check of one bucket with
+-- k = -3 and q p tu b c: c milli-tokens go back, never over what the
+-- bucket can hold.
 -- Returns a flat array of integers, per check: admitted (1/0), then per
 -- bucket: remaining milli-tokens, retry_ms (until c milli-tokens are there;
 -- 0 when they are; -1 when c > b: never), reset_ms (until full again).
 -- With a refused check nothing is taken and the numbers describe the
 -- buckets as they are. A lease operation answers the milli-tokens it took
--- (or took back) in place of admitted, then its bucket as a check does.
+-- (or took back) in place of admitted, then its bucket as a check does;
+-- a refund the milli-tokens it gave back.
 
 local floor, ceil = math.floor, math.ceil
 local tonumber = tonumber
@@ -276,6 +281,27 @@ local function lease_op(k, key, q, p, tu, b, a, held, ttl2, id)
     return moved
 end
 
+-- k = -3: c milli-tokens back to a bucket a split check took them from.
+-- Returns the milli-tokens given back (less when the bucket refilled meanwhile).
+local function refund(key, q, p, tu, b, c)
+    local v, t = level(key, q, p, tu, b)
+    local cap = b - lsum[key]
+    if cap < 0 then
+        cap = 0
+    end
+    local back = c * p
+    if v + back > cap * p then
+        back = cap * p - v
+    end
+    if back <= 0 then
+        return 0
+    end
+    v = v + back
+    local m = floor(v / p)
+    tok[key], rem[key], stamp[key] = m, v - m * p, t
+    return floor(back / p)
+end
+
 local ki, ai = 1, 2
 
 -- a check of k buckets, from KEYS[ki] and ARGV[ai] on
@@ -319,7 +345,15 @@ end
 for _ = 1, arg(1) do
     local k = arg(ai)
     ai = ai + 1
-    if k < 0 then
+    if k == -3 then
+        local key = KEYS[ki]
+        local q, p, tu, b, c = arg(ai), arg(ai + 1), arg(ai + 2), arg(ai + 3), arg(ai + 4)
+        ki, ai = ki + 1, ai + 5
+        local back = refund(key, q, p, tu, b, c)
+        o = o + 1
+        out[o] = back
+        report(key, q, p, tu, b, c, back > 0)
+    elseif k < 0 then
         local key = KEYS[ki]
         local q, p, tu, b, c = arg(ai), arg(ai + 1), arg(ai + 2), arg(ai + 3), arg(ai + 4)
         local a, held, ttl2 = arg(ai + 5), arg(ai + 6), arg(ai + 7)

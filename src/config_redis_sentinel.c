@@ -63,7 +63,10 @@ sl_conf_check_store_sentinel(struct loader *ld, const struct sl_store_conf *s,
     if (!s->sentinel.is_set)
         return;
     sl_conf_push_key(ld, "sentinel");
-    if (!u->is_sentinel)
+    if (u->is_cluster)
+        fail(ld, "sentinel is for a redis-sentinel:// url (a cluster url finds its nodes "
+                 "with CLUSTER SLOTS: remove the sentinel table)");
+    else if (!u->is_sentinel)
         fail(ld, "sentinel is for a redis-sentinel:// url (write url = "
                  "\"redis-sentinel://ip:26379,ip:26379/name\")");
     else if (s->sentinel.user != NULL && s->sentinel.password_file == NULL)

@@ -252,7 +252,11 @@ sl_conf_check_store_redis(struct loader *ld, struct sl_store_conf *s)
     sl_conf_check_store_sentinel(ld, s, &u);
     if (s->tls.is_set && !u.is_tls) {
         sl_conf_push_key(ld, "tls");
-        fail(ld, "tls is for a rediss:// url (write url = \"rediss://host:port\")");
+        if (u.is_cluster)
+            fail(ld, "tls is for a rediss-cluster:// url (write url = "
+                     "\"rediss-cluster://host:port,host:port\")");
+        else
+            fail(ld, "tls is for a rediss:// url (write url = \"rediss://host:port\")");
         sl_conf_pop_key(ld);
     } else if (u.is_tls && ld->nerrs == nerrs) {
         (void)build_ctx(ld, &s->tls);

@@ -53,7 +53,7 @@ send(struct sl_store *store, const char *mode, const char *name, size_t name_len
                        data_len };
 
     lens[6] = (size_t)snprintf(msbuf, sizeof(msbuf), "%llu", (unsigned long long)ms);
-    return sl_store_redis_call(store, data != NULL ? 8 : 7, argv, lens, cb, arg);
+    return sl_store_redis_call(store, name, name_len, data != NULL ? 8 : 7, argv, lens, cb, arg);
 }
 
 int

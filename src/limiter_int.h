@@ -40,6 +40,9 @@ void sl_limiter_shared_note_reset(struct sl_limiter_shared *shared);
  * leases or it cannot lease. The result owns inner. */
 struct sl_store *sl_lease_store_wrap(struct sl_store *inner, const struct sl_config *cfg,
                                      struct event_base *base);
+/* The store under a lease wrapper (the redis store itself, for commands of
+ * its own); any other store as it is. */
+struct sl_store *sl_lease_store_inner(struct sl_store *store);
 /* Lease counters go to `metrics`; a no-op for any other store. */
 void sl_lease_store_set_metrics(struct sl_store *store, struct sl_metrics_worker *metrics);
 

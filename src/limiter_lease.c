@@ -795,6 +795,13 @@ sl_lease_store_wrap(struct sl_store *inner, const struct sl_config *cfg,
     return &ls->base;
 }
 
+struct sl_store *
+sl_lease_store_inner(struct sl_store *store)
+{
+    return store != NULL && store->ops == &lease_ops ? ((struct lease_store *)store)->inner
+                                                      : store;
+}
+
 void
 sl_lease_store_set_metrics(struct sl_store *store, struct sl_metrics_worker *metrics)
 {

@@ -31,6 +31,7 @@
 
 #include "sluice/cache.h"
 #include "sluice/log.h"
+#include "store_redis_nodes.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "util/clock.h"
@@ -364,6 +365,8 @@ sl_metrics_new(unsigned nworkers, const double *buckets_s, size_t nbuckets, char
     }
     atomic_store(&m->start_time, sl_clock_wall());
     register_name(m, SL_METRICS_ROUTE, "(none)");
+    /* the per-node histograms too; kept by the node table if it has entries already */
+    (void)sl_redis_nodes_set_bounds(m->bounds_us, m->nbuckets);
     return m;
 }
 
@@ -781,37 +784,50 @@ sum_slot(const struct sl_metrics *m, enum sl_metrics_kind kind, size_t slot, siz
 }
 
 /*
- * One histogram series. `base` is the word offset of its first bucket, in a
- * slot of `kind`, or in the scalars when kind < 0. `labels` is "" or
- * `name="value",` (with the trailing comma) and goes before le.
+ * The lines of one histogram series: `counts` has nbuckets + 1 entries, per
+ * bucket (not cumulative), +Inf last; `le` the nbuckets bounds as text.
+ * `labels` is "" or `name="value",` (with the trailing comma) and goes
+ * before le.
+ */
+static void
+histogram_lines(struct out *o, const char *name, const char *labels, size_t nbuckets,
+                const char (*le)[32], const uint64_t *counts, uint64_t sum_us)
+{
+    uint64_t cumulative = 0;
+    char sum[32];
+    size_t len = strlen(labels);
+
+    for (size_t b = 0; b <= nbuckets; b++) {
+        cumulative += counts[b];
+        emit(o, "%s_bucket{%sle=\"%s\"} %" PRIu64 "\n", name, labels,
+             b < nbuckets ? le[b] : "+Inf", cumulative);
+    }
+    format_seconds(sum, sizeof(sum), sum_us);
+    /* labels without the trailing comma, or no braces at all */
+    if (len > 0)
+        emit(o, "%s_sum{%.*s} %s\n%s_count{%.*s} %" PRIu64 "\n", name, (int)len - 1, labels,
+             sum, name, (int)len - 1, labels, cumulative);
+    else
+        emit(o, "%s_sum %s\n%s_count %" PRIu64 "\n", name, sum, name, cumulative);
+}
+
+/*
+ * One histogram series of the workers' words. `base` is the word offset of
+ * its first bucket, in a slot of `kind`, or in the scalars when kind < 0.
  */
 static void
 histogram(struct out *o, const struct sl_metrics *m, const char *name, const char *labels,
           int kind, size_t slot, size_t base)
 {
-    uint64_t cumulative = 0, v;
-    char sum[32];
-    size_t len = strlen(labels);
+    uint64_t words[SL_METRICS_MAX_BUCKETS + 2];
 
     for (size_t b = 0; b <= m->nbuckets + 1; b++) {
         if (kind < 0)
-            v = sum_scalar(m, base + b);
+            words[b] = sum_scalar(m, base + b);
         else
-            v = sum_slot(m, (enum sl_metrics_kind)kind, slot, base + b);
-        if (b <= m->nbuckets) {
-            cumulative += v;
-            emit(o, "%s_bucket{%sle=\"%s\"} %" PRIu64 "\n", name, labels,
-                 b < m->nbuckets ? m->le[b] : "+Inf", cumulative);
-        } else {
-            format_seconds(sum, sizeof(sum), v);
-            /* labels without the trailing comma, or no braces at all */
-            if (len > 0)
-                emit(o, "%s_sum{%.*s} %s\n%s_count{%.*s} %" PRIu64 "\n", name, (int)len - 1,
-                     labels, sum, name, (int)len - 1, labels, cumulative);
-            else
-                emit(o, "%s_sum %s\n%s_count %" PRIu64 "\n", name, sum, name, cumulative);
-        }
+            words[b] = sum_slot(m, (enum sl_metrics_kind)kind, slot, base + b);
     }
+    histogram_lines(o, name, labels, m->nbuckets, m->le, words, words[m->nbuckets + 1]);
 }
 
 static void
@@ -975,6 +991,73 @@ render_store(struct out *o, struct sl_metrics *m)
          "Workers whose limiter is in each store state (redis, local, local_fallback, failing).");
     for (size_t s = 0; s < NSTATES; s++)
         emit(o, "sluice_store_state{state=\"%s\"} %" PRIu64 "\n", state_names[s], in_state[s]);
+}
+
+/* ---- redis nodes: counted by every worker's stores (src/store_redis_nodes.c) ---- */
+
+static void
+render_node_histograms(struct out *o, const struct sl_redis_node_stats *st, char **labels,
+                       size_t n)
+{
+    const char *name = "sluice_redis_node_call_duration_seconds";
+    char le[SL_METRICS_MAX_BUCKETS][32], series[64 + MAX_LABEL_BYTES * 3];
+
+    /* the node table's bounds: those of sl_metrics_new, unless it had entries already */
+    for (size_t b = 0; b < st[0].nbounds; b++)
+        format_seconds(le[b], sizeof(le[b]), st[0].bounds_us[b]);
+    head(o, name, "histogram",
+         "Latency of calls answered by each redis node, error replies included, summed over "
+         "the workers.");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(series, sizeof(series), "node=\"%s\",", labels[i]);
+        histogram_lines(o, name, series, st[i].nbounds, le, st[i].buckets, st[i].sum_us);
+    }
+}
+
+_Static_assert(SL_REDIS_NODE_NERRORS == NSTORE_ERRORS, "store_error_names serve both");
+
+static void
+render_redis_nodes(struct out *o)
+{
+    static const char *const redirect_names[2] = { "moved", "ask" };
+    size_t n = sl_redis_nodes_count();
+    struct sl_redis_node_stats *st;
+    char **labels;
+
+    if (n == 0)
+        return; /* no redis store has been set up: no family at all */
+    st = sl_xcalloc(n, sizeof(*st));
+    labels = sl_xcalloc(n, sizeof(*labels));
+    for (size_t i = 0; i < n; i++) {
+        sl_redis_nodes_stats(i, &st[i]);
+        labels[i] = escape_label(st[i].name);
+    }
+    head(o, "sluice_redis_node_up", "gauge",
+         "Connections to each redis node that are up now, summed over the workers.");
+    for (size_t i = 0; i < n; i++)
+        emit(o, "sluice_redis_node_up{node=\"%s\"} %" PRId64 "\n", labels[i], st[i].conns_up);
+    head(o, "sluice_redis_node_calls_total", "counter",
+         "Calls answered by each redis node, error replies included.");
+    for (size_t i = 0; i < n; i++)
+        emit(o, "sluice_redis_node_calls_total{node=\"%s\"} %" PRIu64 "\n", labels[i],
+             st[i].calls);
+    head(o, "sluice_redis_node_errors_total", "counter",
+         "Failed calls to each redis node, by kind.");
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < SL_REDIS_NODE_NERRORS; k++)
+            emit(o, "sluice_redis_node_errors_total{node=\"%s\",kind=\"%s\"} %" PRIu64 "\n",
+                 labels[i], store_error_names[k], st[i].errors[k]);
+    head(o, "sluice_redis_node_redirects_total", "counter",
+         "MOVED and ASK redirections answered by each redis cluster node, by kind.");
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < 2; k++)
+            emit(o, "sluice_redis_node_redirects_total{node=\"%s\",kind=\"%s\"} %" PRIu64 "\n",
+                 labels[i], redirect_names[k], st[i].redirects[k]);
+    render_node_histograms(o, st, labels, n);
+    for (size_t i = 0; i < n; i++)
+        free(labels[i]);
+    free(labels);
+    free(st);
 }
 
 static void
@@ -1208,6 +1291,7 @@ sl_metrics_render(struct sl_metrics *m, size_t *len)
     render_http(&o, m);
     render_limits(&o, m);
     render_store(&o, m);
+    render_redis_nodes(&o);
     render_upstreams(&o, m);
     render_consumers(&o, m);
     render_cache(&o);

@@ -141,8 +141,9 @@ idem_setup(const struct sl_phase_env *env, const struct sl_route_conf *route, vo
     c->ic = route->idempotency;
     c->metrics = env->metrics;
     c->prefix = env->cfg->store.prefix != NULL ? env->cfg->store.prefix : "sluice";
-    if (env->limiter != NULL && sl_store_is_redis(sl_limiter_store(env->limiter)))
-        c->redis = sl_limiter_store(env->limiter);
+    if (env->limiter != NULL
+        && sl_store_is_redis(sl_lease_store_inner(sl_limiter_store(env->limiter))))
+        c->redis = sl_lease_store_inner(sl_limiter_store(env->limiter));
     else
         c->table = embedded_table(env);
     route_identity(route, c->route_id);

@@ -206,6 +206,8 @@ store_names(const struct sl_config *cfg, struct sl_redis_url *url)
     has_name = url->host != NULL && sl_resolver_is_name(url->host);
     for (size_t i = 0; i < url->nsentinels; i++)
         has_name = has_name || sl_resolver_is_name(url->sentinels[i].host);
+    for (size_t i = 0; i < url->nseeds; i++)
+        has_name = has_name || sl_resolver_is_name(url->seeds[i].host);
     if (!has_name)
         sl_redis_url_fini(url);
     return has_name;
@@ -221,6 +223,10 @@ store_names_add(struct sl_resolver *r, const struct sl_redis_url *url)
     for (size_t i = 0; i < url->nsentinels; i++) {
         if (sl_resolver_is_name(url->sentinels[i].host))
             nnew += name_add(r, url->sentinels[i].host);
+    }
+    for (size_t i = 0; i < url->nseeds; i++) {
+        if (sl_resolver_is_name(url->seeds[i].host))
+            nnew += name_add(r, url->seeds[i].host);
     }
     return nnew;
 }

@@ -59,6 +59,8 @@
 #include "sluice/resolver.h"
 #include "store_int.h"
 #include "store_redis_int.h"
+#include "store_redis_nodes.h"
+#include "store_redis_slots.h"
 #include "util/alloc.h"
 
 /* ---- the script, embedded at build time ------------------------------------------ */
@@ -103,11 +105,21 @@ parse_url(const struct sl_store_conf *conf, struct sl_redis_url *u, char *err, s
     return 0;
 }
 
+static const struct sl_store_ops redis_ops;
+
+#define SWAP(T, a, b)                                                                     \
+    do {                                                                                  \
+        T swap_tmp_ = (a);                                                                \
+        (a) = (b);                                                                        \
+        (b) = swap_tmp_;                                                                  \
+    } while (0)
+
 /* ---- lifetime -------------------------------------------------------------------- */
 
 static void
 destroy(struct redis_store *rs)
 {
+    free(rs->slot_queued);
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
     sl_redis_sentinel_fini(rs);
@@ -230,6 +242,32 @@ may_queue(const struct redis_store *rs, size_t key_bytes, enum sl_store_status *
     return true;
 }
 
+/* Has the queue sent at the end of this loop pass, so the pass's other
+ * checks join: a single server's only when nothing is out or a batch is
+ * full (see the batching notes above), a cluster node's always. */
+static void
+schedule_flush(struct redis_store *rs)
+{
+    if (sl_redis_get_state(rs) == CONN_UP && !rs->is_flush_scheduled
+        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head)
+            || rs->cluster != NULL)) {
+        rs->is_flush_scheduled = true;
+        event_active(rs->flush_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static void
+queue_append(struct redis_store *rs, struct batch *b)
+{
+    if (rs->queue_tail != NULL)
+        rs->queue_tail->next = b;
+    else
+        rs->queue_head = b;
+    rs->queue_tail = b;
+    if (b->slot >= 0 && rs->slot_queued != NULL)
+        rs->slot_queued[b->slot] = b;
+}
+
 /* Records the check whose keys b just took (from keys_before on), puts a new
  * b at the end of the queue, and has the queue sent at the end of this loop
  * pass, so the pass's other checks join. */
@@ -237,13 +275,8 @@ static void
 enqueue(struct redis_store *rs, struct batch *b, bool is_new, size_t keys_before,
         struct pending p)
 {
-    if (is_new) {
-        if (rs->queue_tail != NULL)
-            rs->queue_tail->next = b;
-        else
-            rs->queue_head = b;
-        rs->queue_tail = b;
-    }
+    if (is_new)
+        queue_append(rs, b);
     if (b->nchecks == b->checks_cap) {
         b->checks_cap = b->checks_cap == 0 ? 16 : b->checks_cap * 2;
         b->checks = sl_xrealloc(b->checks, b->checks_cap * sizeof(*b->checks));
@@ -251,18 +284,29 @@ enqueue(struct redis_store *rs, struct batch *b, bool is_new, size_t keys_before
     b->checks[b->nchecks++] = p;
     rs->nqueued++;
     rs->queued_bytes += b->keys.len - keys_before; /* what batch release takes off */
-    if (sl_redis_get_state(rs) == CONN_UP && !rs->is_flush_scheduled
-        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head))) {
-        rs->is_flush_scheduled = true;
-        event_active(rs->flush_ev, EV_TIMEOUT, 0);
-    }
+    schedule_flush(rs);
 }
 
-static void
-redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
-            sl_store_cb *cb, void *arg)
+/* The queued batch a check of `slot` joins (-1: no slot, the last one), or
+ * a new one, which enqueue puts at the end of the queue. */
+static struct batch *
+batch_for(struct redis_store *rs, int slot, bool *is_new)
 {
-    struct redis_store *rs = (struct redis_store *)store;
+    struct batch *b = slot >= 0 && rs->slot_queued != NULL ? rs->slot_queued[slot]
+                                                           : rs->queue_tail;
+
+    *is_new = b == NULL || sl_redis_batch_is_full(b) || b->slot != slot;
+    if (*is_new) {
+        b = sl_redis_batch_get(rs);
+        b->slot = slot;
+    }
+    return b;
+}
+
+void
+sl_redis_node_check(struct redis_store *rs, int slot, const struct sl_store_bucket *buckets,
+                    size_t n, sl_store_cb *cb, void *arg)
+{
     size_t key_bytes = 0, keys_before;
     enum sl_store_status status;
     struct batch *b;
@@ -281,10 +325,7 @@ redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_
             goto out;
         }
     }
-    b = rs->queue_tail;
-    is_new = b == NULL || sl_redis_batch_is_full(b);
-    if (is_new)
-        b = sl_redis_batch_get(rs);
+    b = batch_for(rs, slot, &is_new);
     keys_before = b->keys.len;
     if (batch_add(rs, b, buckets, n) == -1) {
         if (is_new)
@@ -297,23 +338,32 @@ out:
     sl_redis_leave(rs);
 }
 
+static void
+redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
+            sl_store_cb *cb, void *arg)
+{
+    sl_redis_node_check((struct redis_store *)store, -1, buckets, n, cb, arg);
+}
+
 /* A lease operation: a check of one bucket with a negative count (see
  * lua/token_bucket.lua), so it shares the batches, their order, timeouts
  * and failure paths with the checks. */
+/* The script's bucket operations beside checks: k = -1 lease take, -2 lease
+ * give-back (nums and holder follow), -3 refund (nothing follows). */
 static int
-batch_add_lease(struct redis_store *rs, struct batch *b, const struct sl_store_bucket *bucket,
-                enum sl_lease_op op, const int64_t nums[3], const char *holder)
+batch_add_op(struct redis_store *rs, struct batch *b, const struct sl_store_bucket *bucket,
+             const char *k, const int64_t nums[3], const char *holder)
 {
     size_t args_before = b->args.len, keys_before = b->keys.len;
     const struct param_cache *pc = params_resp(rs, bucket);
     char tmp[21];
-    int rc = sl_redis_resp_arg(&b->args, op == SL_LEASE_TAKE ? "-1" : "-2", 2);
+    int rc = sl_redis_resp_arg(&b->args, k, 2);
 
     if (rc == 0)
         rc = sl_buf_append(&b->args, pc->resp, pc->len);
-    for (int i = 0; i < 3 && rc == 0; i++)
+    for (int i = 0; i < 3 && rc == 0 && holder != NULL; i++)
         rc = sl_redis_resp_arg(&b->args, tmp, sl_redis_fmt_i64(tmp, nums[i]));
-    if (rc == 0)
+    if (rc == 0 && holder != NULL)
         rc = sl_redis_resp_arg(&b->args, holder, strlen(holder));
     if (rc == 0)
         rc = sl_redis_resp_arg(&b->keys, bucket->key, bucket->key_len);
@@ -322,7 +372,7 @@ batch_add_lease(struct redis_store *rs, struct batch *b, const struct sl_store_b
         sl_buf_truncate(&b->keys, keys_before);
         return -1;
     }
-    b->nargs += 10;
+    b->nargs += holder != NULL ? 10 : 6;
     b->nkeys += 1;
     return 0;
 }
@@ -335,12 +385,11 @@ lease_fail_now(struct redis_store *rs, sl_store_lease_cb *cb, void *arg,
     cb(arg, status, 0, NULL);
 }
 
-static void
-redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum sl_lease_op op,
-            int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
-            sl_store_lease_cb *cb, void *arg)
+void
+sl_redis_node_lease(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+                    enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
+                    const char *holder, sl_store_lease_cb *cb, void *arg)
 {
-    struct redis_store *rs = (struct redis_store *)store;
     int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
     enum sl_store_status status;
     size_t keys_before;
@@ -358,12 +407,50 @@ redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum s
         lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
         goto out;
     }
-    b = rs->queue_tail;
-    is_new = b == NULL || sl_redis_batch_is_full(b);
-    if (is_new)
-        b = sl_redis_batch_get(rs);
+    b = batch_for(rs, slot, &is_new);
     keys_before = b->keys.len;
-    if (batch_add_lease(rs, b, bucket, op, nums, holder) == -1) {
+    if (batch_add_op(rs, b, bucket, op == SL_LEASE_TAKE ? "-1" : "-2", nums, holder) == -1) {
+        if (is_new)
+            sl_redis_batch_release(rs, b);
+        lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
+        goto out;
+    }
+    enqueue(rs, b, is_new, keys_before,
+            (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
+out:
+    sl_redis_leave(rs);
+}
+
+static void
+redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum sl_lease_op op,
+            int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
+            sl_store_lease_cb *cb, void *arg)
+{
+    sl_redis_node_lease((struct redis_store *)store, -1, bucket, op, milli, held_milli, ttl2_ms,
+                        holder, cb, arg);
+}
+
+void
+sl_redis_node_refund(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+                     sl_store_lease_cb *cb, void *arg)
+{
+    enum sl_store_status status;
+    size_t keys_before;
+    struct batch *b;
+    bool is_new;
+
+    sl_redis_enter(rs);
+    if (!may_queue(rs, bucket->key_len, &status)) {
+        lease_fail_now(rs, cb, arg, status);
+        goto out;
+    }
+    if (params_resp(rs, bucket) == NULL) {
+        lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
+        goto out;
+    }
+    b = batch_for(rs, slot, &is_new);
+    keys_before = b->keys.len;
+    if (batch_add_op(rs, b, bucket, "-3", NULL, NULL) == -1) {
         if (is_new)
             sl_redis_batch_release(rs, b);
         lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
@@ -378,10 +465,10 @@ out:
 /* A DEL of its own, queued like a check: it shares the connection's
  * timeouts, failure paths and ordering, and no script change is needed, as
  * an absent key is the script's full bucket. */
-static void
-redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb, void *arg)
+void
+sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t key_len,
+                    sl_store_cb *cb, void *arg)
 {
-    struct redis_store *rs = (struct redis_store *)store;
     enum sl_store_status status;
     struct batch *b;
 
@@ -391,6 +478,7 @@ redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb
         goto out;
     }
     b = sl_redis_batch_get(rs);
+    b->slot = slot;
     b->is_reset = true;
     if (sl_redis_resp_arg(&b->keys, key, key_len) == -1) {
         sl_redis_batch_release(rs, b);
@@ -401,6 +489,61 @@ redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb
     enqueue(rs, b, true, 0, (struct pending){ .cb = cb, .arg = arg, .nbuckets = 0 });
 out:
     sl_redis_leave(rs);
+}
+
+bool
+sl_redis_is_store(const struct sl_store *store)
+{
+    return store != NULL && (store->ops == &redis_ops || sl_redis_cluster_is(store));
+}
+
+struct redis_store *
+sl_redis_store_for_key(struct sl_store *store, const char *key, size_t key_len)
+{
+    if (store == NULL)
+        return NULL;
+    if (store->ops == &redis_ops)
+        return (struct redis_store *)store;
+    return sl_redis_cluster_node_for(store, key, key_len);
+}
+
+static void
+redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb, void *arg)
+{
+    sl_redis_node_reset((struct redis_store *)store, -1, key, key_len, cb, arg);
+}
+
+void
+sl_redis_batch_move(struct redis_store *from, struct batch *b, struct redis_store *to,
+                    bool is_asking)
+{
+    enum sl_store_status status;
+    struct batch *nb;
+
+    if (!may_queue(to, 0, &status)) {
+        sl_redis_batch_fail(from, b, status);
+        return;
+    }
+    nb = sl_redis_batch_get(to);
+    SWAP(struct sl_buf, nb->keys, b->keys);
+    SWAP(struct sl_buf, nb->args, b->args);
+    SWAP(struct pending *, nb->checks, b->checks);
+    SWAP(size_t, nb->checks_cap, b->checks_cap);
+    nb->nchecks = b->nchecks;
+    nb->nkeys = b->nkeys;
+    nb->nargs = b->nargs;
+    nb->slot = b->slot;
+    nb->is_reset = b->is_reset;
+    nb->is_asking = is_asking;
+    nb->redirects = b->redirects + 1;
+    b->nchecks = 0;
+    /* its own batch: later checks of the slot must not ride on an ASKING */
+    queue_append(to, nb);
+    if (nb->slot >= 0 && to->slot_queued != NULL && to->slot_queued[nb->slot] == nb)
+        to->slot_queued[nb->slot] = NULL;
+    to->nqueued += nb->nchecks;
+    to->queued_bytes += nb->keys.len;
+    schedule_flush(to);
 }
 
 static bool
@@ -458,6 +601,72 @@ sl_store_redis_new(const struct sl_store_conf *conf, struct event_base *base, ch
     return sl_store_redis_new_resolved(conf, base, NULL, err, err_size);
 }
 
+/* "host:port", "[v6]:port" or "unix:path": log lines and metrics name a
+ * server so, never with credentials. */
+static char *
+server_name_of(const char *host, int port, const char *path)
+{
+    char name[512];
+
+    if (path != NULL)
+        snprintf(name, sizeof(name), "unix:%s", path);
+    else if (strchr(host, ':') != NULL)
+        snprintf(name, sizeof(name), "[%s]:%d", host, port);
+    else
+        snprintf(name, sizeof(name), "%s:%d", host, port);
+    return sl_xstrdup(name);
+}
+
+/* The parts every store starts with, once url, name and TLS are set. */
+static void
+store_start(struct redis_store *rs, struct event_base *base, uint64_t timeout_ms)
+{
+    rs->base.ops = &redis_ops;
+    rs->evbase = base;
+    rs->timeout_ms = timeout_ms;
+    rs->script = sl_token_bucket_lua;
+    rs->script_len = strlen(sl_token_bucket_lua);
+    rs->backoff_ms = BACKOFF_MIN_MS;
+    if (rs->sentinel == NULL && !rs->url.is_sentinel)
+        rs->node = sl_redis_node_get(rs->name); /* Sentinel: the master's, at each connect */
+    sl_redis_batch_init(rs);
+    sl_redis_conn_init(rs);
+}
+
+static void
+store_connect(struct redis_store *rs)
+{
+    sl_redis_set_state(rs, CONN_DOWN);
+    sl_redis_enter(rs);
+    sl_redis_connect_now(rs);
+    sl_redis_leave(rs);
+}
+
+struct redis_store *
+sl_redis_node_new(struct event_base *base, const struct redis_node_spec *spec,
+                  struct redis_cluster *cluster)
+{
+    struct redis_store *rs = sl_xcalloc(1, sizeof(*rs));
+
+    rs->url = (struct sl_redis_url){
+        .is_tls = spec->url->is_tls, .host = sl_xstrdup(spec->host), .port = spec->port,
+        .user = spec->url->user != NULL ? sl_xstrdup(spec->url->user) : NULL,
+        .password = spec->url->password != NULL ? sl_xstrdup(spec->url->password) : NULL,
+    };
+    rs->name = server_name_of(spec->host, spec->port, NULL);
+    if (spec->ssl_ctx != NULL) {
+        SSL_CTX_up_ref(spec->ssl_ctx);
+        rs->ssl_ctx = spec->ssl_ctx;
+        rs->server_name = spec->server_name != NULL ? sl_xstrdup(spec->server_name) : NULL;
+        rs->is_tls_verify = spec->is_tls_verify;
+    }
+    rs->cluster = cluster;
+    rs->slot_queued = sl_xcalloc(SL_REDIS_SLOTS, sizeof(*rs->slot_queued));
+    store_start(rs, base, spec->timeout_ms);
+    store_connect(rs);
+    return rs;
+}
+
 struct sl_store *
 sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base *base,
                             struct sl_resolver *resolver, char *err, size_t err_size)
@@ -469,21 +678,17 @@ sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base 
         free(rs);
         return NULL;
     }
-    rs->base.ops = &redis_ops;
-    rs->evbase = base;
-    rs->timeout_ms = conf->timeout_ms;
-    rs->script = sl_token_bucket_lua;
-    rs->script_len = strlen(sl_token_bucket_lua);
-    rs->backoff_ms = BACKOFF_MIN_MS;
-    if (rs->url.is_sentinel)
+    if (rs->url.is_cluster) {
+        sl_redis_url_fini(&rs->url);
+        free(rs);
+        return sl_redis_cluster_new(conf, base, resolver, err, err_size);
+    }
+    if (rs->url.is_sentinel) {
         snprintf(name, sizeof(name), "master \"%s\"", rs->url.master_name);
-    else if (rs->url.path != NULL)
-        snprintf(name, sizeof(name), "unix:%s", rs->url.path);
-    else if (strchr(rs->url.host, ':') != NULL)
-        snprintf(name, sizeof(name), "[%s]:%d", rs->url.host, rs->url.port);
-    else
-        snprintf(name, sizeof(name), "%s:%d", rs->url.host, rs->url.port);
-    rs->name = sl_xstrdup(name);
+        rs->name = sl_xstrdup(name);
+    } else {
+        rs->name = server_name_of(rs->url.host, rs->url.port, rs->url.path);
+    }
     if (rs->url.is_tls) {
         if (conf->tls.ssl_ctx == NULL) {
             /* config builds it for every rediss:// url it accepts */
@@ -498,17 +703,13 @@ sl_store_redis_new_resolved(const struct sl_store_conf *conf, struct event_base 
         rs->server_name = conf->tls.server_name != NULL ? sl_xstrdup(conf->tls.server_name) : NULL;
         rs->is_tls_verify = conf->tls.is_verify;
     }
+    store_start(rs, base, conf->timeout_ms);
     rs->resolver = resolver;
     /* NULL when the conf that named it is gone already: the link looks it up */
     if (resolver != NULL && rs->url.host != NULL && sl_resolver_is_name(rs->url.host))
         rs->dns = sl_resolver_ref(resolver, rs->url.host);
-    sl_redis_batch_init(rs);
-    sl_redis_conn_init(rs);
     if (rs->url.is_sentinel)
         sl_redis_sentinel_init(rs, conf);
-    sl_redis_set_state(rs, CONN_DOWN);
-    sl_redis_enter(rs);
-    sl_redis_connect_now(rs);
-    sl_redis_leave(rs);
+    store_connect(rs);
     return &rs->base;
 }

@@ -17,8 +17,10 @@
 
 #include "sluice/log.h"
 #include "store_redis_int.h"
+#include "store_redis_nodes.h"
 #include "util/alloc.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/text.h"
 #include "util/timeval.h"
 
@@ -110,6 +112,9 @@ sl_redis_batch_get(struct redis_store *rs)
     b->is_retried = false;
     b->is_orphan = false;
     b->is_reset = false;
+    b->is_asking = false;
+    b->redirects = 0;
+    b->slot = -1;
     b->nchecks = b->nkeys = b->nargs = 0;
     return b;
 }
@@ -144,6 +149,7 @@ void
 sl_redis_count_status(struct redis_store *rs, enum sl_store_status status, uint64_t n)
 {
     sl_redis_bump(&rs->checks, n);
+    sl_redis_node_error(rs->node, (int)status, n);
     if (status == SL_STORE_TIMEOUT)
         sl_redis_bump(&rs->errors_timeout, n);
     else if (status == SL_STORE_CONNECTION)
@@ -153,8 +159,8 @@ sl_redis_count_status(struct redis_store *rs, enum sl_store_status status, uint6
 }
 
 /* Answers every check of b with an error; b is then DONE. */
-static void
-batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
+void
+sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
     b->state = BATCH_DONE;
     sl_redis_count_status(rs, status, b->nchecks);
@@ -187,6 +193,8 @@ queue_pop(struct redis_store *rs)
     rs->queue_head = b->next;
     if (rs->queue_head == NULL)
         rs->queue_tail = NULL;
+    if (b->slot >= 0 && rs->slot_queued != NULL && rs->slot_queued[b->slot] == b)
+        rs->slot_queued[b->slot] = NULL;
     rs->nqueued -= b->nchecks;
     rs->queued_bytes -= b->keys.len;
     return b;
@@ -198,7 +206,7 @@ sl_redis_fail_queue(struct redis_store *rs, enum sl_store_status status)
     while (rs->queue_head != NULL) {
         struct batch *b = queue_pop(rs);
 
-        batch_fail(rs, b, status);
+        sl_redis_batch_fail(rs, b, status);
         sl_redis_batch_release(rs, b);
     }
 }
@@ -216,7 +224,7 @@ sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
         rs->inflight = b->next;
         rs->ninflight--;
         evtimer_del(b->timer);
-        batch_fail(rs, b, status);
+        sl_redis_batch_fail(rs, b, status);
     }
     sl_redis_fail_queue(rs, status);
 }
@@ -455,6 +463,31 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
     }
 }
 
+/* A cluster node's MOVED or ASK: b's checks go to the node named, or fail
+ * once they were redirected NODE_REDIRECTS_MAX times. False when the reply
+ * is another error. */
+static bool
+follow_redirect(struct redis_store *rs, struct batch *b, const redisReply *reply)
+{
+    bool is_ask;
+    struct redis_store *to = sl_redis_cluster_redirect(rs->cluster, reply->str, &is_ask);
+
+    if (to == NULL)
+        return false;
+    sl_redis_node_redirect(rs->node, is_ask);
+    if (b->redirects >= NODE_REDIRECTS_MAX) {
+        if (!rs->is_logged_reply_error) {
+            sl_log_warnx("redis %s: still redirected after %u redirects: %s", rs->name,
+                         b->redirects, reply->str);
+            rs->is_logged_reply_error = true;
+        }
+        sl_redis_batch_fail(rs, b, SL_STORE_REPLY);
+        return true;
+    }
+    sl_redis_batch_move(rs, b, to, is_ask);
+    return true;
+}
+
 static void
 on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
 {
@@ -464,6 +497,8 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
 
     sl_redis_enter(rs);
     rs->nowned--;
+    if (reply != NULL && link == rs->link)
+        sl_redis_node_call(rs->node, sl_clock_now_us() - b->sent_us);
     if (b->state == BATCH_DONE) {
         /* answered already: it timed out, or conn_down failed it */
         if (b->is_orphan && link == rs->link && reply != NULL)
@@ -478,7 +513,7 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
             sl_redis_conn_down(rs, SL_STORE_CONNECTION, "connection lost");
         } else {
             inflight_remove(rs, b);
-            batch_fail(rs, b, SL_STORE_CONNECTION);
+            sl_redis_batch_fail(rs, b, SL_STORE_CONNECTION);
         }
         sl_redis_batch_release(rs, b);
         goto out;
@@ -496,7 +531,7 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
             rs->nowned++;
         inflight_remove(rs, b);
         if (send_batch(rs, b) == -1) {
-            batch_fail(rs, b, SL_STORE_CONNECTION);
+            sl_redis_batch_fail(rs, b, SL_STORE_CONNECTION);
             sl_redis_batch_release(rs, b);
         }
         goto out;
@@ -509,6 +544,11 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         goto out;
     }
     inflight_remove(rs, b);
+    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && follow_redirect(rs, b, reply)) {
+        sl_redis_batch_release(rs, b);
+        sl_redis_flush(rs);
+        goto out;
+    }
     if (reply_fits(b, reply)) {
         rs->is_logged_reply_error = false;
         deliver(rs, b, reply);
@@ -518,7 +558,7 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
             rs->is_logged_reply_error = true;
         }
-        batch_fail(rs, b, SL_STORE_REPLY);
+        sl_redis_batch_fail(rs, b, SL_STORE_REPLY);
     }
     sl_redis_batch_release(rs, b);
     sl_redis_flush(rs);
@@ -527,6 +567,21 @@ out:
 }
 
 /* ---- sending --------------------------------------------------------------------- */
+
+#define ASKING "*1\r\n$6\r\nASKING\r\n"
+
+/* An error here shows in the call behind it too. */
+static void
+on_asking_reply(struct sl_redis_link *link, void *r, void *privdata)
+{
+    struct redis_store *rs = privdata;
+
+    (void)link;
+    (void)r;
+    sl_redis_enter(rs);
+    rs->nowned--;
+    sl_redis_leave(rs);
+}
 
 /* b's command into rs->cmd, RESP by hand: EVALSHA sha numkeys key...
  * nchecks args..., or DEL key for a reset. -1 past CMD_BUF_MAX, which keys
@@ -568,8 +623,12 @@ send_batch(struct redis_store *rs, struct batch *b)
      * a visible share of each decision. */
     if (format_call(rs, b) == -1)
         return -1;
+    if (b->is_asking && sl_redis_link_send(rs->link, ASKING, sizeof(ASKING) - 1,
+                                           on_asking_reply, rs) == 0)
+        rs->nowned++;
     if (sl_redis_link_send(rs->link, rs->cmd.data, rs->cmd.len, on_eval_reply, b) == -1)
         return -1;
+    b->sent_us = sl_clock_now_us();
     rs->nowned++;
     b->state = BATCH_SENT;
     b->next = rs->inflight;
@@ -588,15 +647,18 @@ send_batch(struct redis_store *rs, struct batch *b)
 void
 sl_redis_flush(struct redis_store *rs)
 {
+    size_t inflight_max = rs->cluster != NULL ? NODE_INFLIGHT_MAX : INFLIGHT_MAX;
+
     while (sl_redis_get_state(rs) == CONN_UP && rs->queue_head != NULL
-           && rs->ninflight < INFLIGHT_MAX) {
+           && rs->ninflight < inflight_max) {
         struct batch *b;
 
-        if (rs->ninflight > 0 && !sl_redis_batch_is_full(rs->queue_head))
+        if (rs->cluster == NULL && rs->ninflight > 0
+            && !sl_redis_batch_is_full(rs->queue_head))
             break;
         b = queue_pop(rs);
         if (send_batch(rs, b) == -1) {
-            batch_fail(rs, b, SL_STORE_CONNECTION);
+            sl_redis_batch_fail(rs, b, SL_STORE_CONNECTION);
             sl_redis_batch_release(rs, b);
         }
     }
@@ -630,7 +692,7 @@ on_batch_timeout(evutil_socket_t fd, short what, void *arg)
     inflight_remove(rs, b);
     b->is_orphan = true;
     sl_redis_orphan_added(rs);
-    batch_fail(rs, b, SL_STORE_TIMEOUT);
+    sl_redis_batch_fail(rs, b, SL_STORE_TIMEOUT);
     if (rs->norphans > ORPHANS_MAX) {
         snprintf(why, sizeof(why), "%u calls not answered within %llu ms", rs->norphans,
                  (unsigned long long)rs->timeout_ms);

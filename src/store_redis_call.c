@@ -20,6 +20,7 @@ struct call {
     struct event *timer;
     sl_store_reply_cb *cb;
     void *arg; /* NULL once answered */
+    struct redis_cluster *cluster;
 };
 
 static void
@@ -49,8 +50,14 @@ static void
 call_reply(struct sl_redis_link *link, void *reply, void *privdata)
 {
     struct call *call = privdata;
+    const redisReply *r = reply;
+    bool is_ask;
 
     (void)link;
+    /* the caller sees the MOVED as a failure; the map is asked again for
+     * the next command (an ASK needs no change) */
+    if (call->cluster != NULL && r != NULL && r->type == REDIS_REPLY_ERROR)
+        (void)sl_redis_cluster_redirect(call->cluster, r->str, &is_ask);
     call_answer(call, reply);
     event_free(call->timer);
     free(call);
@@ -59,21 +66,22 @@ call_reply(struct sl_redis_link *link, void *reply, void *privdata)
 bool
 sl_store_is_redis(const struct sl_store *store)
 {
-    return store != NULL && strcmp(store->ops->name, "redis") == 0;
+    return sl_redis_is_store(store);
 }
 
 int
-sl_store_redis_call(struct sl_store *store, int argc, const char **argv, const size_t *lens,
-                    sl_store_reply_cb *cb, void *arg)
+sl_store_redis_call(struct sl_store *store, const char *key, size_t key_len, int argc,
+                    const char **argv, const size_t *lens, sl_store_reply_cb *cb, void *arg)
 {
-    struct redis_store *rs = (struct redis_store *)store;
+    struct redis_store *rs = sl_redis_store_for_key(store, key, key_len);
     struct call *call;
 
-    if (!sl_store_is_redis(store) || sl_redis_get_state(rs) != CONN_UP || rs->link == NULL)
+    if (rs == NULL || sl_redis_get_state(rs) != CONN_UP || rs->link == NULL)
         return -1;
     call = sl_xcalloc(1, sizeof(*call));
     call->cb = cb;
     call->arg = arg;
+    call->cluster = rs->cluster;
     call->timer = evtimer_new(rs->evbase, call_timeout, call);
     if (sl_redis_link_send_argv(rs->link, argc, argv, lens, call_reply, call) != 0) {
         event_free(call->timer);

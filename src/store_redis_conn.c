@@ -20,6 +20,7 @@
 #include "sluice/log.h"
 #include "sluice/resolver.h"
 #include "store_redis_int.h"
+#include "store_redis_nodes.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/timeval.h"
@@ -69,6 +70,7 @@ sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const ch
         rs->is_logged_down = true;
     }
     if (was_up) {
+        sl_redis_node_conn(rs->node, -1);
         rs->backoff_ms = BACKOFF_MIN_MS;
         schedule_reconnect(rs, 0);
     } else {
@@ -77,6 +79,8 @@ sl_redis_conn_down(struct redis_store *rs, enum sl_store_status status, const ch
     }
     sl_redis_fail_all(rs, status);
     sl_redis_link_free(link);
+    if (rs->cluster != NULL && !rs->is_freeing)
+        sl_redis_cluster_node_down(rs->cluster);
 }
 
 /* ---- link callbacks -------------------------------------------------------------- */
@@ -168,6 +172,7 @@ on_script_loaded(struct sl_redis_link *link, void *r, void *privdata)
         evtimer_del(rs->connect_timer);
         evtimer_del(rs->queue_timer);
         sl_redis_set_state(rs, CONN_UP);
+        sl_redis_node_conn(rs->node, +1);
         rs->is_accepting = false;
         rs->backoff_ms = BACKOFF_MIN_MS;
         sl_redis_bump(&rs->connects, 1);
@@ -380,6 +385,17 @@ resolved_target(struct redis_store *rs, struct sl_redis_target *t, char *host, s
     return 0;
 }
 
+/* The master's counters: per address, so a failover shows as a new node. */
+static struct sl_redis_node *
+sentinel_master_node(const struct sl_redis_target *t)
+{
+    char name[NI_MAXHOST + 16];
+
+    snprintf(name, sizeof(name), strchr(t->host, ':') != NULL ? "[%s]:%d" : "%s:%d", t->host,
+             t->port);
+    return sl_redis_node_get(name);
+}
+
 void
 sl_redis_connect_now(struct redis_store *rs)
 {
@@ -393,8 +409,11 @@ sl_redis_connect_now(struct redis_store *rs)
 
     if (rs->is_freeing || rs->link != NULL)
         return;
-    if (rs->sentinel != NULL && !sl_redis_sentinel_target(rs, &target))
-        return; /* the sentinels are asked; they call again */
+    if (rs->sentinel != NULL) {
+        if (!sl_redis_sentinel_target(rs, &target))
+            return; /* the sentinels are asked; they call again */
+        rs->node = sentinel_master_node(&target);
+    }
     if (rs->dns == NULL || resolved_target(rs, &target, host, sizeof(host), err, sizeof(err)) == 0)
         rs->link = sl_redis_link_new(rs->evbase, &target, &sl_redis_reply_functions, rs->replies,
                                      LINK_OUT_MAX, on_link_down, rs, err, sizeof(err));

@@ -11,7 +11,10 @@
  *   store_redis_batch.c  batches of checks, EVALSHA and NOSCRIPT recovery,
  *                        reply parsing into a pool of elements;
  *   store_redis_sentinel.c  redis-sentinel:// urls: the master asked of the
- *                        sentinels, and +switch-master followed.
+ *                        sentinels, and +switch-master followed;
+ *   store_redis_cluster.c   redis-cluster:// urls: a store of stores, one
+ *                        redis_store per node, the slot map, redirects,
+ *                        checks split over nodes (take, then refund).
  * Everything here runs on the worker that owns the store, except the
  * counters and `state`, which other threads read with relaxed atomics.
  */
@@ -32,13 +35,19 @@
 
 struct event;
 struct event_base;
+struct redis_cluster;
 struct reply_pool;
 struct sentinel;
+struct sl_redis_node;
 struct sl_store_conf;
 
 #define BATCH_CHECKS 128            /* checks per script call */
 #define BATCH_BYTES (256u << 10)    /* key bytes per script call */
 #define INFLIGHT_MAX 4              /* calls out at once (only full ones beyond the first) */
+/* A cluster node's calls each carry one slot (Redis refuses a script call
+ * whose keys span slots), so it sends every queued call at once instead. */
+#define NODE_INFLIGHT_MAX 512
+#define NODE_REDIRECTS_MAX 2        /* MOVED or ASK followed per call, then SL_STORE_REPLY */
 #define QUEUE_CHECKS 8192           /* checks waiting to be sent; past it: SL_STORE_TIMEOUT */
 #define QUEUE_BYTES (16u << 20)     /* key bytes waiting to be sent */
 #define BACKOFF_MIN_MS 100
@@ -83,6 +92,10 @@ struct batch {
     bool is_retried;         /* NOSCRIPT retry done */
     bool is_orphan;          /* timed out: its checks are answered, its reply is dropped */
     bool is_reset;           /* one DEL of its one key (sl_store_reset), not a script call */
+    bool is_asking;          /* cluster: ASKING goes first (an ASK redirect) */
+    unsigned redirects;      /* cluster: MOVED and ASK followed so far */
+    int slot;                /* cluster: the one slot of its keys; else -1 */
+    uint64_t sent_us;        /* when it went out, for the node's latency */
     struct pending *checks;
     size_t nchecks;
     size_t checks_cap;
@@ -119,6 +132,9 @@ struct redis_store {
     unsigned dns_turn;          /* which of its addresses the next connect takes */
     bool is_tls_verify;
     struct sentinel *sentinel;  /* redis-sentinel:// url; else NULL */
+    struct redis_cluster *cluster; /* a node of a redis-cluster:// store; else NULL */
+    struct batch **slot_queued; /* cluster node: the queued batch taking each slot's checks */
+    struct sl_redis_node *node; /* this server's process-wide counters (metrics) */
     struct sl_redis_link *link;
     _Atomic int state;       /* enum conn_state; read by is_up from any thread */
     bool is_accepting;       /* CONNECTING: still within timeout_ms, checks may queue */
@@ -242,6 +258,61 @@ void sl_redis_sentinel_fini(struct redis_store *rs);
 bool sl_redis_sentinel_target(struct redis_store *rs, struct sl_redis_target *t);
 /* The connection to the master is gone: ask the sentinels again. */
 void sl_redis_sentinel_forget(struct redis_store *rs);
+
+/* ---- the node interface, for store_redis_cluster.c -------------------------------- */
+
+/* A node of a cluster: the url's user, password and TLS, at host:port. */
+struct redis_node_spec {
+    const struct sl_redis_url *url;
+    const char *host;
+    int port;
+    uint64_t timeout_ms;
+    struct ssl_ctx_st *ssl_ctx;
+    const char *server_name;
+    bool is_tls_verify;
+};
+struct redis_store *sl_redis_node_new(struct event_base *base, const struct redis_node_spec *spec,
+                                      struct redis_cluster *cluster);
+/* The store interface with the slot of the keys, which the node's batches
+ * must not mix; a refund gives one bucket's cost back (lua/token_bucket.lua,
+ * k = -3) and answers as a lease operation does. */
+void sl_redis_node_check(struct redis_store *rs, int slot, const struct sl_store_bucket *buckets,
+                         size_t n, sl_store_cb *cb, void *arg);
+void sl_redis_node_lease(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+                         enum sl_lease_op op, int64_t milli, int64_t held_milli,
+                         uint64_t ttl2_ms, const char *holder, sl_store_lease_cb *cb, void *arg);
+void sl_redis_node_refund(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+                          sl_store_lease_cb *cb, void *arg);
+void sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t key_len,
+                         sl_store_cb *cb, void *arg);
+/* Hands b's checks (b came back from another node with a redirect) to `to`,
+ * at the end of its queue; they fail at once when `to` cannot take them. */
+void sl_redis_batch_move(struct redis_store *from, struct batch *b, struct redis_store *to,
+                         bool is_asking);
+void sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status);
+
+/* The redis store a command about `key` goes to: `store` itself, or a
+ * cluster's master of the key's slot; NULL for any other store. */
+struct redis_store *sl_redis_store_for_key(struct sl_store *store, const char *key,
+                                           size_t key_len);
+/* A redis store, single server or cluster. */
+bool sl_redis_is_store(const struct sl_store *store);
+
+/* ---- store_redis_cluster.c ----------------------------------------------------------- */
+
+struct sl_store *sl_redis_cluster_new(const struct sl_store_conf *conf, struct event_base *base,
+                                      struct sl_resolver *resolver, char *err, size_t err_size);
+/* A node answered MOVED or ASK (`text`, the error reply): the node the
+ * checks go to instead, NULL when the text is no redirect. A MOVED has the
+ * slot map asked again. */
+struct redis_store *sl_redis_cluster_redirect(struct redis_cluster *c, const char *text,
+                                              bool *is_ask);
+/* The master of key's slot when store is a cluster; else NULL. */
+struct redis_store *sl_redis_cluster_node_for(struct sl_store *store, const char *key,
+                                              size_t key_len);
+bool sl_redis_cluster_is(const struct sl_store *store);
+/* A node's connection went down: the map may have changed. */
+void sl_redis_cluster_node_down(struct redis_cluster *c);
 
 /* Decimal text of v plus a NUL; returns the length without the NUL. */
 size_t sl_redis_fmt_i64(char *out, int64_t v);

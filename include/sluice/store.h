@@ -156,13 +156,15 @@ typedef void sl_store_reply_cb(void *arg, const struct redisReply *reply);
 /* Is `store` the redis one? */
 bool sl_store_is_redis(const struct sl_store *store);
 /*
- * Sends one command (argv, binary-safe) over the redis store's connection;
- * cb is called exactly once, after this returns, with the reply or NULL
- * after store.timeout. -1 (cb never called) when the store is not redis or
- * its connection is not up.
+ * Sends one command (argv, binary-safe) about one key (key, key_len: with
+ * Redis Cluster, the node of its slot takes it) over the redis store's
+ * connection; cb is called exactly once, after this returns, with the reply
+ * or NULL after store.timeout. -1 (cb never called) when the store is not
+ * redis or the connection is not up.
  */
-int sl_store_redis_call(struct sl_store *store, int argc, const char **argv, const size_t *lens,
-                        sl_store_reply_cb *cb, void *arg);
+int sl_store_redis_call(struct sl_store *store, const char *key, size_t key_len, int argc,
+                        const char **argv, const size_t *lens, sl_store_reply_cb *cb,
+                        void *arg);
 
 /* The embedded store's table, shared by all workers (thread-safe); bounded to
  * max_keys live buckets, buckets reclaimed once full again. Free it after

@@ -19,8 +19,10 @@
 
 #define HOST_MAX 255
 #define USAGE "use redis://[user:password@]host[:port][/db], rediss://... (TLS), " \
-              "unix:/path[?db=N] or redis-sentinel://ip[:port][,ip[:port]...]/name[/db]"
+              "unix:/path[?db=N], redis-sentinel://ip[:port][,ip[:port]...]/name[/db] or " \
+              "redis-cluster://host[:port][,host[:port]...] (rediss-cluster:// for TLS)"
 #define SENTINEL_USAGE "write redis-sentinel://ip[:port][,ip[:port]...]/name[/db]"
+#define CLUSTER_USAGE "write redis-cluster://host[:port][,host[:port]...][/0]"
 #define MASK "********"
 
 /* Percent-decodes [s, s+len) into a new string; NULL on a bad escape or %00. */
@@ -273,30 +275,52 @@ parse_tcp(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
     return 0;
 }
 
-/* One Sentinel's ip[:port] in [p, end), appended to u->sentinels. Names
- * are refused: the store connects to Sentinels without a lookup, and a
- * lookup on a worker would block it. */
-static int
-add_sentinel(const char *p, const char *end, struct sl_redis_url *u, char *err, size_t err_size)
-{
-    struct sl_redis_url tmp = { 0 };
+/* A list of nodes written host[:port],host[:port]...: Sentinels or cluster
+ * seeds. Host names are kept as written: the daemon's resolver looks them
+ * up, never a worker. */
+struct addr_list_kind {
+    const char *what;  /* "sentinel", "cluster node" */
+    const char *usage; /* how to write the url */
+    size_t max;
+    int default_port;
+};
 
-    if (u->nsentinels == SL_REDIS_SENTINELS_MAX) {
-        snprintf(err, err_size, "more than %d sentinels", SL_REDIS_SENTINELS_MAX);
-        return -1;
+static const struct addr_list_kind sentinel_kind = {
+    "sentinel", SENTINEL_USAGE, SL_REDIS_SENTINELS_MAX, SL_REDIS_SENTINEL_PORT
+};
+static const struct addr_list_kind cluster_kind = {
+    "cluster node", CLUSTER_USAGE, SL_REDIS_SEEDS_MAX, SL_REDIS_DEFAULT_PORT
+};
+
+/* The comma-separated host[:port] list in [p, end) into a new *addrs. */
+static int
+parse_addr_list(const char *p, const char *end, const struct addr_list_kind *kind,
+                struct sl_redis_addr **addrs, size_t *n, char *err, size_t err_size)
+{
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *seg_end = comma != NULL ? comma : end;
+        struct sl_redis_url tmp = { 0 };
+
+        if (*n == kind->max) {
+            snprintf(err, err_size, "more than %zu %ss", kind->max, kind->what);
+            return -1;
+        }
+        if (p == seg_end) {
+            snprintf(err, err_size, "empty %s address (%s)", kind->what, kind->usage);
+            return -1;
+        }
+        if (parse_host_port(p, seg_end, kind->default_port, &tmp, err, err_size) == -1) {
+            free(tmp.host);
+            return -1;
+        }
+        if (*addrs == NULL)
+            *addrs = sl_xcalloc(kind->max, sizeof(**addrs));
+        (*addrs)[(*n)++] = (struct sl_redis_addr){ tmp.host, tmp.port };
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
     }
-    if (p == end) {
-        snprintf(err, err_size, "empty sentinel address (%s)", SENTINEL_USAGE);
-        return -1;
-    }
-    if (parse_host_port(p, end, SL_REDIS_SENTINEL_PORT, &tmp, err, err_size) == -1) {
-        free(tmp.host);
-        return -1;
-    }
-    if (u->sentinels == NULL)
-        u->sentinels = sl_xcalloc(SL_REDIS_SENTINELS_MAX, sizeof(*u->sentinels));
-    u->sentinels[u->nsentinels++] = (struct sl_redis_addr){ tmp.host, tmp.port };
-    return 0;
 }
 
 /* The master's name as Sentinel knows it: printable ASCII, none of " /%@,?#". */
@@ -330,16 +354,9 @@ parse_sentinel(const char *p, struct sl_redis_url *u, char *err, size_t err_size
             return -1;
         p = at + 1;
     }
-    for (;;) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *seg_end = comma != NULL ? comma : end;
-
-        if (add_sentinel(p, seg_end, u, err, err_size) == -1)
-            return -1;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
+    if (parse_addr_list(p, end, &sentinel_kind, &u->sentinels, &u->nsentinels, err,
+                        err_size) == -1)
+        return -1;
     name = *end == '/' ? end + 1 : end;
     if (strpbrk(name, "?#") != NULL) {
         snprintf(err, err_size, "query and fragment are not supported (%s)", SENTINEL_USAGE);
@@ -359,6 +376,51 @@ parse_sentinel(const char *p, struct sl_redis_url *u, char *err, size_t err_size
         return -1;
     }
     return 0;
+}
+
+/* What may follow the seeds: nothing, "/" or "/0". A cluster has only db 0
+ * (SELECT is refused in cluster mode), so another db is an error rather
+ * than a silent db 0. */
+static int
+parse_cluster_path(const char *s, char *err, size_t err_size)
+{
+    long db;
+
+    if (strpbrk(s, "?#") != NULL) {
+        snprintf(err, err_size, "query and fragment are not supported (%s)", CLUSTER_USAGE);
+        return -1;
+    }
+    if (*s == '\0' || strcmp(s, "/") == 0)
+        return 0;
+    if (parse_number(s + 1, strlen(s + 1), 0, INT_MAX, &db) == -1) {
+        snprintf(err, err_size, "bad path \"%.16s\" after the cluster nodes (%s)", s,
+                 CLUSTER_USAGE);
+        return -1;
+    }
+    if (db != 0) {
+        snprintf(err, err_size, "database %ld: Redis Cluster has only db 0 (write /0 or "
+                 "nothing)", db);
+        return -1;
+    }
+    return 0;
+}
+
+/* [userinfo@]host[:port][,host[:port]...][/0]; p is past "redis[s]-cluster://". */
+static int
+parse_cluster(const char *p, struct sl_redis_url *u, char *err, size_t err_size)
+{
+    const char *end = p + strcspn(p, "/?#"), *at;
+
+    u->is_cluster = true;
+    at = memrchr(p, '@', (size_t)(end - p));
+    if (at != NULL) {
+        if (parse_userinfo(p, (size_t)(at - p), u, err, err_size) == -1)
+            return -1;
+        p = at + 1;
+    }
+    if (parse_addr_list(p, end, &cluster_kind, &u->seeds, &u->nseeds, err, err_size) == -1)
+        return -1;
+    return parse_cluster_path(end, err, err_size);
 }
 
 int
@@ -387,6 +449,11 @@ sl_redis_url_parse_flags(const char *url, unsigned flags, struct sl_redis_url *o
         rc = parse_tcp(url + 9, out, err, err_size);
     } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
         rc = parse_sentinel(url + 17, out, err, err_size);
+    } else if (strncmp(url, "redis-cluster://", 16) == 0) {
+        rc = parse_cluster(url + 16, out, err, err_size);
+    } else if (strncmp(url, "rediss-cluster://", 17) == 0) {
+        out->is_tls = true;
+        rc = parse_cluster(url + 17, out, err, err_size);
     } else if (strncmp(url, "rediss-sentinel://", 18) == 0) {
         snprintf(err, err_size, "rediss-sentinel:// (TLS) is not supported yet (use "
                  "redis-sentinel://)");
@@ -419,8 +486,20 @@ sl_redis_url_fini(struct sl_redis_url *u)
     for (size_t i = 0; i < u->nsentinels; i++)
         free(u->sentinels[i].host);
     free(u->sentinels);
+    for (size_t i = 0; i < u->nseeds; i++)
+        free(u->seeds[i].host);
+    free(u->seeds);
     *u = (struct sl_redis_url){ 0 };
 }
+
+/* The schemes whose authority may hold a userinfo with a password, and
+ * what ends that authority as their parser reads it. */
+static const struct {
+    const char *scheme, *stop;
+} userinfo_schemes[] = {
+    { "redis://", "/?#" },         { "rediss://", "/?#" },        { "redis-sentinel://", "/?#" },
+    { "redis-cluster://", "/?#" }, { "rediss-cluster://", "/?#" }, { "unix://", "/" },
+};
 
 char *
 sl_redis_url_mask(const char *url)
@@ -429,18 +508,14 @@ sl_redis_url_mask(const char *url)
     const char *auth = NULL, *auth_end = NULL, *q;
     char *out;
 
-    if (strncmp(url, "redis://", 8) == 0) {
-        auth = url + 8;
-        auth_end = auth + strcspn(auth, "/?#");
-    } else if (strncmp(url, "rediss://", 9) == 0) {
-        auth = url + 9;
-        auth_end = auth + strcspn(auth, "/?#");
-    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
-        auth = url + 17;
-        auth_end = auth + strcspn(auth, "/?#");
-    } else if (strncmp(url, "unix://", 7) == 0) {
-        auth = url + 7;
-        auth_end = auth + strcspn(auth, "/");
+    for (size_t i = 0; i < sizeof(userinfo_schemes) / sizeof(userinfo_schemes[0]); i++) {
+        size_t n = strlen(userinfo_schemes[i].scheme);
+
+        if (strncmp(url, userinfo_schemes[i].scheme, n) == 0) {
+            auth = url + n;
+            auth_end = auth + strcspn(auth, userinfo_schemes[i].stop);
+            break;
+        }
     }
     if (auth != NULL) {
         const char *at = memrchr(auth, '@', (size_t)(auth_end - auth));

@@ -15,9 +15,15 @@
  *   unix://[[user]:password@]/path/to.sock[?db=N] as redis-py and redis-cli -u write it
  *   redis-sentinel://[userinfo@]ip[:port][,ip[:port]...]/NAME[/db]
  *                                                 the master NAME, asked of these Sentinels
- *                                                 (port 26379 by default; IP addresses only,
- *                                                 at most SL_REDIS_SENTINELS_MAX); the
+ *                                                 (port 26379 by default; addresses or host
+ *                                                 names, at most SL_REDIS_SENTINELS_MAX); the
  *                                                 userinfo is the master's, as in redis://
+ *   redis-cluster://[userinfo@]host[:port][,host[:port]...][/0]
+ *                                                 a Redis Cluster, found from these seed nodes
+ *                                                 (port 6379 by default; addresses or host
+ *                                                 names, at most SL_REDIS_SEEDS_MAX); the
+ *                                                 userinfo is every node's; db 0 only
+ *   rediss-cluster://...                          the same, over TLS
  *
  * user, password and the socket path are %-decoded (%00 is refused).
  */
@@ -31,6 +37,7 @@
 #define SL_REDIS_SENTINEL_PORT 26379
 #define SL_REDIS_SENTINELS_MAX 16
 #define SL_REDIS_MASTER_NAME_MAX 128
+#define SL_REDIS_SEEDS_MAX 16
 
 struct sl_redis_addr {
     char *host;     /* an address (IPv6 without brackets) or a host name */
@@ -39,7 +46,7 @@ struct sl_redis_addr {
 
 struct sl_redis_url {
     bool is_unix;
-    bool is_tls;    /* rediss:// */
+    bool is_tls;    /* rediss://, rediss-cluster:// */
     char *host;     /* TCP: a host name or an IPv6 literal without brackets; else NULL */
     int port;       /* TCP: 1..65535; 0 for a unix socket */
     char *path;     /* unix socket path; NULL for TCP */
@@ -51,6 +58,11 @@ struct sl_redis_url {
     char *master_name;
     struct sl_redis_addr *sentinels;
     size_t nsentinels;
+    /* redis-[s]cluster://: host and path are NULL, db is 0, the slot map is
+     * asked of these seeds */
+    bool is_cluster;
+    struct sl_redis_addr *seeds;
+    size_t nseeds;
 };
 
 /* Flags of sl_redis_url_parse_flags. */
@@ -71,9 +83,10 @@ int sl_redis_url_parse(const char *url, struct sl_redis_url *out, char *err, siz
 
 /*
  * A new copy of `url` (one that parses) with its password replaced by
- * "********", in the form it was written: the userinfo of redis:// and
- * unix:// URLs, the password= parameter of a unix: query. The masked URL
- * still parses. For every place a URL is shown: logs, errors, sluice -T.
+ * "********", in the form it was written: the userinfo of redis://,
+ * rediss://, redis-sentinel://, redis[s]-cluster:// and unix:// URLs, the
+ * password= parameter of a unix: query. The masked URL still parses. For
+ * every place a URL is shown: logs, errors, sluice -T.
  */
 char *sl_redis_url_mask(const char *url);
 

@@ -545,6 +545,9 @@ static const struct bad_case bad_cases[] = {
     { "bad_no_listen.conf", 1, 1, "no listen address" },
     { "bad_redis_no_url.conf", 1, 3, "store: kind \"redis\" needs a url" },
     { "bad_redis_url.conf", 1, 3, "store: url \"redis:/127.0.0.1:6379\": bad url" },
+    { "bad_redis_cluster.conf", 1, 3, "store: url \"redis-cluster://:********@10.0.0.1:7000,"
+                                      "10.0.0.2:7001/3\": database 3: Redis Cluster has only "
+                                      "db 0" },
     { "bad_on_error.conf", 1, 2, "store: on_error \"retry\": unknown policy" },
     { "bad_no_servers.conf", 1, 3, "upstream \"api\": no servers" },
     { "bad_unused_upstream.conf", 1, 4, "upstream \"old\" is not used by any route" },
@@ -1351,11 +1354,15 @@ test_redis_urls(void **state)
         /* the forms store_redis always took, now accepted here too (one parser) */
         "redis://127.0.0.1", "redis://h:6379/", "unix:/r.sock?db=1&user=a&password=b",
         "unix://app:pw@/run/redis.sock?db=3",
+        "redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+        "redis-cluster://:pw@redis-cluster.redis.svc/0", "redis-cluster://[::1]:7000/",
     };
     static const char *const bad[] = {
         "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
         "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
         "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:x",
+        "redis-cluster://h1/1", "redis-cluster://h1,", "redis-cluster://h1/x",
+        "redis-cluster://app@h1",
     };
     (void)state;
 

@@ -131,6 +131,9 @@ test_refused(void **state)
     snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"redis://127.0.0.1\", "
              "sentinel = { password_file = \"%s\" } }", pw_path);
     expect_error(store, "sentinel is for a redis-sentinel:// url");
+    snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"redis-cluster://10.0.0.1,"
+             "10.0.0.2\", sentinel = { password_file = \"%s\" } }", pw_path);
+    expect_error(store, "sentinel is for a redis-sentinel:// url (a cluster url finds its nodes");
     expect_error("{ kind = \"redis\", url = \"" URL "\", sentinel = { user = \"sl\" } }",
                  "sentinel: user without a password (set password_file)");
     expect_error("{ kind = \"redis\", url = \"" URL "\", sentinel = { password = \"x\" } }",

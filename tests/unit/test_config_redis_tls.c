@@ -205,11 +205,19 @@ test_password_file_refused(void **state)
     /* a user alone needs the file */
     expect_error("{ kind = \"redis\", url = \"redis://app@h\" }",
                  "user without a password (write user:password@, or set password_file)");
+    expect_error("{ kind = \"redis\", url = \"rediss-cluster://app@h1,h2\" }",
+                 "user without a password (write user:password@, or set password_file)");
+    snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"redis-cluster://:" SECRET
+             "@h1,h2\", password_file = \"%s/pw\" }", dir);
+    expect_error(store, "the url has a password too");
     /* a bad url is quoted masked */
     expect_error("{ kind = \"redis\", url = \"redis://app:" SECRET "@h:99999\" }",
                  "url \"redis://app:********@h:99999\": bad port");
     expect_error("{ kind = \"redis\", url = \"unix:/s?password=" SECRET "&x=1\" }",
                  "url \"unix:/s?password=********&x=1\": unknown query parameter");
+    expect_error("{ kind = \"redis\", url = \"redis-cluster://app:" SECRET "@h1,h2/3\" }",
+                 "url \"redis-cluster://app:********@h1,h2/3\": database 3: Redis Cluster has "
+                 "only db 0");
 }
 
 /* sluice -T names the file, never its content. */
@@ -264,6 +272,22 @@ test_tls(void **state)
     assert_null(errors);
     assert_null(cfg->store.tls.ssl_ctx);
     sl_config_free(cfg);
+    /* a cluster over TLS: one context for every node's connections */
+    errors = load("{ kind = \"redis\", url = \"rediss-cluster://h1:7000,h2:7001\" }", &cfg);
+    assert_null(errors);
+    assert_non_null(cfg->store.tls.ssl_ctx);
+    assert_true(cfg->store.tls.is_verify);
+    sl_config_free(cfg);
+    errors = load("{ kind = \"redis\", url = \"rediss-cluster://h1\", tls = { verify = false } }",
+                  &cfg);
+    assert_null(errors);
+    assert_non_null(cfg->store.tls.ssl_ctx);
+    assert_false(cfg->store.tls.is_verify);
+    sl_config_free(cfg);
+    errors = load("{ kind = \"redis\", url = \"redis-cluster://h1,h2\" }", &cfg);
+    assert_null(errors);
+    assert_null(cfg->store.tls.ssl_ctx);
+    sl_config_free(cfg);
 }
 
 static void
@@ -275,6 +299,8 @@ test_tls_refused(void **state)
     (void)state;
     expect_error("{ kind = \"redis\", url = \"redis://h\", tls = { verify = true } }",
                  "tls is for a rediss:// url");
+    expect_error("{ kind = \"redis\", url = \"redis-cluster://h1,h2\", tls = { verify = true } }",
+                 "tls is for a rediss-cluster:// url");
     expect_error("{ kind = \"redis\", url = \"rediss://h\", "
                  "tls = { ca_file = \"/nonexistent/ca\" } }",
                  "tls.ca_file \"/nonexistent/ca\": cannot load CA certificates");
@@ -312,6 +338,18 @@ test_tls_dump(void **state)
     fclose(out);
     assert_non_null(strstr(text, "  tls = {\n    -- ca_file: none (the system's trust store)\n"));
     assert_non_null(strstr(text, "    verify = false,\n  },\n"));
+    free(text);
+    sl_config_free(cfg);
+    /* a cluster url: masked, its tls table written out */
+    assert_null(load("{ kind = \"redis\", url = \"rediss-cluster://app:" SECRET "@h1:7000,"
+                     "[::1]:7001/0\" }", &cfg));
+    text = NULL;
+    out = open_memstream(&text, &len);
+    assert_int_equal(sl_config_dump(cfg, out, err, sizeof(err)), 0);
+    fclose(out);
+    assert_non_null(strstr(text, "  url = \"rediss-cluster://app:********@h1:7000,[::1]:7001/0\""));
+    assert_non_null(strstr(text, "  tls = {\n"));
+    assert_null(strstr(text, SECRET));
     free(text);
     sl_config_free(cfg);
 }

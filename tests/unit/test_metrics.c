@@ -22,6 +22,8 @@
 
 #include "sluice/http.h"
 #include "sluice/metrics.h"
+#include "sluice/store.h"
+#include "store_redis_nodes.h"
 
 #ifndef SL_VERSION
 #define SL_VERSION "unknown"
@@ -82,6 +84,22 @@ render(struct sl_metrics *m)
     assert_int_equal(strlen(text), len);
     assert_true(len > 0 && text[len - 1] == '\n');
     return text;
+}
+
+/* ==== redis nodes ====================================================================== */
+
+/* Runs before anything makes a node: a sluice without a redis store shows no node family. */
+static void
+test_no_redis_node_families_without_nodes(void **state)
+{
+    struct sl_metrics *m = new_metrics(1, NULL, 0);
+    char *text = render(m);
+
+    (void)state;
+    assert_int_equal(sl_redis_nodes_count(), 0);
+    assert_null(strstr(text, "sluice_redis_node"));
+    free(text);
+    sl_metrics_free(m);
 }
 
 /* ==== histograms ======================================================================= */
@@ -539,6 +557,37 @@ with_version(const char *golden)
     return out;
 }
 
+/*
+ * The redis node table is the process's, not m's, and never forgets: it is
+ * filled once (golden_scenario runs twice), after m gave it its bounds.
+ */
+static void
+redis_nodes_scenario(void)
+{
+    static bool is_done;
+    struct sl_redis_node *a, *b;
+
+    if (is_done)
+        return;
+    is_done = true;
+    a = sl_redis_node_get("127.0.0.1:7000");
+    b = sl_redis_node_get("unix:/tmp/r \"1\"\\.sock");
+    sl_redis_node_conn(a, 1);
+    sl_redis_node_conn(a, 1);
+    sl_redis_node_conn(b, 1);
+    sl_redis_node_conn(b, -1);
+    sl_redis_node_call(a, 300);
+    sl_redis_node_call(a, 5000);
+    sl_redis_node_call(a, 800000);
+    sl_redis_node_call(b, 40);
+    sl_redis_node_error(a, SL_STORE_TIMEOUT, 1);
+    sl_redis_node_error(b, SL_STORE_CONNECTION, 3);
+    sl_redis_node_error(b, SL_STORE_REPLY, 1);
+    sl_redis_node_redirect(a, false);
+    sl_redis_node_redirect(a, true);
+    sl_redis_node_redirect(a, true);
+}
+
 static struct sl_metrics *
 golden_scenario(void)
 {
@@ -608,6 +657,7 @@ golden_scenario(void)
     sl_metrics_upstream_retry(w1, api, SL_METRICS_RETRY_RESET);
     sl_metrics_upstream_retry(w1, api, SL_METRICS_RETRY_503);
     sl_metrics_upstream_retry_refused(w1, api);
+    redis_nodes_scenario();
     return m;
 }
 
@@ -663,10 +713,44 @@ test_promtool_accepts(void **state)
     sl_metrics_free(m);
 }
 
+/* Runs after the golden scenario: the nodes' families, summed, escaped, bucketed. */
+static void
+test_redis_node_families(void **state)
+{
+    struct sl_metrics *m = golden_scenario();
+    const char *odd = "node=\"unix:/tmp/r \\\"1\\\"\\\\.sock\"";
+    char series[256], *text = render(m);
+
+    (void)state;
+    assert_int_equal(sample(text, "sluice_redis_node_up{node=\"127.0.0.1:7000\"}"), 2);
+    assert_int_equal(sample(text, "sluice_redis_node_calls_total{node=\"127.0.0.1:7000\"}"), 3);
+    assert_int_equal(sample(text, "sluice_redis_node_redirects_total{node=\"127.0.0.1:7000\","
+                                  "kind=\"ask\"}"),
+                     2);
+    /* the bounds of the metrics that were made before the first node */
+    assert_int_equal(sample(text, "sluice_redis_node_call_duration_seconds_bucket{node=\""
+                                  "127.0.0.1:7000\",le=\"0.005\"}"),
+                     2);
+    assert_int_equal(sample(text, "sluice_redis_node_call_duration_seconds_count{node=\""
+                                  "127.0.0.1:7000\"}"),
+                     3);
+    assert_float_equal(sample(text, "sluice_redis_node_call_duration_seconds_sum{node=\""
+                                    "127.0.0.1:7000\"}"),
+                       0.8053, 1e-9);
+    snprintf(series, sizeof(series), "sluice_redis_node_up{%s}", odd);
+    assert_int_equal(sample(text, series), 0);
+    snprintf(series, sizeof(series), "sluice_redis_node_errors_total{%s,kind=\"connection\"}",
+             odd);
+    assert_int_equal(sample(text, series), 3);
+    free(text);
+    sl_metrics_free(m);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_redis_node_families_without_nodes),
         cmocka_unit_test(test_bucket_bounds_are_inclusive),
         cmocka_unit_test(test_default_buckets),
         cmocka_unit_test(test_bucket_checks),
@@ -679,6 +763,7 @@ main(void)
         cmocka_unit_test(test_config_loads),
         cmocka_unit_test(test_golden_exposition),
         cmocka_unit_test(test_promtool_accepts),
+        cmocka_unit_test(test_redis_node_families),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,6 +89,7 @@ test_refused(void **state)
     } bad[] = {
         { "", "missing url" },
         { "http://h:6379", "bad url (use redis://" },
+        { "cluster://h:6379", "redis-cluster://host[:port][,host[:port]...]" },
         { "redis:/127.0.0.1:6379", "bad url" },
         { "rediss://h:x", "bad port" },
         { "rediss://", "missing host" },
@@ -204,6 +205,11 @@ test_mask(void **state)
         { "redis-sentinel://app:hunter2@10.0.0.1,10.0.0.2:26380/m/1",
           "redis-sentinel://app:********@10.0.0.1,10.0.0.2:26380/m/1" },
         { "redis-sentinel://10.0.0.1/m", "redis-sentinel://10.0.0.1/m" },
+        { "redis-cluster://app:hunter2@h1:7000,h2:7001/0",
+          "redis-cluster://app:********@h1:7000,h2:7001/0" },
+        { "rediss-cluster://:hunter2@[::1]:7000,h2", "rediss-cluster://:********@[::1]:7000,h2" },
+        { "redis-cluster://app@h1,h2", "redis-cluster://app@h1,h2" },
+        { "rediss-cluster://h1", "rediss-cluster://h1" },
     };
 
     (void)state;
@@ -293,6 +299,122 @@ test_sentinel(void **state)
     assert_null(strstr(err, "hunter2"));
 }
 
+/* redis-cluster:// and rediss-cluster://: the seeds, in order, with port
+ * 6379 by default, names kept for the resolver, the userinfo for every
+ * node, db 0 only. */
+static void
+test_cluster(void **state)
+{
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        { "redis-cluster://", "empty cluster node address" },
+        { "redis-cluster:///0", "empty cluster node address" },
+        { "redis-cluster://h1,,h2", "empty cluster node address" },
+        { "redis-cluster://h1,", "empty cluster node address" },
+        { "redis-cluster://:pw@", "empty cluster node address" },
+        { "redis-cluster://h1:0", "bad port \"0\"" },
+        { "redis-cluster://h1:7000,h2:x", "bad port" },
+        { "redis-cluster://[::1", "unterminated [" },
+        { "redis-cluster://a b", "bad host" },
+        { "redis-cluster://h1/1", "database 1: Redis Cluster has only db 0" },
+        { "redis-cluster://h1,h2:7001/15", "Redis Cluster has only db 0" },
+        { "rediss-cluster://h1/2", "Redis Cluster has only db 0" },
+        { "redis-cluster://h1/x", "bad path \"/x\"" },
+        { "redis-cluster://h1/0/", "bad path" },
+        { "redis-cluster://h1/mymaster/0", "bad path" },
+        { "redis-cluster://h1?db=0", "query and fragment are not supported" },
+        { "redis-cluster://h1/0#x", "query and fragment are not supported" },
+        { "redis-cluster://app@h1", "user without a password" },
+        { "redis-cluster://:p%zz@h1", "bad %-escape in the password" },
+        { "redis-cluster://1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5,1.1.1.6,1.1.1.7,1.1.1.8,"
+          "1.1.1.9,1.1.1.10,1.1.1.11,1.1.1.12,1.1.1.13,1.1.1.14,1.1.1.15,1.1.1.16,1.1.1.17",
+          "more than 16 cluster nodes" },
+        { "redis-clusters://h1", "bad url" },
+    };
+    static const char *const db0[] = { "redis-cluster://h1", "redis-cluster://h1/",
+                                       "redis-cluster://h1/0", "redis-cluster://h1/00" };
+    struct sl_redis_url u;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(sl_redis_url_parse("redis-cluster://app:p%40w@10.0.0.1:7000,"
+                                        "redis-0.redis.svc,[::1]:7002/0", &u, err,
+                                        sizeof(err)), 0);
+    assert_true(u.is_cluster);
+    assert_false(u.is_tls);
+    assert_false(u.is_sentinel);
+    assert_false(u.is_unix);
+    assert_null(u.host);
+    assert_null(u.path);
+    assert_int_equal(u.port, 0);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "p@w");
+    assert_int_equal(u.db, 0);
+    assert_int_equal(u.nsentinels, 0);
+    assert_int_equal(u.nseeds, 3);
+    assert_string_equal(u.seeds[0].host, "10.0.0.1");
+    assert_int_equal(u.seeds[0].port, 7000);
+    assert_string_equal(u.seeds[1].host, "redis-0.redis.svc");
+    assert_int_equal(u.seeds[1].port, 6379);
+    assert_string_equal(u.seeds[2].host, "::1");
+    assert_int_equal(u.seeds[2].port, 7002);
+    sl_redis_url_fini(&u);
+    assert_int_equal(u.nseeds, 0);
+    assert_null(u.seeds);
+    assert_false(u.is_cluster);
+
+    assert_int_equal(sl_redis_url_parse("rediss-cluster://:pw@redis.internal:6380", &u, err,
+                                        sizeof(err)), 0);
+    assert_true(u.is_cluster);
+    assert_true(u.is_tls);
+    assert_null(u.user);
+    assert_string_equal(u.password, "pw");
+    assert_int_equal(u.nseeds, 1);
+    assert_string_equal(u.seeds[0].host, "redis.internal");
+    assert_int_equal(u.seeds[0].port, 6380);
+    sl_redis_url_fini(&u);
+    for (size_t i = 0; i < sizeof(db0) / sizeof(db0[0]); i++) {
+        if (sl_redis_url_parse(db0[i], &u, err, sizeof(err)) != 0)
+            fail_msg("%s: %s", db0[i], err);
+        assert_int_equal(u.db, 0);
+        assert_int_equal(u.nseeds, 1);
+        sl_redis_url_fini(&u);
+    }
+    /* 16 seeds are fine */
+    assert_int_equal(sl_redis_url_parse("redis-cluster://a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p", &u,
+                                        err, sizeof(err)), 0);
+    assert_int_equal(u.nseeds, SL_REDIS_SEEDS_MAX);
+    assert_string_equal(u.seeds[15].host, "p");
+    sl_redis_url_fini(&u);
+    /* a user whose password comes from store.password_file */
+    assert_int_equal(sl_redis_url_parse_flags("rediss-cluster://app@h1:7000,h2:7001",
+                                              SL_REDIS_URL_PASSWORD_LATER, &u, err, sizeof(err)),
+                     0);
+    assert_string_equal(u.user, "app");
+    assert_null(u.password);
+    assert_int_equal(u.nseeds, 2);
+    sl_redis_url_fini(&u);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (sl_redis_url_parse(bad[i].url, &u, err, sizeof(err)) != -1)
+            fail_msg("%s: accepted", bad[i].url);
+        if (strstr(err, bad[i].why) == NULL)
+            fail_msg("%s: reason \"%s\" lacks \"%s\"", bad[i].url, err, bad[i].why);
+        assert_null(u.seeds);
+        assert_int_equal(u.nseeds, 0);
+        assert_false(u.is_cluster);
+        assert_null(u.password);
+    }
+    assert_int_equal(sl_redis_url_parse("redis-cluster://:hunter2@h1:0", &u, err,
+                                        sizeof(err)), -1);
+    assert_null(strstr(err, "hunter2"));
+    assert_int_equal(sl_redis_url_parse("rediss-cluster://hunter2:hunter2@h1/3", &u, err,
+                                        sizeof(err)), -1);
+    assert_null(strstr(err, "hunter2"));
+}
+
 static void
 test_fini_zeroed(void **state)
 {
@@ -313,6 +435,7 @@ main(void)
         cmocka_unit_test(test_password_later),
         cmocka_unit_test(test_mask),
         cmocka_unit_test(test_sentinel),
+        cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_fini_zeroed),
     };
 

@@ -620,6 +620,70 @@ lua_lease(struct env *e, const struct sl_store_bucket *b, int op, long long a, l
 #define GIVE (-2)
 #define TTL2 500000 /* us */
 
+/* A refund (k = -3) through the script at e->now: the milli-tokens given
+ * back, *res the bucket after it. */
+static long long
+lua_refund(struct env *e, const struct sl_store_bucket *b, struct sl_store_result *res)
+{
+    const char *keys[1] = { b->key }, *argv[7];
+    size_t key_lens[1] = { b->key_len }, argv_lens[7];
+    char numbers[7][24];
+    long long reply[8], v[7];
+    struct sl_tb_params pr = { 0 };
+    char err[256];
+    long nreply;
+
+    assert_int_equal(sl_tb_params_from_bucket(&pr, b), 0);
+    v[0] = 1;
+    v[1] = -3;
+    v[2] = pr.q;
+    v[3] = pr.p;
+    v[4] = pr.tu;
+    v[5] = pr.burst;
+    v[6] = pr.cost;
+    for (int i = 0; i < 7; i++) {
+        argv_lens[i] = (size_t)snprintf(numbers[i], sizeof(numbers[0]), "%lld", v[i]);
+        argv[i] = numbers[i];
+    }
+    tb_lua_set_now(&e->lua, e->now);
+    nreply = tb_lua_eval(&e->lua, keys, key_lens, 1, argv, argv_lens, 7, reply, 8, err,
+                         sizeof(err));
+    if (nreply < 0)
+        fail_msg("script error: %s", err);
+    assert_int_equal(nreply, 4);
+    res->remaining = (double)reply[1] / 1000.0;
+    res->retry_ms = reply[2] < 0 ? SL_STORE_RETRY_NEVER : (uint64_t)reply[2];
+    res->reset_ms = (uint64_t)reply[3];
+    return reply[0];
+}
+
+/* Redis Cluster's take-then-refund: a refund undoes a take, and never fills
+ * a bucket past what it can hold (it may have refilled meanwhile). */
+static void
+test_refund(void **state)
+{
+    struct env *e = *state;
+    struct sl_store_bucket b = bucket("r", 1, 1000, 5, 2); /* 1/s, burst 5, cost 2 */
+    struct sl_store_result r;
+    struct outcome o;
+
+    lua_check(e, &b, 1, &o);
+    assert_true(o.is_admitted);
+    assert_true(o.res[0].remaining == 3.0);
+    assert_int_equal(lua_refund(e, &b, &r), 2000);
+    assert_true(r.remaining == 5.0);
+    /* full already: nothing goes back, nothing is written */
+    assert_int_equal(lua_refund(e, &b, &r), 0);
+    assert_true(r.remaining == 5.0);
+    lua_check(e, &b, 1, &o);
+    lua_check(e, &b, 1, &o);
+    assert_true(o.res[0].remaining == 1.0);
+    /* 3 s later the bucket refilled to 4: only 1 of the 2 fits */
+    e->now += 3000000;
+    assert_int_equal(lua_refund(e, &b, &r), 1000);
+    assert_true(r.remaining == 5.0);
+}
+
 static void
 test_lease_take_give(void **state)
 {
@@ -770,6 +834,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lua_equals_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_lua, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_take_give, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_lapse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_bound, setup, teardown),
