@@ -12,7 +12,10 @@ function init(args)
     keys = tonumber(args[1]) or keys
 end
 
+-- MINSTD (Park-Miller): every product stays below 2^53, so Lua's doubles
+-- compute it exactly; a glibc-style LCG (x * 1103515245 mod 2^31) does not,
+-- and in doubles it cycles through a few thousand keys, unevenly over slots
 function request()
-    x = (x * 1103515245 + 12345) % 2147483648
+    x = (x * 48271) % 2147483647
     return wrk.format(nil, "/", { ["X-Key"] = "k-" .. (x % keys) })
 end
