@@ -27,6 +27,8 @@
 #   CONFIGS              subset of: single_spread single_hot cluster1_spread
 #                        cluster1_hot cluster3_spread cluster3_hot
 #   NOISE_MAX, NOISE_RETRIES, RETRY_BUDGET   as in bench/run.sh (25, 1, 30)
+#   QUIET_WAIT           before the rounds, wait up to this many seconds (60)
+#                        for the CPU others use to drop under NOISE_MAX
 #   SLUICE_BIN           use this binary instead of building bench/build/sluice
 #   DOC=path, WRITE_DOC=0   where to write the section, or only print it
 #   KEEP_RUN_DIR=1       keep the temp dir with logs and raw results
@@ -47,6 +49,7 @@ THREADS=${THREADS:-1}
 SPREAD_KEYS=${SPREAD_KEYS:-100000}
 PIN=${PIN:-1}
 NOISE_MAX=${NOISE_MAX:-25}
+QUIET_WAIT=${QUIET_WAIT:-60}
 NOISE_RETRIES=${NOISE_RETRIES:-1}
 RETRY_BUDGET=${RETRY_BUDGET:-30}
 DOC=${DOC:-$ROOT/docs/benchmarks.md}
@@ -176,6 +179,14 @@ round() {
         --script "$script" --script-args "$args" --out "$3" \
         --noise-max "$NOISE_MAX" --retries "$NOISE_RETRIES" --retry-budget "${5:-$RETRY_BUDGET}"
 }
+
+# the machine may be shared: let others' bursts pass before measuring
+if busy=$($CPY wait-quiet --max-pct "$NOISE_MAX" --timeout "$QUIET_WAIT"); then
+    log "machine quiet (${busy} % of a CPU busy)"
+else
+    log "machine still busy after ${QUIET_WAIT} s (${busy} % of a CPU): measuring anyway"
+    NOTES+=("the machine was still busy (${busy} % of a CPU) after waiting ${QUIET_WAIT} s for quiet")
+fi
 
 log "warm-up: ${WARMUP} s each"
 for cfg in "${active[@]}"; do

@@ -128,6 +128,27 @@ def cmd_wait_cluster(a):
     sys.exit("cluster not ready after %g s (%s)" % (a.timeout, last))
 
 
+def cmd_wait_quiet(a):
+    """Wait until the machine is quiet: the CPU busy over one second (all
+    processes, steal included) under --max-pct of one CPU, twice in a row.
+    Prints what it saw; exit 1 at the timeout. Call it while our own
+    processes are idle."""
+    deadline = time.monotonic() + a.timeout
+    quiet = 0
+    busy = None
+    while time.monotonic() < deadline:
+        b0, st0 = B._cpu_stat()
+        time.sleep(1)
+        b1, st1 = B._cpu_stat()
+        busy = 100.0 * ((b1 - b0) + (st1 - st0)) / B.CLK_TCK
+        quiet = quiet + 1 if busy <= a.max_pct else 0
+        if quiet >= 2:
+            print("%.0f" % busy)
+            return
+    print("%.0f" % (busy or 0))
+    sys.exit(1)
+
+
 # --------------------------------------------------------------------------
 # sluice's counters
 
@@ -647,6 +668,11 @@ def main():
     p.add_argument("ports", type=int, nargs="+")
     p.add_argument("--timeout", type=float, default=20)
     p.set_defaults(fn=cmd_wait_cluster)
+
+    p = sub.add_parser("wait-quiet")
+    p.add_argument("--max-pct", type=float, default=25)
+    p.add_argument("--timeout", type=float, default=60)
+    p.set_defaults(fn=cmd_wait_quiet)
 
     p = sub.add_parser("round")
     for name in ("--config", "--setup", "--workload", "--script", "--out", "--nodes"):
