@@ -41,6 +41,11 @@ ROOT=$(cd "$HERE/.." && pwd)
 PY="python3 $HERE/lib/bench.py"
 CPY="python3 $HERE/lib/cluster.py"
 
+# the knobs given, for the command line the report shows
+GIVEN=""
+for v in ROUNDS DURATION WARMUP CONNECTIONS THREADS SPREAD_KEYS PIN REDIS_CPU CONFIGS NOISE_MAX; do
+    [ -n "${!v:-}" ] && GIVEN+="$v=${!v} "
+done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
@@ -214,14 +219,14 @@ done
 
 # ---------------------------------------------------------------- report
 
-export C_SPREAD_KEYS=$SPREAD_KEYS C_DATE C_CPU C_NPROC C_SLUICE C_REDIS C_PINNING C_COMMAND C_NOTES C_CONFIGS
+export C_SPREAD_KEYS=$SPREAD_KEYS C_NOISE_MAX=$NOISE_MAX C_DATE C_CPU C_NPROC C_SLUICE C_REDIS C_PINNING C_COMMAND C_NOTES C_CONFIGS
 C_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 C_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 C_NPROC=$NPROC
 C_SLUICE=$SLUICE_DESC
 C_REDIS="redis $({ redis-server --version || true; } | sed 's/.* v=\([^ ]*\).*/\1/')"
 C_PINNING=$PINNING
-C_COMMAND="bench/cluster.sh"
+C_COMMAND="${GIVEN}bench/cluster.sh"
 C_CONFIGS=$CONFIGS
 C_NOTES=$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")
 python3 - "$RUN_DIR/machine.json" "$ROUNDS" "$DURATION" "$WARMUP" "$THREADS" "$CONNECTIONS" <<'EOF'
@@ -234,6 +239,7 @@ json.dump({
     "command": e["C_COMMAND"], "rounds": rounds, "duration": duration,
     "warmup": warmup, "threads": threads, "connections": conns,
     "configs": e["C_CONFIGS"].split(), "spread_keys": int(e["C_SPREAD_KEYS"]),
+    "noise_max": float(e["C_NOISE_MAX"]),
     "notes": [n for n in e["C_NOTES"].split("\n") if n],
 }, open(sys.argv[1], "w"), indent=1)
 EOF

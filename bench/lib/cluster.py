@@ -509,6 +509,7 @@ def _findings(summ, spread_keys):
 def build_section(run_dir, machine):
     rounds = B._load(os.path.join(run_dir, "cluster.jsonl"))
     L = [BEGIN, "## Redis Cluster: 1 and 3 masters", ""]
+    noise_max = machine.get("noise_max", 25)
     L.append("Run of %s by `%s` (%d rounds of %d s per configuration, interleaved, "
              "after a %d s warm-up each; wrk %d thread, %d connections). sluice: %s. %s; "
              "%s, %d CPUs; pinning: %s."
@@ -534,34 +535,40 @@ def build_section(run_dir, machine):
         "Redis CPU is utime+stime of every redis-server of the setup (from /proc) over the "
         "round, divided by the decisions (wrk's requests); *net* subtracts what those "
         "redis-servers burn idle (cron, cluster bus), read while the other setups' rounds run. "
+        "Each figure is the median over the rounds used: those during which other processes "
+        "took at most %g %% of a CPU, or all of them when none was that quiet. "
         "*In-command* is Redis's own time inside the script calls (INFO commandstats `usec`), "
         "without reading, parsing and replying (wall time: it exceeds the CPU when "
-        "redis-server is preempted). CPU busy is decisions/s × µs per decision, in % of one "
+        "redis-server is preempted). CPU busy is decisions/s × µs per decision, in %% of one "
         "core. Decisions/s per Redis core = 1e6 / net µs per "
         "decision. Script calls per decision below 1 is batching (several checks of one slot "
-        "in one EVALSHA).")
+        "in one EVALSHA)." % noise_max)
     L.append("")
-    L.append("| setup | workload | decisions/s | p50 µs | p99 µs | CPU busy: sluice / all Redis "
-             "| sluice µs/decision "
+    L.append("| setup | workload | rounds used | decisions/s | p50 µs | p99 µs "
+             "| CPU busy: sluice / all Redis | sluice µs/decision "
              "| Redis µs/decision (raw / net) | in-command µs/decision | script calls/decision "
              "| script calls per master | bucket reads per master | non-2xx "
              "| store errors (decisions left to on_error) | rejected or failed Redis calls |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
-             "| ---: | ---: | ---: |")
+    L.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+             "| --- | ---: | ---: | ---: |")
     summ = {}
     for cfg in machine["configs"]:
         setup, workload = cfg.split("_", 1)
         rs = [r for r in rounds if r["config"] == cfg and r.get("ok")]
         if not rs:
-            L.append("| %s | %s | not measured | | | | | | | | | | | |"
+            L.append("| %s | %s | not measured | | | | | | | | | | | | | |"
                      % (SETUPS[setup], WORKLOADS[workload]))
             continue
-        s = _summary(rs, _idle_rates(rounds, setup))
+        # on a shared machine, the rounds others disturbed are set aside
+        # when there is a quiet one
+        quiet = [r for r in rs if r["foreign_cpu_pct"] <= noise_max]
+        s = _summary(quiet or rs, _idle_rates(rounds, setup))
+        s["rounds_used"] = "%d of %d%s" % (len(quiet or rs), len(rs), "" if quiet else ", all noisy")
         summ[cfg] = s
-        L.append("| %s | %s | %.0f | %.0f | %.0f | %.0f %% / %.0f %% | %.1f | %.2f / %s | %.2f "
+        L.append("| %s | %s | %s | %.0f | %.0f | %.0f | %.0f %% / %.0f %% | %.1f | %.2f / %s | %.2f "
                  "| %.3f | %s | %s | %d | %s | %d |" % (
                      SETUPS[setup] + ("" if _clean(s) else " †"), WORKLOADS[workload],
-                     s["rps"], s["p50"], s["p99"], s["proxy_us"] * s["rps"] / 1e4,
+                     s["rounds_used"], s["rps"], s["p50"], s["p99"], s["proxy_us"] * s["rps"] / 1e4,
                      s["redis_us"] * s["rps"] / 1e4,
                      s["proxy_us"], s["redis_us"], _fmt(s["redis_net_us"], "%.2f"),
                      s["inside_us"], s["calls_per_decision"], _shares(s["calls"]),
