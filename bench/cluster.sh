@@ -44,7 +44,8 @@ CPY="python3 $HERE/lib/cluster.py"
 # the knobs given, for the command line the report shows
 GIVEN=""
 for v in ROUNDS DURATION WARMUP CONNECTIONS THREADS SPREAD_KEYS PIN REDIS_CPU CONFIGS NOISE_MAX; do
-    [ -n "${!v:-}" ] && GIVEN+="$v=${!v} "
+    [ -n "${!v:-}" ] || continue
+    if [[ ${!v} == *" "* ]]; then GIVEN+="$v=\"${!v}\" "; else GIVEN+="$v=${!v} "; fi
 done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
