@@ -51,6 +51,15 @@
 -- refused, see src/store_redis_cluster.c) is a check of one bucket with
 -- k = -3 and q p tu b c: c milli-tokens go back, never over what the
 -- bucket can hold.
+-- Redis Cluster (src/store_redis_cluster.c): one call to a master carries
+-- checks of many slots, and Redis refuses declared keys of several slots in
+-- one call. So such a call declares no key and passes them in ARGV instead:
+-- 'keys', their count, the keys, then ARGV as above; the store loads this
+-- file behind a shebang line with the allow-cross-slot-keys flag. A key
+-- the master does not serve (its slot moved or is moving) fails redis.pcall:
+-- the check or operation touching it does nothing and answers -9 (and
+-- zeros for its buckets), and the store sends it again on its own with its
+-- keys declared, for Redis to redirect it (MOVED, ASK).
 -- Returns a flat array of integers, per check: admitted (1/0), then per
 -- bucket: remaining milli-tokens, retry_ms (until c milli-tokens are there;
 -- 0 when they are; -1 when c > b: never), reset_ms (until full again).
@@ -61,6 +70,19 @@
 
 local floor, ceil = math.floor, math.ceil
 local tonumber = tonumber
+
+local KEYS, ARGV = KEYS, ARGV
+local is_sharded = #KEYS == 0 and ARGV[1] == 'keys'
+if is_sharded then
+    local nk, k, a = tonumber(ARGV[2]), {}, {}
+    for i = 1, nk do
+        k[i] = ARGV[2 + i]
+    end
+    for i = 3 + nk, #ARGV do
+        a[#a + 1] = ARGV[i]
+    end
+    KEYS, ARGV = k, a
+end
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -74,8 +96,7 @@ local hold, lsum = {}, {}
 -- keys to write back, and their expiry in ms
 local dirty, px = {}, {}
 
-local function load(key)
-    local s = redis.call('GET', key)
+local function parse(key, s)
     lsum[key] = 0
     if s then
         local m, r, t, rest = string.match(s, '^(%d+) (%d+) (%d+)(.*)$')
@@ -99,6 +120,26 @@ local function load(key)
         end
     end
     tok[key], rem[key], stamp[key] = -1, 0, 0
+end
+
+local function load(key)
+    parse(key, redis.call('GET', key))
+end
+
+-- Sharded calls: whether this master serves the n keys from KEYS[first]
+-- on, reading those not read yet, before anything is taken from them.
+local function all_local(first, n)
+    for j = first, first + n - 1 do
+        local key = KEYS[j]
+        if tok[key] == nil then
+            local s = redis.pcall('GET', key)
+            if type(s) == 'table' and s.err then
+                return false
+            end
+            parse(key, s)
+        end
+    end
+    return true
 end
 
 -- level of `key` now, in units of 1/p milli-token, and the stamp it is as of
@@ -345,7 +386,17 @@ end
 for _ = 1, arg(1) do
     local k = arg(ai)
     ai = ai + 1
-    if k == -3 then
+    local nk = k < 0 and 1 or k
+    if is_sharded and not all_local(ki, nk) then
+        ki = ki + nk
+        ai = ai + (k >= 0 and 5 * k or k == -3 and 5 or 9)
+        o = o + 1
+        out[o] = -9
+        for _ = 1, 3 * nk do
+            o = o + 1
+            out[o] = 0
+        end
+    elseif k == -3 then
         local key = KEYS[ki]
         local q, p, tu, b, c = arg(ai), arg(ai + 1), arg(ai + 2), arg(ai + 3), arg(ai + 4)
         ki, ai = ki + 1, ai + 5

@@ -83,6 +83,21 @@ __asm__(".pushsection .rodata\n"
         ".popsection\n");
 extern const char sl_token_bucket_lua[] __attribute__((visibility("hidden")));
 
+/* The same script for a cluster's master: the flag lets one call carry the
+ * keys of many slots (those the master serves; see the script). */
+__asm__(".pushsection .rodata\n"
+        ".balign 16\n"
+        ".globl sl_token_bucket_lua_sharded\n"
+        ".hidden sl_token_bucket_lua_sharded\n"
+        ".type sl_token_bucket_lua_sharded, @object\n"
+        "sl_token_bucket_lua_sharded:\n"
+        ".ascii \"#!lua flags=allow-cross-slot-keys\\n\"\n"
+        ".incbin \"" SL_SOURCE_DIR "/lua/token_bucket.lua\"\n"
+        ".byte 0\n"
+        ".size sl_token_bucket_lua_sharded, . - sl_token_bucket_lua_sharded\n"
+        ".popsection\n");
+extern const char sl_token_bucket_lua_sharded[] __attribute__((visibility("hidden")));
+
 /* ---- URL ------------------------------------------------------------------------- */
 
 /* The connect parameters of `url`, read by the parser config validates with
@@ -119,7 +134,6 @@ static const struct sl_store_ops redis_ops;
 static void
 destroy(struct redis_store *rs)
 {
-    free(rs->slot_queued);
     sl_redis_batch_fini(rs);
     sl_redis_conn_fini(rs);
     sl_redis_sentinel_fini(rs);
@@ -243,14 +257,13 @@ may_queue(const struct redis_store *rs, size_t key_bytes, enum sl_store_status *
 }
 
 /* Has the queue sent at the end of this loop pass, so the pass's other
- * checks join: a single server's only when nothing is out or a batch is
- * full (see the batching notes above), a cluster node's always. */
+ * checks join: only when nothing is out or a batch is full (see the
+ * batching notes above). */
 static void
 schedule_flush(struct redis_store *rs)
 {
     if (sl_redis_get_state(rs) == CONN_UP && !rs->is_flush_scheduled
-        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head)
-            || rs->cluster != NULL)) {
+        && (rs->ninflight == 0 || sl_redis_batch_is_full(rs->queue_head))) {
         rs->is_flush_scheduled = true;
         event_active(rs->flush_ev, EV_TIMEOUT, 0);
     }
@@ -264,17 +277,23 @@ queue_append(struct redis_store *rs, struct batch *b)
     else
         rs->queue_head = b;
     rs->queue_tail = b;
-    if (b->slot >= 0 && rs->slot_queued != NULL)
-        rs->slot_queued[b->slot] = b;
 }
 
-/* Records the check whose keys b just took (from keys_before on), puts a new
- * b at the end of the queue, and has the queue sent at the end of this loop
- * pass, so the pass's other checks join. */
+/* Records the check whose keys and args b just took (from the lengths in
+ * `before` on), puts a new b at the end of the queue, and has the queue sent
+ * at the end of this loop pass, so the pass's other checks join. */
 static void
-enqueue(struct redis_store *rs, struct batch *b, bool is_new, size_t keys_before,
+enqueue(struct redis_store *rs, struct batch *b, bool is_new, struct pending before,
         struct pending p)
 {
+    size_t keys_before = before.keys_off;
+
+    p.keys_off = keys_before;
+    p.keys_len = b->keys.len - keys_before;
+    p.args_off = before.args_off;
+    p.args_len = b->args.len - before.args_off;
+    p.nkeys = b->nkeys - before.nkeys;
+    p.nargs = b->nargs - before.nargs;
     if (is_new)
         queue_append(rs, b);
     if (b->nchecks == b->checks_cap) {
@@ -287,27 +306,27 @@ enqueue(struct redis_store *rs, struct batch *b, bool is_new, size_t keys_before
     schedule_flush(rs);
 }
 
-/* The queued batch a check of `slot` joins (-1: no slot, the last one), or
- * a new one, which enqueue puts at the end of the queue. */
+/* The last queued batch, or a new one (which enqueue puts at the end of the
+ * queue) when it is full; *before, where the next check starts in it. */
 static struct batch *
-batch_for(struct redis_store *rs, int slot, bool *is_new)
+batch_for(struct redis_store *rs, bool *is_new, struct pending *before)
 {
-    struct batch *b = slot >= 0 && rs->slot_queued != NULL ? rs->slot_queued[slot]
-                                                           : rs->queue_tail;
+    struct batch *b = rs->queue_tail;
 
-    *is_new = b == NULL || sl_redis_batch_is_full(b) || b->slot != slot;
-    if (*is_new) {
+    *is_new = b == NULL || sl_redis_batch_is_full(b);
+    if (*is_new)
         b = sl_redis_batch_get(rs);
-        b->slot = slot;
-    }
+    *before = (struct pending){ .keys_off = b->keys.len, .args_off = b->args.len,
+                                .nkeys = b->nkeys, .nargs = b->nargs };
     return b;
 }
 
 void
-sl_redis_node_check(struct redis_store *rs, int slot, const struct sl_store_bucket *buckets,
-                    size_t n, sl_store_cb *cb, void *arg)
+sl_redis_node_check(struct redis_store *rs, const struct sl_store_bucket *buckets, size_t n,
+                    sl_store_cb *cb, void *arg)
 {
-    size_t key_bytes = 0, keys_before;
+    struct pending before;
+    size_t key_bytes = 0;
     enum sl_store_status status;
     struct batch *b;
     bool is_new;
@@ -325,15 +344,14 @@ sl_redis_node_check(struct redis_store *rs, int slot, const struct sl_store_buck
             goto out;
         }
     }
-    b = batch_for(rs, slot, &is_new);
-    keys_before = b->keys.len;
+    b = batch_for(rs, &is_new, &before);
     if (batch_add(rs, b, buckets, n) == -1) {
         if (is_new)
             sl_redis_batch_release(rs, b);
         fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
         goto out;
     }
-    enqueue(rs, b, is_new, keys_before, (struct pending){ .cb = cb, .arg = arg, .nbuckets = n });
+    enqueue(rs, b, is_new, before, (struct pending){ .cb = cb, .arg = arg, .nbuckets = n });
 out:
     sl_redis_leave(rs);
 }
@@ -342,7 +360,7 @@ static void
 redis_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
             sl_store_cb *cb, void *arg)
 {
-    sl_redis_node_check((struct redis_store *)store, -1, buckets, n, cb, arg);
+    sl_redis_node_check((struct redis_store *)store, buckets, n, cb, arg);
 }
 
 /* A lease operation: a check of one bucket with a negative count (see
@@ -385,14 +403,16 @@ lease_fail_now(struct redis_store *rs, sl_store_lease_cb *cb, void *arg,
     cb(arg, status, 0, NULL);
 }
 
-void
-sl_redis_node_lease(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
-                    enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
-                    const char *holder, sl_store_lease_cb *cb, void *arg)
+/* One bucket operation of the script (k: "-1", "-2" or "-3"; nums and
+ * holder for the lease ones), queued with the checks. `is_valid`: its
+ * numbers passed the caller's checks (else SL_STORE_REPLY). */
+static void
+queue_op(struct redis_store *rs, const struct sl_store_bucket *bucket, const char *k,
+         const int64_t nums[3], const char *holder, bool is_valid, sl_store_lease_cb *cb,
+         void *arg)
 {
-    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
     enum sl_store_status status;
-    size_t keys_before;
+    struct pending before;
     struct batch *b;
     bool is_new;
 
@@ -401,24 +421,33 @@ sl_redis_node_lease(struct redis_store *rs, int slot, const struct sl_store_buck
         lease_fail_now(rs, cb, arg, status);
         goto out;
     }
-    if (params_resp(rs, bucket) == NULL || milli < 0 || held_milli < 0
-        || strlen(holder) == 0 || strlen(holder) > 32 || strspn(holder, "0123456789abcdef")
-        != strlen(holder)) {
+    if (!is_valid || params_resp(rs, bucket) == NULL) {
         lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
         goto out;
     }
-    b = batch_for(rs, slot, &is_new);
-    keys_before = b->keys.len;
-    if (batch_add_op(rs, b, bucket, op == SL_LEASE_TAKE ? "-1" : "-2", nums, holder) == -1) {
+    b = batch_for(rs, &is_new, &before);
+    if (batch_add_op(rs, b, bucket, k, nums, holder) == -1) {
         if (is_new)
             sl_redis_batch_release(rs, b);
         lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
         goto out;
     }
-    enqueue(rs, b, is_new, keys_before,
-            (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
+    enqueue(rs, b, is_new, before, (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
 out:
     sl_redis_leave(rs);
+}
+
+void
+sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket,
+                    enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
+                    const char *holder, sl_store_lease_cb *cb, void *arg)
+{
+    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
+    size_t holder_len = strlen(holder);
+    bool is_valid = milli >= 0 && held_milli >= 0 && holder_len > 0 && holder_len <= 32
+                    && strspn(holder, "0123456789abcdef") == holder_len;
+
+    queue_op(rs, bucket, op == SL_LEASE_TAKE ? "-1" : "-2", nums, holder, is_valid, cb, arg);
 }
 
 static void
@@ -426,48 +455,20 @@ redis_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum s
             int64_t milli, int64_t held_milli, uint64_t ttl2_ms, const char *holder,
             sl_store_lease_cb *cb, void *arg)
 {
-    sl_redis_node_lease((struct redis_store *)store, -1, bucket, op, milli, held_milli, ttl2_ms,
+    sl_redis_node_lease((struct redis_store *)store, bucket, op, milli, held_milli, ttl2_ms,
                         holder, cb, arg);
 }
 
 void
-sl_redis_node_refund(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+sl_redis_node_refund(struct redis_store *rs, const struct sl_store_bucket *bucket,
                      sl_store_lease_cb *cb, void *arg)
 {
-    enum sl_store_status status;
-    size_t keys_before;
-    struct batch *b;
-    bool is_new;
-
-    sl_redis_enter(rs);
-    if (!may_queue(rs, bucket->key_len, &status)) {
-        lease_fail_now(rs, cb, arg, status);
-        goto out;
-    }
-    if (params_resp(rs, bucket) == NULL) {
-        lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
-        goto out;
-    }
-    b = batch_for(rs, slot, &is_new);
-    keys_before = b->keys.len;
-    if (batch_add_op(rs, b, bucket, "-3", NULL, NULL) == -1) {
-        if (is_new)
-            sl_redis_batch_release(rs, b);
-        lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
-        goto out;
-    }
-    enqueue(rs, b, is_new, keys_before,
-            (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
-out:
-    sl_redis_leave(rs);
+    queue_op(rs, bucket, "-3", NULL, NULL, true, cb, arg);
 }
 
-/* A DEL of its own, queued like a check: it shares the connection's
- * timeouts, failure paths and ordering, and no script change is needed, as
- * an absent key is the script's full bucket. */
 void
-sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t key_len,
-                    sl_store_cb *cb, void *arg)
+sl_redis_node_reset(struct redis_store *rs, const char *key, size_t key_len, sl_store_cb *cb,
+                    void *arg)
 {
     enum sl_store_status status;
     struct batch *b;
@@ -478,7 +479,6 @@ sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t ke
         goto out;
     }
     b = sl_redis_batch_get(rs);
-    b->slot = slot;
     b->is_reset = true;
     if (sl_redis_resp_arg(&b->keys, key, key_len) == -1) {
         sl_redis_batch_release(rs, b);
@@ -486,7 +486,7 @@ sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t ke
         goto out;
     }
     b->nkeys = 1;
-    enqueue(rs, b, true, 0, (struct pending){ .cb = cb, .arg = arg, .nbuckets = 0 });
+    enqueue(rs, b, true, (struct pending){ 0 }, (struct pending){ .cb = cb, .arg = arg });
 out:
     sl_redis_leave(rs);
 }
@@ -510,7 +510,7 @@ sl_redis_store_for_key(struct sl_store *store, const char *key, size_t key_len)
 static void
 redis_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_cb *cb, void *arg)
 {
-    sl_redis_node_reset((struct redis_store *)store, -1, key, key_len, cb, arg);
+    sl_redis_node_reset((struct redis_store *)store, key, key_len, cb, arg);
 }
 
 void
@@ -532,18 +532,54 @@ sl_redis_batch_move(struct redis_store *from, struct batch *b, struct redis_stor
     nb->nchecks = b->nchecks;
     nb->nkeys = b->nkeys;
     nb->nargs = b->nargs;
-    nb->slot = b->slot;
     nb->is_reset = b->is_reset;
+    nb->is_declared = b->is_declared;
     nb->is_asking = is_asking;
     nb->redirects = b->redirects + 1;
     b->nchecks = 0;
-    /* its own batch: later checks of the slot must not ride on an ASKING */
     queue_append(to, nb);
-    if (nb->slot >= 0 && to->slot_queued != NULL && to->slot_queued[nb->slot] == nb)
-        to->slot_queued[nb->slot] = NULL;
     to->nqueued += nb->nchecks;
     to->queued_bytes += nb->keys.len;
     schedule_flush(to);
+}
+
+/* One check answered with an error, alone. */
+static void
+pending_fail(struct redis_store *rs, const struct pending *p, enum sl_store_status status)
+{
+    if (p->lease_cb != NULL)
+        lease_fail_now(rs, p->lease_cb, p->arg, status);
+    else
+        fail_now(rs, p->cb, p->arg, status);
+}
+
+void
+sl_redis_check_resend(struct redis_store *rs, const struct batch *b, size_t i)
+{
+    const struct pending *p = &b->checks[i];
+    enum sl_store_status status;
+    struct batch *nb;
+
+    if (b->redirects >= NODE_REDIRECTS_MAX) {
+        pending_fail(rs, p, SL_STORE_REPLY);
+        return;
+    }
+    if (!may_queue(rs, p->keys_len, &status)) {
+        pending_fail(rs, p, status);
+        return;
+    }
+    nb = sl_redis_batch_get(rs);
+    nb->is_declared = true;
+    nb->redirects = b->redirects + 1;
+    if (sl_buf_append(&nb->keys, b->keys.data + p->keys_off, p->keys_len) == -1
+        || sl_buf_append(&nb->args, b->args.data + p->args_off, p->args_len) == -1) {
+        sl_redis_batch_release(rs, nb);
+        pending_fail(rs, p, SL_STORE_TIMEOUT);
+        return;
+    }
+    nb->nkeys = p->nkeys;
+    nb->nargs = p->nargs;
+    enqueue(rs, nb, true, (struct pending){ 0 }, *p);
 }
 
 static bool
@@ -661,8 +697,9 @@ sl_redis_node_new(struct event_base *base, const struct redis_node_spec *spec,
         rs->is_tls_verify = spec->is_tls_verify;
     }
     rs->cluster = cluster;
-    rs->slot_queued = sl_xcalloc(SL_REDIS_SLOTS, sizeof(*rs->slot_queued));
     store_start(rs, base, spec->timeout_ms);
+    rs->script = sl_token_bucket_lua_sharded;
+    rs->script_len = strlen(sl_token_bucket_lua_sharded);
     store_connect(rs);
     return rs;
 }

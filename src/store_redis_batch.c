@@ -112,9 +112,9 @@ sl_redis_batch_get(struct redis_store *rs)
     b->is_retried = false;
     b->is_orphan = false;
     b->is_reset = false;
+    b->is_declared = false;
     b->is_asking = false;
     b->redirects = 0;
-    b->slot = -1;
     b->nchecks = b->nkeys = b->nargs = 0;
     return b;
 }
@@ -138,11 +138,13 @@ batch_destroy(struct batch *b)
     free(b);
 }
 
-/* A reset is full at once: a check joining it would go out as a DEL. */
+/* A reset is full at once: a check joining it would go out as a DEL; a
+ * declared batch too: its one check's keys are its only keys. */
 bool
 sl_redis_batch_is_full(const struct batch *b)
 {
-    return b->is_reset || b->nchecks >= BATCH_CHECKS || b->keys.len >= BATCH_BYTES;
+    return b->is_reset || b->is_declared || b->nchecks >= BATCH_CHECKS
+           || b->keys.len >= BATCH_BYTES;
 }
 
 void
@@ -158,18 +160,23 @@ sl_redis_count_status(struct redis_store *rs, enum sl_store_status status, uint6
         sl_redis_bump(&rs->errors_reply, n);
 }
 
+static void
+answer_error(const struct pending *p, enum sl_store_status status)
+{
+    if (p->lease_cb != NULL)
+        p->lease_cb(p->arg, status, 0, NULL);
+    else
+        p->cb(p->arg, status, false, NULL, 0);
+}
+
 /* Answers every check of b with an error; b is then DONE. */
 void
 sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
     b->state = BATCH_DONE;
     sl_redis_count_status(rs, status, b->nchecks);
-    for (size_t i = 0; i < b->nchecks; i++) {
-        if (b->checks[i].lease_cb != NULL)
-            b->checks[i].lease_cb(b->checks[i].arg, status, 0, NULL);
-        else
-            b->checks[i].cb(b->checks[i].arg, status, false, NULL, 0);
-    }
+    for (size_t i = 0; i < b->nchecks; i++)
+        answer_error(&b->checks[i], status);
 }
 
 static void
@@ -193,8 +200,6 @@ queue_pop(struct redis_store *rs)
     rs->queue_head = b->next;
     if (rs->queue_head == NULL)
         rs->queue_tail = NULL;
-    if (b->slot >= 0 && rs->slot_queued != NULL && rs->slot_queued[b->slot] == b)
-        rs->slot_queued[b->slot] = NULL;
     rs->nqueued -= b->nchecks;
     rs->queued_bytes -= b->keys.len;
     return b;
@@ -220,6 +225,14 @@ sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
 {
     struct batch *b;
 
+    if ((b = rs->delivering) != NULL) {
+        size_t first = rs->delivered;
+
+        rs->delivering = NULL;
+        sl_redis_count_status(rs, status, b->nchecks - first);
+        for (size_t i = first; i < b->nchecks; i++)
+            answer_error(&b->checks[i], status);
+    }
     while ((b = rs->inflight) != NULL) {
         rs->inflight = b->next;
         rs->ninflight--;
@@ -403,6 +416,9 @@ on_script_reloaded(struct sl_redis_link *link, void *r, void *privdata)
     sl_redis_leave(rs);
 }
 
+/* The script's answer for a check on a key this master does not serve. */
+#define SCRIPT_NOT_SERVED (-9)
+
 /* Checks the reply's shape against the batch before anyone is answered. */
 static bool
 reply_fits(const struct batch *b, const redisReply *reply)
@@ -428,19 +444,27 @@ reply_fits(const struct batch *b, const redisReply *reply)
 static void
 deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
 {
-    size_t r = 0;
+    size_t r = 0, nanswered = 0;
 
     b->state = BATCH_DONE;
-    sl_redis_bump(&rs->checks, b->nchecks);
     if (b->is_reset) {
+        sl_redis_bump(&rs->checks, 1);
         b->checks[0].cb(b->checks[0].arg, SL_STORE_OK, true, NULL, 0);
         return;
     }
-    for (size_t i = 0; i < b->nchecks; i++) {
+    rs->delivering = b;
+    for (size_t i = 0; i < b->nchecks && rs->delivering == b; i++) {
         const struct pending *p = &b->checks[i];
         long long first = reply->element[r++]->integer;
         bool is_admitted = first == 1;
 
+        rs->delivered = i + 1;
+        if (first == SCRIPT_NOT_SERVED && rs->cluster != NULL) {
+            r += 3 * p->nbuckets;
+            sl_redis_check_resend(rs, b, i);
+            continue;
+        }
+        nanswered++;
         if (p->nbuckets > rs->results_cap) {
             rs->results_cap = p->nbuckets;
             rs->results = sl_xrealloc(rs->results, p->nbuckets * sizeof(*rs->results));
@@ -461,6 +485,9 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         else
             p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
+    if (rs->delivering == b)
+        rs->delivering = NULL;
+    sl_redis_bump(&rs->checks, nanswered);
 }
 
 /* A cluster node's MOVED or ASK: b's checks go to the node named, or fail
@@ -486,6 +513,28 @@ follow_redirect(struct redis_store *rs, struct batch *b, const redisReply *reply
     }
     sl_redis_batch_move(rs, b, to, is_ask);
     return true;
+}
+
+/* A cluster master's error replies that are not failures: READONLY (a
+ * master turned replica by a failover: each check goes again with its keys
+ * declared, to follow the MOVED, and the map is read again), MOVED and ASK.
+ * True when b's checks went on (the caller releases b). */
+static bool
+cluster_error_reply(struct redis_store *rs, struct batch *b, const redisReply *reply)
+{
+    if (!b->is_declared && strncmp(reply->str, "READONLY", 8) == 0) {
+        b->state = BATCH_DONE;
+        for (size_t i = 0; i < b->nchecks; i++)
+            sl_redis_check_resend(rs, b, i);
+        sl_redis_cluster_node_down(rs->cluster);
+        return true;
+    }
+    if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0) {
+        /* the checks fail; the cluster may be electing a new master */
+        sl_redis_cluster_node_down(rs->cluster);
+        return false;
+    }
+    return follow_redirect(rs, b, reply);
 }
 
 static void
@@ -544,7 +593,8 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         goto out;
     }
     inflight_remove(rs, b);
-    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && follow_redirect(rs, b, reply)) {
+    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR
+        && cluster_error_reply(rs, b, reply)) {
         sl_redis_batch_release(rs, b);
         sl_redis_flush(rs);
         goto out;
@@ -601,11 +651,22 @@ format_call(struct redis_store *rs, const struct batch *b)
             return -1;
         return 0;
     }
-    if (resp_count(&rs->cmd, '*', argc) == -1
-        || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
-        || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
-        || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1
-        || sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
+    if (rs->cluster != NULL && !b->is_declared) {
+        /* keys of many slots: none declared, all in ARGV (see the script) */
+        if (resp_count(&rs->cmd, '*', argc + 2) == -1
+            || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+            || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
+            || sl_redis_resp_arg(&rs->cmd, "0", 1) == -1
+            || sl_redis_resp_arg(&rs->cmd, "keys", 4) == -1
+            || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1)
+            return -1;
+    } else if (resp_count(&rs->cmd, '*', argc) == -1
+               || sl_redis_resp_arg(&rs->cmd, "EVALSHA", 7) == -1
+               || sl_redis_resp_arg(&rs->cmd, rs->sha, 40) == -1
+               || sl_redis_resp_arg(&rs->cmd, numkeys, numkeys_len) == -1) {
+        return -1;
+    }
+    if (sl_buf_append(&rs->cmd, b->keys.data, b->keys.len) == -1
         || sl_redis_resp_arg(&rs->cmd, nchecks, nchecks_len) == -1
         || sl_buf_append(&rs->cmd, b->args.data, b->args.len) == -1)
         return -1;
@@ -647,14 +708,11 @@ send_batch(struct redis_store *rs, struct batch *b)
 void
 sl_redis_flush(struct redis_store *rs)
 {
-    size_t inflight_max = rs->cluster != NULL ? NODE_INFLIGHT_MAX : INFLIGHT_MAX;
-
     while (sl_redis_get_state(rs) == CONN_UP && rs->queue_head != NULL
-           && rs->ninflight < inflight_max) {
+           && rs->ninflight < INFLIGHT_MAX) {
         struct batch *b;
 
-        if (rs->cluster == NULL && rs->ninflight > 0
-            && !sl_redis_batch_is_full(rs->queue_head))
+        if (rs->ninflight > 0 && !sl_redis_batch_is_full(rs->queue_head))
             break;
         b = queue_pop(rs);
         if (send_batch(rs, b) == -1) {

@@ -4,7 +4,7 @@
  * Redis Cluster for the redis store (a redis-cluster:// url): a store of
  * stores. One per worker, like every store; it holds one redis_store per
  * master (store_redis*.c: its own link, handshake, batching, timeouts and
- * reconnection) and routes each check to the master of its keys' slot.
+ * reconnection) and routes each check to the master of its keys' slots.
  *
  * The slot map. CLUSTER SLOTS is asked of one node at a time over a
  * short-lived link: the seeds of the url first, then the nodes the map
@@ -15,23 +15,32 @@
  * decides). A master that leaves the map is dropped with its pending
  * checks (SL_STORE_CONNECTION too: a failover).
  *
- * Redirects. A node answering MOVED (the slot moved for good: a reshard
- * done, a failover) has the call's checks sent to the node named, and the
- * map asked again; ASK (a slot migrating) sends ASKING and the call to the
- * node named, this once. A call is redirected at most NODE_REDIRECTS_MAX
- * times (store_redis_int.h), then fails with SL_STORE_REPLY.
+ * Batching. Redis runs a script call only when all its declared keys are
+ * in one slot, so a master's calls declare none: the keys go in ARGV and
+ * the script, loaded with the allow-cross-slot-keys flag, reads them
+ * (lua/token_bucket.lua). One call to a master carries checks of all its
+ * slots, batched as with a single Redis. A key the master does not serve
+ * (its slot moved or is moving) fails that check alone, which takes nothing
+ * and is sent again on its own with its keys declared: Redis then answers
+ * MOVED (the slot moved for good: the checks go to the master named, and
+ * the map is asked again) or ASK (the slot is moving: ASKING and the call
+ * go to the master named, this once). A master turned replica answers
+ * READONLY: its checks are sent again the same way. A check is sent again
+ * at most NODE_REDIRECTS_MAX times (store_redis_int.h), then fails with
+ * SL_STORE_REPLY.
  *
- * Checks over several slots. Redis runs a script call only when all its
- * keys are in one slot, so a check whose buckets sit in different slots is
- * split: one check per slot, each all-or-nothing on its node, sent at once.
- * The request is admitted only when every part took its cost; when one
- * part refuses (or fails), the parts that took give it back (the script's
- * refund, lua/token_bucket.lua) before the caller is answered. A refund in
- * flight can refuse a request or two more; it never admits more: every
- * part that admitted took its tokens before the decision. A part that
- * failed may have taken its cost unseen (a timeout); that is lost, as it
- * is for a single Redis. Checks in one slot (hash tags: "{tenant}...")
- * keep the one-call path.
+ * Checks over several slots. A check whose buckets share one slot is one
+ * check on its master, all-or-nothing in one script call. One whose buckets
+ * sit in different slots is split: one part per slot, each all-or-nothing
+ * on its master, sent at once (the parts for one master ride in its next
+ * call). One slot per part, because a part sent again with its keys
+ * declared must name one slot only. The request is admitted only when
+ * every part took its cost; when one part refuses (or fails), the parts
+ * that took give it back (the script's refund) before the caller is
+ * answered. A refund in flight can refuse a request or two more; it never
+ * admits more: every part that admitted took its tokens before the
+ * decision. A part that failed may have taken its cost unseen (a timeout);
+ * that is lost, as it is for a single Redis.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,7 +109,7 @@ struct redis_cluster {
 /* One check split over slots; its parts are checks of one slot each. */
 struct split_part {
     struct split *s;
-    int slot;
+    unsigned slot;
     size_t first, count;               /* its buckets: s->buckets[first .. first+count) */
     bool is_admitted;
 };
@@ -463,6 +472,8 @@ sl_redis_cluster_redirect(struct redis_cluster *c, const char *text, bool *is_as
         snprintf(host, sizeof(host), "%.*s", (int)(colon - p - 2), p + 1);
     else
         snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
+    if (host[0] == '\0' || strpbrk(host, " \t[]") != NULL)
+        return NULL;
     node = node_get(c, host, (int)port);
     if (node == NULL)
         return NULL;
@@ -487,7 +498,8 @@ on_refunded(void *arg, enum sl_store_status status, int64_t moved_milli,
     (void)result;
 }
 
-/* The parts that took their cost give it back: the request is refused. */
+/* The parts that took their cost give it back, to the master of their
+ * slot now: the request is refused. */
 static void
 refund_parts(struct redis_cluster *c, const struct split *s)
 {
@@ -499,7 +511,7 @@ refund_parts(struct redis_cluster *c, const struct split *s)
             continue;
         for (size_t j = part->first; j < part->first + part->count; j++) {
             sl_redis_bump(&c->refunds, 1);
-            sl_redis_node_refund(node->rs, part->slot, &s->buckets[j], on_refunded, NULL);
+            sl_redis_node_refund(node->rs, &s->buckets[j], on_refunded, NULL);
         }
     }
 }
@@ -556,6 +568,7 @@ on_part(void *arg, enum sl_store_status status, bool is_admitted,
     leave(c);
 }
 
+/* Orders (slot, position) pairs. */
 static int
 by_slot(const void *a, const void *b)
 {
@@ -570,7 +583,8 @@ static struct split *
 split_new(struct redis_cluster *c, const struct sl_store_bucket *buckets, size_t n,
           const unsigned *slots)
 {
-    size_t (*pairs)[2] = sl_xmalloc(n * sizeof(*pairs)), nparts = 0, key_bytes = 0;
+    size_t (*pairs)[2] = sl_xmalloc(n * sizeof(*pairs));
+    size_t nparts = 0, key_bytes = 0;
     struct split *s;
     char *key;
 
@@ -598,7 +612,7 @@ split_new(struct redis_cluster *c, const struct sl_store_bucket *buckets, size_t
         key += b->key_len;
         s->origin[i] = pairs[i][1];
         if (i == 0 || pairs[i][0] != pairs[i - 1][0])
-            s->parts[nparts++] = (struct split_part){ .s = s, .slot = (int)pairs[i][0],
+            s->parts[nparts++] = (struct split_part){ .s = s, .slot = (unsigned)pairs[i][0],
                                                       .first = i };
         s->parts[nparts - 1].count++;
     }
@@ -616,19 +630,13 @@ split_check(struct redis_cluster *c, const struct sl_store_bucket *buckets, size
     s->cb = cb;
     s->arg = arg;
     sl_redis_bump(&c->splits, 1);
-    /* every part answers (later, or now when its node fails fast); the last
-     * answer frees s, so nothing of it is touched after the last send */
+    /* every part answers (later, or now when its master fails fast); the
+     * last answer frees s, so nothing of it is touched after the last send */
     for (size_t i = 0; i < nparts; i++) {
         struct split_part *part = &s->parts[i];
-        struct cluster_node *node = c->slot_node[part->slot];
+        struct cluster_node *node = c->slot_node[part->slot]; /* checked by cluster_check */
 
-        if (node == NULL) {
-            sl_redis_bump(&c->failed_fast, 1);
-            on_part(part, SL_STORE_CONNECTION, false, NULL, 0);
-        } else {
-            sl_redis_node_check(node->rs, part->slot, &s->buckets[part->first], part->count,
-                                on_part, part);
-        }
+        sl_redis_node_check(node->rs, &s->buckets[part->first], part->count, on_part, part);
     }
 }
 
@@ -647,29 +655,32 @@ master_of(struct redis_cluster *c, unsigned slot)
     return node;
 }
 
+/* A check whose buckets share one slot is one check on its master, atomic
+ * as with a single Redis; the others are split, one part per slot (a part
+ * that a master no longer serves must be sent again with its keys declared,
+ * which Redis allows for one slot only). */
 static void
 cluster_check(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
               sl_store_cb *cb, void *arg)
 {
     struct redis_cluster *c = (struct redis_cluster *)store;
     unsigned one[8], *slots = n <= 8 ? one : sl_xmalloc(n * sizeof(*slots));
-    bool is_one_slot = true;
-    struct cluster_node *node;
+    bool is_one_slot = true, is_known = !c->is_freeing;
 
     enter(c);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && is_known; i++) {
         slots[i] = sl_redis_key_slot(buckets[i].key, buckets[i].key_len);
+        is_known = master_of(c, slots[i]) != NULL;
         is_one_slot = is_one_slot && slots[i] == slots[0];
     }
-    if (n == 0 || c->is_freeing) {
-        cb(arg, c->is_freeing ? SL_STORE_CONNECTION : SL_STORE_OK, !c->is_freeing, NULL, 0);
-    } else if (!is_one_slot) {
-        split_check(c, buckets, n, slots, cb, arg);
-    } else if ((node = master_of(c, slots[0])) == NULL) {
+    if (!is_known)
         cb(arg, SL_STORE_CONNECTION, false, NULL, 0);
-    } else {
-        sl_redis_node_check(node->rs, (int)slots[0], buckets, n, cb, arg);
-    }
+    else if (n == 0)
+        cb(arg, SL_STORE_OK, true, NULL, 0);
+    else if (is_one_slot)
+        sl_redis_node_check(c->slot_node[slots[0]]->rs, buckets, n, cb, arg);
+    else
+        split_check(c, buckets, n, slots, cb, arg);
     if (slots != one)
         free(slots);
     leave(c);
@@ -688,8 +699,7 @@ cluster_lease(struct sl_store *store, const struct sl_store_bucket *bucket, enum
     if (c->is_freeing || (node = master_of(c, slot)) == NULL)
         cb(arg, SL_STORE_CONNECTION, 0, NULL);
     else
-        sl_redis_node_lease(node->rs, (int)slot, bucket, op, milli, held_milli, ttl2_ms, holder,
-                            cb, arg);
+        sl_redis_node_lease(node->rs, bucket, op, milli, held_milli, ttl2_ms, holder, cb, arg);
     leave(c);
 }
 
@@ -705,7 +715,7 @@ cluster_reset(struct sl_store *store, const char *key, size_t key_len, sl_store_
     if (c->is_freeing || (node = master_of(c, slot)) == NULL)
         cb(arg, SL_STORE_CONNECTION, false, NULL, 0);
     else
-        sl_redis_node_reset(node->rs, (int)slot, key, key_len, cb, arg);
+        sl_redis_node_reset(node->rs, key, key_len, cb, arg);
     leave(c);
 }
 
@@ -801,6 +811,7 @@ cluster_free(struct sl_store *store)
     sl_redis_link_free(ask); /* its callbacks come back NULL */
     for (size_t i = 0; i < c->nnodes; i++)
         c->nodes[i]->is_in_map = false;
+    memset(c->slot_node, 0, SL_REDIS_SLOTS * sizeof(*c->slot_node));
     drop_unmapped(c);
     leave(c);
 }

@@ -13,8 +13,8 @@
  *   store_redis_sentinel.c  redis-sentinel:// urls: the master asked of the
  *                        sentinels, and +switch-master followed;
  *   store_redis_cluster.c   redis-cluster:// urls: a store of stores, one
- *                        redis_store per node, the slot map, redirects,
- *                        checks split over nodes (take, then refund).
+ *                        redis_store per master, the slot map, redirects,
+ *                        checks split over slots (take, then refund).
  * Everything here runs on the worker that owns the store, except the
  * counters and `state`, which other threads read with relaxed atomics.
  */
@@ -44,10 +44,9 @@ struct sl_store_conf;
 #define BATCH_CHECKS 128            /* checks per script call */
 #define BATCH_BYTES (256u << 10)    /* key bytes per script call */
 #define INFLIGHT_MAX 4              /* calls out at once (only full ones beyond the first) */
-/* A cluster node's calls each carry one slot (Redis refuses a script call
- * whose keys span slots), so it sends every queued call at once instead. */
-#define NODE_INFLIGHT_MAX 512
-#define NODE_REDIRECTS_MAX 2        /* MOVED or ASK followed per call, then SL_STORE_REPLY */
+/* A check sent again (a key its master did not serve, MOVED, ASK) at most
+ * this often, then SL_STORE_REPLY: a slot is not moved that often. */
+#define NODE_REDIRECTS_MAX 3
 #define QUEUE_CHECKS 8192           /* checks waiting to be sent; past it: SL_STORE_TIMEOUT */
 #define QUEUE_BYTES (16u << 20)     /* key bytes waiting to be sent */
 #define BACKOFF_MIN_MS 100
@@ -76,6 +75,8 @@ struct pending {
     sl_store_lease_cb *lease_cb; /* a lease operation: this is called instead */
     void *arg;
     size_t nbuckets;
+    /* its part of the batch's keys and args, to send it again on its own */
+    size_t keys_off, keys_len, args_off, args_len, nkeys, nargs;
 };
 
 enum batch_state {
@@ -92,9 +93,9 @@ struct batch {
     bool is_retried;         /* NOSCRIPT retry done */
     bool is_orphan;          /* timed out: its checks are answered, its reply is dropped */
     bool is_reset;           /* one DEL of its one key (sl_store_reset), not a script call */
+    bool is_declared;        /* cluster: one check, its keys declared (for redirects) */
     bool is_asking;          /* cluster: ASKING goes first (an ASK redirect) */
-    unsigned redirects;      /* cluster: MOVED and ASK followed so far */
-    int slot;                /* cluster: the one slot of its keys; else -1 */
+    unsigned redirects;      /* cluster: times its checks were sent again */
     uint64_t sent_us;        /* when it went out, for the node's latency */
     struct pending *checks;
     size_t nchecks;
@@ -133,7 +134,6 @@ struct redis_store {
     bool is_tls_verify;
     struct sentinel *sentinel;  /* redis-sentinel:// url; else NULL */
     struct redis_cluster *cluster; /* a node of a redis-cluster:// store; else NULL */
-    struct batch **slot_queued; /* cluster node: the queued batch taking each slot's checks */
     struct sl_redis_node *node; /* this server's process-wide counters (metrics) */
     struct sl_redis_link *link;
     _Atomic int state;       /* enum conn_state; read by is_up from any thread */
@@ -154,6 +154,11 @@ struct redis_store {
     size_t nqueued;          /* checks */
     size_t queued_bytes;
     struct batch *inflight;  /* sent, not answered; unordered */
+    /* the batch whose checks deliver() is answering, and the first of them
+     * not answered yet: a store freed from one of their callbacks fails
+     * the rest at once, as it does every other pending check */
+    struct batch *delivering;
+    size_t delivered;
     size_t ninflight;
     struct batch *free_batches;
 
@@ -273,23 +278,27 @@ struct redis_node_spec {
 };
 struct redis_store *sl_redis_node_new(struct event_base *base, const struct redis_node_spec *spec,
                                       struct redis_cluster *cluster);
-/* The store interface with the slot of the keys, which the node's batches
- * must not mix; a refund gives one bucket's cost back (lua/token_bucket.lua,
- * k = -3) and answers as a lease operation does. */
-void sl_redis_node_check(struct redis_store *rs, int slot, const struct sl_store_bucket *buckets,
+/* The store interface on one master; a refund gives one bucket's cost back
+ * (lua/token_bucket.lua, k = -3) and answers as a lease operation does. */
+void sl_redis_node_check(struct redis_store *rs, const struct sl_store_bucket *buckets,
                          size_t n, sl_store_cb *cb, void *arg);
-void sl_redis_node_lease(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+void sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket,
                          enum sl_lease_op op, int64_t milli, int64_t held_milli,
                          uint64_t ttl2_ms, const char *holder, sl_store_lease_cb *cb, void *arg);
-void sl_redis_node_refund(struct redis_store *rs, int slot, const struct sl_store_bucket *bucket,
+void sl_redis_node_refund(struct redis_store *rs, const struct sl_store_bucket *bucket,
                           sl_store_lease_cb *cb, void *arg);
-void sl_redis_node_reset(struct redis_store *rs, int slot, const char *key, size_t key_len,
+void sl_redis_node_reset(struct redis_store *rs, const char *key, size_t key_len,
                          sl_store_cb *cb, void *arg);
 /* Hands b's checks (b came back from another node with a redirect) to `to`,
  * at the end of its queue; they fail at once when `to` cannot take them. */
 void sl_redis_batch_move(struct redis_store *from, struct batch *b, struct redis_store *to,
                          bool is_asking);
 void sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status);
+/* Check i of b, which its master did not serve (-9 from the script, or the
+ * master became a replica), sent again on its own with its keys declared,
+ * for Redis to redirect (MOVED, ASK); answered with an error when it was
+ * sent again too often or cannot queue. */
+void sl_redis_check_resend(struct redis_store *rs, const struct batch *b, size_t i);
 
 /* The redis store a command about `key` goes to: `store` itself, or a
  * cluster's master of the key's slot; NULL for any other store. */
