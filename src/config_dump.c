@@ -539,7 +539,10 @@ dump_store_tls(FILE *out, const struct sl_store_conf *s)
     put_tls_key(out, "ca_file", tls->ca_file, "the system's trust store");
     put_tls_key(out, "cert_file", tls->cert_file, "no client certificate");
     put_tls_key(out, "key_file", tls->key_file, "no client certificate");
-    put_tls_key(out, "server_name", tls->server_name, "the url's host");
+    put_tls_key(out, "server_name", tls->server_name,
+                strncmp(s->url, "rediss-cluster://", 17) == 0
+                    ? "each node's address, as the slot map gives it"
+                    : "the url's host");
     fprintf(out, "    verify = %s,\n  },\n", tls->is_verify ? "true" : "false");
 }
 

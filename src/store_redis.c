@@ -403,12 +403,14 @@ lease_fail_now(struct redis_store *rs, sl_store_lease_cb *cb, void *arg,
     cb(arg, status, 0, NULL);
 }
 
-void
-sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket,
-                    enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
-                    const char *holder, sl_store_lease_cb *cb, void *arg)
+/* One bucket operation of the script (k: "-1", "-2" or "-3"; nums and
+ * holder for the lease ones), queued with the checks. `is_valid`: its
+ * numbers passed the caller's checks (else SL_STORE_REPLY). */
+static void
+queue_op(struct redis_store *rs, const struct sl_store_bucket *bucket, const char *k,
+         const int64_t nums[3], const char *holder, bool is_valid, sl_store_lease_cb *cb,
+         void *arg)
 {
-    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
     enum sl_store_status status;
     struct pending before;
     struct batch *b;
@@ -419,14 +421,12 @@ sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket
         lease_fail_now(rs, cb, arg, status);
         goto out;
     }
-    if (params_resp(rs, bucket) == NULL || milli < 0 || held_milli < 0
-        || strlen(holder) == 0 || strlen(holder) > 32 || strspn(holder, "0123456789abcdef")
-        != strlen(holder)) {
+    if (!is_valid || params_resp(rs, bucket) == NULL) {
         lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
         goto out;
     }
     b = batch_for(rs, &is_new, &before);
-    if (batch_add_op(rs, b, bucket, op == SL_LEASE_TAKE ? "-1" : "-2", nums, holder) == -1) {
+    if (batch_add_op(rs, b, bucket, k, nums, holder) == -1) {
         if (is_new)
             sl_redis_batch_release(rs, b);
         lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
@@ -435,6 +435,19 @@ sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket
     enqueue(rs, b, is_new, before, (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
 out:
     sl_redis_leave(rs);
+}
+
+void
+sl_redis_node_lease(struct redis_store *rs, const struct sl_store_bucket *bucket,
+                    enum sl_lease_op op, int64_t milli, int64_t held_milli, uint64_t ttl2_ms,
+                    const char *holder, sl_store_lease_cb *cb, void *arg)
+{
+    int64_t nums[3] = { milli, held_milli, (int64_t)ttl2_ms * 1000 };
+    size_t holder_len = strlen(holder);
+    bool is_valid = milli >= 0 && held_milli >= 0 && holder_len > 0 && holder_len <= 32
+                    && strspn(holder, "0123456789abcdef") == holder_len;
+
+    queue_op(rs, bucket, op == SL_LEASE_TAKE ? "-1" : "-2", nums, holder, is_valid, cb, arg);
 }
 
 static void
@@ -450,35 +463,9 @@ void
 sl_redis_node_refund(struct redis_store *rs, const struct sl_store_bucket *bucket,
                      sl_store_lease_cb *cb, void *arg)
 {
-    enum sl_store_status status;
-    struct pending before;
-    struct batch *b;
-    bool is_new;
-
-    sl_redis_enter(rs);
-    if (!may_queue(rs, bucket->key_len, &status)) {
-        lease_fail_now(rs, cb, arg, status);
-        goto out;
-    }
-    if (params_resp(rs, bucket) == NULL) {
-        lease_fail_now(rs, cb, arg, SL_STORE_REPLY);
-        goto out;
-    }
-    b = batch_for(rs, &is_new, &before);
-    if (batch_add_op(rs, b, bucket, "-3", NULL, NULL) == -1) {
-        if (is_new)
-            sl_redis_batch_release(rs, b);
-        lease_fail_now(rs, cb, arg, SL_STORE_TIMEOUT);
-        goto out;
-    }
-    enqueue(rs, b, is_new, before, (struct pending){ .lease_cb = cb, .arg = arg, .nbuckets = 1 });
-out:
-    sl_redis_leave(rs);
+    queue_op(rs, bucket, "-3", NULL, NULL, true, cb, arg);
 }
 
-/* A DEL of its own, queued like a check: it shares the connection's
- * timeouts, failure paths and ordering, and no script change is needed, as
- * an absent key is the script's full bucket. */
 void
 sl_redis_node_reset(struct redis_store *rs, const char *key, size_t key_len, sl_store_cb *cb,
                     void *arg)

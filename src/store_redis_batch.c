@@ -515,6 +515,28 @@ follow_redirect(struct redis_store *rs, struct batch *b, const redisReply *reply
     return true;
 }
 
+/* A cluster master's error replies that are not failures: READONLY (a
+ * master turned replica by a failover: each check goes again with its keys
+ * declared, to follow the MOVED, and the map is read again), MOVED and ASK.
+ * True when b's checks went on (the caller releases b). */
+static bool
+cluster_error_reply(struct redis_store *rs, struct batch *b, const redisReply *reply)
+{
+    if (!b->is_declared && strncmp(reply->str, "READONLY", 8) == 0) {
+        b->state = BATCH_DONE;
+        for (size_t i = 0; i < b->nchecks; i++)
+            sl_redis_check_resend(rs, b, i);
+        sl_redis_cluster_node_down(rs->cluster);
+        return true;
+    }
+    if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0) {
+        /* the checks fail; the cluster may be electing a new master */
+        sl_redis_cluster_node_down(rs->cluster);
+        return false;
+    }
+    return follow_redirect(rs, b, reply);
+}
+
 static void
 on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
 {
@@ -571,19 +593,8 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         goto out;
     }
     inflight_remove(rs, b);
-    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && !b->is_declared
-        && strncmp(reply->str, "READONLY", 8) == 0) {
-        /* a master turned replica (a failover): each check goes again with
-         * its keys declared, to be sent on with MOVED; the map is read again */
-        b->state = BATCH_DONE;
-        for (size_t i = 0; i < b->nchecks; i++)
-            sl_redis_check_resend(rs, b, i);
-        sl_redis_batch_release(rs, b);
-        sl_redis_cluster_node_down(rs->cluster);
-        sl_redis_flush(rs);
-        goto out;
-    }
-    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR && follow_redirect(rs, b, reply)) {
+    if (rs->cluster != NULL && reply->type == REDIS_REPLY_ERROR
+        && cluster_error_reply(rs, b, reply)) {
         sl_redis_batch_release(rs, b);
         sl_redis_flush(rs);
         goto out;

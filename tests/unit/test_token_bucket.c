@@ -618,8 +618,8 @@ test_bound_lua(void **state)
 
 /* ---- leases ---------------------------------------------------------------- */
 
-/* One lease operation through the script at e->now; returns the milli-tokens
- * moved, *res the bucket after it. */
+/* One lease operation (or a refund: holder NULL) through the script at
+ * e->now; returns the milli-tokens moved, *res the bucket after it. */
 static long long
 lua_lease(struct env *e, const struct sl_store_bucket *b, int op, long long a, long long held,
           long long ttl2_us, const char *holder, struct sl_store_result *res)
@@ -643,14 +643,17 @@ lua_lease(struct env *e, const struct sl_store_bucket *b, int op, long long a, l
     v[7] = a;
     v[8] = held;
     v[9] = ttl2_us;
-    for (int i = 0; i < 10; i++) {
+    /* a refund (no holder) stops after the bucket's numbers */
+    size_t nargv = holder != NULL ? 11 : 7;
+
+    for (size_t i = 0; i < 10; i++) {
         argv_lens[i] = (size_t)snprintf(numbers[i], sizeof(numbers[0]), "%lld", v[i]);
         argv[i] = numbers[i];
     }
     argv[10] = holder;
-    argv_lens[10] = strlen(holder);
+    argv_lens[10] = holder != NULL ? strlen(holder) : 0;
     tb_lua_set_now(&e->lua, e->now);
-    nreply = tb_lua_eval(&e->lua, keys, key_lens, 1, argv, argv_lens, 11, reply, 8, err,
+    nreply = tb_lua_eval(&e->lua, keys, key_lens, 1, argv, argv_lens, nargv, reply, 8, err,
                          sizeof(err));
     if (nreply < 0)
         fail_msg("script error: %s", err);
@@ -665,44 +668,8 @@ lua_lease(struct env *e, const struct sl_store_bucket *b, int op, long long a, l
 
 #define TAKE (-1)
 #define GIVE (-2)
+#define REFUND (-3)
 #define TTL2 500000 /* us */
-
-/* A refund (k = -3) through the script at e->now: the milli-tokens given
- * back, *res the bucket after it. */
-static long long
-lua_refund(struct env *e, const struct sl_store_bucket *b, struct sl_store_result *res)
-{
-    const char *keys[1] = { b->key }, *argv[7];
-    size_t key_lens[1] = { b->key_len }, argv_lens[7];
-    char numbers[7][24];
-    long long reply[8], v[7];
-    struct sl_tb_params pr = { 0 };
-    char err[256];
-    long nreply;
-
-    assert_int_equal(sl_tb_params_from_bucket(&pr, b), 0);
-    v[0] = 1;
-    v[1] = -3;
-    v[2] = pr.q;
-    v[3] = pr.p;
-    v[4] = pr.tu;
-    v[5] = pr.burst;
-    v[6] = pr.cost;
-    for (int i = 0; i < 7; i++) {
-        argv_lens[i] = (size_t)snprintf(numbers[i], sizeof(numbers[0]), "%lld", v[i]);
-        argv[i] = numbers[i];
-    }
-    tb_lua_set_now(&e->lua, e->now);
-    nreply = tb_lua_eval(&e->lua, keys, key_lens, 1, argv, argv_lens, 7, reply, 8, err,
-                         sizeof(err));
-    if (nreply < 0)
-        fail_msg("script error: %s", err);
-    assert_int_equal(nreply, 4);
-    res->remaining = (double)reply[1] / 1000.0;
-    res->retry_ms = reply[2] < 0 ? SL_STORE_RETRY_NEVER : (uint64_t)reply[2];
-    res->reset_ms = (uint64_t)reply[3];
-    return reply[0];
-}
 
 /* A check on a key the master does not serve answers -9 and takes
  * nothing; the others in the call are decided as usual. */
@@ -738,17 +705,17 @@ test_refund(void **state)
     lua_check(e, &b, 1, &o);
     assert_true(o.is_admitted);
     assert_true(o.res[0].remaining == 3.0);
-    assert_int_equal(lua_refund(e, &b, &r), 2000);
+    assert_int_equal(lua_lease(e, &b, REFUND, 0, 0, 0, NULL, &r), 2000);
     assert_true(r.remaining == 5.0);
     /* full already: nothing goes back, nothing is written */
-    assert_int_equal(lua_refund(e, &b, &r), 0);
+    assert_int_equal(lua_lease(e, &b, REFUND, 0, 0, 0, NULL, &r), 0);
     assert_true(r.remaining == 5.0);
     lua_check(e, &b, 1, &o);
     lua_check(e, &b, 1, &o);
     assert_true(o.res[0].remaining == 1.0);
     /* 3 s later the bucket refilled to 4: only 1 of the 2 fits */
     e->now += 3000000;
-    assert_int_equal(lua_refund(e, &b, &r), 1000);
+    assert_int_equal(lua_lease(e, &b, REFUND, 0, 0, 0, NULL, &r), 1000);
     assert_true(r.remaining == 5.0);
 }
 
