@@ -113,6 +113,7 @@ sl_redis_batch_get(struct redis_store *rs)
     b->is_orphan = false;
     b->is_reset = false;
     b->is_declared = false;
+    b->is_answering = false;
     b->is_asking = false;
     b->redirects = 0;
     b->nchecks = b->nkeys = b->nargs = 0;
@@ -169,14 +170,57 @@ answer_error(const struct pending *p, enum sl_store_status status)
         p->cb(p->arg, status, false, NULL, 0);
 }
 
+/*
+ * A batch's checks answered one by one: their callbacks may free the store
+ * (or start something that fails every pending check), so the batch is on
+ * the store's answering stack meanwhile, and sl_redis_fail_all answers the
+ * rest of it at once. Loop with `while (answering_next(b, i))`.
+ */
+static void
+answering_begin(struct redis_store *rs, struct batch *b)
+{
+    b->is_answering = true;
+    b->answered = 0;
+    b->answering_next = rs->answering;
+    rs->answering = b;
+}
+
+/* Whether check i is still to be answered here; it counts as answered. */
+static bool
+answering_next(struct batch *b, size_t i)
+{
+    if (!b->is_answering || i >= b->nchecks)
+        return false;
+    b->answered = i + 1;
+    return true;
+}
+
+static void
+answering_end(struct redis_store *rs, struct batch *b)
+{
+    if (!b->is_answering)
+        return;
+    for (struct batch **p = &rs->answering; *p != NULL; p = &(*p)->answering_next) {
+        if (*p == b) {
+            *p = b->answering_next;
+            break;
+        }
+    }
+    b->is_answering = false;
+}
+
 /* Answers every check of b with an error; b is then DONE. */
 void
 sl_redis_batch_fail(struct redis_store *rs, struct batch *b, enum sl_store_status status)
 {
+    size_t n = 0;
+
     b->state = BATCH_DONE;
-    sl_redis_count_status(rs, status, b->nchecks);
-    for (size_t i = 0; i < b->nchecks; i++)
+    answering_begin(rs, b);
+    for (size_t i = 0; answering_next(b, i); i++, n++)
         answer_error(&b->checks[i], status);
+    answering_end(rs, b);
+    sl_redis_count_status(rs, status, n); /* sl_redis_fail_all counted the rest */
 }
 
 static void
@@ -225,10 +269,10 @@ sl_redis_fail_all(struct redis_store *rs, enum sl_store_status status)
 {
     struct batch *b;
 
-    if ((b = rs->delivering) != NULL) {
-        size_t first = rs->delivered;
+    while ((b = rs->answering) != NULL) {
+        size_t first = b->answered;
 
-        rs->delivering = NULL;
+        answering_end(rs, b);
         sl_redis_count_status(rs, status, b->nchecks - first);
         for (size_t i = first; i < b->nchecks; i++)
             answer_error(&b->checks[i], status);
@@ -452,13 +496,12 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         b->checks[0].cb(b->checks[0].arg, SL_STORE_OK, true, NULL, 0);
         return;
     }
-    rs->delivering = b;
-    for (size_t i = 0; i < b->nchecks && rs->delivering == b; i++) {
+    answering_begin(rs, b);
+    for (size_t i = 0; answering_next(b, i); i++) {
         const struct pending *p = &b->checks[i];
         long long first = reply->element[r++]->integer;
         bool is_admitted = first == 1;
 
-        rs->delivered = i + 1;
         if (first == SCRIPT_NOT_SERVED && rs->cluster != NULL) {
             r += 3 * p->nbuckets;
             sl_redis_check_resend(rs, b, i);
@@ -485,8 +528,7 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
         else
             p->cb(p->arg, SL_STORE_OK, is_admitted, rs->results, p->nbuckets);
     }
-    if (rs->delivering == b)
-        rs->delivering = NULL;
+    answering_end(rs, b);
     sl_redis_bump(&rs->checks, nanswered);
 }
 
@@ -524,8 +566,10 @@ cluster_error_reply(struct redis_store *rs, struct batch *b, const redisReply *r
 {
     if (!b->is_declared && strncmp(reply->str, "READONLY", 8) == 0) {
         b->state = BATCH_DONE;
-        for (size_t i = 0; i < b->nchecks; i++)
+        answering_begin(rs, b);
+        for (size_t i = 0; answering_next(b, i); i++)
             sl_redis_check_resend(rs, b, i);
+        answering_end(rs, b);
         sl_redis_cluster_node_down(rs->cluster);
         return true;
     }

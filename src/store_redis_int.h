@@ -94,6 +94,9 @@ struct batch {
     bool is_orphan;          /* timed out: its checks are answered, its reply is dropped */
     bool is_reset;           /* one DEL of its one key (sl_store_reset), not a script call */
     bool is_declared;        /* cluster: one check, its keys declared (for redirects) */
+    bool is_answering;       /* on the store's answering stack */
+    size_t answered;         /* checks answered (or sent again) so far, while on it */
+    struct batch *answering_next;
     bool is_asking;          /* cluster: ASKING goes first (an ASK redirect) */
     unsigned redirects;      /* cluster: times its checks were sent again */
     uint64_t sent_us;        /* when it went out, for the node's latency */
@@ -154,11 +157,10 @@ struct redis_store {
     size_t nqueued;          /* checks */
     size_t queued_bytes;
     struct batch *inflight;  /* sent, not answered; unordered */
-    /* the batch whose checks deliver() is answering, and the first of them
-     * not answered yet: a store freed from one of their callbacks fails
-     * the rest at once, as it does every other pending check */
-    struct batch *delivering;
-    size_t delivered;
+    /* batches whose checks are being answered one by one, innermost first:
+     * a store freed from one of their callbacks fails the rest at once, as
+     * it does every other pending check */
+    struct batch *answering;
     size_t ninflight;
     struct batch *free_batches;
 

@@ -16,9 +16,6 @@
  * The nodes never answer (fakes/cluster_env.h): their checks sit in their
  * queues, where the test answers them as the link would. Nothing leaves
  * the host.
- *
- * One test marked BUG, run last, shows a defect of the code as it is (it
- * fails until fixed, aborting the process): test_free_mid_batch_fail.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -850,29 +847,14 @@ test_free_mid_batch(void **state)
 }
 
 /*
- * BUG (store_redis_batch.c, sl_redis_batch_fail; lead to fix, this test
- * fails until then, under ASan a heap-use-after-free, without it a double
- * free that aborts the process): the case of test_free_mid_batch, the
- * batch failed whole instead of delivered: its connection lost
- * (sl_redis_fail_all's loop over the calls out), a timeout
- * (on_batch_timeout), an error reply that is no redirect (on_eval_reply);
- * each ends in sl_redis_batch_fail. The fix of 8f2dd98 covers deliver()
- * only: sl_redis_batch_fail answers b's checks in a loop of its own, b is
- * already off the inflight list, and rs->delivering is not set, so the
- * store freed from check 0's callback fails nothing of b; the
- * split part at check 1 stays unanswered through sl_store_free (the cluster
- * is destroyed on return), then the loop hands it to on_part, which does
- * enter(s->c) on the freed cluster (ASan: heap-use-after-free in enter()
- * from on_part() from answer_error() from sl_redis_batch_fail()), and
- * split_done's leave() destroys it a second time. The other loops over a
- * batch taken off the lists have the same hole (not tested here):
- * sl_redis_fail_queue (queue_pop, then sl_redis_batch_fail), the send
- * failures in sl_redis_flush and the NOSCRIPT resend, and on_eval_reply's
- * READONLY loop over sl_redis_check_resend (a resend that cannot queue
- * answers at once, and after a free none can). Expected: the split
- * answered once, not admitted, before sl_store_free returns, and nothing
- * freed touched, as with a delivered batch (e.g. sl_redis_batch_fail
- * marking b as being delivered, as deliver() does).
+ * The case of test_free_mid_batch with the batch failed whole instead of
+ * delivered: its connection lost (sl_redis_fail_all's loop over the calls
+ * out), a timeout (on_batch_timeout), an error reply that is no redirect
+ * (on_eval_reply); each ends in sl_redis_batch_fail. The store freed from
+ * check 0's callback must answer the split part at check 1 at once (not
+ * admitted), so that nothing of the freed cluster is touched afterwards:
+ * without the answering stack, on_part reached the freed cluster (a
+ * heap-use-after-free, then a double free).
  */
 static void
 test_free_mid_batch_fail(void **state)
