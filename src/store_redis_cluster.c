@@ -94,6 +94,7 @@ struct redis_cluster {
 
     struct sl_redis_link *ask;         /* CLUSTER SLOTS in flight; NULL: none */
     char ask_host[NI_MAXHOST];
+    int ask_port;
     unsigned ask_turn;
     uint64_t asked_us;
     struct event *soon_timer, *every_timer, *ask_timer;
@@ -258,8 +259,10 @@ static void
 ask_failed(struct redis_cluster *c, const char *why)
 {
     if (!c->is_logged_ask_error) {
-        sl_log_warnx("redis cluster: CLUSTER SLOTS from %s: %s; asking the next node",
-                     c->ask_host, why);
+        sl_log_warnx(strchr(c->ask_host, ':') != NULL
+                         ? "redis cluster: CLUSTER SLOTS from [%s]:%d: %s; asking the next node"
+                         : "redis cluster: CLUSTER SLOTS from %s:%d: %s; asking the next node",
+                     c->ask_host, c->ask_port, why);
         c->is_logged_ask_error = true;
     }
     ask_done(c);
@@ -390,6 +393,7 @@ ask_start(struct redis_cluster *c)
     ask_target(c, c->ask_turn++, &t);
     if (t.host != c->ask_host)
         snprintf(c->ask_host, sizeof(c->ask_host), "%s", t.host);
+    c->ask_port = t.port;
     c->ask = sl_redis_link_new(c->evbase, &t, NULL, NULL, CTL_OUT_MAX, on_ask_down, c, err,
                                sizeof(err));
     if (c->ask == NULL) {
