@@ -1344,58 +1344,6 @@ test_typed_options(void **state)
     sl_config_free(cfg);
 }
 
-static void
-test_redis_urls(void **state)
-{
-    static const char *const good[] = {
-        "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", "redis://redis.internal:6380/15",
-        "redis://user:pass@127.0.0.1:6379/1", "redis://:pass@127.0.0.1:6379",
-        "redis://[::1]:6379", "unix:/run/redis.sock", "unix:/tmp/r.sock?db=2",
-        /* the forms store_redis always took, now accepted here too (one parser) */
-        "redis://127.0.0.1", "redis://h:6379/", "unix:/r.sock?db=1&user=a&password=b",
-        "unix://app:pw@/run/redis.sock?db=3",
-        "redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
-        "redis-cluster://:pw@redis-cluster.redis.svc/0", "redis-cluster://[::1]:7000/",
-    };
-    static const char *const bad[] = {
-        "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
-        "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
-        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:x",
-        "redis-cluster://h1/1", "redis-cluster://h1,", "redis-cluster://h1/x",
-        "redis-cluster://app@h1",
-    };
-    (void)state;
-
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        char line[256];
-        char *errors;
-        snprintf(line, sizeof(line), "store = { kind = \"redis\", url = \"%s\" }\n", good[i]);
-        errors = load_inline(line, NULL);
-        if (errors != NULL)
-            fail_msg("%s: %s", good[i], errors);
-    }
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char line[256];
-        char *errors;
-        snprintf(line, sizeof(line), "store = { kind = \"redis\", url = \"%s\" }\n", bad[i]);
-        errors = load_inline(line, NULL);
-        if (errors == NULL)
-            fail_msg("%s should be refused", bad[i]);
-        free(errors);
-    }
-    /* TLS: rediss:// with the system's trust store by default */
-    {
-        struct sl_config *cfg = NULL;
-        char *errors = load_inline("store = { kind = \"redis\", url = \"rediss://h:6380\" }\n",
-                                   &cfg);
-        if (errors != NULL)
-            fail_msg("got %s", errors);
-        assert_non_null(cfg->store.tls.ssl_ctx);
-        assert_true(cfg->store.tls.is_verify);
-        sl_config_free(cfg);
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Parsers                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1494,7 +1442,6 @@ main(void)
         cmocka_unit_test(test_retry_options),
         cmocka_unit_test(test_typed_options),
         cmocka_unit_test(test_listen_forms),
-        cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_free_null),

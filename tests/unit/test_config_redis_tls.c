@@ -5,7 +5,8 @@
  * every refusal at the file:line of the key, one place for a password) and
  * the secret never in an error or in `sluice -T`; util/secret's reader;
  * store.tls (its keys, its defaults, the context built at load, a bad file
- * refused at its line, tls only with rediss://, printed by -T).
+ * refused at its line, tls only with rediss://, printed by -T); the store
+ * url forms accepted and refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -354,6 +355,51 @@ test_tls_dump(void **state)
     sl_config_free(cfg);
 }
 
+/* The url forms config accepts and refuses (util/redis_url.c, one parser
+ * with the store); rediss:// builds a context with the system's trust store. */
+static void
+test_redis_urls(void **state)
+{
+    static const char *const good[] = {
+        "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", "redis://redis.internal:6380/15",
+        "redis://user:pass@127.0.0.1:6379/1", "redis://:pass@127.0.0.1:6379",
+        "redis://[::1]:6379", "unix:/run/redis.sock", "unix:/tmp/r.sock?db=2",
+        /* the forms store_redis always took, now accepted here too (one parser) */
+        "redis://127.0.0.1", "redis://h:6379/", "unix:/r.sock?db=1&user=a&password=b",
+        "unix://app:pw@/run/redis.sock?db=3",
+        "redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+        "redis-cluster://:pw@redis-cluster.redis.svc/0", "redis-cluster://[::1]:7000/",
+    };
+    static const char *const bad[] = {
+        "redis://127.0.0.1:", "redis://:6379", "redis://h:65536", "redis://h:6379/x",
+        "redis://pass@h:6379", "http://h:6379", "unix:", "unix:relative.sock",
+        "unix:/r.sock?db=x", "redis://[::1:6379", "", "rediss://h:x",
+        "redis-cluster://h1/1", "redis-cluster://h1,", "redis-cluster://h1/x",
+        "redis-cluster://app@h1",
+    };
+    struct sl_config *cfg = NULL;
+    char store[256], *errors;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"%s\" }", good[i]);
+        if ((errors = load(store, NULL)) != NULL)
+            fail_msg("%s: %s", good[i], errors);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(store, sizeof(store), "{ kind = \"redis\", url = \"%s\" }", bad[i]);
+        if ((errors = load(store, NULL)) == NULL)
+            fail_msg("%s should be refused", bad[i]);
+        free(errors);
+    }
+    errors = load("{ kind = \"redis\", url = \"rediss://h:6380\" }", &cfg);
+    if (errors != NULL)
+        fail_msg("got %s", errors);
+    assert_non_null(cfg->store.tls.ssl_ctx);
+    assert_true(cfg->store.tls.is_verify);
+    sl_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -365,6 +411,7 @@ main(void)
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_tls_refused),
         cmocka_unit_test(test_tls_dump),
+        cmocka_unit_test(test_redis_urls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -344,6 +344,35 @@ answer_part(struct env *e, bool is_b, enum part_answer how)
     }
 }
 
+/* The results of a split of KEY_B, KEY_A, KEY_B_2 whose part on A answered
+ * `a` and whose part on B answered `b`: in the caller's order, and only
+ * when the split's status is OK. */
+static void
+expect_split_results(const struct answer *ans, enum part_answer a, enum part_answer b,
+                     enum sl_store_status status)
+{
+    if (status != SL_STORE_OK) {
+        assert_false(ans->has_results);
+        assert_int_equal(ans->nresults, 0);
+        return;
+    }
+    assert_true(ans->has_results);
+    assert_int_equal(ans->nresults, 3);
+    if (a == ADMIT)
+        assert_true(ans->results[1].remaining == 1.0);
+    if (a == REFUSE)
+        assert_true(ans->results[1].remaining == 0.5);
+    if (b == ADMIT) {
+        assert_true(ans->results[0].remaining == 2.0);
+        assert_true(ans->results[2].remaining == 3.0);
+        assert_int_equal(ans->results[2].reset_ms, 200);
+    }
+    if (b == REFUSE) {
+        assert_true(ans->results[0].remaining == 2.5);
+        assert_true(ans->results[2].remaining == 3.5);
+    }
+}
+
 static void
 test_split_outcomes(void **state)
 {
@@ -402,27 +431,7 @@ test_split_outcomes(void **state)
             || ans.is_admitted != cases[i].is_admitted)
             fail_msg("case %zu: %d answers, status %d, admitted %d", i, ans.n, ans.status,
                      ans.is_admitted);
-        if (cases[i].status == SL_STORE_OK) {
-            assert_true(ans.has_results);
-            assert_int_equal(ans.nresults, 3);
-            /* in the caller's order: KEY_B, KEY_A, KEY_B_2 */
-            if (cases[i].a == ADMIT)
-                assert_true(ans.results[1].remaining == 1.0);
-            if (cases[i].a == REFUSE)
-                assert_true(ans.results[1].remaining == 0.5);
-            if (cases[i].b == ADMIT) {
-                assert_true(ans.results[0].remaining == 2.0);
-                assert_true(ans.results[2].remaining == 3.0);
-                assert_int_equal(ans.results[2].reset_ms, 200);
-            }
-            if (cases[i].b == REFUSE) {
-                assert_true(ans.results[0].remaining == 2.5);
-                assert_true(ans.results[2].remaining == 3.5);
-            }
-        } else {
-            assert_false(ans.has_results);
-            assert_int_equal(ans.nresults, 0);
-        }
+        expect_split_results(&ans, cases[i].a, cases[i].b, cases[i].status);
         if (refunds_queued(a, KEY_A) != cases[i].refunds_a
             || refunds_anywhere(a) != cases[i].refunds_a)
             fail_msg("case %zu: %zu refunds on A, want %zu", i, refunds_anywhere(a),
@@ -484,8 +493,6 @@ test_map_applied(void **state)
     struct env *e = *state;
     struct redis_cluster *c = e->c;
     struct cluster_node *a, *b;
-    struct sl_store_bucket on_b = bucket(KEY_B), both[2] = { bucket(KEY_A), bucket(KEY_B) };
-    struct answer single = { 0 }, split = { 0 }, lease = { 0 }, reset = { 0 };
     char resp[512];
 
     quiet_ask(c);
@@ -515,7 +522,25 @@ test_map_applied(void **state)
     assert_ptr_equal(c->slot_node[5000], a);
     assert_ptr_equal(c->slot_node[8191], a);
     assert_ptr_equal(c->slot_node[8192], b);
+}
 
+/* A map without a master drops it: its waiting checks fail at once, a
+ * split waits for its other part and gives that back. */
+static void
+test_map_drops_master(void **state)
+{
+    struct env *e = *state;
+    struct redis_cluster *c = e->c;
+    struct cluster_node *a, *b;
+    struct sl_store_bucket on_b = bucket(KEY_B), both[2] = { bucket(KEY_A), bucket(KEY_B) };
+    struct answer single = { 0 }, split = { 0 }, lease = { 0 }, reset = { 0 };
+    char resp[512];
+
+    quiet_ask(c);
+    slots_resp(resp, sizeof(resp), 8192, e->a_port, e->b_port);
+    apply_resp(c, resp);
+    a = node_at(c, e->a_port);
+    b = node_at(c, e->b_port);
     /* checks waiting on B, then a map without B */
     e->store->ops->check(e->store, &on_b, 1, record, &single);
     e->store->ops->check(e->store, both, 2, record, &split);
@@ -1377,6 +1402,7 @@ main(void)
         cmocka_unit_test(test_split_outcomes),
         cmocka_unit_test_setup_teardown(test_split_unserved_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_applied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_drops_master, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_gap, setup_mapped, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_from_seed, setup_fake_seed, teardown),
