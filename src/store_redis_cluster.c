@@ -742,7 +742,9 @@ sl_redis_cluster_node_for(struct sl_store *store, const char *key, size_t key_le
     return node->rs;
 }
 
-/* Up when every master of the map is connected. */
+/* Up while some master of the map is connected: a master down fails only
+ * its own slots' checks (at once, in its node store), and the limiter sends
+ * every check of a store that is not up straight to on_error. */
 static bool
 cluster_is_up(const struct sl_store *store)
 {
@@ -751,10 +753,10 @@ cluster_is_up(const struct sl_store *store)
     if (!c->has_map || c->nmasters == 0)
         return false;
     for (size_t i = 0; i < c->nnodes; i++) {
-        if (c->nodes[i]->is_in_map && sl_redis_get_state(c->nodes[i]->rs) != CONN_UP)
-            return false;
+        if (c->nodes[i]->is_in_map && sl_redis_get_state(c->nodes[i]->rs) == CONN_UP)
+            return true;
     }
-    return true;
+    return false;
 }
 
 /* The nodes' counts summed, on the worker (the limiter reads them after

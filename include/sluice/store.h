@@ -104,7 +104,10 @@ struct sl_store_ops {
      */
     void (*check)(struct sl_store *store, const struct sl_store_bucket *buckets, size_t n,
                   sl_store_cb *cb, void *arg);
-    /* Connected and answering (the embedded store always is). */
+    /* Connected and answering (the embedded store always is). A store of
+     * several servers is up while any of them is: checks on a server that
+     * is down fail fast in check, so the other servers' keys are still
+     * decided. */
     bool (*is_up)(const struct sl_store *store);
     /* Every pending check's callback runs (SL_STORE_CONNECTION) before this
      * returns. Safe from inside one of the store's callbacks. */

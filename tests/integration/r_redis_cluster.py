@@ -21,7 +21,11 @@
 #     seconds, outcomes as above meanwhile, the bound (plus one burst, the
 #     documented failover allowance) meanwhile and the exact bound after;
 #  5. the per-node metrics: every master with calls, an up connection and
-#     call durations, on every daemon.
+#     call durations, on every daemon;
+#  6. a master killed (SIGKILL; cluster-require-full-coverage no, so the
+#     other masters go on serving): its keys follow on_error (503), while
+#     fresh keys on the other masters, asked in between, are still decided
+#     (200) and /readyz stays 200.
 # T in a bound is measured from the first request sent to the last answer,
 # so it can only loosen the bound, never make it wrong; no other slack.
 # Client: per-key load threads (2 per daemon, keep-alive connections, keys
@@ -437,6 +441,33 @@ def node_metrics(t, cluster, daemons):
              "call durations (calls, up, durations: %s)" % (s.name, per), bad)
 
 
+# ---------------------------------------------------------------------------
+# 6. a master down fails its own keys only
+
+def master_down(t, cluster, s):
+    for node in cluster.nodes:
+        node.cmd("CONFIG", "SET", "cluster-require-full-coverage", "no", timeout=1.0)
+    owners = cluster.slot_owners()
+    victim = cluster.by_port(cluster.masters()[0])
+    n = 40
+    theirs = cu.values_where(fleet_key, lambda x: owners[x] == victim.port, n, prefix="md-v-")
+    others = cu.values_where(fleet_key, lambda x: owners[x] != victim.port, n, prefix="md-o-")
+    victim.kill()
+    got = {"victim": {}, "others": {}}
+    for v, o in zip(theirs, others):
+        for label, key in (("victim", v), ("others", o)):
+            r = h.request(s.addr, "GET", "/fleet", [("X-Key", key)], timeout=3)
+            got[label][r.status] = got[label].get(r.status, 0) + 1
+    ready = (h.admin_get(s.admin, "/readyz") or (0,))[0]
+    t.ok(got["victim"].get(503, 0) > 0 and set(got["victim"]) <= {200, 503},
+         "master down: its keys follow on_error = deny (503) until the replica takes "
+         "over: %s" % got["victim"], got)
+    t.eq(got["others"], {200: n}, "master down: fresh keys on the other masters, asked "
+         "between those, are all decided")
+    t.eq(ready, 200, "master down: /readyz stays 200 while other masters answer")
+    t.ok(s.alive(), "master down: %s still running" % s.name)
+
+
 def main(env):
     t = env.t
     if os.environ.get("SLUICE_ADDR"):
@@ -467,6 +498,7 @@ def main(env):
     moved_to = reshard_under_load(t, cluster, fleet, spare)
     failover_under_load(t, cluster, fleet, spare, moved_to)
     node_metrics(t, cluster, fleet + [spare])
+    master_down(t, cluster, fleet[0])
     for s in fleet + [spare]:
         t.ok(s.alive(), "%s: the same process ran throughout" % s.name)
         s.stop()

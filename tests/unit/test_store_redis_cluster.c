@@ -493,6 +493,7 @@ test_map_applied(void **state)
     struct env *e = *state;
     struct redis_cluster *c = e->c;
     struct cluster_node *a, *b;
+    enum conn_state was;
     char resp[512];
 
     quiet_ask(c);
@@ -512,6 +513,11 @@ test_map_applied(void **state)
             fail_msg("slot %u", s);
     }
     assert_false(e->store->ops->is_up(e->store)); /* the nodes never answer */
+    was = sl_redis_get_state(a->rs);
+    sl_redis_set_state(a->rs, CONN_UP);
+    /* b down fails only b's checks: the store stays up for a's */
+    assert_true(e->store->ops->is_up(e->store));
+    sl_redis_set_state(a->rs, was);
 
     /* the same masters, the split moved: the nodes stay */
     slots_resp(resp, sizeof(resp), 8192, e->a_port, e->b_port);
