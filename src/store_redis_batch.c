@@ -532,6 +532,30 @@ deliver(struct redis_store *rs, struct batch *b, const redisReply *reply)
     sl_redis_bump(&rs->checks, nanswered);
 }
 
+/* Reply errors are logged once per run of them. A run ends with a good reply
+ * REPLY_ERRORS_QUIET_US after its last error, not with any good reply: a
+ * cluster node that is failing answers CLUSTERDOWN to some calls and fits
+ * others, and would log nearly every error. */
+#define REPLY_ERRORS_QUIET_US (1000u * 1000u)
+
+static bool
+reply_error_is_news(struct redis_store *rs)
+{
+    bool is_news = !rs->is_logged_reply_error;
+
+    rs->is_logged_reply_error = true;
+    rs->reply_error_us = sl_clock_now_us();
+    return is_news;
+}
+
+static void
+reply_answered(struct redis_store *rs)
+{
+    if (rs->is_logged_reply_error
+        && sl_clock_now_us() - rs->reply_error_us >= REPLY_ERRORS_QUIET_US)
+        rs->is_logged_reply_error = false;
+}
+
 /* A cluster node's MOVED or ASK: b's checks go to the node named, or fail
  * once they were redirected NODE_REDIRECTS_MAX times. False when the reply
  * is another error. */
@@ -545,11 +569,9 @@ follow_redirect(struct redis_store *rs, struct batch *b, const redisReply *reply
         return false;
     sl_redis_node_redirect(rs->node, is_ask);
     if (b->redirects >= NODE_REDIRECTS_MAX) {
-        if (!rs->is_logged_reply_error) {
+        if (reply_error_is_news(rs))
             sl_log_warnx("redis %s: still redirected after %u redirects: %s", rs->name,
                          b->redirects, reply->str);
-            rs->is_logged_reply_error = true;
-        }
         sl_redis_batch_fail(rs, b, SL_STORE_REPLY);
         return true;
     }
@@ -644,14 +666,12 @@ on_eval_reply(struct sl_redis_link *link, void *r, void *privdata)
         goto out;
     }
     if (reply_fits(b, reply)) {
-        rs->is_logged_reply_error = false;
+        reply_answered(rs);
         deliver(rs, b, reply);
     } else {
-        if (!rs->is_logged_reply_error) {
+        if (reply_error_is_news(rs))
             sl_log_warnx("redis %s: %s failed: %s", rs->name, b->is_reset ? "DEL" : "script call",
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-            rs->is_logged_reply_error = true;
-        }
         sl_redis_batch_fail(rs, b, SL_STORE_REPLY);
     }
     sl_redis_batch_release(rs, b);

@@ -98,7 +98,11 @@ struct redis_cluster {
     unsigned ask_turn;
     uint64_t asked_us;
     struct event *soon_timer, *every_timer, *ask_timer;
-    bool is_logged_ask_error;
+    /* the node whose CLUSTER SLOTS failure was logged last, and when: each
+     * refresh may start with the same dead seed, every 100 ms */
+    char failed_ask_host[NI_MAXHOST];
+    int failed_ask_port;
+    uint64_t failed_ask_logged_us;
 
     unsigned depth;
     unsigned nowned;                   /* ask-link callbacks still owed */
@@ -255,15 +259,22 @@ ask_done(struct redis_cluster *c)
     evtimer_add(c->every_timer, &tv);
 }
 
+#define ASK_FAILED_RELOG_US (60u * 1000u * 1000u)
+
 static void
 ask_failed(struct redis_cluster *c, const char *why)
 {
-    if (!c->is_logged_ask_error) {
+    uint64_t now = sl_clock_now_us();
+
+    if (c->ask_port != c->failed_ask_port || strcmp(c->ask_host, c->failed_ask_host) != 0
+        || now - c->failed_ask_logged_us >= ASK_FAILED_RELOG_US) {
         sl_log_warnx(strchr(c->ask_host, ':') != NULL
                          ? "redis cluster: CLUSTER SLOTS from [%s]:%d: %s; asking the next node"
                          : "redis cluster: CLUSTER SLOTS from %s:%d: %s; asking the next node",
                      c->ask_host, c->ask_port, why);
-        c->is_logged_ask_error = true;
+        memcpy(c->failed_ask_host, c->ask_host, sizeof(c->failed_ask_host));
+        c->failed_ask_port = c->ask_port;
+        c->failed_ask_logged_us = now;
     }
     ask_done(c);
     refresh_soon(c);
@@ -288,7 +299,6 @@ on_slots(struct sl_redis_link *link, void *r, void *privdata)
     } else if (map.n == 0) {
         ask_failed(c, "no slot is served");
     } else {
-        c->is_logged_ask_error = false;
         ask_done(c);
         apply_map(c, &map);
     }

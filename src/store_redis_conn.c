@@ -113,6 +113,13 @@ sl_redis_handshake_reply_ok(struct redis_store *rs, struct sl_redis_link *link,
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(why, sizeof(why), "%s: %s", what, reply->str);
+        /* the server's refusal is the line that says what to fix: logged
+         * even within an outage logged for another reason (a connection
+         * closed, then the password changed), once per distinct refusal */
+        if (strcmp(rs->refused_why, why) != 0) {
+            memcpy(rs->refused_why, why, sizeof(rs->refused_why));
+            rs->is_logged_down = false;
+        }
         sl_redis_conn_down(rs, SL_STORE_CONNECTION, why);
         return false;
     }
@@ -182,6 +189,7 @@ on_script_loaded(struct sl_redis_link *link, void *r, void *privdata)
             sl_log_info("redis %s: connected", rs->name);
         rs->was_ever_up = true;
         rs->is_logged_down = false;
+        rs->refused_why[0] = '\0';
         sl_redis_flush(rs);
     }
 out:

@@ -143,7 +143,9 @@ struct redis_store {
     bool is_accepting;       /* CONNECTING: still within timeout_ms, checks may queue */
     bool was_ever_up;
     bool is_logged_down;     /* a "down" line was logged: log the recovery */
+    char refused_why[256];   /* the server's last handshake refusal logged this outage */
     bool is_logged_reply_error;
+    uint64_t reply_error_us; /* the last reply error (see reply_error_is_news) */
     uint64_t backoff_ms;
     struct event *reconnect_timer;
     struct event *stall_timer; /* runs while late replies are owed */

@@ -5,7 +5,9 @@
 # Redis credentials (issue 11, point 2): an ACL user with its password in
 # store.password_file, over TCP and over a unix socket; the file read again
 # at reload, so a rotated password is picked up; and the password in no log
-# line, no -t/-T output and no /metrics sample, even when Redis refuses it.
+# line, no -t/-T output and no /metrics sample, even when Redis refuses it;
+# a refusal after a dropped connection is logged (WRONGPASS), not hidden by
+# the drop's line.
 # With on_error = "deny" a failed AUTH shows as 503, so 200 plus the bucket
 # in Redis proves the password reached AUTH.
 # Client: single requests. Upstream: /echo. Redis: an ACL user, requirepass
@@ -115,6 +117,11 @@ def main(env):
     ok = ok and not h.wait_until(
         lambda: h.request(s.addr, "GET", "/echo", [("X-K", "r2")]).status != 503, 0.5)
     t.ok(ok, "rotation: the old password is refused (503 with on_error deny)")
+    # the outage was logged for the drop first; the refusal that follows is
+    # the line that says what to fix, so it is logged too
+    ok = h.wait_until(lambda: "WRONGPASS" in s.stderr_text(), 3)
+    t.ok(ok, "rotation: the AUTH refusal is logged after the dropped connection's line",
+         s.stderr_text()[-1500:])
     write(pwfile, SECRET2 + "\n")
     s.reload(CONF)
     ok = h.wait_until(lambda: h.request(s.addr, "GET", "/echo", [("X-K", "r3")]).status == 200,
@@ -124,6 +131,29 @@ def main(env):
     s.stop()
     no_secret(t, "rotation log and /metrics", s.stderr_text(),
               metrics[1].decode() if metrics else "")
+    refusals_logged_once(t, env, redis, up, pwfile)
+
+
+def refusals_logged_once(t, env, redis, up, pwfile):
+    """Reply errors interleaved with good replies (a user that may touch
+    some keys only: NOPERM for the others, as CLUSTERDOWN or OOM come and go
+    on a failing server) are one log line, not one per error."""
+    redis.cmd("ACL", "SETUSER", "part", "on", ">" + SECRET, "~*ok-*", "+@all")
+    write(pwfile, SECRET + "\n")
+    url = "redis://part@127.0.0.1:%d/2" % redis.port
+    s = env.sluice(CONF, name="sluice-part", values={"up": up.port, "url": url,
+                                                     "pwfile": pwfile})
+    got = {}
+    for i in range(10):
+        for k in ("ok-%d" % i, "no-%d" % i):
+            st = h.request(s.addr, "GET", "/echo", [("X-K", k)]).status
+            got[(k[:2], st)] = got.get((k[:2], st), 0) + 1
+    s.stop()
+    t.eq(got, {("ok", 200): 10, ("no", 503): 10}, "part user: its keys decided, NOPERM "
+         "for the others (on_error deny)")
+    lines = [x for x in s.stderr_text().splitlines() if "NOPERM" in x]
+    t.ok(len(lines) == 1, "part user: ten refusals between good replies logged once "
+         "(%d lines)" % len(lines), lines[:3])
 
 
 if __name__ == "__main__":
