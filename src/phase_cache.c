@@ -8,7 +8,11 @@
  *
  * A miss claims its key: concurrent misses for the same key wait (polling
  * the store every COLLAPSE_POLL_MS, up to lock_timeout) for the first one's
- * response instead of all going upstream. A stale entry within
+ * response instead of all going upstream. The claim goes as soon as nothing
+ * will be stored (an unstorable head, a body past max_object, an upstream
+ * error), not when the exchange ends: a stream, a long download or a slow
+ * client would otherwise hold every waiter for lock_timeout. A WebSocket
+ * handshake never claims (its 101 can never be stored). A stale entry within
  * stale-while-revalidate is served at once, and the request that claims
  * it starts a background refresh (src/cache_fetch.c); past that window it
  * is revalidated by the request that claims it (If-None-Match /
@@ -196,6 +200,19 @@ is_within(const struct sl_cache_obj *obj, uint64_t now_us, uint64_t grace_ms)
     return !obj->must_revalidate && age_ms(obj, now_us) < obj->fresh_ms + grace_ms;
 }
 
+/*
+ * A WebSocket handshake (RFC 6455 section 4.1) passes the cache untouched:
+ * its 101 cannot be stored, so claiming its key would only hold concurrent
+ * requests for the URL until the tunnel closed; and a stored 200 for the
+ * URL is no answer to it. Decided on the request's headers alone, so a
+ * handshake the proxy will not treat as one (it has a body) bypasses too.
+ */
+static bool
+is_upgrade(const struct sl_request *req)
+{
+    return sl_http_is_websocket_upgrade(req, false);
+}
+
 bool
 sl_phase_cache_is_hit(struct sl_cache *store, const struct sl_request *req)
 {
@@ -207,7 +224,7 @@ sl_phase_cache_is_hit(struct sl_cache *store, const struct sl_request *req)
     char *key;
     bool is_hit;
 
-    if (store == NULL || (!is_get && !is_head))
+    if (store == NULL || (!is_get && !is_head) || is_upgrade(req))
         return false;
     key = sl_cache_key(req, &key_len);
     obj = find(store, key, key_len, req, false, &fwd, NULL, NULL);
@@ -634,6 +651,11 @@ cache_request(struct sl_phase_run *run, void *conf, void *state)
         sl_phase_pass(run);
         return;
     }
+    if (is_upgrade(req)) {
+        sl_phase_attach(run, SL_LIT("Cache-Status: sluice; fwd=bypass\r\n"));
+        sl_phase_pass(run);
+        return;
+    }
     st->key = sl_cache_key(req, &st->key_len);
     st->has_auth = has_header(req, SL_LIT("authorization"));
     st->has_client_cond = has_header(req, SL_LIT("if-none-match"))
@@ -642,6 +664,23 @@ cache_request(struct sl_phase_run *run, void *conf, void *state)
 }
 
 /* ---- the upstream's response ------------------------------------------------------ */
+
+/*
+ * Nothing this request fetched will be stored: let the requests waiting on
+ * its claim go. They find no fresh entry and the key unclaimed, and go
+ * upstream on their own at once (decide), as with Varnish's hit-for-miss or
+ * nginx's proxy_cache_lock; not at the end of the exchange, which for a
+ * stream, a large download or a slow client can be after lock_timeout.
+ * Once only: a later request may claim the key as soon as it is free.
+ */
+static void
+unclaim(struct cache_state *st)
+{
+    if (!st->is_claimed)
+        return;
+    st->is_claimed = false;
+    sl_cache_release(st->conf->store, st->key, st->key_len);
+}
 
 /* A Vary marker for the key, and the variant key of this request. */
 static bool
@@ -734,6 +773,8 @@ cache_response_head(struct sl_phase_run *run, void *conf, void *state, int statu
     if (st->key == NULL)
         return;
     response_head(st, status, headers, nheaders);
+    if (st->building == NULL)
+        unclaim(st); /* unstorable, stale instead of an error, or already stored (304) */
 }
 
 /* RFC 5861 section 4: the stale entry instead of an upstream error. */
@@ -756,8 +797,11 @@ cache_upstream_error(struct sl_phase_run *run, void *conf, void *state, int stat
 
     (void)run;
     (void)conf;
+    if (st->key == NULL)
+        return;
     if (st->stale != NULL && is_within(st->stale, sl_clock_now_us(), st->stale->sie_ms))
         stale_on_error(st, status);
+    unclaim(st);
 }
 
 static void
@@ -774,6 +818,7 @@ cache_response_body(struct sl_phase_run *run, void *conf, void *state, const cha
     if (!sl_cache_obj_append(st->building, at, len, st->conf->cc->max_object)) {
         sl_cache_obj_unref(st->building);
         st->building = NULL;
+        unclaim(st);
     }
 }
 
@@ -792,8 +837,7 @@ cache_end(struct sl_phase_run *run, void *conf, void *state, const char *reason,
         sl_cache_insert(cf->store, st->store_key ? st->store_key : st->key,
                         st->store_key ? st->store_key_len : st->key_len, st->building);
     }
-    if (st->is_claimed)
-        sl_cache_release(cf->store, st->key, st->key_len);
+    unclaim(st);
     sl_cache_obj_unref(st->building);
     sl_cache_obj_unref(st->marker);
     sl_cache_obj_unref(st->stale);

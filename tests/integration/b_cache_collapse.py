@@ -4,17 +4,22 @@
 #
 # The cache under load (issue 15, points 2, 4, 5 and 6): 100 concurrent
 # misses for one key send one request upstream and the others are served
-# its response; an uncacheable response lets the waiters go on their own;
+# its response; an uncacheable response lets the waiters go on their own,
+# as soon as its head shows it (a stream, a body past max_object, a
+# WebSocket 101: not held for lock_timeout until the first one's exchange
+# ends, a hostile-client probe found);
 # a scan of thousands of cold URLs leaves the hot entries cached (TinyLFU
 # admission) and the store under max_memory; purge by key and by prefix on
 # the admin listener; limits apply to hits, except those with cache_hits =
 # false.
 # Client: raw requests, 100 threads. Upstream: /cache/... (slow for the
-# collapse). Daemon: cached routes, two workers, a small max_memory.
+# collapse, streamed for the unstorable), /cache/u/ws (WebSocket). Daemon:
+# cached routes, two workers, a small max_memory, lock_timeout 3s on /cache/u/.
 
 import json
 import socket
 import threading
+import time
 import http.client
 
 import harness as h
@@ -34,6 +39,8 @@ routes = {
   { path = "/cache/l/", upstream = "app", limits = "strict", cache = {} },
   { path = "/cache/x/", upstream = "app", limits = "loose", cache = {} },
   { path = "/cache/p/", upstream = "app", cache = {} },
+  { path = "/cache/u/", upstream = "app",
+    cache = { max_object = "4k", lock_timeout = "${lock}s" } },
   { path = "/cache/", upstream = "app",
     cache = { ttl = "60s", max_memory = "1m", max_object = "4k" } },
 }
@@ -89,10 +96,90 @@ def metric(s, line_start):
     return None
 
 
+LOCK_S = 3
+
+WS_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+              ("Sec-WebSocket-Version", "13")]
+
+
+def read_head(c, timeout=10.0):
+    """The response head only (a stream's body may not end for seconds)."""
+    deadline = time.monotonic() + timeout
+    while b"\r\n\r\n" not in c.buf:
+        if not c._fill(deadline):
+            return None
+    return c.buf.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+
+
+def not_held(s, target, headers=(), nwaiters=1):
+    """A first request for target, then nwaiters more 0.1 s later, while the
+    first one's upstream request is under way; the waiters' heads and the
+    seconds each took to come, the first one's head, all connections kept
+    open until then (a tunnel, a stream) and closed after."""
+    first = h.Conn(s.addr, timeout=10)
+    waiters = []
+    try:
+        first.send(h.request_bytes("GET", target, headers))
+        time.sleep(0.1)
+        for _ in range(nwaiters):
+            c = h.Conn(s.addr, timeout=10)
+            waiters.append(c)
+            c.send(h.request_bytes("GET", target, headers))
+        t0 = time.monotonic()
+        heads = []
+        for c in waiters:
+            head = read_head(c)
+            heads.append((head, time.monotonic() - t0))
+        return read_head(first), heads
+    finally:
+        for c in [first] + waiters:
+            c.close()
+
+
+def unstorable_not_held(t, s, up):
+    """Waiters on a claim go as soon as the first response is known not to
+    be stored, not after lock_timeout: a stream with no-store, a chunked
+    body past max_object, a WebSocket handshake (which claims nothing)."""
+    limit = LOCK_S / 2.0
+    for name, tgt in (("no-store stream", "/cache/u/sse?ms=300&stream_ms=4000&cc=no-store"),
+                      ("body past max_object", "/cache/u/big?ms=300&size=8000&stream_ms=4000")):
+        first, heads = not_held(s, tgt, nwaiters=4)
+        t.ok(first is not None and first.startswith("HTTP/1.1 200"), name + ": first 200", first)
+        slow = [round(dt, 2) for head, dt in heads
+                if head is None or not head.startswith("HTTP/1.1 200") or dt >= limit]
+        t.eq(slow, [], name + ": 4 waiters answered 200 in under lock_timeout/2")
+        t.ok(all(head is not None and "fwd=uri-miss; fwd-status=200" in head
+                 for head, _ in heads), name + ": the waiters went upstream (no hit)", heads)
+        t.eq(count(up, tgt), 5, name + ": each request went upstream once")
+
+    tgt = "/cache/u/ws?v=3"
+    n0 = len([r for r in up.requests_since(0) if r["target"] == tgt])
+    first, heads = not_held(s, tgt, WS_HEADERS)
+    (head, dt), = heads
+    t.ok(first is not None and first.startswith("HTTP/1.1 101"), "websocket: first 101", first)
+    t.ok(head is not None and head.startswith("HTTP/1.1 101") and dt < limit,
+         "websocket: second 101 in under lock_timeout/2", (round(dt, 2), head))
+    t.ok(head is not None and "Cache-Status: sluice; fwd=bypass" in head,
+         "websocket: the cache is bypassed", head)
+    n = len([r for r in up.requests_since(0) if r["target"] == tgt])
+    t.eq(n - n0, 2, "websocket: both handshakes went upstream")
+    # a fresh entry for the URL is no answer to a handshake
+    plain = "/cache/u/x/ws"
+    t.eq([get(s, plain).status for _ in range(2)], [200, 200], "websocket: plain GETs")
+    t.eq(count(up, plain), 1, "websocket: the plain GET was stored")
+    with h.Conn(s.addr) as c:
+        c.send(h.request_bytes("GET", plain, WS_HEADERS))
+        head = read_head(c, timeout=5)
+    t.ok(head is not None and head.startswith("HTTP/1.1 101"),
+         "websocket: a handshake for a cached URL goes upstream", head)
+
+
 def main(env):
     t = env.t
     up = env.upstream("app")
-    s = env.sluice(CONF, values={"up": up.port})
+    s = env.sluice(CONF, values={"up": up.port, "lock": LOCK_S})
+    unstorable_not_held(t, s, up)
 
     # 100 concurrent misses: one upstream request
     tgt = "/cache/hot?ms=400"

@@ -28,14 +28,16 @@
 #   /reset                 resets the connection (SO_LINGER 0) without answering
 #   /hop                   a response carrying hop-by-hop headers and two Set-Cookie
 #   /health                status health_status (an attribute a test may flip; 200)
-#   /cache/...?cc=&etag=&lm=&vary=&cookie=1&status=N&size=N&ms=N
+#   /cache/...?cc=&etag=&lm=&vary=&cookie=1&status=N&size=N&ms=N&stream_ms=N
 #                          a response for cache tests: Cache-Control cc, ETag etag,
 #                          Last-Modified lm (epoch seconds), Vary vary, a
 #                          Set-Cookie, status N (200), waits ms first; the JSON body
 #                          says how many requests this target got ("n") and the
 #                          Accept-Language seen, padded to size bytes. A request
 #                          whose If-None-Match holds etag gets 304. cache_mode
-#                          "500" answers 500 instead, "hang" never answers
+#                          "500" answers 500 instead, "hang" never answers.
+#                          stream_ms: the body chunked, its end stream_ms after
+#                          the rest (a stream, a slow download)
 #   /eof?delay_ms=N        waits N ms, then a 200 without Content-Length (the
 #                          body ends where the connection does), sent with
 #                          the close right behind it
@@ -502,7 +504,24 @@ class Upstream:
         if size > len(body):
             body = body + b" " * (size - len(body))
         extra.append(("Content-Type", "application/json"))
+        if "stream_ms" in q and method != "HEAD":
+            return self._stream(sock, int(q.get("status", "200")), extra, body,
+                                int(q["stream_ms"]), keep)
         self._send(sock, int(q.get("status", "200")), extra, body, method, keep)
+        return keep
+
+    def _stream(self, sock, status, headers, body, stream_ms, keep):
+        """The head and body as one chunk at once, the last chunk stream_ms later."""
+        out = ["HTTP/1.1 %d Status" % status, "Transfer-Encoding: chunked"]
+        out += ["%s: %s" % kv for kv in headers]
+        if not keep:
+            out.append("Connection: close")
+        sock.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+                     + b"%x\r\n" % len(body) + body + b"\r\n")
+        self._sleep(stream_ms / 1000.0)
+        if self.stop_event.is_set():
+            return False
+        sock.sendall(b"0\r\n\r\n")
         return keep
 
     def _sleep(self, seconds):
