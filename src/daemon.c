@@ -473,6 +473,10 @@ admin_other(struct evhttp_request *req, void *arg)
                 SL_ADMIN_BUCKETS_PATH "\"}");
 }
 
+/* limits of the admin listener's connections, see admin_start */
+#define ADMIN_MAX_HEAD_SIZE 8192
+#define ADMIN_TIMEOUT_S 15
+
 /*
  * The admin listener out of descriptors: like the proxy's (src/proxy.c) it
  * pauses instead of retrying at once, which would spin the main thread and
@@ -527,6 +531,17 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
                                              | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     /* no admin endpoint takes a body */
     evhttp_set_max_body_size(d->admin, 4096);
+    /*
+     * libevent buffers a request head without limit by default. 8 KiB holds
+     * the largest head we expect (a 4096-byte admin token and a scraper's few
+     * headers); past it libevent answers 400 and closes. An idle connection,
+     * or one that stops sending or reading mid-request, is closed after the
+     * timeout: it bounds each wait for the peer, not a whole request, and is
+     * longer than the longest admin answer (store.timeout, at most 10 s).
+     * libevent 2.1 has no connection cap (evhttp_set_max_connections is 2.2).
+     */
+    evhttp_set_max_headers_size(d->admin, ADMIN_MAX_HEAD_SIZE);
+    evhttp_set_timeout(d->admin, ADMIN_TIMEOUT_S);
     evhttp_set_cb(d->admin, "/healthz", admin_healthz, d);
     evhttp_set_cb(d->admin, "/readyz", admin_readyz, d);
     evhttp_set_cb(d->admin, "/metrics", admin_metrics, d);

@@ -279,6 +279,12 @@ request_reset(struct conn *c)
     sl_head_reset(&c->head, HTTP_REQUEST);
 }
 
+bool
+proxy_is_kept(const struct conn *c, bool must_close)
+{
+    return !must_close && c->rq.is_keepalive && !c->px->is_draining;
+}
+
 /* The response is complete: log, then either close or wait for the next request. */
 void
 proxy_request_done(struct conn *c, bool must_close)
@@ -287,7 +293,7 @@ proxy_request_done(struct conn *c, bool must_close)
 
     sl_stream_flush(&c->cs);
     proxy_request_finish(c, NULL);
-    if (must_close || !c->rq.is_keepalive || px->is_draining) {
+    if (!proxy_is_kept(c, must_close)) {
         proxy_conn_flush_close(c);
         return;
     }
@@ -457,7 +463,8 @@ answer_options(struct conn *c)
 
     evbuffer_add(out, SL_LIT("HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, "
                              "OPTIONS\r\nContent-Length: 0\r\n"));
-    if (must_close)
+    /* as proxy_head.c's hb_end: RFC 9112 sections 9.3 and 9.6 */
+    if (!proxy_is_kept(c, must_close))
         evbuffer_add(out, SL_LIT("Connection: close\r\n"));
     else if (c->rq.req.http_minor == 0)
         evbuffer_add(out, SL_LIT("Connection: keep-alive\r\n"));

@@ -137,12 +137,17 @@ hb_status_line(struct head_builder *b, struct evbuffer *out, int status)
     HB_LIT(b, "\r\n");
 }
 
-/* Connection, then the blank line that ends a head to the client: an
- * HTTP/1.0 client keeps the connection only when told (RFC 9112 section 9.3). */
+/*
+ * Connection, then the blank line that ends a head to the client. It says
+ * what proxy_request_done will do: "close" whenever we close after this
+ * answer, which the client then knows not to reuse (RFC 9112 section 9.6);
+ * "keep-alive" only to an HTTP/1.0 client that asked for it, since that
+ * version keeps a connection only when told (section 9.3).
+ */
 static void
 hb_end(struct head_builder *b, const struct conn *c, bool must_close)
 {
-    if (must_close)
+    if (!proxy_is_kept(c, must_close))
         HB_LIT(b, "Connection: close\r\n");
     else if (c->rq.req.http_minor == 0)
         HB_LIT(b, "Connection: keep-alive\r\n");

@@ -284,6 +284,10 @@ void proxy_request_finish(struct conn *c, const char *reason);
 /* Counts the request in the metrics now (a tunnel, at its 101); the access
  * log line still waits for proxy_request_finish. */
 void proxy_request_count(struct conn *c);
+/* Whether the connection outlives the answer being written: not when the
+ * caller must close, the client did not ask to keep it, or we drain. The
+ * Connection header of the answer says what proxy_request_done will do. */
+bool proxy_is_kept(const struct conn *c, bool must_close);
 /* The response is complete: log, then close or wait for the next request. */
 void proxy_request_done(struct conn *c, bool must_close);
 /* Answers with a problem+json body; detail is our own text, never input.

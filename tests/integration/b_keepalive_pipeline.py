@@ -6,8 +6,13 @@
 # connection; pipelined requests, slow ones first, answered in order, with
 # bodies and errors mixed in; HTTP/1.0 and Connection: close end the
 # connection after the response; upstream connections are reused.
+# sluice's own answers (404, 429, 403, OPTIONS *) carry the Connection
+# header that matches what it does next (RFC 9112 sections 9.3, 9.6):
+# "close" when it closes, "keep-alive" only to an HTTP/1.0 client that
+# asked for it and is kept.
 # Client: one raw connection per case. Upstream: /echo, /slow, /upload.
-# Daemon: routes /echo, /slow, /upload (anything else 404).
+# Daemon: routes /echo, /slow, /upload, /limited (one request an hour per
+# client), /nows (WebSocket refused); anything else 404.
 
 import time
 
@@ -24,8 +29,56 @@ routes = {
   { path = "/echo", upstream = "app" },
   { path = "/slow", upstream = "app" },
   { path = "/upload", upstream = "app" },
+  { path = "/limited", upstream = "app", limits = { "once" } },
+  { path = "/nows", upstream = "app", websocket = false },
 }
+limits = { once = { key = "ip", rate = 1, per = "1h", burst = 1 } }
 """
+
+WS = [("Upgrade", "websocket"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+      ("Sec-WebSocket-Version", "13")]
+
+# (label, method, target, headers, version, status, Connection wanted, kept)
+LOCAL_ANSWERS = [
+    ("1.0 404", "GET", "/missing", [], "HTTP/1.0", 404, "close", False),
+    ("1.0 OPTIONS *", "OPTIONS", "*", [], "HTTP/1.0", 200, "close", False),
+    ("1.0 429", "GET", "/limited", [], "HTTP/1.0", 429, "close", False),
+    ("1.0 keep-alive 404", "GET", "/missing", [("Connection", "keep-alive")], "HTTP/1.0",
+     404, "keep-alive", True),
+    ("1.0 keep-alive OPTIONS *", "OPTIONS", "*", [("Connection", "keep-alive")], "HTTP/1.0",
+     200, "keep-alive", True),
+    ("1.0 keep-alive 429", "GET", "/limited", [("Connection", "keep-alive")], "HTTP/1.0",
+     429, "keep-alive", True),
+    ("1.1 close 404", "GET", "/missing", [("Connection", "close")], "HTTP/1.1",
+     404, "close", False),
+    ("1.1 close OPTIONS *", "OPTIONS", "*", [("Connection", "close")], "HTTP/1.1",
+     200, "close", False),
+    ("1.1 close 429", "GET", "/limited", [("Connection", "close")], "HTTP/1.1",
+     429, "close", False),
+    ("1.1 close 403", "GET", "/nows", [("Connection", "Upgrade, close")] + WS, "HTTP/1.1",
+     403, "close", False),
+    ("1.1 404", "GET", "/missing", [], "HTTP/1.1", 404, None, True),
+    ("1.1 429", "GET", "/limited", [], "HTTP/1.1", 429, None, True),
+    ("1.1 403", "GET", "/nows", [("Connection", "Upgrade")] + WS, "HTTP/1.1", 403, None, True),
+]
+
+
+def check_local_answers(t, s):
+    """Each case on a fresh connection: the status, the Connection header
+    (None: absent) and whether the connection stays open."""
+    h.request(s.addr, "GET", "/limited")  # spends the one request of the hour
+    for label, method, target, headers, version, status, want, kept in LOCAL_ANSWERS:
+        with h.Conn(s.addr) as c:
+            c.send(h.request_bytes(method, target, headers, version=version))
+            r = c.read_response(method)
+            got = r.header("connection")
+            got = got.lower() if got is not None else None
+            t.ok(r.status == status and got == want,
+                 "%s: %d with Connection: %s" % (label, status, want), (r.status, got))
+            if kept:
+                t.ok(c.is_open(0.2), "%s: connection kept" % label)
+            else:
+                t.ok(c.wait_closed(2), "%s: connection closed" % label)
 
 
 def main(env):
@@ -130,6 +183,7 @@ def main(env):
         else:
             t.note("server closed the HTTP/1.0 keep-alive connection (allowed)")
 
+    check_local_answers(t, s)
     s.stop()
 
 

@@ -8,8 +8,9 @@
 # sluice (200 with Allow, nothing forwarded, the connection kept); a Host
 # that is no uri-host[:port] gets 400 problem+json and nothing goes up; a
 # request line without a version (HTTP/0.9) gets 400 and the connection
-# closes at once; client.request_timeout caps reading a whole request,
-# head or body, however it trickles: 408 problem+json.
+# closes at once; CONNECT gets 400 with an authority-form target, 405 with
+# any other, and the connection closes; client.request_timeout caps reading
+# a whole request, head or body, however it trickles: 408 problem+json.
 # Client: raw sockets. Upstreams: "main" and "host" (/echo, /upload).
 # Time a request waits in sluice (for an upstream connection) is not the
 # client's: a whole request queued longer than request_timeout still goes up.
@@ -96,6 +97,21 @@ def check_bad_host(t, s, ups):
     t.eq(r.status, 200, "Host [::1]:80 is valid")
 
 
+def check_connect(t, s, ups):
+    """docs/configuration.md: the authority-form is 400, CONNECT with any
+    other target 405; nothing forwarded, the connection closed."""
+    before = {n: u.snapshot() for n, u in ups.items()}
+    for target, status in ((b"example.com:443", 400), (b"/echo", 405),
+                           (b"http://example.com/", 405)):
+        with h.Conn(s.addr) as c:
+            c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            label = "CONNECT %s" % target.decode()
+            h.problem_ok(t, c.read_response(), status, label)
+            t.ok(c.wait_closed(2), "%s: connection closed" % label)
+    time.sleep(0.05)
+    t.eq({n: u.snapshot() for n, u in ups.items()}, before, "CONNECT: nothing forwarded")
+
+
 def check_http09(t, s):
     with h.Conn(s.addr) as c:
         start = time.monotonic()
@@ -180,6 +196,7 @@ def main(env):
     check_absolute(t, s, ups)
     check_options(t, s, ups)
     check_bad_host(t, s, ups)
+    check_connect(t, s, ups)
     check_http09(t, s)
     check_request_timeout(t, s)
     s.stop()
