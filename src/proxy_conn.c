@@ -520,8 +520,10 @@ request_begin(struct conn *c)
         evtimer_del(&c->req_timer);
     else
         request_timer_arm(c);
+    /* 501, not 405: no resource here takes CONNECT, and a 405 would owe an
+     * Allow field naming methods for a resource (RFC 9110 section 15.5.6) */
     if (c->head.parser.method == HTTP_CONNECT) {
-        proxy_respond_error(c, 405, "connect not supported", "CONNECT is not supported", true);
+        proxy_respond_error(c, 501, "connect not supported", "CONNECT is not supported", true);
         return;
     }
     if (c->rq.framing == SL_FRAMING_LENGTH && cfg->client.max_body_size != 0

@@ -8,7 +8,7 @@
 # sluice (200 with Allow, nothing forwarded, the connection kept); a Host
 # that is no uri-host[:port] gets 400 problem+json and nothing goes up; a
 # request line without a version (HTTP/0.9) gets 400 and the connection
-# closes at once; CONNECT gets 400 with an authority-form target, 405 with
+# closes at once; CONNECT gets 400 with an authority-form target, 501 with
 # any other, and the connection closes; client.request_timeout caps reading
 # a whole request, head or body, however it trickles: 408 problem+json.
 # Client: raw sockets. Upstreams: "main" and "host" (/echo, /upload).
@@ -99,10 +99,10 @@ def check_bad_host(t, s, ups):
 
 def check_connect(t, s, ups):
     """docs/configuration.md: the authority-form is 400, CONNECT with any
-    other target 405; nothing forwarded, the connection closed."""
+    other target 501; nothing forwarded, the connection closed."""
     before = {n: u.snapshot() for n, u in ups.items()}
-    for target, status in ((b"example.com:443", 400), (b"/echo", 405),
-                           (b"http://example.com/", 405)):
+    for target, status in ((b"example.com:443", 400), (b"/echo", 501),
+                           (b"http://example.com/", 501)):
         with h.Conn(s.addr) as c:
             c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
             label = "CONNECT %s" % target.decode()
