@@ -3,20 +3,28 @@
 /*
  * The diagnostic log. Each line is formatted into a stack buffer and written
  * with one write(2) so lines from several threads never interleave.
+ *
+ * Other threads write while the main thread switches files (a reopen, or a
+ * reload that moves error_log): once the log is a file its descriptor number
+ * stays the same and the new file is dup2'd onto it, so a writer that read
+ * the number a moment before never writes to a closed or reused descriptor.
  */
 #include "sluice/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static int log_fd = STDERR_FILENO;
-static char *log_path;
+static atomic_int log_fd = STDERR_FILENO;
+static char *log_path;         /* the file's path; NULL: standard error */
+static atomic_bool is_to_file; /* log_path != NULL, for the writers */
+static atomic_bool is_stderr_copy;
 static enum sl_log_level min_level = SL_LOG_INFO;
 static pthread_mutex_t reopen_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -31,20 +39,47 @@ open_path(const char *path)
 }
 
 int
+sl_log_open_fd(const char *path)
+{
+    return open_path(path);
+}
+
+void
+sl_log_use(const char *path, int fd)
+{
+    int cur;
+
+    pthread_mutex_lock(&reopen_lock);
+    cur = atomic_load(&log_fd);
+    if (cur == STDERR_FILENO) {
+        atomic_store(&log_fd, fd);
+    } else if (fd != cur) {
+        /* back to stderr too: the number then stands for a copy of it */
+        dup2(fd, cur);
+        if (fd != STDERR_FILENO)
+            close(fd);
+    }
+    free(log_path);
+    log_path = (path != NULL && strcmp(path, "stderr") != 0) ? strdup(path) : NULL;
+    atomic_store(&is_to_file, log_path != NULL);
+    pthread_mutex_unlock(&reopen_lock);
+}
+
+int
 sl_log_open(const char *path)
 {
     int fd = open_path(path);
 
     if (fd < 0)
         return -1;
-    pthread_mutex_lock(&reopen_lock);
-    if (log_fd != STDERR_FILENO)
-        close(log_fd);
-    log_fd = fd;
-    free(log_path);
-    log_path = (path != NULL && strcmp(path, "stderr") != 0) ? strdup(path) : NULL;
-    pthread_mutex_unlock(&reopen_lock);
+    sl_log_use(path, fd);
     return 0;
+}
+
+void
+sl_log_set_stderr_copy(bool is_on)
+{
+    atomic_store(&is_stderr_copy, is_on);
 }
 
 int
@@ -59,7 +94,7 @@ sl_log_reopen(void)
             status = -1;
         } else {
             /* dup2 swaps atomically, so a concurrent writer never sees a closed fd */
-            dup2(fd, log_fd);
+            dup2(fd, atomic_load(&log_fd));
             close(fd);
         }
     }
@@ -71,11 +106,12 @@ void
 sl_log_close(void)
 {
     pthread_mutex_lock(&reopen_lock);
-    if (log_fd != STDERR_FILENO)
-        close(log_fd);
-    log_fd = STDERR_FILENO;
+    if (atomic_load(&log_fd) != STDERR_FILENO)
+        close(atomic_load(&log_fd));
+    atomic_store(&log_fd, STDERR_FILENO);
     free(log_path);
     log_path = NULL;
+    atomic_store(&is_to_file, false);
     pthread_mutex_unlock(&reopen_lock);
 }
 
@@ -123,7 +159,9 @@ emit(enum sl_log_level level, int errnum, const char *fmt, va_list ap)
         len += (size_t)n;
     }
     line[len++] = '\n';
-    (void)!write(log_fd, line, len);
+    (void)!write(atomic_load(&log_fd), line, len);
+    if (level >= SL_LOG_WARN && atomic_load(&is_stderr_copy) && atomic_load(&is_to_file))
+        (void)!write(STDERR_FILENO, line, len);
 }
 
 #define SL_LOG_FN(fn, level, with_errno)                                                        \

@@ -16,6 +16,14 @@ enum sl_log_level { SL_LOG_DEBUG, SL_LOG_INFO, SL_LOG_WARN, SL_LOG_ERROR };
 
 /* Opens `path` ("stderr" or NULL: standard error) for appending; -1 on failure. */
 int sl_log_open(const char *path);
+/* sl_log_open in two steps, so a reload can open the new file before it
+ * decides: the descriptor for `path` (STDERR_FILENO for "stderr" or NULL),
+ * -1 with errno on failure; then sl_log_use switches to it and owns it. */
+int sl_log_open_fd(const char *path);
+void sl_log_use(const char *path, int fd);
+/* While on and the log is a file, warnings and errors go to stderr as well:
+ * the daemon's start, whose failures must reach the service manager. */
+void sl_log_set_stderr_copy(bool is_on);
 /* Reopens the same path (SIGUSR1 after rotation). */
 int sl_log_reopen(void);
 void sl_log_close(void);

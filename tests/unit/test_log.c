@@ -5,7 +5,9 @@
  * line per call, also for messages longer than the line buffer and from
  * several threads at once), level filtering, strerror(errno) on warn and
  * fatal only, errno left as it was, opening a file, a failed open keeping
- * the old one, reopening after rotation by rename, and standard error.
+ * the old one, reopening after rotation by rename, and standard error;
+ * switching files in two steps (a reload), and the copy to stderr of
+ * warnings and errors while the daemon starts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -378,6 +380,119 @@ test_stderr(void **state)
     free(text);
 }
 
+/* Runs fn with stderr sent to a file; returns what it got (caller frees). */
+static char *
+capture_stderr(void (*fn)(void))
+{
+    char errpath[160];
+    int saved, fd;
+    char *text;
+
+    snprintf(errpath, sizeof(errpath), "%s/stderr.txt", dir);
+    fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    fn();
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    text = slurp(errpath);
+    unlink(errpath);
+    return text;
+}
+
+static void
+log_while_starting(void)
+{
+    sl_log_set_stderr_copy(true);
+    sl_log_info("starting");
+    sl_log_warnx("start warning");
+    sl_log_error("start error");
+    sl_log_set_stderr_copy(false);
+    sl_log_error("serving error");
+}
+
+/* Until the daemon serves, warnings and errors reach stderr as well. */
+static void
+test_stderr_copy(void **state)
+{
+    char *text, *file;
+
+    (void)state;
+    text = capture_stderr(log_while_starting);
+    assert_int_equal(count_lines(text), 2);
+    expect_line(text, 0, "warn", "start warning");
+    expect_line(text, 1, "error", "start error");
+    free(text);
+    file = slurp(path);
+    assert_int_equal(count_lines(file), 4);
+    free(file);
+}
+
+static void
+copy_to_stderr_log(void)
+{
+    assert_int_equal(sl_log_open("stderr"), 0);
+    sl_log_set_stderr_copy(true);
+    sl_log_error("once");
+    sl_log_set_stderr_copy(false);
+}
+
+/* The log is stderr already: one line, not two. */
+static void
+test_stderr_copy_of_stderr(void **state)
+{
+    char *text;
+
+    (void)state;
+    text = capture_stderr(copy_to_stderr_log);
+    assert_int_equal(count_lines(text), 1);
+    expect_line(text, 0, "error", "once");
+    free(text);
+}
+
+static void
+switch_files(void)
+{
+    int fd = sl_log_open_fd(rotated);
+
+    assert_true(fd >= 0);
+    sl_log_info("first");
+    sl_log_use(rotated, fd);
+    sl_log_info("second");
+    sl_log_use("stderr", sl_log_open_fd("stderr"));
+    sl_log_info("third");
+    assert_int_equal(sl_log_reopen(), 0);
+    sl_log_use(path, sl_log_open_fd(path));
+    sl_log_info("fourth");
+}
+
+/* A reload that moves error_log: opened first, switched to later. */
+static void
+test_use(void **state)
+{
+    char *err, *first, *second;
+
+    (void)state;
+    assert_int_equal(sl_log_open_fd("/nonexistent-dir/error.log"), -1);
+    err = capture_stderr(switch_files);
+    first = slurp(path);
+    second = slurp(rotated);
+    assert_int_equal(count_lines(first), 2);
+    expect_line(first, 0, "info", "first");
+    expect_line(first, 1, "info", "fourth");
+    assert_int_equal(count_lines(second), 1);
+    expect_line(second, 0, "info", "second");
+    assert_int_equal(count_lines(err), 1);
+    expect_line(err, 0, "info", "third");
+    free(first);
+    free(second);
+    free(err);
+}
+
 #define NTHREADS 4
 #define PER_THREAD 300
 
@@ -492,6 +607,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reopen_after_rename, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_appends_and_failure_keeps_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stderr, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stderr_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stderr_copy_of_stderr, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_use, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_whole_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fatal, setup, teardown),
         cmocka_unit_test(test_gate),
