@@ -17,6 +17,11 @@
  * Until then no worker has switched, so a failure anywhere leaves every
  * worker on the old generation.
  *
+ * A reload also moves the error log and the pidfile when the conf moves them
+ * (as nginx does): the new files are opened and written in phase 1, before
+ * any worker hears of the reload, and are dropped if it is refused. `listen`,
+ * `admin` and `workers` are bound at start and stay until a restart.
+ *
  * Under systemd (Type=notify), the service manager hears READY=1 once every
  * listener is open, RELOADING=1 and READY=1 around each reload, STOPPING=1
  * when the drain starts and, with WatchdogSec=, WATCHDOG=1 from the main loop
@@ -92,9 +97,20 @@ struct worker {
     pthread_mutex_t why_lock;
 };
 
+/* What start bound, in effect until a restart whatever a reload says. */
+struct restart_only {
+    struct sl_listen_conf *listen;
+    size_t nlisten;
+    struct sl_sockaddr admin;
+    bool has_admin;
+    unsigned workers;
+};
+
 struct daemon {
     const char *conf_path;
     struct sl_shared_config *shared;
+    struct restart_only bound;
+    char *pidfile;       /* the pidfile written (and removed at exit); NULL: none */
     struct sl_limiter_shared *limiter_shared;
     struct sl_resolver *resolver; /* upstream host names, on the main loop */
     struct sl_health *health;     /* upstream server states and checks, on the main loop */
@@ -119,6 +135,8 @@ struct daemon {
     struct sl_shared_config *next; /* the config being prepared */
     bool is_reload_queued;         /* SIGHUP during a reload: one more follows it */
     bool is_reload_ok;
+    int next_log_fd;              /* the next conf's error log, opened; -1: same log */
+    bool is_next_pidfile_written; /* the next conf's (other) pidfile, written */
     char reload_why[320];
     uint64_t reload_start_us;
     int fault_worker; /* SLUICE_FAULT_PREPARE_WORKER (a test hook), -1: none */
@@ -560,7 +578,7 @@ admin_start(struct daemon *d, const struct sl_config *cfg)
     port = (uint16_t)strtoul(colon + 1, NULL, 10);
     bound = evhttp_bind_socket_with_handle(d->admin, host, port);
     if (bound == NULL) {
-        sl_log_warn("admin listener %s", cfg->admin.text);
+        sl_log_error("admin listener %s: %s", cfg->admin.text, strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), admin_accept_error);
@@ -579,7 +597,132 @@ admin_stop(struct daemon *d)
     }
 }
 
-/* ---- signals ------------------------------------------------------------- */
+/* ---- what a reload changes, and what waits for a restart ------------------ */
+
+static int
+write_pidfile(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int n;
+
+    if (fd < 0)
+        return -1;
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (write(fd, buf, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    return close(fd);
+}
+
+static void
+restart_only_init(struct restart_only *r, const struct sl_config *cfg)
+{
+    r->listen = sl_xcalloc(cfg->nlisten + 1, sizeof(*r->listen));
+    memcpy(r->listen, cfg->listen, cfg->nlisten * sizeof(*r->listen));
+    r->nlisten = cfg->nlisten;
+    r->admin = cfg->admin;
+    r->has_admin = cfg->has_admin;
+    r->workers = cfg->workers;
+}
+
+/* Against what start bound, not the last conf loaded: a change warns at
+ * every reload until a restart applies it, and a conf that goes back to
+ * what runs does not warn. */
+static void
+warn_restart_only(const struct restart_only *bound, const struct sl_config *cfg)
+{
+    bool is_listen_changed = cfg->nlisten != bound->nlisten;
+    bool is_admin_changed = cfg->has_admin != bound->has_admin
+        || (cfg->has_admin && strcmp(cfg->admin.text, bound->admin.text) != 0);
+    bool is_workers_changed = cfg->workers != bound->workers;
+
+    for (size_t i = 0; !is_listen_changed && i < cfg->nlisten; i++)
+        is_listen_changed = strcmp(cfg->listen[i].text, bound->listen[i].text) != 0;
+    if (is_listen_changed || is_admin_changed || is_workers_changed)
+        sl_log_warnx("reload: listen, admin and workers changes take effect at the next restart "
+                     "(the conf's differ from those in effect:%s%s%s)",
+                     is_listen_changed ? " listen" : "", is_admin_changed ? " admin" : "",
+                     is_workers_changed ? " workers" : "");
+}
+
+static bool
+is_stderr_path(const char *path)
+{
+    return path == NULL || strcmp(path, "stderr") == 0;
+}
+
+static bool
+is_same_log(const char *a, const char *b)
+{
+    if (is_stderr_path(a) || is_stderr_path(b))
+        return is_stderr_path(a) == is_stderr_path(b);
+    return strcmp(a, b) == 0;
+}
+
+/* A refused or abandoned reload: the files it opened or wrote go. */
+static void
+reload_files_drop(struct daemon *d, const struct sl_config *cfg)
+{
+    if (d->next_log_fd >= 0 && d->next_log_fd != STDERR_FILENO)
+        close(d->next_log_fd);
+    d->next_log_fd = -1;
+    if (d->is_next_pidfile_written)
+        unlink(cfg->pidfile);
+    d->is_next_pidfile_written = false;
+}
+
+/*
+ * Phase 1 of a reload: the error log the conf names is opened and its
+ * pidfile written, when they differ from the running ones, before any
+ * worker hears of the reload. A file that cannot be opened or written
+ * refuses the reload (-1, why in err), as an access log does: it is all or
+ * nothing, and the running log then says why.
+ */
+static int
+reload_files_open(struct daemon *d, const struct sl_config *cfg, char *err, size_t errlen)
+{
+    d->next_log_fd = -1;
+    d->is_next_pidfile_written = false;
+    if (!is_same_log(cfg->error_log, d->shared->cfg->error_log)) {
+        d->next_log_fd = sl_log_open_fd(cfg->error_log);
+        if (d->next_log_fd < 0) {
+            snprintf(err, errlen, "error log %s: %s", cfg->error_log, strerror(errno));
+            return -1;
+        }
+    }
+    if (cfg->pidfile != NULL && (d->pidfile == NULL || strcmp(cfg->pidfile, d->pidfile) != 0)) {
+        if (write_pidfile(cfg->pidfile) != 0) {
+            snprintf(err, errlen, "pidfile %s: %s", cfg->pidfile, strerror(errno));
+            reload_files_drop(d, cfg);
+            return -1;
+        }
+        d->is_next_pidfile_written = true;
+    }
+    return 0;
+}
+
+/* A committed reload: its files replace the running ones. */
+static void
+reload_files_keep(struct daemon *d, const struct sl_config *cfg)
+{
+    if (d->next_log_fd >= 0) {
+        /* the last line of the old file says where the next ones are */
+        sl_log_info("error log: continued in %s", cfg->error_log);
+        sl_log_use(cfg->error_log, d->next_log_fd);
+    }
+    d->next_log_fd = -1;
+    if (d->is_next_pidfile_written || cfg->pidfile == NULL) {
+        if (d->pidfile != NULL)
+            unlink(d->pidfile);
+        free(d->pidfile);
+        d->pidfile = cfg->pidfile != NULL ? sl_xstrdup(cfg->pidfile) : NULL;
+    }
+    d->is_next_pidfile_written = false;
+}
+
+/* ---- reload and signals -------------------------------------------------- */
 
 static void
 log_errors(const char *errors)
@@ -592,19 +735,6 @@ log_errors(const char *errors)
         sl_log_error("%.*s", len, line);
         line = nl ? nl + 1 : NULL;
     }
-}
-
-static void
-warn_restart_only(const struct sl_config *old, const struct sl_config *cfg)
-{
-    bool is_listen_changed = cfg->nlisten != old->nlisten;
-    bool is_admin_changed = cfg->has_admin != old->has_admin
-        || (cfg->has_admin && strcmp(cfg->admin.text, old->admin.text) != 0);
-
-    for (size_t i = 0; !is_listen_changed && i < cfg->nlisten; i++)
-        is_listen_changed = strcmp(cfg->listen[i].text, old->listen[i].text) != 0;
-    if (cfg->workers != old->workers || is_listen_changed || is_admin_changed)
-        sl_log_warnx("reload: listen, admin and workers changes take effect at the next restart");
 }
 
 static void
@@ -649,6 +779,18 @@ resolver_restore(struct daemon *d)
 
 static void reload_resolved(void *arg);
 
+/* A reload refused before any worker heard of it: said, counted, and the
+ * old conf serves on (still ready). */
+static void
+reload_refuse(struct daemon *d, const char *what, const char *why)
+{
+    sl_log_error("reload of %s refused, the running configuration stays: %s%s", d->conf_path,
+                 what, why);
+    sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
+    sl_notify_status("reload of %s refused: %s%s", d->conf_path, what, why);
+    notified(d, sl_notify_ready(), "READY=1");
+}
+
 static void
 reload_begin(struct daemon *d)
 {
@@ -675,18 +817,20 @@ reload_begin(struct daemon *d)
         notified(d, sl_notify_ready(), "READY=1");
         return;
     }
+    if (reload_files_open(d, cfg, err, sizeof(err)) != 0) {
+        sl_config_free(cfg);
+        reload_refuse(d, "", err);
+        return;
+    }
     d->next = sl_shared_config_new(cfg);
     d->phase = RELOAD_RESOLVING;
     if (sl_resolver_configure(d->resolver, cfg, err, sizeof(err)) < 0) {
-        sl_log_error("reload of %s refused, the running configuration stays: resolver: %s",
-                     d->conf_path, err);
-        sl_metrics_config_loaded(d->metrics, true, false, sl_clock_now_us() - d->reload_start_us);
+        reload_files_drop(d, cfg);
         resolver_restore(d);
         sl_shared_config_unref(d->next);
         d->next = NULL;
         d->phase = RELOAD_IDLE;
-        sl_notify_status("reload of %s refused: resolver: %s", d->conf_path, err);
-        notified(d, sl_notify_ready(), "READY=1");
+        reload_refuse(d, "resolver: ", err);
         return;
     }
     /* new names get their first answer before the workers build on them */
@@ -700,6 +844,7 @@ reload_resolved(void *arg)
     struct daemon *d = arg;
 
     if (d->is_draining) {
+        reload_files_drop(d, d->next->cfg);
         sl_shared_config_unref(d->next);
         d->next = NULL;
         d->phase = RELOAD_IDLE;
@@ -738,7 +883,8 @@ reload_decide(struct daemon *d)
     if (d->is_reload_ok) {
         char err[256];
 
-        warn_restart_only(d->shared->cfg, d->next->cfg);
+        reload_files_keep(d, d->next->cfg);
+        warn_restart_only(&d->bound, d->next->cfg);
         apply_log_level(d->next->cfg);
         sl_proxy_fit_nofile(d->next->cfg, d->nworkers);
         /* before the old config goes: its lookups are answered with it */
@@ -749,6 +895,7 @@ reload_decide(struct daemon *d)
         sl_shared_config_unref(d->shared);
         d->shared = d->next;
     } else {
+        reload_files_drop(d, d->next->cfg);
         sl_shared_config_unref(d->next);
         resolver_restore(d);
     }
@@ -874,23 +1021,6 @@ worker_done_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- run ----------------------------------------------------------------- */
 
 static int
-write_pidfile(const char *path)
-{
-    char buf[32];
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int n;
-
-    if (fd < 0)
-        return -1;
-    n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-    if (write(fd, buf, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    return close(fd);
-}
-
-static int
 workers_start(struct daemon *d)
 {
     const struct sl_config *cfg = d->shared->cfg;
@@ -995,8 +1125,8 @@ resolver_settled(void *arg)
 /*
  * The conf's host names are looked up before the workers start, so that the
  * first requests have servers; the wait is bounded (a name without an answer
- * has no server, 502, until one comes). Signals are not handled yet: the
- * default action of SIGTERM is right for a daemon that serves nothing.
+ * has no server, 502, until one comes). The handled signals are still
+ * blocked (sl_daemon_block_signals): one sent now waits for the main loop.
  */
 static int
 resolver_start(struct daemon *d, const struct sl_config *cfg)
@@ -1018,6 +1148,13 @@ resolver_start(struct daemon *d, const struct sl_config *cfg)
 static void
 daemon_fini(struct daemon *d)
 {
+    /* a reload the loop did not see to its end */
+    if (d->next != NULL)
+        reload_files_drop(d, d->next->cfg);
+    if (d->pidfile != NULL)
+        unlink(d->pidfile);
+    free(d->pidfile);
+    free(d->bound.listen);
     admin_stop(d);
     for (size_t i = 0; i < 4; i++) {
         if (d->signals[i] != NULL)
@@ -1043,36 +1180,89 @@ daemon_fini(struct daemon *d)
     libevent_global_shutdown();
 }
 
-int
-sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
-{
-    static const int sigs[4] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
-    struct daemon d;
-    int status = 1;
-    enum sl_log_level level;
+/* The signals the main loop handles; the default action of each ends the
+ * process. */
+static const int handled_signals[4] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
 
-    memset(&d, 0, sizeof(d));
-    d.conf_path = conf_path;
+static void
+handled_set(sigset_t *set)
+{
+    sigemptyset(set);
+    for (size_t i = 0; i < 4; i++)
+        sigaddset(set, handled_signals[i]);
+}
+
+void
+sl_daemon_block_signals(void)
+{
+    sigset_t set;
+
+    handled_set(&set);
+    (void)sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+/*
+ * From here on libevent's handler takes the handled signals and the main
+ * loop runs signal_cb. One that came while they were blocked is delivered
+ * now and handled once the loop runs: a SIGHUP during start-up is a reload
+ * right after it, a SIGTERM a drain. Only the main thread exists yet; the
+ * workers it starts next inherit the unblocked mask, and libevent's handler
+ * (a write to its socketpair) works on whichever thread the kernel picks.
+ */
+static void
+signals_start(struct daemon *d)
+{
+    sigset_t set;
+
+    for (size_t i = 0; i < 4; i++) {
+        d->signals[i] = evsignal_new(d->base, handled_signals[i], signal_cb, d);
+        event_add(d->signals[i], NULL);
+    }
+    handled_set(&set);
+    (void)pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* The error log (also to stderr until the daemon serves), the metrics;
+ * -1 when one cannot be had, cfg then freed. */
+static int
+daemon_init(struct daemon *d, const char *conf_path, struct sl_config *cfg, uint64_t load_us)
+{
+    char err[256];
+    enum sl_log_level level;
+    unsigned nworkers = cfg->workers ? cfg->workers : 1;
+
+    memset(d, 0, sizeof(*d));
+    d->conf_path = conf_path;
+    d->next_log_fd = -1;
     signal(SIGPIPE, SIG_IGN);
     if (sl_log_open(cfg->error_log) != 0) {
         fprintf(stderr, "sluice: error log %s: %s\n", cfg->error_log, strerror(errno));
         sl_config_free(cfg);
-        return 1;
+        return -1;
     }
+    sl_log_set_stderr_copy(true);
     if (cfg->log_level != NULL && sl_log_parse_level(cfg->log_level, &level) == 0)
         sl_log_set_level(level);
-    {
-        char err[256];
-        unsigned nworkers = cfg->workers ? cfg->workers : 1;
-        d.metrics = sl_metrics_new(nworkers, cfg->metrics_buckets, cfg->nmetrics_buckets, err,
-                                   sizeof(err));
-        if (d.metrics == NULL) {
-            sl_log_error("metrics: %s", err);
-            sl_config_free(cfg);
-            return 1;
-        }
-        sl_metrics_config_loaded(d.metrics, false, true, load_us);
+    d->metrics = sl_metrics_new(nworkers, cfg->metrics_buckets, cfg->nmetrics_buckets, err,
+                                sizeof(err));
+    if (d->metrics == NULL) {
+        sl_log_error("metrics: %s", err);
+        sl_config_free(cfg);
+        return -1;
     }
+    sl_metrics_config_loaded(d->metrics, false, true, load_us);
+    restart_only_init(&d->bound, cfg);
+    return 0;
+}
+
+int
+sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
+{
+    struct daemon d;
+    int status = 1;
+
+    if (daemon_init(&d, conf_path, cfg, load_us) != 0)
+        return 1;
     d.shared = sl_shared_config_new(cfg);
     d.limiter_shared = sl_limiter_shared_new(cfg->store.max_keys);
     d.base = event_base_new();
@@ -1085,10 +1275,7 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     d.health = sl_health_new(d.base, d.resolver);
     sl_health_configure(d.health, cfg);
     watchdog_init(&d);
-    for (size_t i = 0; i < 4; i++) {
-        d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
-        event_add(d.signals[i], NULL);
-    }
+    signals_start(&d);
     if (cfg->has_admin && admin_start(&d, cfg) != 0)
         goto fail;
     if (workers_start(&d) != 0) {
@@ -1099,16 +1286,17 @@ sl_daemon_run(const char *conf_path, struct sl_config *cfg, uint64_t load_us)
     }
     if (cfg->pidfile != NULL && write_pidfile(cfg->pidfile) != 0)
         sl_log_warn("pidfile %s", cfg->pidfile);
+    else if (cfg->pidfile != NULL)
+        d.pidfile = sl_xstrdup(cfg->pidfile);
     sl_log_info("sluice %s started: %u workers, listening on %s", SL_VERSION, d.nworkers,
                 cfg->listen[0].text);
+    sl_log_set_stderr_copy(false);
     sl_notify_status("serving: %u worker%s, listening on %s", d.nworkers,
                      d.nworkers == 1 ? "" : "s", cfg->listen[0].text);
     notified(&d, sl_notify_ready(), "READY=1");
     watchdog_start(&d);
     event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
     workers_free(&d, true);
-    if (d.shared->cfg->pidfile != NULL)
-        unlink(d.shared->cfg->pidfile);
     sl_log_info("sluice stopped");
     status = 0;
 fail:

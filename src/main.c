@@ -314,6 +314,8 @@ main(int argc, char **argv)
         }
         return control(o.conf_path, o.signal_name, sig);
     }
+    if (!o.is_check_only)
+        sl_daemon_block_signals();
     load_start_us = sl_clock_now_us();
     cfg = load_conf(o.conf_path);
     if (cfg == NULL)
