@@ -97,8 +97,14 @@ message_of(const char *line, const char *level)
 {
     regmatch_t m[3];
     struct tm tm;
-    time_t stamp, now = time(NULL);
+    struct timespec ts;
+    time_t stamp, now;
     const char *rest;
+
+    /* the clock the log reads: time() is the coarse one and can still be a
+     * second behind a stamp taken just before */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = ts.tv_sec;
 
     if (regexec(&line_re, line, 3, m, 0) != 0)
         fail_msg("line does not have the log format: \"%s\"", line);
