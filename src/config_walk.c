@@ -20,6 +20,7 @@
 
 #include "sluice/lua_rt.h"
 #include "util/alloc.h"
+#include "util/text.h"
 
 /* ------------------------------------------------------------------------ */
 /* Durations and sizes                                                      */
@@ -178,9 +179,37 @@ xvformat(const char *fmt, va_list ap)
     return buf;
 }
 
+/* The conf's own bytes end up in messages (a key, a value, Lua's "near"):
+ * a terminal or a log reader gets them as \xNN unless they are printable
+ * ASCII or valid UTF-8, so a message is always one clean line. */
+static char *
+escape_unprintable(char *text)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t len = strlen(text), o = 0, i = 0;
+    char *out = sl_xmalloc(len * 4 + 1);
+
+    while (i < len) {
+        size_t n = s[i] >= 0x80 ? sl_utf8_len(s + i, len - i) : 1;
+
+        if (s[i] >= 0x80 ? n != 0 : (s[i] >= 0x20 && s[i] != 0x7f)) {
+            memcpy(out + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", s[i]);
+            i++;
+        }
+    }
+    out[o] = '\0';
+    free(text);
+    return out;
+}
+
 void
 sl_conf_add_error(struct loader *ld, size_t file, int line, char *text)
 {
+    text = escape_unprintable(text);
     if (ld->nerrs == ld->errs_cap) {
         ld->errs_cap = ld->errs_cap ? ld->errs_cap * 2 : 8;
         ld->errs = sl_xrealloc(ld->errs, ld->errs_cap * sizeof(*ld->errs));

@@ -492,6 +492,8 @@ static const struct bad_case bad_cases[] = {
     { "bad_sandbox.conf", 1, 4, "undefined variable \"os\"" },
     { "bad_undefined.conf", 1, 4, "undefined variable \"tennant_key\"" },
     { "bad_unknown_top.conf", 1, 4, "unknown key \"tiemout\"" },
+    /* the conf's bytes come back escaped, the message one line */
+    { "bad_unknown_bytes.conf", 1, 4, "unknown key \"\\xff\\xfex\\x0a\" in store" },
     { "bad_unknown_key.conf", 1, 5, "unknown key \"tiemout\" in upstream \"api\"" },
     { "bad_unknown_keys.conf", 4, 2, "unknown key \"max_body\" in client" },
     { "bad_unknown_keys.conf", 4, 5, "unknown key \"ttl\" in store" },
