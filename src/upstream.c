@@ -83,6 +83,7 @@ struct sl_upstream_pool {
     uint64_t rng;                  /* random2's state */
     struct pool_name *names;
     unsigned nnames;
+    struct event *names_timer; /* takes new addresses while no request comes */
     unsigned nidle;
     unsigned active, max_active;
     struct sl_upstream_wait *queue_head, *queue_tail;
@@ -245,6 +246,35 @@ server_put(struct server *srv)
     }
 }
 
+static void refresh_names(struct sl_upstream_pool *pool);
+
+/* A worker's pool takes a name's addresses at its next request, and at
+ * least once a second without one: /readyz and the per-server metrics read
+ * the pool, and a readiness probe that gates the traffic must not wait for
+ * the traffic (a Kubernetes Service name before the first request). */
+#define NAMES_REFRESH_MS 1000
+
+static void
+on_names_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    refresh_names(arg);
+}
+
+static void
+names_timer_start(struct sl_upstream_pool *pool)
+{
+    struct timeval tv = sl_timeval_from_ms(NAMES_REFRESH_MS);
+
+    if (pool->nnames == 0 || pool->base == NULL)
+        return;
+    pool->names_timer = event_new(pool->base, -1, EV_PERSIST, on_names_timer, pool);
+    if (pool->names_timer == NULL)
+        sl_fatalx("event_new failed");
+    event_add(pool->names_timer, &tv);
+}
+
 struct sl_upstream_pool *
 sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *conf,
                      unsigned nworkers, struct sl_metrics_worker *metrics, unsigned slot,
@@ -274,6 +304,8 @@ sl_upstream_pool_new(struct event_base *base, const struct sl_upstream_conf *con
     pool->max_active = share(conf->max_inflight, nworkers ? nworkers : 1);
     pool->max_queued = conf->queue ? share(conf->queue, nworkers ? nworkers : 1) : 0;
     ring_update(pool);
+    refresh_names(pool); /* the start-up lookups are done by now */
+    names_timer_start(pool);
     return pool;
 }
 
@@ -319,6 +351,8 @@ sl_upstream_pool_free(struct sl_upstream_pool *pool)
 {
     if (pool == NULL)
         return;
+    if (pool->names_timer != NULL)
+        event_free(pool->names_timer);
     for (unsigned i = 0; i < pool->nservers; i++) {
         struct server *srv = pool->servers[i];
         while (srv->idle != NULL) {

@@ -10,7 +10,8 @@
 # a name unknown at start has no server (502) until the DNS knows it; with
 # the DNS server gone, the last good addresses keep serving, and the failure
 # is logged once; a reload naming a new host switches once it has its
-# addresses. -t takes names and refuses a malformed one at file:line.
+# addresses; with 2 workers and no request sent, /readyz turns 200 (each
+# worker takes the name's addresses on its own, not at its first request). -t takes names and refuses a malformed one at file:line.
 # Client: raw requests. Upstream: two test upstreams on 127.0.0.1 and
 # 127.0.0.2, the same port. Daemon: 1 worker.
 
@@ -37,6 +38,17 @@ routes = {
   { path = "/late/", upstream = "late" },
   { path = "/", upstream = "app" },
 }
+"""
+
+# Two workers and only the named upstream: ready once both hold its address.
+READY_CONF = """\
+listen = "${listen}"
+admin = "${admin}"
+workers = 2
+access_log = "off"
+resolver = { servers = { "127.0.0.1:${dns}" }, valid = "1s", timeout = "1s" }
+upstreams = { app = { servers = { "api.sluice.test:${port}" } } }
+routes = { { path = "/", upstream = "app" } }
 """
 
 
@@ -96,6 +108,13 @@ def main(env):
     with open(hosts, "w") as f:
         f.write("127.0.0.1 api.sluice.test\n")
     dns = Dnsmasq(env, hosts)
+    # /readyz with no request sent: a readinessProbe gates the traffic, so
+    # the workers must take the name's address without it
+    r = env.sluice(READY_CONF, name="sluice-ready", values={"dns": dns.port, "port": one.port})
+    ready = h.wait_until(lambda: (h.admin_get(r.admin, "/readyz") or (0,))[0] == 200, 5, 0.1)
+    t.ok(ready, "ready with no request sent: every worker took the name's address",
+         h.admin_get(r.admin, "/readyz"))
+    r.stop()
     s = env.sluice(CONF, values={"dns": dns.port, "port": one.port})
 
     t.eq(served_by(s, [one, two]), "one", "the name's address (127.0.0.1) gets the request")
