@@ -265,21 +265,31 @@ hb_forwarded_node(struct head_builder *b, const struct conn *c)
 
 /*
  * X-Forwarded-For: the hops that came, then the connection's client (the
- * PROXY header's when there was one). A client found in a trusted peer's
- * Forwarded field, with no X-Forwarded-For, comes first, so that an
- * upstream reading X-Forwarded-For sees it too. Then the fields of struct
- * ident, and sluice's own element after a Forwarded field that came (RFC
- * 7239 section 4: each proxy appends one).
+ * PROXY header's when there was one). The fields that came go up whole,
+ * joined in order as proxy_collect_xff joins them, however long (as nginx
+ * and HAProxy do): client.max_header_size bounds them, and c->xff, which
+ * keeps only the right-most 1 KiB, is for choosing the client address.
+ * A client found in a trusted peer's Forwarded field, with no
+ * X-Forwarded-For, comes first, so that an upstream reading
+ * X-Forwarded-For sees it too. Then the fields of struct ident, and
+ * sluice's own element after a Forwarded field that came (RFC 7239
+ * section 4: each proxy appends one).
  */
 static void
 write_ident(struct conn *c, struct head_builder *b)
 {
+    const struct sl_request *req = &c->rq.req;
     const struct ident *id = &c->rq.ident;
 
     HB_LIT(b, "X-Forwarded-For: ");
     if (c->rq.xff_len > 0) {
-        hb_add(b, c->xff, c->rq.xff_len);
-        HB_LIT(b, ", ");
+        for (size_t i = 0; i < req->nheaders; i++) {
+            const struct sl_header *h = &req->headers[i];
+            if (h->value_len == 0 || !sl_http_name_is(h, SL_LIT("x-forwarded-for")))
+                continue;
+            hb_add(b, h->value, h->value_len);
+            HB_LIT(b, ", ");
+        }
     } else if (id->is_from_forwarded && strcmp(c->fwd.addr, c->peer_ip) != 0) {
         hb_add(b, c->fwd.addr, c->fwd.addr_len);
         HB_LIT(b, ", ");

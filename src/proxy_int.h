@@ -304,7 +304,8 @@ int proxy_feed_parser(struct sl_head *h, struct evbuffer *in, size_t *consumed);
 
 /* ---- proxy_head.c: heads as they leave ------------------------------------ */
 
-/* X-Forwarded-For fields joined into c->xff (right-most 1 KiB); the length. */
+/* X-Forwarded-For fields joined into c->xff (right-most 1 KiB); the length.
+ * The client address is chosen from it; write_ident sends the fields whole. */
 size_t proxy_collect_xff(struct conn *c);
 /* Makes X-Request-Id (unless a valid one came) and traceparent, once. */
 void proxy_ensure_ids(struct conn *c);

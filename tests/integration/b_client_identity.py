@@ -8,7 +8,7 @@
 # proto=, host=; IPv6 in brackets; obfuscated nodes hide it) and sluice
 # appends its own element; the client after trust is the `ip` key, the
 # access log's `client` (the TCP peer is `peer`); ipv6_prefix = 64 puts a
-# /64 in one bucket.
+# /64 in one bucket; X-Forwarded-For over 1 KiB goes up whole.
 # Client: raw requests from 127.0.0.1 (untrusted) and 127.0.0.2 (the trusted
 # "balancer"). Upstream: /echo (headers as received). Daemon: 1 worker,
 # trusted_proxies = 127.0.0.2, access log to a file, limits of burst 1 per
@@ -90,6 +90,13 @@ def main(env):
     t.eq(one(hs, "x-forwarded-host"), "evil.example", "trusted: X-Forwarded-Host kept")
     t.eq(one(hs, "x-forwarded-port"), "1", "trusted: X-Forwarded-Port kept")
     t.eq(one(hs, "x-forwarded-for"), "192.0.2.99, 127.0.0.2", "trusted: X-Forwarded-For appended")
+    # a list longer than 1 KiB goes up whole, every field in order (it was
+    # cut to its right-most 1 KiB, mid-address: "4, 127.0.0.4, ...")
+    hops = "1.2.3.4, " + ", ".join(["127.0.0.4"] * 200)
+    r, hs = echo(s, headers=[("X-Forwarded-For", hops), ("X-Forwarded-For", "192.0.2.7")],
+                 source=LB)
+    t.eq(one(hs, "x-forwarded-for"), hops + ", 192.0.2.7, 127.0.0.2",
+         "trusted: an X-Forwarded-For over 1 KiB is passed whole")
 
     # RFC 7239 from the trusted balancer, no X-Forwarded-For
     fwd = [("Forwarded", 'for="[2001:db8:cafe::17]:4711";proto=https;host=api.example.com')]

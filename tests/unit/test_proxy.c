@@ -6,7 +6,8 @@
  * proxy_ensure_ids (a valid X-Request-Id or traceparent kept, a missing or
  * invalid one replaced by a valid generated one, on first use only and then
  * stable) and proxy_write_request_head (the head sent upstream: hop-by-hop
- * fields and Expect dropped, X-Forwarded-For appended to, X-Forwarded-Proto
+ * fields and Expect dropped, X-Forwarded-For appended to and passed whole
+ * past the 1 KiB the client is chosen from, X-Forwarded-Proto
  * set, body framing re-stated, Host kept). Each test
  * parses a literal request with sl_head_* into a connection built by hand,
  * as read_head and request_begin do, without sockets or an event loop.
@@ -132,7 +133,7 @@ upstream_head(struct conn *c)
 static int
 fields(const char *head, const char *name, const char **value)
 {
-    static char buf[2048];
+    static char buf[8192];
     const char *p = strstr(head, "\r\n");
     size_t name_len = strlen(name);
     int n = 0;
@@ -447,6 +448,37 @@ test_head_xff_appended(void **state)
     (void)state;
     head = upstream_head(c);
     expect_field(head, "X-Forwarded-For", "203.0.113.1, 10.0.0.1, 10.0.0.2, " PEER_IP);
+    free(head);
+    discard(c);
+}
+
+/* The upstream gets every X-Forwarded-For field whole, however long: the
+ * 1 KiB of c->xff is only what the client address is chosen from. */
+static void
+test_head_xff_whole_past_kib(void **state)
+{
+    char raw[8192], want[8192];
+    size_t rlen = 0, wlen = 0;
+    struct conn *c;
+    char *head;
+
+    (void)state;
+    rlen += (size_t)snprintf(raw, sizeof(raw),
+                             "GET / HTTP/1.1\r\nHost: a\r\n"
+                             "X-Forwarded-For: 1.2.3.4");
+    wlen += (size_t)snprintf(want, sizeof(want), "1.2.3.4");
+    for (int i = 0; i < 200; i++) {
+        rlen += (size_t)snprintf(raw + rlen, sizeof(raw) - rlen, ", 127.0.0.%d", i % 10);
+        wlen += (size_t)snprintf(want + wlen, sizeof(want) - wlen, ", 127.0.0.%d", i % 10);
+    }
+    rlen += (size_t)snprintf(raw + rlen, sizeof(raw) - rlen,
+                             "\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n");
+    wlen += (size_t)snprintf(want + wlen, sizeof(want) - wlen, ", 203.0.113.9, " PEER_IP);
+    assert_true(rlen < sizeof(raw) && wlen < sizeof(want));
+    assert_true(wlen > 2 * sizeof(c->xff));
+    c = parsed(raw);
+    head = upstream_head(c);
+    expect_field(head, "X-Forwarded-For", want);
     free(head);
     discard(c);
 }
@@ -969,6 +1001,7 @@ main(void)
         cmocka_unit_test(test_head_basic),
         cmocka_unit_test(test_head_hop_by_hop),
         cmocka_unit_test(test_head_xff_appended),
+        cmocka_unit_test(test_head_xff_whole_past_kib),
         cmocka_unit_test(test_head_content_length),
         cmocka_unit_test(test_head_chunked),
         cmocka_unit_test(test_head_expect_removed),
