@@ -1222,6 +1222,38 @@ signals_start(struct daemon *d)
     (void)pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
+/*
+ * libevent's own messages (evdns's "Nameserver 10.0.0.2:53 has failed:
+ * request timed out.", an epoll warning), which it would print raw on
+ * stderr, go to the error log with a "libevent: " prefix. A nameserver or
+ * all of them failing is a warn; the other messages (one back up) are
+ * info; debug lines come only if libevent's debug logging is on, which
+ * sluice never turns on. Any thread may call it: sl_log writes each line
+ * with one write(2) and calls nothing of libevent's, as
+ * event_set_log_callback requires.
+ */
+static void
+libevent_log_cb(int severity, const char *msg)
+{
+    switch (severity) {
+    case EVENT_LOG_DEBUG:
+        sl_log_debug("libevent: %s", msg);
+        break;
+    case EVENT_LOG_MSG:
+        if (strstr(msg, " failed") != NULL)
+            sl_log_warnx("libevent: %s", msg);
+        else
+            sl_log_info("libevent: %s", msg);
+        break;
+    case EVENT_LOG_WARN:
+        sl_log_warnx("libevent: %s", msg);
+        break;
+    default:
+        sl_log_error("libevent: %s", msg);
+        break;
+    }
+}
+
 /* The error log (also to stderr until the daemon serves), the metrics;
  * -1 when one cannot be had, cfg then freed. */
 static int
@@ -1235,6 +1267,7 @@ daemon_init(struct daemon *d, const char *conf_path, struct sl_config *cfg, uint
     d->conf_path = conf_path;
     d->next_log_fd = -1;
     signal(SIGPIPE, SIG_IGN);
+    event_set_log_callback(libevent_log_cb); /* before any event base or evdns base */
     if (sl_log_open(cfg->error_log) != 0) {
         fprintf(stderr, "sluice: error log %s: %s\n", cfg->error_log, strerror(errno));
         sl_config_free(cfg);
