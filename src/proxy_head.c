@@ -202,32 +202,54 @@ proxy_ensure_ids(struct conn *c)
     c->rq.has_ids = true;
 }
 
+/* Where the first whole entry of buf[start, size), a list cut on its left,
+ * starts: the cut one goes, lest "10.1.2.3" cut to "0.1.2.3" pass for
+ * another address. */
+static size_t
+whole_entries_from(const char *buf, size_t start, size_t size)
+{
+    const char *comma = memchr(buf + start, ',', size - start);
+    size_t at;
+
+    if (comma == NULL)
+        return size;
+    at = (size_t)(comma - buf) + 1;
+    while (at < size && (buf[at] == ' ' || buf[at] == '\t'))
+        at++;
+    return at;
+}
+
 /*
  * All X-Forwarded-For fields joined in order (RFC 9110 section 5.3) into
- * c->xff, filled from the right: a list longer than the buffer keeps its
- * right-most 1 KiB, the hops that matter for choosing the client address.
+ * c->xff, filled from the right: a list longer than the buffer keeps the
+ * whole entries of its right-most 1 KiB, the hops that matter for choosing
+ * the client address.
  */
 size_t
 proxy_collect_xff(struct conn *c)
 {
     size_t end = sizeof(c->xff);
     size_t len;
+    bool is_cut = false;
 
-    for (size_t i = c->rq.req.nheaders; i-- > 0 && end > 0;) {
+    for (size_t i = c->rq.req.nheaders; i-- > 0 && !is_cut;) {
         const struct sl_header *h = &c->rq.req.headers[i];
         size_t n;
         if (!sl_http_token_eq(h->name, h->name_len, SL_LIT("x-forwarded-for")) || h->value_len == 0)
             continue;
         if (end < sizeof(c->xff)) {
             if (end < 2)
-                break;
+                break; /* what is in is whole */
             end -= 2;
             memcpy(c->xff + end, SL_LIT(", "));
         }
         n = h->value_len < end ? h->value_len : end;
+        is_cut = n < h->value_len;
         end -= n;
         memcpy(c->xff + end, h->value + h->value_len - n, n);
     }
+    if (is_cut)
+        end = whole_entries_from(c->xff, end, sizeof(c->xff));
     len = sizeof(c->xff) - end;
     memmove(c->xff, c->xff + end, len);
     return len;
