@@ -204,7 +204,8 @@ proxy_ensure_ids(struct conn *c)
 
 /* Where the first whole entry of buf[start, size), a list cut on its left,
  * starts: the cut one goes, lest "10.1.2.3" cut to "0.1.2.3" pass for
- * another address. */
+ * another address. Without a comma the cut entry fills the buffer, far too
+ * long to pass for any: it stays, a malformed hop, as the list did come. */
 static size_t
 whole_entries_from(const char *buf, size_t start, size_t size)
 {
@@ -212,7 +213,7 @@ whole_entries_from(const char *buf, size_t start, size_t size)
     size_t at;
 
     if (comma == NULL)
-        return size;
+        return start;
     at = (size_t)(comma - buf) + 1;
     while (at < size && (buf[at] == ' ' || buf[at] == '\t'))
         at++;
@@ -302,17 +303,18 @@ write_ident(struct conn *c, struct head_builder *b)
 {
     const struct sl_request *req = &c->rq.req;
     const struct ident *id = &c->rq.ident;
+    bool has_xff = false;
 
     HB_LIT(b, "X-Forwarded-For: ");
-    if (c->rq.xff_len > 0) {
-        for (size_t i = 0; i < req->nheaders; i++) {
-            const struct sl_header *h = &req->headers[i];
-            if (h->value_len == 0 || !sl_http_name_is(h, SL_LIT("x-forwarded-for")))
-                continue;
-            hb_add(b, h->value, h->value_len);
-            HB_LIT(b, ", ");
-        }
-    } else if (id->is_from_forwarded && strcmp(c->fwd.addr, c->peer_ip) != 0) {
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct sl_header *h = &req->headers[i];
+        if (h->value_len == 0 || !sl_http_name_is(h, SL_LIT("x-forwarded-for")))
+            continue;
+        hb_add(b, h->value, h->value_len);
+        HB_LIT(b, ", ");
+        has_xff = true;
+    }
+    if (!has_xff && id->is_from_forwarded && strcmp(c->fwd.addr, c->peer_ip) != 0) {
         hb_add(b, c->fwd.addr, c->fwd.addr_len);
         HB_LIT(b, ", ");
     }

@@ -349,43 +349,6 @@ test_open_appends_and_failure_keeps_old(void **state)
     free(text);
 }
 
-static void
-test_stderr(void **state)
-{
-    char errpath[160];
-    int saved, fd;
-    char *text;
-
-    (void)state;
-    snprintf(errpath, sizeof(errpath), "%s/stderr.txt", dir);
-    fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    fflush(stderr);
-    saved = dup(STDERR_FILENO);
-    assert_true(saved >= 0);
-    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-
-    assert_int_equal(sl_log_open("stderr"), 0);
-    sl_log_info("to stderr");
-    /* nothing to reopen for stderr; the call must not close it */
-    assert_int_equal(sl_log_reopen(), 0);
-    sl_log_close();
-    sl_log_info("still stderr after close");
-    assert_int_equal(sl_log_open(NULL), 0);
-    sl_log_warnx("NULL means stderr");
-
-    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-    close(saved);
-    text = slurp(errpath);
-    unlink(errpath);
-    assert_int_equal(count_lines(text), 3);
-    expect_line(text, 0, "info", "to stderr");
-    expect_line(text, 1, "info", "still stderr after close");
-    expect_line(text, 2, "warn", "NULL means stderr");
-    free(text);
-}
-
 /* Runs fn with stderr sent to a file; returns what it got (caller frees). */
 static char *
 capture_stderr(void (*fn)(void))
@@ -408,6 +371,33 @@ capture_stderr(void (*fn)(void))
     text = slurp(errpath);
     unlink(errpath);
     return text;
+}
+
+static void
+log_to_stderr_steps(void)
+{
+    assert_int_equal(sl_log_open("stderr"), 0);
+    sl_log_info("to stderr");
+    /* nothing to reopen for stderr; the call must not close it */
+    assert_int_equal(sl_log_reopen(), 0);
+    sl_log_close();
+    sl_log_info("still stderr after close");
+    assert_int_equal(sl_log_open(NULL), 0);
+    sl_log_warnx("NULL means stderr");
+}
+
+static void
+test_stderr(void **state)
+{
+    char *text;
+
+    (void)state;
+    text = capture_stderr(log_to_stderr_steps);
+    assert_int_equal(count_lines(text), 3);
+    expect_line(text, 0, "info", "to stderr");
+    expect_line(text, 1, "info", "still stderr after close");
+    expect_line(text, 2, "warn", "NULL means stderr");
+    free(text);
 }
 
 static void

@@ -282,6 +282,29 @@ test_xff_keeps_rightmost_kib(void **state)
     }
 }
 
+/* One field longer than the buffer: no whole entry, so the cut one stays, a
+ * malformed hop (1 KiB never reads as an address) that says a list came. */
+static void
+test_xff_one_entry_past_kib(void **state)
+{
+    char raw[4096], v[2001];
+    size_t cap = sizeof(((struct conn *)NULL)->xff);
+    struct conn *c;
+    char *s;
+
+    (void)state;
+    for (size_t j = 0; j < 2000; j++)
+        v[j] = (char)('0' + j % 10);
+    v[2000] = '\0';
+    snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: %s\r\n\r\n", v);
+    c = parsed(raw);
+    s = xff_text(c);
+    assert_int_equal(c->rq.xff_len, cap);
+    assert_string_equal(s, v + 2000 - cap);
+    free(s);
+    discard(c);
+}
+
 /* ---- proxy_ensure_ids ---------------------------------------------------- */
 
 static void
@@ -1002,6 +1025,7 @@ main(void)
         cmocka_unit_test(test_xff_none),
         cmocka_unit_test(test_xff_joined),
         cmocka_unit_test(test_xff_keeps_rightmost_kib),
+        cmocka_unit_test(test_xff_one_entry_past_kib),
         cmocka_unit_test(test_ids_kept_when_valid),
         cmocka_unit_test(test_ids_generated),
         cmocka_unit_test(test_head_basic),
